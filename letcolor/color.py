@@ -1,0 +1,98 @@
+"""sRGB (D65) <-> CIE L*a*b* in torch, and the network's input/target scalings.
+
+Every function takes tensors of shape (..., 3, H, W) or (..., 3) with channels in dim -3 for images;
+see `channel_dim`. All operations are element-wise or over the channel axis, so they run batched on any
+device and are differentiable.
+"""
+
+import torch
+
+# D65 reference white (CIE 1931 2 degree observer), as used by sRGB.
+WHITE_D65 = (0.95047, 1.0, 1.08883)
+
+# Linear sRGB -> XYZ (IEC 61966-2-1), and its inverse.
+_RGB_TO_XYZ = (
+    (0.4124564, 0.3575761, 0.1804375),
+    (0.2126729, 0.7151522, 0.0721750),
+    (0.0193339, 0.1191920, 0.9503041),
+)
+
+_EPSILON = 216 / 24389  # (6/29)^3: where the Lab cube root turns linear
+_KAPPA = 24389 / 27
+
+# The network predicts a,b through a sigmoid. The sRGB gamut spans a in [-86.2, 98.3] and
+# b in [-107.9, 94.5], so [-AB_RANGE, AB_RANGE] with AB_RANGE = 110 holds every sRGB colour
+# (the official code's [-100, 100] would clip saturated blues). Values outside are clamped.
+AB_RANGE = 110.0
+L_RANGE = 100.0
+
+
+def _matrix(rows, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
+def _apply_matrix(matrix: torch.Tensor, image: torch.Tensor, dim: int) -> torch.Tensor:
+    moved = image.movedim(dim, -1)
+    return (moved @ matrix.T).movedim(-1, dim)
+
+
+def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
+    return torch.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def _lab_f(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t > _EPSILON, t.clamp(min=_EPSILON) ** (1 / 3), (_KAPPA * t + 16) / 116)
+
+
+def _lab_f_inverse(f: torch.Tensor) -> torch.Tensor:
+    return torch.where(f**3 > _EPSILON, f**3, (116 * f - 16) / _KAPPA)
+
+
+def rgb_to_lab(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
+    """sRGB in [0, 1] -> Lab (L in [0, 100], a and b roughly in [-110, 110]); channels along `dim`."""
+    xyz = _apply_matrix(_matrix(_RGB_TO_XYZ, rgb), _srgb_to_linear(rgb), dim)
+    white = torch.tensor(WHITE_D65, dtype=rgb.dtype, device=rgb.device)
+    fx, fy, fz = _lab_f(xyz.movedim(dim, -1) / white).unbind(-1)
+    return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=dim)
+
+
+def lab_to_rgb(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
+    """Lab -> sRGB, clipped to [0, 1] (Lab colours outside the sRGB gamut land on its surface)."""
+    l, a, b = lab.movedim(dim, -1).unbind(-1)
+    fy = (l + 16) / 116
+    f = torch.stack((fy + a / 500, fy, fy - b / 200), dim=-1)
+    white = torch.tensor(WHITE_D65, dtype=lab.dtype, device=lab.device)
+    xyz = (_lab_f_inverse(f) * white).movedim(-1, dim)
+    rgb_to_xyz = _matrix(_RGB_TO_XYZ, lab)
+    linear = _apply_matrix(torch.linalg.inv(rgb_to_xyz), xyz, dim)
+    return _linear_to_srgb(linear.clamp(0, 1))
+
+
+def rgb_to_lightness(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
+    """The L* channel alone (what a black-and-white photo keeps), with the channel axis kept."""
+    luminance = _apply_matrix(_matrix(_RGB_TO_XYZ[1:2], rgb), _srgb_to_linear(rgb), dim)
+    return 116 * _lab_f(luminance) - 16
+
+
+def gray_to_lightness(gray: torch.Tensor) -> torch.Tensor:
+    """8-bit-style gray in [0, 1] (an sRGB-encoded luminance, as PIL's mode "L") -> L* in [0, 100]."""
+    return 116 * _lab_f(_srgb_to_linear(gray)) - 16
+
+
+def lightness_to_input(l: torch.Tensor) -> torch.Tensor:
+    """L in [0, 100] -> the network's input in [0, 1]."""
+    return l / L_RANGE
+
+
+def ab_to_target(ab: torch.Tensor) -> torch.Tensor:
+    """a,b in Lab units -> the sigmoid's range [0, 1]; values beyond +-AB_RANGE are clamped, not wrapped."""
+    return ((ab / AB_RANGE + 1) / 2).clamp(0, 1)
+
+
+def target_to_ab(target: torch.Tensor) -> torch.Tensor:
+    """The network's sigmoid output in [0, 1] -> a,b in Lab units."""
+    return (target.clamp(0, 1) * 2 - 1) * AB_RANGE

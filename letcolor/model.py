@@ -1,0 +1,238 @@
+"""The Let there be Color! network (Iizuka, Simo-Serra and Ishikawa, SIGGRAPH 2016), top to bottom as in the paper.
+
+A grayscale L channel goes through shared low-level features; a mid-level branch keeps the spatial map; a global
+branch reads a 224x224 resize and gives a scene vector (and scene class logits); the fusion layer concatenates
+that vector at every pixel; the colorization network predicts a,b (as a sigmoid) at half the input resolution.
+"""
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors.torch import load_model
+from torch import nn
+
+GLOBAL_INPUT_SIZE = 224  # the global branch's fixed input side (paper 3.2)
+WEIGHTS_NAME = "model.safetensors"
+
+
+def channels(paper_channels: int, width: float) -> int:
+    """A layer's channel count for the width multiplier `width` (1.0 = the paper's network)."""
+    return max(1, round(paper_channels * width))
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def conv_stack(layer_list: list[tuple[int, int, int]], width: float) -> nn.Sequential:
+    """Convs from (paper in-channels, paper out-channels, stride) triples, scaled by `width`."""
+    return nn.Sequential(
+        *(conv_bn_relu(channels(cin, width) if cin > 1 else 1, channels(cout, width), s) for cin, cout, s in layer_list)
+    )
+
+
+class LowLevelFeatures(nn.Module):
+    """Low-level features network shared by the local and global paths, down to H/8 (paper 3.1, Table 1)."""
+
+    LAYERS = [(1, 64, 2), (64, 128, 1), (128, 128, 2), (128, 256, 1), (256, 256, 2), (256, 512, 1)]
+
+    def __init__(self, width: float):
+        super().__init__()
+        self.convs = conv_stack(self.LAYERS, width)
+
+    def forward(self, l: torch.Tensor) -> torch.Tensor:
+        return self.convs(l)
+
+
+class MidLevelFeatures(nn.Module):
+    """Mid-level features network: two convs that keep the spatial map (paper 3.1, Table 1)."""
+
+    LAYERS = [(512, 512, 1), (512, 256, 1)]
+
+    def __init__(self, width: float):
+        super().__init__()
+        self.convs = conv_stack(self.LAYERS, width)
+
+    def forward(self, low: torch.Tensor) -> torch.Tensor:
+        return self.convs(low)
+
+
+class GlobalOutput(NamedTuple):
+    features: torch.Tensor  # (N, 256w): the scene vector that drives the fusion layer
+    scene_logits: torch.Tensor  # (N, num_classes): the simultaneous classification (paper 3.3)
+
+
+class GlobalFeatures(nn.Module):
+    """Global features network: 4 convs and 3 FC layers to a 256-d scene vector, plus the classifier (paper 3.2-3.3)."""
+
+    LAYERS = [(512, 512, 2), (512, 512, 1), (512, 512, 2), (512, 512, 1)]
+
+    def __init__(self, width: float, num_classes: int):
+        super().__init__()
+        self.convs = conv_stack(self.LAYERS, width)
+        side = GLOBAL_INPUT_SIZE // 32
+        self.fc = nn.Sequential(
+            nn.Linear(channels(512, width) * side * side, channels(1024, width)),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels(1024, width), channels(512, width)),
+            nn.ReLU(inplace=True),
+        )
+        self.to_vector = nn.Sequential(nn.Linear(channels(512, width), channels(256, width)), nn.ReLU(inplace=True))
+        self.classifier = nn.Sequential(
+            nn.Linear(channels(512, width), channels(256, width)),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels(256, width), num_classes),
+        )
+
+    def forward(self, low224: torch.Tensor) -> GlobalOutput:
+        hidden = self.fc(self.convs(low224).flatten(1))
+        return GlobalOutput(self.to_vector(hidden), self.classifier(hidden))
+
+
+class FusionLayer(nn.Module):
+    """Fusion layer: global vector tiled over mid-level features, then a 1x1 conv (paper 3.2, eq. 1)."""
+
+    def __init__(self, width: float):
+        super().__init__()
+        self.conv = nn.Conv2d(channels(256, width) * 2, channels(256, width), 1)
+
+    def forward(self, mid: torch.Tensor, global_vector: torch.Tensor) -> torch.Tensor:
+        tiled = global_vector[:, :, None, None].expand(-1, -1, *mid.shape[-2:])
+        return F.relu(self.conv(torch.cat((mid, tiled), dim=1)))
+
+
+class ColorizationNetwork(nn.Module):
+    """Colorization network: convs and nearest upsampling to a,b through a sigmoid, at H/2 (paper 3.1, Table 1)."""
+
+    def __init__(self, width: float):
+        super().__init__()
+        c = lambda paper_channels: channels(paper_channels, width)  # noqa: E731
+        self.layers = nn.Sequential(
+            conv_bn_relu(c(256), c(128)),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            conv_bn_relu(c(128), c(64)),
+            conv_bn_relu(c(64), c(64)),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            conv_bn_relu(c(64), c(32)),
+            nn.Conv2d(c(32), 2, 3, 1, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, fused: torch.Tensor) -> torch.Tensor:
+        return self.layers(fused)
+
+
+class LetThereBeColor(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="letcolor",
+    tags=["image-colorization", "let-there-be-color"],
+    pipeline_tag="image-to-image",
+    license="mit",
+    repo_url="https://github.com/letcolor/letcolor",
+    paper_url="https://doi.org/10.1145/2897824.2925974",
+):
+    """The whole network (paper Fig. 2). Its `__init__` arguments are the model's config.
+
+    Args:
+        num_classes: scene classes of the classification head (365 for Places365).
+        class_names: their names, in label order (empty if unknown).
+        width: channel width multiplier; 1.0 is the paper's network.
+    """
+
+    def __init__(self, num_classes: int = 365, class_names: list[str] | None = None, width: float = 1.0):
+        super().__init__()
+        class_names = list(class_names or [])
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if class_names and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
+        if not 0 < width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {width}")
+        self.num_classes, self.class_names, self.width = num_classes, class_names, width
+        self.low_level = LowLevelFeatures(width)
+        self.mid_level = MidLevelFeatures(width)
+        self.global_level = GlobalFeatures(width, num_classes)
+        self.fusion = FusionLayer(width)
+        self.colorization = ColorizationNetwork(width)
+        # The "no global information" vector (paper 4.4 without a second network): trained by global-feature dropout.
+        self.null_global = nn.Parameter(torch.zeros(channels(256, width)))
+
+    def global_features(self, l224: torch.Tensor) -> GlobalOutput:
+        """Scene vector and class logits from the network input of a 224x224 image, shape (N, 1, 224, 224)."""
+        if l224.shape[-2:] != (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE):
+            raise ValueError(f"the global branch takes 224x224 inputs, got {tuple(l224.shape[-2:])}")
+        return self.global_level(self.low_level(l224))
+
+    def mix_global(self, features: torch.Tensor, use_global: bool = True, strength: float = 1.0) -> torch.Tensor:
+        """g_null + strength * (g - g_null); the null vector alone when `use_global` is False (paper 4.4)."""
+        null = self.null_global.to(features.dtype).expand_as(features)
+        if not use_global:
+            return null
+        return null + strength * (features - null)
+
+    def colorize(self, l: torch.Tensor, global_vector: torch.Tensor) -> torch.Tensor:
+        """Sigmoid ab at H/2 for the network input `l` (N, 1, H, W), H and W multiples of 8, given global vectors."""
+        return self.colorize_low(self.low_level(l), global_vector)
+
+    def colorize_low(self, low: torch.Tensor, global_vector: torch.Tensor) -> torch.Tensor:
+        return self.colorization(self.fusion(self.mid_level(low), global_vector))
+
+    def forward(
+        self, l: torch.Tensor, l224: torch.Tensor | None = None, global_dropout: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward: (sigmoid ab at H/2, scene logits). Without `l224`, `l` must be 224x224 and the
+        low-level features are computed once for both paths (paper 3.4).
+
+        `global_dropout` replaces each sample's global vector by the null vector with that probability."""
+        low = self.low_level(l)
+        if l224 is None:
+            if l.shape[-2:] != (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE):
+                raise ValueError("pass l224 when l is not 224x224")
+            glob = self.global_level(low)
+        else:
+            glob = self.global_features(l224)
+        vector = glob.features
+        if global_dropout > 0:
+            drop = torch.rand(vector.shape[0], 1, device=vector.device) < global_dropout
+            vector = torch.where(drop, self.null_global.to(vector.dtype).expand_as(vector), vector)
+        return self.colorize_low(low, vector), glob.scene_logits
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        config: dict | None = None,
+        **model_kwargs,
+    ) -> "LetThereBeColor":
+        """Safetensors only (never a pickle), loaded strictly: a mismatched checkpoint or config is an error."""
+        unknown = set(config or {}) - set(cls._hub_mixin_init_parameters)
+        if unknown:
+            raise ValueError(f"{model_id}: config.json has unknown keys {sorted(unknown)}")
+        model = cls(**model_kwargs)
+        if Path(model_id).is_dir():
+            weights = Path(model_id) / WEIGHTS_NAME
+            if not weights.is_file():
+                raise FileNotFoundError(f"{model_id} has no {WEIGHTS_NAME}")
+        else:
+            weights = hf_hub_download(
+                repo_id=model_id,
+                filename=WEIGHTS_NAME,
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                token=token,
+                local_files_only=local_files_only,
+            )
+        load_model(model, str(weights), strict=True, device=map_location)
+        return model.eval()
