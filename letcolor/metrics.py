@@ -1,0 +1,93 @@
+"""Colorization metrics, batched in torch.
+
+Images are float sRGB tensors in [0, 1] of shape (N, 3, H, W); every metric returns one value per image, shape (N,).
+PSNR and SSIM are computed on the 8-bit values (inputs are rounded to the 256 levels first), as for saved images.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from letcolor.color import rgb_to_lab
+
+PSNR_CAP = 100.0  # dB; identical images would give infinity, which neither averages nor serialises
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+AUC_MAX_THRESHOLD = 150  # Lab ab units (Zhang, Isola and Efros 2016)
+
+
+def to_8bit(rgb: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> the 8-bit levels 0..255, as float64."""
+    return (rgb.double().clamp(0, 1) * 255).round()
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB over all three 8-bit channels, capped at PSNR_CAP."""
+    mse = (to_8bit(pred) - to_8bit(target)).square().flatten(1).mean(1)
+    return (10 * torch.log10(255**2 / mse)).clamp(max=PSNR_CAP).float()
+
+
+def _gaussian_window(like: torch.Tensor) -> torch.Tensor:
+    offsets = torch.arange(SSIM_WINDOW, dtype=like.dtype, device=like.device) - (SSIM_WINDOW - 1) / 2
+    weights = torch.exp(-offsets.square() / (2 * SSIM_SIGMA**2))
+    return weights / weights.sum()
+
+
+def _local_mean(maps: torch.Tensor) -> torch.Tensor:
+    """Gaussian-weighted mean over every full 11x11 window (no padding), separably; maps is (B, 1, H, W)."""
+    window = _gaussian_window(maps)
+    rows = F.conv2d(maps, window.view(1, 1, -1, 1))
+    return F.conv2d(rows, window.view(1, 1, 1, -1))
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) per RGB channel on 8-bit values, averaged over the channels.
+
+    Gaussian window 11x11 with sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255; only windows that lie inside the image count
+    (as in the authors' MATLAB code). Images must be at least 11 px on each side."""
+    if min(pred.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(pred.shape[-2:])}")
+    x, y = to_8bit(pred).flatten(0, 1).unsqueeze(1), to_8bit(target).flatten(0, 1).unsqueeze(1)
+    mean_x, mean_y, mean_xx, mean_yy, mean_xy = _local_mean(torch.cat((x, y, x * x, y * y, x * y))).chunk(5)
+    var_x, var_y = mean_xx - mean_x.square(), mean_yy - mean_y.square()
+    cov_xy = mean_xy - mean_x * mean_y
+    c1, c2 = (SSIM_K1 * 255) ** 2, (SSIM_K2 * 255) ** 2
+    ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
+        (mean_x.square() + mean_y.square() + c1) * (var_x + var_y + c2)
+    )
+    return ssim_map.view(pred.shape[0], -1).mean(1).float()
+
+
+def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler and Suesstrunk (2003) colourfulness M on the 0..255 scale; 0 for a gray image.
+
+    M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2), rg = R - G, yb = (R + G) / 2 - B,
+    with population standard deviations over the image's pixels."""
+    r, g, b = (rgb.double() * 255).flatten(2).unbind(1)
+    rg, yb = r - g, (r + g) / 2 - b
+    spread = torch.sqrt(rg.var(1, correction=0) + yb.var(1, correction=0))
+    offset = torch.sqrt(rg.mean(1).square() + yb.mean(1).square())
+    return (spread + 0.3 * offset).float()
+
+
+def ab_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel Euclidean distance between the images' a,b (CIE Lab) channels, shape (N, H, W)."""
+    ab_pred, ab_target = rgb_to_lab(pred.double())[:, 1:], rgb_to_lab(target.double())[:, 1:]
+    return torch.linalg.vector_norm(ab_pred - ab_target, dim=1)
+
+
+def ab_auc(pred: torch.Tensor, target: torch.Tensor, max_threshold: int = AUC_MAX_THRESHOLD) -> torch.Tensor:
+    """Area under the CDF of per-pixel ab error (Zhang et al. 2016), in [0, 1]; 1 for identical colours.
+
+    The fraction of pixels with error <= t, averaged over the thresholds t = 0, 1, ..., max_threshold."""
+    error = ab_error(pred, target).flatten(1)
+    # A pixel with error e lies within the integer thresholds ceil(e)..max_threshold: count them instead of
+    # comparing every pixel with every threshold.
+    thresholds_met = (max_threshold + 1 - torch.ceil(error)).clamp(0, max_threshold + 1)
+    return (thresholds_met.mean(1) / (max_threshold + 1)).float()
+
+
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Whether each label is among its row's k highest scores (all classes if there are fewer than k); (N,) bool."""
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    return (top == labels.unsqueeze(1)).any(1)
