@@ -1,0 +1,60 @@
+"""python -m train: train the Let there be Color! network on a streamed Hub-layout dataset (see --help)."""
+
+import argparse
+import os
+from fractions import Fraction
+
+from train.loop import DEFAULT_LR, train
+
+# Places365-Standard (1.8 M train images at 256x256, 365 scene classes) as parquet on the Hub.
+# Columns: image (Image), label (ClassLabel, 365 names); splits train and validation.
+PLACES365 = "Andron00e/Places365-custom"
+
+
+def fraction(text: str) -> float:
+    """A float that may be written as a fraction, e.g. 1/300."""
+    return float(Fraction(text))
+
+
+def default_workers() -> int:
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (os.cpu_count() or 2) // (2 * local_processes)))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default=PLACES365, help="Hub dataset id or local directory in Hub layout")
+    data.add_argument("--split", default="train")
+    data.add_argument("--val-split", default="validation")
+    data.add_argument("--image-column", default="image")
+    data.add_argument("--label-column", default="label", help="a ClassLabel column; '' trains without labels")
+    data.add_argument("--workers", type=int, default=default_workers(), help="DataLoader workers per process")
+    data.add_argument("--val-images", type=int, default=256, help="validation images (first of --val-split)")
+    model = parser.add_argument_group("model and optimization")
+    model.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = the paper)")
+    model.add_argument("--batch-size", type=int, default=128, help="per process (paper: 128)")
+    model.add_argument("--steps", type=int, default=100_000, help="total optimizer steps (resume included)")
+    model.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="adadelta")
+    model.add_argument("--lr", type=float, help="default: 1.0 for adadelta, 1e-3 for adamw")
+    model.add_argument("--alpha", type=fraction, default=1 / 300, help="weight of the scene cross-entropy")
+    model.add_argument("--global-dropout", type=float, default=0.0, help="global-feature dropout probability")
+    model.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    model.add_argument("--compile", action="store_true", help="torch.compile the model")
+    model.add_argument("--seed", type=int, default=0)
+    run = parser.add_argument_group("run")
+    run.add_argument("--output", required=True, help="run directory: metrics, grids, checkpoint, final model")
+    run.add_argument("--max-minutes", type=float, help="stop after this much training time (resume included)")
+    run.add_argument("--log-every", type=int, default=10)
+    run.add_argument("--val-every", type=int, default=500)
+    run.add_argument("--checkpoint-every", type=int, default=500)
+    run.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.safetensors")
+    run.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    args = parser.parse_args(argv)
+    args.label_column = args.label_column or None
+    args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
+    return args
+
+
+if __name__ == "__main__":
+    train(parse_args())

@@ -1,0 +1,106 @@
+"""Training checkpoints in one safetensors file: tensors (model, optimizer state, RNG states) as tensors and
+everything else as JSON in the file's metadata, so resuming never unpickles anything.
+
+Writes are atomic: a temp file in the same directory, fsync, then rename over the previous checkpoint, so a
+process killed mid-write leaves the previous checkpoint intact."""
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+STATE_KEY = "letcolor_training_state"
+
+
+def optimizer_tensors_and_json(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{index}/{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_state_from(tensors: dict[str, torch.Tensor], saved: dict) -> dict:
+    state: dict[int, dict] = {int(index): dict(values) for index, values in saved["scalars"].items()}
+    for key, value in tensors.items():
+        _, index, name = key.split("/", 2)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def rng_tensors_and_json() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"rng/torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    python_version, python_state, gauss = random.getstate()
+    return tensors, {
+        "numpy": [kind, keys.tolist(), position, has_gauss, cached],
+        "python": [python_version, list(python_state), gauss],
+    }
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], saved: dict) -> None:
+    torch.set_rng_state(tensors["rng/torch"])
+    if torch.cuda.is_available() and "rng/cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
+    kind, keys, position, has_gauss, cached = saved["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    python_version, python_state, gauss = saved["python"]
+    random.setstate((python_version, tuple(python_state), gauss))
+
+
+def save_checkpoint(
+    directory: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: dict,
+) -> Path:
+    """Write model, optimizer, scaler, RNG and `state` (step, data positions, ... all JSON) atomically."""
+    optimizer_tensors, optimizer_json = optimizer_tensors_and_json(optimizer)
+    rng_tensors, rng_json = rng_tensors_and_json()
+    tensors = {f"model/{key}": value for key, value in model.state_dict().items()}
+    tensors |= optimizer_tensors | rng_tensors
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
+    saved = {**state, "optimizer": optimizer_json, "rng": rng_json, "scaler": scaler.state_dict()}
+    path = directory / CHECKPOINT_NAME
+    temporary = directory / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
+    save_file(tensors, str(temporary), metadata={STATE_KEY: json.dumps(saved)})
+    with open(temporary, "rb") as written:
+        os.fsync(written.fileno())
+    os.replace(temporary, path)
+    directory_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+    return path
+
+
+def load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> dict:
+    """Restore what `save_checkpoint` wrote into the given objects (and the RNGs); returns the JSON state."""
+    with safe_open(str(path), framework="pt", device="cpu") as file:
+        saved = json.loads(file.metadata()[STATE_KEY])
+        tensors = {key: file.get_tensor(key) for key in file.keys()}
+    model.load_state_dict({key[6:]: value for key, value in tensors.items() if key.startswith("model/")})
+    optimizer_tensors = {key: value for key, value in tensors.items() if key.startswith("optimizer/")}
+    optimizer.load_state_dict(optimizer_state_from(optimizer_tensors, saved.pop("optimizer")))
+    scaler.load_state_dict(saved.pop("scaler"))
+    restore_rng({key: value for key, value in tensors.items() if key.startswith("rng/")}, saved.pop("rng"))
+    return saved

@@ -1,0 +1,266 @@
+"""The training run: model, optimizer, data stream, steps, validation, checkpoints and the final model."""
+
+import contextlib
+import copy
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from letcolor.model import LetThereBeColor
+from train.card import hardware_description, model_card
+from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from train.data import StreamSpec, class_names, open_stream, train_loader, validation_images
+from train.distributed import Distributed, any_rank, gather_objects, init_distributed, mean_over_ranks, shutdown
+from train.losses import colorization_losses, lab_batch
+from train.monitor import MetricsLog
+from train.validate import save_grid, validate
+
+DEFAULT_LR = {"adadelta": 1.0, "adamw": 1e-3}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(context: Distributed) -> torch.device:
+    return torch.device("cuda", context.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """`auto`: bf16 where the hardware has it (on CPU, AMX/AVX512-BF16 made training ~3x faster), else fp32."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def build_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    if name == "adadelta":
+        return torch.optim.Adadelta(model.parameters(), lr=lr)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+
+
+def model_for(args, names: list[str]) -> LetThereBeColor:
+    num_classes = len(names) or 1  # without labels the classifier is unused but keeps the model's shape
+    return LetThereBeColor(num_classes=num_classes, class_names=names, width=args.width)
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a flag the loop checks between steps, so it can checkpoint and exit cleanly."""
+
+    def __init__(self):
+        self.signal_number = 0
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self.request)
+
+    def request(self, signal_number, frame) -> None:
+        self.signal_number = signal_number
+
+
+class Trainer:
+    def __init__(self, args, context: Distributed):
+        self.args, self.context = args, context
+        self.device = pick_device(context)
+        self.precision = resolve_precision(args.precision, self.device)
+        self.autocast = autocast_for(self.device, self.precision)
+        self.output = Path(args.output)
+        if context.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+        self.train_spec = StreamSpec(
+            args.dataset, args.split, args.image_column, args.label_column, args.seed, context.rank, context.world_size
+        )
+        seed_everything(args.seed)
+        self.model = model_for(args, class_names(open_stream(self.train_spec), args.label_column)).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(args.optimizer, self.model, args.lr)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.step, self.worker_states, self.skipped = 0, {}, {}
+        self.wall_seconds = 0.0
+        self.val_metrics: dict = {}
+        self.training_model = self.wrap_model()
+        self.log = MetricsLog(self.output) if context.is_main else None
+
+    def wrap_model(self) -> torch.nn.Module:
+        model = self.model
+        if self.context.enabled:
+            # The null global vector only gets gradients when global-feature dropout is on.
+            model = DistributedDataParallel(model, find_unused_parameters=self.args.global_dropout == 0)
+        return torch.compile(model) if self.args.compile else model
+
+    def resume(self) -> None:
+        path = self.output / CHECKPOINT_NAME
+        if not path.is_file():
+            self.print(f"--resume: no {path} yet, starting from step 0")
+            return
+        saved = load_checkpoint(path, self.model, self.optimizer, self.scaler)
+        self.step, self.wall_seconds = saved["step"], saved["wall_seconds"]
+        self.val_metrics = saved.get("val_metrics", {})
+        streams = saved.get("data_streams", [])
+        if len(streams) == self.context.world_size and saved.get("workers") == self.args.workers:
+            self.worker_states = {int(worker): state for worker, state in streams[self.context.rank].items()}
+        else:
+            self.print("--resume: different ranks or workers than the checkpoint, the data stream restarts")
+        seed_everything(self.args.seed + self.step + self.context.rank)  # fresh randomness past the saved point
+        self.print(f"resumed from {path} at step {self.step}")
+
+    def print(self, message: str) -> None:
+        if self.context.is_main:
+            tqdm.write(message)
+
+    def checkpoint(self) -> None:
+        streams = gather_objects(self.context, {str(w): s for w, s in self.worker_states.items()})
+        if not self.context.is_main:
+            return
+        state = {
+            "step": self.step,
+            "wall_seconds": self.wall_seconds,
+            "data_streams": streams,
+            "workers": self.args.workers,
+            "val_metrics": self.val_metrics,
+            "args": vars(self.args),
+        }
+        save_checkpoint(self.output, self.model, self.optimizer, self.scaler, state)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        rgb = images.to(self.device, non_blocking=True).float() / 255
+        labels = labels.to(self.device, non_blocking=True)
+        _, l_input, target = lab_batch(rgb)
+        if self.device.type == "cuda":
+            l_input = l_input.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            ab, logits = self.training_model(l_input, global_dropout=self.args.global_dropout)
+        loss, mse, cross_entropy = colorization_losses(ab.float(), target, logits.float(), labels, self.args.alpha)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return torch.stack((loss, mse, cross_entropy)).detach()
+
+    def run(self) -> None:
+        stop = StopRequest()
+        if self.args.resume:
+            self.resume()
+        val_images, val_labels = self.load_validation()
+        loader = train_loader(
+            self.train_spec, self.args.batch_size, self.args.workers, self.device.type == "cuda", self.worker_states
+        )
+        progress = tqdm(
+            total=self.args.steps, initial=self.step, disable=not self.context.is_main, unit="step", dynamic_ncols=True
+        )
+        sums = torch.zeros(3, device=self.device)
+        window_start, window_steps, started = time.perf_counter(), 0, time.perf_counter() - self.wall_seconds
+        batches = iter(loader)
+        while self.step < self.args.steps and not self.out_of_time():
+            batch = next(batches)
+            sums += self.train_step(batch.images, batch.labels)
+            self.worker_states[batch.worker] = batch.stream_state
+            self.skipped[batch.worker] = batch.skipped
+            self.step += 1
+            window_steps += 1
+            progress.update()
+            self.wall_seconds = time.perf_counter() - started
+            if self.step % self.args.log_every == 0 or self.step == self.args.steps or self.out_of_time():
+                self.log_training(sums, window_steps, time.perf_counter() - window_start, progress)
+                sums.zero_()
+                window_start, window_steps = time.perf_counter(), 0
+            if self.step % self.args.val_every == 0 and self.step < self.args.steps:
+                self.run_validation(val_images, val_labels)
+            if self.stop_requested(stop):
+                self.checkpoint()
+                self.print(f"stopped by signal {stop.signal_number} at step {self.step}; checkpoint saved")
+                progress.close()
+                raise SystemExit(128 + stop.signal_number)
+            if self.step % self.args.checkpoint_every == 0:
+                self.checkpoint()
+        progress.close()
+        self.run_validation(val_images, val_labels)
+        self.checkpoint()
+        if self.context.is_main:
+            self.save_final()
+
+    def out_of_time(self) -> bool:
+        return self.args.max_minutes is not None and self.wall_seconds >= 60 * self.args.max_minutes
+
+    def stop_requested(self, stop: StopRequest) -> bool:
+        """Alone, check every step; with other ranks, agree at log intervals (a collective, hence a host sync)."""
+        if not self.context.enabled:
+            return bool(stop.signal_number)
+        if self.step % self.args.log_every:
+            return False
+        return any_rank(self.context, bool(stop.signal_number), self.device)
+
+    def load_validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.context.is_main:
+            return torch.empty(0), torch.empty(0)
+        spec = StreamSpec(self.args.dataset, self.args.val_split, self.args.image_column, self.args.label_column)
+        images, labels, skipped = validation_images(spec, self.args.val_images)
+        self.print(f"validation: {len(images)} images from split {self.args.val_split!r} (skipped {skipped})")
+        return images, labels
+
+    def run_validation(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if not self.context.is_main:
+            return
+        metrics, predictions = validate(
+            self.model, images, labels, self.device, self.autocast, self.args.batch_size, self.args.alpha
+        )
+        save_grid(self.output / "validation" / f"step-{self.step:07d}.png", images, predictions)
+        self.val_metrics = metrics
+        self.log.write("validation", self.step, metrics)
+        self.print(f"step {self.step} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if v))
+
+    def log_training(self, sums: torch.Tensor, steps: int, seconds: float, progress: tqdm) -> None:
+        loss, mse, cross_entropy = (mean_over_ranks(self.context, sums.clone()) / steps).tolist()
+        images_per_second = steps * self.args.batch_size * self.context.world_size / seconds
+        if not self.context.is_main:
+            return
+        skipped = {}
+        for counts in self.skipped.values():
+            for reason, count in counts.items():
+                skipped[f"skipped_{reason}"] = skipped.get(f"skipped_{reason}", 0) + count
+        values = {"loss": loss, "mse": mse, "cross_entropy": cross_entropy, "images_per_s": images_per_second}
+        self.log.write("train", self.step, {**values, "lr": self.optimizer.param_groups[0]["lr"], **skipped})
+        progress.set_postfix(loss=f"{loss:.4g}", img_s=f"{images_per_second:.1f}")
+
+    def save_final(self) -> None:
+        directory = self.output / "final"
+        dtype = getattr(torch, self.args.save_dtype)
+        copy.deepcopy(self.model).to("cpu", dtype).save_pretrained(directory)
+        hardware = hardware_description(self.device, self.context.world_size)
+        card = model_card(
+            self.args,
+            self.model,
+            self.step,
+            self.context.world_size,
+            hardware,
+            self.precision,
+            self.wall_seconds,
+            self.val_metrics,
+        )
+        (directory / "README.md").write_text(card)
+        self.log.close()
+        self.print(f"saved the model to {directory}")
+
+
+def train(args) -> None:
+    context = init_distributed()
+    try:
+        Trainer(args, context).run()
+    finally:
+        shutdown(context)

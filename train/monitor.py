@@ -1,0 +1,31 @@
+"""Where a run reports: metrics.jsonl in the output directory, and TensorBoard when it is installed."""
+
+import json
+import time
+from pathlib import Path
+
+
+class MetricsLog:
+    def __init__(self, directory: Path):
+        self.file = open(directory / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - open for the run
+        self.tensorboard = tensorboard_writer(directory / "tensorboard")
+
+    def write(self, kind: str, step: int, values: dict) -> None:
+        self.file.write(json.dumps({"kind": kind, "step": step, "time": time.time(), **values}) + "\n")
+        if self.tensorboard:
+            for name, value in values.items():
+                if isinstance(value, int | float):
+                    self.tensorboard.add_scalar(f"{kind}/{name}", value, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tensorboard:
+            self.tensorboard.close()
+
+
+def tensorboard_writer(directory: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(directory))
