@@ -17,13 +17,13 @@ AUC_MAX_THRESHOLD = 150  # Lab ab units (Zhang, Isola and Efros 2016)
 
 
 def to_8bit(rgb: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> the 8-bit levels 0..255, as float64."""
-    return (rgb.double().clamp(0, 1) * 255).round()
+    """[0, 1] -> the 8-bit levels 0..255, as float32."""
+    return (rgb.float().clamp(0, 1) * 255).round()
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB over all three 8-bit channels, capped at PSNR_CAP."""
-    mse = (to_8bit(pred) - to_8bit(target)).square().flatten(1).mean(1)
+    mse = (to_8bit(pred) - to_8bit(target)).double().square().flatten(1).mean(1)
     return (10 * torch.log10(255**2 / mse)).clamp(max=PSNR_CAP).float()
 
 
@@ -34,10 +34,12 @@ def _gaussian_window(like: torch.Tensor) -> torch.Tensor:
 
 
 def _local_mean(maps: torch.Tensor) -> torch.Tensor:
-    """Gaussian-weighted mean over every full 11x11 window (no padding), separably; maps is (B, 1, H, W)."""
-    window = _gaussian_window(maps)
-    rows = F.conv2d(maps, window.view(1, 1, -1, 1))
-    return F.conv2d(rows, window.view(1, 1, 1, -1))
+    """Gaussian-weighted mean over every full 11x11 window (no padding), separably; maps is (B, H, W)."""
+    count = maps.shape[0]
+    window = _gaussian_window(maps).expand(count, SSIM_WINDOW)
+    # One depthwise convolution over all maps as channels: far faster on CPU than a batch of 1-channel images.
+    rows = F.conv2d(maps.unsqueeze(0), window.reshape(count, 1, SSIM_WINDOW, 1), groups=count)
+    return F.conv2d(rows, window.reshape(count, 1, 1, SSIM_WINDOW), groups=count).squeeze(0)
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,11 +49,12 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     (as in the authors' MATLAB code). Images must be at least 11 px on each side."""
     if min(pred.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(pred.shape[-2:])}")
-    x, y = to_8bit(pred).flatten(0, 1).unsqueeze(1), to_8bit(target).flatten(0, 1).unsqueeze(1)
+    # On the 8-bit levels scaled to [0, 1] (so L = 1): float32 keeps ample precision there, and is fast.
+    x, y = (to_8bit(image).flatten(0, 1) / 255 for image in (pred, target))
     mean_x, mean_y, mean_xx, mean_yy, mean_xy = _local_mean(torch.cat((x, y, x * x, y * y, x * y))).chunk(5)
     var_x, var_y = mean_xx - mean_x.square(), mean_yy - mean_y.square()
     cov_xy = mean_xy - mean_x * mean_y
-    c1, c2 = (SSIM_K1 * 255) ** 2, (SSIM_K2 * 255) ** 2
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
     ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
         (mean_x.square() + mean_y.square() + c1) * (var_x + var_y + c2)
     )
@@ -72,7 +75,7 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
 
 def ab_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-pixel Euclidean distance between the images' a,b (CIE Lab) channels, shape (N, H, W)."""
-    ab_pred, ab_target = rgb_to_lab(pred.double())[:, 1:], rgb_to_lab(target.double())[:, 1:]
+    ab_pred, ab_target = rgb_to_lab(pred.float())[:, 1:], rgb_to_lab(target.float())[:, 1:]
     return torch.linalg.vector_norm(ab_pred - ab_target, dim=1)
 
 
@@ -84,7 +87,7 @@ def ab_auc(pred: torch.Tensor, target: torch.Tensor, max_threshold: int = AUC_MA
     # A pixel with error e lies within the integer thresholds ceil(e)..max_threshold: count them instead of
     # comparing every pixel with every threshold.
     thresholds_met = (max_threshold + 1 - torch.ceil(error)).clamp(0, max_threshold + 1)
-    return (thresholds_met.mean(1) / (max_threshold + 1)).float()
+    return thresholds_met.mean(1) / (max_threshold + 1)
 
 
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:

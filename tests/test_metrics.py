@@ -52,7 +52,7 @@ def test_ssim_of_flat_images_is_the_luminance_term():
     flat_100, flat_110 = torch.full((1, 3, 16, 16), 100 / 255), torch.full((1, 3, 16, 16), 110 / 255)
     c1 = (0.01 * 255) ** 2
     expected = (2 * 100 * 110 + c1) / (100**2 + 110**2 + c1)  # the contrast-structure term is C2 / C2 = 1
-    assert metrics.ssim(flat_100, flat_110).item() == pytest.approx(expected, abs=1e-6)
+    assert metrics.ssim(flat_100, flat_110).item() == pytest.approx(expected, abs=1e-4)  # float32 variances
 
 
 def reference_ssim(x: np.ndarray, y: np.ndarray) -> float:
@@ -75,7 +75,7 @@ def test_ssim_matches_the_written_out_definition_on_a_compressed_photo(photos):
     compressed = jpeg_roundtrip(photo, quality=10)
     x, y = (metrics.to_8bit(image[0]).numpy() for image in (compressed, photo))
     expected = np.mean([reference_ssim(x[c], y[c]) for c in range(3)])
-    assert metrics.ssim(compressed, photo).item() == pytest.approx(expected, abs=1e-6)
+    assert metrics.ssim(compressed, photo).item() == pytest.approx(expected, abs=1e-4)
     assert 0.5 < expected < metrics.ssim(jpeg_roundtrip(photo, quality=90), photo).item() < 1
 
 
@@ -115,7 +115,7 @@ def test_a_pure_hue_shift_has_the_chord_as_ab_error(photos):
     original, shifted = with_hue(0.3), with_hue(0.3 + turn)
     assert torch.allclose(rgb_to_lab(shifted.double())[:, 1:].norm(dim=1), torch.tensor(chroma).double(), atol=1e-3)
     chord = 2 * chroma * math.sin(turn / 2)  # 14.142...: every pixel is off by this much
-    assert torch.allclose(metrics.ab_error(shifted, original), torch.tensor(chord).double(), atol=1e-3)
+    assert torch.allclose(metrics.ab_error(shifted, original), torch.tensor(chord), atol=1e-3)
     assert metrics.ab_auc(shifted, original).tolist() == pytest.approx([(151 - 15) / 151] * 3, abs=1e-6)
 
 
