@@ -1,0 +1,61 @@
+"""The page in a real browser: Debian's chromium, driven by Playwright, uploads a photo and colorizes it.
+
+The screenshot is kept in test-artifacts/ for a person to look at."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from playwright.sync_api import expect, sync_playwright
+from served_app import served_app
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# No network here: without these, chromium keeps trying to reach Google's services.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def page(tiny_model_dir):
+    with served_app(tiny_model_dir) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+@pytest.mark.slow
+def test_upload_colorize_and_see_the_result_in_the_slider(page, examples_dir):
+    photo = examples_dir / "chelsea_gray.png"
+    page.locator("#photo input[type=file]").set_input_files(photo)
+    expect(page.locator("#photo img")).to_be_visible()
+    page.get_by_role("button", name="Colorize", exact=True).click()
+
+    slider_images = page.locator("#comparison img")
+    expect(slider_images).to_have_count(2, timeout=30_000)
+    before, after = (slider_images.nth(i).get_attribute("src") for i in range(2))
+    assert before.endswith(photo.name)
+    assert after.endswith(".png") and after != before
+    assert after_width(slider_images.nth(1)) == Image.open(photo).width  # full resolution, not a preview
+    expect(page.get_by_role("button", name="Download full-resolution PNG")).to_be_enabled()
+    expect(page.locator("#scenes")).to_contain_text("scene_")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "app-colorized.png", full_page=True)
+
+
+def after_width(image) -> int:
+    image.evaluate("img => img.decode()")
+    return image.evaluate("img => img.naturalWidth")
