@@ -7,10 +7,10 @@ at start-up; without one the page still loads, says so, and the endpoints answer
 """
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
 
 from letcolor.batch_io import ResultsZip
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelNotFoundError, load_image
@@ -19,7 +19,8 @@ EXAMPLES = Path(__file__).resolve().parent / "examples"  # licences in examples/
 EXAMPLE_PHOTOS = ["chelsea_gray.png", "rocket_gray.png", "astronaut_gray.png", "china_gray.png", "coffee.png"]
 MAX_FILE_SIZE = "25mb"
 MAX_BATCH_FILES = 50
-# Sized for a 2-core CPU Space: every colorization uses both cores, so more parallel work only adds memory.
+# Sized for a 2-core CPU Space: each colorization uses both cores; a second slot lets a small photo through while a
+# large one runs, and more would only add memory.
 COLORIZE_CONCURRENCY = 2
 BATCH_CONCURRENCY = 1
 QUEUE_SIZE = 20
@@ -37,19 +38,21 @@ def load_colorizer() -> tuple[Colorizer | None, str]:
         return None, str(err)
 
 
-def open_upload(upload: dict | None, what: str) -> Image.Image | None:
-    """The photo behind an uploaded file's payload (the events skip Gradio's preprocessing, so that an unreadable
-    file gets the pipeline's clear message rather than Gradio's generic one)."""
-    if upload is None:
-        return None
-    try:
-        return load_image(upload["path"])
-    except ValueError as err:  # the message names the server's copy of the file: name the user's instead
-        raise gr.Error(f"{what}: {str(err).replace(upload['path'], upload_name(upload))}") from err
-
-
 def upload_name(upload: dict) -> str:
     return upload.get("orig_name") or Path(upload["path"]).name
+
+
+@contextmanager
+def user_errors(*uploads: dict | None):
+    """The pipeline's ValueErrors (a bad file, a bad setting) as gr.Errors naming the user's files, not the server's
+    copies. The events skip Gradio's preprocessing, whose message for an unreadable file says nothing useful."""
+    try:
+        yield
+    except ValueError as err:
+        message = str(err)
+        for upload in filter(None, uploads):
+            message = message.replace(upload["path"], upload_name(upload))
+        raise gr.Error(message) from err
 
 
 class Endpoints:
@@ -66,10 +69,13 @@ class Endpoints:
         """Colorize one photo; returns the full-resolution result and the top 5 predicted scenes."""
         if image is None:
             raise gr.Error("Upload a photo first.")
-        photo = open_upload(image, "Photo")
-        result = self._run(
-            photo, open_upload(reference, "Reference photo"), use_global, strength, palette_strength, max_side
-        )
+        colorizer = self._require_model()
+        with user_errors(image, reference):
+            result = colorizer(
+                image["path"],
+                reference=reference and reference["path"],
+                **settings(use_global, strength, palette_strength, max_side),
+            )
         return result.image, result.scenes
 
     def colorize_batch(
@@ -87,29 +93,32 @@ class Endpoints:
             raise gr.Error("Upload some photos first.")
         if len(files) > MAX_BATCH_FILES:
             raise gr.Error(f"At most {MAX_BATCH_FILES} photos per batch; got {len(files)}.")
-        reference_photo = open_upload(reference, "Reference photo")
+        colorizer = self._require_model()
+        with user_errors(reference):
+            options = settings(use_global, strength, palette_strength, max_side)
+            reference_photo = load_image(reference["path"]) if reference else None  # decoded once for all photos
         archive = Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder())) / "letcolor-results.zip"
         with ResultsZip(archive) as results:
             for upload in progress.tqdm(files, desc="Colorizing"):
-                photo = open_upload(upload, "Photo")
-                result = self._run(photo, reference_photo, use_global, strength, palette_strength, max_side)
+                with user_errors(upload):
+                    result = colorizer(upload["path"], reference=reference_photo, **options)
                 results.add(upload_name(upload), result.image)
         return str(archive)
 
-    def _run(self, photo, reference, use_global, strength, palette_strength, max_side):
+    def _require_model(self) -> Colorizer:
         if self._colorizer is None:
             raise gr.Error(f"No colorization model is available. {self._model_problem}")
-        try:
-            return self._colorizer(
-                photo,
-                use_global=bool(use_global),
-                global_strength=float(strength),
-                reference=reference,
-                palette_strength=float(palette_strength),
-                max_side=int(max_side),
-            )
-        except ValueError as err:  # settings out of range
-            raise gr.Error(str(err)) from err
+        return self._colorizer
+
+
+def settings(use_global, strength, palette_strength, max_side) -> dict:
+    """The pipeline's options from the settings' values (Gradio's preprocessing, which would cast them, is skipped)."""
+    return {
+        "use_global": use_global,
+        "global_strength": float(strength),
+        "palette_strength": float(palette_strength),
+        "max_side": int(max_side),
+    }
 
 
 def before_after(image: dict, result: dict):
@@ -145,11 +154,11 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "") -> gr.Block
                     batch_button = gr.Button("Colorize all", variant="primary")
                     archive = gr.File(label="Results (zip of full-resolution PNGs)")
             with gr.Column(scale=1):
-                settings = settings_controls()
+                controls = settings_controls()
 
         colorize_button.click(
             endpoints.colorize,
-            inputs=[image, *settings],
+            inputs=[image, *controls],
             outputs=[result, scenes],
             api_name="colorize",
             preprocess=False,
@@ -164,7 +173,7 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "") -> gr.Block
         )
         batch_button.click(
             endpoints.colorize_batch,
-            inputs=[files, *settings],
+            inputs=[files, *controls],
             outputs=archive,
             api_name="colorize_batch",
             preprocess=False,

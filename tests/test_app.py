@@ -113,7 +113,7 @@ def test_a_corrupt_file_is_a_clear_error_and_the_server_carries_on(client, examp
             colorize(client, bad)
         assert str(tmp_path) not in str(error.value)
         assert "/tmp/gradio" not in str(error.value)
-    with pytest.raises(AppError, match="Reference photo: broken.jpg"):
+    with pytest.raises(AppError, match="broken.jpg"):
         colorize(client, examples_dir / "chelsea_gray.png", reference=broken)
     image, _ = colorize(client, examples_dir / "coffee.png")
     assert image.size == (600, 400)
