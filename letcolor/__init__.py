@@ -1,5 +1,7 @@
 """letcolor: automatic colorization of black-and-white photos (Iizuka et al., Let there be Color!, SIGGRAPH 2016)."""
 
+from letcolor.images import InvalidImageError
 from letcolor.model import LetThereBeColor
+from letcolor.pipeline import ColorizationResult, Colorizer, ModelNotFoundError
 
-__all__ = ["LetThereBeColor"]
+__all__ = ["ColorizationResult", "Colorizer", "InvalidImageError", "LetThereBeColor", "ModelNotFoundError"]

@@ -1,0 +1,111 @@
+"""Reading input images: decoding, validation, EXIF orientation, and splitting off the alpha channel."""
+
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+# Larger images are refused from their header, before decoding (decompression bombs). PIL's own limit
+# (Image.MAX_IMAGE_PIXELS) is global state that applications may change, so this module checks its own.
+MAX_IMAGE_PIXELS = 100_000_000
+
+ImageSource = str | Path | Image.Image | np.ndarray
+
+# Modes converted by PIL to one the pipeline reads directly.
+_CONVERSIONS = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB"}
+_GRAY_WHITE_LEVELS = {"L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
+SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
+
+
+class InvalidImageError(ValueError):
+    """The input cannot be colorized: not an image, truncated, empty, too large, or of an unsupported mode or type."""
+
+
+class Pixels(NamedTuple):
+    values: torch.Tensor  # (C, H, W), C = 1 (gray) or 3 (sRGB), in the image's own integer or float type
+    white_level: float  # the value of white in `values`
+    alpha: Image.Image | None  # mode "L", kept as it is for the output
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """A path, PIL image or numpy array as a decoded, validated, upright (EXIF-transposed) PIL image.
+
+    Arrays: HxW, HxWx1, HxWx3 or HxWx4 of uint8, uint16 (gray kept as 16-bit; colour reduced to 8-bit) or float in
+    [0, 1]. Raises InvalidImageError for anything that cannot be colorized."""
+    if isinstance(source, str | Path):
+        with _open_file(Path(source)) as image:
+            return _decoded(image, str(source))
+    if isinstance(source, Image.Image):
+        return _decoded(source, "the input image")
+    if isinstance(source, np.ndarray):
+        return _decoded(_image_from_array(source), "the input array")
+    raise InvalidImageError(f"expected a path, PIL image or numpy array, got {type(source).__name__}")
+
+
+def _check_size(size: tuple[int, int], name: str) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise InvalidImageError(f"{name}: the image is empty ({width}x{height})")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InvalidImageError(
+            f"{name}: {width}x{height} is {width * height / 1e6:.0f} MP, over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit"
+        )
+
+
+def _open_file(path: Path) -> Image.Image:
+    """Opens lazily: only the header is read, so the size is checked before decoding."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
+            return Image.open(path)
+    except (OSError, Image.DecompressionBombError, SyntaxError) as error:  # SyntaxError: some malformed headers
+        raise InvalidImageError(f"{path}: not a readable image ({error})") from error
+
+
+def _decoded(image: Image.Image, name: str) -> Image.Image:
+    _check_size(image.size, name)
+    if image.mode not in SUPPORTED_MODES:
+        raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
+    try:
+        image.load()
+    except (OSError, SyntaxError) as error:
+        raise InvalidImageError(f"{name}: cannot decode the image ({error})") from error
+    return ImageOps.exif_transpose(image)  # always a new image, so a file's image can be closed
+
+
+def _image_from_array(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise InvalidImageError(f"expected an HxW, HxWx3 or HxWx4 array, got shape {array.shape}")
+    if array.size == 0:
+        raise InvalidImageError(f"the array is empty (shape {array.shape})")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise InvalidImageError("the array has NaN or infinite values")
+        array = np.clip(array, 0, 1).astype(np.float32)
+        if array.ndim == 3:
+            array = np.round(array * 255).astype(np.uint8)
+    elif array.dtype == np.uint16 and array.ndim == 3:
+        array = np.round(array / 257).astype(np.uint8)
+    elif array.dtype not in (np.uint8, np.uint16):
+        raise InvalidImageError(f"unsupported array type {array.dtype} (use uint8, uint16 or float in [0, 1])")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def image_pixels(image: Image.Image) -> Pixels:
+    """The pixels of a `load_image` result as a tensor (gray or sRGB), with the alpha channel apart."""
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    image = image.convert(_CONVERSIONS[image.mode]) if image.mode in _CONVERSIONS else image
+    alpha = image.getchannel("A") if image.mode in ("LA", "RGBA") else None
+    if image.mode in ("LA", "RGBA"):
+        image = image.convert(image.mode[:-1])
+    array = np.array(image)
+    values = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))  # torch: native order only
+    if image.mode == "RGB":
+        return Pixels(values.permute(2, 0, 1), 255, alpha)
+    return Pixels(values[None], _GRAY_WHITE_LEVELS[image.mode], alpha)

@@ -1,0 +1,97 @@
+"""The network prepared for inference on a device: precision, folded BatchNorm, memory layout, compilation.
+
+Each speed-up is a switch so that the `bench` command can measure it; `Speedups.default_for` turns on only those
+measured faster than plain float32 without costing accuracy (ab within 1 Lab unit; see the README's benchmark).
+"""
+
+import copy
+from contextlib import nullcontext
+from dataclasses import dataclass
+from enum import StrEnum
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from letcolor.model import GlobalOutput, LetThereBeColor
+
+
+class Precision(StrEnum):
+    FLOAT32 = "fp32"
+    BFLOAT16_AUTOCAST = "bf16-autocast"  # float32 weights, cast op by op by torch.autocast
+    BFLOAT16 = "bf16"  # bfloat16 weights and activations (CPU); autocast on CUDA
+
+
+@dataclass(frozen=True)
+class Speedups:
+    precision: Precision = Precision.FLOAT32
+    fold_batchnorm: bool = False
+    channels_last: bool = False
+    compile: bool = False  # torch.compile: recompiles for every new input size, so for fixed-size serving only
+
+    @classmethod
+    def default_for(cls, device: torch.device) -> "Speedups":
+        if device.type == "cuda":
+            return cls(Precision.BFLOAT16)
+        bfloat16 = Precision.BFLOAT16 if cpu_has_fast_bfloat16() else Precision.FLOAT32
+        return cls(bfloat16, fold_batchnorm=True, channels_last=True)
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """bfloat16 matrix units (AMX) or instructions (AVX512-BF16); elsewhere bfloat16 is emulated and slow."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def fold_batchnorm(model: nn.Module) -> None:
+    """Folds every BatchNorm that follows a conv into the conv's weights and bias, in place (eval mode only)."""
+    for sequence in model.modules():
+        if isinstance(sequence, nn.Sequential):
+            for i in range(len(sequence) - 1):
+                conv, norm = sequence[i], sequence[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                    sequence[i], sequence[i + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+
+
+class InferenceNetwork:
+    """A private copy of a model with the speed-ups applied; takes and returns float32 tensors."""
+
+    def __init__(self, model: LetThereBeColor, device: torch.device, speedups: Speedups):
+        self.device, self.speedups = device, speedups
+        self.model = copy.deepcopy(model).eval().to(device)
+        if speedups.fold_batchnorm:
+            fold_batchnorm(self.model)
+        if speedups.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.weights_dtype = torch.bfloat16 if self._casts_weights else torch.float32
+        self.model.to(self.weights_dtype)
+        if speedups.compile:
+            for name in ("low_level", "mid_level", "global_level", "fusion", "colorization"):
+                setattr(self.model, name, torch.compile(getattr(self.model, name)))
+
+    @property
+    def _casts_weights(self) -> bool:
+        return self.speedups.precision == Precision.BFLOAT16 and self.device.type != "cuda"
+
+    def _autocast(self):
+        if self.speedups.precision == Precision.FLOAT32 or self._casts_weights:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _input(self, l: torch.Tensor) -> torch.Tensor:
+        layout = torch.channels_last if self.speedups.channels_last else torch.contiguous_format
+        return l.to(self.weights_dtype).contiguous(memory_format=layout)
+
+    def global_output(self, l224: torch.Tensor) -> GlobalOutput:
+        """Scene vectors and logits for network inputs (N, 1, 224, 224)."""
+        with self._autocast():
+            output = self.model.global_features(self._input(l224))
+        return GlobalOutput(output.features.float(), output.scene_logits.float())
+
+    def mix_global(self, features: torch.Tensor, use_global: bool, strength: float) -> torch.Tensor:
+        return self.model.mix_global(features, use_global, strength).float()
+
+    def colorize(self, l: torch.Tensor, global_vectors: torch.Tensor) -> torch.Tensor:
+        """Sigmoid ab at half resolution for network inputs (N, 1, H, W), H and W multiples of 8."""
+        with self._autocast():
+            ab = self.model.colorize(self._input(l), global_vectors.to(self.weights_dtype))
+        return ab.float().contiguous()

@@ -1,0 +1,264 @@
+"""Colorizing images: any image in, the colorized image and its scene classes out (paper section 3 at test time).
+
+The global branch always reads a 224x224 resize; the local branch reads the image downscaled to at most `max_side`
+(rounded to a multiple of 8); the predicted ab is upsampled (bilinear) to the full size and joined with the
+full-resolution L of the input, so the output keeps every detail of the original.
+"""
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError
+from PIL import Image
+
+from letcolor.color import gray_to_lightness, lab_to_rgb, lightness_to_input, rgb_to_lab, rgb_to_lightness, target_to_ab
+from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image
+from letcolor.inference import InferenceNetwork, Speedups
+from letcolor.model import GLOBAL_INPUT_SIZE, LetThereBeColor
+
+DEFAULT_MAX_SIDE = 512
+# The local branch never sees more pixels than this, whatever `max_side` (None = native size) asks for.
+NETWORK_PIXEL_BUDGET = 2048 * 2048
+# Full-resolution colour conversions run in strips of about this many pixels, bounding memory for huge inputs.
+STRIP_PIXELS = 1 << 21
+PALETTE_SAMPLE_SIDE = 256  # the reference's ab statistics are taken at this size
+TOP_SCENES = 5
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"
+MODEL_ENV_VAR = "LETCOLOR_MODEL"
+HOW_TO_PASS_A_MODEL = (
+    f"Pass one with --model (CLI) or name_or_path (Python), or set {MODEL_ENV_VAR}: a local directory holding "
+    "config.json and model.safetensors (as written by save_pretrained) or a Hugging Face Hub model id."
+)
+
+__all__ = ["ColorizationResult", "Colorizer", "InvalidImageError", "ModelNotFoundError", "load_image", "load_model"]
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model to load: none given and none installed, or the given directory or Hub id cannot be found."""
+
+
+@dataclass(frozen=True)
+class ColorizationResult:
+    image: Image.Image  # same size and orientation as the (EXIF-transposed) input; RGBA if the input had alpha
+    scenes: dict[str, float]  # the top scene classes and their probabilities ({} if the model has no class names)
+    scene_probabilities: np.ndarray  # (num_classes,) softmax of the scene logits
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    lightness: torch.Tensor  # (1, 1, H, W) L* at full resolution
+    alpha: Image.Image | None
+    network_input: torch.Tensor  # (1, 1, h, w), h and w multiples of 8
+    global_input: torch.Tensor  # (1, 1, 224, 224)
+
+
+@dataclass(frozen=True)
+class _Palette:
+    mean: torch.Tensor  # (1, 2, 1, 1) a and b of the reference
+    std: torch.Tensor
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(name_or_path: str | Path | None = None) -> LetThereBeColor:
+    """Loads a model from a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model."""
+    bundled = BUNDLED_MODEL_DIR if BUNDLED_MODEL_DIR.is_dir() else None
+    source = name_or_path or os.environ.get(MODEL_ENV_VAR) or bundled
+    if source is None:
+        raise ModelNotFoundError(f"No default model is installed. {HOW_TO_PASS_A_MODEL}")
+    try:
+        return LetThereBeColor.from_pretrained(source)
+    except (FileNotFoundError, EntryNotFoundError, HfHubHTTPError, HFValidationError) as error:
+        reason = str(error).splitlines()[0]
+        raise ModelNotFoundError(
+            f"Cannot load the model {str(source)!r}: not a model directory, nor a Hub model id that can be fetched or "
+            f"is cached ({type(error).__name__}: {reason})\n{HOW_TO_PASS_A_MODEL}"
+        ) from error
+
+
+def network_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """The local branch's input size: no larger than `max_side` and the pixel budget, rounded to a multiple of 8."""
+    scale = min(1.0, math.sqrt(NETWORK_PIXEL_BUDGET / (height * width)))
+    if max_side is not None:
+        scale = min(scale, max_side / max(height, width))
+    return max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8)
+
+
+def _row_strips(height: int, width: int):
+    rows = max(1, STRIP_PIXELS // width)
+    return (slice(top, min(height, top + rows)) for top in range(0, height, rows))
+
+
+def lightness(pixels: Pixels, device: torch.device) -> torch.Tensor:
+    """L* of gray or sRGB pixels, shape (1, 1, H, W), float32 on `device`."""
+    channels, height, width = pixels.values.shape
+    result = torch.empty((1, 1, height, width), device=device)
+    to_lightness = rgb_to_lightness if channels == 3 else gray_to_lightness
+    for rows in _row_strips(height, width):
+        unit = pixels.values[:, rows].to(device).float().div_(pixels.white_level).clamp_(0, 1)
+        result[0, :, rows] = to_lightness(unit)
+    return result
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _global_input(lightness_full: torch.Tensor) -> torch.Tensor:
+    return lightness_to_input(_resize(lightness_full, (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE)))
+
+
+def _upsample_rows(ab: torch.Tensor, height: int, rows: slice) -> torch.Tensor:
+    """Rows `rows` of `ab` bilinearly resized to `height` rows, exactly as F.interpolate(align_corners=False) would."""
+    source_height = ab.shape[-2]
+    position = ((torch.arange(rows.start, rows.stop, device=ab.device) + 0.5) * (source_height / height) - 0.5).clamp(
+        min=0
+    )
+    above = position.long().clamp(max=source_height - 1)
+    below = (above + 1).clamp(max=source_height - 1)
+    weight = (position - above)[:, None]
+    return torch.lerp(ab[:, :, above], ab[:, :, below], weight)
+
+
+def compose(lightness_full: torch.Tensor, ab: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
+    """The output image: the full-resolution L with the ab prediction (1, 2, h, w) upsampled to it."""
+    height, width = lightness_full.shape[-2:]
+    ab_wide = F.interpolate(ab, size=(ab.shape[-2], width), mode="bilinear", align_corners=False)
+    rgb = torch.empty((height, width, 3), dtype=torch.uint8)
+    for rows in _row_strips(height, width):
+        lab = torch.cat((lightness_full[:, :, rows], _upsample_rows(ab_wide, height, rows)), dim=1)
+        rgb[rows] = lab_to_rgb(lab)[0].mul_(255).round_().to(torch.uint8).permute(1, 2, 0).cpu()
+    image = Image.fromarray(rgb.numpy())
+    if alpha is not None:
+        image.putalpha(alpha)
+    return image
+
+
+def palette_of(pixels: Pixels, device: torch.device) -> _Palette:
+    """Mean and standard deviation of a and b over a downscaled copy of an image (zero for a gray image)."""
+    if pixels.values.shape[0] == 1:
+        zero = torch.zeros((1, 2, 1, 1), device=device)
+        return _Palette(zero, zero)
+    rgb = pixels.values[None].to(device).float().div_(pixels.white_level)
+    scale = min(1.0, PALETTE_SAMPLE_SIDE / max(rgb.shape[-2:]))
+    small = _resize(rgb, (max(1, round(rgb.shape[-2] * scale)), max(1, round(rgb.shape[-1] * scale))))
+    ab = rgb_to_lab(small.clamp(0, 1))[:, 1:]
+    return _Palette(ab.mean((2, 3), keepdim=True), ab.std((2, 3), keepdim=True, correction=0))
+
+
+def transfer_palette(ab: torch.Tensor, palette: _Palette, strength: float) -> torch.Tensor:
+    """lerp(ab, (ab - mean) / std * std_ref + mean_ref, strength), per channel and image."""
+    mean, std = ab.mean((2, 3), keepdim=True), ab.std((2, 3), keepdim=True, correction=0)
+    matched = (ab - mean) / std.clamp(min=1e-3) * palette.std + palette.mean
+    return torch.lerp(ab, matched, strength)
+
+
+def _validate(use_global: bool, global_strength: float, reference, palette_strength: float, max_side) -> None:
+    if not isinstance(use_global, bool):
+        raise ValueError(f"use_global must be True or False, got {use_global!r}")
+    if not 0 <= global_strength <= 2:
+        raise ValueError(f"global_strength must be in [0, 2], got {global_strength}")
+    if not 0 <= palette_strength <= 1:
+        raise ValueError(f"palette_strength must be in [0, 1], got {palette_strength}")
+    if palette_strength > 0 and reference is None:
+        raise ValueError("palette_strength > 0 needs a reference image")
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 8):
+        raise ValueError(f"max_side must be an integer >= 8 or None (native size), got {max_side!r}")
+
+
+class Colorizer:
+    """Colorizes images with a LetThereBeColor model.
+
+    The model is copied (and sped up for `device`) when the Colorizer is made: build a new one after changing
+    the model's weights. `device` defaults to CUDA when available, else the CPU."""
+
+    def __init__(
+        self, model: LetThereBeColor, device: str | torch.device | None = None, speedups: Speedups | None = None
+    ):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.speedups = speedups or Speedups.default_for(self.device)
+        self.class_names = list(model.class_names)
+        self.network = InferenceNetwork(model, self.device, self.speedups)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path | None = None, device: str | torch.device | None = None, speedups=None
+    ) -> "Colorizer":
+        """From a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model (ModelNotFoundError)."""
+        return cls(load_model(name_or_path), device, speedups)
+
+    def __call__(self, image: ImageSource, **options) -> ColorizationResult:
+        """Colorizes one image; the options are those of `batch`."""
+        return self.batch([image], **options)[0]
+
+    def batch(
+        self,
+        images: list[ImageSource],
+        *,
+        use_global: bool = True,
+        global_strength: float = 1.0,
+        reference: ImageSource | None = None,
+        palette_strength: float = 0.0,
+        max_side: int | None = DEFAULT_MAX_SIDE,
+    ) -> list[ColorizationResult]:
+        """Colorizes images (paths, PIL images or arrays), running same-size network inputs as one batch.
+
+        use_global: False replaces the scene vector by the model's "no global information" vector.
+        global_strength: s in [0, 2] scales the scene vector's departure from that null vector (1 = as predicted).
+        reference: an image whose scene vector replaces each input's (paper 4.5, style transfer).
+        palette_strength: p in [0, 1] also pulls the ab mean and spread of each result towards the reference's.
+        max_side: the local branch's longest side (None: native size, up to NETWORK_PIXEL_BUDGET pixels).
+        Raises InvalidImageError for an input that is not a usable image, ValueError for bad options."""
+        _validate(use_global, global_strength, reference, palette_strength, max_side)
+        loaded = [load_image(image) for image in images]
+        reference_pixels = image_pixels(load_image(reference)) if reference is not None else None
+        with torch.inference_mode():
+            prepared = [self._prepare(image_pixels(image), max_side) for image in loaded]
+            if not prepared:
+                return []
+            scene = self.network.global_output(torch.cat([p.global_input for p in prepared]))
+            vectors = scene.features
+            if reference_pixels is not None:
+                reference_input = _global_input(lightness(reference_pixels, self.device))
+                vectors = self.network.global_output(reference_input).features.expand_as(vectors)
+            vectors = self.network.mix_global(vectors, use_global, global_strength)
+            ab = [target_to_ab(target) for target in self._predict(prepared, vectors)]
+            if palette_strength > 0:
+                palette = palette_of(reference_pixels, self.device)
+                ab = [transfer_palette(each, palette, palette_strength) for each in ab]
+            probabilities = scene.scene_logits.softmax(dim=1).cpu().numpy()
+            return [
+                ColorizationResult(compose(p.lightness, each, p.alpha), self._top_scenes(probs), probs)
+                for p, each, probs in zip(prepared, ab, probabilities, strict=True)
+            ]
+
+    def _prepare(self, pixels: Pixels, max_side: int | None) -> _Prepared:
+        full = lightness(pixels, self.device)
+        network_input = lightness_to_input(_resize(full, network_size(*full.shape[-2:], max_side)))
+        return _Prepared(full, pixels.alpha, network_input, _global_input(full))
+
+    def _predict(self, prepared: list[_Prepared], vectors: torch.Tensor) -> list[torch.Tensor]:
+        """Sigmoid ab (1, 2, h/2, w/2) for each input, one network call per input size."""
+        by_size = defaultdict(list)
+        for index, each in enumerate(prepared):
+            by_size[each.network_input.shape].append(index)
+        predictions = [None] * len(prepared)
+        for indices in by_size.values():
+            inputs = torch.cat([prepared[i].network_input for i in indices])
+            for i, prediction in zip(indices, self.network.colorize(inputs, vectors[indices]), strict=True):
+                predictions[i] = prediction[None]
+        return predictions
+
+    def _top_scenes(self, probabilities: np.ndarray) -> dict[str, float]:
+        if not self.class_names:
+            return {}
+        top = np.argsort(probabilities)[::-1][:TOP_SCENES]
+        return {self.class_names[i]: float(probabilities[i]) for i in top}
