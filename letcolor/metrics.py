@@ -1,6 +1,7 @@
 """Colorization metrics, batched in torch.
 
 Images are float sRGB tensors in [0, 1] of shape (N, 3, H, W); every metric returns one value per image, shape (N,).
+A target of shape (1, 3, H, W) is compared with every one of N predictions.
 PSNR and SSIM are computed on the 8-bit values (inputs are rounded to the 256 levels first), as for saved images.
 """
 
@@ -33,13 +34,15 @@ def _gaussian_window(like: torch.Tensor) -> torch.Tensor:
     return weights / weights.sum()
 
 
-def _local_mean(maps: torch.Tensor) -> torch.Tensor:
-    """Gaussian-weighted mean over every full 11x11 window (no padding), separably; maps is (B, H, W)."""
-    count = maps.shape[0]
+def _local_mean(images: torch.Tensor) -> torch.Tensor:
+    """Gaussian-weighted means over every full 11x11 window (no padding), per channel; images is (N, C, H, W)."""
+    maps = images.flatten(0, 1).unsqueeze(0)
+    count = maps.shape[1]
     window = _gaussian_window(maps).expand(count, SSIM_WINDOW)
-    # One depthwise convolution over all maps as channels: far faster on CPU than a batch of 1-channel images.
-    rows = F.conv2d(maps.unsqueeze(0), window.reshape(count, 1, SSIM_WINDOW, 1), groups=count)
-    return F.conv2d(rows, window.reshape(count, 1, 1, SSIM_WINDOW), groups=count).squeeze(0)
+    # One depthwise convolution with every map as a channel: far faster on CPU than a batch of 1-channel images.
+    rows = F.conv2d(maps, window.reshape(count, 1, SSIM_WINDOW, 1), groups=count)
+    means = F.conv2d(rows, window.reshape(count, 1, 1, SSIM_WINDOW), groups=count)
+    return means.view(*images.shape[:2], *means.shape[-2:])
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,15 +53,15 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if min(pred.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(pred.shape[-2:])}")
     # On the 8-bit levels scaled to [0, 1] (so L = 1): float32 keeps ample precision there, and is fast.
-    x, y = (to_8bit(image).flatten(0, 1) / 255 for image in (pred, target))
-    mean_x, mean_y, mean_xx, mean_yy, mean_xy = _local_mean(torch.cat((x, y, x * x, y * y, x * y))).chunk(5)
-    var_x, var_y = mean_xx - mean_x.square(), mean_yy - mean_y.square()
-    cov_xy = mean_xy - mean_x * mean_y
+    x, y = to_8bit(pred) / 255, to_8bit(target) / 255
+    mean_x, mean_y = _local_mean(x), _local_mean(y)
+    var_x, var_y = _local_mean(x * x) - mean_x.square(), _local_mean(y * y) - mean_y.square()
+    cov_xy = _local_mean(x * y) - mean_x * mean_y
     c1, c2 = SSIM_K1**2, SSIM_K2**2
     ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)) / (
         (mean_x.square() + mean_y.square() + c1) * (var_x + var_y + c2)
     )
-    return ssim_map.view(pred.shape[0], -1).mean(1).float()
+    return ssim_map.flatten(1).mean(1)
 
 
 def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
@@ -66,11 +69,11 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
 
     M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2), rg = R - G, yb = (R + G) / 2 - B,
     with population standard deviations over the image's pixels."""
-    r, g, b = (rgb.double() * 255).flatten(2).unbind(1)
+    r, g, b = (rgb.float() * 255).flatten(2).unbind(1)
     rg, yb = r - g, (r + g) / 2 - b
     spread = torch.sqrt(rg.var(1, correction=0) + yb.var(1, correction=0))
     offset = torch.sqrt(rg.mean(1).square() + yb.mean(1).square())
-    return (spread + 0.3 * offset).float()
+    return spread + 0.3 * offset
 
 
 def ab_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -128,6 +128,12 @@ def test_ab_auc_matches_its_definition_on_gray_photos(photos):
     assert (auc < 1).all() and (auc > 0.5).all()
 
 
+def test_one_target_is_compared_with_every_prediction(photos):
+    target, predictions = photos[:1], torch.cat((photos[:1], grayed(photos[:1]), photos[1:2]))
+    for metric in (metrics.psnr, metrics.ssim, metrics.ab_auc):
+        assert metric(predictions, target).tolist() == metric(predictions, target.expand(3, -1, -1, -1)).tolist()
+
+
 def test_topk_correct():
     scores = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
     labels = torch.tensor([2, 2, 2])
