@@ -17,6 +17,8 @@ _RGB_TO_XYZ = (
     (0.0193339, 0.1191920, 0.9503041),
 )
 
+LUMINANCE_WEIGHTS = _RGB_TO_XYZ[1:2]  # Y from linear R, G, B
+
 _EPSILON = 216 / 24389  # (6/29)^3: where the Lab cube root turns linear
 _KAPPA = 24389 / 27
 
@@ -36,11 +38,13 @@ def _apply_matrix(matrix: torch.Tensor, image: torch.Tensor, dim: int) -> torch.
     return (moved @ matrix.T).movedim(-1, dim)
 
 
-def _srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB-encoded values in [0, 1] -> linear light (element-wise)."""
     return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4)
 
 
-def _linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
+def linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
+    """Linear light in [0, 1] -> sRGB encoding (element-wise)."""
     return torch.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
 
 
@@ -54,7 +58,7 @@ def _lab_f_inverse(f: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_lab(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
     """sRGB in [0, 1] -> Lab (L in [0, 100], a and b roughly in [-110, 110]); channels along `dim`."""
-    xyz = _apply_matrix(_matrix(_RGB_TO_XYZ, rgb), _srgb_to_linear(rgb), dim)
+    xyz = _apply_matrix(_matrix(_RGB_TO_XYZ, rgb), srgb_to_linear(rgb), dim)
     white = torch.tensor(WHITE_D65, dtype=rgb.dtype, device=rgb.device)
     fx, fy, fz = _lab_f(xyz.movedim(dim, -1) / white).unbind(-1)
     return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=dim)
@@ -62,25 +66,32 @@ def rgb_to_lab(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
 
 def lab_to_rgb(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
     """Lab -> sRGB, clipped to [0, 1] (Lab colours outside the sRGB gamut land on its surface)."""
+    return linear_to_srgb(lab_to_linear_rgb(lab, dim).clamp(0, 1))
+
+
+def lab_to_linear_rgb(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
+    """Lab -> linear-light RGB, not clipped (outside [0, 1] for colours outside the sRGB gamut)."""
     l, a, b = lab.movedim(dim, -1).unbind(-1)
     fy = (l + 16) / 116
     f = torch.stack((fy + a / 500, fy, fy - b / 200), dim=-1)
     white = torch.tensor(WHITE_D65, dtype=lab.dtype, device=lab.device)
     xyz = (_lab_f_inverse(f) * white).movedim(-1, dim)
-    rgb_to_xyz = _matrix(_RGB_TO_XYZ, lab)
-    linear = _apply_matrix(torch.linalg.inv(rgb_to_xyz), xyz, dim)
-    return _linear_to_srgb(linear.clamp(0, 1))
+    return _apply_matrix(torch.linalg.inv(_matrix(_RGB_TO_XYZ, lab)), xyz, dim)
 
 
 def rgb_to_lightness(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
     """The L* channel alone (what a black-and-white photo keeps), with the channel axis kept."""
-    luminance = _apply_matrix(_matrix(_RGB_TO_XYZ[1:2], rgb), _srgb_to_linear(rgb), dim)
-    return 116 * _lab_f(luminance) - 16
+    return luminance_to_lightness(_apply_matrix(_matrix(LUMINANCE_WEIGHTS, rgb), srgb_to_linear(rgb), dim))
 
 
 def gray_to_lightness(gray: torch.Tensor) -> torch.Tensor:
     """8-bit-style gray in [0, 1] (an sRGB-encoded luminance, as PIL's mode "L") -> L* in [0, 100]."""
-    return 116 * _lab_f(_srgb_to_linear(gray)) - 16
+    return luminance_to_lightness(srgb_to_linear(gray))
+
+
+def luminance_to_lightness(luminance: torch.Tensor) -> torch.Tensor:
+    """Relative luminance Y in [0, 1] (white = 1) -> L* in [0, 100] (element-wise)."""
+    return 116 * _lab_f(luminance) - 16
 
 
 def lightness_to_input(l: torch.Tensor) -> torch.Tensor:

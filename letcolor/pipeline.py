@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError
 from PIL import Image
 
-from letcolor.color import gray_to_lightness, lab_to_rgb, lightness_to_input, rgb_to_lab, rgb_to_lightness, target_to_ab
+from letcolor.color import lightness_to_input, rgb_to_lab, target_to_ab
+from letcolor.fullres import compose, lightness
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image
 from letcolor.inference import InferenceNetwork, Speedups
 from letcolor.model import GLOBAL_INPUT_SIZE, LetThereBeColor
@@ -25,8 +26,6 @@ from letcolor.model import GLOBAL_INPUT_SIZE, LetThereBeColor
 DEFAULT_MAX_SIDE = 512
 # The local branch never sees more pixels than this, whatever `max_side` (None = native size) asks for.
 NETWORK_PIXEL_BUDGET = 2048 * 2048
-# Full-resolution colour conversions run in strips of about this many pixels, bounding memory for huge inputs.
-STRIP_PIXELS = 1 << 21
 PALETTE_SAMPLE_SIDE = 256  # the reference's ab statistics are taken at this size
 TOP_SCENES = 5
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -92,54 +91,12 @@ def network_size(height: int, width: int, max_side: int | None) -> tuple[int, in
     return max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8)
 
 
-def _row_strips(height: int, width: int):
-    rows = max(1, STRIP_PIXELS // width)
-    return (slice(top, min(height, top + rows)) for top in range(0, height, rows))
-
-
-def lightness(pixels: Pixels, device: torch.device) -> torch.Tensor:
-    """L* of gray or sRGB pixels, shape (1, 1, H, W), float32 on `device`."""
-    channels, height, width = pixels.values.shape
-    result = torch.empty((1, 1, height, width), device=device)
-    to_lightness = rgb_to_lightness if channels == 3 else gray_to_lightness
-    for rows in _row_strips(height, width):
-        unit = pixels.values[:, rows].to(device).float().div_(pixels.white_level).clamp_(0, 1)
-        result[0, :, rows] = to_lightness(unit)
-    return result
-
-
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def _global_input(lightness_full: torch.Tensor) -> torch.Tensor:
     return lightness_to_input(_resize(lightness_full, (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE)))
-
-
-def _upsample_rows(ab: torch.Tensor, height: int, rows: slice) -> torch.Tensor:
-    """Rows `rows` of `ab` bilinearly resized to `height` rows, exactly as F.interpolate(align_corners=False) would."""
-    source_height = ab.shape[-2]
-    position = ((torch.arange(rows.start, rows.stop, device=ab.device) + 0.5) * (source_height / height) - 0.5).clamp(
-        min=0
-    )
-    above = position.long().clamp(max=source_height - 1)
-    below = (above + 1).clamp(max=source_height - 1)
-    weight = (position - above)[:, None]
-    return torch.lerp(ab[:, :, above], ab[:, :, below], weight)
-
-
-def compose(lightness_full: torch.Tensor, ab: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
-    """The output image: the full-resolution L with the ab prediction (1, 2, h, w) upsampled to it."""
-    height, width = lightness_full.shape[-2:]
-    ab_wide = F.interpolate(ab, size=(ab.shape[-2], width), mode="bilinear", align_corners=False)
-    rgb = torch.empty((height, width, 3), dtype=torch.uint8)
-    for rows in _row_strips(height, width):
-        lab = torch.cat((lightness_full[:, :, rows], _upsample_rows(ab_wide, height, rows)), dim=1)
-        rgb[rows] = lab_to_rgb(lab)[0].mul_(255).round_().to(torch.uint8).permute(1, 2, 0).cpu()
-    image = Image.fromarray(rgb.numpy())
-    if alpha is not None:
-        image.putalpha(alpha)
-    return image
 
 
 def palette_of(pixels: Pixels, device: torch.device) -> _Palette:
