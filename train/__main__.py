@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--checkpoint-every", type=int, default=500)
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.safetensors")
     run.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    run.add_argument("--push-to-hub", metavar="REPO", help="upload OUTPUT/final to this Hub model repo at the end")
     args = parser.parse_args(argv)
     args.label_column = args.label_column or None
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr

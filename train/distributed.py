@@ -50,13 +50,13 @@ def mean_over_ranks(context: Distributed, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def any_rank(context: Distributed, flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is True on any of them."""
+def any_rank(context: Distributed, flags: tuple[bool, ...], device: torch.device) -> tuple[bool, ...]:
+    """Each flag True on every rank when it is True on any of them."""
     if not context.enabled:
-        return flag
-    tensor = torch.tensor([float(flag)], device=device)
+        return flags
+    tensor = torch.tensor([float(flag) for flag in flags], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
+    return tuple(bool(value) for value in tensor.tolist())
 
 
 def shutdown(context: Distributed) -> None:

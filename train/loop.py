@@ -17,6 +17,7 @@ from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from train.data import StreamSpec, class_names, open_stream, train_loader, validation_images
 from train.distributed import Distributed, any_rank, gather_objects, init_distributed, mean_over_ranks, shutdown
+from train.hub import push_to_hub
 from train.losses import colorization_losses, lab_batch
 from train.monitor import MetricsLog
 from train.validate import save_grid, validate
@@ -62,15 +63,46 @@ def model_for(args, names: list[str]) -> LetThereBeColor:
 
 
 class StopRequest:
-    """Turns SIGTERM/SIGINT into a flag the loop checks between steps, so it can checkpoint and exit cleanly."""
+    """Within `with`, SIGTERM/SIGINT set a flag that the loop checks between steps, so it can checkpoint and exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.signal_number = 0
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, self.request)
+        self.previous_handlers = {}
+
+    def __enter__(self) -> "StopRequest":
+        self.previous_handlers = {number: signal.signal(number, self.request) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self.previous_handlers.items():
+            signal.signal(number, handler)
 
     def request(self, signal_number, frame) -> None:
         self.signal_number = signal_number
+
+
+class TrainingWindow:
+    """Loss sums since the last log, kept on the device so that steps need no host sync."""
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(3, device=device)
+        self.steps, self.started = 0, time.perf_counter()
+
+    def add(self, losses: torch.Tensor) -> None:
+        self.sums += losses
+        self.steps += 1
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def take(self) -> torch.Tensor:
+        """The sums, and a fresh window."""
+        sums = self.sums.clone()
+        self.sums.zero_()
+        self.steps, self.started = 0, time.perf_counter()
+        return sums
 
 
 class Trainer:
@@ -86,7 +118,7 @@ class Trainer:
             args.dataset, args.split, args.image_column, args.label_column, args.seed, context.rank, context.world_size
         )
         seed_everything(args.seed)
-        self.model = model_for(args, class_names(open_stream(self.train_spec), args.label_column)).to(self.device)
+        self.model = model_for(args, self.scene_names()).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(args.optimizer, self.model, args.lr)
@@ -96,6 +128,16 @@ class Trainer:
         self.val_metrics: dict = {}
         self.training_model = self.wrap_model()
         self.log = MetricsLog(self.output) if context.is_main else None
+
+    def scene_names(self) -> list[str]:
+        names = class_names(open_stream(self.train_spec), self.args.label_column)
+        if self.args.label_column and not names:
+            self.print(
+                f"warning: {self.args.dataset} has no ClassLabel column {self.args.label_column!r}: training "
+                "without scene labels (no classification loss)"
+            )
+            self.train_spec.label_column = self.args.label_column = None
+        return names
 
     def wrap_model(self) -> torch.nn.Module:
         model = self.model
@@ -154,57 +196,67 @@ class Trainer:
         return torch.stack((loss, mse, cross_entropy)).detach()
 
     def run(self) -> None:
-        stop = StopRequest()
         if self.args.resume:
             self.resume()
         val_images, val_labels = self.load_validation()
+        with StopRequest() as stop:
+            if self.step < self.args.steps:
+                self.train_steps(stop, val_images, val_labels)
+            self.finish(val_images, val_labels)
+
+    def train_steps(self, stop: StopRequest, val_images: torch.Tensor, val_labels: torch.Tensor) -> None:
         loader = train_loader(
             self.train_spec, self.args.batch_size, self.args.workers, self.device.type == "cuda", self.worker_states
         )
         progress = tqdm(
             total=self.args.steps, initial=self.step, disable=not self.context.is_main, unit="step", dynamic_ncols=True
         )
-        sums = torch.zeros(3, device=self.device)
-        window_start, window_steps, started = time.perf_counter(), 0, time.perf_counter() - self.wall_seconds
-        batches = iter(loader)
-        while self.step < self.args.steps and not self.out_of_time():
-            batch = next(batches)
-            sums += self.train_step(batch.images, batch.labels)
+        window = TrainingWindow(self.device)
+        started = time.perf_counter() - self.wall_seconds
+        for batch in loader:
+            window.add(self.train_step(batch.images, batch.labels))
             self.worker_states[batch.worker] = batch.stream_state
             self.skipped[batch.worker] = batch.skipped
             self.step += 1
-            window_steps += 1
             progress.update()
             self.wall_seconds = time.perf_counter() - started
-            if self.step % self.args.log_every == 0 or self.step == self.args.steps or self.out_of_time():
-                self.log_training(sums, window_steps, time.perf_counter() - window_start, progress)
-                sums.zero_()
-                window_start, window_steps = time.perf_counter(), 0
+            if self.step % self.args.log_every == 0:
+                self.log_training(window, progress)
             if self.step % self.args.val_every == 0 and self.step < self.args.steps:
                 self.run_validation(val_images, val_labels)
-            if self.stop_requested(stop):
-                self.checkpoint()
-                self.print(f"stopped by signal {stop.signal_number} at step {self.step}; checkpoint saved")
-                progress.close()
-                raise SystemExit(128 + stop.signal_number)
+            signalled, out_of_time = self.stop_flags(stop)
+            if signalled:
+                self.stop_on_signal(stop, progress)
+            if self.step >= self.args.steps or out_of_time:
+                break
             if self.step % self.args.checkpoint_every == 0:
                 self.checkpoint()
+        if window.steps:
+            self.log_training(window, progress)
         progress.close()
+
+    def finish(self, val_images: torch.Tensor, val_labels: torch.Tensor) -> None:
         self.run_validation(val_images, val_labels)
         self.checkpoint()
         if self.context.is_main:
             self.save_final()
 
-    def out_of_time(self) -> bool:
-        return self.args.max_minutes is not None and self.wall_seconds >= 60 * self.args.max_minutes
+    def stop_on_signal(self, stop: StopRequest, progress: tqdm) -> None:
+        self.checkpoint()
+        progress.close()
+        self.print(f"stopped by signal {stop.signal_number} at step {self.step}; checkpoint saved, --resume continues")
+        raise SystemExit(128 + (stop.signal_number or signal.SIGTERM))
 
-    def stop_requested(self, stop: StopRequest) -> bool:
-        """Alone, check every step; with other ranks, agree at log intervals (a collective, hence a host sync)."""
+    def stop_flags(self, stop: StopRequest) -> tuple[bool, bool]:
+        """(signalled, out of time). Alone, checked every step; with other ranks all must agree, so they decide
+        together at log intervals (a collective, hence a host sync)."""
+        out_of_time = self.args.max_minutes is not None and self.wall_seconds >= 60 * self.args.max_minutes
+        flags = (bool(stop.signal_number), out_of_time)
         if not self.context.enabled:
-            return bool(stop.signal_number)
+            return flags
         if self.step % self.args.log_every:
-            return False
-        return any_rank(self.context, bool(stop.signal_number), self.device)
+            return False, False
+        return any_rank(self.context, flags, self.device)
 
     def load_validation(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.context.is_main:
@@ -225,8 +277,9 @@ class Trainer:
         self.log.write("validation", self.step, metrics)
         self.print(f"step {self.step} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if v))
 
-    def log_training(self, sums: torch.Tensor, steps: int, seconds: float, progress: tqdm) -> None:
-        loss, mse, cross_entropy = (mean_over_ranks(self.context, sums.clone()) / steps).tolist()
+    def log_training(self, window: "TrainingWindow", progress: tqdm) -> None:
+        steps, seconds = window.steps, window.seconds()
+        loss, mse, cross_entropy = (mean_over_ranks(self.context, window.take()) / steps).tolist()
         images_per_second = steps * self.args.batch_size * self.context.world_size / seconds
         if not self.context.is_main:
             return
@@ -256,6 +309,9 @@ class Trainer:
         (directory / "README.md").write_text(card)
         self.log.close()
         self.print(f"saved the model to {directory}")
+        if self.args.push_to_hub:
+            url = push_to_hub(directory, self.args.push_to_hub)
+            self.print(f"pushed the model to {url}")
 
 
 def train(args) -> None:
