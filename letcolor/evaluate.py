@@ -1,0 +1,381 @@
+"""`python -m letcolor evaluate`: colorize colour photos from their lightness and score them against the originals.
+
+Every photo is scored four ways in the same run: the model, the model without global features (paper 4.4), and two
+baselines that keep the photo's lightness: gray (a = b = 0) and one constant a,b (the mean over training photos).
+"""
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from letcolor import metrics
+from letcolor.color import lab_to_rgb, rgb_to_lab, rgb_to_lightness
+from letcolor.images import InvalidImageError, load_image
+from letcolor.pipeline import Colorizer
+
+IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
+MODEL, NO_GLOBAL, GRAY, MEAN_AB = "model", "model_no_global", "gray", "mean_ab"
+IMAGE_EXTENSIONS = frozenset(Image.registered_extensions())
+
+
+class BadImage(Exception):
+    """An input that cannot be evaluated; the message says why."""
+
+
+class NoUsablePhotos(Exception):
+    """Nothing to evaluate, or nothing to take the mean ab from."""
+
+
+@dataclass
+class Sample:
+    id: str
+    label: int  # scene class in the input's own label list; -1 where unlabelled
+    image: Image.Image | None = None  # RGB; None when the input could not be used
+    problem: str = ""
+
+
+@dataclass
+class ImageSource:
+    """Where photos come from: a folder of image files, or one split of a `datasets` dataset."""
+
+    location: str
+    split: str | None = None  # None for a folder
+    label_names: tuple[str, ...] = ()  # the dataset's scene classes, in label order
+
+    @classmethod
+    def parse(cls, location: str, split: str) -> "ImageSource":
+        if is_image_folder(Path(location)):
+            return cls(location)
+        return cls(location, split, dataset_label_names(location, split))
+
+    def samples(self) -> Iterator[Sample]:
+        return folder_samples(Path(self.location)) if self.split is None else dataset_samples(self.location, self.split)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model directory or Hub id")
+    parser.add_argument("--images", required=True, help="folder of colour photos, or a datasets dataset (path or id)")
+    parser.add_argument("--split", default="validation", help="dataset split to evaluate (default: validation)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N inputs")
+    parser.add_argument("-o", "--output", type=Path, help="write the per-image and average scores here (JSON)")
+    parser.add_argument("--train-split", default="train", help="split the mean-ab baseline is taken from")
+    parser.add_argument("--mean-ab-limit", type=int, default=2000, help="photos read for the mean ab (default: 2000)")
+    parser.add_argument(
+        "--mean-ab-from",
+        help="dataset whose --train-split gives the mean ab when --images is a folder "
+        "(default: the folder's own photos, an optimistic baseline)",
+    )
+    parser.add_argument(
+        "--ablation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score the model without global features (paper 4.4; on by default)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="photos per model call (default: 16)")
+    parser.add_argument("--max-side", type=int, default=512, help="longest side the network sees (default: 512)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = evaluation_report(args)
+    except NoUsablePhotos as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(markdown_table(report))
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    return 0
+
+
+def evaluation_report(args: argparse.Namespace) -> dict:
+    """The per-image scores of every method, their averages, the skipped inputs and the run's settings."""
+    source = ImageSource.parse(args.images, args.split)
+    mean_ab, mean_ab_origin = baseline_mean_ab(args, source)
+    colorizer = Colorizer.from_pretrained(args.model)
+    rows, skipped = score_photos(colorizer, source, args, mean_ab)
+    if not rows:
+        raise NoUsablePhotos(f"no usable photos in {source.location}")
+    return {
+        "model": args.model,
+        "input": source.location,
+        "split": source.split,
+        "settings": {"limit": args.limit, "max_side": args.max_side, "ablation": args.ablation},
+        "mean_ab": {"a": mean_ab[0], "b": mean_ab[1], "source": mean_ab_origin},
+        "ssim": "per RGB channel on 8-bit values, then averaged; gaussian window 11, sigma 1.5, K1 0.01, K2 0.03",
+        "evaluated": len(rows),
+        "skipped": skipped,
+        "averages": averages(rows),
+        "per_image": rows,
+    }
+
+
+# Inputs
+
+
+def is_image_folder(path: Path) -> bool:
+    return path.is_dir() and bool(image_files(path))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The folder's image files (by extension, not recursive), in name order."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def open_color_photo(source: Path | bytes) -> Image.Image:
+    """A file or encoded image -> an upright RGB image; raises BadImage for undecodable, tiny or grayscale inputs."""
+    try:
+        image = load_image(source if isinstance(source, Path) else Image.open(io.BytesIO(source)))
+    except (InvalidImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise BadImage(f"cannot decode: {error}") from error
+    rgb = image.convert("RGB")
+    if min(rgb.size) < metrics.SSIM_WINDOW:
+        raise BadImage(f"smaller than {metrics.SSIM_WINDOW}x{metrics.SSIM_WINDOW} px ({rgb.width}x{rgb.height})")
+    pixels = np.asarray(rgb)
+    if (pixels.max(axis=2) == pixels.min(axis=2)).all():
+        raise BadImage("grayscale: no colour to compare with")
+    return rgb
+
+
+def load_sample(sample_id: str, source: Path | bytes, label: int) -> Sample:
+    try:
+        return Sample(sample_id, label, open_color_photo(source))
+    except BadImage as error:
+        return Sample(sample_id, label, problem=str(error))
+
+
+def folder_samples(folder: Path) -> Iterator[Sample]:
+    for path in image_files(folder):
+        yield load_sample(path.name, path, -1)
+
+
+def stream_split(name: str, split: str):
+    from datasets import load_dataset
+
+    return load_dataset(name, split=split, streaming=True)
+
+
+def image_column(features) -> str:
+    from datasets import Image as ImageFeature
+
+    columns = [name for name, feature in (features or {}).items() if isinstance(feature, ImageFeature)]
+    if not columns:
+        raise ValueError("the dataset has no image column")
+    return columns[0]
+
+
+def dataset_label_names(name: str, split: str) -> tuple[str, ...]:
+    """The names of the `label` column's classes; () if it has none."""
+    from datasets import ClassLabel
+
+    label = (stream_split(name, split).features or {}).get("label")
+    return tuple(label.names) if isinstance(label, ClassLabel) else ()
+
+
+def dataset_samples(name: str, split: str) -> Iterator[Sample]:
+    """The split's rows, streamed, with images decoded here so that one bad image does not end the stream."""
+    from datasets import Image as ImageFeature
+
+    dataset = stream_split(name, split)
+    column = image_column(dataset.features)
+    dataset = dataset.cast_column(column, ImageFeature(decode=False))
+    for index, row in enumerate(dataset):
+        encoded = row[column]
+        label = row.get("label")
+        yield load_sample(
+            str(row.get("id", index)), encoded["bytes"] or Path(encoded["path"]), -1 if label is None else label
+        )
+
+
+def usable(samples: Iterable[Sample], skipped: list[dict]) -> Iterator[Sample]:
+    """The samples with an image; the others are reported on stderr and recorded in `skipped`."""
+    for sample in samples:
+        if sample.image is None:
+            tqdm.write(f"skipped {sample.id}: {sample.problem}", file=sys.stderr)
+            skipped.append({"id": sample.id, "reason": sample.problem})
+        else:
+            yield sample
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+# Baselines
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (1, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+def mean_ab_of(images: Iterable[Image.Image]) -> tuple[float, float]:
+    """The mean a and b over every pixel of the images."""
+    total, pixels = torch.zeros(2, dtype=torch.float64), 0
+    for image in images:
+        ab = rgb_to_lab(image_to_tensor(image))[0, 1:].flatten(1)
+        total += ab.double().sum(1)
+        pixels += ab.shape[1]
+    if not pixels:
+        raise NoUsablePhotos("no usable photos to take the mean ab from")
+    a, b = (total / pixels).tolist()
+    return a, b
+
+
+def baseline_mean_ab(args: argparse.Namespace, source: ImageSource) -> tuple[tuple[float, float], str]:
+    """The mean-ab baseline's colour, and where it came from (for the report)."""
+    if source.split is None and not args.mean_ab_from:
+        samples, origin = islice(source.samples(), args.limit), f"the evaluated photos in {source.location}"
+    else:
+        dataset = source.location if source.split is not None else args.mean_ab_from
+        samples = islice(dataset_samples(dataset, args.train_split), args.mean_ab_limit)
+        origin = f"{dataset} split {args.train_split}, first {args.mean_ab_limit} photos"
+    photos = (sample.image for sample in samples if sample.image is not None)
+    return mean_ab_of(tqdm(photos, desc="mean ab", unit="img", leave=False)), origin
+
+
+def with_constant_ab(lightness: torch.Tensor, ab: tuple[float, float]) -> torch.Tensor:
+    """L* (N, 1, H, W) with one a,b everywhere, as sRGB rounded to 8 bits like a saved image."""
+    n, _, height, width = lightness.shape
+    ab_map = torch.tensor(ab, dtype=lightness.dtype).view(1, 2, 1, 1).expand(n, 2, height, width)
+    return (lab_to_rgb(torch.cat((lightness, ab_map), dim=1)) * 255).round() / 255
+
+
+# Scoring
+
+
+def scene_label_map(label_names: tuple[str, ...], class_names: list[str]) -> dict[int, int]:
+    """Input label -> model class, matched by name; labels the model does not know are left out."""
+    return {label: class_names.index(name) for label, name in enumerate(label_names) if name in class_names}
+
+
+def score_image(target: torch.Tensor, predictions: dict[str, torch.Tensor]) -> dict:
+    """Per-method metrics of one photo (1, 3, H, W) against its colorizations, computed as one batch."""
+    candidates = torch.cat(list(predictions.values()))
+    truth = metrics.colorfulness(target).item()
+    scores = {
+        "psnr": metrics.psnr(candidates, target),
+        "ssim": metrics.ssim(candidates, target),
+        "auc": metrics.ab_auc(candidates, target),
+        "colorfulness": metrics.colorfulness(candidates),
+    }
+    scores["colorfulness_gap"] = scores["colorfulness"] - truth
+    per_method = {
+        method: {metric: values[row].item() for metric, values in scores.items()}
+        for row, method in enumerate(predictions)
+    }
+    return {"ground_truth_colorfulness": truth, **per_method}
+
+
+def scene_scores(probabilities: np.ndarray, label: int, label_map: dict[int, int], class_names: list[str]) -> dict:
+    """Top-1/top-5 correctness (None where the photo has no label the model knows) and the predicted scene."""
+    scores = torch.from_numpy(probabilities).unsqueeze(0)
+    predicted = int(scores.argmax())
+    known = {"predicted_scene": class_names[predicted] if class_names else predicted}
+    if label not in label_map:
+        return {**known, "top1": None, "top5": None}
+    truth = torch.tensor([label_map[label]])
+    return {**known, **{f"top{k}": bool(metrics.topk_correct(scores, truth, k)) for k in (1, 5)}}
+
+
+def score_photos(colorizer: Colorizer, source: ImageSource, args: argparse.Namespace, mean_ab) -> tuple[list, list]:
+    """Per-image rows for every usable photo, and the inputs skipped (with why)."""
+    label_map = scene_label_map(source.label_names, colorizer.class_names)
+    skipped, rows = [], []
+    photos = usable(islice(source.samples(), args.limit), skipped)
+    with tqdm(desc="evaluate", unit="img") as progress:
+        for batch in chunks(photos, args.batch_size):
+            rows += score_batch(colorizer, batch, args, mean_ab, label_map, source.label_names)
+            progress.update(len(batch))
+    return rows, skipped
+
+
+def score_batch(colorizer, batch: list[Sample], args, mean_ab, label_map, names: tuple[str, ...]) -> list[dict]:
+    images = [sample.image for sample in batch]
+    runs = {MODEL: colorizer.batch(images, use_global=True, max_side=args.max_side)}
+    if args.ablation:
+        runs[NO_GLOBAL] = colorizer.batch(images, use_global=False, max_side=args.max_side)
+    rows = []
+    for index, sample in enumerate(batch):
+        target = image_to_tensor(sample.image)
+        lightness = rgb_to_lightness(target)
+        predictions = {method: image_to_tensor(results[index].image) for method, results in runs.items()}
+        predictions |= {GRAY: with_constant_ab(lightness, (0.0, 0.0)), MEAN_AB: with_constant_ab(lightness, mean_ab)}
+        label = {"label": names[sample.label] if 0 <= sample.label < len(names) else None}
+        scene = scene_scores(runs[MODEL][index].scene_probabilities, sample.label, label_map, colorizer.class_names)
+        rows.append({"id": sample.id, **label, **scene, **score_image(target, predictions)})
+    return rows
+
+
+def mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def method_averages(rows: list[dict], method: str) -> dict:
+    scores = {metric: mean([row[method][metric] for row in rows]) for metric in IMAGE_METRICS}
+    scores["colorfulness_abs_gap"] = mean([abs(row[method]["colorfulness_gap"]) for row in rows])
+    return scores
+
+
+def averages(rows: list[dict]) -> dict:
+    """Each method's mean metrics, the ground truth's mean colourfulness, and scene accuracy over labelled photos."""
+    methods = [key for key, value in rows[0].items() if isinstance(value, dict)]
+    result = {method: method_averages(rows, method) for method in methods}
+    labelled = [row for row in rows if row["top1"] is not None]
+    result[MODEL] |= {f"top{k}": mean([row[f"top{k}"] for row in labelled]) for k in (1, 5)}
+    result[MODEL]["scene_labelled"] = len(labelled)
+    result["ground_truth"] = {"colorfulness": mean([row["ground_truth_colorfulness"] for row in rows])}
+    return result
+
+
+# Report
+
+
+def method_title(method: str, report: dict) -> str:
+    if method == MEAN_AB:
+        mean_ab = report["mean_ab"]
+        return f"mean ab (a = {mean_ab['a']:.1f}, b = {mean_ab['b']:.1f})"
+    titles = {MODEL: "model", NO_GLOBAL: "model, no global features (4.4)", GRAY: "gray (ab = 0)"}
+    return titles[method]
+
+
+def cell(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(report: dict) -> str:
+    averages_ = report["averages"]
+    header = [
+        "| method | PSNR (dB) ↑ | SSIM ↑ | AuC ↑ | colorfulness | colorfulness gap ↓ | top-1 ↑ | top-5 ↑ |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines = []
+    for method in (MODEL, NO_GLOBAL, GRAY, MEAN_AB):
+        if method not in averages_:
+            continue
+        scores = averages_[method]
+        lines.append(
+            f"| {method_title(method, report)} | {scores['psnr']:.2f} | {scores['ssim']:.4f} | {scores['auc']:.4f} "
+            f"| {scores['colorfulness']:.1f} | {scores['colorfulness_abs_gap']:.1f} "
+            f"| {cell(scores.get('top1'), '.1%')} | {cell(scores.get('top5'), '.1%')} |"
+        )
+    lines.append(f"| ground truth | – | 1 | 1 | {averages_['ground_truth']['colorfulness']:.1f} | 0 | – | – |")
+    split = f" ({report['split']})" if report["split"] else ""
+    labelled = averages_[MODEL]["scene_labelled"]
+    notes = (
+        f"{report['evaluated']} photos from {report['input']}{split}, {len(report['skipped'])} skipped; scene accuracy "
+        f"over the {labelled} photos whose label the model knows. SSIM: per RGB channel. Colorfulness: Hasler and "
+        "Suesstrunk (2003); gap: mean |method - ground truth|. AuC: of the per-pixel ab error CDF over 0..150."
+    )
+    return "\n".join([*header, *lines, "", notes])

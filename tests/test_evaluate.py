@@ -1,0 +1,133 @@
+"""`python -m letcolor evaluate` on real photos: a folder with bad inputs in it, and the shared corpus."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from datasets import load_dataset
+from PIL import Image
+
+from letcolor import Colorizer, evaluate, metrics
+from letcolor.color import rgb_to_lab
+from letcolor.model import LetThereBeColor
+
+MAX_SIDE = "128"
+
+
+def run_evaluate(*argv) -> tuple[int, dict]:
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    args = parser.parse_args([str(arg) for arg in argv])
+    code = evaluate.run(args)
+    return code, json.loads(args.output.read_text()) if code == 0 else {}
+
+
+def as_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+def pixel_mean_ab(images) -> list[float]:
+    ab = torch.cat([rgb_to_lab(as_tensor(image))[0, 1:].flatten(1) for image in images], dim=1)
+    return ab.double().mean(1).tolist()
+
+
+@pytest.fixture
+def photo_folder(tmp_path, examples_dir):
+    """Two colour photos, a black-and-white one, a truncated JPEG, and a file that is not an image."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.png", "coffee.png", "chelsea_gray.png"):  # at half size, to keep the test quick
+        image = Image.open(examples_dir / name)
+        image.resize((image.width // 2, image.height // 2), Image.Resampling.BICUBIC).save(folder / name)
+    (folder / "broken.jpg").write_bytes((examples_dir / "china.jpg").read_bytes()[:4000])
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+def test_a_folder_is_scored_against_the_originals_with_both_baselines(photo_folder, tiny_model_dir, tmp_path, capsys):
+    code, report = run_evaluate(
+        "--model", tiny_model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "-o", tmp_path / "report.json"
+    )
+    assert code == 0
+    assert [row["id"] for row in report["per_image"]] == ["chelsea.png", "coffee.png"]
+    reasons = {skip["id"]: skip["reason"] for skip in report["skipped"]}
+    assert reasons.keys() == {"broken.jpg", "chelsea_gray.png"}
+    assert reasons["broken.jpg"].startswith("cannot decode") and reasons["chelsea_gray.png"].startswith("grayscale")
+
+    photos = [Image.open(photo_folder / name).convert("RGB") for name in ("chelsea.png", "coffee.png")]
+    assert "evaluated photos" in report["mean_ab"]["source"]  # no --mean-ab-from: the folder's own mean
+    assert [report["mean_ab"]["a"], report["mean_ab"]["b"]] == pytest.approx(pixel_mean_ab(photos), abs=1e-3)
+
+    colorizer = Colorizer.from_pretrained(tiny_model_dir)
+    for photo, row in zip(photos, report["per_image"], strict=True):
+        for method, use_global in (("model", True), ("model_no_global", False)):
+            colorized = as_tensor(colorizer(photo, use_global=use_global, max_side=int(MAX_SIDE)).image)
+            assert row[method]["psnr"] == pytest.approx(metrics.psnr(colorized, as_tensor(photo)).item(), abs=1e-4)
+            assert row[method]["auc"] == pytest.approx(metrics.ab_auc(colorized, as_tensor(photo)).item(), abs=1e-6)
+        # Lab's a = b = 0 is neutral; color.py's rounded D65 white leaves a rare pixel one 8-bit level off gray.
+        assert row["gray"]["colorfulness"] == pytest.approx(0, abs=0.05)
+        assert row["gray"]["colorfulness_gap"] == pytest.approx(-row["ground_truth_colorfulness"], abs=0.05)
+        assert row["top1"] is None and row["label"] is None  # a folder has no scene labels
+        assert 0 < row["mean_ab"]["ssim"] < 1 and 10 < row["gray"]["psnr"] < metrics.PSNR_CAP
+
+    averages = report["averages"]
+    assert averages["model"]["psnr"] == pytest.approx(np.mean([row["model"]["psnr"] for row in report["per_image"]]))
+    assert averages["model"]["top1"] is None and averages["model"]["scene_labelled"] == 0
+    table = capsys.readouterr().out
+    for title in ("| model |", "| model, no global features (4.4) |", "| gray (ab = 0) |", "| mean ab (a = "):
+        assert title in table
+    assert "2 photos from" in table and "2 skipped" in table
+
+
+def test_the_mean_ab_of_a_folder_can_come_from_a_dataset(photo_folder, tiny_model_dir, scenes_dataset, tmp_path):
+    code, report = run_evaluate(
+        "--model", tiny_model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "--no-ablation",
+        "--mean-ab-from", scenes_dataset, "--mean-ab-limit", 6, "-o", tmp_path / "report.json",
+    )  # fmt: skip
+    assert code == 0
+    train = load_dataset(str(scenes_dataset), split="train", streaming=True).take(6)
+    expected = pixel_mean_ab(row["image"] for row in train)
+    assert [report["mean_ab"]["a"], report["mean_ab"]["b"]] == pytest.approx(expected, abs=1e-3)
+    assert "split train, first 6 photos" in report["mean_ab"]["source"]
+    assert report["averages"].keys() == {"model", "gray", "mean_ab", "ground_truth"}
+
+
+def test_no_usable_photo_is_an_error(tmp_path, examples_dir, tiny_model_dir, capsys):
+    (tmp_path / "broken.png").write_bytes((examples_dir / "coffee.png").read_bytes()[:3000])
+    code, _ = run_evaluate("--model", tiny_model_dir, "--images", tmp_path, "-o", tmp_path / "report.json")
+    assert code == 1
+    assert "no usable photos" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.slow
+def test_a_dataset_split_with_scene_labels_is_reproducible(scenes_dataset, tmp_path):
+    names = load_dataset(str(scenes_dataset), split="validation", streaming=True).features["label"].names
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"  # the dataset's classes in another order: labels are matched by name
+    LetThereBeColor(num_classes=len(names), class_names=names[::-1], width=0.125).eval().save_pretrained(model_dir)
+    argv = ["--model", model_dir, "--images", scenes_dataset, "--limit", 12, "--mean-ab-limit", 8, "--batch-size", 5]
+    code, report = run_evaluate(*argv, "--max-side", MAX_SIDE, "-o", tmp_path / "first.json")
+    assert code == 0 and report["evaluated"] == 12 and report["split"] == "validation"
+
+    validation = list(load_dataset(str(scenes_dataset), split="validation", streaming=True).take(12))
+    assert [row["id"] for row in report["per_image"]] == [row["id"] for row in validation]
+    for row, original in zip(report["per_image"], validation, strict=True):
+        if original["label"] == -1:
+            assert row["label"] is None and row["top1"] is None
+        else:
+            assert row["label"] == names[original["label"]]
+            assert row["top1"] == (row["predicted_scene"] == row["label"])
+    labelled = [row for row in report["per_image"] if row["label"] is not None]
+    assert report["averages"]["model"]["scene_labelled"] == len(labelled) > 0
+    assert report["averages"]["model"]["top1"] == pytest.approx(np.mean([row["top1"] for row in labelled]))
+    assert report["averages"]["model"]["top5"] >= report["averages"]["model"]["top1"]
+
+    _, again = run_evaluate(*argv, "--max-side", MAX_SIDE, "-o", tmp_path / "second.json")
+    assert again == report
+
+
+def test_scene_labels_are_matched_to_model_classes_by_name():
+    assert evaluate.scene_label_map(("sea", "forest", "desert"), ["forest", "sea"]) == {0: 1, 1: 0}
