@@ -2,6 +2,8 @@
 
 import argparse
 import os
+import shlex
+import sys
 from fractions import Fraction
 
 from train.loop import DEFAULT_LR, train
@@ -51,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.safetensors")
     run.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     run.add_argument("--push-to-hub", metavar="REPO", help="upload OUTPUT/final to this Hub model repo at the end")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.command = shlex.join(["python", "-m", "train", *argv])
     args.label_column = args.label_column or None
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     return args

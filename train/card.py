@@ -1,8 +1,6 @@
 """The model card (README.md) written next to a trained model."""
 
 import platform
-import shlex
-import sys
 
 import torch
 
@@ -67,7 +65,7 @@ def model_card(
     return CARD.format(
         dataset=args.dataset,
         width_text=f"width {args.width}",
-        command=shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "train", *sys.argv[1:]]),
+        command=args.command,
         split=args.split,
         images=step * args.batch_size * world_size,
         steps=step,

@@ -1,0 +1,186 @@
+"""The training package: overfitting, a whole run, SIGTERM and --resume, bad images, DDP, pushing to a Hub."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from fake_hub import FakeHub
+from PIL import Image
+from safetensors import safe_open
+from train_data import make_scene_dataset
+
+from letcolor.model import LetThereBeColor
+from train.__main__ import parse_args
+from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
+from train.data import StreamSpec, TrainBatches, validation_images
+from train.distributed import Distributed
+from train.loop import Trainer, train
+
+ROOT = Path(__file__).resolve().parent.parent
+CORRUPT_ROWS = (1, 4, 7)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a small shared CPU, OpenMP threads spinning against other processes cost ~5x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def scene_data(tmp_path_factory, scenes_dataset) -> Path:
+    return make_scene_dataset(scenes_dataset, tmp_path_factory.mktemp("scenes"))
+
+
+@pytest.fixture(scope="session")
+def corrupt_scene_data(tmp_path_factory, scenes_dataset) -> Path:
+    return make_scene_dataset(scenes_dataset, tmp_path_factory.mktemp("corrupt"), corrupt_rows=CORRUPT_ROWS)
+
+
+def cli(dataset: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        *("--dataset", str(dataset), "--output", str(output), "--width", "0.125", "--batch-size", "4"),
+        *("--val-images", "8", "--log-every", "1", "--workers", "1", "--seed", "0", *extra),
+    ]
+
+
+def metrics(output: Path, kind: str) -> list[dict]:
+    lines = (output / "metrics.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record["kind"] == kind]
+
+
+def checkpoint_state(output: Path) -> dict:
+    with safe_open(str(output / CHECKPOINT_NAME), framework="pt") as file:
+        return json.loads(file.metadata()[STATE_KEY])
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_one_batch_overfits(scene_data, tmp_path):
+    trainer = Trainer(parse_args(cli(scene_data, tmp_path, "--optimizer", "adamw", "--lr", "3e-3")), Distributed())
+    images, labels, _ = validation_images(StreamSpec(str(scene_data), "validation"), 4)
+    losses = [trainer.train_step(images, labels)[0].item() for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_bad_images_are_skipped_and_counted(corrupt_scene_data):
+    spec = StreamSpec(str(corrupt_scene_data), "train")
+    batches = iter(TrainBatches(spec, batch_size=4))
+    batch = next(batches)
+    while batch.stream_state["epoch"] == 0:
+        assert batch.images.shape == (4, 3, 224, 224) and batch.images.dtype == torch.uint8
+        batch = next(batches)
+    assert batch.skipped["bad_image"] == len(CORRUPT_ROWS)
+
+
+@pytest.mark.slow
+def test_run_writes_metrics_grid_and_model(scene_data, tmp_path):
+    train(parse_args(cli(scene_data, tmp_path, "--steps", "4", "--val-every", "2", "--save-dtype", "float16")))
+    assert [record["step"] for record in metrics(tmp_path, "train")] == [1, 2, 3, 4]
+    validation = metrics(tmp_path, "validation")
+    assert [record["step"] for record in validation] == [2, 4]
+    assert {"loss", "psnr", "colourfulness", "scene_accuracy"} <= set(validation[-1])
+    with Image.open(tmp_path / "validation" / "step-0000004.png") as grid:
+        assert grid.size == (3 * 224, 8 * 224)
+    model = LetThereBeColor.from_pretrained(tmp_path / "final")
+    assert model.class_names[:2] == ["buildings", "forest"] and model.width == 0.125
+    with safe_open(str(tmp_path / "final" / "model.safetensors"), framework="pt") as file:
+        assert file.get_tensor("null_global").dtype == torch.float16
+    card = (tmp_path / "final" / "README.md").read_text()
+    assert "--steps 4" in card and "16 images seen (4 steps of 4)" in card and "| psnr |" in card
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_continues(scene_data, tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "train",
+        *cli(scene_data, tmp_path, "--steps", "1000", "--checkpoint-every", "1000"),
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "metrics.jsonl").exists() or len(metrics(tmp_path, "train")) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    stopped_at = checkpoint_state(tmp_path)["step"]
+    assert stopped_at >= 3 and checkpoint_state(tmp_path)["data_streams"][0]["0"]["epoch"] == 0
+
+    train(parse_args(cli(scene_data, tmp_path, "--steps", str(stopped_at + 2), "--resume")))
+    resumed_steps = [record["step"] for record in metrics(tmp_path, "train")][-2:]
+    assert resumed_steps == [stopped_at + 1, stopped_at + 2]
+    assert checkpoint_state(tmp_path)["step"] == stopped_at + 2
+
+
+@pytest.mark.slow
+def test_checkpoint_killed_mid_write_keeps_the_previous_one(tmp_path, tiny_model):
+    optimizer = torch.optim.Adadelta(tiny_model.parameters())
+    save_checkpoint(tmp_path, tiny_model, optimizer, torch.amp.GradScaler("cpu", enabled=False), {"step": 7})
+    crash = f"""
+import os, signal, torch
+import train.checkpoint as checkpoint
+from conftest import make_tiny_model
+def torn_write(tensors, path, metadata):
+    with open(path, "wb") as file:
+        file.write(b"partial")
+    os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.save_file = torn_write
+model = make_tiny_model()
+scaler = torch.amp.GradScaler("cpu", enabled=False)
+checkpoint.save_checkpoint(checkpoint.Path({str(tmp_path)!r}), model, torch.optim.Adadelta(model.parameters()), scaler,
+                           {{"step": 8}})
+"""
+    env = {**subprocess_env(), "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    result = subprocess.run([sys.executable, "-c", crash], env=env, cwd=ROOT)
+    assert result.returncode == -signal.SIGKILL
+    state = load_checkpoint(
+        tmp_path / CHECKPOINT_NAME, tiny_model, optimizer, torch.amp.GradScaler("cpu", enabled=False)
+    )
+    assert state["step"] == 7
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_train_and_rank_zero_writes(scene_data, tmp_path):
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train"),
+        *cli(scene_data, tmp_path, "--steps", "3", "--val-every", "100", "--checkpoint-every", "2"),
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [record["step"] for record in metrics(tmp_path, "train")] == [1, 2, 3]
+    assert len(metrics(tmp_path, "validation")) == 1
+    streams = checkpoint_state(tmp_path)["data_streams"]
+    assert len(streams) == 2 and streams[0] != streams[1]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [CHECKPOINT_NAME, "final", "metrics.jsonl", "validation"]
+
+
+@pytest.mark.slow
+def test_push_to_local_hub_and_load_back(tiny_model_dir, tmp_path):
+    (tiny_model_dir / "README.md").write_text("---\nlibrary_name: letcolor\n---\n# test model\n")
+    round_trip = f"""
+import torch
+from letcolor.model import LetThereBeColor
+from train.hub import push_to_hub
+push_to_hub({str(tiny_model_dir)!r}, "letcolor/tiny")
+loaded = LetThereBeColor.from_pretrained("letcolor/tiny")
+expected = LetThereBeColor.from_pretrained({str(tiny_model_dir)!r})
+assert loaded.class_names == expected.class_names
+assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.state_dict().items())
+"""
+    with FakeHub() as hub:
+        env = {**subprocess_env(), "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_test", "HF_HOME": str(tmp_path)}
+        result = subprocess.run([sys.executable, "-c", round_trip], env=env, cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert sorted(hub.state.repos["letcolor/tiny"]) == ["README.md", "config.json", "model.safetensors"]

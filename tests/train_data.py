@@ -1,0 +1,47 @@
+"""Small Hub-layout datasets for the training tests, cut from the shared real-photo corpus."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+README = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+  - split: validation
+    path: data/validation-*.parquet
+---
+# letcolor-scenes (test cut)
+"""
+
+
+def corrupt_images(table: pa.Table, rows: list[int]) -> pa.Table:
+    """Replace the images of `rows`: a truncated JPEG, empty bytes, then bytes that are not an image at all."""
+    images = table.column("image").to_pylist()
+    broken = [images[0]["bytes"][:200], b"", b"not an image"]
+    for index, row in enumerate(rows):
+        images[row] = {"bytes": broken[index % len(broken)], "path": None}
+    column = pa.array(images, type=table.schema.field("image").type)
+    return table.set_column(table.schema.get_field_index("image"), "image", column)
+
+
+def make_scene_dataset(
+    corpus: Path, root: Path, shards: int = 2, rows_per_shard: int = 24, corrupt_rows: tuple[int, ...] = ()
+) -> Path:
+    """`shards` train shards and one validation shard of real photos (labels and ClassLabel names kept).
+    `corrupt_rows` (indices into the first train shard) get broken images."""
+    source = pq.read_table(sorted((corpus / "data").glob("train-*.parquet"))[0])
+    data = root / "data"
+    data.mkdir(parents=True)
+    for shard in range(shards):
+        table = source.slice(shard * rows_per_shard, rows_per_shard)
+        if shard == 0 and corrupt_rows:
+            table = corrupt_images(table, list(corrupt_rows))
+        pq.write_table(table, data / f"train-{shard:05d}-of-{shards:05d}.parquet")
+    validation = source.slice(shards * rows_per_shard, 16)
+    pq.write_table(validation, data / "validation-00000-of-00001.parquet")
+    (root / "README.md").write_text(README)
+    return root
