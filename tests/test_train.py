@@ -192,3 +192,13 @@ assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.state_dic
         result = subprocess.run([sys.executable, "-c", round_trip], env=env, cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-3000:]
         assert sorted(hub.state.repos["letcolor/tiny"]) == ["README.md", "config.json", "model.safetensors"]
+
+
+@pytest.mark.slow
+def test_bench_prints_the_table(scene_data):
+    command = [sys.executable, "-m", "train.bench", "--dataset", str(scene_data), "--width", "0.125"]
+    command += ["--batch-size", "4", "--steps", "1", "--warmup", "0", "--workers", "0"]
+    result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row in ("data pipeline alone", "model alone (synthetic)", "end to end"):
+        assert row in result.stdout

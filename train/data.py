@@ -175,13 +175,15 @@ def train_loader(
 def validation_images(spec: StreamSpec, limit: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     """The first `limit` usable validation photos, center-cropped: (uint8 images, labels, skipped counts)."""
     images, labels, skipped = [], [], {}
-    for example in open_stream(spec):
+    examples = iter(open_stream(spec))
+    for example in examples:
         prepared = prepare_example(example, spec, center_crop, skipped)
         if prepared is not None:
             images.append(prepared[0])
             labels.append(prepared[1])
         if len(images) == limit:
             break
+    examples.close()  # now, not at interpreter exit, where `datasets`' parquet reader fails noisily
     if not images:
         raise ValueError(f"{spec.dataset}: split {spec.split!r} has no usable images")
     return torch.stack(images), torch.tensor(labels), skipped
