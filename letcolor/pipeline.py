@@ -35,7 +35,15 @@ HOW_TO_PASS_A_MODEL = (
     "config.json and model.safetensors (as written by save_pretrained) or a Hugging Face Hub model id."
 )
 
-__all__ = ["ColorizationResult", "Colorizer", "InvalidImageError", "ModelNotFoundError", "load_image", "load_model"]
+__all__ = [
+    "ColorizationResult",
+    "Colorizer",
+    "InvalidImageError",
+    "ModelNotFoundError",
+    "Options",
+    "load_image",
+    "load_model",
+]
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -118,17 +126,28 @@ def transfer_palette(ab: torch.Tensor, palette: _Palette, strength: float) -> to
     return torch.lerp(ab, matched, strength)
 
 
-def _validate(use_global: bool, global_strength: float, reference, palette_strength: float, max_side) -> None:
-    if not isinstance(use_global, bool):
-        raise ValueError(f"use_global must be True or False, got {use_global!r}")
-    if not 0 <= global_strength <= 2:
-        raise ValueError(f"global_strength must be in [0, 2], got {global_strength}")
-    if not 0 <= palette_strength <= 1:
-        raise ValueError(f"palette_strength must be in [0, 1], got {palette_strength}")
-    if palette_strength > 0 and reference is None:
-        raise ValueError("palette_strength > 0 needs a reference image")
-    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 8):
-        raise ValueError(f"max_side must be an integer >= 8 or None (native size), got {max_side!r}")
+@dataclass(frozen=True)
+class Options:
+    """How to colorize; see `Colorizer.batch`. Checked when made (ValueError)."""
+
+    use_global: bool = True
+    global_strength: float = 1.0
+    reference: ImageSource | None = None
+    palette_strength: float = 0.0
+    max_side: int | None = DEFAULT_MAX_SIDE
+
+    def __post_init__(self):
+        if not isinstance(self.use_global, bool):
+            raise ValueError(f"use_global must be True or False, got {self.use_global!r}")
+        if not 0 <= self.global_strength <= 2:
+            raise ValueError(f"global_strength must be in [0, 2], got {self.global_strength}")
+        if not 0 <= self.palette_strength <= 1:
+            raise ValueError(f"palette_strength must be in [0, 1], got {self.palette_strength}")
+        if self.palette_strength > 0 and self.reference is None:
+            raise ValueError("palette_strength > 0 needs a reference image")
+        side = self.max_side
+        if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 8):
+            raise ValueError(f"max_side must be an integer >= 8 or None (native size), got {side!r}")
 
 
 class Colorizer:
@@ -174,35 +193,47 @@ class Colorizer:
         palette_strength: p in [0, 1] also pulls the ab mean and spread of each result towards the reference's.
         max_side: the local branch's longest side (None: native size, up to NETWORK_PIXEL_BUDGET pixels).
         Raises InvalidImageError for an input that is not a usable image, ValueError for bad options."""
-        _validate(use_global, global_strength, reference, palette_strength, max_side)
+        options = Options(use_global, global_strength, reference, palette_strength, max_side)
         loaded = [load_image(image) for image in images]
-        reference_pixels = image_pixels(load_image(reference)) if reference is not None else None
         with torch.inference_mode():
             prepared = [self._prepare(image_pixels(image), max_side) for image in loaded]
-            if not prepared:
-                return []
-            scene = self.network.global_output(torch.cat([p.global_input for p in prepared]))
-            vectors = scene.features
-            if reference_pixels is not None:
-                reference_input = _global_input(lightness(reference_pixels, self.device))
-                vectors = self.network.global_output(reference_input).features.expand_as(vectors)
-            vectors = self.network.mix_global(vectors, use_global, global_strength)
-            ab = [target_to_ab(target) for target in self._predict(prepared, vectors)]
-            if palette_strength > 0:
-                palette = palette_of(reference_pixels, self.device)
-                ab = [transfer_palette(each, palette, palette_strength) for each in ab]
-            probabilities = scene.scene_logits.softmax(dim=1).cpu().numpy()
+            ab, probabilities = self._predict(prepared, options)
             return [
-                ColorizationResult(compose(p.lightness, each, p.alpha), self._top_scenes(probs), probs)
-                for p, each, probs in zip(prepared, ab, probabilities, strict=True)
+                ColorizationResult(compose(each.lightness, each_ab, each.alpha), self._top_scenes(probs), probs)
+                for each, each_ab, probs in zip(prepared, ab, probabilities, strict=True)
             ]
+
+    def predict_ab(self, images: list[ImageSource], **options) -> list[torch.Tensor]:
+        """Each image's predicted ab in Lab units, (1, 2, h/2, w/2) at the network's resolution, before upsampling
+        (for measurements). The options are those of `batch`."""
+        options = Options(**options)
+        with torch.inference_mode():
+            prepared = [self._prepare(image_pixels(load_image(image)), options.max_side) for image in images]
+            return self._predict(prepared, options)[0]
 
     def _prepare(self, pixels: Pixels, max_side: int | None) -> _Prepared:
         full = lightness(pixels, self.device)
         network_input = lightness_to_input(_resize(full, network_size(*full.shape[-2:], max_side)))
         return _Prepared(full, pixels.alpha, network_input, _global_input(full))
 
-    def _predict(self, prepared: list[_Prepared], vectors: torch.Tensor) -> list[torch.Tensor]:
+    def _predict(self, prepared: list[_Prepared], options: Options) -> tuple[list[torch.Tensor], np.ndarray]:
+        """ab in Lab units at the network's output size for each input, and the scene probabilities (N, classes)."""
+        if not prepared:
+            return [], np.zeros((0, len(self.class_names)))
+        scene = self.network.global_output(torch.cat([each.global_input for each in prepared]))
+        vectors = scene.features
+        reference = image_pixels(load_image(options.reference)) if options.reference is not None else None
+        if reference is not None:
+            reference_input = _global_input(lightness(reference, self.device))
+            vectors = self.network.global_output(reference_input).features.expand_as(vectors)
+        vectors = self.network.mix_global(vectors, options.use_global, options.global_strength)
+        ab = [target_to_ab(target) for target in self._colorize(prepared, vectors)]
+        if options.palette_strength > 0:
+            palette = palette_of(reference, self.device)
+            ab = [transfer_palette(each, palette, options.palette_strength) for each in ab]
+        return ab, scene.scene_logits.softmax(dim=1).cpu().numpy()
+
+    def _colorize(self, prepared: list[_Prepared], vectors: torch.Tensor) -> list[torch.Tensor]:
         """Sigmoid ab (1, 2, h/2, w/2) for each input, one network call per input size."""
         by_size = defaultdict(list)
         for index, each in enumerate(prepared):

@@ -1,0 +1,149 @@
+"""The command line: `python -m letcolor colorize | evaluate | bench`.
+
+Exit codes: 0 success; 1 some inputs could not be colorized (each is reported, the others are written);
+2 bad usage, including no model to load.
+"""
+
+import argparse
+import glob
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from letcolor import bench
+from letcolor.images import InvalidImageError, load_image
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelNotFoundError, Options
+
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+# Output formats kept from the input's extension; anything else is written as PNG.
+KEPT_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
+
+
+def image_suffixes() -> set[str]:
+    Image.init()
+    return {suffix.lower() for suffix in Image.registered_extensions()}
+
+
+def expand_inputs(patterns: list[str]) -> Iterator[Path]:
+    """Files as given; a folder's image files (by extension, not recursive); glob patterns' matches."""
+    suffixes = image_suffixes()
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            yield from sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        elif path.exists() or not glob.has_magic(pattern):
+            yield path  # a missing file is reported when it is read
+        else:
+            yield from sorted(Path(match) for match in glob.glob(pattern, recursive=True) if Path(match).is_file())
+
+
+def output_path(source: Path, output_dir: Path, has_alpha: bool, taken: set[Path]) -> Path:
+    """Same name as the input (PNG when its format cannot be kept), made unique among this run's outputs."""
+    suffix = source.suffix.lower()
+    if suffix not in KEPT_SUFFIXES or (has_alpha and suffix in {".jpg", ".jpeg"}):
+        suffix = ".png"
+    path, number = output_dir / f"{source.stem}{suffix}", 1
+    while path in taken:
+        path, number = output_dir / f"{source.stem}-{number}{suffix}", number + 1
+    taken.add(path)
+    return path
+
+
+def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for the results")
+    parser.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
+    parser.add_argument("--no-global", action="store_true", help="ignore the global (scene) features")
+    parser.add_argument("--strength", type=float, default=1.0, help="global feature strength in [0, 2] (default 1)")
+    parser.add_argument("--reference", help="image whose global features (style) are used instead")
+    parser.add_argument("--palette", type=float, default=0.0, help="pull colours towards the reference's, in [0, 1]")
+    parser.add_argument(
+        "--max-side", type=int, default=DEFAULT_MAX_SIDE, help=f"network input's long side (default {DEFAULT_MAX_SIDE})"
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="images per network batch (default 4)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def run_colorize(args: argparse.Namespace) -> int:
+    try:
+        reference = load_image(args.reference) if args.reference else None
+        options = Options(not args.no_global, args.strength, reference, args.palette, args.max_side)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    except ValueError as error:  # InvalidImageError (the reference) is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    sources = list(expand_inputs(args.inputs))
+    if not sources:
+        print(f"error: no input images in {' '.join(args.inputs)}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    colorizer = Colorizer.from_pretrained(args.model, args.device)
+    args.output.mkdir(parents=True, exist_ok=True)
+    failed = colorize_files(colorizer, sources, args.output, options, args.batch_size)
+    print(f"colorized {len(sources) - failed} of {len(sources)} images into {args.output}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def colorize_files(colorizer: Colorizer, sources: list[Path], output_dir: Path, options: Options, batch_size: int):
+    """Colorizes and writes the files batch by batch; reports each one that fails; returns how many failed."""
+    failed, taken = 0, set()
+    with tqdm(total=len(sources), unit="image", desc="colorizing") as progress:
+        for start in range(0, len(sources), batch_size):
+            loaded = {}
+            for source in sources[start : start + batch_size]:
+                try:
+                    loaded[source] = load_image(source)
+                except InvalidImageError as error:
+                    failed += 1
+                    progress.write(f"skipped: {error}", file=sys.stderr)
+                    progress.update()
+            results = colorizer.batch(list(loaded.values()), **vars(options))
+            for source, result in zip(loaded, results, strict=True):
+                path = output_path(source, output_dir, result.image.mode == "RGBA", taken)
+                try:
+                    result.image.save(path, **SAVE_OPTIONS.get(path.suffix, {}))
+                except OSError as error:
+                    failed += 1
+                    progress.write(f"could not write {path}: {error}", file=sys.stderr)
+                progress.update()
+    return failed
+
+
+def add_evaluate_command(commands) -> None:
+    """The evaluate command lives in letcolor.evaluate; the rest of the CLI works without it."""
+    try:
+        from letcolor import evaluate
+    except ModuleNotFoundError as error:
+        if error.name != "letcolor.evaluate":
+            raise
+        return
+    parser = commands.add_parser("evaluate", help="measure colorization quality on a dataset")
+    evaluate.add_arguments(parser)
+    parser.set_defaults(run=evaluate.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m letcolor", description="Colorize black-and-white photos.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    colorize = commands.add_parser("colorize", help="colorize image files", description=__doc__)
+    add_colorize_arguments(colorize)
+    colorize.set_defaults(run=run_colorize)
+    add_evaluate_command(commands)
+    bench_parser = commands.add_parser("bench", help="time the pipeline", description=bench.__doc__)
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(run=bench.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ModelNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
