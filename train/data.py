@@ -3,6 +3,7 @@ workers into whole uint8 batches; colour conversion happens later, on the traini
 
 import io
 import random
+import signal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,6 +159,11 @@ def collate_batch(batch: Batch) -> Batch:
     return batch
 
 
+def ignore_interrupts(worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group: workers leave it to the trainer, which checkpoints, then stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def train_loader(
     spec: StreamSpec, batch_size: int, workers: int, pin_memory: bool, worker_states: dict[int, dict] | None = None
 ) -> torch.utils.data.DataLoader:
@@ -167,6 +173,7 @@ def train_loader(
         num_workers=workers,
         pin_memory=pin_memory,
         collate_fn=collate_batch,
+        worker_init_fn=ignore_interrupts,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
