@@ -66,6 +66,7 @@ def subprocess_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_one_batch_overfits(scene_data, tmp_path):
     trainer = Trainer(parse_args(cli(scene_data, tmp_path, "--optimizer", "adamw", "--lr", "3e-3")), Distributed())
     images, labels, _ = validation_images(StreamSpec(str(scene_data), "validation"), 4)
@@ -73,6 +74,7 @@ def test_one_batch_overfits(scene_data, tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_bad_images_are_skipped_and_counted(corrupt_scene_data):
     spec = StreamSpec(str(corrupt_scene_data), "train")
     batches = iter(TrainBatches(spec, batch_size=4))
