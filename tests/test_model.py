@@ -1,0 +1,183 @@
+"""The network: its layer list (paper Table 1), shapes for odd sizes, the fusion layer, and safetensors round trips."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from letcolor.fullres import lightness
+from letcolor.images import image_pixels, load_image
+from letcolor.model import LetThereBeColor
+from letcolor.pipeline import network_size
+
+# The paper's layers: (kind, in channels, out channels). 3x3 convs have no bias and a BatchNorm (scale and shift);
+# the fusion conv (1x1) and the output conv have a bias; every FC layer has a bias.
+LOW_LEVEL = [(1, 64, 2), (64, 128, 1), (128, 128, 2), (128, 256, 1), (256, 256, 2), (256, 512, 1)]
+MID_LEVEL = [(512, 512, 1), (512, 256, 1)]
+GLOBAL_CONVS = [(512, 512, 2), (512, 512, 1), (512, 512, 2), (512, 512, 1)]
+GLOBAL_FCS = [(512 * 7 * 7, 1024), (1024, 512), (512, 256)]
+CLASSIFIER_FCS = [(512, 256), (256, "classes")]
+COLORIZATION_CONVS = [(256, 128), (128, 64), (64, 64), (64, 32)]
+
+
+def paper_parameter_count(num_classes: int) -> int:
+    def conv_bn(cin, cout):
+        return 3 * 3 * cin * cout + 2 * cout
+
+    def fc(cin, cout):
+        cout = num_classes if cout == "classes" else cout
+        return cin * cout + cout
+
+    convs = [(cin, cout) for cin, cout, _ in LOW_LEVEL + MID_LEVEL + GLOBAL_CONVS] + COLORIZATION_CONVS
+    fusion = 512 * 256 + 256
+    output = 3 * 3 * 32 * 2 + 2
+    null_global = 256
+    fcs = GLOBAL_FCS + CLASSIFIER_FCS
+    return sum(conv_bn(*c) for c in convs) + sum(fc(*f) for f in fcs) + fusion + output + null_global
+
+
+def test_parameter_count_of_the_default_config_is_the_papers():
+    model = LetThereBeColor()
+    assert sum(p.numel() for p in model.parameters()) == paper_parameter_count(365)
+
+
+def expected_layer_shapes(model: LetThereBeColor, n: int, h: int, w: int) -> dict[str, tuple]:
+    """Every layer's output shape for a (n, 1, h, w) local input and the 224x224 global input, from the lists."""
+    c = lambda channels: round(channels * model.width)  # noqa: E731
+    shapes, side = {}, (h, w)
+    for i, (_, cout, stride) in enumerate(LOW_LEVEL):
+        side = tuple((s - 1) // stride + 1 for s in side)
+        shapes[f"low_level.convs.{i}"] = (n, c(cout), *side)
+    for i, (_, cout, _) in enumerate(MID_LEVEL):
+        shapes[f"mid_level.convs.{i}"] = (n, c(cout), *side)
+    shapes["fusion"] = (n, c(256), *side)
+    up = [(c(128), 1), (c(128), 2), (c(64), 2), (c(64), 2), (c(64), 4), (c(32), 4), (2, 4), (2, 4)]
+    for i, (channels, scale) in enumerate(up):
+        shapes[f"colorization.layers.{i}"] = (n, channels, side[0] * scale, side[1] * scale)
+    global_side = 28
+    for i, (_, cout, stride) in enumerate(GLOBAL_CONVS):
+        global_side = (global_side - 1) // stride + 1
+        shapes[f"global_level.convs.{i}"] = (n, c(cout), global_side, global_side)
+    shapes["global_level.fc"] = (n, c(512))
+    shapes["global_level.to_vector"] = (n, c(256))
+    shapes["global_level.classifier"] = (n, model.num_classes)
+    return shapes
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (7, 13), (225, 333)])
+def test_every_layer_output_shape_for_odd_sizes(tiny_model, height, width):
+    h, w = network_size(height, width, max_side=None)
+    assert h % 8 == 0 and w % 8 == 0 and h >= 8 and w >= 8
+    recorded = {}
+
+    def record(name):
+        def hook(_module, _input, output) -> None:
+            if isinstance(output, torch.Tensor):
+                recorded.setdefault(name, tuple(output.shape))
+
+        return hook
+
+    for name, module in tiny_model.named_modules():
+        module.register_forward_hook(record(name))
+    with torch.no_grad():
+        scene = tiny_model.global_features(torch.rand(2, 1, 224, 224))
+        global_shapes = {k: v for k, v in recorded.items() if k.startswith("global_level.")}
+        recorded.clear()  # the low-level layers are recorded again, for the local input
+        ab = tiny_model.colorize(torch.rand(2, 1, h, w), scene.features)
+    recorded.update(global_shapes)
+    expected = expected_layer_shapes(tiny_model, 2, h, w)
+    assert {name: recorded[name] for name in expected} == expected
+    assert ab.shape == (2, 2, h // 2, w // 2) and 0 <= ab.min() and ab.max() <= 1
+    assert scene.features.shape == (2, 32) and scene.scene_logits.shape == (2, tiny_model.num_classes)
+
+
+def test_global_branch_takes_only_224(tiny_model):
+    with pytest.raises(ValueError, match="224x224"):
+        tiny_model.global_features(torch.rand(1, 1, 256, 256))
+
+
+def test_fusion_is_a_1x1_conv_over_the_concatenation(tiny_model):
+    mid = torch.randn(2, 32, 5, 7)
+    vector = torch.randn(2, 32)
+    fused = tiny_model.fusion(mid, vector)
+    concatenated = torch.cat((mid, vector[:, :, None, None].expand(-1, -1, 5, 7)), dim=1)
+    weight, bias = tiny_model.fusion.conv.weight[:, :, 0, 0], tiny_model.fusion.conv.bias
+    by_hand = torch.einsum("ok,nkhw->nohw", weight, concatenated) + bias[None, :, None, None]
+    assert torch.allclose(fused, F.relu(by_hand), atol=1e-5)
+
+
+def test_mix_global_interpolates_from_the_null_vector(tiny_model):
+    features = torch.randn(3, 32)
+    null = tiny_model.null_global.detach().expand_as(features)
+    assert torch.equal(tiny_model.mix_global(features, use_global=False), null)
+    assert torch.allclose(tiny_model.mix_global(features, strength=1.0), features)
+    assert torch.allclose(tiny_model.mix_global(features, strength=0.0), null)
+    assert torch.allclose(tiny_model.mix_global(features, strength=2.0), 2 * features - null, atol=1e-6)
+
+
+def test_training_forward_shares_the_low_level_features_at_224(tiny_model):
+    l224 = torch.rand(1, 1, 224, 224)
+    with torch.no_grad():
+        ab, logits = tiny_model(l224)
+        scene = tiny_model.global_features(l224)
+        assert torch.allclose(ab, tiny_model.colorize(l224, scene.features), atol=1e-6)
+        assert torch.allclose(logits, scene.scene_logits, atol=1e-6)
+        dropped, _ = tiny_model(l224, global_dropout=1.0)
+        assert torch.allclose(dropped, tiny_model.colorize(l224, tiny_model.mix_global(scene.features, False)))
+
+
+def real_input(examples_dir, side=64) -> torch.Tensor:
+    full = lightness(image_pixels(load_image(examples_dir / "historical_b.jpg")), torch.device("cpu"))
+    return F.interpolate(full, size=(side, side), mode="bilinear", antialias=True) / 100
+
+
+def test_save_and_load_round_trip_gives_identical_outputs(tiny_model, tmp_path, examples_dir):
+    tiny_model.save_pretrained(tmp_path)
+    loaded = LetThereBeColor.from_pretrained(tmp_path)
+    config = lambda model: (model.width, model.num_classes, model.class_names)  # noqa: E731
+    assert config(loaded) == config(tiny_model)
+    l = real_input(examples_dir)
+    l224 = F.interpolate(l, size=(224, 224), mode="bilinear")
+    with torch.no_grad():
+        expected, loaded_output = tiny_model(l, l224), loaded(l, l224)
+    assert all(torch.equal(a, b) for a, b in zip(expected, loaded_output, strict=True))
+
+
+def edit_config(directory, **changes) -> None:
+    path = directory / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_unknown_config_key_fails_loudly(tiny_model_dir, tmp_path):
+    tiny_model_dir_copy = tmp_path / "model"
+    tiny_model_dir_copy.mkdir()
+    for file in tiny_model_dir.iterdir():
+        (tiny_model_dir_copy / file.name).write_bytes(file.read_bytes())
+    edit_config(tiny_model_dir_copy, dropout=0.5)
+    with pytest.raises(ValueError, match="unknown keys.*dropout"):
+        LetThereBeColor.from_pretrained(tiny_model_dir_copy)
+
+
+def test_wrong_width_in_config_fails_loudly(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    edit_config(tmp_path, width=0.25)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        LetThereBeColor.from_pretrained(tmp_path)
+
+
+def test_missing_tensor_fails_loudly(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    del tensors["fusion.conv.bias"]
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(RuntimeError, match="fusion.conv.bias"):
+        LetThereBeColor.from_pretrained(tmp_path)
+
+
+def test_missing_weights_file_fails_loudly(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        LetThereBeColor.from_pretrained(tmp_path)
