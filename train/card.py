@@ -1,6 +1,7 @@
 """The model card (README.md) written next to a trained model."""
 
 import platform
+from pathlib import Path
 
 import torch
 
@@ -11,9 +12,7 @@ license: mit
 tags:
 - image-colorization
 - let-there-be-color
-datasets:
-- {dataset}
----
+{hub_datasets}---
 # letcolor: Let there be Color! ({width_text})
 
 Automatic colorization of black-and-white photos: the network of Iizuka, Simo-Serra and Ishikawa,
@@ -64,6 +63,7 @@ def model_card(
     rows = "\n".join(f"| {name} | {format_metric(metrics.get(name))} |" for name in shown)
     return CARD.format(
         dataset=args.dataset,
+        hub_datasets="" if Path(args.dataset).exists() else f"datasets:\n- {args.dataset}\n",
         width_text=f"width {args.width}",
         command=args.command,
         split=args.split,
