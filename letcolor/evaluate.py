@@ -21,11 +21,14 @@ from tqdm import tqdm
 from letcolor import metrics
 from letcolor.color import lab_to_rgb, rgb_to_lab, rgb_to_lightness
 from letcolor.images import InvalidImageError, load_image
+from letcolor.inference import Precision, Speedups
 from letcolor.pipeline import Colorizer
 
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
 MODEL, NO_GLOBAL, GRAY, MEAN_AB = "model", "model_no_global", "gray", "mean_ab"
 IMAGE_EXTENSIONS = frozenset(Image.registered_extensions())
+# Speed-ups that keep float32 arithmetic (folded BatchNorm and memory layout change only rounding).
+EXACT_SPEEDUPS = Speedups(Precision.FLOAT32, fold_batchnorm=True, channels_last=True)
 
 
 class BadImage(Exception):
@@ -62,14 +65,23 @@ class ImageSource:
         return folder_samples(Path(self.location)) if self.split is None else dataset_samples(self.location, self.split)
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory or Hub id")
     parser.add_argument("--images", required=True, help="folder of colour photos, or a datasets dataset (path or id)")
     parser.add_argument("--split", default="validation", help="dataset split to evaluate (default: validation)")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N inputs")
+    parser.add_argument("--limit", type=positive_int, help="evaluate only the first N inputs")
     parser.add_argument("-o", "--output", type=Path, help="write the per-image and average scores here (JSON)")
     parser.add_argument("--train-split", default="train", help="split the mean-ab baseline is taken from")
-    parser.add_argument("--mean-ab-limit", type=int, default=2000, help="photos read for the mean ab (default: 2000)")
+    parser.add_argument(
+        "--mean-ab-limit", type=positive_int, default=2000, help="photos read for the mean ab (default: 2000)"
+    )
     parser.add_argument(
         "--mean-ab-from",
         help="dataset whose --train-split gives the mean ab when --images is a folder "
@@ -81,11 +93,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="also score the model without global features (paper 4.4; on by default)",
     )
-    parser.add_argument("--batch-size", type=int, default=16, help="photos per model call (default: 16)")
-    parser.add_argument("--max-side", type=int, default=512, help="longest side the network sees (default: 512)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="photos per model call (default: 16)")
+    parser.add_argument(
+        "--max-side", type=positive_int, default=512, help="longest side the network sees (default: 512)"
+    )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="use the app's speed-ups for the device (bfloat16 where the hardware is fast at it); by default the "
+        "network runs in float32, so that the scores do not depend on the CPU or the thread count",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch CPU threads (default: 1; the per-photo work is small, and extra threads mostly wait on a busy CPU)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
     try:
         report = evaluation_report(args)
     except NoUsablePhotos as error:
@@ -101,7 +128,7 @@ def evaluation_report(args: argparse.Namespace) -> dict:
     """The per-image scores of every method, their averages, the skipped inputs and the run's settings."""
     source = ImageSource.parse(args.images, args.split)
     mean_ab, mean_ab_origin = baseline_mean_ab(args, source)
-    colorizer = Colorizer.from_pretrained(args.model)
+    colorizer = Colorizer.from_pretrained(args.model, speedups=None if args.fast else EXACT_SPEEDUPS)
     rows, skipped = score_photos(colorizer, source, args, mean_ab)
     if not rows:
         raise NoUsablePhotos(f"no usable photos in {source.location}")
@@ -109,7 +136,7 @@ def evaluation_report(args: argparse.Namespace) -> dict:
         "model": args.model,
         "input": source.location,
         "split": source.split,
-        "settings": {"limit": args.limit, "max_side": args.max_side, "ablation": args.ablation},
+        "settings": {"limit": args.limit, "max_side": args.max_side, "ablation": args.ablation, "fast": args.fast},
         "mean_ab": {"a": mean_ab[0], "b": mean_ab[1], "source": mean_ab_origin},
         "ssim": "per RGB channel on 8-bit values, then averaged; gaussian window 11, sigma 1.5, K1 0.01, K2 0.03",
         "evaluated": len(rows),
