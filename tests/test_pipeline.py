@@ -1,0 +1,374 @@
+"""The inference pipeline on real photos: modes, sizes, options, bad inputs, model loading, speed-ups."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_tiny_model
+from huggingface_hub import constants as hub_constants
+from PIL import Image, ImageOps
+
+from letcolor import color, fullres, pipeline
+from letcolor.bench import calibrate_batchnorm
+from letcolor.images import MAX_IMAGE_PIXELS, InvalidImageError, image_pixels, load_image
+from letcolor.inference import Speedups
+from letcolor.pipeline import Colorizer, ModelNotFoundError, network_size
+
+SIDE = 160  # the test photos' long side
+
+
+@pytest.fixture(scope="module")
+def model(examples_dir):
+    """The tiny model with BatchNorm statistics of real photos, so that its outputs depend on the input."""
+    return calibrate_batchnorm(make_tiny_model(), sorted(examples_dir.glob("historical_*")))
+
+
+@pytest.fixture(scope="module")
+def colorizer(model):
+    return Colorizer(model)
+
+
+def photo(examples_dir, name: str) -> Image.Image:
+    image = load_image(examples_dir / name)
+    image.thumbnail((SIDE, SIDE))
+    return image
+
+
+def lightness_of(image: Image.Image) -> np.ndarray:
+    """L* of an upright image, computed here from its pixels (gray modes as gray, the others as sRGB)."""
+    if image.mode in ("I;16", "I", "F"):
+        scale = 1.0 if image.mode == "F" else 65535.0
+        gray = torch.from_numpy(np.asarray(image, dtype=np.float32) / scale).clamp(0, 1)
+        return color.gray_to_lightness(gray).numpy()
+    if image.mode in ("1", "L", "LA"):
+        return color.gray_to_lightness(torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32) / 255)).numpy()
+    rgb = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255)
+    return color.rgb_to_lightness(rgb, dim=-1)[..., 0].numpy()
+
+
+def save(image: Image.Image, path, **options):
+    image.save(path, **options)
+    return path
+
+
+def make_mode_files(examples_dir, directory) -> dict[str, tuple]:
+    """name -> (file, the upright image it shows): one file per input mode, made from the real examples."""
+    gray = photo(examples_dir, "historical_b.jpg").convert("L")
+    colour = photo(examples_dir, "chelsea.png")
+    la = gray.copy()
+    la.putalpha(Image.linear_gradient("L").resize(gray.size))
+    sixteen = Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257)
+    palette = colour.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise from how it is stored
+    files = {
+        "L": save(gray, directory / "gray.png"),
+        "LA": save(la, directory / "gray-alpha.png"),
+        "RGB": save(colour, directory / "colour.jpg", quality=95),
+        "RGBA": examples_dir / "historical_a.png",
+        "P": save(palette, directory / "palette.png"),
+        "P+transparency": save(palette, directory / "palette-t.png", transparency=0),
+        "CMYK": save(colour.convert("CMYK"), directory / "cmyk.jpg", quality=95),
+        "I;16": save(sixteen, directory / "sixteen.png"),
+        "I": save(sixteen.convert("I"), directory / "int32.tif"),
+        "F": save(Image.fromarray(np.asarray(gray, dtype=np.float32) / 255), directory / "float.tif"),
+        "1": save(gray.convert("1"), directory / "bilevel.png"),
+        "EXIF": save(colour.transpose(Image.Transpose.ROTATE_90), directory / "exif.jpg", exif=exif, quality=95),
+    }
+    return {name: (path, ImageOps.exif_transpose(Image.open(path))) for name, path in files.items()}
+
+
+@pytest.fixture(scope="module")
+def mode_files(examples_dir, tmp_path_factory):
+    return make_mode_files(examples_dir, tmp_path_factory.mktemp("modes"))
+
+
+MODES = ["L", "LA", "RGB", "RGBA", "P", "P+transparency", "CMYK", "I;16", "I", "F", "1", "EXIF"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_output_keeps_size_mode_alpha_and_lightness(colorizer, mode_files, mode):
+    path, shown = mode_files[mode]
+    with Image.open(path) as stored:
+        assert mode in ("EXIF", "P+transparency") or stored.mode == mode
+    output = colorizer(path).image
+    assert output.size == shown.size
+    has_alpha = shown.mode in ("LA", "RGBA") or "transparency" in shown.info
+    assert output.mode == ("RGBA" if has_alpha else "RGB")
+    if shown.mode in ("LA", "RGBA"):
+        assert np.array_equal(np.asarray(output.getchannel("A")), np.asarray(shown.getchannel("A")))
+    # The output keeps the input's L (up to 8-bit rounding and gamut clipping), so it also has its orientation.
+    output_l, input_l = lightness_of(output), lightness_of(shown)
+    assert np.corrcoef(output_l.ravel(), input_l.ravel())[0, 1] > 0.95
+    if mode != "1":  # black and white only: colour at L* = 0 or 100 is all out of gamut, so clipping changes L*
+        assert np.median(np.abs(output_l - input_l)) < 0.5
+
+
+def test_exif_rotated_file_shows_the_original_upright(mode_files, examples_dir):
+    path, shown = mode_files["EXIF"]
+    original = photo(examples_dir, "chelsea.png")
+    with Image.open(path) as stored:
+        assert stored.size == original.size[::-1] and shown.size == original.size
+    correlation = np.corrcoef(lightness_of(shown).ravel(), lightness_of(original).ravel())[0, 1]
+    assert correlation > 0.99  # so the test above checks that the output is upright too
+
+
+def test_gray_input_with_zero_ab_comes_back_unchanged(model, mode_files):
+    zero_ab = make_tiny_model()
+    zero_ab.load_state_dict(model.state_dict())
+    output_conv = zero_ab.colorization.layers[-2]
+    torch.nn.init.zeros_(output_conv.weight), torch.nn.init.zeros_(output_conv.bias)  # sigmoid(0) = 0.5: ab = 0
+    path, gray = mode_files["L"]
+    output = np.asarray(Colorizer(zero_ab)(path).image)
+    assert np.array_equal(output, np.repeat(np.asarray(gray)[..., None], 3, axis=2))
+
+
+ARRAYS = {
+    "HxW uint8": lambda g: g,
+    "HxWx1 uint8": lambda g: g[..., None],
+    "HxWx3 uint8": lambda g: np.repeat(g[..., None], 3, axis=2),
+    "HxWx4 uint8": lambda g: np.dstack((g, g, g, np.full_like(g, 200))),
+    "HxW uint16": lambda g: g.astype(np.uint16) * 257,
+    "HxWx3 uint16": lambda g: np.repeat(g[..., None], 3, axis=2).astype(np.uint16) * 257,
+    "HxW float": lambda g: g / 255.0,
+    "HxWx3 float32": lambda g: np.repeat(g[..., None], 3, axis=2).astype(np.float32) / 255,
+}
+
+
+@pytest.mark.parametrize("kind", ARRAYS)
+def test_numpy_arrays_of_every_layout(colorizer, mode_files, kind):
+    gray = np.asarray(mode_files["L"][1])
+    result = colorizer(ARRAYS[kind](gray))
+    assert result.image.size == (gray.shape[1], gray.shape[0])
+    assert result.image.mode == ("RGBA" if "x4" in kind else "RGB")
+    difference = np.abs(lightness_of(result.image) - lightness_of(Image.fromarray(gray)))
+    assert np.median(difference) < 0.5
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (7, 13), (225, 333)])
+def test_odd_sizes_through_the_pipeline(colorizer, mode_files, height, width):
+    gray = mode_files["L"][1].resize((width, height))
+    result = colorizer(gray, max_side=None)
+    assert result.image.size == (width, height)
+    (ab,) = colorizer.predict_ab([gray], max_side=None)
+    network_height, network_width = network_size(height, width, None)
+    assert ab.shape == (1, 2, network_height // 2, network_width // 2)
+
+
+@pytest.mark.parametrize("max_side", [8, 256, 512, None])
+def test_network_size_respects_max_side_and_the_pixel_budget(max_side):
+    for height, width in [(1, 1), (7, 13), (100, 60), (427, 640), (1536, 2048), (9000, 12000)]:
+        network_height, network_width = network_size(height, width, max_side)
+        assert network_height % 8 == 0 and network_width % 8 == 0 and min(network_height, network_width) >= 8
+        limit = max(8, max_side or max(height, width))
+        assert max(network_height, network_width) <= limit + 4  # never upscaled beyond rounding to a multiple of 8
+        assert network_height * network_width <= pipeline.NETWORK_PIXEL_BUDGET * 1.01
+        if min(network_height, network_width) > 64:
+            assert abs(network_height / network_width - height / width) < 0.05
+
+
+def test_options_each_change_the_output(colorizer, examples_dir):
+    image, reference = photo(examples_dir, "historical_c.jpg"), photo(examples_dir, "coffee.png")
+    plain = np.asarray(colorizer(image).image, dtype=float)
+    variants = {
+        "no global": colorizer(image, use_global=False),
+        "strength 0.5": colorizer(image, global_strength=0.5),
+        "reference": colorizer(image, reference=reference),
+        "palette": colorizer(image, reference=reference, palette_strength=0.5),
+    }
+    for name, result in variants.items():
+        assert np.abs(np.asarray(result.image, dtype=float) - plain).mean() > 0.5, name
+    assert np.array_equal(np.asarray(colorizer(image, global_strength=1.0).image), plain)
+    no_global, strength_0 = colorizer(image, use_global=False).image, colorizer(image, global_strength=0.0).image
+    assert np.array_equal(np.asarray(no_global), np.asarray(strength_0))
+
+
+def ab_statistics(ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return ab.mean((0, 2, 3)), ab.std((0, 2, 3), correction=0)
+
+
+def test_palette_strength_moves_ab_mean_and_spread_to_the_references(colorizer, examples_dir):
+    image, reference = photo(examples_dir, "historical_c.jpg"), photo(examples_dir, "coffee.png")
+    statistics = {
+        p: ab_statistics(colorizer.predict_ab([image], reference=reference, palette_strength=p)[0])
+        for p in (0.0, 0.5, 1.0)
+    }
+    reference_ab = color.rgb_to_lab(torch.from_numpy(np.asarray(reference, dtype=np.float32) / 255), dim=-1)[..., 1:]
+    assert torch.allclose(statistics[1.0][0], reference_ab.mean((0, 1)), atol=1.0)
+    assert torch.allclose(statistics[1.0][1], reference_ab.std((0, 1), correction=0), atol=1.0)
+    for own, halfway, target in zip(statistics[0.0], statistics[0.5], statistics[1.0], strict=True):
+        assert torch.allclose(halfway, (own + target) / 2, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"global_strength": 2.5}, "global_strength"),
+        ({"global_strength": -0.1}, "global_strength"),
+        ({"palette_strength": 0.5}, "needs a reference"),
+        ({"palette_strength": 1.5, "reference": np.zeros((8, 8), np.uint8)}, "palette_strength"),
+        ({"max_side": 4}, "max_side"),
+        ({"max_side": 256.0}, "max_side"),
+        ({"use_global": "no"}, "use_global"),
+    ],
+)
+def test_bad_options_raise_clear_value_errors(colorizer, options, message):
+    with pytest.raises(ValueError, match=message):
+        colorizer(np.zeros((8, 8), np.uint8), **options)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(path, width: int, height: int):
+    """A gray PNG whose header claims width x height, with one compressed row: a decompression bomb's first bytes."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    row = png_chunk(b"IDAT", zlib.compress(bytes(width + 1)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + row + png_chunk(b"IEND", b""))
+    return path
+
+
+BAD_FILES = {
+    "corrupt": lambda examples, d: d.joinpath("corrupt.jpg").write_bytes(
+        b"\xff\xd8\xff\xe0" + np.random.default_rng(0).bytes(4000)
+    ),
+    "truncated": lambda examples, d: d.joinpath("truncated.jpg").write_bytes(
+        (examples / "china.jpg").read_bytes()[:20000]
+    ),
+    "zero-size": lambda examples, d: d.joinpath("empty.png").write_bytes(b""),
+    "not an image": lambda examples, d: d.joinpath("notes.png").write_bytes((examples / "LICENSES.md").read_bytes()),
+    "over our limit": lambda examples, d: png_header_only(d / "large.png", 12000, 9000),
+    "decompression bomb": lambda examples, d: png_header_only(d / "bomb.png", 100000, 100000),
+    "missing": lambda examples, d: None,
+}
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_bad_files_raise_invalid_image_error(colorizer, examples_dir, tmp_path, kind):
+    BAD_FILES[kind](examples_dir, tmp_path)
+    path = next(tmp_path.iterdir(), tmp_path / "missing.jpg")
+    with pytest.raises(InvalidImageError, match=str(path.name)):
+        colorizer(path)
+
+
+def test_the_pixel_limit_is_the_documented_one(tmp_path):
+    assert 12000 * 9000 > MAX_IMAGE_PIXELS > Image.MAX_IMAGE_PIXELS  # ours is checked, PIL's only warns below 2x
+    with pytest.raises(InvalidImageError, match="over the 100 MP limit"):
+        load_image(png_header_only(tmp_path / "large.png", 12000, 9000))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        np.zeros((0, 5), np.uint8),
+        np.zeros((4, 4, 2), np.uint8),
+        np.zeros((4, 4), np.int64),
+        np.full((4, 4), np.nan),
+        Image.new("L", (0, 3)),
+        Image.new("HSV", (4, 4)),
+        42,
+    ],
+    ids=["empty array", "two channels", "int64", "NaN", "empty image", "HSV mode", "not an image type"],
+)
+def test_bad_in_memory_inputs_raise_invalid_image_error(colorizer, source):
+    with pytest.raises(InvalidImageError):
+        colorizer(source)
+
+
+def test_invalid_image_error_is_a_value_error():
+    assert issubclass(InvalidImageError, ValueError)
+
+
+def test_batch_equals_single_calls_and_batches_same_sizes(model, examples_dir, monkeypatch):
+    colorizer = Colorizer(model, speedups=Speedups())  # float32: batching changes only the order of additions
+    images = [photo(examples_dir, name) for name in ("historical_b.jpg", "historical_c.jpg", "rocket.jpg")]
+    images.append(images[1].transpose(Image.Transpose.FLIP_LEFT_RIGHT))  # the same size as images[1]
+    singles = [np.asarray(colorizer(image).image, dtype=int) for image in images]
+    calls = []
+    original = colorizer.network.colorize
+    monkeypatch.setattr(colorizer.network, "colorize", lambda l, g: calls.append(len(l)) or original(l, g))
+    batched = colorizer.batch(images)
+    assert sorted(calls) == [1, 1, 2]
+    for single, result in zip(singles, batched, strict=True):
+        assert np.abs(np.asarray(result.image, dtype=int) - single).max() <= 1
+    assert colorizer.batch([]) == []
+
+
+def test_scenes_are_the_top_five_probabilities(colorizer, model, examples_dir):
+    result = colorizer(photo(examples_dir, "china.jpg"))
+    probabilities = result.scene_probabilities
+    assert probabilities.shape == (model.num_classes,) and abs(probabilities.sum() - 1) < 1e-5
+    top = np.argsort(probabilities)[::-1][: pipeline.TOP_SCENES]
+    assert list(result.scenes) == [model.class_names[i] for i in top]
+    assert list(result.scenes.values()) == pytest.approx(probabilities[top].tolist())
+    unnamed = make_tiny_model()
+    unnamed.class_names = []
+    assert Colorizer(unnamed)(photo(examples_dir, "china.jpg")).scenes == {}
+
+
+def test_from_pretrained_loads_a_directory(tiny_model, tiny_model_dir, mode_files):
+    path = mode_files["L"][0]
+    from_directory = Colorizer.from_pretrained(tiny_model_dir)(path).image
+    assert np.array_equal(np.asarray(from_directory), np.asarray(Colorizer(tiny_model)(path).image))
+
+
+def test_default_model_comes_from_the_environment_then_the_bundled_directory(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "BUNDLED_MODEL_DIR", tmp_path / "not-installed")
+    monkeypatch.delenv(pipeline.MODEL_ENV_VAR, raising=False)
+    with pytest.raises(ModelNotFoundError, match="No default model is installed") as error:
+        Colorizer.from_pretrained()
+    assert "--model" in str(error.value) and pipeline.MODEL_ENV_VAR in str(error.value)
+    monkeypatch.setenv(pipeline.MODEL_ENV_VAR, str(tiny_model_dir))
+    assert Colorizer.from_pretrained().class_names == make_tiny_model().class_names
+    monkeypatch.delenv(pipeline.MODEL_ENV_VAR)
+    monkeypatch.setattr(pipeline, "BUNDLED_MODEL_DIR", tiny_model_dir)
+    assert Colorizer.from_pretrained().class_names == make_tiny_model().class_names
+
+
+def test_missing_directory_or_uncached_hub_model_offline_is_model_not_found(tmp_path, monkeypatch):
+    with pytest.raises(ModelNotFoundError, match="--model"):
+        Colorizer.from_pretrained(tmp_path / "no-such-model")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelNotFoundError, match="letcolor/no-such-model"):
+        Colorizer.from_pretrained("letcolor/no-such-model")
+
+
+def test_default_speedups_stay_within_one_lab_unit_of_float32(model, examples_dir):
+    photos = [photo(examples_dir, name) for name in ("historical_d.jpg", "historical_e.jpg", "astronaut.png")]
+    reference = Colorizer(model, speedups=Speedups()).predict_ab(photos)
+    fast = Colorizer(model).predict_ab(photos)
+    error = torch.cat([(a - b).abs().flatten() for a, b in zip(fast, reference, strict=True)])
+    assert error.mean() < 1.0
+
+
+def test_folded_batchnorm_and_channels_last_are_exact(model, examples_dir):
+    photos = [photo(examples_dir, "historical_d.jpg")]
+    reference = Colorizer(model, speedups=Speedups()).predict_ab(photos)[0]
+    folded = Colorizer(model, speedups=Speedups(fold_batchnorm=True, channels_last=True)).predict_ab(photos)[0]
+    assert (folded - reference).abs().max() < 0.01
+
+
+def test_full_resolution_conversions_match_the_colour_functions(examples_dir, monkeypatch):
+    rgb = photo(examples_dir, "coffee.png")
+    l = fullres.lightness(image_pixels(rgb), torch.device("cpu"))
+    expected_l = color.rgb_to_lightness(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255), dim=-1)
+    assert (l[0, 0] - expected_l[..., 0]).abs().max() < 1e-3
+    ab = torch.randn(1, 2, 13, 17) * 30
+    upsampled = F.interpolate(ab, size=l.shape[-2:], mode="bilinear", align_corners=False)
+    expected = color.lab_to_rgb(torch.cat((l, upsampled), dim=1))[0].permute(1, 2, 0).mul(255).round()
+    monkeypatch.setattr(fullres, "STRIP_PIXELS", 1000)  # many strips
+    output = torch.from_numpy(np.asarray(fullres.compose(l, ab, None), dtype=np.float32))
+    difference = (output - expected).abs()
+    assert difference.max() <= 1 and (difference > 0).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "I", "F"])
+def test_gray_lightness_tables_match_gray_to_lightness(mode_files, mode):
+    image = ImageOps.exif_transpose(Image.open(mode_files[mode][0]))
+    l = fullres.lightness(image_pixels(image), torch.device("cpu"))[0, 0].numpy()
+    assert np.abs(l - lightness_of(image)).max() < 1e-3
