@@ -26,6 +26,8 @@ from letcolor.pipeline import Colorizer
 
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
 MODEL, NO_GLOBAL, GRAY, MEAN_AB = "model", "model_no_global", "gray", "mean_ab"
+METHODS = (MODEL, NO_GLOBAL, GRAY, MEAN_AB)
+EXIT_NOTHING_USABLE, EXIT_USAGE = 1, 2  # as the rest of the CLI
 IMAGE_EXTENSIONS = frozenset(Image.registered_extensions())
 # Speed-ups that keep float32 arithmetic (folded BatchNorm and memory layout change only rounding).
 EXACT_SPEEDUPS = Speedups(Precision.FLOAT32, fold_batchnorm=True, channels_last=True)
@@ -37,6 +39,10 @@ class BadImage(Exception):
 
 class NoUsablePhotos(Exception):
     """Nothing to evaluate, or nothing to take the mean ab from."""
+
+
+class InputNotFound(Exception):
+    """--images or --mean-ab-from is neither a folder of images nor a dataset with the split asked for."""
 
 
 @dataclass
@@ -115,9 +121,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         report = evaluation_report(args)
-    except NoUsablePhotos as error:
+    except (InputNotFound, NoUsablePhotos) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE if isinstance(error, InputNotFound) else EXIT_NOTHING_USABLE
     print(markdown_table(report))
     if args.output:
         args.output.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -126,9 +132,9 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluation_report(args: argparse.Namespace) -> dict:
     """The per-image scores of every method, their averages, the skipped inputs and the run's settings."""
+    colorizer = Colorizer.from_pretrained(args.model, speedups=None if args.fast else EXACT_SPEEDUPS)
     source = ImageSource.parse(args.images, args.split)
     mean_ab, mean_ab_origin = baseline_mean_ab(args, source)
-    colorizer = Colorizer.from_pretrained(args.model, speedups=None if args.fast else EXACT_SPEEDUPS)
     rows, skipped = score_photos(colorizer, source, args, mean_ab)
     if not rows:
         raise NoUsablePhotos(f"no usable photos in {source.location}")
@@ -188,7 +194,11 @@ def folder_samples(folder: Path) -> Iterator[Sample]:
 def stream_split(name: str, split: str):
     from datasets import load_dataset
 
-    return load_dataset(name, split=split, streaming=True)
+    try:
+        return load_dataset(name, split=split, streaming=True)
+    except (FileNotFoundError, ConnectionError, ValueError) as error:  # ValueError: no such split
+        problem = f"{name}: not a folder of images, nor a dataset with a {split!r} split ({error})"
+        raise InputNotFound(problem) from error
 
 
 def image_column(features) -> str:
@@ -357,8 +367,7 @@ def method_averages(rows: list[dict], method: str) -> dict:
 
 def averages(rows: list[dict]) -> dict:
     """Each method's mean metrics, the ground truth's mean colourfulness, and scene accuracy over labelled photos."""
-    methods = [key for key, value in rows[0].items() if isinstance(value, dict)]
-    result = {method: method_averages(rows, method) for method in methods}
+    result = {method: method_averages(rows, method) for method in METHODS if method in rows[0]}
     labelled = [row for row in rows if row["top1"] is not None]
     result[MODEL] |= {f"top{k}": mean([row[f"top{k}"] for row in labelled]) for k in (1, 5)}
     result[MODEL]["scene_labelled"] = len(labelled)
@@ -388,9 +397,7 @@ def markdown_table(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     lines = []
-    for method in (MODEL, NO_GLOBAL, GRAY, MEAN_AB):
-        if method not in averages_:
-            continue
+    for method in (method for method in METHODS if method in averages_):
         scores = averages_[method]
         lines.append(
             f"| {method_title(method, report)} | {scores['psnr']:.2f} | {scores['ssim']:.4f} | {scores['auc']:.4f} "

@@ -94,6 +94,12 @@ def test_the_mean_ab_of_a_folder_can_come_from_a_dataset(photo_folder, tiny_mode
     assert report["averages"].keys() == {"model", "gray", "mean_ab", "ground_truth"}
 
 
+def test_an_input_that_is_neither_a_folder_nor_a_dataset_is_a_usage_error(tmp_path, tiny_model_dir, capsys):
+    code, _ = run_evaluate("--model", tiny_model_dir, "--images", tmp_path / "missing", "-o", tmp_path / "report.json")
+    assert code == 2
+    assert "not a folder of images, nor a dataset" in capsys.readouterr().err
+
+
 def test_no_usable_photo_is_an_error(tmp_path, examples_dir, tiny_model_dir, capsys):
     (tmp_path / "broken.png").write_bytes((examples_dir / "coffee.png").read_bytes()[:3000])
     code, _ = run_evaluate("--model", tiny_model_dir, "--images", tmp_path, "-o", tmp_path / "report.json")
