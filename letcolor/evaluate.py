@@ -79,7 +79,7 @@ def positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model directory or Hub id")
+    parser.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
     parser.add_argument("--images", required=True, help="folder of colour photos, or a datasets dataset (path or id)")
     parser.add_argument("--split", default="validation", help="dataset split to evaluate (default: validation)")
     parser.add_argument("--limit", type=positive_int, help="evaluate only the first N inputs")
@@ -109,6 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the app's speed-ups for the device (bfloat16 where the hardware is fast at it); by default the "
         "network runs in float32, so that the scores do not depend on the CPU or the thread count",
     )
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
         "--threads",
         type=positive_int,
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluation_report(args: argparse.Namespace) -> dict:
     """The per-image scores of every method, their averages, the skipped inputs and the run's settings."""
-    colorizer = Colorizer.from_pretrained(args.model, speedups=None if args.fast else EXACT_SPEEDUPS)
+    colorizer = Colorizer.from_pretrained(args.model, args.device, speedups=None if args.fast else EXACT_SPEEDUPS)
     source = ImageSource.parse(args.images, args.split)
     mean_ab, mean_ab_origin = baseline_mean_ab(args, source)
     rows, skipped = score_photos(colorizer, source, args, mean_ab)
@@ -142,7 +143,13 @@ def evaluation_report(args: argparse.Namespace) -> dict:
         "model": args.model,
         "input": source.location,
         "split": source.split,
-        "settings": {"limit": args.limit, "max_side": args.max_side, "ablation": args.ablation, "fast": args.fast},
+        "settings": {
+            "limit": args.limit,
+            "max_side": args.max_side,
+            "ablation": args.ablation,
+            "fast": args.fast,
+            "device": str(colorizer.device),
+        },
         "mean_ab": {"a": mean_ab[0], "b": mean_ab[1], "source": mean_ab_origin},
         "ssim": "per RGB channel on 8-bit values, then averaged; gaussian window 11, sigma 1.5, K1 0.01, K2 0.03",
         "evaluated": len(rows),
