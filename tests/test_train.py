@@ -118,12 +118,14 @@ def test_sigterm_checkpoints_and_resume_continues(scene_data, tmp_path):
         "train",
         *cli(scene_data, tmp_path, "--steps", "1000", "--checkpoint-every", "1000"),
     ]
-    process = subprocess.Popen(command, cwd=ROOT, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while not (tmp_path / "metrics.jsonl").exists() or len(metrics(tmp_path, "train")) < 3:
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)  # the whole group, DataLoader worker included, as a scheduler does
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     stopped_at = checkpoint_state(tmp_path)["step"]
     assert stopped_at >= 3 and checkpoint_state(tmp_path)["data_streams"][0]["0"]["epoch"] == 0

@@ -160,8 +160,10 @@ def collate_batch(batch: Batch) -> Batch:
 
 
 def ignore_interrupts(worker_id: int) -> None:
-    """Ctrl-C reaches the whole process group: workers leave it to the trainer, which checkpoints, then stops them."""
+    """Ctrl-C and a scheduler's SIGTERM reach the whole process group: workers leave them to the trainer, which
+    checkpoints, then stops them (a worker killed first would crash the trainer before it could save)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def train_loader(
