@@ -1,0 +1,150 @@
+"""`python -m letcolor`: colorize files, folders and globs; clear errors; the bench command."""
+
+import shutil
+import subprocess
+import sys
+import types
+
+import pytest
+from PIL import Image
+
+import letcolor
+from letcolor import cli, pipeline
+
+
+@pytest.fixture
+def photos(examples_dir, tmp_path):
+    """A folder of real photos (small copies) and one corrupt JPEG."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("historical_a.png", "historical_b.jpg", "chelsea.png"):
+        with Image.open(examples_dir / name) as image:
+            image.thumbnail((128, 128))
+            image.save(folder / name)
+    (folder / "corrupt.jpg").write_bytes((examples_dir / "china.jpg").read_bytes()[:2000])
+    (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
+    return folder
+
+
+@pytest.fixture
+def no_default_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "BUNDLED_MODEL_DIR", tmp_path / "not-installed")
+    monkeypatch.delenv(pipeline.MODEL_ENV_VAR, raising=False)
+
+
+def test_folder_with_a_corrupt_file(photos, tiny_model_dir, tmp_path, capsys):
+    output = tmp_path / "out"
+    exit_code = cli.main(["colorize", str(photos), "-o", str(output), "--model", str(tiny_model_dir)])
+    assert exit_code == cli.EXIT_SOME_FAILED
+    written = sorted(path.name for path in output.iterdir())
+    assert written == ["chelsea.png", "historical_a.png", "historical_b.jpg"]
+    for name in written:
+        with Image.open(output / name) as result, Image.open(photos / name) as source:
+            assert result.size == source.size
+            assert result.mode == ("RGBA" if source.mode == "RGBA" else "RGB")
+    errors = capsys.readouterr().err
+    assert "corrupt.jpg" in errors and "colorized 3 of 4 images" in errors and "Traceback" not in errors
+
+
+def test_files_and_globs_with_every_option(photos, tiny_model_dir, examples_dir, tmp_path):
+    output = tmp_path / "out"
+    arguments = [str(photos / "chelsea.png"), str(photos / "historical_*.jpg"), "-o", str(output)]
+    options = ["--model", str(tiny_model_dir), "--reference", str(examples_dir / "coffee.png"), "--palette", "0.5"]
+    options += ["--strength", "1.5", "--max-side", "64", "--batch-size", "1", "--no-global"]
+    assert cli.main(["colorize", *arguments, *options]) == 0
+    assert sorted(path.name for path in output.iterdir()) == ["chelsea.png", "historical_b.jpg"]
+
+
+def test_same_names_from_two_folders_do_not_overwrite(photos, tiny_model_dir, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(photos, twin)
+    output = tmp_path / "out"
+    cli.main(
+        [
+            "colorize",
+            str(photos / "chelsea.png"),
+            str(twin / "chelsea.png"),
+            "-o",
+            str(output),
+            "--model",
+            str(tiny_model_dir),
+        ]
+    )
+    assert sorted(path.name for path in output.iterdir()) == ["chelsea-1.png", "chelsea.png"]
+
+
+def test_no_model_gives_the_clear_message_and_exit_code_2(photos, tmp_path, no_default_model, capsys):
+    assert cli.main(["colorize", str(photos), "-o", str(tmp_path / "out")]) == cli.EXIT_USAGE
+    errors = capsys.readouterr().err
+    assert "No default model is installed" in errors and "--model" in errors and "LETCOLOR_MODEL" in errors
+    assert "Traceback" not in errors and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--strength", "3"], "global_strength"),
+        (["--palette", "0.5"], "needs a reference"),
+        (["--max-side", "2"], "max_side"),
+    ],
+)
+def test_bad_options_exit_2_with_the_reason(photos, tiny_model_dir, tmp_path, capsys, options, message):
+    arguments = ["colorize", str(photos), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir), *options]
+    assert cli.main(arguments) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+def test_bad_reference_exits_2(photos, tiny_model_dir, tmp_path, capsys):
+    arguments = ["--model", str(tiny_model_dir), "--reference", str(photos / "corrupt.jpg")]
+    assert cli.main(["colorize", str(photos), "-o", str(tmp_path / "out"), *arguments]) == cli.EXIT_USAGE
+    assert "corrupt.jpg" in capsys.readouterr().err
+
+
+def test_nothing_to_colorize_is_a_failure(tiny_model_dir, tmp_path, capsys):
+    arguments = ["colorize", str(tmp_path / "*.jpg"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]
+    assert cli.main(arguments) == cli.EXIT_SOME_FAILED
+    assert "no input images" in capsys.readouterr().err
+
+
+def test_module_entry_point_reports_a_missing_model_without_traceback(photos, tmp_path):
+    command = [sys.executable, "-m", "letcolor", "colorize", str(photos), "-o", str(tmp_path / "out")]
+    completed = subprocess.run([*command, "--model", str(tmp_path / "no-model")], capture_output=True, text=True)
+    assert completed.returncode == cli.EXIT_USAGE
+    assert "no-model" in completed.stderr and "--model" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_cli_works_without_the_evaluate_module(monkeypatch):
+    monkeypatch.delattr(letcolor, "evaluate", raising=False)
+    monkeypatch.setitem(sys.modules, "letcolor.evaluate", None)  # importing it now fails as if it were missing
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert "colorize" in commands and "bench" in commands and "evaluate" not in commands
+
+
+def test_evaluate_is_registered_from_its_module(monkeypatch):
+    calls = []
+    fake = types.ModuleType("letcolor.evaluate")
+    fake.add_arguments = lambda parser: parser.add_argument("--data")
+    fake.run = lambda args: calls.append(args.data) or 0
+    monkeypatch.setitem(sys.modules, "letcolor.evaluate", fake)
+    monkeypatch.setattr(letcolor, "evaluate", fake, raising=False)
+    assert cli.main(["evaluate", "--data", "somewhere"]) == 0 and calls == ["somewhere"]
+
+
+@pytest.mark.slow
+def test_bench_prints_markdown_tables(capsys):
+    arguments = [
+        "bench",
+        "--width",
+        "0.125",
+        "--sizes",
+        "64x48",
+        "--repeats",
+        "1",
+        "--configs",
+        "fp32,bf16 folded-BN channels-last",
+    ]
+    assert cli.main(arguments) == 0
+    table = capsys.readouterr().out
+    assert "| input | max_side | fp32 | bf16 folded-BN channels-last |" in table
+    assert "| 64x48 | 512 |" in table and "| 64x48 | native |" in table
+    assert "| bf16 folded-BN channels-last |" in table  # its accuracy row
