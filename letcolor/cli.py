@@ -17,6 +17,11 @@ from letcolor import bench
 from letcolor.images import InvalidImageError, load_image
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelNotFoundError, Options
 
+COLORIZE_DESCRIPTION = (
+    "Colorize image files into OUTDIR, under their own names (JPEG, PNG, WebP, TIFF and BMP keep their format, "
+    "others become PNG). Exit codes: 0 all written; 1 some inputs could not be colorized (each is reported, the "
+    "others are written); 2 bad usage, including no model to load."
+)
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 # Output formats kept from the input's extension; anything else is written as PNG.
@@ -54,6 +59,10 @@ def output_path(source: Path, output_dir: Path, has_alpha: bool, taken: set[Path
     return path
 
 
+def max_side_argument(text: str) -> int | None:
+    return None if text == "native" else int(text)
+
+
 def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for the results")
@@ -63,7 +72,10 @@ def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", help="image whose global features (style) are used instead")
     parser.add_argument("--palette", type=float, default=0.0, help="pull colours towards the reference's, in [0, 1]")
     parser.add_argument(
-        "--max-side", type=int, default=DEFAULT_MAX_SIDE, help=f"network input's long side (default {DEFAULT_MAX_SIDE})"
+        "--max-side",
+        type=max_side_argument,
+        default=DEFAULT_MAX_SIDE,
+        help=f"long side of the network's input, or 'native' (default {DEFAULT_MAX_SIDE}); the output keeps full size",
     )
     parser.add_argument("--batch-size", type=int, default=4, help="images per network batch (default 4)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -130,7 +142,7 @@ def add_evaluate_command(commands) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m letcolor", description="Colorize black-and-white photos.")
     commands = parser.add_subparsers(dest="command", required=True)
-    colorize = commands.add_parser("colorize", help="colorize image files", description=__doc__)
+    colorize = commands.add_parser("colorize", help="colorize image files", description=COLORIZE_DESCRIPTION)
     add_colorize_arguments(colorize)
     colorize.set_defaults(run=run_colorize)
     add_evaluate_command(commands)

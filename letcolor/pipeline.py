@@ -6,6 +6,7 @@ full-resolution L of the input, so the output keeps every detail of the original
 """
 
 import math
+import numbers
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -146,7 +147,7 @@ class Options:
         if self.palette_strength > 0 and self.reference is None:
             raise ValueError("palette_strength > 0 needs a reference image")
         side = self.max_side
-        if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 8):
+        if side is not None and (isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < 8):
             raise ValueError(f"max_side must be an integer >= 8 or None (native size), got {side!r}")
 
 

@@ -46,11 +46,12 @@ def test_folder_with_a_corrupt_file(photos, tiny_model_dir, tmp_path, capsys):
     assert "corrupt.jpg" in errors and "colorized 3 of 4 images" in errors and "Traceback" not in errors
 
 
-def test_files_and_globs_with_every_option(photos, tiny_model_dir, examples_dir, tmp_path):
+@pytest.mark.parametrize("max_side", ["64", "native"])
+def test_files_and_globs_with_every_option(photos, tiny_model_dir, examples_dir, tmp_path, max_side):
     output = tmp_path / "out"
     arguments = [str(photos / "chelsea.png"), str(photos / "historical_*.jpg"), "-o", str(output)]
     options = ["--model", str(tiny_model_dir), "--reference", str(examples_dir / "coffee.png"), "--palette", "0.5"]
-    options += ["--strength", "1.5", "--max-side", "64", "--batch-size", "1", "--no-global"]
+    options += ["--strength", "1.5", "--max-side", max_side, "--batch-size", "1", "--no-global"]
     assert cli.main(["colorize", *arguments, *options]) == 0
     assert sorted(path.name for path in output.iterdir()) == ["chelsea.png", "historical_b.jpg"]
 
