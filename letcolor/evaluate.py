@@ -388,7 +388,7 @@ def averages(rows: list[dict]) -> dict:
 def method_title(method: str, report: dict) -> str:
     if method == MEAN_AB:
         mean_ab = report["mean_ab"]
-        return f"mean ab (a = {mean_ab['a']:.1f}, b = {mean_ab['b']:.1f})"
+        return f"mean ab (a = {mean_ab['a']:.2f}, b = {mean_ab['b']:.2f})"
     titles = {MODEL: "model", NO_GLOBAL: "model, no global features (4.4)", GRAY: "gray (ab = 0)"}
     return titles[method]
 
