@@ -216,6 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["JPEG", "PNG"], type=str.upper, default="JPEG", help="output encoding")
     parser.add_argument("--photo", type=Path, default=BENCH_PHOTO, help="the photo resized to each input size")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -225,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"unknown configurations {unknown}; known: {list(CONFIGURATIONS)}", file=sys.stderr)
         return 2
     sizes = [parse_size(text) for text in args.sizes.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else default_device()
     model = load_model(args.model) if args.model else random_model(args.width, ACCURACY_PHOTOS)
     rows = [Row(size, max_side) for size in sizes for max_side in (DEFAULT_MAX_SIDE, None)]

@@ -27,7 +27,7 @@ from letcolor.model import GLOBAL_INPUT_SIZE, LetThereBeColor
 DEFAULT_MAX_SIDE = 512
 # The local branch never sees more pixels than this, whatever `max_side` (None = native size) asks for.
 NETWORK_PIXEL_BUDGET = 2048 * 2048
-PALETTE_SAMPLE_SIDE = 256  # the reference's ab statistics are taken at this size
+PALETTE_SAMPLE_SIDE = 256  # the reference's ab statistics are taken at most at this size
 TOP_SCENES = 5
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"
 MODEL_ENV_VAR = "LETCOLOR_MODEL"
@@ -108,15 +108,15 @@ def _global_input(lightness_full: torch.Tensor) -> torch.Tensor:
     return lightness_to_input(_resize(lightness_full, (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE)))
 
 
-def palette_of(pixels: Pixels, device: torch.device) -> _Palette:
-    """Mean and standard deviation of a and b over a downscaled copy of an image (zero for a gray image)."""
+def palette_of(image: Image.Image, device: torch.device) -> _Palette:
+    """Mean and standard deviation of a and b over a reduced copy of a loaded image (zero for a gray image)."""
+    small = image.copy()
+    small.thumbnail((PALETTE_SAMPLE_SIDE, PALETTE_SAMPLE_SIDE))
+    pixels = image_pixels(small)
     if pixels.values.shape[0] == 1:
         zero = torch.zeros((1, 2, 1, 1), device=device)
         return _Palette(zero, zero)
-    rgb = pixels.values[None].to(device).float().div_(pixels.white_level)
-    scale = min(1.0, PALETTE_SAMPLE_SIDE / max(rgb.shape[-2:]))
-    small = _resize(rgb, (max(1, round(rgb.shape[-2] * scale)), max(1, round(rgb.shape[-1] * scale))))
-    ab = rgb_to_lab(small.clamp(0, 1))[:, 1:]
+    ab = rgb_to_lab(pixels.values[None].to(device).float() / pixels.white_level)[:, 1:]
     return _Palette(ab.mean((2, 3), keepdim=True), ab.std((2, 3), keepdim=True, correction=0))
 
 
@@ -223,9 +223,9 @@ class Colorizer:
             return [], np.zeros((0, len(self.class_names)))
         scene = self.network.global_output(torch.cat([each.global_input for each in prepared]))
         vectors = scene.features
-        reference = image_pixels(load_image(options.reference)) if options.reference is not None else None
+        reference = load_image(options.reference) if options.reference is not None else None
         if reference is not None:
-            reference_input = _global_input(lightness(reference, self.device))
+            reference_input = _global_input(lightness(image_pixels(reference), self.device))
             vectors = self.network.global_output(reference_input).features.expand_as(vectors)
         vectors = self.network.mix_global(vectors, options.use_global, options.global_strength)
         ab = [target_to_ab(target) for target in self._colorize(prepared, vectors)]
