@@ -53,7 +53,8 @@ def _lab_f(t: torch.Tensor) -> torch.Tensor:
 
 
 def _lab_f_inverse(f: torch.Tensor) -> torch.Tensor:
-    return torch.where(f**3 > _EPSILON, f**3, (116 * f - 16) / _KAPPA)
+    cube = f**3
+    return torch.where(cube > _EPSILON, cube, (116 * f - 16) / _KAPPA)
 
 
 def rgb_to_lab(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
@@ -75,8 +76,8 @@ def lab_to_linear_rgb(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
     fy = (l + 16) / 116
     f = torch.stack((fy + a / 500, fy, fy - b / 200), dim=-1)
     white = torch.tensor(WHITE_D65, dtype=lab.dtype, device=lab.device)
-    xyz = (_lab_f_inverse(f) * white).movedim(-1, dim)
-    return _apply_matrix(torch.linalg.inv(_matrix(_RGB_TO_XYZ, lab)), xyz, dim)
+    relative_xyz_to_rgb = torch.linalg.inv(_matrix(_RGB_TO_XYZ, lab)) * white  # XYZ = white * f^-1(f)
+    return _apply_matrix(relative_xyz_to_rgb, _lab_f_inverse(f).movedim(-1, dim), dim)
 
 
 def rgb_to_lightness(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
