@@ -155,10 +155,15 @@ def time_end_to_end(colorizer: Colorizer, path: Path, max_side: int | None, repe
 
 
 def accuracy_inputs(photos: list[Path], seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The photos as float gray images, and the same with up to half a gray level of noise (what 8-bit storage
-    of the input already adds): the error that noise causes is the floor that a speed-up's error is judged by."""
+    """The photos as float gray images at the default network size, and the same with up to half a gray level of
+    noise (what 8-bit storage of the input already adds): the ab error that this noise causes is the floor by
+    which a speed-up's error is judged."""
     rng = np.random.default_rng(seed)
-    grays = [np.asarray(load_image(photo).convert("L"), dtype=np.float32) / 255 for photo in photos]
+    grays = []
+    for photo in photos:
+        gray = load_image(photo).convert("L")
+        gray.thumbnail((DEFAULT_MAX_SIDE, DEFAULT_MAX_SIDE))
+        grays.append(np.asarray(gray, dtype=np.float32) / 255)
     noisy = [np.clip(gray + rng.uniform(-0.5, 0.5, gray.shape).astype(np.float32) / 255, 0, 1) for gray in grays]
     return grays, noisy
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import letcolor
-from letcolor import cli, pipeline
+from letcolor import bench, cli, pipeline
 
 
 @pytest.fixture
@@ -132,7 +132,9 @@ def test_evaluate_is_registered_from_its_module(monkeypatch):
 
 
 @pytest.mark.slow
-def test_bench_prints_markdown_tables(capsys):
+def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys):
+    photos = [examples_dir / "historical_b.jpg", examples_dir / "historical_e.jpg"]
+    monkeypatch.setattr(bench, "ACCURACY_PHOTOS", photos)  # fewer photos than the real benchmark, to be quick
     arguments = [
         "bench",
         "--width",
