@@ -31,6 +31,7 @@ class Speedups:
 
     @classmethod
     def default_for(cls, device: torch.device) -> "Speedups":
+        """CUDA: bfloat16 autocast. CPU: folded BatchNorm and channels-last, in bfloat16 where the CPU has it."""
         if device.type == "cuda":
             return cls(Precision.BFLOAT16)
         bfloat16 = Precision.BFLOAT16 if cpu_has_fast_bfloat16() else Precision.FLOAT32
@@ -38,8 +39,10 @@ class Speedups:
 
 
 def cpu_has_fast_bfloat16() -> bool:
-    """bfloat16 matrix units (AMX) or instructions (AVX512-BF16); elsewhere bfloat16 is emulated and slow."""
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    """bfloat16 matrix units (AMX) or instructions (AVX512-BF16); elsewhere bfloat16 is emulated and slow.
+    torch only has private probes for them, so a torch without them counts as no."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def fold_batchnorm(model: nn.Module) -> None:

@@ -167,7 +167,10 @@ class Colorizer:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path | None = None, device: str | torch.device | None = None, speedups=None
+        cls,
+        name_or_path: str | Path | None = None,
+        device: str | torch.device | None = None,
+        speedups: Speedups | None = None,
     ) -> "Colorizer":
         """From a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model (ModelNotFoundError)."""
         return cls(load_model(name_or_path), device, speedups)
