@@ -15,7 +15,7 @@ import gradio as gr
 from letcolor.batch_io import ResultsZip
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelNotFoundError, load_image
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"  # licences in examples/LICENSES.md
+EXAMPLES = Path(__file__).resolve().parent / "letcolor" / "examples"  # licences in its LICENSES.md
 EXAMPLE_PHOTOS = ["chelsea_gray.png", "rocket_gray.png", "astronaut_gray.png", "china_gray.png", "coffee.png"]
 MAX_FILE_SIZE = "25mb"
 MAX_BATCH_FILES = 50

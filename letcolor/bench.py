@@ -30,7 +30,7 @@ from letcolor.inference import Precision, Speedups
 from letcolor.model import GLOBAL_INPUT_SIZE, LetThereBeColor
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, default_device, load_model
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 BENCH_PHOTO = EXAMPLES_DIR / "historical_c.jpg"
 ACCURACY_PHOTOS = sorted(EXAMPLES_DIR.glob("historical_*"))
 DEFAULT_SIZES = "256x256,512x512,1024x1024,2048x1536"

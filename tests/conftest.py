@@ -8,7 +8,7 @@ import torch
 from letcolor.model import LetThereBeColor
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+EXAMPLES = ROOT / "letcolor" / "examples"
 SCENES = ROOT.parent / "shared" / "data" / "letcolor-scenes"  # tests and benchmarks only, never the product
 SCENE_NAMES = [f"scene_{i}" for i in range(5)]
 

@@ -179,7 +179,7 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 60) -> No
 
 
 @pytest.mark.slow
-def test_without_a_model_the_page_says_so_and_the_endpoints_raise(tmp_path):
+def test_without_a_model_the_page_says_so_and_the_endpoints_raise(examples_dir, tmp_path):
     port = free_port()
     env = os.environ | {
         "LETCOLOR_MODEL": str(tmp_path / "no-model-here"),
@@ -196,7 +196,7 @@ def test_without_a_model_the_page_says_so_and_the_endpoints_raise(tmp_path):
         config = httpx.get(f"{url}config").text
         assert "No colorization model is available" in config
         with pytest.raises(AppError, match="No colorization model is available"):
-            Client(url, verbose=False).predict(handle_file(ROOT / "examples" / "coffee.png"), api_name="/colorize")
+            Client(url, verbose=False).predict(handle_file(examples_dir / "coffee.png"), api_name="/colorize")
     finally:
         server.terminate()
         server.wait(timeout=30)
