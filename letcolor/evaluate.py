@@ -110,6 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "network runs in float32, so that the scores do not depend on the CPU or the thread count",
     )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--figure", type=Path, help="also write a PNG of the first photos: gray | model | original")
+    parser.add_argument("--figure-photos", type=positive_int, default=6, help="rows of --figure (default: 6)")
     parser.add_argument(
         "--threads",
         type=positive_int,
@@ -120,23 +122,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
+    figure_rows = []
     try:
-        report = evaluation_report(args)
+        report = evaluation_report(args, figure_rows)
     except (InputNotFound, NoUsablePhotos) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE if isinstance(error, InputNotFound) else EXIT_NOTHING_USABLE
     print(markdown_table(report))
     if args.output:
         args.output.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    if args.figure:
+        comparison_figure(figure_rows).save(args.figure)
     return 0
 
 
-def evaluation_report(args: argparse.Namespace) -> dict:
+def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None) -> dict:
     """The per-image scores of every method, their averages, the skipped inputs and the run's settings."""
     colorizer = Colorizer.from_pretrained(args.model, args.device, speedups=None if args.fast else EXACT_SPEEDUPS)
     source = ImageSource.parse(args.images, args.split)
     mean_ab, mean_ab_origin = baseline_mean_ab(args, source)
-    rows, skipped = score_photos(colorizer, source, args, mean_ab)
+    rows, skipped = score_photos(colorizer, source, args, mean_ab, figure_rows if figure_rows is not None else [])
     if not rows:
         raise NoUsablePhotos(f"no usable photos in {source.location}")
     return {
@@ -333,19 +338,24 @@ def scene_scores(probabilities: np.ndarray, label: int, label_map: dict[int, int
     return {**known, **{f"top{k}": bool(metrics.topk_correct(scores, truth, k)) for k in (1, 5)}}
 
 
-def score_photos(colorizer: Colorizer, source: ImageSource, args: argparse.Namespace, mean_ab) -> tuple[list, list]:
-    """Per-image rows for every usable photo, and the inputs skipped (with why)."""
+def score_photos(
+    colorizer: Colorizer, source: ImageSource, args: argparse.Namespace, mean_ab, figure_rows: list
+) -> tuple[list, list]:
+    """Per-image rows for every usable photo, and the inputs skipped (with why). The first photos' (gray, model,
+    original) images are appended to `figure_rows`, up to --figure-photos when --figure is set."""
     label_map = scene_label_map(source.label_names, colorizer.class_names)
     skipped, rows = [], []
     photos = usable(islice(source.samples(), args.limit), skipped)
     with tqdm(desc="evaluate", unit="img") as progress:
         for batch in chunks(photos, args.batch_size):
-            rows += score_batch(colorizer, batch, args, mean_ab, label_map, source.label_names)
+            rows += score_batch(colorizer, batch, args, mean_ab, label_map, source.label_names, figure_rows)
             progress.update(len(batch))
     return rows, skipped
 
 
-def score_batch(colorizer, batch: list[Sample], args, mean_ab, label_map, names: tuple[str, ...]) -> list[dict]:
+def score_batch(
+    colorizer, batch: list[Sample], args, mean_ab, label_map, names: tuple[str, ...], figure_rows: list
+) -> list[dict]:
     images = [sample.image for sample in batch]
     runs = {MODEL: colorizer.batch(images, use_global=True, max_side=args.max_side)}
     if args.ablation:
@@ -356,10 +366,32 @@ def score_batch(colorizer, batch: list[Sample], args, mean_ab, label_map, names:
         lightness = rgb_to_lightness(target)
         predictions = {method: image_to_tensor(results[index].image) for method, results in runs.items()}
         predictions |= {GRAY: with_constant_ab(lightness, (0.0, 0.0)), MEAN_AB: with_constant_ab(lightness, mean_ab)}
+        if args.figure and len(figure_rows) < args.figure_photos:
+            figure_rows.append((predictions[GRAY], predictions[MODEL], target))
         label = {"label": names[sample.label] if 0 <= sample.label < len(names) else None}
         scene = scene_scores(runs[MODEL][index].scene_probabilities, sample.label, label_map, colorizer.class_names)
         rows.append({"id": sample.id, **label, **scene, **score_image(target, predictions)})
     return rows
+
+
+def comparison_figure(rows: list[tuple[torch.Tensor, ...]], height: int = 192) -> Image.Image:
+    """Rows of images side by side, each scaled to `height`, on a white sheet."""
+    tiles = [[tensor_to_image(image) for image in row] for row in rows]
+    tiles = [[tile.resize((round(tile.width * height / tile.height), height)) for tile in row] for row in tiles]
+    gap = 4
+    width = max(sum(tile.width + gap for tile in row) for row in tiles) - gap
+    sheet = Image.new("RGB", (width, len(tiles) * (height + gap) - gap), "white")
+    for index, row in enumerate(tiles):
+        x = 0
+        for tile in row:
+            sheet.paste(tile, (x, index * (height + gap)))
+            x += tile.width + gap
+    return sheet
+
+
+def tensor_to_image(image: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) in [0, 1] -> RGB PIL image."""
+    return Image.fromarray(metrics.to_8bit(image)[0].permute(1, 2, 0).numpy().astype(np.uint8))
 
 
 def mean(values: list) -> float | None:

@@ -81,6 +81,25 @@ def test_a_folder_is_scored_against_the_originals_with_both_baselines(photo_fold
     assert "2 photos from" in table and "2 skipped" in table
 
 
+def test_the_figure_shows_gray_model_and_original_for_each_photo(photo_folder, tiny_model_dir, tmp_path):
+    figure = tmp_path / "figure.png"
+    code, report = run_evaluate(
+        "--model", tiny_model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "--no-ablation",
+        "--figure", figure, "--figure-photos", "1", "-o", tmp_path / "report.json",
+    )  # fmt: skip
+    assert code == 0 and len(report["per_image"]) == 2
+    sheet = Image.open(figure).convert("RGB")
+    original = Image.open(photo_folder / "chelsea.png").convert("RGB")
+    tile_width = round(original.width * sheet.height / original.height)
+    assert sheet.height == 192 and sheet.width == 3 * tile_width + 2 * 4  # one row: the first photo only
+    left_edges = [i * (tile_width + 4) for i in range(3)]
+    gray, model, truth = (sheet.crop((left, 0, left + tile_width, 192)) for left in left_edges)
+    assert metrics.colorfulness(as_tensor(gray)).item() < 1
+    assert metrics.colorfulness(as_tensor(truth)).item() > 20
+    assert np.abs(np.asarray(truth, float) - np.asarray(original.resize(truth.size), float)).mean() < 3
+    assert not np.array_equal(np.asarray(model), np.asarray(gray))
+
+
 def test_the_mean_ab_of_a_folder_can_come_from_a_dataset(photo_folder, tiny_model_dir, scenes_dataset, tmp_path):
     code, report = run_evaluate(
         "--model", tiny_model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "--no-ablation",
