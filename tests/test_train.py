@@ -95,7 +95,8 @@ def test_each_rank_streams_its_own_part(scene_data):
 
 @pytest.mark.slow
 def test_run_writes_metrics_grid_and_model(scene_data, tmp_path):
-    train(parse_args(cli(scene_data, tmp_path, "--steps", "4", "--val-every", "2", "--save-dtype", "float16")))
+    options = ("--steps", "4", "--val-every", "2", "--save-dtype", "float16", "--precise-bn-batches", "3")
+    train(parse_args(cli(scene_data, tmp_path, *options)))
     assert [record["step"] for record in metrics(tmp_path, "train")] == [1, 2, 3, 4]
     validation = metrics(tmp_path, "validation")
     assert [record["step"] for record in validation] == [2, 4]
@@ -104,6 +105,8 @@ def test_run_writes_metrics_grid_and_model(scene_data, tmp_path):
         assert grid.size == (3 * 224, 8 * 224)
     model = LetThereBeColor.from_pretrained(tmp_path / "final")
     assert model.class_names[:2] == ["buildings", "forest"] and model.width == 0.125
+    norms = [module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    assert {int(norm.num_batches_tracked) for norm in norms} == {3}  # PreciseBN's batches, not the 4 training steps
     with safe_open(str(tmp_path / "final" / "model.safetensors"), framework="pt") as file:
         assert file.get_tensor("null_global").dtype == torch.float16
     card = (tmp_path / "final" / "README.md").read_text()

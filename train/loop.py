@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import itertools
 import random
 import signal
 import time
@@ -186,12 +187,16 @@ class Trainer:
         }
         save_checkpoint(self.output, self.model, self.optimizer, self.scaler, state)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        rgb = images.to(self.device, non_blocking=True).float() / 255
-        labels = labels.to(self.device, non_blocking=True)
-        _, l_input, target = lab_batch(rgb)
+    def network_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 RGB crops -> (network input L, ab target), on the device."""
+        _, l_input, target = lab_batch(images.to(self.device, non_blocking=True).float() / 255)
         if self.device.type == "cuda":
             l_input = l_input.contiguous(memory_format=torch.channels_last)
+        return l_input, target
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        l_input, target = self.network_batch(images)
+        labels = labels.to(self.device, non_blocking=True)
         with self.autocast:
             ab, logits = self.training_model(l_input, global_dropout=self.args.global_dropout)
         loss, mse, cross_entropy = colorization_losses(ab.float(), target, logits.float(), labels, self.args.alpha)
@@ -242,10 +247,31 @@ class Trainer:
         progress.close()
 
     def finish(self, val_images: torch.Tensor, val_labels: torch.Tensor) -> None:
+        self.precise_batchnorm()
         self.run_validation(val_images, val_labels)
         self.checkpoint()
         if self.context.is_main:
             self.save_final()
+
+    def precise_batchnorm(self) -> None:
+        """Re-estimate BatchNorm statistics as a true average over --precise-bn-batches training batches (PreciseBN,
+        Wu and Johnson 2021): the running averages kept while training follow the last few batches, so the final
+        step's statistics can be far off. Without global-feature dropout, as at inference."""
+        norms = [module for module in self.model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms or not self.args.precise_bn_batches:
+            return
+        momenta = [norm.momentum for norm in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches below
+        loader = train_loader(self.train_spec, self.args.batch_size, self.args.workers, self.device.type == "cuda")
+        self.model.train()
+        with torch.no_grad(), self.autocast:
+            for batch in itertools.islice(loader, self.args.precise_bn_batches):
+                self.model(self.network_batch(batch.images)[0])
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        self.print(f"BatchNorm statistics re-estimated over {self.args.precise_bn_batches} training batches")
 
     def stop_on_signal(self, stop: StopRequest, progress: tqdm) -> None:
         self.checkpoint()
