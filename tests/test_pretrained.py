@@ -1,0 +1,57 @@
+"""The bundled model: loaded by default everywhere, small enough to ship, and better than the gray baseline."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from datasets import load_dataset
+from PIL import Image
+
+from letcolor import Colorizer, LetThereBeColor, evaluate, metrics
+from letcolor.cli import main as cli_main
+from letcolor.pipeline import BUNDLED_MODEL_DIR
+
+MAX_WEIGHTS_BYTES = 24_000_000
+
+
+@pytest.fixture(autouse=True)
+def no_model_override(monkeypatch):
+    monkeypatch.delenv("LETCOLOR_MODEL", raising=False)
+
+
+def test_the_bundled_model_is_shipped_small_with_its_card_and_scene_names(scenes_dataset):
+    assert (BUNDLED_MODEL_DIR / "model.safetensors").stat().st_size <= MAX_WEIGHTS_BYTES
+    model = LetThereBeColor.from_pretrained(BUNDLED_MODEL_DIR)
+    names = load_dataset(str(scenes_dataset), streaming=True)["train"].features["label"].names
+    assert model.class_names == names and model.num_classes == len(names)
+    card = (BUNDLED_MODEL_DIR / "README.md").read_text()
+    assert "python -m train" in card and "--seed" in card and "letcolor-scenes" in card
+
+
+def test_colorizer_and_cli_use_the_bundled_model_by_default(examples_dir, tmp_path):
+    colorizer = Colorizer.from_pretrained()
+    result = colorizer(examples_dir / "rocket_gray.png")
+    assert result.image.size == Image.open(examples_dir / "rocket_gray.png").size
+    assert len(result.scenes) == 5 and set(result.scenes) <= set(colorizer.class_names)
+
+    assert cli_main(["colorize", str(examples_dir / "chelsea_gray.png"), "-o", str(tmp_path)]) == 0
+    written = Image.open(tmp_path / "chelsea_gray.png").convert("RGB")
+    colour = metrics.colorfulness(torch.from_numpy(np.asarray(written)).permute(2, 0, 1)[None] / 255).item()
+    assert colour > 3, "the bundled model should add colour to a black-and-white photo"
+
+
+@pytest.mark.slow
+def test_the_bundled_model_beats_the_gray_baseline_on_validation_photos(scenes_dataset, tmp_path):
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    report_path = tmp_path / "report.json"
+    args = parser.parse_args(
+        ["--images", str(scenes_dataset), "--limit", "64", "--mean-ab-limit", "64", "--no-ablation"]
+        + ["-o", str(report_path)]
+    )
+    assert evaluate.run(args) == 0
+    averages = json.loads(report_path.read_text())["averages"]
+    assert averages["model"]["psnr"] > averages["gray"]["psnr"]
+    assert averages["model"]["auc"] > averages["gray"]["auc"]
