@@ -114,6 +114,21 @@ def test_run_writes_metrics_grid_and_model(scene_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_init_from_starts_from_a_saved_models_weights(scene_data, tmp_path):
+    quick = ("--steps", "2", "--val-images", "4", "--precise-bn-batches", "0")
+    train(parse_args(cli(scene_data, tmp_path / "first", *quick)))
+    saved = LetThereBeColor.from_pretrained(tmp_path / "first" / "final")
+    # AdamW at learning rate 0 leaves every weight where it started.
+    still = ("--init-from", str(tmp_path / "first" / "final"), "--optimizer", "adamw", "--lr", "0")
+    train(parse_args(cli(scene_data, tmp_path / "second", *quick, *still)))
+    continued = LetThereBeColor.from_pretrained(tmp_path / "second" / "final")
+    assert torch.equal(continued.fusion.conv.weight, saved.fusion.conv.weight)
+    assert torch.equal(continued.low_level.convs[0][0].weight, saved.low_level.convs[0][0].weight)
+    with pytest.raises(ValueError, match="--init-from"):
+        train(parse_args(cli(scene_data, tmp_path / "third", *quick, *still[:2], "--width", "0.25")))
+
+
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_continues(scene_data, tmp_path):
     command = [
         sys.executable,

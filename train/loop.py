@@ -122,7 +122,10 @@ class Trainer:
             args.dataset, args.split, args.image_column, args.label_column, args.seed, context.rank, context.world_size
         )
         seed_everything(args.seed)
-        self.model = model_for(args, self.scene_names()).to(self.device)
+        self.model = model_for(args, self.scene_names())
+        if args.init_from:
+            self.start_from(args.init_from)
+        self.model = self.model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(args.optimizer, self.model, args.lr)
@@ -142,6 +145,17 @@ class Trainer:
             )
             self.train_spec.label_column = self.args.label_column = None
         return names
+
+    def start_from(self, name_or_path: str) -> None:
+        """Warm start: the weights of a saved model of the same width and scene classes (loaded strictly)."""
+        pretrained = LetThereBeColor.from_pretrained(name_or_path)
+        if pretrained.class_names != self.model.class_names or pretrained.width != self.model.width:
+            raise ValueError(
+                f"--init-from {name_or_path}: width {pretrained.width} and {pretrained.num_classes} classes, but this "
+                f"run has width {self.model.width} and {self.model.num_classes} classes (from the dataset)"
+            )
+        self.model.load_state_dict(pretrained.state_dict())
+        self.print(f"weights from {name_or_path}")
 
     def wrap_model(self) -> torch.nn.Module:
         model = self.model
