@@ -1,5 +1,6 @@
 """In-training validation: loss, PSNR, colourfulness and scene accuracy on a fixed set of validation crops,
-plus a PNG grid (gray | prediction | truth). Small and self-contained; full evaluation lives in letcolor."""
+plus a PNG grid (gray | prediction | truth), with letcolor.metrics' PSNR and colourfulness. The full evaluation
+is `python -m letcolor evaluate`."""
 
 from pathlib import Path
 
@@ -9,24 +10,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from letcolor.color import lab_to_rgb, target_to_ab
+from letcolor.metrics import colorfulness, psnr
 from train.losses import colorization_losses, lab_batch
 
 GRID_ROWS = 8
-
-
-def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
-    """Hasler and Suesstrunk's colourfulness of each image in (N, 3, H, W) sRGB in [0, 1], on the 0-255 scale."""
-    r, g, b = (rgb * 255).unbind(1)
-    rg, yb = r - g, (r + g) / 2 - b
-    spread = (rg.flatten(1).var(1, unbiased=False) + yb.flatten(1).var(1, unbiased=False)).sqrt()
-    offset = (rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2).sqrt()
-    return spread + 0.3 * offset
-
-
-def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of sRGB images in [0, 1]."""
-    mse = (prediction - truth).square().flatten(1).mean(1).clamp(min=1e-10)
-    return -10 * mse.log10()
 
 
 def predicted_rgb(lab: torch.Tensor, ab_half: torch.Tensor) -> torch.Tensor:
@@ -58,8 +45,8 @@ def validate(model, images: torch.Tensor, labels: torch.Tensor, device, autocast
                 loss * count,
                 mse * count,
                 psnr(prediction, rgb).sum(),
-                colourfulness(prediction).sum(),
-                colourfulness(rgb).sum(),
+                colorfulness(prediction).sum(),
+                colorfulness(rgb).sum(),
                 correct.float(),
             )
         )
