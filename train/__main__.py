@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="adadelta")
     model.add_argument("--lr", type=float, help="default: 1.0 for adadelta, 1e-3 for adamw")
     model.add_argument("--alpha", type=fraction, default=1 / 300, help="weight of the scene cross-entropy")
+    model.add_argument(
+        "--chroma-weight", type=float, default=0.0, help="weight of the per-image mean-chroma gap (0 = the paper)"
+    )
     model.add_argument("--global-dropout", type=float, default=0.0, help="global-feature dropout probability")
     model.add_argument(
         "--precise-bn-batches", type=int, default=100, help="training batches that set the final BatchNorm statistics"

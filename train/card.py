@@ -28,7 +28,8 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 - Command: `{command}`
 - Data: `{dataset}`, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size})
 - Scene classes: {num_classes} ({class_preview})
-- Optimizer: {optimizer}, learning rate {lr}, alpha {alpha}, global-feature dropout {global_dropout}
+- Optimizer: {optimizer}, learning rate {lr}, alpha {alpha}, chroma weight {chroma_weight},
+  global-feature dropout {global_dropout}
 - Hardware: {hardware}; precision {precision}
 - Wall time: {wall_time}
 - Weights stored as {save_dtype}
@@ -75,6 +76,7 @@ def model_card(
         optimizer=args.optimizer,
         lr=args.lr,
         alpha=args.alpha,
+        chroma_weight=args.chroma_weight,
         global_dropout=args.global_dropout,
         hardware=hardware,
         precision=precision,

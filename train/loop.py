@@ -213,7 +213,9 @@ class Trainer:
         labels = labels.to(self.device, non_blocking=True)
         with self.autocast:
             ab, logits = self.training_model(l_input, global_dropout=self.args.global_dropout)
-        loss, mse, cross_entropy = colorization_losses(ab.float(), target, logits.float(), labels, self.args.alpha)
+        loss, mse, cross_entropy = colorization_losses(
+            ab.float(), target, logits.float(), labels, self.args.alpha, self.args.chroma_weight
+        )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
