@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import EXAMPLES
 from fake_hub import FakeHub
 from PIL import Image
 from safetensors import safe_open
@@ -21,6 +22,7 @@ from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_c
 from train.data import StreamSpec, TrainBatches, open_stream, validation_images
 from train.distributed import Distributed
 from train.loop import Trainer, train
+from train.losses import colorization_losses, lab_batch, mean_chroma
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRUPT_ROWS = (1, 4, 7)
@@ -64,6 +66,23 @@ def checkpoint_state(output: Path) -> dict:
 
 def subprocess_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_chroma_term_pushes_a_faded_prediction_towards_the_photos_colour():
+    photo = Image.open(EXAMPLES / "coffee.png").convert("RGB").resize((128, 96))
+    rgb = torch.tensor(list(photo.tobytes()), dtype=torch.float32).view(1, 96, 128, 3).permute(0, 3, 1, 2) / 255
+    _, _, target = lab_batch(rgb)
+    faded = (0.5 + 0.5 * (target - 0.5)).requires_grad_()
+    logits, labels = torch.zeros(1, 3), torch.tensor([0])
+    plain, mse, cross_entropy = colorization_losses(faded, target, logits, labels, alpha=0.1)
+    assert plain.item() == pytest.approx(mse.item() + 0.1 * cross_entropy.item())
+
+    total, _, _ = colorization_losses(faded, target, logits, labels, alpha=0.1, chroma_weight=1.0)
+    gap = mean_chroma(target) - mean_chroma(faded)
+    assert total.item() == pytest.approx(plain.item() + gap.item() ** 2, rel=1e-4)
+    (grad,) = torch.autograd.grad(total - plain, faded)
+    stepped = faded.detach() - 0.1 * grad / grad.abs().max()
+    assert mean_chroma(stepped) > mean_chroma(faded.detach())
 
 
 @pytest.mark.slow
