@@ -1,10 +1,5 @@
 """The Gradio app through its API, as a program uses it: a server on 127.0.0.1 and gradio_client."""
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,11 +10,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from served_app import served_app
+from served_app import app_process, served_app
 
 from letcolor.pipeline import Colorizer
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {"use_global": True, "strength": 1.0, "reference": None, "palette_strength": 0.0, "max_side": 256}
 
 
@@ -159,44 +153,10 @@ def test_the_server_refuses_files_over_the_size_limit(app_url):
     assert httpx.post(upload, files={"files": ("big.png", bytes(24 * 1024 * 1024))}).status_code == 200
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"python app.py exited with {server.returncode}: {server.stdout.read()}")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.3)
-    pytest.fail(f"python app.py did not serve {url} within {timeout} s")
-
-
 @pytest.mark.slow
 def test_without_a_model_the_page_says_so_and_the_endpoints_raise(examples_dir, tmp_path):
-    port = free_port()
-    env = os.environ | {
-        "LETCOLOR_MODEL": str(tmp_path / "no-model-here"),
-        "HF_HUB_OFFLINE": "1",
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
-    }
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        wait_until_up(url, server)
+    with app_process(LETCOLOR_MODEL=str(tmp_path / "no-model-here"), HF_HUB_OFFLINE="1") as url:
         config = httpx.get(f"{url}config").text
         assert "No colorization model is available" in config
         with pytest.raises(AppError, match="No colorization model is available"):
             Client(url, verbose=False).predict(handle_file(examples_dir / "coffee.png"), api_name="/colorize")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -1,4 +1,4 @@
-"""The bundled model: loaded by default everywhere, small enough to ship, better than the gray baseline, not sepia."""
+"""The bundled model: the default of the API, the CLI and `python app.py`; small; better than gray; not sepia."""
 
 import argparse
 import json
@@ -7,13 +7,19 @@ import numpy as np
 import pytest
 import torch
 from datasets import load_dataset
+from gradio_client import Client, handle_file
 from PIL import Image
+from served_app import app_process
 
 from letcolor import Colorizer, LetThereBeColor, evaluate, metrics
 from letcolor.cli import main as cli_main
 from letcolor.pipeline import BUNDLED_MODEL_DIR
 
 MAX_WEIGHTS_BYTES = 24_000_000
+
+
+def colourfulness(image: Image.Image) -> float:
+    return metrics.colorfulness(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None] / 255).item()
 
 
 @pytest.fixture(autouse=True)
@@ -38,8 +44,18 @@ def test_colorizer_and_cli_use_the_bundled_model_by_default(examples_dir, tmp_pa
 
     assert cli_main(["colorize", str(examples_dir / "chelsea_gray.png"), "-o", str(tmp_path)]) == 0
     written = Image.open(tmp_path / "chelsea_gray.png").convert("RGB")
-    colour = metrics.colorfulness(torch.from_numpy(np.asarray(written)).permute(2, 0, 1)[None] / 255).item()
-    assert colour > 3, "the bundled model should add colour to a black-and-white photo"
+    assert colourfulness(written) > 3, "the bundled model should add colour to a black-and-white photo"
+
+
+@pytest.mark.slow
+def test_python_app_py_serves_the_bundled_model(examples_dir, tmp_path):
+    photo = examples_dir / "chelsea_gray.png"
+    with app_process() as url:
+        result_path, scenes = Client(url, verbose=False).predict(handle_file(photo), api_name="/colorize")
+    result = Image.open(result_path).convert("RGB")
+    assert result.size == Image.open(photo).size and colourfulness(result) > 3
+    bundled = LetThereBeColor.from_pretrained(BUNDLED_MODEL_DIR).class_names
+    assert scenes["label"] in bundled and {c["label"] for c in scenes["confidences"]} <= set(bundled)
 
 
 @pytest.mark.slow
