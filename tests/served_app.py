@@ -11,10 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import ROOT
 
 import app
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager

@@ -3,9 +3,7 @@
 import argparse
 import json
 
-import numpy as np
 import pytest
-import torch
 from datasets import load_dataset
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -19,7 +17,7 @@ MAX_WEIGHTS_BYTES = 24_000_000
 
 
 def colourfulness(image: Image.Image) -> float:
-    return metrics.colorfulness(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None] / 255).item()
+    return metrics.colorfulness(evaluate.image_to_tensor(image)).item()
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +46,7 @@ def test_colorizer_and_cli_use_the_bundled_model_by_default(examples_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_python_app_py_serves_the_bundled_model(examples_dir, tmp_path):
+def test_python_app_py_serves_the_bundled_model(examples_dir):
     photo = examples_dir / "chelsea_gray.png"
     with app_process() as url:
         result_path, scenes = Client(url, verbose=False).predict(handle_file(photo), api_name="/colorize")
