@@ -51,6 +51,7 @@ class Sample:
     label: int  # scene class in the input's own label list; -1 where unlabelled
     image: Image.Image | None = None  # RGB; None when the input could not be used
     problem: str = ""
+    source: str | None = None  # the dataset's `source` column, where it has one
 
 
 @dataclass
@@ -160,6 +161,7 @@ def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None)
         "evaluated": len(rows),
         "skipped": skipped,
         "averages": averages(rows),
+        "by_kind": group_averages(rows),
         "per_image": rows,
     }
 
@@ -191,11 +193,11 @@ def open_color_photo(source: Path | bytes) -> Image.Image:
     return rgb
 
 
-def load_sample(sample_id: str, source: Path | bytes, label: int) -> Sample:
+def load_sample(sample_id: str, encoded: Path | bytes, label: int, source: str | None = None) -> Sample:
     try:
-        return Sample(sample_id, label, open_color_photo(source))
+        return Sample(sample_id, label, open_color_photo(encoded), source=source)
     except BadImage as error:
-        return Sample(sample_id, label, problem=str(error))
+        return Sample(sample_id, label, problem=str(error), source=source)
 
 
 def folder_samples(folder: Path) -> Iterator[Sample]:
@@ -241,7 +243,10 @@ def dataset_samples(name: str, split: str) -> Iterator[Sample]:
         encoded = row[column]
         label = row.get("label")
         yield load_sample(
-            str(row.get("id", index)), encoded["bytes"] or Path(encoded["path"]), -1 if label is None else label
+            str(row.get("id", index)),
+            encoded["bytes"] or Path(encoded["path"]),
+            -1 if label is None else label,
+            row.get("source"),
         )
 
 
@@ -368,7 +373,7 @@ def score_batch(
         predictions |= {GRAY: with_constant_ab(lightness, (0.0, 0.0)), MEAN_AB: with_constant_ab(lightness, mean_ab)}
         if args.figure and len(figure_rows) < args.figure_photos:
             figure_rows.append((predictions[GRAY], predictions[MODEL], target))
-        label = {"label": names[sample.label] if 0 <= sample.label < len(names) else None}
+        label = {"label": names[sample.label] if 0 <= sample.label < len(names) else None, "source": sample.source}
         scene = scene_scores(runs[MODEL][index].scene_probabilities, sample.label, label_map, colorizer.class_names)
         rows.append({"id": sample.id, **label, **scene, **score_image(target, predictions)})
     return rows
@@ -414,6 +419,20 @@ def averages(rows: list[dict]) -> dict:
     return result
 
 
+def photo_group(row: dict) -> str | None:
+    """What kind of photo a row is, for the per-kind table: its class name, else its source (None for neither)."""
+    return row["label"] or row["source"]
+
+
+def group_averages(rows: list[dict]) -> dict:
+    """`averages` for each kind of photo (see photo_group), with its photo count, in order of first appearance."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if photo_group(row) is not None:
+            groups.setdefault(photo_group(row), []).append(row)
+    return {group: {"photos": len(members), **averages(members)} for group, members in groups.items()}
+
+
 # Report
 
 
@@ -451,4 +470,24 @@ def markdown_table(report: dict) -> str:
         f"over the {labelled} photos whose label the model knows. SSIM: per RGB channel. Colorfulness: Hasler and "
         "Suesstrunk (2003); gap: mean |method - ground truth|. AuC: of the per-pixel ab error CDF over 0..150."
     )
-    return "\n".join([*header, *lines, "", notes])
+    return "\n".join([*header, *lines, "", notes, *kind_table(report["by_kind"])])
+
+
+def kind_table(by_kind: dict) -> list[str]:
+    """Per kind of photo (class, else source): the model against the gray and mean-ab baselines."""
+    if not by_kind:
+        return []
+    lines = [
+        "",
+        "| kind | photos | PSNR model | gray | mean ab | AuC model | gray | mean ab | colorfulness model | truth "
+        "| top-1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, scores in sorted(by_kind.items(), key=lambda item: -item[1]["photos"]):
+        model, gray, mean_ab = scores[MODEL], scores[GRAY], scores[MEAN_AB]
+        lines.append(
+            f"| {kind} | {scores['photos']} | {model['psnr']:.2f} | {gray['psnr']:.2f} | {mean_ab['psnr']:.2f} "
+            f"| {model['auc']:.4f} | {gray['auc']:.4f} | {mean_ab['auc']:.4f} | {model['colorfulness']:.1f} "
+            f"| {scores['ground_truth']['colorfulness']:.1f} | {cell(model['top1'], '.1%')} |"
+        )
+    return lines

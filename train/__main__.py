@@ -26,13 +26,23 @@ def default_workers() -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default=PLACES365, help="Hub dataset id or local directory in Hub layout")
+    data.add_argument(
+        "--dataset",
+        action="append",
+        help=f"Hub dataset id or local directory in Hub layout (default {PLACES365}); repeat to train on a mix, "
+        "the label names of each following the previous ones'",
+    )
+    data.add_argument(
+        "--dataset-weights", type=float, nargs="+", metavar="W", help="each --dataset's sampling weight (default 1)"
+    )
     data.add_argument("--split", default="train")
     data.add_argument("--val-split", default="validation")
     data.add_argument("--image-column", default="image")
     data.add_argument("--label-column", default="label", help="a ClassLabel column; '' trains without labels")
     data.add_argument("--workers", type=int, default=default_workers(), help="DataLoader workers per process")
-    data.add_argument("--val-images", type=int, default=256, help="validation images (first of --val-split)")
+    data.add_argument(
+        "--val-images", type=int, default=256, help="validation images per dataset (the first of its --val-split)"
+    )
     model = parser.add_argument_group("model and optimization")
     model.add_argument("--init-from", metavar="MODEL", help="start from this saved model's weights (dir or Hub id)")
     model.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = the paper)")
@@ -44,6 +54,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument(
         "--chroma-weight", type=float, default=0.0, help="weight of the per-image mean-chroma gap (0 = the paper)"
     )
+    model.add_argument(
+        "--rebalance",
+        type=float,
+        default=1.0,
+        metavar="MIX",
+        help="weight each pixel's error by the rarity of its true colour, the ab prior mixed with MIX x uniform "
+        "(Zhang et al. 2016: 0.5); 1 = uniform weights, the paper's plain MSE",
+    )
+    model.add_argument("--prior-images", type=int, default=4096, help="training crops that estimate the ab prior")
     model.add_argument("--global-dropout", type=float, default=0.0, help="global-feature dropout probability")
     model.add_argument(
         "--precise-bn-batches", type=int, default=100, help="training batches that set the final BatchNorm statistics"
@@ -64,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.command = shlex.join(["python", "-m", "train", *argv])
     args.label_column = args.label_column or None
+    args.dataset = args.dataset or [PLACES365]
+    args.dataset_weights = args.dataset_weights or [1.0] * len(args.dataset)
+    if len(args.dataset_weights) != len(args.dataset) or min(args.dataset_weights) <= 0:
+        parser.error(f"--dataset-weights: {len(args.dataset)} positive weights needed, one per --dataset")
+    if not 0 < args.rebalance <= 1:
+        parser.error("--rebalance: a mix in (0, 1]")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     return args
 

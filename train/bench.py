@@ -95,7 +95,7 @@ def print_table(rows: list[tuple[str, float]], flops_per_image: float, peak: flo
 
 def parse_bench_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__)
-    parser.add_argument("--dataset", default=PLACES365)
+    parser.add_argument("--dataset", action="append", help=f"repeat for a mix (default {PLACES365})")
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
@@ -108,7 +108,8 @@ def parse_bench_args() -> argparse.Namespace:
 
 
 def build_trainer(bench: argparse.Namespace, output: str) -> Trainer:
-    options = ["--dataset", bench.dataset, "--output", output, "--width", str(bench.width), "--global-dropout", "0.1"]
+    options = [f"--dataset={dataset}" for dataset in bench.dataset or [PLACES365]]
+    options += ["--output", output, "--width", str(bench.width), "--global-dropout", "0.1"]
     options += ["--batch-size", str(bench.batch_size), "--workers", str(bench.workers), "--precision", bench.precision]
     return Trainer(parse_args(options + (["--compile"] if bench.compile else [])), Distributed())
 

@@ -26,21 +26,19 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 ## Training
 
 - Command: `{command}`
-- Data: `{dataset}`, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size})
+- Data: {datasets}, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size})
 - Scene classes: {num_classes} ({class_preview})
 - Optimizer: {optimizer}, learning rate {lr}, alpha {alpha}, chroma weight {chroma_weight},
-  global-feature dropout {global_dropout}
+  rarity rebalancing mix {rebalance} (1 = plain MSE), global-feature dropout {global_dropout}
 - Hardware: {hardware}; precision {precision}
 - Wall time: {wall_time}
 - Weights stored as {save_dtype}
 
-## Validation (split `{val_split}`, {val_images} center crops)
+## Validation (split `{val_split}` of each dataset, center crops)
 
-| metric | value |
-|---|---|
-{metric_rows}
+{metric_table}
 
-PSNR is on sRGB with the photo's own lightness; colourfulness is Hasler and Suesstrunk's (truth: {truth_colour}).
+PSNR is on sRGB with the photo's own lightness; colourfulness is Hasler and Suesstrunk's (truth: the originals').
 """
 
 
@@ -60,11 +58,14 @@ def format_duration(seconds: float) -> str:
 def model_card(
     args, model, step: int, world_size: int, hardware: str, precision: str, wall_seconds: float, metrics: dict
 ) -> str:
-    shown = ("loss", "mse", "psnr", "colourfulness", "scene_accuracy")
-    rows = "\n".join(f"| {name} | {format_metric(metrics.get(name))} |" for name in shown)
+    hub_datasets = [dataset for dataset in args.dataset if not Path(dataset).exists()]
+    weights = zip(args.dataset, args.dataset_weights, strict=True)
+    weighted = [f"`{dataset}` (weight {weight:g})" for dataset, weight in weights]
     return CARD.format(
-        dataset=args.dataset,
-        hub_datasets="" if Path(args.dataset).exists() else f"datasets:\n- {args.dataset}\n",
+        datasets=", ".join(weighted) if len(weighted) > 1 else f"`{args.dataset[0]}`",
+        hub_datasets="".join(f"- {dataset}\n" for dataset in hub_datasets).join(("datasets:\n", ""))
+        if hub_datasets
+        else "",
         width_text=f"width {args.width}",
         command=args.command,
         split=args.split,
@@ -77,16 +78,27 @@ def model_card(
         lr=args.lr,
         alpha=args.alpha,
         chroma_weight=args.chroma_weight,
+        rebalance=args.rebalance,
         global_dropout=args.global_dropout,
         hardware=hardware,
         precision=precision,
         wall_time=format_duration(wall_seconds),
         save_dtype=args.save_dtype,
         val_split=args.val_split,
-        val_images=metrics.get("images", 0),
-        metric_rows=rows,
-        truth_colour=format_metric(metrics.get("colourfulness_truth")),
+        metric_table=metric_table(metrics),
     )
+
+
+def metric_table(metrics: dict) -> str:
+    """Rows of metrics, a column per validation dataset (and their mean where there are several)."""
+    columns = dict(metrics.get("datasets", {}))
+    if len(columns) != 1:
+        columns["mean"] = metrics
+    shown = ("images", "loss", "mse", "psnr", "colourfulness", "colourfulness_truth", "scene_accuracy")
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name in shown:
+        lines.append(f"| {name} | " + " | ".join(format_metric(column.get(name)) for column in columns.values()) + " |")
+    return "\n".join(lines)
 
 
 def format_metric(value) -> str:

@@ -4,11 +4,11 @@ workers into whole uint8 batches; colour conversion happens later, on the traini
 import io
 import random
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Image, IterableDataset, load_dataset
+from datasets import ClassLabel, Features, Image, IterableDataset, Value, interleave_datasets, load_dataset
 from datasets.distributed import split_dataset_by_node
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
@@ -24,16 +24,28 @@ DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, PILIm
 
 
 @dataclass
-class StreamSpec:
-    """Where and how to read one split of a dataset."""
+class Source:
+    """One dataset of a training mix."""
 
     dataset: str
+    label_column: str | None = "label"  # a ClassLabel column; None trains on this dataset's colours only
+    weight: float = 1.0  # sampling weight among the sources
+    class_ids: list[int] | None = None  # the model's class for each of this dataset's labels (None: the same)
+
+
+@dataclass
+class StreamSpec:
+    """Where and how to read one split of one or more datasets (mixed by their weights)."""
+
+    sources: list[Source]
     split: str
     image_column: str = "image"
-    label_column: str | None = "label"
     seed: int = 0
     rank: int = 0
     world_size: int = 1
+
+    def only(self, source: Source) -> "StreamSpec":
+        return replace(self, sources=[source])
 
 
 @dataclass
@@ -41,7 +53,7 @@ class Batch:
     """One training batch, made whole by a single DataLoader worker."""
 
     images: torch.Tensor  # (N, 3, 224, 224) uint8 RGB
-    labels: torch.Tensor  # (N,) int64, -1 where unlabelled
+    labels: torch.Tensor  # (N,) int64 indices into the model's class names, -1 where unlabelled
     worker: int
     stream_state: dict  # the worker's dataset position after this batch
     skipped: dict[str, int] = field(default_factory=dict)  # images dropped since the worker started, by reason
@@ -50,20 +62,43 @@ class Batch:
         return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.worker, self.stream_state, self.skipped)
 
 
+STREAM_FEATURES = Features({"image": Image(decode=False), "label": Value("int64")})
+
+
+def open_source(source: Source, split: str, image_column: str) -> IterableDataset:
+    """One dataset's split as a stream of undecoded `image` and `label` (the model's class, via `class_ids`)."""
+    stream = load_dataset(source.dataset, split=split, streaming=True)
+    if image_column not in stream.features:
+        raise ValueError(f"{source.dataset}: no column {image_column!r}; columns: {list(stream.features)}")
+    stream = stream.cast_column(image_column, Image(decode=False))
+    label_column = source.label_column if source.label_column in stream.features else None
+
+    def relabel(rows: dict) -> dict:
+        labels = rows[label_column] if label_column else [None] * len(rows[image_column])
+        ids = source.class_ids
+        classes = [-1 if label is None or label < 0 else ids[label] if ids else label for label in labels]
+        return {"image": rows[image_column], "label": classes}
+
+    return stream.map(relabel, batched=True, remove_columns=list(stream.features), features=STREAM_FEATURES)
+
+
 def open_stream(spec: StreamSpec) -> IterableDataset:
-    """The split as a streaming dataset with undecoded images, this rank's part only."""
-    stream = load_dataset(spec.dataset, split=spec.split, streaming=True)
-    if spec.image_column not in stream.features:
-        raise ValueError(f"{spec.dataset}: no column {spec.image_column!r}; columns: {list(stream.features)}")
-    stream = stream.cast_column(spec.image_column, Image(decode=False))
+    """The split as one stream (the sources interleaved by weight), this rank's part only."""
+    streams = [open_source(source, spec.split, spec.image_column) for source in spec.sources]
+    stream = streams[0]
+    if len(streams) > 1:
+        total = sum(source.weight for source in spec.sources)
+        probabilities = [source.weight / total for source in spec.sources]
+        stream = interleave_datasets(streams, probabilities, seed=spec.seed, stopping_strategy="first_exhausted")
     if spec.world_size > 1:
         stream = split_dataset_by_node(stream, rank=spec.rank, world_size=spec.world_size)
     return stream
 
 
-def class_names(stream: IterableDataset, label_column: str | None) -> list[str]:
-    """The label names from the dataset's ClassLabel feature; empty when there is none."""
-    feature = stream.features.get(label_column) if label_column else None
+def source_class_names(source: Source, split: str) -> list[str]:
+    """The label names from the dataset's ClassLabel feature; empty when it has none (or no label column)."""
+    features = load_dataset(source.dataset, split=split, streaming=True).features
+    feature = features.get(source.label_column) if source.label_column else None
     return list(feature.names) if isinstance(feature, ClassLabel) else []
 
 
@@ -106,18 +141,17 @@ def to_uint8_tensor(image: PILImage.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def prepare_example(example: dict, spec: StreamSpec, crop, skipped: dict[str, int]) -> tuple | None:
+def prepare_example(example: dict, crop, skipped: dict[str, int]) -> tuple | None:
     """(uint8 CHW crop, label) for one row, or None (counted in `skipped`) when it is unusable or colourless."""
     try:
-        image = decode_image(example.get(spec.image_column))
+        image = decode_image(example.get("image"))
     except DECODE_ERRORS:
         skipped["bad_image"] = skipped.get("bad_image", 0) + 1
         return None
     if not is_colourful(image):
         skipped["low_colour"] = skipped.get("low_colour", 0) + 1
         return None
-    label = example.get(spec.label_column) if spec.label_column else None
-    return to_uint8_tensor(crop(image)), -1 if label is None else int(label)
+    return to_uint8_tensor(crop(image)), int(example["label"])
 
 
 class TrainBatches(torch.utils.data.IterableDataset):
@@ -141,7 +175,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
         while True:
             produced = False
             for example in stream:
-                prepared = prepare_example(example, self.spec, lambda image: random_crop(image, rng), skipped)
+                prepared = prepare_example(example, lambda image: random_crop(image, rng), skipped)
                 if prepared is None:
                     continue
                 produced = True
@@ -186,7 +220,7 @@ def validation_images(spec: StreamSpec, limit: int) -> tuple[torch.Tensor, torch
     images, labels, skipped = [], [], {}
     examples = iter(open_stream(spec))
     for example in examples:
-        prepared = prepare_example(example, spec, center_crop, skipped)
+        prepared = prepare_example(example, center_crop, skipped)
         if prepared is not None:
             images.append(prepared[0])
             labels.append(prepared[1])
@@ -194,5 +228,6 @@ def validation_images(spec: StreamSpec, limit: int) -> tuple[torch.Tensor, torch
             break
     examples.close()  # now, not at interpreter exit, where `datasets`' parquet reader fails noisily
     if not images:
-        raise ValueError(f"{spec.dataset}: split {spec.split!r} has no usable images")
+        names = ", ".join(source.dataset for source in spec.sources)
+        raise ValueError(f"{names}: split {spec.split!r} has no usable images")
     return torch.stack(images), torch.tensor(labels), skipped

@@ -6,6 +6,7 @@ import itertools
 import random
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,12 @@ from tqdm import tqdm
 from letcolor.model import LetThereBeColor
 from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from train.data import StreamSpec, class_names, open_stream, train_loader, validation_images
+from train.data import Source, StreamSpec, source_class_names, train_loader, validation_images
 from train.distributed import Distributed, any_rank, gather_objects, init_distributed, mean_over_ranks, shutdown
 from train.hub import push_to_hub
-from train.losses import colorization_losses, lab_batch
+from train.losses import ColourRarity, ab_histogram, colorization_losses, lab_batch
 from train.monitor import MetricsLog
-from train.validate import save_grid, validate
+from train.validate import mean_metrics, save_grid, validate
 
 DEFAULT_LR = {"adadelta": 1.0, "adamw": 1e-3}
 
@@ -118,11 +119,12 @@ class Trainer:
         self.output = Path(args.output)
         if context.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
+        sources, names = self.labelled_sources()
         self.train_spec = StreamSpec(
-            args.dataset, args.split, args.image_column, args.label_column, args.seed, context.rank, context.world_size
+            sources, args.split, args.image_column, args.seed, context.rank, context.world_size
         )
         seed_everything(args.seed)
-        self.model = model_for(args, self.scene_names())
+        self.model = model_for(args, names)
         if args.init_from:
             self.start_from(args.init_from)
         self.model = self.model.to(self.device)
@@ -134,28 +136,58 @@ class Trainer:
         self.wall_seconds = 0.0
         self.val_metrics: dict = {}
         self.training_model = self.wrap_model()
+        self.rarity = self.colour_rarity() if args.rebalance < 1 else None
         self.log = MetricsLog(self.output) if context.is_main else None
 
-    def scene_names(self) -> list[str]:
-        names = class_names(open_stream(self.train_spec), self.args.label_column)
-        if self.args.label_column and not names:
-            self.print(
-                f"warning: {self.args.dataset} has no ClassLabel column {self.args.label_column!r}: training "
-                "without scene labels (no classification loss)"
-            )
-            self.train_spec.label_column = self.args.label_column = None
-        return names
+    def labelled_sources(self) -> tuple[list[Source], list[str]]:
+        """One source per --dataset, and the model's class names: the first dataset's label names, then each next
+        dataset's new ones (a name two datasets share is one class). A dataset without a ClassLabel column trains
+        the colours only."""
+        sources, names = [], []
+        for dataset, weight in zip(self.args.dataset, self.args.dataset_weights, strict=True):
+            source = Source(dataset, self.args.label_column, weight)
+            dataset_names = source_class_names(source, self.args.split)
+            names += [name for name in dict.fromkeys(dataset_names) if name not in names]
+            source.class_ids = [names.index(name) for name in dataset_names]
+            if source.label_column and not dataset_names:
+                self.print(
+                    f"warning: {dataset} has no ClassLabel column {source.label_column!r}: its photos train the "
+                    "colours only (no classification loss)"
+                )
+                source.label_column = None
+            sources.append(source)
+        return sources, names
 
     def start_from(self, name_or_path: str) -> None:
-        """Warm start: the weights of a saved model of the same width and scene classes (loaded strictly)."""
+        """Warm start: the weights of a saved model of the same width whose class names are this run's or their
+        beginning (a run that adds a dataset keeps the classifier's rows for the old classes; new rows start fresh)."""
         pretrained = LetThereBeColor.from_pretrained(name_or_path)
-        if pretrained.class_names != self.model.class_names or pretrained.width != self.model.width:
+        known = pretrained.class_names
+        if (
+            pretrained.width != self.model.width
+            or known != self.model.class_names[: len(known)]
+            or not known
+            and (pretrained.num_classes != self.model.num_classes)
+        ):
             raise ValueError(
                 f"--init-from {name_or_path}: width {pretrained.width} and {pretrained.num_classes} classes, but this "
-                f"run has width {self.model.width} and {self.model.num_classes} classes (from the dataset)"
+                f"run has width {self.model.width} and {self.model.num_classes} classes (from the datasets), and the "
+                "saved classes must be the run's first ones"
             )
-        self.model.load_state_dict(pretrained.state_dict())
-        self.print(f"weights from {name_or_path}")
+        weights = pretrained.state_dict()
+        for key, value in self.model.global_level.classifier[-1].state_dict().items():
+            key = f"global_level.classifier.2.{key}"
+            weights[key] = torch.cat((weights[key], value[len(known) :].to(weights[key].dtype)))
+        self.model.load_state_dict(weights)
+        self.print(f"weights from {name_or_path} (classifier rows for its {len(known)} classes)")
+
+    def colour_rarity(self) -> ColourRarity:
+        """Rarity weights from the ab histogram of the first --prior-images training crops (the same every start)."""
+        spec = replace(self.train_spec, rank=0, world_size=1)
+        loader = train_loader(spec, self.args.batch_size, self.args.workers, self.device.type == "cuda")
+        batches = itertools.islice(loader, max(1, self.args.prior_images // self.args.batch_size))
+        histogram = sum(ab_histogram(self.network_batch(batch.images)[1]) for batch in batches)
+        return ColourRarity(histogram, self.args.rebalance)
 
     def wrap_model(self) -> torch.nn.Module:
         model = self.model
@@ -214,7 +246,7 @@ class Trainer:
         with self.autocast:
             ab, logits = self.training_model(l_input, global_dropout=self.args.global_dropout)
         loss, mse, cross_entropy = colorization_losses(
-            ab.float(), target, logits.float(), labels, self.args.alpha, self.args.chroma_weight
+            ab.float(), target, logits.float(), labels, self.args.alpha, self.args.chroma_weight, self.rarity
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -225,13 +257,13 @@ class Trainer:
     def run(self) -> None:
         if self.args.resume:
             self.resume()
-        val_images, val_labels = self.load_validation()
+        validation_sets = self.load_validation()
         with StopRequest() as stop:
             if self.step < self.args.steps:
-                self.train_steps(stop, val_images, val_labels)
-            self.finish(val_images, val_labels)
+                self.train_steps(stop, validation_sets)
+            self.finish(validation_sets)
 
-    def train_steps(self, stop: StopRequest, val_images: torch.Tensor, val_labels: torch.Tensor) -> None:
+    def train_steps(self, stop: StopRequest, validation_sets: dict[str, tuple]) -> None:
         loader = train_loader(
             self.train_spec, self.args.batch_size, self.args.workers, self.device.type == "cuda", self.worker_states
         )
@@ -250,7 +282,7 @@ class Trainer:
             if self.step % self.args.log_every == 0:
                 self.log_training(window, progress)
             if self.step % self.args.val_every == 0 and self.step < self.args.steps:
-                self.run_validation(val_images, val_labels)
+                self.run_validation(validation_sets)
             signalled, out_of_time = self.stop_flags(stop)
             if signalled:
                 self.stop_on_signal(stop, progress)
@@ -262,9 +294,9 @@ class Trainer:
             self.log_training(window, progress)
         progress.close()
 
-    def finish(self, val_images: torch.Tensor, val_labels: torch.Tensor) -> None:
+    def finish(self, validation_sets: dict[str, tuple]) -> None:
         self.precise_batchnorm()
-        self.run_validation(val_images, val_labels)
+        self.run_validation(validation_sets)
         self.checkpoint()
         if self.context.is_main:
             self.save_final()
@@ -306,24 +338,38 @@ class Trainer:
             return False, False
         return any_rank(self.context, flags, self.device)
 
-    def load_validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def load_validation(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each dataset's first --val-images usable photos of --val-split, by dataset name: (images, labels)."""
         if not self.context.is_main:
-            return torch.empty(0), torch.empty(0)
-        spec = StreamSpec(self.args.dataset, self.args.val_split, self.args.image_column, self.args.label_column)
-        images, labels, skipped = validation_images(spec, self.args.val_images)
-        self.print(f"validation: {len(images)} images from split {self.args.val_split!r} (skipped {skipped})")
-        return images, labels
+            return {}
+        validation_sets = {}
+        for source in self.train_spec.sources:
+            spec = StreamSpec([source], self.args.val_split, self.args.image_column)
+            images, labels, skipped = validation_images(spec, self.args.val_images)
+            self.print(f"validation: {len(images)} images of {source.dataset} {self.args.val_split!r} ({skipped=})")
+            validation_sets[dataset_name(source.dataset)] = images, labels
+        return validation_sets
 
-    def run_validation(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def run_validation(self, validation_sets: dict[str, tuple]) -> None:
+        """Metrics on each dataset's validation photos and their mean over the datasets; one grid of them all."""
         if not self.context.is_main:
             return
-        metrics, predictions = validate(
-            self.model, images, labels, self.device, self.autocast, self.args.batch_size, self.args.alpha
+        per_dataset, grid_truth, grid_predictions = {}, [], []
+        for name, (images, labels) in validation_sets.items():
+            metrics, predictions = validate(
+                self.model, images, labels, self.device, self.autocast, self.args.batch_size, self.args.alpha
+            )
+            per_dataset[name] = metrics
+            grid_truth.append(images[: len(predictions)])
+            grid_predictions.append(predictions)
+        save_grid(
+            self.output / "validation" / f"step-{self.step:07d}.png", torch.cat(grid_truth), torch.cat(grid_predictions)
         )
-        save_grid(self.output / "validation" / f"step-{self.step:07d}.png", images, predictions)
-        self.val_metrics = metrics
-        self.log.write("validation", self.step, metrics)
-        self.print(f"step {self.step} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if v))
+        self.val_metrics = {**mean_metrics(list(per_dataset.values())), "datasets": per_dataset}
+        self.log.write("validation", self.step, self.val_metrics)
+        for name, metrics in per_dataset.items():
+            shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if value)
+            self.print(f"step {self.step} validation {name}: {shown}")
 
     def log_training(self, window: "TrainingWindow", progress: tqdm) -> None:
         steps, seconds = window.steps, window.seconds()
@@ -361,6 +407,11 @@ class Trainer:
         if self.args.push_to_hub:
             url = push_to_hub(directory, self.args.push_to_hub)
             self.print(f"pushed the model to {url}")
+
+
+def dataset_name(dataset: str) -> str:
+    """A short name for a dataset id or directory: its last path part."""
+    return dataset.rstrip("/").rsplit("/", 1)[-1]
 
 
 def train(args) -> None:

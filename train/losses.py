@@ -1,6 +1,6 @@
-"""The training objective (paper 3.3): MSE on the ab targets plus alpha x scene cross-entropy (plus an optional
-chroma term, not in the paper), and the batched device-side conversion of uint8 RGB crops into network inputs and
-targets."""
+"""The training objective (paper 3.3): MSE on the ab targets plus alpha x scene cross-entropy (plus two optional
+terms against MSE's sepia, not in the paper: a per-image chroma gap and colour-rarity weights), and the batched
+device-side conversion of uint8 RGB crops into network inputs and targets."""
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,43 @@ def mean_chroma(ab: torch.Tensor) -> torch.Tensor:
     return ((ab - 0.5).square().sum(1) + 1e-8).sqrt().mean((1, 2))
 
 
+AB_BINS = 22  # ab histogram bins per axis: 10 Lab units each over the target range [-110, 110] (Zhang et al. 2016)
+
+
+def ab_bins(target: torch.Tensor) -> torch.Tensor:
+    """The histogram bin (0 .. AB_BINS**2 - 1) of each pixel of ab targets (N, 2, H, W) in [0, 1]."""
+    index = (target.detach().clamp(0, 1) * AB_BINS).long().clamp(max=AB_BINS - 1)
+    return index[:, 0] * AB_BINS + index[:, 1]
+
+
+def ab_histogram(target: torch.Tensor) -> torch.Tensor:
+    """Pixel counts per ab bin, flat (AB_BINS**2,)."""
+    return torch.bincount(ab_bins(target).flatten(), minlength=AB_BINS**2).float()
+
+
+class ColourRarity:
+    """Per-pixel loss weights from the rarity of the pixel's true colour: the class rebalancing of Zhang et al. 2016
+    (eq. 4) applied to the regression. With p the ab histogram of training crops, smoothed by a gaussian of 5 Lab
+    units, and Q the number of bins that occur, a pixel in bin q weighs w_q ~ 1 / ((1 - mix) p_q + mix / Q),
+    scaled so that the mean weight over the training pixels is 1. MSE then no longer lets the common browns and
+    grays of the training set win every uncertain pixel."""
+
+    def __init__(self, histogram: torch.Tensor, mix: float):
+        counts = histogram.view(1, 1, AB_BINS, AB_BINS).float()
+        kernel = torch.exp(-0.5 * (torch.arange(-1.0, 2.0, device=counts.device) / 0.5) ** 2)  # sigma 5 units
+        kernel = kernel / kernel.sum()
+        smoothed = F.conv2d(counts, kernel.view(1, 1, 1, 3), padding=(0, 1))
+        smoothed = F.conv2d(smoothed, kernel.view(1, 1, 3, 1), padding=(1, 0)).flatten()
+        probability = smoothed / smoothed.sum()
+        occurring = int((histogram > 0).sum())
+        weights = 1 / ((1 - mix) * probability + mix / occurring)
+        self.weights = weights / (probability * weights).sum()
+
+    def __call__(self, target: torch.Tensor) -> torch.Tensor:
+        """Weights (N, 1, H, W) for ab targets (N, 2, H, W)."""
+        return self.weights[ab_bins(target)].unsqueeze(1)
+
+
 def colorization_losses(
     ab: torch.Tensor,
     target: torch.Tensor,
@@ -26,17 +63,21 @@ def colorization_losses(
     labels: torch.Tensor,
     alpha: float,
     chroma_weight: float = 0.0,
+    rarity: ColourRarity | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, mse, cross-entropy); unlabelled samples (label -1) add no cross-entropy. No host sync.
 
     MSE alone predicts the conditional mean, which fades uncertain colours towards sepia; `chroma_weight` adds the
-    squared gap between each image's predicted and true mean chroma, so that the network commits to a colour.
+    squared gap between each image's predicted and true mean chroma, so that the network commits to a colour, and
+    `rarity` weights each pixel's squared error by how rare its true colour is (the reported mse stays unweighted).
     """
-    mse = F.mse_loss(ab, target)
+    squared_error = (ab - target).square()
+    mse = squared_error.mean()
     labelled = labels >= 0
     per_sample = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
     cross_entropy = (per_sample * labelled).sum() / labelled.sum().clamp(min=1)
-    total = mse + alpha * cross_entropy
+    colour_loss = (rarity(target) * squared_error).mean() if rarity else mse
+    total = colour_loss + alpha * cross_entropy
     if chroma_weight:
         total = total + chroma_weight * (mean_chroma(ab) - mean_chroma(target)).square().mean()
     return total, mse, cross_entropy

@@ -13,9 +13,14 @@ class MetricsLog:
     def write(self, kind: str, step: int, values: dict) -> None:
         self.file.write(json.dumps({"kind": kind, "step": step, "time": time.time(), **values}) + "\n")
         if self.tensorboard:
-            for name, value in values.items():
-                if isinstance(value, int | float):
-                    self.tensorboard.add_scalar(f"{kind}/{name}", value, step)
+            self.add_scalars(kind, step, values)
+
+    def add_scalars(self, prefix: str, step: int, values: dict) -> None:
+        for name, value in values.items():
+            if isinstance(value, dict):
+                self.add_scalars(f"{prefix}/{name}", step, value)
+            elif isinstance(value, int | float):
+                self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
 
     def close(self) -> None:
         self.file.close()

@@ -76,3 +76,13 @@ def save_grid(path: Path, images: torch.Tensor, predictions: torch.Tensor) -> No
     array = (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(array)).save(path)
+
+
+def mean_metrics(per_dataset: list[dict]) -> dict:
+    """Each metric's mean over the datasets that have it (each counts once, whatever its size); images summed."""
+    keys = dict.fromkeys(key for metrics in per_dataset for key in metrics)
+    means = {}
+    for key in keys:
+        values = [metrics[key] for metrics in per_dataset if metrics.get(key) is not None]
+        means[key] = (sum(values) if key == "images" else sum(values) / len(values)) if values else None
+    return means
