@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from letcolor.batch_io import ResultsZip
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelNotFoundError, load_image
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, load_image
 
 EXAMPLES = Path(__file__).resolve().parent / "letcolor" / "examples"  # licences in its LICENSES.md
 EXAMPLE_PHOTOS = ["chelsea_gray.png", "rocket_gray.png", "astronaut_gray.png", "china_gray.png", "coffee.png"]
@@ -34,7 +34,7 @@ def load_colorizer() -> tuple[Colorizer | None, str]:
     """The colorizer, or None and the reason there is none."""
     try:
         return Colorizer.from_pretrained(), ""
-    except ModelNotFoundError as err:
+    except ModelError as err:
         return None, str(err)
 
 

@@ -2,6 +2,14 @@
 
 from letcolor.images import InvalidImageError
 from letcolor.model import LetThereBeColor
-from letcolor.pipeline import ColorizationResult, Colorizer, ModelNotFoundError
+from letcolor.pipeline import ColorizationResult, Colorizer, InvalidModelError, ModelError, ModelNotFoundError
 
-__all__ = ["ColorizationResult", "Colorizer", "InvalidImageError", "LetThereBeColor", "ModelNotFoundError"]
+__all__ = [
+    "ColorizationResult",
+    "Colorizer",
+    "InvalidImageError",
+    "InvalidModelError",
+    "LetThereBeColor",
+    "ModelError",
+    "ModelNotFoundError",
+]

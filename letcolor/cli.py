@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from letcolor import bench
 from letcolor.images import InvalidImageError, load_image
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelNotFoundError, Options
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options
 
 COLORIZE_DESCRIPTION = (
     "Colorize image files into OUTDIR, under their own names (JPEG, PNG, WebP, TIFF and BMP keep their format, "
@@ -156,6 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except ModelNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except ModelError as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return EXIT_USAGE

@@ -5,17 +5,44 @@ branch reads a 224x224 resize and gives a scene vector (and scene class logits);
 that vector at every pixel; the colorization network predicts a,b (as a sigmoid) at half the input resolution.
 """
 
+import math
+from numbers import Real
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors import SafetensorError
 from safetensors.torch import load_model
 from torch import nn
 
 GLOBAL_INPUT_SIZE = 224  # the global branch's fixed input side (paper 3.2)
 WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+MAX_CLASSES = 100_000  # far above any scene or object label set; a config asking for more is broken
+MAX_WIDTH = 4.0
+
+
+class ModelError(Exception):
+    """A model cannot be had: it is not found (ModelNotFoundError) or not a valid letcolor model (InvalidModelError)."""
+
+
+class InvalidModelError(ModelError, ValueError):
+    """Not a valid letcolor model: corrupt or mismatched weights, or a config with unknown keys, wrong types or
+    absurd values."""
+
+
+def check_config(num_classes, class_names, width) -> None:
+    """Raises InvalidModelError unless the arguments make a model of sane size (checked before allocating it)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        raise InvalidModelError(f"num_classes must be an integer from 1 to {MAX_CLASSES}, got {num_classes!r}")
+    if not isinstance(class_names, list | tuple) or not all(isinstance(name, str) for name in class_names):
+        raise InvalidModelError(f"class_names must be a list of strings, got {class_names!r:.200}")
+    if class_names and len(class_names) != num_classes:
+        raise InvalidModelError(f"{len(class_names)} class_names given for num_classes={num_classes}")
+    if isinstance(width, bool) or not isinstance(width, Real) or not 0 < width <= MAX_WIDTH or math.isnan(width):
+        raise InvalidModelError(f"width must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
 
 
 def channels(paper_channels: int, width: float) -> int:
@@ -145,13 +172,9 @@ class LetThereBeColor(
 
     def __init__(self, num_classes: int = 365, class_names: list[str] | None = None, width: float = 1.0):
         super().__init__()
-        class_names = list(class_names or [])
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if class_names and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class_names given for num_classes={num_classes}")
-        if not 0 < width <= 4:
-            raise ValueError(f"width must be in (0, 4], got {width}")
+        class_names = class_names or []
+        check_config(num_classes, class_names, width)
+        class_names = list(class_names)
         self.num_classes, self.class_names, self.width = num_classes, class_names, width
         self.low_level = LowLevelFeatures(width)
         self.mid_level = MidLevelFeatures(width)
@@ -202,6 +225,21 @@ class LetThereBeColor(
         return self.colorize_low(low, vector), glob.scene_logits
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "LetThereBeColor":
+        """A saved model (local directory or Hub id). Raises InvalidModelError for anything that is not a valid
+        letcolor model; a directory or Hub id that cannot be found raises the Hub's or the OS's error."""
+        directory = Path(pretrained_model_name_or_path)
+        if directory.is_dir() and not (directory / CONFIG_NAME).is_file():
+            raise InvalidModelError(f"{directory} has no {CONFIG_NAME}")
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (ValueError, TypeError, AttributeError, SafetensorError, RuntimeError) as error:
+            # ValueError includes a config.json that is not JSON; RuntimeError, weights that do not fit the config.
+            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            name = pretrained_model_name_or_path
+            raise InvalidModelError(f"{name}: not a valid letcolor model: {reason}") from error
+
+    @classmethod
     def _from_pretrained(
         cls,
         *,
@@ -218,7 +256,7 @@ class LetThereBeColor(
         """Safetensors only (never a pickle), loaded strictly: a mismatched checkpoint or config is an error."""
         unknown = set(config or {}) - set(cls._hub_mixin_init_parameters)
         if unknown:
-            raise ValueError(f"{model_id}: config.json has unknown keys {sorted(unknown)}")
+            raise InvalidModelError(f"config.json has unknown keys {sorted(unknown)}")
         model = cls(**model_kwargs)
         if Path(model_id).is_dir():
             weights = Path(model_id) / WEIGHTS_NAME

@@ -22,7 +22,7 @@ from letcolor.color import lightness_to_input, rgb_to_lab, target_to_ab
 from letcolor.fullres import compose, lightness
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image
 from letcolor.inference import InferenceNetwork, Speedups
-from letcolor.model import GLOBAL_INPUT_SIZE, LetThereBeColor
+from letcolor.model import GLOBAL_INPUT_SIZE, InvalidModelError, LetThereBeColor, ModelError
 
 DEFAULT_MAX_SIDE = 512
 # The local branch never sees more pixels than this, whatever `max_side` (None = native size) asks for.
@@ -40,6 +40,8 @@ __all__ = [
     "ColorizationResult",
     "Colorizer",
     "InvalidImageError",
+    "InvalidModelError",
+    "ModelError",
     "ModelNotFoundError",
     "Options",
     "load_image",
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(ModelError, FileNotFoundError):
     """No model to load: none given and none installed, or the given directory or Hub id cannot be found."""
 
 
@@ -77,7 +79,9 @@ def default_device() -> torch.device:
 
 
 def load_model(name_or_path: str | Path | None = None) -> LetThereBeColor:
-    """Loads a model from a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model."""
+    """Loads a model from a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model.
+    Raises ModelNotFoundError (nothing there) or InvalidModelError (something there, but not a valid model); both are
+    ModelErrors."""
     bundled = BUNDLED_MODEL_DIR if BUNDLED_MODEL_DIR.is_dir() else None
     source = name_or_path or os.environ.get(MODEL_ENV_VAR) or bundled
     if source is None:
