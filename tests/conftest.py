@@ -10,6 +10,7 @@ from letcolor.model import LetThereBeColor
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "letcolor" / "examples"
 SCENES = ROOT.parent / "shared" / "data" / "letcolor-scenes"  # tests and benchmarks only, never the product
+EVERYDAY = ROOT.parent / "shared" / "data" / "letcolor-everyday"
 SCENE_NAMES = [f"scene_{i}" for i in range(5)]
 
 
@@ -23,6 +24,13 @@ def scenes_dataset() -> Path:
     if not SCENES.is_dir():
         pytest.fail(f"the shared corpus is missing: {SCENES}")
     return SCENES
+
+
+@pytest.fixture(scope="session")
+def everyday_dataset() -> Path:
+    if not EVERYDAY.is_dir():
+        pytest.fail(f"the shared corpus is missing: {EVERYDAY}")
+    return EVERYDAY
 
 
 def make_tiny_model(seed: int = 0) -> LetThereBeColor:

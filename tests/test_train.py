@@ -6,8 +6,10 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLES
@@ -19,10 +21,10 @@ from train_data import make_scene_dataset
 from letcolor.model import LetThereBeColor
 from train.__main__ import parse_args
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
-from train.data import StreamSpec, TrainBatches, open_stream, validation_images
+from train.data import Source, StreamSpec, TrainBatches, open_stream, source_class_names, validation_images
 from train.distributed import Distributed
 from train.loop import Trainer, train
-from train.losses import colorization_losses, lab_batch, mean_chroma
+from train.losses import ColourRarity, ab_histogram, colorization_losses, lab_batch, mean_chroma
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRUPT_ROWS = (1, 4, 7)
@@ -43,13 +45,24 @@ def scene_data(tmp_path_factory, scenes_dataset) -> Path:
 
 
 @pytest.fixture(scope="session")
+def everyday_data(tmp_path_factory, everyday_dataset) -> Path:
+    return make_scene_dataset(everyday_dataset, tmp_path_factory.mktemp("everyday"), rows_per_shard=16)
+
+
+@pytest.fixture(scope="session")
 def corrupt_scene_data(tmp_path_factory, scenes_dataset) -> Path:
     return make_scene_dataset(scenes_dataset, tmp_path_factory.mktemp("corrupt"), corrupt_rows=CORRUPT_ROWS)
 
 
-def cli(dataset: Path, output: Path, *extra: str) -> list[str]:
+def scenes(dataset: Path) -> StreamSpec:
+    return StreamSpec([Source(str(dataset))], "train")
+
+
+def cli(dataset: Path | list[Path], output: Path, *extra: str) -> list[str]:
+    datasets = [f"--dataset={path}" for path in (dataset if isinstance(dataset, list) else [dataset])]
     return [
-        *("--dataset", str(dataset), "--output", str(output), "--width", "0.125", "--batch-size", "4"),
+        *datasets,
+        *("--output", str(output), "--width", "0.125", "--batch-size", "4"),
         *("--val-images", "8", "--log-every", "1", "--workers", "1", "--seed", "0", *extra),
     ]
 
@@ -88,14 +101,14 @@ def test_chroma_term_pushes_a_faded_prediction_towards_the_photos_colour():
 @pytest.mark.slow
 def test_one_batch_overfits(scene_data, tmp_path):
     trainer = Trainer(parse_args(cli(scene_data, tmp_path, "--optimizer", "adamw", "--lr", "3e-3")), Distributed())
-    images, labels, _ = validation_images(StreamSpec(str(scene_data), "validation"), 4)
+    images, labels, _ = validation_images(StreamSpec([Source(str(scene_data))], "validation"), 4)
     losses = [trainer.train_step(images, labels)[0].item() for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0], losses
 
 
 @pytest.mark.slow
 def test_bad_images_are_skipped_and_counted(corrupt_scene_data):
-    spec = StreamSpec(str(corrupt_scene_data), "train")
+    spec = scenes(corrupt_scene_data)
     batches = iter(TrainBatches(spec, batch_size=4))
     batch = next(batches)
     while batch.stream_state["epoch"] == 0:
@@ -106,7 +119,7 @@ def test_bad_images_are_skipped_and_counted(corrupt_scene_data):
 
 def test_each_rank_streams_its_own_part(scene_data):
     ids = [
-        {row["id"] for row in open_stream(StreamSpec(str(scene_data), "train", rank=rank, world_size=2))}
+        {row["image"]["bytes"] for row in open_stream(replace(scenes(scene_data), rank=rank, world_size=2))}
         for rank in (0, 1)
     ]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
@@ -243,3 +256,99 @@ def test_bench_prints_the_table(scene_data):
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("data pipeline alone", "model alone (synthetic)", "end to end"):
         assert row in result.stdout
+
+
+def test_rarity_weights_rare_colours_more_than_common_ones():
+    photos = [Image.open(EXAMPLES / name).convert("RGB").resize((128, 128)) for name in ("coffee.png", "chelsea.png")]
+    rgb = torch.stack([torch.tensor(np.asarray(photo)).permute(2, 0, 1) for photo in photos]).float() / 255
+    _, _, target = lab_batch(rgb)
+    histogram = ab_histogram(target)
+    assert histogram.sum() == target[:, 0].numel()
+    rarity = ColourRarity(histogram, mix=0.5)
+    weights = rarity(target)
+    assert weights.shape == (2, 1, 64, 64)
+    chroma = (target - 0.5).square().sum(1, keepdim=True).sqrt() * 220  # Lab units
+    assert weights[chroma > 40].mean() > 1.3 * weights[chroma < 5].mean()
+    assert weights.mean().item() == pytest.approx(1.0, rel=0.2)  # 1 over the (smoothed) prior's own pixels
+    assert torch.allclose(ColourRarity(histogram, mix=1.0)(target), torch.ones_like(weights))  # mix 1: plain MSE
+
+    faded = 0.5 + 0.5 * (target - 0.5)
+    labels, logits = torch.tensor([-1, -1]), torch.zeros(2, 3)
+    plain, mse, _ = colorization_losses(faded, target, logits, labels, alpha=0.0)
+    weighted, weighted_mse, _ = colorization_losses(faded, target, logits, labels, alpha=0.0, rarity=rarity)
+    assert weighted_mse == mse  # the reported MSE stays unweighted
+    assert weighted.item() == pytest.approx((weights * (faded - target).square()).mean().item(), rel=1e-5)
+
+
+def test_datasets_mix_with_merged_label_names(scene_data, everyday_data, tmp_path):
+    trainer = Trainer(
+        parse_args(cli([scene_data, everyday_data], tmp_path, "--dataset-weights", "3", "1")), Distributed()
+    )
+    scene_names = source_class_names(Source(str(scene_data)), "train")
+    everyday_names = source_class_names(Source(str(everyday_data)), "train")
+    assert "kitchen" in scene_names and "kitchen" in everyday_names
+    names = trainer.model.class_names
+    assert names == scene_names + [name for name in everyday_names if name != "kitchen"]
+    scenes_source, everyday_source = trainer.train_spec.sources
+    assert [scenes_source.weight, everyday_source.weight] == [3, 1]
+
+    # Each dataset's labels arrive as the model's classes of the same names.
+    for source, own_names, path in (
+        (scenes_source, scene_names, scene_data),
+        (everyday_source, everyday_names, everyday_data),
+    ):
+        original = [own_names[row["label"]] for row in open_stream(StreamSpec([Source(str(path))], "train"))]
+        relabelled = [names[row["label"]] for row in open_stream(StreamSpec([source], "train"))]
+        assert relabelled == original
+    mixed = [row["label"] for row in open_stream(trainer.train_spec)]
+    assert any(label >= len(scene_names) for label in mixed) and any(0 <= label < len(scene_names) for label in mixed)
+
+
+def test_a_dataset_without_labels_trains_colour_only(scene_data, everyday_data, tmp_path):
+    trainer = Trainer(parse_args(cli([scene_data, everyday_data], tmp_path, "--label-column", "")), Distributed())
+    assert trainer.model.class_names == [] and trainer.model.num_classes == 1
+    assert {row["label"] for row in open_stream(trainer.train_spec)} == {-1}
+
+
+@pytest.mark.slow
+def test_mixed_run_validates_each_dataset_and_resumes(scene_data, everyday_data, tmp_path):
+    datasets = [scene_data, everyday_data]
+    options = ("--steps", "3", "--val-every", "2", "--precise-bn-batches", "1", "--rebalance", "0.5")
+    train(parse_args(cli(datasets, tmp_path, *options, "--prior-images", "8")))
+    validation = metrics(tmp_path, "validation")
+    assert [record["step"] for record in validation] == [2, 3]
+    per_dataset = validation[-1]["datasets"]
+    assert list(per_dataset) == [scene_data.name, everyday_data.name]
+    assert all(per_dataset[name]["images"] == 8 and per_dataset[name]["psnr"] > 10 for name in per_dataset)
+    assert validation[-1]["psnr"] == pytest.approx(
+        (per_dataset[scene_data.name]["psnr"] + per_dataset[everyday_data.name]["psnr"]) / 2
+    )
+    with Image.open(tmp_path / "validation" / "step-0000003.png") as grid:
+        assert grid.size == (3 * 224, 16 * 224)  # 8 rows of each dataset
+    card = (tmp_path / "final" / "README.md").read_text()
+    assert f"| metric | {scene_data.name} | {everyday_data.name} | mean |" in card
+    assert "(weight 1)" in card and "rarity rebalancing mix 0.5" in card
+
+    stream_state = checkpoint_state(tmp_path)["data_streams"][0]["0"]
+    train(parse_args(cli(datasets, tmp_path, *options, "--prior-images", "8", "--steps", "5", "--resume")))
+    assert [record["step"] for record in metrics(tmp_path, "train")][-2:] == [4, 5]
+    state = checkpoint_state(tmp_path)
+    assert state["step"] == 5 and state["data_streams"][0]["0"] != stream_state  # the mixed stream moved on from there
+
+
+@pytest.mark.slow
+def test_init_from_a_model_of_the_first_dataset_keeps_its_classes(scene_data, everyday_data, tmp_path):
+    quick = ("--steps", "1", "--val-images", "4", "--precise-bn-batches", "0")
+    train(parse_args(cli(scene_data, tmp_path / "scenes", *quick)))
+    saved = LetThereBeColor.from_pretrained(tmp_path / "scenes" / "final")
+    still = ("--init-from", str(tmp_path / "scenes" / "final"), "--optimizer", "adamw", "--lr", "0")
+    train(parse_args(cli([scene_data, everyday_data], tmp_path / "mix", *quick, *still)))
+    mixed = LetThereBeColor.from_pretrained(tmp_path / "mix" / "final")
+    assert mixed.class_names[: saved.num_classes] == saved.class_names and mixed.num_classes > saved.num_classes
+    old, new = saved.global_level.classifier[-1], mixed.global_level.classifier[-1]
+    assert torch.equal(new.weight[: saved.num_classes], old.weight)
+    assert torch.equal(new.bias[: saved.num_classes], old.bias)
+    assert torch.equal(mixed.fusion.conv.weight, saved.fusion.conv.weight)
+    with pytest.raises(ValueError, match="first ones"):
+        swapped = ("--init-from", str(tmp_path / "mix" / "final"))
+        train(parse_args(cli([everyday_data, scene_data], tmp_path / "swapped", *quick, *swapped)))

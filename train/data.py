@@ -73,13 +73,13 @@ def open_source(source: Source, split: str, image_column: str) -> IterableDatase
     stream = stream.cast_column(image_column, Image(decode=False))
     label_column = source.label_column if source.label_column in stream.features else None
 
-    def relabel(rows: dict) -> dict:
-        labels = rows[label_column] if label_column else [None] * len(rows[image_column])
-        ids = source.class_ids
-        classes = [-1 if label is None or label < 0 else ids[label] if ids else label for label in labels]
-        return {"image": rows[image_column], "label": classes}
+    def relabel(row: dict) -> dict:
+        label = row[label_column] if label_column else None
+        if label is not None and label >= 0 and source.class_ids:
+            label = source.class_ids[label]
+        return {"image": row[image_column], "label": -1 if label is None or label < 0 else label}
 
-    return stream.map(relabel, batched=True, remove_columns=list(stream.features), features=STREAM_FEATURES)
+    return stream.map(relabel, remove_columns=list(stream.features), features=STREAM_FEATURES)
 
 
 def open_stream(spec: StreamSpec) -> IterableDataset:
@@ -172,6 +172,9 @@ class TrainBatches(torch.utils.data.IterableDataset):
         rng = random.Random(f"{self.spec.seed}-{self.spec.rank}-{worker}-{stream.epoch}")
         skipped: dict[str, int] = {}
         images, labels = [], []
+        # A restored stream refills its shuffle buffer from the saved position on, so the rest of its epoch can be
+        # empty (a small dataset read whole into the buffer): that is not an empty dataset.
+        resumed = worker in self.worker_states
         while True:
             produced = False
             for example in stream:
@@ -184,8 +187,9 @@ class TrainBatches(torch.utils.data.IterableDataset):
                 if len(images) == self.batch_size:
                     yield Batch(torch.stack(images), torch.tensor(labels), worker, stream.state_dict(), dict(skipped))
                     images, labels = [], []
-            if not produced:
+            if not produced and not resumed:
                 return  # this worker got no shard, or nothing usable in it
+            resumed = False
             stream.set_epoch(stream.epoch + 1)
 
 
