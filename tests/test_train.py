@@ -352,3 +352,61 @@ def test_init_from_a_model_of_the_first_dataset_keeps_its_classes(scene_data, ev
     with pytest.raises(ValueError, match="first ones"):
         swapped = ("--init-from", str(tmp_path / "mix" / "final"))
         train(parse_args(cli([everyday_data, scene_data], tmp_path / "swapped", *quick, *swapped)))
+
+
+def start_training(dataset: Path, output: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "train", *cli(dataset, output, *extra)]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def wait_for_train_rows(process: subprocess.Popen, output: Path, rows: int) -> None:
+    deadline = time.monotonic() + 120
+    while not (output / "metrics.jsonl").exists() or len(metrics(output, "train")) < rows:
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_drops_the_rows_of_the_redone_steps(scene_data, tmp_path):
+    process = start_training(scene_data, tmp_path, "--steps", "1000", "--checkpoint-every", "2")
+    wait_for_train_rows(process, tmp_path, 5)
+    os.killpg(process.pid, signal.SIGKILL)  # no checkpoint at the kill: the last one is from an earlier step
+    process.wait(timeout=60)
+    saved_step = checkpoint_state(tmp_path)["step"]
+    logged = [record["step"] for record in metrics(tmp_path, "train")]
+    assert max(logged) > saved_step  # steps past the checkpoint were logged, and will be redone
+
+    train(
+        parse_args(cli(scene_data, tmp_path, "--steps", str(max(logged) + 1), "--resume", "--precise-bn-batches", "0"))
+    )
+    steps = [record["step"] for record in metrics(tmp_path, "train")]
+    assert steps == list(range(1, max(logged) + 2))
+
+
+@pytest.mark.slow
+def test_sigterm_during_precise_bn_stops_promptly_with_a_checkpoint(scene_data, tmp_path):
+    process = start_training(scene_data, tmp_path, "--steps", "2", "--precise-bn-batches", "100000")
+    wait_for_train_rows(process, tmp_path, 2)
+    time.sleep(3)  # into PreciseBN, which would take hours
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    assert checkpoint_state(tmp_path)["step"] == 2
+    assert not (tmp_path / "final").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "other width"])
+def test_resume_from_a_checkpoint_that_does_not_fit_is_one_clear_error(scene_data, tmp_path, damage):
+    quick = ("--steps", "1", "--val-images", "4", "--precise-bn-batches", "0")
+    train(parse_args(cli(scene_data, tmp_path, *quick)))
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    width = ("--width", "0.25") if damage == "other width" else ()
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    command = [sys.executable, "-m", "train", *cli(scene_data, tmp_path, *quick, "--steps", "2", "--resume", *width)]
+    result = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "cannot resume from" in error_lines[0] and "Traceback" not in result.stderr

@@ -6,7 +6,9 @@ import shlex
 import sys
 from fractions import Fraction
 
-from train.loop import DEFAULT_LR, train
+from letcolor.model import ModelError
+from train.checkpoint import CheckpointError
+from train.loop import DEFAULT_LR, SetupError, train
 
 # Places365-Standard (1.8 M train images at 256x256, 365 scene classes) as parquet on the Hub.
 # Columns: image (Image), label (ClassLabel, 365 names); splits train and validation.
@@ -93,5 +95,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def main() -> int:
+    """Runs training; a bad checkpoint, model or setting is one line on stderr and exit code 2."""
+    try:
+        train(parse_args())
+    except (CheckpointError, ModelError, SetupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    train(parse_args())
+    sys.exit(main())

@@ -11,11 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 STATE_KEY = "letcolor_training_state"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: unreadable, truncated, or of another model or optimizer."""
 
 
 def optimizer_tensors_and_json(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -94,9 +98,18 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
 ) -> dict:
-    """Restore what `save_checkpoint` wrote into the given objects (and the RNGs); returns the JSON state."""
+    """Restore what `save_checkpoint` wrote into the given objects (and the RNGs); returns the JSON state.
+    Raises CheckpointError, with the reason, for a checkpoint that does not fit them or cannot be read."""
+    try:
+        return restore_checkpoint(path, model, optimizer, scaler)
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        raise CheckpointError(f"cannot resume from {path}: {reason}") from error
+
+
+def restore_checkpoint(path: Path, model, optimizer, scaler) -> dict:
     with safe_open(str(path), framework="pt", device="cpu") as file:
-        saved = json.loads(file.metadata()[STATE_KEY])
+        saved = json.loads((file.metadata() or {})[STATE_KEY])
         tensors = {key: file.get_tensor(key) for key in file.keys()}
     model.load_state_dict({key[6:]: value for key, value in tensors.items() if key.startswith("model/")})
     optimizer_tensors = {key: value for key, value in tensors.items() if key.startswith("optimizer/")}

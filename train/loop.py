@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from letcolor.model import LetThereBeColor
+from letcolor.pipeline import load_model
 from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from train.data import Source, StreamSpec, source_class_names, train_loader, validation_images
@@ -25,6 +26,10 @@ from train.monitor import MetricsLog
 from train.validate import mean_metrics, save_grid, validate
 
 DEFAULT_LR = {"adadelta": 1.0, "adamw": 1e-3}
+
+
+class SetupError(ValueError):
+    """A run that cannot start as asked (e.g. --init-from a model that does not fit the run)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -161,7 +166,7 @@ class Trainer:
     def start_from(self, name_or_path: str) -> None:
         """Warm start: the weights of a saved model of the same width whose class names are this run's or their
         beginning (a run that adds a dataset keeps the classifier's rows for the old classes; new rows start fresh)."""
-        pretrained = LetThereBeColor.from_pretrained(name_or_path)
+        pretrained = load_model(name_or_path)
         known = pretrained.class_names
         if (
             pretrained.width != self.model.width
@@ -169,7 +174,7 @@ class Trainer:
             or not known
             and (pretrained.num_classes != self.model.num_classes)
         ):
-            raise ValueError(
+            raise SetupError(
                 f"--init-from {name_or_path}: width {pretrained.width} and {pretrained.num_classes} classes, but this "
                 f"run has width {self.model.width} and {self.model.num_classes} classes (from the datasets), and the "
                 "saved classes must be the run's first ones"
@@ -206,6 +211,8 @@ class Trainer:
             return
         saved = load_checkpoint(path, self.model, self.optimizer, self.scaler)
         self.step, self.wall_seconds = saved["step"], saved["wall_seconds"]
+        if self.log:
+            self.log.drop_after(self.step)
         self.val_metrics = saved.get("val_metrics", {})
         streams = saved.get("data_streams", [])
         if len(streams) == self.context.world_size and saved.get("workers") == self.args.workers:
@@ -261,7 +268,7 @@ class Trainer:
         with StopRequest() as stop:
             if self.step < self.args.steps:
                 self.train_steps(stop, validation_sets)
-            self.finish(validation_sets)
+            self.finish(stop, validation_sets)
 
     def train_steps(self, stop: StopRequest, validation_sets: dict[str, tuple]) -> None:
         loader = train_loader(
@@ -294,14 +301,17 @@ class Trainer:
             self.log_training(window, progress)
         progress.close()
 
-    def finish(self, validation_sets: dict[str, tuple]) -> None:
-        self.precise_batchnorm()
-        self.run_validation(validation_sets)
+    def finish(self, stop: StopRequest, validation_sets: dict[str, tuple]) -> None:
+        """PreciseBN, the last validation, the checkpoint and the final model; a signal stops it between the parts."""
+        self.precise_batchnorm(stop)
+        self.stop_if_signalled(stop)
+        self.run_validation(validation_sets, stop)
+        self.stop_if_signalled(stop)
         self.checkpoint()
         if self.context.is_main:
             self.save_final()
 
-    def precise_batchnorm(self) -> None:
+    def precise_batchnorm(self, stop: StopRequest) -> None:
         """Re-estimate BatchNorm statistics as a true average over --precise-bn-batches training batches (PreciseBN,
         Wu and Johnson 2021): the running averages kept while training follow the last few batches, so the final
         step's statistics can be far off. Without global-feature dropout, as at inference."""
@@ -316,14 +326,21 @@ class Trainer:
         self.model.train()
         with torch.no_grad(), self.autocast:
             for batch in itertools.islice(loader, self.args.precise_bn_batches):
+                if stop.signal_number:
+                    break  # the statistics are re-estimated from scratch when the run is resumed
                 self.model(self.network_batch(batch.images)[0])
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
         self.print(f"BatchNorm statistics re-estimated over {self.args.precise_bn_batches} training batches")
 
-    def stop_on_signal(self, stop: StopRequest, progress: tqdm) -> None:
+    def stop_if_signalled(self, stop: StopRequest) -> None:
+        if any_rank(self.context, (bool(stop.signal_number),), self.device)[0]:
+            self.stop_on_signal(stop)
+
+    def stop_on_signal(self, stop: StopRequest, progress: tqdm | None = None) -> None:
         self.checkpoint()
-        progress.close()
+        if progress:
+            progress.close()
         self.print(f"stopped by signal {stop.signal_number} at step {self.step}; checkpoint saved, --resume continues")
         raise SystemExit(128 + (stop.signal_number or signal.SIGTERM))
 
@@ -350,12 +367,14 @@ class Trainer:
             validation_sets[dataset_name(source.dataset)] = images, labels
         return validation_sets
 
-    def run_validation(self, validation_sets: dict[str, tuple]) -> None:
+    def run_validation(self, validation_sets: dict[str, tuple], stop: StopRequest | None = None) -> None:
         """Metrics on each dataset's validation photos and their mean over the datasets; one grid of them all."""
         if not self.context.is_main:
             return
         per_dataset, grid_truth, grid_predictions = {}, [], []
         for name, (images, labels) in validation_sets.items():
+            if stop and stop.signal_number:
+                return
             metrics, predictions = validate(
                 self.model, images, labels, self.device, self.autocast, self.args.batch_size, self.args.alpha
             )

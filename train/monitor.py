@@ -10,6 +10,14 @@ class MetricsLog:
         self.file = open(directory / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - open for the run
         self.tensorboard = tensorboard_writer(directory / "tensorboard")
 
+    def drop_after(self, step: int) -> None:
+        """Forget the rows past `step`, which a resumed run redoes (and a torn last line)."""
+        self.file.close()
+        path = Path(self.file.name)
+        kept = [line for line in path.read_text().splitlines() if row_step(line) is not None and row_step(line) <= step]
+        path.write_text("".join(f"{line}\n" for line in kept))
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the run
+
     def write(self, kind: str, step: int, values: dict) -> None:
         self.file.write(json.dumps({"kind": kind, "step": step, "time": time.time(), **values}) + "\n")
         if self.tensorboard:
@@ -26,6 +34,13 @@ class MetricsLog:
         self.file.close()
         if self.tensorboard:
             self.tensorboard.close()
+
+
+def row_step(line: str) -> int | None:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def tensorboard_writer(directory: Path):
