@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 some inputs could not be colorized (each is reported, t
 
 import argparse
 import glob
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,14 +49,16 @@ def expand_inputs(patterns: list[str]) -> Iterator[Path]:
 
 
 def output_path(source: Path, output_dir: Path, has_alpha: bool, taken: set[Path]) -> Path:
-    """Same name as the input (PNG when its format cannot be kept), made unique among this run's outputs."""
+    """The input's name (PNG when its format cannot be kept), else NAME_color, NAME_color-1, ...: never a path in
+    `taken` (this run's inputs and outputs, resolved), so that an output never replaces an input."""
     suffix = source.suffix.lower()
     if suffix not in KEPT_SUFFIXES or (has_alpha and suffix in {".jpg", ".jpeg"}):
         suffix = ".png"
-    path, number = output_dir / f"{source.stem}{suffix}", 1
-    while path in taken:
-        path, number = output_dir / f"{source.stem}-{number}{suffix}", number + 1
-    taken.add(path)
+    path, number = output_dir / f"{source.stem}{suffix}", 0
+    while path.resolve() in taken:
+        number += 1
+        path = output_dir / f"{source.stem}_color{f'-{number - 1}' if number > 1 else ''}{suffix}"
+    taken.add(path.resolve())
     return path
 
 
@@ -94,16 +97,32 @@ def run_colorize(args: argparse.Namespace) -> int:
     if not sources:
         print(f"error: no input images in {' '.join(args.inputs)}", file=sys.stderr)
         return EXIT_SOME_FAILED
-    colorizer = Colorizer.from_pretrained(args.model, args.device)
-    args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        colorizer = Colorizer.from_pretrained(args.model, args.device)
+        make_output_folder(args.output)
+    except ValueError as error:  # includes InvalidModelError; a model that is not found is handled by main
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     failed = colorize_files(colorizer, sources, args.output, options, args.batch_size)
     print(f"colorized {len(sources) - failed} of {len(sources)} images into {args.output}", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else 0
 
 
+def make_output_folder(folder: Path) -> None:
+    """Creates OUTDIR (and its parents); ValueError, with the reason, where that cannot be done."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"-o {folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"-o {folder}: cannot create the folder ({error.strerror or error})") from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"-o {folder}: not writable")
+
+
 def colorize_files(colorizer: Colorizer, sources: list[Path], output_dir: Path, options: Options, batch_size: int):
     """Colorizes and writes the files batch by batch; reports each one that fails; returns how many failed."""
-    failed, taken = 0, set()
+    failed, taken = 0, {source.resolve() for source in sources}
     with tqdm(total=len(sources), unit="image", desc="colorizing") as progress:
         for start in range(0, len(sources), batch_size):
             loaded = {}
@@ -157,5 +176,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except ModelError as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
         return EXIT_USAGE

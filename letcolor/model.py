@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.errors import HFValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_model
 from torch import nn
@@ -233,6 +234,8 @@ class LetThereBeColor(
             raise InvalidModelError(f"{directory} has no {CONFIG_NAME}")
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except HFValidationError:
+            raise  # neither a directory nor a valid Hub id: not found, not invalid
         except (ValueError, TypeError, AttributeError, SafetensorError, RuntimeError) as error:
             # ValueError includes a config.json that is not JSON; RuntimeError, weights that do not fit the config.
             reason = " ".join(str(error).split())[:300] or type(error).__name__

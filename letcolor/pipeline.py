@@ -78,6 +78,23 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def usable_device(device: str | torch.device | None) -> torch.device:
+    """The device asked for (None: CUDA when available, else the CPU); ValueError if it is not on this machine."""
+    if device is None:
+        return default_device()
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}: use cpu or cuda") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {str(device)!r}: use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here (use --device cpu)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
 def load_model(name_or_path: str | Path | None = None) -> LetThereBeColor:
     """Loads a model from a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model.
     Raises ModelNotFoundError (nothing there) or InvalidModelError (something there, but not a valid model); both are
@@ -164,7 +181,7 @@ class Colorizer:
     def __init__(
         self, model: LetThereBeColor, device: str | torch.device | None = None, speedups: Speedups | None = None
     ):
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = usable_device(device)
         self.speedups = speedups or Speedups.default_for(self.device)
         self.class_names = list(model.class_names)
         self.network = InferenceNetwork(model, self.device, self.speedups)

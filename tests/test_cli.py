@@ -4,9 +4,12 @@ import shutil
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+from test_model import BAD_MODELS, damaged_copy
 
 import letcolor
 from letcolor import bench, cli, pipeline
@@ -71,7 +74,59 @@ def test_same_names_from_two_folders_do_not_overwrite(photos, tiny_model_dir, tm
             str(tiny_model_dir),
         ]
     )
-    assert sorted(path.name for path in output.iterdir()) == ["chelsea-1.png", "chelsea.png"]
+    assert sorted(path.name for path in output.iterdir()) == ["chelsea.png", "chelsea_color.png"]
+
+
+def test_output_in_the_input_folder_never_replaces_a_photo(photos, tiny_model_dir, capsys):
+    originals = {path.name: path.read_bytes() for path in photos.iterdir()}
+    (photos / "chelsea_color.png").write_bytes(originals["chelsea.png"])  # an input with the first fallback name
+    exit_code = cli.main(["colorize", str(photos), "-o", str(photos), "--model", str(tiny_model_dir)])
+    assert exit_code == cli.EXIT_SOME_FAILED  # the corrupt JPEG
+    assert all((photos / name).read_bytes() == data for name, data in originals.items())
+    assert (photos / "chelsea_color.png").read_bytes() == originals["chelsea.png"]
+    written = {path.name for path in photos.iterdir()} - set(originals) - {"chelsea_color.png"}
+    assert written == {
+        "historical_a_color.png",
+        "historical_b_color.jpg",
+        "chelsea_color-1.png",
+        "chelsea_color_color.png",
+    }
+
+
+def test_output_in_a_folder_of_the_inputs_never_replaces_a_photo(photos, tiny_model_dir):
+    nested = photos / "colored"
+    nested.mkdir()
+    shutil.copy(photos / "chelsea.png", nested / "chelsea.png")  # the result of an earlier run, now an input too
+    before = (nested / "chelsea.png").read_bytes()
+    pattern = str(photos / "**" / "*.png")
+    assert cli.main(["colorize", pattern, "-o", str(nested), "--model", str(tiny_model_dir)]) == 0
+    assert (nested / "chelsea.png").read_bytes() == before
+    assert sorted(path.name for path in nested.iterdir()) == [
+        "chelsea.png",
+        "chelsea_color-1.png",
+        "chelsea_color.png",
+        "historical_a.png",
+    ]
+
+
+@pytest.mark.parametrize("target", ["file", "unwritable"])
+def test_output_that_cannot_be_a_folder_is_a_usage_error(photos, tiny_model_dir, tmp_path, capsys, target):
+    output = photos / "chelsea.png" if target == "file" else Path("/proc/letcolor-output")
+    exit_code = cli.main(["colorize", str(photos), "-o", str(output), "--model", str(tiny_model_dir)])
+    assert exit_code == cli.EXIT_USAGE
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: -o {output}") and error.count("\n") == 1 and "Traceback" not in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_usage_error(photos, tiny_model_dir, tmp_path, capsys):
+    exit_code = cli.main(
+        ["colorize", str(photos), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--device", "cuda"]
+    )
+    assert exit_code == cli.EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "CUDA is not available" in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_no_model_gives_the_clear_message_and_exit_code_2(photos, tmp_path, no_default_model, capsys):
@@ -151,3 +206,15 @@ def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys):
     assert "| input | max_side | fp32 | bf16 folded-BN channels-last |" in table
     assert "| 64x48 | 512 |" in table and "| 64x48 | native |" in table
     assert "| bf16 folded-BN channels-last |" in table  # its accuracy row
+
+
+@pytest.mark.parametrize("damage", ["corrupt weights", "absurd class count"])
+def test_a_bad_model_is_one_line_and_exit_2(photos, tiny_model_dir, tmp_path, damage):
+    config_change, weights_change, _ = BAD_MODELS[damage]
+    model_dir = damaged_copy(tiny_model_dir, tmp_path / "model", config_change, weights_change)
+    command = [sys.executable, "-m", "letcolor", "colorize", str(photos), "-o", str(tmp_path / "out")]
+    result = subprocess.run([*command, "--model", str(model_dir)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert (
+        result.stderr.startswith(f"error: {model_dir}: not a valid letcolor model") and result.stderr.count("\n") == 1
+    )

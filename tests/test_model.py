@@ -1,15 +1,18 @@
 """The network: its layer list (paper Table 1), shapes for odd sizes, the fusion layer, and safetensors round trips."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from letcolor import Colorizer, ModelError
 from letcolor.fullres import lightness
 from letcolor.images import image_pixels, load_image
-from letcolor.model import LetThereBeColor
+from letcolor.model import InvalidModelError, LetThereBeColor
 from letcolor.pipeline import network_size
 
 # The paper's layers: (kind, in channels, out channels). 3x3 convs have no bias and a BatchNorm (scale and shift);
@@ -156,14 +159,14 @@ def test_unknown_config_key_fails_loudly(tiny_model_dir, tmp_path):
     for file in tiny_model_dir.iterdir():
         (tiny_model_dir_copy / file.name).write_bytes(file.read_bytes())
     edit_config(tiny_model_dir_copy, dropout=0.5)
-    with pytest.raises(ValueError, match="unknown keys.*dropout"):
+    with pytest.raises(InvalidModelError, match="unknown keys.*dropout"):
         LetThereBeColor.from_pretrained(tiny_model_dir_copy)
 
 
 def test_wrong_width_in_config_fails_loudly(tiny_model, tmp_path):
     tiny_model.save_pretrained(tmp_path)
     edit_config(tmp_path, width=0.25)
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(InvalidModelError, match="size mismatch"):
         LetThereBeColor.from_pretrained(tmp_path)
 
 
@@ -172,7 +175,7 @@ def test_missing_tensor_fails_loudly(tiny_model, tmp_path):
     tensors = load_file(tmp_path / "model.safetensors")
     del tensors["fusion.conv.bias"]
     save_file(tensors, tmp_path / "model.safetensors")
-    with pytest.raises(RuntimeError, match="fusion.conv.bias"):
+    with pytest.raises(InvalidModelError, match="fusion.conv.bias"):
         LetThereBeColor.from_pretrained(tmp_path)
 
 
@@ -181,3 +184,45 @@ def test_missing_weights_file_fails_loudly(tiny_model, tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         LetThereBeColor.from_pretrained(tmp_path)
+
+
+BAD_MODELS = {
+    "corrupt weights": ({}, lambda weights: b"\0" * 100, "deserializing header"),
+    "truncated weights": ({}, lambda weights: weights[: len(weights) // 2], "header|incomplete|truncat"),
+    "width of the wrong type": ({"width": "abc"}, None, "width must be a number"),
+    "absurd class count": ({"num_classes": 1e9, "class_names": []}, None, "num_classes must be an integer"),
+    "huge class count": ({"num_classes": 10**9, "class_names": []}, None, "num_classes must be an integer"),
+    "class names not strings": ({"class_names": [1, 2, 3, 4, 5]}, None, "class_names must be a list of strings"),
+    "config that is not JSON": ("{width: 1", None, "Expecting property name"),
+    "config that is a list": ("[1, 2]", None, "not a valid letcolor model"),
+}
+
+
+def damaged_copy(source: Path, destination: Path, config_change, weights_change) -> Path:
+    shutil.copytree(source, destination)
+    if isinstance(config_change, str):
+        (destination / "config.json").write_text(config_change)
+    else:
+        edit_config(destination, **config_change)
+    if weights_change:
+        weights = destination / "model.safetensors"
+        weights.write_bytes(weights_change(weights.read_bytes()))
+    return destination
+
+
+@pytest.mark.parametrize("damage", list(BAD_MODELS))
+def test_a_bad_model_raises_the_documented_error_before_allocating(tiny_model_dir, tmp_path, damage):
+    config_change, weights_change, message = BAD_MODELS[damage]
+    model_dir = damaged_copy(tiny_model_dir, tmp_path / "model", config_change, weights_change)
+    with pytest.raises(InvalidModelError, match=message) as error:
+        LetThereBeColor.from_pretrained(model_dir)
+    assert str(model_dir) in str(error.value)
+    with pytest.raises(ModelError):
+        Colorizer.from_pretrained(model_dir)
+
+
+def test_a_folder_without_config_is_not_a_model(tiny_model_dir, tmp_path):
+    model_dir = damaged_copy(tiny_model_dir, tmp_path / "model", {}, None)
+    (model_dir / "config.json").unlink()
+    with pytest.raises(InvalidModelError, match="no config.json"):
+        LetThereBeColor.from_pretrained(model_dir)
