@@ -73,6 +73,8 @@ def _decoded(image: Image.Image, name: str) -> Image.Image:
         image.load()
     except (OSError, SyntaxError) as error:
         raise InvalidImageError(f"{name}: cannot decode the image ({error})") from error
+    if image.mode == "F" and not np.isfinite(np.asarray(image)).all():
+        raise InvalidImageError(f"{name}: the image has NaN or infinite values")
     return ImageOps.exif_transpose(image)  # always a new image, so a file's image can be closed
 
 

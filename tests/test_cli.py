@@ -6,6 +6,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -218,3 +219,14 @@ def test_a_bad_model_is_one_line_and_exit_2(photos, tiny_model_dir, tmp_path, da
     assert (
         result.stderr.startswith(f"error: {model_dir}: not a valid letcolor model") and result.stderr.count("\n") == 1
     )
+
+
+def test_a_float_image_with_nan_is_skipped_and_the_rest_written(photos, tiny_model_dir, tmp_path, capsys):
+    values = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)
+    values[10, 10] = np.nan
+    Image.fromarray(values, mode="F").save(photos / "a_nan.tif")  # sorts first: the files after it must still come out
+    output = tmp_path / "out"
+    assert cli.main(["colorize", str(photos), "-o", str(output), "--model", str(tiny_model_dir)]) == 1
+    assert sorted(path.name for path in output.iterdir()) == ["chelsea.png", "historical_a.png", "historical_b.jpg"]
+    errors = capsys.readouterr().err
+    assert "a_nan.tif: the image has NaN or infinite values" in errors and "Traceback" not in errors

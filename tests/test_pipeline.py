@@ -268,11 +268,23 @@ def test_the_pixel_limit_is_the_documented_one(tmp_path):
         np.zeros((4, 4, 2), np.uint8),
         np.zeros((4, 4), np.int64),
         np.full((4, 4), np.nan),
+        Image.fromarray(np.array([[0.5, np.nan], [0.1, 0.2]], np.float32), mode="F"),
+        Image.fromarray(np.array([[0.5, np.inf], [0.1, 0.2]], np.float32), mode="F"),
         Image.new("L", (0, 3)),
         Image.new("HSV", (4, 4)),
         42,
     ],
-    ids=["empty array", "two channels", "int64", "NaN", "empty image", "HSV mode", "not an image type"],
+    ids=[
+        "empty array",
+        "two channels",
+        "int64",
+        "NaN",
+        "mode F NaN",
+        "mode F inf",
+        "empty image",
+        "HSV mode",
+        "not an image type",
+    ],
 )
 def test_bad_in_memory_inputs_raise_invalid_image_error(colorizer, source):
     with pytest.raises(InvalidImageError):
