@@ -16,8 +16,10 @@ from PIL import Image
 
 from letcolor import BUNDLED_MODEL_DIR, LetThereBeColor, evaluate, metrics
 
-# Everything that is not a source file of the checkout (built or run here, or too big to copy).
-NOT_SOURCE = shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".*_cache", "runs", "test-artifacts")
+# What is not a source file of the checkout: built or run here, or a virtual environment.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", "build", "*.egg-info", "__pycache__", ".*_cache", "runs", "test-artifacts", ".venv", "venv", "*.whl"
+)
 
 
 def run(command: list, cwd: Path) -> subprocess.CompletedProcess:
@@ -43,6 +45,7 @@ def installed(wheel, tmp_path_factory) -> Path:
     environment = tmp_path_factory.mktemp("venv")
     venv.create(environment, system_site_packages=True)  # its pip is this interpreter's
     python = environment / "bin" / "python"
+    # No index: the declared dependencies must be met by the packages requirements.txt installed.
     run([python, "-m", "pip", "install", "--no-index", "--disable-pip-version-check", "-q", wheel], environment)
     return environment / "bin"
 
