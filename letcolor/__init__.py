@@ -2,9 +2,17 @@
 
 from letcolor.images import InvalidImageError
 from letcolor.model import LetThereBeColor
-from letcolor.pipeline import ColorizationResult, Colorizer, InvalidModelError, ModelError, ModelNotFoundError
+from letcolor.pipeline import (
+    BUNDLED_MODEL_DIR,
+    ColorizationResult,
+    Colorizer,
+    InvalidModelError,
+    ModelError,
+    ModelNotFoundError,
+)
 
 __all__ = [
+    "BUNDLED_MODEL_DIR",
     "ColorizationResult",
     "Colorizer",
     "InvalidImageError",

@@ -1,10 +1,11 @@
-"""Small Hub-layout datasets for the training tests, cut from the shared real-photo corpus."""
+"""Small Hub-layout datasets for the training tests, cut from a real-photo corpus (the shipped cuts)."""
 
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+VALIDATION_ROWS = 16
 README = """---
 configs:
 - config_name: default
@@ -31,9 +32,11 @@ def corrupt_images(table: pa.Table, rows: list[int]) -> pa.Table:
 def make_scene_dataset(
     corpus: Path, root: Path, shards: int = 2, rows_per_shard: int = 24, corrupt_rows: tuple[int, ...] = ()
 ) -> Path:
-    """`shards` train shards and one validation shard of real photos (labels and ClassLabel names kept).
-    `corrupt_rows` (indices into the first train shard) get broken images."""
-    source = pq.read_table(sorted((corpus / "data").glob("train-*.parquet"))[0])
+    """`shards` train shards and one validation shard of real photos from the corpus's train split (labels and
+    ClassLabel names kept). `corrupt_rows` (indices into the first train shard) get broken images."""
+    source = pa.concat_tables(pq.read_table(path) for path in sorted((corpus / "data").glob("train-*.parquet")))
+    if source.num_rows < shards * rows_per_shard + VALIDATION_ROWS:
+        raise ValueError(f"{corpus} has {source.num_rows} train rows, too few for {shards} x {rows_per_shard}")
     data = root / "data"
     data.mkdir(parents=True)
     for shard in range(shards):
@@ -41,7 +44,7 @@ def make_scene_dataset(
         if shard == 0 and corrupt_rows:
             table = corrupt_images(table, list(corrupt_rows))
         pq.write_table(table, data / f"train-{shard:05d}-of-{shards:05d}.parquet")
-    validation = source.slice(shards * rows_per_shard, 16)
+    validation = source.slice(shards * rows_per_shard, VALIDATION_ROWS)
     pq.write_table(validation, data / "validation-00000-of-00001.parquet")
     (root / "README.md").write_text(README)
     return root

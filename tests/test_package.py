@@ -1,0 +1,86 @@
+"""`pip install` of the checkout: a wheel that carries the bundled model and examples, and a `letcolor` command
+that works from any directory (installed into a fresh virtual environment that borrows torch and the rest)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, ROOT
+from PIL import Image
+
+from letcolor import BUNDLED_MODEL_DIR, LetThereBeColor, evaluate, metrics
+
+# What is not a source file of the checkout: built or run here, or a virtual environment.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", "build", "*.egg-info", "__pycache__", ".*_cache", "runs", "test-artifacts", ".venv", "venv", "*.whl"
+)
+
+
+def run(command: list, cwd: Path) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "LETCOLOR_MODEL")}
+    result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel `pip install .` builds from a copy of the checkout (offline: setuptools is already installed)."""
+    source, wheels = tmp_path_factory.mktemp("checkout") / "letcolor", tmp_path_factory.mktemp("wheels")
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], source)
+    (built,) = wheels.glob("letcolor-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """A fresh venv (seeing this interpreter's packages, so that nothing is downloaded) with the wheel installed."""
+    environment = tmp_path_factory.mktemp("venv")
+    venv.create(environment, system_site_packages=True)  # its pip is this interpreter's
+    python = environment / "bin" / "python"
+    # No index: the declared dependencies must be met by the packages requirements.txt installed.
+    run([python, "-m", "pip", "install", "--no-index", "--disable-pip-version-check", "-q", wheel], environment)
+    return environment / "bin"
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_package_its_bundled_model_and_examples_and_nothing_else(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"letcolor/pretrained/model.safetensors", "letcolor/pretrained/config.json"} <= names
+    assert {f"letcolor/examples/{path.name}" for path in EXAMPLES.iterdir()} <= names
+    assert "letcolor/examples/LICENSES.md" in names and "letcolor/cli.py" in names
+    tops = {name.split("/")[0] for name in names}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"letcolor"}
+
+
+@pytest.mark.slow
+def test_the_installed_api_loads_the_bundled_model_from_another_directory(installed, tmp_path):
+    code = (
+        "import letcolor; from letcolor import Colorizer, LetThereBeColor; "
+        "colorizer = Colorizer.from_pretrained(); "
+        "model = LetThereBeColor.from_pretrained(letcolor.BUNDLED_MODEL_DIR); "
+        "print(letcolor.__file__); print(json.dumps([colorizer.class_names, model.class_names]))"
+    )
+    module, names = run([installed / "python", "-c", f"import json; {code}"], tmp_path).stdout.splitlines()
+    assert Path(module).is_relative_to(installed.parent), "imported from the checkout, not the installed wheel"
+    bundled = LetThereBeColor.from_pretrained(BUNDLED_MODEL_DIR).class_names
+    assert json.loads(names) == [bundled, bundled] and len(bundled) > 1
+
+
+@pytest.mark.slow
+def test_the_letcolor_command_colorizes_from_another_directory(installed, tmp_path):
+    photo = tmp_path / "photo.png"
+    shutil.copy(EXAMPLES / "chelsea_gray.png", photo)
+    run([installed / "letcolor", "colorize", "photo.png", "-o", "out/"], tmp_path)
+    written = Image.open(tmp_path / "out" / "photo.png")
+    assert written.size == Image.open(photo).size
+    assert metrics.colorfulness(evaluate.image_to_tensor(written.convert("RGB"))).item() > 3
+    usage = run([installed / "letcolor", "--help"], tmp_path).stdout
+    assert usage == run([installed / "python", "-m", "letcolor", "--help"], tmp_path).stdout and "colorize" in usage
