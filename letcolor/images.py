@@ -68,7 +68,7 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int = MAX_IMAGE_PI
         raise InvalidImageError(f"{name}: the image is empty ({width}x{height})")
     if width * height > max_pixels:
         raise InvalidImageError(
-            f"{name}: {width}x{height} is {width * height / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP limit"
+            f"{name}: {width}x{height} is {width * height / 1e6:.3g} MP, over the {max_pixels / 1e6:.3g} MP limit"
         )
 
 
