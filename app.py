@@ -63,17 +63,13 @@ def shown_to_the_user():
         raise gr.Error(str(err)) from err
 
 
-def optional_upload(value, parameter: str) -> Upload | None:
-    return None if value is None else Upload.from_api(value, parameter)
-
-
 class Endpoints:
     """The app's API functions; their parameter names are the API's parameter names, and their docstrings describe
     them as MCP tools."""
 
     def __init__(self, colorizer: Colorizer | None, model_problem: str, max_pixels: int):
         folder = gr.utils.get_upload_folder()
-        self._web = colorizer and WebColorizer(colorizer, max_pixels, folder)
+        self._web = WebColorizer(colorizer, max_pixels, folder) if colorizer else None
         self._model_problem = model_problem
 
     # The defaults (the pipeline's) make the API's optional parameters, the reference photo above all, optional.
@@ -97,7 +93,7 @@ class Endpoints:
         web = self._require_model()
         with shown_to_the_user():
             settings = Settings.from_api(use_global, strength, palette_strength, max_side)
-            photo, reference = Upload.from_api(image, "image"), optional_upload(reference, "reference")
+            photo, reference = Upload.from_api(image, "image"), Upload.optional_from_api(reference, "reference")
             result = web.colorize(photo, reference, settings)
         for warning in result.warnings:
             gr.Warning(warning)
@@ -128,15 +124,13 @@ class Endpoints:
         """
         if not files:
             raise gr.Error("Upload some photos first.")
-        if not isinstance(files, list):
-            raise gr.Error(f"files: expected a list of uploaded files, got {files!r:.100}")
-        if len(files) > MAX_BATCH_FILES:
-            raise gr.Error(f"At most {MAX_BATCH_FILES} photos per batch; got {len(files)}.")
         web = self._require_model()
         with shown_to_the_user():
+            photos = Upload.list_from_api(files, "files")
+            if len(photos) > MAX_BATCH_FILES:
+                raise ValueError(f"At most {MAX_BATCH_FILES} photos per batch; got {len(photos)}.")
             settings = Settings.from_api(use_global, strength, palette_strength, max_side)
-            photos = [Upload.from_api(file, "files") for file in files]
-            reference = optional_upload(reference, "reference")
+            reference = Upload.optional_from_api(reference, "reference")
             result = web.colorize_batch(
                 photos, reference, settings, lambda items: progress.tqdm(items, desc="Colorizing")
             )

@@ -53,6 +53,16 @@ class Upload:
             )
         return cls(Path(path), value.get("orig_name") or Path(path).name)
 
+    @classmethod
+    def optional_from_api(cls, value, parameter: str) -> "Upload | None":
+        return None if value is None else cls.from_api(value, parameter)
+
+    @classmethod
+    def list_from_api(cls, value, parameter: str) -> list["Upload"]:
+        if not isinstance(value, list):
+            raise ValueError(f"{parameter}: expected a list of uploaded files, got {value!r:.100}")
+        return [cls.from_api(each, parameter) for each in value]
+
 
 def _number(value, parameter: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
