@@ -1,19 +1,28 @@
-"""letcolor's web demo (Gradio Blocks) and its API: the endpoints /colorize and /colorize_batch.
+"""letcolor's web demo (Gradio Blocks), its API (the endpoints /colorize and /colorize_batch) and MCP server.
 
     python app.py   # serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (127.0.0.1:7860 unless set)
 
 The model comes from $LETCOLOR_MODEL (a Hub repo id or a local directory), else the bundled one. It is loaded once,
-at start-up; without one the page still loads, says so, and the endpoints answer with an error.
+at start-up; without one the page still loads, says why, and the endpoints answer with an error. Photos over
+$LETCOLOR_APP_MAX_MEGAPIXELS (default 25) are refused from their header. The work is letcolor.webapp's; this file
+is the UI.
 """
 
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
 
-from letcolor.batch_io import ResultsZip
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, load_image
+from letcolor.batch_io import remove_stale_folders
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError
+from letcolor.webapp import (
+    MAX_SIDE_RANGE,
+    RESULT_LIFETIME_SECONDS,
+    Settings,
+    Upload,
+    WebColorizer,
+    max_pixels_from_environment,
+)
 
 EXAMPLES = Path(__file__).resolve().parent / "letcolor" / "examples"  # licences in its LICENSES.md
 EXAMPLE_PHOTOS = ["chelsea_gray.png", "rocket_gray.png", "astronaut_gray.png", "china_gray.png", "coffee.png"]
@@ -30,6 +39,13 @@ Drop in an old photo, paste one or take one with the webcam, and get it back in 
 *Let there be Color!* (Iizuka, Simo-Serra and Ishikawa, SIGGRAPH 2016), which also recognises the scene."""
 
 
+def limits_note(max_pixels: int) -> str:
+    return (
+        f"Photos up to {max_pixels / 1e6:g} megapixels and {MAX_FILE_SIZE.upper()}, batches up to {MAX_BATCH_FILES} "
+        "photos. An animated GIF or multi-page TIFF is colorized from its first frame."
+    )
+
+
 def load_colorizer() -> tuple[Colorizer | None, str]:
     """The colorizer, or None and the reason there is none."""
     try:
@@ -38,45 +54,50 @@ def load_colorizer() -> tuple[Colorizer | None, str]:
         return None, str(err)
 
 
-def upload_name(upload: dict) -> str:
-    return upload.get("orig_name") or Path(upload["path"]).name
-
-
 @contextmanager
-def user_errors(*uploads: dict | None):
-    """The pipeline's ValueErrors (a bad file, a bad setting) as gr.Errors naming the user's files, not the server's
-    copies. The events skip Gradio's preprocessing, whose message for an unreadable file says nothing useful."""
+def shown_to_the_user():
+    """The web app's ValueErrors (a bad file, a bad setting) as gr.Errors, whose messages Gradio passes on."""
     try:
         yield
     except ValueError as err:
-        message = str(err)
-        for upload in filter(None, uploads):
-            message = message.replace(upload["path"], upload_name(upload))
-        raise gr.Error(message) from err
+        raise gr.Error(str(err)) from err
 
 
 class Endpoints:
-    """The app's API functions; their parameter names are the API's parameter names."""
+    """The app's API functions; their parameter names are the API's parameter names, and their docstrings describe
+    them as MCP tools."""
 
-    def __init__(self, colorizer: Colorizer | None, model_problem: str):
-        self._colorizer = colorizer
+    def __init__(self, colorizer: Colorizer | None, model_problem: str, max_pixels: int):
+        folder = gr.utils.get_upload_folder()
+        self._web = WebColorizer(colorizer, max_pixels, folder) if colorizer else None
         self._model_problem = model_problem
 
     # The defaults (the pipeline's) make the API's optional parameters, the reference photo above all, optional.
     def colorize(
         self, image, use_global=True, strength=1.0, reference=None, palette_strength=0.0, max_side=DEFAULT_MAX_SIDE
     ):
-        """Colorize one photo; returns the full-resolution result and the top 5 predicted scenes."""
+        """Colorize a black-and-white photo with the Let there be Color! network.
+
+        Args:
+            image: the photo to colorize (colour photos are reduced to gray first)
+            use_global: use the scene-level (global) features for the colours
+            strength: how strongly the scene drives the colours, 0 to 2 (1: as trained)
+            reference: optional photo whose scene drives the colours instead
+            palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
+            max_side: processing resolution in pixels, 256 to 1024; the result is always full size
+        Returns:
+            the colorized photo at full resolution (a PNG named after the photo) and the top 5 predicted scenes
+        """
         if image is None:
             raise gr.Error("Upload a photo first.")
-        colorizer = self._require_model()
-        with user_errors(image, reference):
-            result = colorizer(
-                image["path"],
-                reference=reference and reference["path"],
-                **settings(use_global, strength, palette_strength, max_side),
-            )
-        return result.image, result.scenes
+        web = self._require_model()
+        with shown_to_the_user():
+            settings = Settings.from_api(use_global, strength, palette_strength, max_side)
+            photo, reference = Upload.from_api(image, "image"), Upload.optional_from_api(reference, "reference")
+            result = web.colorize(photo, reference, settings)
+        for warning in result.warnings:
+            gr.Warning(warning)
+        return str(result.path), result.scenes
 
     def colorize_batch(
         self,
@@ -88,37 +109,37 @@ class Endpoints:
         max_side=DEFAULT_MAX_SIDE,
         progress=gr.Progress(),  # noqa: B008  (Gradio's idiom: it swaps in a tracker per call)
     ):
-        """Colorize many photos; returns a zip with one PNG per photo."""
+        """Colorize many black-and-white photos; a photo that cannot be colorized is skipped and reported.
+
+        Args:
+            files: the photos to colorize
+            use_global: use the scene-level (global) features for the colours
+            strength: how strongly the scene drives the colours, 0 to 2 (1: as trained)
+            reference: optional photo whose scene drives the colours of every photo instead
+            palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
+            max_side: processing resolution in pixels, 256 to 1024; the results are always full size
+        Returns:
+            a zip with one full-resolution PNG per photo (photo.jpg gives photo_color.png), previews of the results,
+            and a report of what was colorized and what was skipped and why
+        """
         if not files:
             raise gr.Error("Upload some photos first.")
-        if len(files) > MAX_BATCH_FILES:
-            raise gr.Error(f"At most {MAX_BATCH_FILES} photos per batch; got {len(files)}.")
-        colorizer = self._require_model()
-        with user_errors(reference):
-            options = settings(use_global, strength, palette_strength, max_side)
-            reference_photo = load_image(reference["path"]) if reference else None  # decoded once for all photos
-        archive = Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder())) / "letcolor-results.zip"
-        with ResultsZip(archive) as results:
-            for upload in progress.tqdm(files, desc="Colorizing"):
-                with user_errors(upload):
-                    result = colorizer(upload["path"], reference=reference_photo, **options)
-                results.add(upload_name(upload), result.image)
-        return str(archive)
+        web = self._require_model()
+        with shown_to_the_user():
+            photos = Upload.list_from_api(files, "files")
+            if len(photos) > MAX_BATCH_FILES:
+                raise ValueError(f"At most {MAX_BATCH_FILES} photos per batch; got {len(photos)}.")
+            settings = Settings.from_api(use_global, strength, palette_strength, max_side)
+            reference = Upload.optional_from_api(reference, "reference")
+            result = web.colorize_batch(
+                photos, reference, settings, lambda items: progress.tqdm(items, desc="Colorizing")
+            )
+        return str(result.archive), [(str(path), name) for path, name in result.previews], result.report
 
-    def _require_model(self) -> Colorizer:
-        if self._colorizer is None:
+    def _require_model(self) -> WebColorizer:
+        if self._web is None:
             raise gr.Error(f"No colorization model is available. {self._model_problem}")
-        return self._colorizer
-
-
-def settings(use_global, strength, palette_strength, max_side) -> dict:
-    """The pipeline's options from the settings' values (Gradio's preprocessing, which would cast them, is skipped)."""
-    return {
-        "use_global": use_global,
-        "global_strength": float(strength),
-        "palette_strength": float(palette_strength),
-        "max_side": int(max_side),
-    }
+        return self._web
 
 
 def before_after(image: dict, result: dict):
@@ -126,9 +147,20 @@ def before_after(image: dict, result: dict):
     return (image["path"], result["path"]), gr.DownloadButton(value=result["path"], interactive=True)
 
 
-def build_demo(colorizer: Colorizer | None, model_problem: str = "") -> gr.Blocks:
-    endpoints = Endpoints(colorizer, model_problem)
-    with gr.Blocks(title="letcolor", delete_cache=(3600, 3600)) as demo:
+def no_photo_result():
+    """UI only: a new or cleared photo clears the last result (slider, download, scenes)."""
+    return None, gr.DownloadButton(value=None, interactive=False), None
+
+
+def no_batch_result():
+    return None, None, ""
+
+
+def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels: int | None = None) -> gr.Blocks:
+    """The page; `max_pixels` defaults to $LETCOLOR_APP_MAX_MEGAPIXELS (else 25 MP)."""
+    max_pixels = max_pixels or max_pixels_from_environment()
+    endpoints = Endpoints(colorizer, model_problem, max_pixels)
+    with gr.Blocks(title="letcolor", delete_cache=(RESULT_LIFETIME_SECONDS, RESULT_LIFETIME_SECONDS)) as demo:
         gr.Markdown(INTRO)
         if colorizer is None:
             gr.Markdown(f"**No colorization model is available, so the app cannot colorize yet.** {model_problem}")
@@ -147,12 +179,15 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "") -> gr.Block
                         colorize_button = gr.Button("Colorize", variant="primary")
                         download = gr.DownloadButton("Download full-resolution PNG", interactive=False)
                     scenes = gr.Label(num_top_classes=5, label="Predicted scene (top 5)", elem_id="scenes")
-                    result = gr.Image(type="pil", format="png", label="Colorized photo", visible=False)
+                    result = gr.Image(type="filepath", format="png", label="Colorized photo", visible=False)
                     gr.Examples([[str(EXAMPLES / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
                 with gr.Tab("Batch"):
-                    files = gr.File(file_count="multiple", file_types=["image"], label="Photos")
+                    files = gr.File(file_count="multiple", file_types=["image"], label="Photos", elem_id="batch-files")
                     batch_button = gr.Button("Colorize all", variant="primary")
-                    archive = gr.File(label="Results (zip of full-resolution PNGs)")
+                    report = gr.Markdown(label="Report", elem_id="batch-report")
+                    gallery = gr.Gallery(label="Results (previews)", columns=4, elem_id="batch-gallery")
+                    archive = gr.File(label="Results (zip of full-resolution PNGs)", elem_id="batch-zip")
+                gr.Markdown(limits_note(max_pixels), elem_id="limits")
             with gr.Column(scale=1):
                 controls = settings_controls()
 
@@ -171,14 +206,16 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "") -> gr.Block
             queue=False,
             api_visibility="private",
         )
+        image.change(no_photo_result, outputs=[comparison, download, scenes], queue=False, api_visibility="private")
         batch_button.click(
             endpoints.colorize_batch,
             inputs=[files, *controls],
-            outputs=archive,
+            outputs=[archive, gallery, report],
             api_name="colorize_batch",
             preprocess=False,
             concurrency_limit=BATCH_CONCURRENCY,
         )
+        files.change(no_batch_result, outputs=[archive, gallery, report], queue=False, api_visibility="private")
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 
@@ -195,8 +232,7 @@ def settings_controls() -> list[gr.components.Component]:
         )
         palette_strength = gr.Slider(0, 1, value=0, step=0.05, label="Palette strength", info="Pull toward its colours")
     max_side = gr.Slider(
-        256,
-        1024,
+        *MAX_SIDE_RANGE,
         value=DEFAULT_MAX_SIDE,
         step=32,
         label="Processing resolution (px, longest side)",
@@ -206,12 +242,19 @@ def settings_controls() -> list[gr.components.Component]:
 
 
 def launch(demo: gr.Blocks, **options) -> None:
-    """Start the server; `options` are gr.Blocks.launch's (server name and port default to $GRADIO_SERVER_*)."""
-    demo.launch(max_file_size=MAX_FILE_SIZE, **options)
+    """Start the server, and its MCP server at /gradio_api/mcp/; `options` are gr.Blocks.launch's (server name and
+    port default to $GRADIO_SERVER_*). show_error: a request that Gradio itself refuses (say, a string where a file
+    belongs) gets Gradio's reason, not an error without a message."""
+    remove_stale_folders(gr.utils.get_upload_folder(), RESULT_LIFETIME_SECONDS)  # left by a crash or restart
+    demo.launch(max_file_size=MAX_FILE_SIZE, mcp_server=True, show_error=True, **options)
 
 
 def main() -> None:
-    launch(build_demo(*load_colorizer()))
+    try:
+        max_pixels = max_pixels_from_environment()
+    except ValueError as err:
+        raise SystemExit(f"app.py: {err}") from None
+    launch(build_demo(*load_colorizer(), max_pixels))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,53 @@
-"""A batch's results as one zip: a PNG per input photo, named after the photo."""
+"""The web app's result files: each named after the user's photo, in a folder of their own that nothing half-made
+outlives; a batch's results as one zip plus a small preview of each."""
 
 import io
+import re
+import shutil
+import tempfile
+import time
 import zipfile
 from pathlib import Path
 
 from PIL import Image
+
+FOLDER_PREFIX = "letcolor-"
+ZIP_NAME = "letcolor-results.zip"
+PREVIEW_SIDE = 512
+MAX_STEM_LENGTH = 100  # file names stay far below the file system's 255 bytes
+
+
+def result_name(photo_name: str, suffix: str = ".png") -> str:
+    """`photo.jpg` -> `photo_color.png`: the stem of a file name or path, without control characters, shortened."""
+    stem = re.sub(r"[\x00-\x1f\x7f]", "", Path(photo_name).stem)[:MAX_STEM_LENGTH] or "photo"
+    return f"{stem}_color{suffix}"
+
+
+def new_result_folder(parent: str | Path, kind: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{kind}-", dir=parent))
+
+
+def save_result(image: Image.Image, photo_name: str, parent: str | Path) -> Path:
+    """`image` as `<photo name>_color.png` in a new folder under `parent`; nothing is left there if writing fails."""
+    folder = new_result_folder(parent, "photo")
+    try:
+        path = folder / result_name(photo_name)
+        image.save(path, format="PNG")
+        return path
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def remove_stale_folders(parent: str | Path, max_age_seconds: float) -> None:
+    """Removes result folders older than `max_age_seconds`: what a crash or an abandoned request left behind."""
+    oldest = time.time() - max_age_seconds
+    for folder in Path(parent).glob(f"{FOLDER_PREFIX}*"):
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < oldest:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:  # removed meanwhile by another request or process
+            continue
 
 
 class ResultsZip:
@@ -20,21 +63,53 @@ class ResultsZip:
 
     def add(self, photo_name: str, image: Image.Image) -> str:
         """Add `image` as a PNG named after `photo_name` (a file name or path); returns the entry's name."""
-        name = self._unique_name(Path(photo_name).stem or "photo")
+        name = self._unique_name(photo_name)
         png = io.BytesIO()
         image.save(png, format="PNG")
         self._zip.writestr(name, png.getvalue())
         return name
 
-    def _unique_name(self, stem: str) -> str:
-        name, number = f"{stem}_color.png", 2
+    def _unique_name(self, photo_name: str) -> str:
+        name, number = result_name(photo_name), 2
         while name in self._names:
-            name, number = f"{stem}_color_{number}.png", number + 1
+            name, number = result_name(photo_name, f"_{number}.png"), number + 1
         self._names.add(name)
         return name
+
+    def close(self) -> None:
+        self._zip.close()
 
     def __enter__(self) -> "ResultsZip":
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._zip.close()
+        self.close()
+
+
+class BatchFolder:
+    """One batch's results in a new folder under `parent`: the zip of full-resolution PNGs and a WebP preview of
+    each (for a gallery). Use as a context manager: if the batch does not complete, the folder is removed whole, so
+    no partial zip is left behind."""
+
+    def __init__(self, parent: str | Path):
+        self.path = new_result_folder(parent, "batch")
+        self.zip = ResultsZip(self.path / ZIP_NAME)
+        self.previews: list[tuple[Path, str]] = []  # (preview file, the zip entry's name)
+
+    def add(self, photo_name: str, image: Image.Image) -> None:
+        name = self.zip.add(photo_name, image)
+        preview = image.copy()
+        preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        path = self.path / f"{Path(name).stem}.webp"
+        preview.save(path, format="WEBP", quality=85)
+        self.previews.append((path, name))
+
+    def __enter__(self) -> "BatchFolder":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        try:
+            self.zip.close()
+        finally:
+            if exc_type is not None:
+                shutil.rmtree(self.path, ignore_errors=True)

@@ -24,6 +24,11 @@ class InvalidImageError(ValueError):
     """The input cannot be colorized: not an image, truncated, empty, too large, or of an unsupported mode or type."""
 
 
+class LoadedImage(NamedTuple):
+    image: Image.Image  # decoded, validated, upright
+    warnings: tuple[str, ...]  # what the caller should know, e.g. that only the first frame of an animation is used
+
+
 class Pixels(NamedTuple):
     values: torch.Tensor  # (C, H, W), C = 1 (gray) or 3 (sRGB), in the image's own integer or float type
     white_level: float  # the value of white in `values`
@@ -35,6 +40,11 @@ def load_image(source: ImageSource) -> Image.Image:
 
     Arrays: HxW, HxWx1, HxWx3 or HxWx4 of uint8, uint16 (gray kept as 16-bit; colour reduced to 8-bit) or float in
     [0, 1]. Raises InvalidImageError for anything that cannot be colorized."""
+    return read_image(source).image
+
+
+def read_image(source: ImageSource) -> LoadedImage:
+    """`load_image`'s image and its warnings: an animated or multi-page file gives its first frame and says so."""
     if isinstance(source, str | Path):
         with _open_file(Path(source)) as image:
             return _decoded(image, str(source))
@@ -45,13 +55,20 @@ def load_image(source: ImageSource) -> Image.Image:
     raise InvalidImageError(f"expected a path, PIL image or numpy array, got {type(source).__name__}")
 
 
-def _check_size(size: tuple[int, int], name: str) -> None:
+def check_image_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuses a file that is not an image or declares more than `max_pixels` pixels (InvalidImageError), from its
+    header alone: nothing is decoded."""
+    with _open_file(Path(path)) as image:
+        _check_size(image.size, str(path), max_pixels)
+
+
+def _check_size(size: tuple[int, int], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     width, height = size
     if width < 1 or height < 1:
         raise InvalidImageError(f"{name}: the image is empty ({width}x{height})")
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         raise InvalidImageError(
-            f"{name}: {width}x{height} is {width * height / 1e6:.0f} MP, over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit"
+            f"{name}: {width}x{height} is {width * height / 1e6:.3g} MP, over the {max_pixels / 1e6:.3g} MP limit"
         )
 
 
@@ -65,7 +82,7 @@ def _open_file(path: Path) -> Image.Image:
         raise InvalidImageError(f"{path}: not a readable image ({error})") from error
 
 
-def _decoded(image: Image.Image, name: str) -> Image.Image:
+def _decoded(image: Image.Image, name: str) -> LoadedImage:
     _check_size(image.size, name)
     if image.mode not in SUPPORTED_MODES:
         raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
@@ -75,7 +92,10 @@ def _decoded(image: Image.Image, name: str) -> Image.Image:
         raise InvalidImageError(f"{name}: cannot decode the image ({error})") from error
     if image.mode == "F" and not np.isfinite(np.asarray(image)).all():
         raise InvalidImageError(f"{name}: the image has NaN or infinite values")
-    return ImageOps.exif_transpose(image)  # always a new image, so a file's image can be closed
+    # A camera's MPO JPEG holds the photo first and previews or a stereo partner after it: nothing to warn about.
+    frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1
+    warnings = (f"{name}: has {frames} frames (animated or multi-page); only the first was colorized",)
+    return LoadedImage(ImageOps.exif_transpose(image), warnings if frames > 1 else ())  # always a new image
 
 
 def _image_from_array(array: np.ndarray) -> Image.Image:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from letcolor.color import lightness_to_input, rgb_to_lab, target_to_ab
 from letcolor.fullres import compose, lightness
-from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image
+from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image, read_image
 from letcolor.inference import InferenceNetwork, Speedups
 from letcolor.model import GLOBAL_INPUT_SIZE, InvalidModelError, LetThereBeColor, ModelError
 
@@ -58,6 +58,7 @@ class ColorizationResult:
     image: Image.Image  # same size and orientation as the (EXIF-transposed) input; RGBA if the input had alpha
     scenes: dict[str, float]  # the top scene classes and their probabilities ({} if the model has no class names)
     scene_probabilities: np.ndarray  # (num_classes,) softmax of the scene logits
+    warnings: tuple[str, ...] = ()  # e.g. only the first frame of an animated GIF or multi-page TIFF was colorized
 
 
 @dataclass(frozen=True)
@@ -219,13 +220,15 @@ class Colorizer:
         max_side: the local branch's longest side (None: native size, up to NETWORK_PIXEL_BUDGET pixels).
         Raises InvalidImageError for an input that is not a usable image, ValueError for bad options."""
         options = Options(use_global, global_strength, reference, palette_strength, max_side)
-        loaded = [load_image(image) for image in images]
+        loaded = [read_image(image) for image in images]
         with torch.inference_mode():
-            prepared = [self._prepare(image_pixels(image), max_side) for image in loaded]
+            prepared = [self._prepare(image_pixels(each.image), max_side) for each in loaded]
             ab, probabilities = self._predict(prepared, options)
             return [
-                ColorizationResult(compose(each.lightness, each_ab, each.alpha), self._top_scenes(probs), probs)
-                for each, each_ab, probs in zip(prepared, ab, probabilities, strict=True)
+                ColorizationResult(
+                    compose(each.lightness, each_ab, each.alpha), self._top_scenes(probs), probs, source.warnings
+                )
+                for each, each_ab, probs, source in zip(prepared, ab, probabilities, loaded, strict=True)
             ]
 
     def predict_ab(self, images: list[ImageSource], **options) -> list[torch.Tensor]:

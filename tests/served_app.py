@@ -1,19 +1,13 @@
 """app.py served on 127.0.0.1 inside a test: its demo in this process, or `python app.py` as a user runs it."""
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import ROOT
 
 import app
+from letcolor.bench_app import AppStartError, app_server
 
 
 @contextmanager
@@ -29,37 +23,12 @@ def served_app(model_dir: Path) -> Iterator[str]:
         demo.close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"python app.py exited with {server.returncode}: {server.stdout.read()}")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.3)
-    pytest.fail(f"python app.py did not serve {url} within {timeout} s")
-
-
 @contextmanager
 def app_process(**env: str) -> Iterator[str]:
     """Runs `python app.py` from the repository root with `env` added to the environment; yields its URL."""
-    port = free_port()
-    env = os.environ | {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)} | env
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        wait_until_up(url, server)
+    with ExitStack() as stack:
+        try:
+            url, _ = stack.enter_context(app_server(env, timeout=120))
+        except AppStartError as error:
+            pytest.fail(str(error))
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

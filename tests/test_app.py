@@ -1,5 +1,15 @@
-"""The Gradio app through its API, as a program uses it: a server on 127.0.0.1 and gradio_client."""
+"""The Gradio app through its API, as a program uses it: a server on 127.0.0.1, gradio_client, raw HTTP and an MCP
+client."""
 
+import asyncio
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -7,20 +17,33 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import ROOT
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
 from PIL import Image
 from served_app import app_process, served_app
 
+from letcolor.batch_io import FOLDER_PREFIX
 from letcolor.pipeline import Colorizer
+from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS
 
 DEFAULTS = {"use_global": True, "strength": 1.0, "reference": None, "palette_strength": 0.0, "max_side": 256}
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_model_dir):
-    with served_app(tiny_model_dir) as url:
-        yield url
+def upload_dir(tmp_path_factory) -> Path:
+    """The app's own upload and result folder, so that what it leaves there can be checked."""
+    return tmp_path_factory.mktemp("gradio-uploads")
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir, upload_dir):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADIO_TEMP_DIR", str(upload_dir))
+        with served_app(tiny_model_dir) as url:
+            yield url
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +63,33 @@ def colorize(client: Client, photo: Path, **settings):
         settings["reference"] = handle_file(settings["reference"])
     result_path, scenes = client.predict(handle_file(photo), **settings, api_name="/colorize")
     return Image.open(result_path), scenes
+
+
+def colorize_batch(client: Client, photos: list[Path], **settings):
+    """(zip path, gallery, report) from /colorize_batch."""
+    return client.predict([handle_file(p) for p in photos], **(DEFAULTS | settings), api_name="/colorize_batch")
+
+
+def header_only_jpeg(path: Path, width: int, height: int) -> Path:
+    """A valid few-hundred-byte JPEG whose header declares width x height (decoding it would allocate them all)."""
+    small = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(small, format="JPEG")
+    data = bytearray(small.getvalue())
+    frame = data.index(b"\xff\xc0")  # start of frame: marker, length, precision, height, width
+    data[frame + 5 : frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def two_frame_gif(examples_dir, path: Path) -> Path:
+    first = Image.open(examples_dir / "chelsea_gray.png").convert("L")
+    first.save(path, save_all=True, append_images=[first.transpose(Image.Transpose.ROTATE_180)])
+    return path
+
+
+def result_files(upload_dir: Path) -> set[Path]:
+    """The app's result folders and every zip under its upload folder."""
+    return set(upload_dir.glob(f"{FOLDER_PREFIX}*")) | set(upload_dir.rglob("*.zip"))
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -69,6 +119,7 @@ def test_colorize_matches_the_pipeline(client, colorizer, examples_dir, settings
         max_side=settings["max_side"],
     )
     assert image.format == "PNG"
+    assert Path(image.filename).name == "chelsea_gray_color.png"  # downloads are named after the photo
     assert image.size == Image.open(photo).size
     np.testing.assert_array_equal(pixels(image), pixels(expected.image))
     assert {c["label"]: pytest.approx(c["confidence"]) for c in scenes["confidences"]} == expected.scenes
@@ -94,7 +145,7 @@ def test_api_lists_the_two_endpoints_with_their_parameters(app_url):
         assert [p["parameter_name"] for p in parameters] == [first, *settings]
         assert [p["parameter_has_default"] for p in parameters] == [False] + [True] * len(settings)
     assert [r["component"] for r in endpoints["/colorize"]["returns"]] == ["Image", "Label"]
-    assert [r["component"] for r in endpoints["/colorize_batch"]["returns"]] == ["File"]
+    assert [r["component"] for r in endpoints["/colorize_batch"]["returns"]] == ["File", "Gallery", "Markdown"]
 
 
 def test_a_corrupt_file_is_a_clear_error_and_the_server_carries_on(client, examples_dir, tmp_path):
@@ -124,26 +175,123 @@ def test_concurrent_calls_all_succeed_and_match_serial_results(client, examples_
         np.testing.assert_array_equal(got, expected)
 
 
-def test_batch_returns_a_zip_with_one_png_per_photo(client, examples_dir, tmp_path):
+def test_batch_returns_a_zip_with_one_png_per_photo_and_a_gallery(client, examples_dir, tmp_path):
     namesake = tmp_path / "coffee.png"  # a second photo of the same name
     Image.open(examples_dir / "chelsea_gray.png").save(namesake)
     photos = [examples_dir / "coffee.png", examples_dir / "rocket_gray.png", namesake]
-    archive = client.predict([handle_file(p) for p in photos], **DEFAULTS, api_name="/colorize_batch")
+    archive, gallery, report = colorize_batch(client, photos)
+    names = ["coffee_color.png", "rocket_gray_color.png", "coffee_color_2.png"]
+    assert report == "Colorized 3 of 3 photos."
+    assert [item["caption"] for item in gallery] == names
     with zipfile.ZipFile(archive) as results:
-        assert results.namelist() == ["coffee_color.png", "rocket_gray_color.png", "coffee_color_2.png"]
-        for photo, name in zip(photos, results.namelist(), strict=True):
+        assert results.namelist() == names
+        for photo, name, item in zip(photos, names, gallery, strict=True):
             with results.open(name) as entry:
                 result = Image.open(entry)
                 np.testing.assert_array_equal(pixels(result), pixels(colorize(client, photo)[0]))
+                preview = Image.open(item["image"])
+                assert max(preview.size) == min(512, max(result.size))  # a preview, the zip has full resolution
+                assert preview.size[0] / preview.size[1] == pytest.approx(result.size[0] / result.size[1], rel=0.01)
 
 
-def test_batch_names_a_bad_file(client, examples_dir, tmp_path):
-    bad = tmp_path / "notes.png"
-    bad.write_text("shopping list")
-    with pytest.raises(AppError, match="notes.png"):
-        client.predict(
-            [handle_file(examples_dir / "coffee.png"), handle_file(bad)], **DEFAULTS, api_name="/colorize_batch"
-        )
+def test_batch_skips_and_reports_bad_photos_and_colorizes_the_rest(client, examples_dir, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    notes = tmp_path / "notes.png"
+    notes.write_text("shopping list")
+    photos = [examples_dir / "coffee.png", broken, examples_dir / "rocket_gray.png", notes]
+    archive, gallery, report = colorize_batch(client, photos)
+    with zipfile.ZipFile(archive) as results:
+        assert results.namelist() == ["coffee_color.png", "rocket_gray_color.png"]
+    assert [item["caption"] for item in gallery] == ["coffee_color.png", "rocket_gray_color.png"]
+    lines = report.splitlines()
+    assert lines[:3] == ["Colorized 2 of 4 photos.", "", "Skipped:"]
+    assert lines[3].startswith("- broken.jpg: not a readable image")
+    assert lines[4].startswith("- notes.png: not a readable image")
+    assert "/tmp" not in report and str(tmp_path) not in report
+
+
+def test_a_failing_batch_leaves_no_zip_behind(client, examples_dir, tmp_path, upload_dir):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    before = result_files(upload_dir)
+    with pytest.raises(AppError, match=r"Colorized 0 of 2 photos\.(.|\n)*- broken\.jpg: not a readable image"):
+        colorize_batch(client, [broken, header_only_jpeg(tmp_path / "huge.jpg", 10000, 10000)])
+    assert result_files(upload_dir) == before
+
+
+def test_batch_reports_an_animation_whose_first_frame_was_used(client, examples_dir, tmp_path):
+    _, _, report = colorize_batch(client, [two_frame_gif(examples_dir, tmp_path / "walk.gif")])
+    assert report.splitlines() == [
+        "Colorized 1 of 1 photos.",
+        "",
+        "Notes:",
+        "- walk.gif: has 2 frames (animated or multi-page); only the first was colorized",
+    ]
+
+
+def test_colorize_warns_that_only_the_first_frame_of_an_animation_was_used(client, examples_dir, tmp_path):
+    job = client.submit(
+        handle_file(two_frame_gif(examples_dir, tmp_path / "walk.gif")), **DEFAULTS, api_name="/colorize"
+    )
+
+    async def logged_messages():
+        return [update.log async for update in job if update.type == "status" and update.log]
+
+    assert asyncio.run(logged_messages()) == [
+        ("walk.gif: has 2 frames (animated or multi-page); only the first was colorized", "warning")
+    ]
+    assert Path(job.result()[0]).name == "walk_color.png"
+
+
+def test_a_photo_over_the_apps_pixel_limit_is_refused_from_its_header(client, examples_dir, tmp_path):
+    bomb = header_only_jpeg(tmp_path / "bomb.jpg", 10000, 10000)
+    assert bomb.stat().st_size < 1000 and Image.open(bomb).size == (10000, 10000)
+    limit = f"bomb.jpg: 10000x10000 is 100 MP, over the {DEFAULT_MAX_MEGAPIXELS} MP limit"
+    with pytest.raises(AppError, match=limit):
+        colorize(client, bomb)
+    with pytest.raises(AppError, match=limit):
+        colorize(client, examples_dir / "coffee.png", reference=bomb)
+    _, _, report = colorize_batch(client, [bomb, examples_dir / "coffee.png"])
+    assert report.splitlines()[:4] == ["Colorized 1 of 2 photos.", "", "Skipped:", f"- {limit}"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("max_side", None, "max_side must be a finite number, got None"),
+        ("max_side", "512", "max_side must be a finite number, got '512'"),
+        ("max_side", True, "max_side must be a finite number, got True"),
+        ("max_side", 100, "max_side must be from 256 to 1024 (pixels), got 100"),
+        ("strength", None, "strength must be a finite number, got None"),
+        ("strength", 3, "global_strength must be in [0, 2], got 3.0"),
+        ("palette_strength", 0.5, "palette_strength > 0 needs a reference image"),
+        ("use_global", "yes", "use_global must be True or False, got 'yes'"),
+        ("image", {"url": "https://example.com/photo.jpg"}, "image: expected an uploaded file"),
+        ("image", "photo.jpg", "1 validation error for ImageData"),  # refused by Gradio before the app sees it
+        ("image", None, "Upload a photo first."),
+        ("reference", {"path": None}, "reference: expected an uploaded file"),
+    ],
+)
+def test_bad_values_over_the_api_get_a_clear_message(client, examples_dir, setting, value, message):
+    arguments = {"image": handle_file(examples_dir / "coffee.png")} | DEFAULTS | {setting: value}
+    with pytest.raises(AppError) as error:
+        client.predict(*arguments.values(), api_name="/colorize")
+    assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize("value", ["Infinity", "NaN", "-Infinity"])
+def test_non_finite_numbers_in_raw_json_get_a_clear_message(app_url, examples_dir, value):
+    """gradio_client cannot send inf or NaN; a hand-written request can (Python's JSON reads `Infinity`)."""
+    photo = examples_dir / "coffee.png"
+    path = httpx.post(f"{app_url}gradio_api/upload", files={"files": (photo.name, photo.read_bytes())}).json()[0]
+    image = json.dumps({"path": path, "meta": {"_type": "gradio.FileData"}})
+    body = f'{{"data": [{image}, true, 1.0, null, 0.0, {value}]}}'
+    call = f"{app_url}gradio_api/call/colorize"
+    event = httpx.post(call, content=body, headers={"content-type": "application/json"}).json()["event_id"]
+    stream = httpx.get(f"{call}/{event}", timeout=60).text
+    assert "event: error" in stream
+    assert f"max_side must be a finite number, got {float(value)}" in stream
 
 
 def test_the_server_refuses_files_over_the_size_limit(app_url):
@@ -160,3 +308,108 @@ def test_without_a_model_the_page_says_so_and_the_endpoints_raise(examples_dir, 
         assert "No colorization model is available" in config
         with pytest.raises(AppError, match="No colorization model is available"):
             Client(url, verbose=False).predict(handle_file(examples_dir / "coffee.png"), api_name="/colorize")
+
+
+async def call_mcp_tool(app_url: str, tool: str, arguments: dict, with_progress: bool):
+    """(the tools listed, the call's result) from the app's MCP server, through the MCP Python client."""
+    progress = []
+
+    async def on_progress(done, total, message):
+        progress.append(message)
+
+    async with (
+        streamablehttp_client(f"{app_url}gradio_api/mcp/") as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        tools = {each.name: each for each in (await session.list_tools()).tools}
+        result = await session.call_tool(tool, arguments, progress_callback=on_progress if with_progress else None)
+    return tools, result
+
+
+def data_uri(photo: Path) -> str:
+    return f"data:image/png;base64,{base64.b64encode(photo.read_bytes()).decode()}"
+
+
+@pytest.mark.parametrize("with_progress", [True, False], ids=["progress", "no progress"])
+def test_an_mcp_client_colorizes_a_photo(app_url, colorizer, examples_dir, with_progress):
+    photo = examples_dir / "chelsea_gray.png"
+    arguments = {"image": data_uri(photo), "max_side": 320}
+    tools, result = asyncio.run(call_mcp_tool(app_url, "colorize", arguments, with_progress))
+    assert set(tools) == {"colorize", "colorize_batch"}
+    assert tools["colorize"].description.startswith("Colorize a black-and-white photo")
+    assert tools["colorize"].inputSchema["required"] == ["image"]
+    assert not result.isError
+    texts = " ".join(item.text for item in result.content if item.type == "text")
+    url = re.search(r"http://\S+?_color\.png", texts).group()  # the full-resolution PNG, named after the upload
+    images = [item for item in result.content if item.type == "image"]
+    if with_progress:  # Gradio 6.31 returns the image itself only to a client that asks for progress
+        assert [item.mimeType for item in images] == ["image/png"]
+        image = Image.open(io.BytesIO(base64.b64decode(images[0].data)))
+    else:
+        image = Image.open(io.BytesIO(httpx.get(url).content))
+    expected = colorizer(photo, max_side=320)
+    np.testing.assert_array_equal(pixels(image), pixels(expected.image))
+    assert next(iter(expected.scenes)) in texts
+
+
+def test_an_mcp_client_gets_a_clear_error(app_url, examples_dir):
+    arguments = {"image": data_uri(examples_dir / "LICENSES.md"), "max_side": 320}
+    _, result = asyncio.run(call_mcp_tool(app_url, "colorize", arguments, with_progress=True))
+    assert result.isError
+    assert "not a readable image" in result.content[0].text
+
+
+def model_with(problem: str, tiny_model_dir: Path, directory: Path) -> Path:
+    shutil.copytree(tiny_model_dir, directory)
+    if problem == "corrupt weights":
+        weights = directory / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        config = json.loads((directory / "config.json").read_text()) | {"colour_space": "lab"}
+        (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("problem", "reason"),
+    [
+        ("corrupt weights", "not a valid letcolor model: Error while deserializing header"),
+        ("unknown config key", "config.json has unknown keys ['colour_space']"),
+    ],
+)
+def test_with_an_invalid_model_python_app_py_starts_and_the_page_says_why(
+    examples_dir, tiny_model_dir, tmp_path, problem, reason
+):
+    model = model_with(problem, tiny_model_dir, tmp_path / "model")
+    with app_process(LETCOLOR_MODEL=str(model), HF_HUB_OFFLINE="1") as url:
+        page = httpx.get(f"{url}config").json()
+        notes = [c["props"].get("value", "") for c in page["components"] if c["type"] == "markdown"]
+        assert any("No colorization model is available" in note and reason in note for note in notes)
+        with pytest.raises(AppError, match=re.escape(reason)):
+            Client(url, verbose=False).predict(handle_file(examples_dir / "coffee.png"), api_name="/colorize")
+
+
+@pytest.mark.slow
+def test_the_pixel_limit_is_configurable_and_stated_on_the_page(examples_dir, tiny_model_dir):
+    with app_process(LETCOLOR_MODEL=str(tiny_model_dir), LETCOLOR_APP_MAX_MEGAPIXELS="0.2") as url:
+        page = httpx.get(f"{url}config").json()
+        limits = next(c["props"]["value"] for c in page["components"] if c["props"].get("elem_id") == "limits")
+        assert limits.startswith("Photos up to 0.2 megapixels and 25MB")
+        client = Client(url, verbose=False)
+        with pytest.raises(AppError, match=r"coffee.png: 600x400 is 0.24 MP, over the 0.2 MP limit"):
+            client.predict(handle_file(examples_dir / "coffee.png"), api_name="/colorize")
+        result, _ = client.predict(handle_file(examples_dir / "chelsea_gray.png"), api_name="/colorize")  # 451x300
+        assert Image.open(result).size == (451, 300)
+
+
+@pytest.mark.slow
+def test_a_bad_pixel_limit_stops_python_app_py_with_a_clear_message(tiny_model_dir):
+    env = os.environ | {"LETCOLOR_MODEL": str(tiny_model_dir), "LETCOLOR_APP_MAX_MEGAPIXELS": "lots"}
+    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        == "app.py: LETCOLOR_APP_MAX_MEGAPIXELS must be a number of megapixels in (0, 100], got 'lots'"
+    )

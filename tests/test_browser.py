@@ -49,11 +49,60 @@ def test_upload_colorize_and_see_the_result_in_the_slider(page, examples_dir):
     assert before.endswith(photo.name)
     assert after.endswith(".png") and after != before
     assert after_width(slider_images.nth(1)) == Image.open(photo).width  # full resolution, not a preview
-    expect(page.get_by_role("button", name="Download full-resolution PNG")).to_be_enabled()
+    download_button = page.get_by_role("button", name="Download full-resolution PNG")
+    expect(download_button).to_be_enabled()
     expect(page.locator("#scenes")).to_contain_text("scene_")
+    with page.expect_download() as download:
+        download_button.click()
+    assert download.value.suggested_filename == "chelsea_gray_color.png"
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "app-colorized.png", full_page=True)
+
+    page.locator("#photo").get_by_role("button", name="Remove Image").click()  # clearing the photo clears its result
+    expect(slider_images).to_have_count(0)
+    expect(download_button).to_be_disabled()
+    expect(page.locator("#scenes")).not_to_contain_text("scene_")
+
+
+@pytest.mark.slow
+def test_an_animation_gets_a_visible_warning(page, examples_dir, tmp_path):
+    first = Image.open(examples_dir / "chelsea_gray.png").convert("L")
+    walk = tmp_path / "walk.gif"
+    first.save(walk, save_all=True, append_images=[first.transpose(Image.Transpose.ROTATE_180)])
+    page.get_by_role("tab", name="Photo").click()
+    page.locator("#photo input[type=file]").set_input_files(walk)
+    page.get_by_role("button", name="Colorize", exact=True).click()
+    warning = "walk.gif: has 2 frames (animated or multi-page); only the first was colorized"
+    expect(page.get_by_text(warning)).to_be_visible(timeout=30_000)
+
+
+@pytest.mark.slow
+def test_batch_shows_a_gallery_a_report_and_the_zip_and_clearing_clears_them(page, examples_dir, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    page.get_by_role("tab", name="Batch").click()
+    files = page.locator("#batch-files")
+    photos = [examples_dir / "coffee.png", broken, examples_dir / "rocket.jpg"]
+    files.locator("input[type=file]").set_input_files(photos)
+    expect(files.get_by_role("button", name="Remove this file")).to_have_count(3)  # all uploaded
+    page.get_by_role("button", name="Colorize all").click()
+
+    report = page.locator("#batch-report")
+    expect(report).to_contain_text("Colorized 2 of 3 photos.", timeout=60_000)
+    expect(report).to_contain_text("broken.jpg: not a readable image")
+    gallery = page.locator("#batch-gallery")
+    expect(gallery.locator("img")).to_have_count(2)
+    expect(gallery).to_contain_text("coffee_color.png")
+    expect(gallery).to_contain_text("rocket_color.png")
+    expect(page.locator("#batch-zip")).to_contain_text("letcolor-results")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "app-batch.png", full_page=True)
+
+    files.get_by_role("button", name="Clear").click()
+    expect(gallery.locator("img")).to_have_count(0)
+    expect(report).not_to_contain_text("Colorized")
+    expect(page.locator("#batch-zip")).not_to_contain_text("letcolor-results")
 
 
 def after_width(image) -> int:

@@ -257,8 +257,31 @@ def test_bad_files_raise_invalid_image_error(colorizer, examples_dir, tmp_path, 
 
 def test_the_pixel_limit_is_the_documented_one(tmp_path):
     assert 12000 * 9000 > MAX_IMAGE_PIXELS > Image.MAX_IMAGE_PIXELS  # ours is checked, PIL's only warns below 2x
-    with pytest.raises(InvalidImageError, match=f"over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit"):
+    with pytest.raises(InvalidImageError, match=f"is 108 MP, over the {MAX_IMAGE_PIXELS / 1e6:.3g} MP limit"):
         load_image(png_header_only(tmp_path / "large.png", 12000, 9000))
+
+
+def frames_of(examples_dir) -> list[Image.Image]:
+    return [photo(examples_dir, name).convert("L") for name in ("historical_b.jpg", "historical_c.jpg")]
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".tif", ".webp"])
+def test_an_animated_or_multipage_file_gives_its_first_frame_and_says_so(colorizer, examples_dir, tmp_path, suffix):
+    first, second = frames_of(examples_dir)
+    path = save(first, tmp_path / f"frames{suffix}", save_all=True, append_images=[second.resize(first.size)])
+    assert Image.open(path).n_frames == 2
+    result = colorizer(path)
+    assert result.warnings == (f"{path}: has 2 frames (animated or multi-page); only the first was colorized",)
+    expected = colorizer(Image.open(path).copy())  # the first frame, as a single image
+    np.testing.assert_array_equal(np.asarray(result.image), np.asarray(expected.image))
+
+
+def test_single_frame_files_and_camera_mpo_files_give_no_warning(colorizer, examples_dir, tmp_path):
+    first, second = frames_of(examples_dir)
+    mpo = save(first.convert("RGB"), tmp_path / "camera.mpo", format="MPO", save_all=True, append_images=[second])
+    assert Image.open(mpo).format == "MPO" and Image.open(mpo).n_frames == 2
+    for source in [save(first, tmp_path / "one.gif"), save(first, tmp_path / "one.tif"), mpo, first]:
+        assert colorizer(source).warnings == ()
 
 
 @pytest.mark.parametrize(

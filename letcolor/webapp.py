@@ -1,0 +1,186 @@
+"""The web app's work behind its UI: API values checked into pipeline options, uploaded files, the app's own pixel
+limit, one photo or a batch colorized into result files named after the user's photos.
+
+Every message names the user's files, never the server's copies. Bad requests raise ValueError; a batch skips and
+reports each bad photo and colorizes the rest.
+"""
+
+import math
+import numbers
+import os
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from letcolor.batch_io import BatchFolder, remove_stale_folders, save_result
+from letcolor.images import InvalidImageError, check_image_file, load_image
+from letcolor.pipeline import Colorizer, Options
+
+MAX_PIXELS_ENV_VAR = "LETCOLOR_APP_MAX_MEGAPIXELS"
+DEFAULT_MAX_MEGAPIXELS = 25  # a 6000x4000 photo; the library's own limit (100 MP) is for trusted callers
+MAX_SIDE_RANGE = (256, 1024)  # the processing-resolution slider's range, also enforced over the API
+RESULT_LIFETIME_SECONDS = 3600  # the app deletes its result files this long after making them
+
+
+def max_pixels_from_environment() -> int:
+    """The app's pixel limit: $LETCOLOR_APP_MAX_MEGAPIXELS (a positive number of megapixels), else the default."""
+    text = os.environ.get(MAX_PIXELS_ENV_VAR, "").strip()
+    if not text:
+        return DEFAULT_MAX_MEGAPIXELS * 1_000_000
+    try:
+        megapixels = float(text)
+    except ValueError:
+        megapixels = math.nan
+    if not 0 < megapixels <= 100:
+        raise ValueError(f"{MAX_PIXELS_ENV_VAR} must be a number of megapixels in (0, 100], got {text!r}")
+    return round(megapixels * 1_000_000)
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: Path  # the server's copy
+    name: str  # the user's file name
+
+    @classmethod
+    def from_api(cls, value, parameter: str) -> "Upload":
+        """From Gradio's file data (a dict with the uploaded copy's `path`, as gradio_client's handle_file sends)."""
+        path = value.get("path") if isinstance(value, dict) else None
+        if not isinstance(path, str) or not path:
+            raise ValueError(
+                f"{parameter}: expected an uploaded file (gradio_client's handle_file(...) or an MCP file URL), "
+                f"got {value!r:.100}"
+            )
+        return cls(Path(path), value.get("orig_name") or Path(path).name)
+
+    @classmethod
+    def optional_from_api(cls, value, parameter: str) -> "Upload | None":
+        return None if value is None else cls.from_api(value, parameter)
+
+    @classmethod
+    def list_from_api(cls, value, parameter: str) -> list["Upload"]:
+        if not isinstance(value, list):
+            raise ValueError(f"{parameter}: expected a list of uploaded files, got {value!r:.100}")
+        return [cls.from_api(each, parameter) for each in value]
+
+
+def _number(value, parameter: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{parameter} must be a finite number, got {value!r:.100}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The API's settings (JSON values that Gradio does not check) as numbers; `options` makes (and checks) the
+    pipeline's options."""
+
+    use_global: bool
+    strength: float
+    palette_strength: float
+    max_side: int
+
+    @classmethod
+    def from_api(cls, use_global, strength, palette_strength, max_side) -> "Settings":
+        low, high = MAX_SIDE_RANGE
+        side = _number(max_side, "max_side")
+        if not low <= side <= high:
+            raise ValueError(f"max_side must be from {low} to {high} (pixels), got {max_side!r}")
+        return cls(
+            use_global, _number(strength, "strength"), _number(palette_strength, "palette_strength"), round(side)
+        )
+
+    def options(self, reference) -> Options:
+        return Options(self.use_global, self.strength, reference, self.palette_strength, self.max_side)
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    path: Path  # <photo name>_color.png
+    scenes: dict[str, float]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    archive: Path
+    previews: list[tuple[Path, str]]  # (preview image, its name in the zip)
+    report: str  # Markdown: how many were colorized, and each skipped photo or warning with its reason
+
+
+class WebColorizer:
+    """Colorizes uploads for the app: refuses images over `max_pixels` from their header, writes results under
+    `result_dir` (the app's upload folder, whose files the app deletes on schedule)."""
+
+    def __init__(self, colorizer: Colorizer, max_pixels: int, result_dir: str | Path):
+        self.colorizer, self.max_pixels, self.result_dir = colorizer, max_pixels, Path(result_dir)
+
+    def colorize(self, image: Upload, reference: Upload | None, settings: Settings) -> PhotoResult:
+        with user_messages(image, reference):
+            self._check(image)
+            options = self._options(settings, reference)
+            result = self.colorizer(image.path, **vars(options))
+        remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
+        path = save_result(result.image, image.name, self.result_dir)
+        return PhotoResult(path, result.scenes, tuple(public(w, [image]) for w in result.warnings))
+
+    def colorize_batch(
+        self, files: list[Upload], reference: Upload | None, settings: Settings, progress: Callable = iter
+    ) -> BatchResult:
+        """Colorizes each file in turn; a bad one is skipped and reported. Raises ValueError if none is usable."""
+        with user_messages(reference):
+            options = self._options(settings, reference)
+        remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
+        skipped, notes = [], []
+        with BatchFolder(self.result_dir) as batch:
+            for upload in progress(files):
+                try:
+                    with user_messages(upload):
+                        self._check(upload)
+                        result = self.colorizer(upload.path, **vars(options))
+                except InvalidImageError as error:
+                    skipped.append(str(error))
+                    continue
+                batch.add(upload.name, result.image)
+                notes += [public(warning, [upload]) for warning in result.warnings]
+            report = batch_report(len(batch.previews), len(files), skipped, notes)
+            if not batch.previews:
+                raise ValueError(report)  # the folder is removed on the way out
+        return BatchResult(batch.zip.path, batch.previews, report)
+
+    def _check(self, upload: Upload) -> None:
+        check_image_file(upload.path, self.max_pixels)
+
+    def _options(self, settings: Settings, reference: Upload | None) -> Options:
+        """The pipeline's options, with the reference photo decoded (once, for all photos of a batch)."""
+        if reference is not None:
+            self._check(reference)
+        return settings.options(load_image(reference.path) if reference else None)
+
+
+def batch_report(done: int, total: int, skipped: list[str], notes: list[str]) -> str:
+    lines = [f"Colorized {done} of {total} photos."]
+    if skipped:
+        lines += ["", "Skipped:", *(f"- {reason}" for reason in skipped)]
+    if notes:
+        lines += ["", "Notes:", *(f"- {note}" for note in notes)]
+    return "\n".join(lines)
+
+
+def public(message: str, uploads: Iterable[Upload | None]) -> str:
+    """`message` with the server's copies of `uploads` named by the user's file names."""
+    for upload in filter(None, uploads):
+        message = message.replace(str(upload.path), upload.name)
+    return message
+
+
+@contextmanager
+def user_messages(*uploads: Upload | None):
+    """Re-raises a ValueError (InvalidImageError included) naming the user's files instead of the server's copies."""
+    try:
+        yield
+    except ValueError as error:
+        message = public(str(error), uploads)
+        if message == str(error):
+            raise
+        raise (InvalidImageError if isinstance(error, InvalidImageError) else ValueError)(message) from error
