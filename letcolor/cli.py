@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from letcolor import bench
-from letcolor.images import InvalidImageError, load_image
+from letcolor.images import InvalidImageError, load_image, read_image
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options
 
 COLORIZE_DESCRIPTION = (
@@ -128,11 +128,15 @@ def colorize_files(colorizer: Colorizer, sources: list[Path], output_dir: Path, 
             loaded = {}
             for source in sources[start : start + batch_size]:
                 try:
-                    loaded[source] = load_image(source)
+                    read = read_image(source)
                 except InvalidImageError as error:
                     failed += 1
                     progress.write(f"skipped: {error}", file=sys.stderr)
                     progress.update()
+                    continue
+                loaded[source] = read.image
+                for warning in read.warnings:
+                    progress.write(f"warning: {warning}", file=sys.stderr)
             results = colorizer.batch(list(loaded.values()), **vars(options))
             for source, result in zip(loaded, results, strict=True):
                 path = output_path(source, output_dir, result.image.mode == "RGBA", taken)

@@ -230,3 +230,13 @@ def test_a_float_image_with_nan_is_skipped_and_the_rest_written(photos, tiny_mod
     assert sorted(path.name for path in output.iterdir()) == ["chelsea.png", "historical_a.png", "historical_b.jpg"]
     errors = capsys.readouterr().err
     assert "a_nan.tif: the image has NaN or infinite values" in errors and "Traceback" not in errors
+
+
+def test_an_animated_gif_says_only_its_first_frame_was_colorized(examples_dir, tiny_model_dir, tmp_path, capsys):
+    with Image.open(examples_dir / "chelsea.png") as photo:
+        frames = [photo.convert("L").resize((64, 48)), photo.convert("L").resize((64, 48)).rotate(180)]
+    frames[0].save(tmp_path / "cat.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    output = tmp_path / "out"
+    assert cli.main(["colorize", str(tmp_path / "cat.gif"), "-o", str(output), "--model", str(tiny_model_dir)]) == 0
+    assert [path.name for path in output.iterdir()] == ["cat.png"]
+    assert "warning: " in (errors := capsys.readouterr().err) and "only the first was colorized" in errors
