@@ -36,7 +36,8 @@ QUEUE_SIZE = 20
 
 INTRO = """# letcolor: colour for black-and-white photos
 Drop in an old photo, paste one or take one with the webcam, and get it back in colour. The network is
-*Let there be Color!* (Iizuka, Simo-Serra and Ishikawa, SIGGRAPH 2016), which also recognises the scene."""
+*Let there be Color!* (Iizuka, Simo-Serra and Ishikawa, SIGGRAPH 2016), which also names the scene or subject it
+sees (a street, a forest, a face, a cat...)."""
 
 
 def limits_note(max_pixels: int) -> str:
@@ -178,7 +179,9 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels:
                     with gr.Row():
                         colorize_button = gr.Button("Colorize", variant="primary")
                         download = gr.DownloadButton("Download full-resolution PNG", interactive=False)
-                    scenes = gr.Label(num_top_classes=5, label="Predicted scene (top 5)", elem_id="scenes")
+                    scenes = gr.Label(
+                        num_top_classes=5, label="What the model sees: scene or subject (top 5)", elem_id="scenes"
+                    )
                     result = gr.Image(type="filepath", format="png", label="Colorized photo", visible=False)
                     gr.Examples([[str(EXAMPLES / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
                 with gr.Tab("Batch"):

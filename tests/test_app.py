@@ -21,7 +21,7 @@ from conftest import ROOT
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 from served_app import app_process, served_app
 
@@ -318,7 +318,7 @@ async def call_mcp_tool(app_url: str, tool: str, arguments: dict, with_progress:
         progress.append(message)
 
     async with (
-        streamablehttp_client(f"{app_url}gradio_api/mcp/") as (read, write, _),
+        streamable_http_client(f"{app_url}gradio_api/mcp/") as (read, write, _),
         ClientSession(read, write) as session,
     ):
         await session.initialize()

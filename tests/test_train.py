@@ -1,5 +1,6 @@
 """The training package: overfitting, a whole run, SIGTERM and --resume, bad images, DDP, pushing to a Hub."""
 
+import itertools
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from train_data import make_scene_dataset
 from letcolor.model import LetThereBeColor
 from train.__main__ import parse_args
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
-from train.data import Source, StreamSpec, TrainBatches, open_stream, source_class_names, validation_images
+from train.data import Source, StreamSpec, TrainBatches, model_label, open_stream, source_class_names, validation_images
 from train.distributed import Distributed
 from train.loop import Trainer, train
 from train.losses import ColourRarity, ab_histogram, colorization_losses, lab_batch, mean_chroma
@@ -111,15 +112,16 @@ def test_bad_images_are_skipped_and_counted(corrupt_scene_data):
     spec = scenes(corrupt_scene_data)
     batches = iter(TrainBatches(spec, batch_size=4))
     batch = next(batches)
-    while batch.stream_state["epoch"] == 0:
+    while batch.stream_state["sources"][0]["epoch"] == 0:
         assert batch.images.shape == (4, 3, 224, 224) and batch.images.dtype == torch.uint8
         batch = next(batches)
     assert batch.skipped["bad_image"] == len(CORRUPT_ROWS)
 
 
 def test_each_rank_streams_its_own_part(scene_data):
+    spec = scenes(scene_data)
     ids = [
-        {row["image"]["bytes"] for row in open_stream(replace(scenes(scene_data), rank=rank, world_size=2))}
+        {row["image"]["bytes"] for row in open_stream(replace(spec, rank=rank, world_size=2), spec.sources[0])}
         for rank in (0, 1)
     ]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
@@ -178,7 +180,7 @@ def test_sigterm_checkpoints_and_resume_continues(scene_data, tmp_path):
     os.killpg(process.pid, signal.SIGTERM)  # the whole group, DataLoader worker included, as a scheduler does
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     stopped_at = checkpoint_state(tmp_path)["step"]
-    assert stopped_at >= 3 and checkpoint_state(tmp_path)["data_streams"][0]["0"]["epoch"] == 0
+    assert stopped_at >= 3 and checkpoint_state(tmp_path)["data_streams"][0]["0"]["sources"][0]["epoch"] == 0
 
     train(parse_args(cli(scene_data, tmp_path, "--steps", str(stopped_at + 2), "--resume")))
     resumed_steps = [record["step"] for record in metrics(tmp_path, "train")][-2:]
@@ -293,20 +295,22 @@ def test_datasets_mix_with_merged_label_names(scene_data, everyday_data, tmp_pat
     assert [scenes_source.weight, everyday_source.weight] == [3, 1]
 
     # Each dataset's labels arrive as the model's classes of the same names (unlabelled rows stay -1).
-    def label_names(stream, names: list[str]) -> list[str | None]:
-        return [names[row["label"]] if row["label"] >= 0 else None for row in stream]
-
     for source, own_names in ((scenes_source, scene_names), (everyday_source, everyday_names)):
-        original = label_names(open_stream(StreamSpec([Source(source.dataset)], "train")), own_names)
-        assert label_names(open_stream(StreamSpec([source], "train")), names) == original
-    mixed = [row["label"] for row in open_stream(trainer.train_spec)]
-    assert any(label >= len(scene_names) for label in mixed) and any(0 <= label < len(scene_names) for label in mixed)
+        rows = list(open_stream(trainer.train_spec, source))
+        original = [own_names[row["label"]] if row["label"] >= 0 else None for row in rows]
+        assert [names[model_label(row, source)] if row["label"] >= 0 else None for row in rows] == original
+        assert [model_label(row, source) for row in rows if row["label"] < 0] == [-1] * original.count(None)
+    batches = TrainBatches(trainer.train_spec, batch_size=8)
+    mixed = torch.cat([batch.labels for batch in itertools.islice(batches, 6)]).tolist()
+    from_everyday = sum(label >= len(scene_names) for label in mixed)
+    assert 0 < from_everyday < len(mixed) / 2  # weights 3:1
 
 
 def test_a_dataset_without_labels_trains_colour_only(scene_data, everyday_data, tmp_path):
     trainer = Trainer(parse_args(cli([scene_data, everyday_data], tmp_path, "--label-column", "")), Distributed())
     assert trainer.model.class_names == [] and trainer.model.num_classes == 1
-    assert {row["label"] for row in open_stream(trainer.train_spec)} == {-1}
+    labels = torch.cat([batch.labels for batch in itertools.islice(TrainBatches(trainer.train_spec, 8), 4)])
+    assert set(labels.tolist()) == {-1}
 
 
 @pytest.mark.slow
@@ -329,6 +333,7 @@ def test_mixed_run_validates_each_dataset_and_resumes(scene_data, everyday_data,
     assert "(weight 1)" in card and "rarity rebalancing mix 0.5" in card
 
     stream_state = checkpoint_state(tmp_path)["data_streams"][0]["0"]
+    assert stream_state["drawn"] >= 3 * 4 and len(stream_state["sources"]) == 2
     train(parse_args(cli(datasets, tmp_path, *options, "--prior-images", "8", "--steps", "5", "--resume")))
     assert [record["step"] for record in metrics(tmp_path, "train")][-2:] == [4, 5]
     state = checkpoint_state(tmp_path)

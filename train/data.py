@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Features, Image, IterableDataset, Value, interleave_datasets, load_dataset
+from datasets import ClassLabel, Image, IterableDataset, load_dataset
 from datasets.distributed import split_dataset_by_node
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
@@ -62,37 +62,23 @@ class Batch:
         return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.worker, self.stream_state, self.skipped)
 
 
-STREAM_FEATURES = Features({"image": Image(decode=False), "label": Value("int64")})
-
-
-def open_source(source: Source, split: str, image_column: str) -> IterableDataset:
-    """One dataset's split as a stream of undecoded `image` and `label` (the model's class, via `class_ids`)."""
-    stream = load_dataset(source.dataset, split=split, streaming=True)
-    if image_column not in stream.features:
-        raise ValueError(f"{source.dataset}: no column {image_column!r}; columns: {list(stream.features)}")
-    stream = stream.cast_column(image_column, Image(decode=False))
-    label_column = source.label_column if source.label_column in stream.features else None
-
-    def relabel(row: dict) -> dict:
-        label = row[label_column] if label_column else None
-        if label is not None and label >= 0 and source.class_ids:
-            label = source.class_ids[label]
-        return {"image": row[image_column], "label": -1 if label is None or label < 0 else label}
-
-    return stream.map(relabel, remove_columns=list(stream.features), features=STREAM_FEATURES)
-
-
-def open_stream(spec: StreamSpec) -> IterableDataset:
-    """The split as one stream (the sources interleaved by weight), this rank's part only."""
-    streams = [open_source(source, spec.split, spec.image_column) for source in spec.sources]
-    stream = streams[0]
-    if len(streams) > 1:
-        total = sum(source.weight for source in spec.sources)
-        probabilities = [source.weight / total for source in spec.sources]
-        stream = interleave_datasets(streams, probabilities, seed=spec.seed, stopping_strategy="first_exhausted")
+def open_stream(spec: StreamSpec, source: Source) -> IterableDataset:
+    """One dataset's split as a stream with undecoded images, this rank's part only."""
+    stream = load_dataset(source.dataset, split=spec.split, streaming=True)
+    if spec.image_column not in stream.features:
+        raise ValueError(f"{source.dataset}: no column {spec.image_column!r}; columns: {list(stream.features)}")
+    stream = stream.cast_column(spec.image_column, Image(decode=False))
     if spec.world_size > 1:
         stream = split_dataset_by_node(stream, rank=spec.rank, world_size=spec.world_size)
     return stream
+
+
+def model_label(example: dict, source: Source) -> int:
+    """The row's class among the model's class names (via the source's `class_ids`), -1 where it has none."""
+    label = example.get(source.label_column) if source.label_column else None
+    if label is None or label < 0:
+        return -1
+    return source.class_ids[label] if source.class_ids else int(label)
 
 
 def source_class_names(source: Source, split: str) -> list[str]:
@@ -141,22 +127,60 @@ def to_uint8_tensor(image: PILImage.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def prepare_example(example: dict, crop, skipped: dict[str, int]) -> tuple | None:
-    """(uint8 CHW crop, label) for one row, or None (counted in `skipped`) when it is unusable or colourless."""
+def prepare_example(example: dict, image_column: str, crop, skipped: dict[str, int]) -> torch.Tensor | None:
+    """The uint8 CHW crop of one row, or None (counted in `skipped`) when it is unusable or colourless."""
     try:
-        image = decode_image(example.get("image"))
+        image = decode_image(example.get(image_column))
     except DECODE_ERRORS:
         skipped["bad_image"] = skipped.get("bad_image", 0) + 1
         return None
     if not is_colourful(image):
         skipped["low_colour"] = skipped.get("low_colour", 0) + 1
         return None
-    return to_uint8_tensor(crop(image)), int(example["label"])
+    return to_uint8_tensor(crop(image))
+
+
+class SourceEpochs:
+    """One dataset's shuffled stream in a DataLoader worker, epoch after epoch, from a saved position or the start."""
+
+    def __init__(self, spec: StreamSpec, source: Source, state: dict | None):
+        self.source = source
+        self.stream = open_stream(spec, source).shuffle(seed=spec.seed, buffer_size=SHUFFLE_BUFFER)
+        if state:
+            self.stream.set_epoch(state["epoch"])
+            self.stream.load_state_dict(state)
+        # A restored stream refills its shuffle buffer from the saved position on, so the rest of its epoch can be
+        # empty (a small dataset read whole into the buffer): that alone does not make the dataset empty.
+        self.resumed = bool(state)
+        self.examples = iter(self.stream)
+        self.used_in_epoch = False
+
+    def next_usable(self, prepare) -> tuple[torch.Tensor, int] | None:
+        """(crop, model label) of the next row that `prepare` can use; None when a whole fresh epoch had none
+        (this worker got no shard of the dataset, or nothing usable in it)."""
+        while True:
+            for example in self.examples:
+                crop = prepare(example)
+                if crop is not None:
+                    self.used_in_epoch = True
+                    return crop, model_label(example, self.source)
+            if not self.used_in_epoch and not self.resumed:
+                return None
+            self.resumed = self.used_in_epoch = False
+            self.stream.set_epoch(self.stream.epoch + 1)
+            self.examples = iter(self.stream)
+
+    def state(self) -> dict:
+        return self.stream.state_dict()
 
 
 class TrainBatches(torch.utils.data.IterableDataset):
-    """Endless shuffled training batches. Each DataLoader worker streams its own shards (`datasets` spreads them)
-    and yields whole batches tagged with its stream position, so the trainer can checkpoint exactly what it used."""
+    """Endless shuffled training batches. Each DataLoader worker streams its own shards of every dataset
+    (`datasets` spreads them), draws each photo's dataset by the sources' weights, and yields whole batches tagged
+    with its position in every stream and in the draws, so the trainer can checkpoint exactly what it used.
+
+    The mix is drawn here rather than by `datasets.interleave_datasets`, whose saved positions could not be
+    restored (datasets 5.2: the resumed worker failed in its arrow re-batching with a SystemError)."""
 
     def __init__(self, spec: StreamSpec, batch_size: int, worker_states: dict[int, dict] | None = None):
         self.spec, self.batch_size = spec, batch_size
@@ -165,32 +189,33 @@ class TrainBatches(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
-        stream = open_stream(self.spec).shuffle(seed=self.spec.seed, buffer_size=SHUFFLE_BUFFER)
-        if worker in self.worker_states:
-            stream.set_epoch(self.worker_states[worker]["epoch"])
-            stream.load_state_dict(self.worker_states[worker])
-        rng = random.Random(f"{self.spec.seed}-{self.spec.rank}-{worker}-{stream.epoch}")
+        state = self.worker_states.get(worker, {})
+        saved = state.get("sources") or [None] * len(self.spec.sources)
+        sources = [
+            SourceEpochs(self.spec, source, position) for source, position in zip(self.spec.sources, saved, strict=True)
+        ]
+        weights = [source.weight for source in self.spec.sources]
+        drawn = state.get("drawn", 0)
+        name = f"{self.spec.seed}-{self.spec.rank}-{worker}"
+        rng = random.Random(f"{name}-{drawn}")  # the crops' randomness: fresh past a saved position
         skipped: dict[str, int] = {}
+
+        def usable_crop(example: dict) -> torch.Tensor | None:
+            return prepare_example(example, self.spec.image_column, lambda image: random_crop(image, rng), skipped)
+
         images, labels = [], []
-        # A restored stream refills its shuffle buffer from the saved position on, so the rest of its epoch can be
-        # empty (a small dataset read whole into the buffer): that is not an empty dataset.
-        resumed = worker in self.worker_states
         while True:
-            produced = False
-            for example in stream:
-                prepared = prepare_example(example, lambda image: random_crop(image, rng), skipped)
-                if prepared is None:
-                    continue
-                produced = True
-                images.append(prepared[0])
-                labels.append(prepared[1])
-                if len(images) == self.batch_size:
-                    yield Batch(torch.stack(images), torch.tensor(labels), worker, stream.state_dict(), dict(skipped))
-                    images, labels = [], []
-            if not produced and not resumed:
-                return  # this worker got no shard, or nothing usable in it
-            resumed = False
-            stream.set_epoch(stream.epoch + 1)
+            index = random.Random(f"{name}-draw-{drawn}").choices(range(len(sources)), weights)[0]
+            drawn += 1
+            prepared = sources[index].next_usable(usable_crop)
+            if prepared is None:
+                return
+            images.append(prepared[0])
+            labels.append(prepared[1])
+            if len(images) == self.batch_size:
+                position = {"sources": [source.state() for source in sources], "drawn": drawn}
+                yield Batch(torch.stack(images), torch.tensor(labels), worker, position, dict(skipped))
+                images, labels = [], []
 
 
 def collate_batch(batch: Batch) -> Batch:
@@ -222,12 +247,13 @@ def train_loader(
 def validation_images(spec: StreamSpec, limit: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     """The first `limit` usable validation photos, center-cropped: (uint8 images, labels, skipped counts)."""
     images, labels, skipped = [], [], {}
-    examples = iter(open_stream(spec))
+    (source,) = spec.sources
+    examples = iter(open_stream(spec, source))
     for example in examples:
-        prepared = prepare_example(example, center_crop, skipped)
-        if prepared is not None:
-            images.append(prepared[0])
-            labels.append(prepared[1])
+        crop = prepare_example(example, spec.image_column, center_crop, skipped)
+        if crop is not None:
+            images.append(crop)
+            labels.append(model_label(example, source))
         if len(images) == limit:
             break
     examples.close()  # now, not at interpreter exit, where `datasets`' parquet reader fails noisily
