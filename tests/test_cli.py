@@ -10,6 +10,8 @@ from PIL import Image
 
 import letcolor
 from letcolor import bench, cli, pipeline
+from letcolor.video import probe, read_frames
+from letcolor.video_bench import write_pan
 
 
 @pytest.fixture
@@ -151,3 +153,34 @@ def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys):
     assert "| input | max_side | fp32 | bf16 folded-BN channels-last |" in table
     assert "| 64x48 | 512 |" in table and "| 64x48 | native |" in table
     assert "| bf16 folded-BN channels-last |" in table  # its accuracy row
+
+
+def test_videos_next_to_images_with_a_progress_bar_in_frames(photos, tiny_model_dir, examples_dir, tmp_path, capsys):
+    clip = photos / "pan.mov"
+    write_pan(examples_dir / "coffee.png", clip, size=(96, 64), frames=6)
+    (photos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    output = tmp_path / "out"
+    options = ["--model", str(tiny_model_dir), "--video-mode", "frame", "--max-side", "64"]
+    assert cli.main(["colorize", str(photos), "-o", str(output), *options]) == cli.EXIT_SOME_FAILED
+    assert sorted(path.name for path in output.iterdir()) == [
+        "chelsea.png",
+        "historical_a.png",
+        "historical_b.jpg",
+        "pan.mp4",
+    ]
+    result, source = probe(output / "pan.mp4"), probe(clip)
+    assert (result.width, result.height, result.frames, result.fps) == (source.width, source.height, 6, source.fps)
+    errors = capsys.readouterr().err
+    assert "broken.mp4" in errors and "corrupt.jpg" in errors and "colorized 4 of 6 files" in errors
+    assert "6/6 [" in errors and "frame/s" in errors  # tqdm's bar, counted in frames
+    assert "Traceback" not in errors
+
+
+def test_a_video_in_the_output_folder_is_not_overwritten(tiny_model_dir, examples_dir, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    write_pan(examples_dir / "coffee.png", clip, size=(96, 64), frames=4)
+    original = clip.read_bytes()
+    arguments = ["colorize", str(clip), "-o", str(tmp_path), "--model", str(tiny_model_dir), "--max-side", "64"]
+    assert cli.main(arguments) == 0
+    assert clip.read_bytes() == original
+    assert len(list(read_frames(tmp_path / "clip-1.mp4"))) == 4
