@@ -1,4 +1,4 @@
-"""letcolor's web demo (Gradio Blocks) and its API: the endpoints /colorize and /colorize_batch.
+"""letcolor's web demo (Gradio Blocks) and its API: the endpoints /colorize, /colorize_batch and /colorize_video.
 
     python app.py   # serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (127.0.0.1:7860 unless set)
 
@@ -14,6 +14,7 @@ import gradio as gr
 
 from letcolor.batch_io import ResultsZip
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, load_image
+from letcolor.video import Mode, VideoInfo, probe
 
 EXAMPLES = Path(__file__).resolve().parent / "letcolor" / "examples"  # licences in its LICENSES.md
 EXAMPLE_PHOTOS = ["chelsea_gray.png", "rocket_gray.png", "astronaut_gray.png", "china_gray.png", "coffee.png"]
@@ -24,6 +25,16 @@ MAX_BATCH_FILES = 50
 COLORIZE_CONCURRENCY = 2
 BATCH_CONCURRENCY = 1
 QUEUE_SIZE = 20
+# Videos on a 2-core CPU Space: about a minute of work at the limits (see the README's video throughput).
+VIDEO_CONCURRENCY = 1
+MAX_VIDEO_SECONDS = 20
+MAX_VIDEO_FRAMES = 600
+MAX_VIDEO_SIDES = (1280, 720)  # long side, short side: 720p
+VIDEO_LIMITS = (
+    f"Videos up to {MAX_VIDEO_SECONDS} s and {MAX_VIDEO_FRAMES} frames, at most {MAX_VIDEO_SIDES[0]}x"
+    f"{MAX_VIDEO_SIDES[1]} (720p), {MAX_FILE_SIZE.upper()}. The result is an H.264 MP4 of the same size, frame rate "
+    "and length, with the sound kept."
+)
 
 INTRO = """# letcolor: colour for black-and-white photos
 Drop in an old photo, paste one or take one with the webcam, and get it back in colour. The network is
@@ -105,6 +116,37 @@ class Endpoints:
                 results.add(upload_name(upload), result.image)
         return str(archive)
 
+    def colorize_video(
+        self,
+        video,
+        use_global=True,
+        strength=1.0,
+        reference=None,
+        palette_strength=0.0,
+        max_side=DEFAULT_MAX_SIDE,
+        mode=Mode.SHOT.value,
+        progress=gr.Progress(),  # noqa: B008  (Gradio's idiom: it swaps in a tracker per call)
+    ):
+        """Colorize a video; returns an H.264 MP4 with the same frames, frame rate, length and sound."""
+        if video is None:
+            raise gr.Error("Upload a video first.")
+        colorizer = self._require_model()
+        with user_errors(video, reference):
+            check_video_limits(probe(video["path"]), upload_name(video))
+            output = (
+                Path(tempfile.mkdtemp(dir=gr.utils.get_upload_folder())) / f"{Path(upload_name(video)).stem}_color.mp4"
+            )
+            colorizer.video(
+                video["path"],
+                output,
+                mode=mode,
+                reference=reference and reference["path"],
+                max_frames=MAX_VIDEO_FRAMES,
+                progress=lambda done, total: progress((done, total or None), desc="Colorizing", unit="frames"),
+                **settings(use_global, strength, palette_strength, max_side),
+            )
+        return str(output)
+
     def _require_model(self) -> Colorizer:
         if self._colorizer is None:
             raise gr.Error(f"No colorization model is available. {self._model_problem}")
@@ -119,6 +161,25 @@ def settings(use_global, strength, palette_strength, max_side) -> dict:
         "palette_strength": float(palette_strength),
         "max_side": int(max_side),
     }
+
+
+def check_video_limits(info: VideoInfo, name: str) -> None:
+    """gr.Error for a video over the Space's limits, checked from its header before any decoding."""
+    long_side, short_side = max(info.width, info.height), min(info.width, info.height)
+    if long_side > MAX_VIDEO_SIDES[0] or short_side > MAX_VIDEO_SIDES[1]:
+        raise gr.Error(
+            f"{name}: {info.width}x{info.height} is over the {MAX_VIDEO_SIDES[0]}x{MAX_VIDEO_SIDES[1]} limit."
+        )
+    if info.duration > MAX_VIDEO_SECONDS or info.frames > MAX_VIDEO_FRAMES:
+        raise gr.Error(
+            f"{name}: {info.duration:.1f} s, {info.frames} frames; the limit is {MAX_VIDEO_SECONDS} s and "
+            f"{MAX_VIDEO_FRAMES} frames."
+        )
+
+
+def video_download(result: dict):
+    """UI only: the download button for the /colorize_video event's output."""
+    return gr.DownloadButton(value=result["path"], interactive=True)
 
 
 def before_after(image: dict, result: dict):
@@ -153,6 +214,20 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "") -> gr.Block
                     files = gr.File(file_count="multiple", file_types=["image"], label="Photos")
                     batch_button = gr.Button("Colorize all", variant="primary")
                     archive = gr.File(label="Results (zip of full-resolution PNGs)")
+                with gr.Tab("Video"):
+                    gr.Markdown(VIDEO_LIMITS)
+                    with gr.Row():
+                        video = gr.Video(sources=["upload"], label="Black-and-white video", elem_id="video")
+                        video_result = gr.Video(label="Colorized video", interactive=False, elem_id="video-result")
+                    video_mode = gr.Radio(
+                        [("Steady: one palette per shot, colours follow the motion", Mode.SHOT.value),
+                         ("Each frame on its own (flickers)", Mode.FRAME.value)],
+                        value=Mode.SHOT.value,
+                        label="Mode",
+                    )  # fmt: skip
+                    with gr.Row():
+                        video_button = gr.Button("Colorize video", variant="primary")
+                        video_download_button = gr.DownloadButton("Download MP4", interactive=False)
             with gr.Column(scale=1):
                 controls = settings_controls()
 
@@ -179,11 +254,26 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "") -> gr.Block
             preprocess=False,
             concurrency_limit=BATCH_CONCURRENCY,
         )
+        video_button.click(
+            endpoints.colorize_video,
+            inputs=[video, *controls, video_mode],
+            outputs=video_result,
+            api_name="colorize_video",
+            preprocess=False,
+            concurrency_limit=VIDEO_CONCURRENCY,
+        ).success(
+            video_download,
+            inputs=video_result,
+            outputs=video_download_button,
+            preprocess=False,
+            queue=False,
+            api_visibility="private",
+        )
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 
 def settings_controls() -> list[gr.components.Component]:
-    """The colorization settings shared by both tabs, in the endpoints' parameter order after the photo(s)."""
+    """The colorization settings shared by the tabs, in the endpoints' parameter order after the photo(s)."""
     gr.Markdown("### Settings")
     use_global = gr.Checkbox(True, label="Use global features", info="Scene-level context for the colours")
     strength = gr.Slider(0, 2, value=1, step=0.05, label="Global strength", info="0: none, 1: as trained")

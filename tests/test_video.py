@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_model
 from PIL import Image
+from video_clips import SAMPLE_RATE, audio_packets, with_sine
 
 from letcolor.bench import calibrate_batchnorm
 from letcolor.color import rgb_to_lab
@@ -30,7 +31,6 @@ from letcolor.video_bench import frames_tensor, write_clip, write_pan
 DATA = Path(__file__).resolve().parent / "data"
 CAMVID_CUT = DATA / "camvid_drive_cut.mp4"  # 12 real frames, 160x120, 10 fps (see data/README.md)
 SIZE = (160, 120)
-SAMPLE_RATE = 44100
 
 
 @pytest.fixture(scope="module")
@@ -45,25 +45,6 @@ def pan(examples_dir, tmp_path_factory) -> tuple[Path, torch.Tensor]:
     return path, write_pan(examples_dir / "china.jpg", path, size=SIZE, frames=12)
 
 
-def with_sine(video: Path, path: Path, codec: str = "aac", seconds: float = 1.2) -> Path:
-    """The video's packets remuxed with a 440 Hz sine soundtrack encoded with `codec`."""
-    with av.open(str(video)) as source, av.open(str(path), "w") as output:
-        video_out = output.add_stream_from_template(source.streams.video[0])
-        audio = output.add_stream(codec, rate=SAMPLE_RATE)
-        for packet in source.demux(video=0):
-            if packet.dts is not None:
-                packet.stream = video_out
-                output.mux(packet)
-        t = np.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE
-        sine = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-        for start in range(0, sine.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(sine[:, start : start + 1024]), "flt", "mono")
-            frame.sample_rate, frame.pts = SAMPLE_RATE, start
-            output.mux(audio.encode(frame))
-        output.mux(audio.encode(None))
-    return path
-
-
 def stream_facts(path: Path) -> dict:
     with av.open(str(path)) as container:
         video = container.streams.video[0]
@@ -76,11 +57,6 @@ def stream_facts(path: Path) -> dict:
             "timestamps": timestamps,
             "duration": container.duration,
         }
-
-
-def audio_packets(path: Path) -> list[bytes]:
-    with av.open(str(path)) as container:
-        return [bytes(packet) for packet in container.demux(audio=0) if packet.size]
 
 
 def block_ab_distance(image: np.ndarray, other: Image.Image) -> float:
