@@ -3,7 +3,7 @@
 Flicker (`letcolor.metrics.pan_flicker`: mean ab change of the same scene region between consecutive frames, which
 needs no ground truth because a pan over a still photo keeps every scene point's colour) and colourfulness (Hasler
 and Suesstrunk, mean over frames), read back from the encoded output; then throughput in frames/s, end to end
-(decode, colorize, encode), at 480p and 720p.
+(decode, colorize, encode), at 480p and 720p; and peak memory for clips of different lengths.
 """
 
 import argparse
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from letcolor.bench import PeakMemory
 from letcolor.images import load_image
 from letcolor.metrics import colorfulness, pan_flicker
 from letcolor.pipeline import Colorizer
@@ -35,6 +36,7 @@ MODES = {
     "shot + flow (default)": {"mode": "shot"},
 }
 THROUGHPUT_SIZES = {"480p": (854, 480), "720p": (1280, 720)}
+MEMORY_LENGTHS = (25, 100, 400)
 
 
 def write_clip(path: Path, frames: Iterable[np.ndarray], fps: int = FPS, crf: int = 12) -> None:
@@ -80,15 +82,16 @@ def measure_pan(colorizer: Colorizer, clip: Path, offsets: torch.Tensor, output:
     return pan_flicker(rgb, offsets).mean().item(), colorfulness(rgb).mean().item()
 
 
-def throughput(colorizer: Colorizer, clip: Path, output: Path, frames: int, repeats: int, **mode) -> float:
-    """Median frames/s, end to end."""
+def throughput(colorizer: Colorizer, clip: Path, output: Path, frames: int, repeats: int, **mode):
+    """Median frames per wall-clock second and per CPU second (all threads of this process), end to end."""
     colorizer.video(clip, output, **mode)  # warm-up: oneDNN picks its kernels for the new size
-    seconds = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
         colorizer.video(clip, output, **mode)
-        seconds.append(time.perf_counter() - start)
-    return frames / statistics.median(seconds)
+        wall.append(time.perf_counter() - wall_start)
+        cpu.append(time.process_time() - cpu_start)
+    return frames / statistics.median(wall), frames / statistics.median(cpu)
 
 
 def flicker_table(colorizer: Colorizer, directory: Path, photos: list[str]) -> str:
@@ -114,7 +117,23 @@ def throughput_table(colorizer: Colorizer, directory: Path, frames: int, repeats
         clip = directory / f"clip-{label}.mp4"
         write_pan(EXAMPLES_DIR / PAN_PHOTOS[0], clip, size=size, frames=frames)
         speeds = [throughput(colorizer, clip, directory / "out.mp4", frames, repeats, **m) for m in MODES.values()]
-        table += f"| {label} ({size[0]}x{size[1]}) | " + " | ".join(f"{s:.1f}" for s in speeds) + " |\n"
+        cells = (f"{wall:.1f} ({cpu:.1f})" for wall, cpu in speeds)
+        table += f"| {label} ({size[0]}x{size[1]}) | " + " | ".join(cells) + " |\n"
+    return table
+
+
+def memory_table(colorizer: Colorizer, directory: Path, lengths=MEMORY_LENGTHS) -> str:
+    """Peak memory above idle of the default mode on pans of different lengths: it must not grow with the length."""
+    table = "| frames (320x240) | peak memory above idle (MB) |\n|---|---|\n"
+    for index, frames in enumerate(lengths):
+        clip = directory / f"long-{frames}.mp4"
+        write_pan(EXAMPLES_DIR / PAN_PHOTOS[3], clip, frames=frames, step=(1, 1))
+        if index == 0:
+            colorizer.video(clip, directory / "out.mp4")  # warm-up: oneDNN's kernels and caches for this size
+        with PeakMemory(colorizer.device) as memory:
+            colorizer.video(clip, directory / "out.mp4")
+        peak = "n/a" if memory.peak_bytes is None else f"{memory.peak_bytes / 2**20:.0f}"
+        table += f"| {frames} | {peak} |\n"
     return table
 
 
@@ -125,18 +144,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=24, help="frames per throughput clip (default 24)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per throughput measurement (median)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--skip-throughput", action="store_true", help="only the flicker table")
+    parser.add_argument("--skip-throughput", action="store_true", help="no throughput table")
+    parser.add_argument("--skip-flicker", action="store_true", help="no flicker table")
+    parser.add_argument("--skip-memory", action="store_true", help="no memory table")
     args = parser.parse_args(argv)
     colorizer = Colorizer.from_pretrained(args.model, args.device)
     setup = f"{colorizer.device}, {torch.get_num_threads()} threads"
     with tempfile.TemporaryDirectory() as directory:
         photos = args.photos.split(",")
-        print(f"Pans of {PAN_FRAMES} frames at {PAN_SIZE[0]}x{PAN_SIZE[1]}, {PAN_STEP} px/frame, over {len(photos)} "
-              f"photos; means over frames and photos:\n")  # fmt: skip
-        print(flicker_table(colorizer, Path(directory), photos))
+        if not args.skip_flicker:
+            print(f"Pans of {PAN_FRAMES} frames at {PAN_SIZE[0]}x{PAN_SIZE[1]}, {PAN_STEP} px/frame, over "
+                  f"{len(photos)} photos; means over frames and photos:\n")  # fmt: skip
+            print(flicker_table(colorizer, Path(directory), photos))
+        if not args.skip_memory:
+            print(f"Memory, default mode; {setup}:\n")
+            print(memory_table(colorizer, Path(directory)))
         if not args.skip_throughput:
-            print(f"Throughput in frames/s, end to end (decode, colorize, encode); {args.frames} frames, median of "
-                  f"{args.repeats}; {setup}:\n")  # fmt: skip
+            print(f"Throughput, end to end (decode, colorize, encode): frames per second (per CPU second of all this "
+                  f"process's threads); {args.frames} frames, median of {args.repeats}; {setup}:\n")  # fmt: skip
             print(throughput_table(colorizer, Path(directory), args.frames, args.repeats))
     return 0
 

@@ -111,8 +111,8 @@ def test_frame_mode_colours_each_frame_as_the_photo_pipeline_does(colorizer, pan
     output = tmp_path / "frames.mp4"
     colorizer.video(pan[0], output, mode="frame", max_side=128)
     for frame, result in zip(read_frames(pan[0]), read_frames(output), strict=True):
-        # ab of 8x8 blocks, beyond H.264's noise: 0.5-0.7 here; global_strength 0.5 instead of 1 would be 2.0-2.2.
-        assert block_ab_distance(result, colorizer(frame, max_side=128).image) < 1.0
+        # ab of 8x8 blocks, beyond H.264's noise: 0.7-1.1 here; global_strength 0.5 instead of 1 would be 2.1-2.3.
+        assert block_ab_distance(result, colorizer(frame, max_side=128).image) < 1.5
 
 
 def test_cuts_split_shots_and_each_shot_has_one_scene_vector(colorizer, examples_dir, tmp_path):
