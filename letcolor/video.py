@@ -132,6 +132,16 @@ def _video_frames(path: Path) -> Iterator[av.VideoFrame]:
         yield from _decoding_errors(path, container.decode(stream))
 
 
+def display_rotation(path: str | Path) -> int:
+    """The rotation (degrees, counter-clockwise) that players apply to the video's frames, as phones record it."""
+    frames = _video_frames(Path(path))
+    try:
+        first = next(frames, None)
+        return first.rotation if first is not None else 0
+    finally:
+        frames.close()
+
+
 def read_frames(path: str | Path) -> Iterator[np.ndarray]:
     """The video's frames as (H, W, 3) uint8 RGB arrays, in order (InvalidVideoError)."""
     for frame in _video_frames(Path(path)):
@@ -230,9 +240,9 @@ class MotionCarry:
 
 
 class _Writer:
-    """H.264 (yuv420p) video with the input's timestamps, and the input's audio streams remuxed."""
+    """H.264 (yuv420p) video with the input's timestamps and display rotation, and its audio streams remuxed."""
 
-    def __init__(self, path: Path, template: av.VideoStream, audio: list[av.AudioStream]):
+    def __init__(self, path: Path, template: av.VideoStream, audio: list[av.AudioStream], rotation: int):
         self.path = path
         self.container = av.open(str(path), "w", container_options={"movflags": "+faststart"})
         rate = template.average_rate or template.guessed_rate or 25
@@ -240,6 +250,8 @@ class _Writer:
         self.video.width, self.video.height = template.codec_context.width, template.codec_context.height
         self.video.pix_fmt = "yuv420p"
         self.video.time_base = template.time_base
+        if rotation:
+            self.video.set_display_rotation(rotation)
         self.audio = {stream.index: self._audio_stream(stream) for stream in audio}
         self.last_pts: int | None = None
 
@@ -412,7 +424,7 @@ def _render(colorizer, source, destination, options, reference, reference_featur
         stream = container.streams.video[0]
         _check_stream(stream, source)
         stream.thread_type = "AUTO"
-        writer = _Writer(destination, stream, list(container.streams.audio))
+        writer = _Writer(destination, stream, list(container.streams.audio), display_rotation(source))
         completed = False
         try:
             for batch in _batches(counter.frames(_demux(container, stream, writer, source)), batch_size):

@@ -22,6 +22,7 @@ from letcolor.video import (
     InvalidVideoError,
     MotionCarry,
     colorize_video,
+    display_rotation,
     plan_shots,
     probe,
     read_frames,
@@ -249,3 +250,19 @@ def test_odd_frame_sizes_are_refused_before_decoding(colorizer, tmp_path):
         probe(odd)
     with pytest.raises(InvalidVideoError, match="odd side"):
         colorizer.video(odd, tmp_path / "out.mp4")
+
+
+def test_a_phone_videos_display_rotation_is_kept(colorizer, pan, tmp_path):
+    rotated = tmp_path / "phone.mp4"
+    with av.open(str(rotated), "w") as output:
+        stream = output.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        stream.set_display_rotation(90)  # held sideways: players turn it a quarter counter-clockwise
+        for frame in read_frames(pan[0]):
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode(None))
+    colorizer.video(rotated, tmp_path / "out.mp4")
+    assert display_rotation(tmp_path / "out.mp4") == 90
+    assert display_rotation(pan[0]) == 0
+    colorizer.video(pan[0], tmp_path / "upright.mp4")
+    assert display_rotation(tmp_path / "upright.mp4") == 0
