@@ -279,7 +279,8 @@ class _Writer:
         pts = source.pts if source.pts is not None else (self.last_pts + 1 if self.last_pts is not None else 0)
         if self.last_pts is not None and pts <= self.last_pts:
             pts = self.last_pts + 1  # the encoder needs strictly increasing timestamps
-        frame.pts, frame.time_base, frame.duration, self.last_pts = pts, source.time_base, source.duration, pts
+        frame.pts, frame.time_base, self.last_pts = pts, source.time_base or self.video.time_base, pts
+        frame.duration = source.duration or 0  # 0: unknown
         self.container.mux(self.video.encode(frame))
 
     def finish(self) -> None:
