@@ -197,12 +197,11 @@ class ShotPlan:
 
 
 def shot_vectors(features: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
-    """Each frame's shot's element-wise median scene vector, (frames, C)."""
-    shot_of_frame = torch.cumsum(cuts.long(), 0) - 1
-    medians = torch.stack(
-        [features[shot_of_frame == shot].median(0).values for shot in range(int(shot_of_frame[-1]) + 1)]
-    )
-    return medians[shot_of_frame]
+    """Each frame's shot's element-wise median scene vector, (frames, C); shots are the runs that start at cuts."""
+    starts = cuts.nonzero().flatten().tolist()
+    lengths = [end - start for start, end in zip(starts, [*starts[1:], len(cuts)], strict=True)]
+    medians = torch.stack([shot.median(0).values for shot in features.split(lengths)])
+    return medians.repeat_interleave(torch.tensor(lengths), dim=0)
 
 
 class MotionCarry:
