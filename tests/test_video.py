@@ -108,12 +108,18 @@ def test_audio_browsers_cannot_play_in_an_mp4_is_reencoded_to_aac(colorizer, pan
     assert seconds == pytest.approx(1.2, abs=0.05)
 
 
-def test_frame_mode_colours_each_frame_as_the_photo_pipeline_does(colorizer, pan, tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"reference": "coffee.png", "global_strength": 1.5, "palette_strength": 0.5}, {"use_global": False}],
+)
+def test_frame_mode_colours_each_frame_as_the_photo_pipeline_does(colorizer, pan, examples_dir, tmp_path, options):
+    if "reference" in options:
+        options = options | {"reference": examples_dir / options["reference"]}
     output = tmp_path / "frames.mp4"
-    colorizer.video(pan[0], output, mode="frame", max_side=128)
+    colorizer.video(pan[0], output, mode="frame", max_side=128, **options)
     for frame, result in zip(read_frames(pan[0]), read_frames(output), strict=True):
         # ab of 8x8 blocks, beyond H.264's noise: 0.7-1.1 here; global_strength 0.5 instead of 1 would be 2.1-2.3.
-        assert block_ab_distance(result, colorizer(frame, max_side=128).image) < 1.5
+        assert block_ab_distance(result, colorizer(frame, max_side=128, **options).image) < 1.5
 
 
 def test_cuts_split_shots_and_each_shot_has_one_scene_vector(colorizer, examples_dir, tmp_path):
