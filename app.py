@@ -1,4 +1,5 @@
-"""letcolor's web demo (Gradio Blocks), its API (the endpoints /colorize and /colorize_batch) and MCP server.
+"""letcolor's web demo (Gradio Blocks), its API (the endpoints /colorize, /colorize_batch and /colorize_video) and
+MCP server.
 
     python app.py   # serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (127.0.0.1:7860 unless set)
 
@@ -15,8 +16,12 @@ import gradio as gr
 
 from letcolor.batch_io import remove_stale_folders
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError
+from letcolor.video import Mode
 from letcolor.webapp import (
     MAX_SIDE_RANGE,
+    MAX_VIDEO_FRAMES,
+    MAX_VIDEO_SECONDS,
+    MAX_VIDEO_SIDES,
     RESULT_LIFETIME_SECONDS,
     Settings,
     Upload,
@@ -33,6 +38,13 @@ MAX_BATCH_FILES = 50
 COLORIZE_CONCURRENCY = 2
 BATCH_CONCURRENCY = 1
 QUEUE_SIZE = 20
+# Videos on a 2-core CPU Space: 600 frames of 720p take 2 to 4 minutes (2.6 to 5.5 frames/s in the README).
+VIDEO_CONCURRENCY = 1
+VIDEO_LIMITS = (
+    f"Videos up to {MAX_VIDEO_SECONDS} s and {MAX_VIDEO_FRAMES} frames, at most {MAX_VIDEO_SIDES[0]}x"
+    f"{MAX_VIDEO_SIDES[1]} (720p), {MAX_FILE_SIZE.upper()}. The result is an H.264 MP4 of the same size, frame rate "
+    "and length, with the sound kept."
+)
 
 INTRO = """# letcolor: colour for black-and-white photos
 Drop in an old photo, paste one or take one with the webcam, and get it back in colour. The network is
@@ -137,10 +149,55 @@ class Endpoints:
             )
         return str(result.archive), [(str(path), name) for path, name in result.previews], result.report
 
+    def colorize_video(
+        self,
+        video,
+        use_global=True,
+        strength=1.0,
+        reference=None,
+        palette_strength=0.0,
+        max_side=DEFAULT_MAX_SIDE,
+        mode=Mode.SHOT.value,
+        progress=gr.Progress(),  # noqa: B008  (Gradio's idiom: it swaps in a tracker per call)
+    ):
+        """Colorize a black-and-white video; returns an H.264 MP4 with the same frames, frame rate, length and sound.
+
+        Args:
+            video: the video to colorize (at most 20 s, 600 frames and 720p)
+            use_global: use the scene-level (global) features for the colours
+            strength: how strongly the scene drives the colours, 0 to 2 (1: as trained)
+            reference: optional photo whose scene drives the colours of the whole video instead
+            palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
+            max_side: processing resolution in pixels, 256 to 1024; the result is always full size
+            mode: "shot" (steady: one palette per shot, colours carried along the motion) or "frame" (each frame on
+                its own)
+        Returns:
+            the colorized video (an MP4 named after the video)
+        """
+        if video is None:
+            raise gr.Error("Upload a video first.")
+        web = self._require_model()
+        with shown_to_the_user():
+            settings = Settings.from_api(use_global, strength, palette_strength, max_side)
+            clip, reference = Upload.from_api(video, "video"), Upload.optional_from_api(reference, "reference")
+            output = web.colorize_video(
+                clip,
+                reference,
+                settings,
+                mode,
+                lambda done, total: progress((done, total or None), desc="Colorizing", unit="frames"),
+            )
+        return str(output)
+
     def _require_model(self) -> WebColorizer:
         if self._web is None:
             raise gr.Error(f"No colorization model is available. {self._model_problem}")
         return self._web
+
+
+def video_download(result: dict):
+    """UI only: the download button for the /colorize_video event's output."""
+    return gr.DownloadButton(value=result["path"], interactive=True)
 
 
 def before_after(image: dict, result: dict):
@@ -190,6 +247,20 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels:
                     report = gr.Markdown(label="Report", elem_id="batch-report")
                     gallery = gr.Gallery(label="Results (previews)", columns=4, elem_id="batch-gallery")
                     archive = gr.File(label="Results (zip of full-resolution PNGs)", elem_id="batch-zip")
+                with gr.Tab("Video"):
+                    gr.Markdown(VIDEO_LIMITS, elem_id="video-limits")
+                    with gr.Row():
+                        video = gr.Video(sources=["upload"], label="Black-and-white video", elem_id="video")
+                        video_result = gr.Video(label="Colorized video", interactive=False, elem_id="video-result")
+                    video_mode = gr.Radio(
+                        [("Steady: one palette per shot, colours follow the motion", Mode.SHOT.value),
+                         ("Each frame on its own (flickers)", Mode.FRAME.value)],
+                        value=Mode.SHOT.value,
+                        label="Mode",
+                    )  # fmt: skip
+                    with gr.Row():
+                        video_button = gr.Button("Colorize video", variant="primary")
+                        video_download_button = gr.DownloadButton("Download MP4", interactive=False)
                 gr.Markdown(limits_note(max_pixels), elem_id="limits")
             with gr.Column(scale=1):
                 controls = settings_controls()
@@ -219,11 +290,26 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels:
             concurrency_limit=BATCH_CONCURRENCY,
         )
         files.change(no_batch_result, outputs=[archive, gallery, report], queue=False, api_visibility="private")
+        video_button.click(
+            endpoints.colorize_video,
+            inputs=[video, *controls, video_mode],
+            outputs=video_result,
+            api_name="colorize_video",
+            preprocess=False,
+            concurrency_limit=VIDEO_CONCURRENCY,
+        ).success(
+            video_download,
+            inputs=video_result,
+            outputs=video_download_button,
+            preprocess=False,
+            queue=False,
+            api_visibility="private",
+        )
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
 
 
 def settings_controls() -> list[gr.components.Component]:
-    """The colorization settings shared by both tabs, in the endpoints' parameter order after the photo(s)."""
+    """The colorization settings shared by the tabs, in the endpoints' parameter order after the photo(s)."""
     gr.Markdown("### Settings")
     use_global = gr.Checkbox(True, label="Use global features", info="Scene-level context for the colours")
     strength = gr.Slider(0, 2, value=1, step=0.05, label="Global strength", info="0: none, 1: as trained")

@@ -17,10 +17,12 @@ from tqdm import tqdm
 from letcolor import bench
 from letcolor.images import InvalidImageError, load_image, read_image
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options
+from letcolor.video import VIDEO_SUFFIXES, InvalidVideoError, Mode, colorize_video, is_video_path
 
 COLORIZE_DESCRIPTION = (
-    "Colorize image files into OUTDIR, under their own names (JPEG, PNG, WebP, TIFF and BMP keep their format, "
-    "others become PNG). Exit codes: 0 all written; 1 some inputs could not be colorized (each is reported, the "
+    "Colorize image and video files into OUTDIR, under their own names (JPEG, PNG, WebP, TIFF and BMP keep their "
+    "format, others become PNG; videos, recognised by their container's extension, become H.264 MP4 with the audio "
+    "copied). Exit codes: 0 all written; 1 some inputs could not be colorized (each is reported, the "
     "others are written); 2 bad usage, including no model to load."
 )
 EXIT_SOME_FAILED = 1
@@ -37,7 +39,7 @@ def image_suffixes() -> set[str]:
 
 def expand_inputs(patterns: list[str]) -> Iterator[Path]:
     """Files as given; a folder's image files (by extension, not recursive); glob patterns' matches."""
-    suffixes = image_suffixes()
+    suffixes = image_suffixes() | VIDEO_SUFFIXES
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
@@ -48,12 +50,17 @@ def expand_inputs(patterns: list[str]) -> Iterator[Path]:
             yield from sorted(Path(match) for match in glob.glob(pattern, recursive=True) if Path(match).is_file())
 
 
-def output_path(source: Path, output_dir: Path, has_alpha: bool, taken: set[Path]) -> Path:
-    """The input's name (PNG when its format cannot be kept), else NAME_color, NAME_color-1, ...: never a path in
-    `taken` (this run's inputs and outputs, resolved), so that an output never replaces an input."""
+def image_suffix(source: Path, has_alpha: bool) -> str:
+    """The input's extension where its format can be kept (and hold the alpha channel), else .png."""
     suffix = source.suffix.lower()
     if suffix not in KEPT_SUFFIXES or (has_alpha and suffix in {".jpg", ".jpeg"}):
-        suffix = ".png"
+        return ".png"
+    return suffix
+
+
+def output_path(source: Path, output_dir: Path, suffix: str, taken: set[Path]) -> Path:
+    """OUTDIR/NAME + suffix, else NAME_color, NAME_color-1, ...: never a path in `taken` (this run's inputs and
+    outputs, resolved), so that an output never replaces an input."""
     path, number = output_dir / f"{source.stem}{suffix}", 0
     while path.resolve() in taken:
         number += 1
@@ -67,7 +74,7 @@ def max_side_argument(text: str) -> int | None:
 
 
 def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for the results")
     parser.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
     parser.add_argument("--no-global", action="store_true", help="ignore the global (scene) features")
@@ -80,7 +87,14 @@ def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_SIDE,
         help=f"long side of the network's input, or 'native' (default {DEFAULT_MAX_SIDE}); the output keeps full size",
     )
-    parser.add_argument("--batch-size", type=int, default=4, help="images per network batch (default 4)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images or frames per network batch (default 4)")
+    parser.add_argument(
+        "--video-mode",
+        choices=[mode.value for mode in Mode],
+        default=Mode.SHOT.value,
+        help="videos: one scene vector per shot and colours carried along the motion (shot, default), or each frame "
+        "on its own (frame)",
+    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
@@ -103,8 +117,14 @@ def run_colorize(args: argparse.Namespace) -> int:
     except ValueError as error:  # includes InvalidModelError; a model that is not found is handled by main
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    failed = colorize_files(colorizer, sources, args.output, options, args.batch_size)
-    print(f"colorized {len(sources) - failed} of {len(sources)} images into {args.output}", file=sys.stderr)
+    taken = {source.resolve() for source in sources}  # no output may land on an input
+    videos = [source for source in sources if is_video_path(source)]
+    images = [source for source in sources if not is_video_path(source)]
+    failed = colorize_files(colorizer, images, args.output, options, args.batch_size, taken) if images else 0
+    if videos:
+        failed += colorize_videos(colorizer, videos, args.output, options, args.video_mode, args.batch_size, taken)
+    kind = "images" if not videos else "videos" if not images else "files"
+    print(f"colorized {len(sources) - failed} of {len(sources)} {kind} into {args.output}", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else 0
 
 
@@ -120,9 +140,12 @@ def make_output_folder(folder: Path) -> None:
         raise ValueError(f"-o {folder}: not writable")
 
 
-def colorize_files(colorizer: Colorizer, sources: list[Path], output_dir: Path, options: Options, batch_size: int):
-    """Colorizes and writes the files batch by batch; reports each one that fails; returns how many failed."""
-    failed, taken = 0, {source.resolve() for source in sources}
+def colorize_files(
+    colorizer: Colorizer, sources: list[Path], output_dir: Path, options: Options, batch_size: int, taken: set[Path]
+) -> int:
+    """Colorizes and writes the files batch by batch, never onto a path in `taken`; reports each one that fails;
+    returns how many failed."""
+    failed = 0
     with tqdm(total=len(sources), unit="image", desc="colorizing") as progress:
         for start in range(0, len(sources), batch_size):
             loaded = {}
@@ -139,13 +162,41 @@ def colorize_files(colorizer: Colorizer, sources: list[Path], output_dir: Path, 
                     progress.write(f"warning: {warning}", file=sys.stderr)
             results = colorizer.batch(list(loaded.values()), **vars(options))
             for source, result in zip(loaded, results, strict=True):
-                path = output_path(source, output_dir, result.image.mode == "RGBA", taken)
+                path = output_path(source, output_dir, image_suffix(source, result.image.mode == "RGBA"), taken)
                 try:
                     result.image.save(path, **SAVE_OPTIONS.get(path.suffix, {}))
                 except OSError as error:
                     failed += 1
                     progress.write(f"could not write {path}: {error}", file=sys.stderr)
                 progress.update()
+    return failed
+
+
+class FrameProgress:
+    """A tqdm bar in frames, fed by colorize_video's progress callback."""
+
+    def __init__(self, bar: tqdm):
+        self.bar = bar
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.total = total or None
+        self.bar.update(done - self.bar.n)
+
+
+def colorize_videos(colorizer: Colorizer, sources: list[Path], output_dir: Path, options: Options, mode: str,
+                    batch_size: int, taken: set[Path]) -> int:  # fmt: skip
+    """Colorizes video files into H.264 MP4s, never onto a path in `taken`, a progress bar in frames each;
+    returns how many failed."""
+    failed = 0
+    for source in sources:
+        path = output_path(source, output_dir, ".mp4", taken)
+        with tqdm(unit="frame", desc=source.name) as bar:
+            try:
+                colorize_video(colorizer, source, path, mode=mode, batch_size=batch_size, progress=FrameProgress(bar),
+                               **vars(options))  # fmt: skip
+            except (InvalidVideoError, OSError) as error:
+                failed += 1
+                bar.write(f"skipped: {error}", file=sys.stderr)
     return failed
 
 

@@ -97,3 +97,30 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Te
     """Whether each label is among its row's k highest scores (all classes if there are fewer than k); (N,) bool."""
     top = scores.topk(min(k, scores.shape[1]), dim=1).indices
     return (top == labels.unsqueeze(1)).any(1)
+
+
+FLICKER_BLOCK = 8  # px; block means leave out codec noise and keep region colour shifts
+
+
+def pan_flicker(rgb: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Flicker of a video made by panning over a still photo, where every scene point's true colour is constant:
+    for each pair of consecutive frames, the mean ab distance (Lab units) between the same scene region's colours,
+    over the FLICKER_BLOCK x FLICKER_BLOCK blocks of the area the two frames share. Needs no ground truth.
+
+    rgb: the frames (T, 3, H, W) in [0, 1]; offsets: (T, 2) integer (x, y) of each frame's top-left corner in the
+    photo, which aligns the frames exactly. Returns (T - 1,)."""
+    ab = rgb_to_lab(rgb.float())[:, 1:]
+    height, width = ab.shape[-2:]
+    flicker = []
+    for t in range(len(ab) - 1):
+        dx, dy = (int(v) for v in offsets[t + 1] - offsets[t])
+        if abs(dx) > width - FLICKER_BLOCK or abs(dy) > height - FLICKER_BLOCK:
+            raise ValueError(f"frames {t} and {t + 1} share less than one {FLICKER_BLOCK}x{FLICKER_BLOCK} block")
+        # A scene point at (x, y) in frame t is at (x - dx, y - dy) in frame t + 1.
+        rows, cols = slice(max(0, dy), height + min(0, dy)), slice(max(0, dx), width + min(0, dx))
+        next_rows = slice(rows.start - dy, rows.stop - dy)
+        next_cols = slice(cols.start - dx, cols.stop - dx)
+        blocks = F.avg_pool2d(ab[t, :, rows, cols], FLICKER_BLOCK)
+        next_blocks = F.avg_pool2d(ab[t + 1, :, next_rows, next_cols], FLICKER_BLOCK)
+        flicker.append(torch.linalg.vector_norm(blocks - next_blocks, dim=0).mean())
+    return torch.stack(flicker)

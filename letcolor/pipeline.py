@@ -62,7 +62,9 @@ class ColorizationResult:
 
 
 @dataclass(frozen=True)
-class _Prepared:
+class PreparedImage:
+    """An image ready for the network (see `Colorizer.prepare`)."""
+
     lightness: torch.Tensor  # (1, 1, H, W) L* at full resolution
     alpha: Image.Image | None
     network_input: torch.Tensor  # (1, 1, h, w), h and w multiples of 8
@@ -222,7 +224,7 @@ class Colorizer:
         options = Options(use_global, global_strength, reference, palette_strength, max_side)
         loaded = [read_image(image) for image in images]
         with torch.inference_mode():
-            prepared = [self._prepare(image_pixels(each.image), max_side) for each in loaded]
+            prepared = [self.prepare(image_pixels(each.image), max_side) for each in loaded]
             ab, probabilities = self._predict(prepared, options)
             return [
                 ColorizationResult(
@@ -231,37 +233,56 @@ class Colorizer:
                 for each, each_ab, probs, source in zip(prepared, ab, probabilities, loaded, strict=True)
             ]
 
+    def video(self, source: str | Path, destination: str | Path, **options):
+        """Colorizes a video file into an H.264 MP4 (audio copied); see `letcolor.video.colorize_video` for the
+        options (mode "shot" or "frame", those of `batch`, progress). Returns the input's `VideoInfo`."""
+        from letcolor.video import colorize_video  # video imports this module
+
+        return colorize_video(self, source, destination, **options)
+
     def predict_ab(self, images: list[ImageSource], **options) -> list[torch.Tensor]:
         """Each image's predicted ab in Lab units, (1, 2, h/2, w/2) at the network's resolution, before upsampling
         (for measurements). The options are those of `batch`."""
         options = Options(**options)
         with torch.inference_mode():
-            prepared = [self._prepare(image_pixels(load_image(image)), options.max_side) for image in images]
+            prepared = [self.prepare(image_pixels(load_image(image)), options.max_side) for image in images]
             return self._predict(prepared, options)[0]
 
-    def _prepare(self, pixels: Pixels, max_side: int | None) -> _Prepared:
+    def prepare(self, pixels: Pixels, max_side: int | None) -> PreparedImage:
+        """The full-resolution L and the network's inputs for one image's pixels."""
         full = lightness(pixels, self.device)
         network_input = lightness_to_input(_resize(full, network_size(*full.shape[-2:], max_side)))
-        return _Prepared(full, pixels.alpha, network_input, _global_input(full))
+        return PreparedImage(full, pixels.alpha, network_input, _global_input(full))
 
-    def _predict(self, prepared: list[_Prepared], options: Options) -> tuple[list[torch.Tensor], np.ndarray]:
-        """ab in Lab units at the network's output size for each input, and the scene probabilities (N, classes)."""
-        if not prepared:
-            return [], np.zeros((0, len(self.class_names)))
-        scene = self.network.global_output(torch.cat([each.global_input for each in prepared]))
-        vectors = scene.features
-        reference = load_image(options.reference) if options.reference is not None else None
-        if reference is not None:
-            reference_input = _global_input(lightness(image_pixels(reference), self.device))
-            vectors = self.network.global_output(reference_input).features.expand_as(vectors)
-        vectors = self.network.mix_global(vectors, options.use_global, options.global_strength)
+    def scene_features(self, image: Image.Image) -> torch.Tensor:
+        """The scene vector (1, C) of a loaded image (a reference, paper 4.5)."""
+        return self.network.global_output(_global_input(lightness(image_pixels(image), self.device))).features
+
+    def ab_from_features(
+        self, prepared: list[PreparedImage], features: torch.Tensor, options: Options, reference: Image.Image | None
+    ) -> list[torch.Tensor]:
+        """ab in Lab units at the network's output size for each input, given each input's scene vector (N, C) before
+        `use_global` and `global_strength` apply; `reference` is the loaded `options.reference` (for the palette)."""
+        vectors = self.network.mix_global(features, options.use_global, options.global_strength)
         ab = [target_to_ab(target) for target in self._colorize(prepared, vectors)]
         if options.palette_strength > 0:
             palette = palette_of(reference, self.device)
             ab = [transfer_palette(each, palette, options.palette_strength) for each in ab]
+        return ab
+
+    def _predict(self, prepared: list[PreparedImage], options: Options) -> tuple[list[torch.Tensor], np.ndarray]:
+        """ab in Lab units at the network's output size for each input, and the scene probabilities (N, classes)."""
+        if not prepared:
+            return [], np.zeros((0, len(self.class_names)))
+        scene = self.network.global_output(torch.cat([each.global_input for each in prepared]))
+        features = scene.features
+        reference = load_image(options.reference) if options.reference is not None else None
+        if reference is not None:
+            features = self.scene_features(reference).expand_as(features)
+        ab = self.ab_from_features(prepared, features, options, reference)
         return ab, scene.scene_logits.softmax(dim=1).cpu().numpy()
 
-    def _colorize(self, prepared: list[_Prepared], vectors: torch.Tensor) -> list[torch.Tensor]:
+    def _colorize(self, prepared: list[PreparedImage], vectors: torch.Tensor) -> list[torch.Tensor]:
         """Sigmoid ab (1, 2, h/2, w/2) for each input, one network call per input size."""
         by_size = defaultdict(list)
         for index, each in enumerate(prepared):

@@ -1,5 +1,5 @@
 """The web app's work behind its UI: API values checked into pipeline options, uploaded files, the app's own pixel
-limit, one photo or a batch colorized into result files named after the user's photos.
+and video limits, one photo, a batch or a video colorized into result files named after the user's files.
 
 Every message names the user's files, never the server's copies. Bad requests raise ValueError; a batch skips and
 reports each bad photo and colorizes the rest.
@@ -8,19 +8,25 @@ reports each bad photo and colorizes the rest.
 import math
 import numbers
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from letcolor.batch_io import BatchFolder, remove_stale_folders, save_result
+from letcolor.batch_io import BatchFolder, new_result_folder, remove_stale_folders, result_name, save_result
 from letcolor.images import InvalidImageError, check_image_file, load_image
 from letcolor.pipeline import Colorizer, Options
+from letcolor.video import VideoInfo, probe
 
 MAX_PIXELS_ENV_VAR = "LETCOLOR_APP_MAX_MEGAPIXELS"
 DEFAULT_MAX_MEGAPIXELS = 25  # a 6000x4000 photo; the library's own limit (100 MP) is for trusted callers
 MAX_SIDE_RANGE = (256, 1024)  # the processing-resolution slider's range, also enforced over the API
 RESULT_LIFETIME_SECONDS = 3600  # the app deletes its result files this long after making them
+# Videos, sized for a 2-core CPU Space (about 3 frames/s at 720p): checked from the header, before decoding.
+MAX_VIDEO_SECONDS = 20
+MAX_VIDEO_FRAMES = 600
+MAX_VIDEO_SIDES = (1280, 720)  # long side, short side: 720p
 
 
 def max_pixels_from_environment() -> int:
@@ -148,6 +154,26 @@ class WebColorizer:
                 raise ValueError(report)  # the folder is removed on the way out
         return BatchResult(batch.zip.path, batch.previews, report)
 
+    def colorize_video(
+        self, video: Upload, reference: Upload | None, settings: Settings, mode: str, progress: Callable | None = None
+    ) -> Path:
+        """`<video name>_color.mp4` (H.264, same frames, rate, length and sound); ValueError for a bad or too large
+        video, whose checks come from its header before any decoding."""
+        with user_messages(video, reference):
+            check_video_limits(probe(video.path), video.name)
+            options = self._options(settings, reference)
+            remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
+            folder = new_result_folder(self.result_dir, "video")
+            try:
+                output = folder / result_name(video.name, ".mp4")
+                self.colorizer.video(
+                    video.path, output, mode=mode, max_frames=MAX_VIDEO_FRAMES, progress=progress, **vars(options)
+                )
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+        return output
+
     def _check(self, upload: Upload) -> None:
         check_image_file(upload.path, self.max_pixels)
 
@@ -156,6 +182,20 @@ class WebColorizer:
         if reference is not None:
             self._check(reference)
         return settings.options(load_image(reference.path) if reference else None)
+
+
+def check_video_limits(info: VideoInfo, name: str) -> None:
+    """ValueError for a video over the app's limits."""
+    long_side, short_side = max(info.width, info.height), min(info.width, info.height)
+    if long_side > MAX_VIDEO_SIDES[0] or short_side > MAX_VIDEO_SIDES[1]:
+        raise ValueError(
+            f"{name}: {info.width}x{info.height} is over the {MAX_VIDEO_SIDES[0]}x{MAX_VIDEO_SIDES[1]} limit."
+        )
+    if info.duration > MAX_VIDEO_SECONDS or info.frames > MAX_VIDEO_FRAMES:
+        raise ValueError(
+            f"{name}: {info.duration:.1f} s, {info.frames} frames; the limit is {MAX_VIDEO_SECONDS} s and "
+            f"{MAX_VIDEO_FRAMES} frames."
+        )
 
 
 def batch_report(done: int, total: int, skipped: list[str], notes: list[str]) -> str:

@@ -24,9 +24,13 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 from served_app import app_process, served_app
+from video_clips import audio_packets, with_sine
 
+import app
 from letcolor.batch_io import FOLDER_PREFIX
 from letcolor.pipeline import Colorizer
+from letcolor.video import probe, read_frames
+from letcolor.video_bench import write_clip, write_pan
 from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS
 
 DEFAULTS = {"use_global": True, "strength": 1.0, "reference": None, "palette_strength": 0.0, "max_side": 256}
@@ -134,18 +138,20 @@ def test_large_photo_comes_back_at_full_size(client, examples_dir, tmp_path):
     assert image.size == (2400, 1600)
 
 
-def test_api_lists_the_two_endpoints_with_their_parameters(app_url):
+def test_api_lists_the_three_endpoints_with_their_parameters(app_url):
     info = httpx.get(f"{app_url}gradio_api/info").json()
     assert info["unnamed_endpoints"] == {}
     endpoints = info["named_endpoints"]
-    assert set(endpoints) == {"/colorize", "/colorize_batch"}  # the slider and download-button step is UI only
+    assert set(endpoints) == {"/colorize", "/colorize_batch", "/colorize_video"}  # UI-only steps are not listed
     settings = ["use_global", "strength", "reference", "palette_strength", "max_side"]
-    for name, first in [("/colorize", "image"), ("/colorize_batch", "files")]:
+    for name, first, last in [("/colorize", "image", []), ("/colorize_batch", "files", []),
+                              ("/colorize_video", "video", ["mode"])]:  # fmt: skip
         parameters = endpoints[name]["parameters"]
-        assert [p["parameter_name"] for p in parameters] == [first, *settings]
-        assert [p["parameter_has_default"] for p in parameters] == [False] + [True] * len(settings)
+        assert [p["parameter_name"] for p in parameters] == [first, *settings, *last]
+        assert [p["parameter_has_default"] for p in parameters] == [False] + [True] * (len(settings) + len(last))
     assert [r["component"] for r in endpoints["/colorize"]["returns"]] == ["Image", "Label"]
     assert [r["component"] for r in endpoints["/colorize_batch"]["returns"]] == ["File", "Gallery", "Markdown"]
+    assert [r["component"] for r in endpoints["/colorize_video"]["returns"]] == ["Video"]
 
 
 def test_a_corrupt_file_is_a_clear_error_and_the_server_carries_on(client, examples_dir, tmp_path):
@@ -336,7 +342,7 @@ def test_an_mcp_client_colorizes_a_photo(app_url, colorizer, examples_dir, with_
     photo = examples_dir / "chelsea_gray.png"
     arguments = {"image": data_uri(photo), "max_side": 320}
     tools, result = asyncio.run(call_mcp_tool(app_url, "colorize", arguments, with_progress))
-    assert set(tools) == {"colorize", "colorize_batch"}
+    assert set(tools) == {"colorize", "colorize_batch", "colorize_video"}
     assert tools["colorize"].description.startswith("Colorize a black-and-white photo")
     assert tools["colorize"].inputSchema["required"] == ["image"]
     assert not result.isError
@@ -413,3 +419,37 @@ def test_a_bad_pixel_limit_stops_python_app_py_with_a_clear_message(tiny_model_d
         done.stderr.strip()
         == "app.py: LETCOLOR_APP_MAX_MEGAPIXELS must be a number of megapixels in (0, 100], got 'lots'"
     )
+
+
+def video_path(result) -> Path:
+    """gradio_client gives a Video output as {"video": path, "subtitles": ...}."""
+    return Path(result["video"] if isinstance(result, dict) else result)
+
+
+@pytest.mark.slow
+def test_colorize_video_matches_the_pipeline_and_keeps_the_sound(client, colorizer, examples_dir, tmp_path):
+    clip = tmp_path / "pan.mp4"
+    write_pan(examples_dir / "coffee.png", clip, size=(128, 96), frames=8)
+    with_sound = with_sine(clip, tmp_path / "street.mp4")
+    result = video_path(client.predict(handle_file(with_sound), **DEFAULTS, mode="shot", api_name="/colorize_video"))
+    assert result.name == "street_color.mp4"
+    expected = tmp_path / "expected.mp4"
+    colorizer.video(with_sound, expected, max_side=256)
+    got, want = list(read_frames(result)), list(read_frames(expected))
+    assert len(got) == 8
+    np.testing.assert_array_equal(np.stack(got), np.stack(want))
+    assert audio_packets(result) == audio_packets(with_sound)
+    assert probe(result).fps == probe(with_sound).fps
+
+
+def test_colorize_video_refuses_videos_over_the_limits_by_name(client, app_url, tmp_path):
+    assert app.VIDEO_LIMITS in httpx.get(f"{app_url}config").text  # stated on the page
+    large, long, notes = tmp_path / "large.mp4", tmp_path / "long.mp4", tmp_path / "notes.mp4"
+    write_clip(large, [np.zeros((1080, 1920, 3), np.uint8)] * 2)
+    write_clip(long, [np.zeros((32, 32, 3), np.uint8)] * (app.MAX_VIDEO_FRAMES + 1), fps=60)
+    notes.write_text("shopping list")
+    for bad, reason in [(large, "1920x1080 is over the 1280x720 limit"), (long, "601 frames"),
+                        (notes, "notes.mp4: not a readable video")]:  # fmt: skip
+        with pytest.raises(AppError, match=reason) as error:
+            client.predict(handle_file(bad), api_name="/colorize_video")
+        assert bad.name in str(error.value) and str(tmp_path) not in str(error.value)

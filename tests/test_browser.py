@@ -1,7 +1,8 @@
-"""The page in a real browser: Debian's chromium, driven by Playwright, uploads a photo and colorizes it.
+"""The page in a real browser: Debian's chromium, driven by Playwright, uploads a photo or a video and colorizes it.
 
 The screenshot is kept in test-artifacts/ for a person to look at."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 from served_app import served_app
+
+from letcolor.video_bench import write_pan
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -108,3 +111,25 @@ def test_batch_shows_a_gallery_a_report_and_the_zip_and_clearing_clears_them(pag
 def after_width(image) -> int:
     image.evaluate("img => img.decode()")
     return image.evaluate("img => img.naturalWidth")
+
+
+@pytest.mark.slow
+def test_video_tab_colorizes_a_clip_that_the_browser_plays(page, examples_dir, tmp_path):
+    clip = tmp_path / "drive.mp4"
+    write_pan(examples_dir / "coffee.png", clip, size=(128, 96), frames=10)
+    page.get_by_role("tab", name="Video").click()
+    expect(page.get_by_text("Videos up to")).to_be_visible()
+    page.locator("#video input[type=file]").set_input_files(clip)
+    page.get_by_role("button", name="Colorize video").click()
+
+    result = page.locator("#video-result video")
+    expect(result).to_have_attribute("src", re.compile(r"drive_color\.mp4$"), timeout=60_000)
+    # The browser decodes the H.264 MP4: its metadata loads, with the clip's length (10 frames at 10 fps).
+    duration = result.evaluate(
+        "v => v.readyState >= 1 ? v.duration : new Promise(done => v.addEventListener('loadedmetadata', "
+        "() => done(v.duration), {once: true}))"
+    )
+    assert duration == pytest.approx(1.0, abs=0.05)
+    expect(page.get_by_role("button", name="Download MP4")).to_be_enabled()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "app-video.png", full_page=True)

@@ -14,6 +14,8 @@ from test_model import BAD_MODELS, damaged_copy
 
 import letcolor
 from letcolor import bench, cli, pipeline
+from letcolor.video import probe, read_frames
+from letcolor.video_bench import write_pan
 
 
 @pytest.fixture
@@ -240,3 +242,34 @@ def test_an_animated_gif_says_only_its_first_frame_was_colorized(examples_dir, t
     assert cli.main(["colorize", str(tmp_path / "cat.gif"), "-o", str(output), "--model", str(tiny_model_dir)]) == 0
     assert [path.name for path in output.iterdir()] == ["cat.png"]
     assert "warning: " in (errors := capsys.readouterr().err) and "only the first was colorized" in errors
+
+
+def test_videos_next_to_images_with_a_progress_bar_in_frames(photos, tiny_model_dir, examples_dir, tmp_path, capsys):
+    clip = photos / "pan.mov"
+    write_pan(examples_dir / "coffee.png", clip, size=(96, 64), frames=6)
+    (photos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    output = tmp_path / "out"
+    options = ["--model", str(tiny_model_dir), "--video-mode", "frame", "--max-side", "64"]
+    assert cli.main(["colorize", str(photos), "-o", str(output), *options]) == cli.EXIT_SOME_FAILED
+    assert sorted(path.name for path in output.iterdir()) == [
+        "chelsea.png",
+        "historical_a.png",
+        "historical_b.jpg",
+        "pan.mp4",
+    ]
+    result, source = probe(output / "pan.mp4"), probe(clip)
+    assert (result.width, result.height, result.frames, result.fps) == (source.width, source.height, 6, source.fps)
+    errors = capsys.readouterr().err
+    assert "broken.mp4" in errors and "corrupt.jpg" in errors and "colorized 4 of 6 files" in errors
+    assert "6/6 [" in errors and "frame/s" in errors  # tqdm's bar, counted in frames
+    assert "Traceback" not in errors
+
+
+def test_a_video_in_the_output_folder_is_not_overwritten(tiny_model_dir, examples_dir, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    write_pan(examples_dir / "coffee.png", clip, size=(96, 64), frames=4)
+    original = clip.read_bytes()
+    arguments = ["colorize", str(clip), "-o", str(tmp_path), "--model", str(tiny_model_dir), "--max-side", "64"]
+    assert cli.main(arguments) == 0
+    assert clip.read_bytes() == original
+    assert len(list(read_frames(tmp_path / "clip_color.mp4"))) == 4

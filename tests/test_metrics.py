@@ -140,3 +140,27 @@ def test_topk_correct():
     assert metrics.topk_correct(scores, labels, 1).tolist() == [False, False, True]
     assert metrics.topk_correct(scores, labels, 2).tolist() == [True, False, True]
     assert metrics.topk_correct(scores, labels, 5).tolist() == [True, True, True]  # more than the 3 classes
+
+
+def pan(photo: torch.Tensor, offsets: torch.Tensor, size=(96, 64)) -> torch.Tensor:
+    """Crops (T, 3, H, W) of a (1, 3, H, W) photo at (x, y) offsets."""
+    width, height = size
+    return torch.cat([photo[..., y : y + height, x : x + width] for x, y in offsets.tolist()])
+
+
+def test_pan_flicker_is_zero_for_a_still_photo_and_measures_colour_changes(examples_dir):
+    photo = load_photo(examples_dir, "china.jpg", size=(320, 240))
+    offsets = torch.tensor([[0, 0], [3, 1], [7, 1], [5, 4], [20, 9]])  # any direction, any step
+    frames = pan(photo, offsets)
+    assert metrics.pan_flicker(frames, offsets) == pytest.approx(torch.zeros(4), abs=1e-3)
+    assert (metrics.pan_flicker(frames, torch.zeros_like(offsets)) > 1).all()  # misaligned: not the same points
+    lab = rgb_to_lab(frames)
+    lab[1::2, 1] += 6  # every other frame 6 units redder
+    shifted = lab_to_rgb(lab).clamp(0, 1)
+    assert metrics.pan_flicker(shifted, offsets) == pytest.approx(torch.full((4,), 6.0), abs=0.5)
+
+
+def test_pan_flicker_refuses_frames_that_share_no_block(examples_dir):
+    frames = pan(load_photo(examples_dir, "china.jpg", size=(320, 240)), torch.tensor([[0, 0], [0, 0]]))
+    with pytest.raises(ValueError, match="share less than one"):
+        metrics.pan_flicker(frames, torch.tensor([[0, 0], [90, 0]]))

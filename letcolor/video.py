@@ -1,0 +1,472 @@
+"""Colorizing video: decoded and encoded with PyAV (FFmpeg), colorized in batches, colours held steady over time.
+
+Modes:
+- "shot" (the default): the video is split into shots (a cut is a large change between consecutive gray frames,
+  see `find_cuts`). Every frame of a shot gets the same scene vector, the element-wise median of its frames'
+  vectors (paper 4.5 over time). The colours are also carried along the motion: the previous frame's ab is warped
+  to the current frame with dense optical flow (OpenCV's DIS) and blended with the current prediction where the flow
+  passes a forward-backward check, so that cuts, new content and occlusions take the fresh prediction.
+- "frame": every frame on its own, as a photo would be (for comparison).
+
+The shot mode reads the video twice (scene vectors and cuts, then colours); memory holds one batch of frames and
+one scene vector per frame, whatever the video's length. The output keeps the frames' timestamps (so the frame
+count, frame rate and duration), is H.264 in yuv420p (what browsers play), and copies the audio packets unchanged
+(re-encoded to AAC only where the output container cannot hold the audio codec, or browsers could not play it in an
+MP4, as for PCM).
+"""
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from letcolor.fullres import compose
+from letcolor.images import ImageSource, Pixels, load_image
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options, PreparedImage
+
+# Container types read as video (by file extension); GIFs stay images.
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".ogv"}
+OUTPUT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv"}  # containers that hold H.264
+BROWSER_SUFFIXES = {".mp4", ".m4v"}  # outputs for browsers: their audio must be a codec that browsers play
+BROWSER_AUDIO_CODECS = {"aac", "mp3", "opus", "flac"}
+MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are refused from the stream's header, before decoding
+DEFAULT_BATCH_SIZE = 8
+# CRF 18: visually near-lossless. veryfast: a third of medium's encoding time on a 2-core CPU, for larger files.
+H264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+THUMBNAIL_SIDE = 28  # cut detection compares 28x28 averages of the 224x224 global input
+# A cut: consecutive thumbnails differ by a mean |L| (L* units, 0..100) of at least CUT_MIN_CHANGE, and by
+# CUT_CONTRAST times the median change of the CUT_WINDOW frames on either side. The second condition keeps fast
+# motion (a drive at 1 frame/s changes by 9 on average, at most 18) from counting as cuts; two different photos
+# differ by 13 to 39.
+CUT_MIN_CHANGE = 8.0
+CUT_CONTRAST = 3.0
+CUT_WINDOW = 5
+FLOW_BLEND = 0.8  # weight of the colours carried along the motion where the flow is reliable
+FLOW_CHECK_PIXELS = 1.0  # forward-backward disagreement (ab-grid pixels) above which the flow is not trusted
+
+ProgressCallback = Callable[[int, int], None]  # (frames done, frames in all passes, 0 if unknown)
+
+
+class InvalidVideoError(ValueError):
+    """The input cannot be colorized as a video: not a video, unreadable, corrupt, empty, or too large."""
+
+
+class Mode(StrEnum):
+    SHOT = "shot"
+    FRAME = "frame"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    frames: int  # as declared by the container (0 if it does not say)
+    fps: Fraction
+    duration: float  # seconds (0 if the container does not say)
+    audio_streams: int
+
+
+def is_video_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        container = av.open(str(path))
+    except FileNotFoundError:
+        raise
+    except (av.FFmpegError, OSError) as error:
+        raise InvalidVideoError(f"{path}: not a readable video ({error})") from error
+    if not container.streams.video:
+        container.close()
+        raise InvalidVideoError(f"{path}: has no video stream")
+    return container
+
+
+def _check_stream(stream: av.VideoStream, path: Path) -> None:
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width < 1 or height < 1:
+        raise InvalidVideoError(f"{path}: the video has no frame size")
+    if width * height > MAX_FRAME_PIXELS:
+        raise InvalidVideoError(f"{path}: {width}x{height} frames are over the {MAX_FRAME_PIXELS / 1e6:.1f} MP limit")
+    if width % 2 or height % 2:
+        raise InvalidVideoError(f"{path}: {width}x{height} has an odd side; H.264 in yuv420p needs even sides")
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """The video's size, declared frame count, frame rate, duration and audio streams (InvalidVideoError)."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        _check_stream(stream, path)
+        fps = stream.average_rate or stream.guessed_rate or Fraction(0)
+        duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
+        return VideoInfo(
+            stream.codec_context.width, stream.codec_context.height, stream.frames, Fraction(fps), duration,
+            len(container.streams.audio),
+        )  # fmt: skip
+
+
+def _decoding_errors(path: Path, packets: Iterator) -> Iterator:
+    try:
+        yield from packets
+    except av.FFmpegError as error:
+        raise InvalidVideoError(f"{path}: the video is corrupt ({error})") from error
+
+
+def _video_frames(path: Path) -> Iterator[av.VideoFrame]:
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        _check_stream(stream, path)
+        stream.thread_type = "AUTO"
+        yield from _decoding_errors(path, container.decode(stream))
+
+
+def display_rotation(path: str | Path) -> int:
+    """The rotation (degrees, counter-clockwise) that players apply to the video's frames, as phones record it."""
+    frames = _video_frames(Path(path))
+    try:
+        first = next(frames, None)
+        return first.rotation if first is not None else 0
+    finally:
+        frames.close()
+
+
+def read_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """The video's frames as (H, W, 3) uint8 RGB arrays, in order (InvalidVideoError)."""
+    for frame in _video_frames(Path(path)):
+        yield frame.to_ndarray(format="rgb24")
+
+
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _pixels(frame: av.VideoFrame) -> Pixels:
+    return Pixels(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1), 255, None)
+
+
+def _thumbnails(prepared: list[PreparedImage]) -> torch.Tensor:
+    """(N, THUMBNAIL_SIDE, THUMBNAIL_SIDE) L* averages of the frames."""
+    global_inputs = torch.cat([each.global_input for each in prepared])  # L* / 100 at 224x224
+    return F.adaptive_avg_pool2d(global_inputs, THUMBNAIL_SIDE)[:, 0] * 100
+
+
+def thumbnail_changes(thumbnails: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """(N,) mean |L| change of each thumbnail from the one before (`previous` for the first; None: the video's first
+    frame, whose change is infinite)."""
+    if previous is None:
+        return torch.cat([torch.tensor([math.inf]), thumbnail_changes(thumbnails[1:], thumbnails[0])])
+    before = torch.cat([previous[None], thumbnails[:-1]])
+    return (thumbnails - before).abs().mean((1, 2))
+
+
+def find_cuts(changes: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: whether each frame starts a shot, from its change (see CUT_MIN_CHANGE); the first frame does."""
+    padding = torch.full((CUT_WINDOW,), math.nan)
+    windows = torch.cat([padding, changes.float(), padding]).unfold(0, 2 * CUT_WINDOW + 1, 1).clone()
+    windows[:, CUT_WINDOW] = math.nan  # the frame itself is not its own neighbour
+    windows[windows.isinf()] = math.nan  # nor is the first frame's infinite change
+    neighbours = windows.nanmedian(1).values.nan_to_num(0.0)  # 0: no neighbours, the absolute bar alone
+    return (changes >= CUT_MIN_CHANGE) & (changes > CUT_CONTRAST * neighbours)
+
+
+@dataclass(frozen=True)
+class ShotPlan:
+    """The scan's result: which frames start a shot, and each frame's shot's scene vector."""
+
+    cuts: torch.Tensor  # (frames,) bool
+    features: torch.Tensor  # (frames, C)
+
+
+def shot_vectors(features: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
+    """Each frame's shot's element-wise median scene vector, (frames, C); shots are the runs that start at cuts."""
+    starts = cuts.nonzero().flatten().tolist()
+    lengths = [end - start for start, end in zip(starts, [*starts[1:], len(cuts)], strict=True)]
+    medians = torch.stack([shot.median(0).values for shot in features.split(lengths)])
+    return medians.repeat_interleave(torch.tensor(lengths), dim=0)
+
+
+class MotionCarry:
+    """Carries the previous frame's colours along the optical flow into the current frame (one shot at a time)."""
+
+    def __init__(self, blend: float = FLOW_BLEND):
+        self.blend = blend
+        self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        self.previous_gray: np.ndarray | None = None
+        self.previous_ab: np.ndarray | None = None
+
+    def __call__(self, ab: torch.Tensor, network_input: torch.Tensor, cut: bool) -> torch.Tensor:
+        """ab (1, 2, h, w) of a frame whose network input is (1, 1, 2h, 2w) -> the blended ab."""
+        gray = (F.avg_pool2d(network_input, 2)[0, 0] * 255).round().clamp(0, 255).byte().cpu().numpy()
+        current = ab[0].permute(1, 2, 0).cpu().numpy()
+        if not cut and self.previous_gray is not None and self.previous_gray.shape == gray.shape:
+            current = self._blend(current, gray)
+        self.previous_gray, self.previous_ab = gray, current
+        return torch.from_numpy(current).permute(2, 0, 1)[None].to(ab.device)
+
+    def _blend(self, current: np.ndarray, gray: np.ndarray) -> np.ndarray:
+        backward = self.flow.calc(gray, self.previous_gray, None)  # current pixel -> its place in the previous frame
+        forward = self.flow.calc(self.previous_gray, gray, None)
+        height, width = gray.shape
+        grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
+        where = grid + backward
+        warped = cv2.remap(self.previous_ab, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        round_trip = backward + cv2.remap(forward, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inside = (
+            (where[..., 0] >= 0) & (where[..., 0] <= width - 1) & (where[..., 1] >= 0) & (where[..., 1] <= height - 1)
+        )
+        reliable = inside & (np.linalg.norm(round_trip, axis=-1) < FLOW_CHECK_PIXELS)
+        weight = (self.blend * reliable)[..., None].astype(np.float32)
+        return current + weight * (warped - current)
+
+
+class _Writer:
+    """H.264 (yuv420p) video with the input's timestamps and display rotation, and its audio streams remuxed."""
+
+    def __init__(self, path: Path, template: av.VideoStream, audio: list[av.AudioStream], rotation: int):
+        self.path = path
+        self.container = av.open(str(path), "w", container_options={"movflags": "+faststart"})
+        rate = template.average_rate or template.guessed_rate or 25
+        self.video = self.container.add_stream("libx264", rate=rate, options=H264_OPTIONS)
+        self.video.width, self.video.height = template.codec_context.width, template.codec_context.height
+        self.video.pix_fmt = "yuv420p"
+        self.video.time_base = template.time_base
+        if rotation:
+            self.video.set_display_rotation(rotation)
+        self.audio = {stream.index: self._audio_stream(stream) for stream in audio}
+        self.last_pts: int | None = None
+
+    def _audio_stream(self, stream: av.AudioStream) -> tuple[av.AudioStream, bool]:
+        """(output stream, whether packets are copied: else decoded and re-encoded to AAC)."""
+        codec = stream.codec_context.codec.canonical_name  # the format, not the decoder (mp3, not mp3float)
+        for_browsers = self.path.suffix.lower() in BROWSER_SUFFIXES
+        if codec in self.container.supported_codecs and (codec in BROWSER_AUDIO_CODECS or not for_browsers):
+            return self.container.add_stream_from_template(stream), True
+        return self.container.add_stream("aac", rate=stream.codec_context.sample_rate), False
+
+    def audio_packet(self, packet: av.Packet) -> None:
+        output, copied = self.audio[packet.stream.index]
+        if copied:
+            if packet.dts is not None:  # not the demuxer's end-of-stream marker
+                packet.stream = output
+                self.container.mux(packet)
+            return
+        for frame in packet.decode():
+            frame.pts = None  # the encoder numbers samples itself
+            self.container.mux(output.encode(frame))
+
+    def frame(self, image: Image.Image, source: av.VideoFrame) -> None:
+        frame = av.VideoFrame.from_image(image)
+        pts = source.pts if source.pts is not None else (self.last_pts + 1 if self.last_pts is not None else 0)
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1  # the encoder needs strictly increasing timestamps
+        frame.pts, frame.time_base, self.last_pts = pts, source.time_base or self.video.time_base, pts
+        frame.duration = source.duration or 0  # 0: unknown
+        self.container.mux(self.video.encode(frame))
+
+    def finish(self) -> None:
+        self.container.mux(self.video.encode(None))
+        for output, copied in self.audio.values():
+            if not copied:
+                self.container.mux(output.encode(None))
+        self.container.close()
+
+    def abandon(self) -> None:
+        """Closes after a failure (the caller deletes the file); errors here would hide the one that matters."""
+        try:
+            self.container.close()
+        except (av.FFmpegError, OSError):
+            pass
+
+
+def _checked_paths(source: str | Path, destination: str | Path) -> tuple[Path, Path]:
+    source, destination = Path(source), Path(destination)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file")
+    if destination.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"{destination}: the output must be one of {sorted(OUTPUT_SUFFIXES)} (H.264)")
+    if destination.exists() and destination.resolve() == source.resolve():
+        raise ValueError(f"{destination}: the output would overwrite the input")
+    return source, destination
+
+
+def colorize_video(
+    colorizer: Colorizer,
+    source: str | Path,
+    destination: str | Path,
+    *,
+    mode: Mode | str = Mode.SHOT,
+    use_global: bool = True,
+    global_strength: float = 1.0,
+    reference: ImageSource | None = None,
+    palette_strength: float = 0.0,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    flow_blend: float = FLOW_BLEND,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_frames: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> VideoInfo:
+    """Colorizes a video file into `destination` (.mp4, .m4v, .mov or .mkv; H.264 yuv420p, audio copied).
+
+    The options are those of `Colorizer.batch`, with the reference's scene vector used for every frame, and:
+    mode: "shot" (one scene vector per shot, colours carried along the motion) or "frame" (each frame on its own).
+    flow_blend: in [0, 1), the weight of the colours carried along the motion in "shot" mode (0: no carrying).
+    batch_size: frames per network batch; max_frames: refuse longer videos (InvalidVideoError), None: no limit.
+    progress: called with (frames done, frames to do in all passes, 0 if unknown) as frames are done.
+    Returns the input's VideoInfo. Raises InvalidVideoError (a ValueError) for an input that is not a usable video,
+    ValueError for bad options; the destination is only replaced once the output is complete."""
+    if mode not in set(Mode):
+        raise ValueError(f"mode must be one of {[m.value for m in Mode]}, got {mode!r}")
+    mode = Mode(mode)
+    options = Options(use_global, global_strength, reference, palette_strength, max_side)
+    if not 0 <= flow_blend < 1:
+        raise ValueError(f"flow_blend must be in [0, 1), got {flow_blend}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    source, destination = _checked_paths(source, destination)
+    info = probe(source)
+    if max_frames is not None and info.frames > max_frames:
+        raise InvalidVideoError(f"{source}: {info.frames} frames, over the limit of {max_frames} frames")
+    loaded_reference = load_image(reference) if reference is not None else None
+    passes = 2 if mode == Mode.SHOT else 1
+    counter = _Counter(progress, info.frames * passes, max_frames, source)
+    partial = destination.with_name(f".{destination.stem}.partial{destination.suffix}")
+    with torch.inference_mode():
+        reference_features = colorizer.scene_features(loaded_reference) if loaded_reference is not None else None
+        plan = None
+        if mode == Mode.SHOT:
+            plan = plan_shots(colorizer, source, options.max_side, batch_size, reference_features, counter)
+        try:
+            _render(colorizer, source, partial, options, loaded_reference, reference_features, plan, flow_blend,
+                    batch_size, counter)  # fmt: skip
+            os.replace(partial, destination)
+        finally:
+            partial.unlink(missing_ok=True)
+    return info
+
+
+class _Counter:
+    """Counts frames for the progress callback; enforces max_frames and the size limit on what is actually decoded."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int, max_frames: int | None, source: Path):
+        self.callback, self.total, self.max_frames, self.source, self.done = callback, total, max_frames, source, 0
+
+    def frames(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        for count, frame in enumerate(frames, 1):
+            if self.max_frames is not None and count > self.max_frames:
+                raise InvalidVideoError(f"{self.source}: more than the limit of {self.max_frames} frames")
+            if frame.width * frame.height > MAX_FRAME_PIXELS:  # the stream's size changed mid-way
+                raise InvalidVideoError(f"{self.source}: a {frame.width}x{frame.height} frame is over the size limit")
+            yield frame
+
+    def add(self, frames: int) -> None:
+        self.done += frames
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def _batch_features(colorizer: Colorizer, prepared: list[PreparedImage], reference: torch.Tensor | None):
+    if reference is not None:
+        return reference.expand(len(prepared), -1)
+    return colorizer.network.global_output(torch.cat([each.global_input for each in prepared])).features
+
+
+def plan_shots(
+    colorizer: Colorizer,
+    source: str | Path,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    reference_features: torch.Tensor | None = None,
+    counter: "_Counter | None" = None,
+) -> ShotPlan:
+    """The shot mode's first pass: every frame's cut flag and scene vector (the reference's, if given), then each
+    shot's median vector."""
+    source = Path(source)
+    counter = counter or _Counter(None, 0, None, source)
+    changes, features, previous = [], [], None
+    for batch in _batches(counter.frames(_video_frames(source)), batch_size):
+        prepared = [colorizer.prepare(_pixels(frame), max_side) for frame in batch]
+        thumbnails = _thumbnails(prepared)
+        changes.append(thumbnail_changes(thumbnails, previous))
+        features.append(_batch_features(colorizer, prepared, reference_features))
+        previous = thumbnails[-1]
+        counter.add(len(batch))
+    if not changes:
+        raise InvalidVideoError(f"{source}: the video has no frames")
+    cuts = find_cuts(torch.cat(changes))
+    return ShotPlan(cuts, shot_vectors(torch.cat(features), cuts))
+
+
+def _render(colorizer, source, destination, options, reference, reference_features, plan, flow_blend, batch_size,
+            counter) -> None:  # fmt: skip
+    """The colorizing pass: decode, colorize a batch, carry colours along the motion, encode; audio remuxed."""
+    carry = MotionCarry(flow_blend) if plan is not None and flow_blend > 0 else None
+    index = 0
+    with _open(source) as container:
+        stream = container.streams.video[0]
+        _check_stream(stream, source)
+        stream.thread_type = "AUTO"
+        writer = _Writer(destination, stream, list(container.streams.audio), display_rotation(source))
+        completed = False
+        try:
+            for batch in _batches(counter.frames(_demux(container, stream, writer, source)), batch_size):
+                if plan is not None and index + len(batch) > len(plan.cuts):
+                    raise InvalidVideoError(f"{source}: decoded more frames than in the first pass")
+                prepared = [colorizer.prepare(_pixels(frame), options.max_side) for frame in batch]
+                if plan is None:
+                    features = _batch_features(colorizer, prepared, reference_features)
+                else:
+                    features = plan.features[index : index + len(batch)]
+                ab = colorizer.ab_from_features(prepared, features, options, reference)
+                for offset, (frame, each, each_ab) in enumerate(zip(batch, prepared, ab, strict=True)):
+                    if carry is not None:
+                        each_ab = carry(each_ab, each.network_input, bool(plan.cuts[index + offset]))
+                    writer.frame(compose(each.lightness, each_ab, None), frame)
+                index += len(batch)
+                counter.add(len(batch))
+            if index == 0:
+                raise InvalidVideoError(f"{source}: the video has no frames")
+            writer.finish()
+            completed = True
+        finally:
+            if not completed:
+                writer.abandon()
+
+
+def _demux(container, stream, writer: _Writer, source: Path) -> Iterator[av.VideoFrame]:
+    """The video's frames, in order; audio packets go to the writer as they are read."""
+    for packet in _decoding_errors(source, container.demux(stream, *container.streams.audio)):
+        if packet.stream.type == "audio":
+            writer.audio_packet(packet)
+            continue
+        yield from _decoding_errors(source, iter(packet.decode()))
+
+
+__all__ = [
+    "InvalidVideoError",
+    "Mode",
+    "VideoInfo",
+    "colorize_video",
+    "is_video_path",
+    "plan_shots",
+    "probe",
+    "read_frames",
+]
