@@ -48,8 +48,8 @@ VIDEO_LIMITS = (
 
 INTRO = """# letcolor: colour for black-and-white photos
 Drop in an old photo, paste one or take one with the webcam, and get it back in colour. The network is
-*Let there be Color!* (Iizuka, Simo-Serra and Ishikawa, SIGGRAPH 2016), which also names the scene or subject it
-sees (a street, a forest, a face, a cat...)."""
+*Let there be Color!* (Iizuka, Simo-Serra and Ishikawa, SIGGRAPH 2016), which also names what the photo shows, among
+the classes it was trained on (scenes, for the bundled model)."""
 
 
 def limits_note(max_pixels: int) -> str:
@@ -237,7 +237,7 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels:
                         colorize_button = gr.Button("Colorize", variant="primary")
                         download = gr.DownloadButton("Download full-resolution PNG", interactive=False)
                     scenes = gr.Label(
-                        num_top_classes=5, label="What the model sees: scene or subject (top 5)", elem_id="scenes"
+                        num_top_classes=5, label="What the model recognises (its classes, top 5)", elem_id="scenes"
                     )
                     result = gr.Image(type="filepath", format="png", label="Colorized photo", visible=False)
                     gr.Examples([[str(EXAMPLES / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
