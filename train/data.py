@@ -4,7 +4,7 @@ workers into whole uint8 batches; colour conversion happens later, on the traini
 import io
 import random
 import signal
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -43,9 +43,6 @@ class StreamSpec:
     seed: int = 0
     rank: int = 0
     world_size: int = 1
-
-    def only(self, source: Source) -> "StreamSpec":
-        return replace(self, sources=[source])
 
 
 @dataclass
