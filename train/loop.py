@@ -168,21 +168,21 @@ class Trainer:
         beginning (a run that adds a dataset keeps the classifier's rows for the old classes; new rows start fresh)."""
         pretrained = load_model(name_or_path)
         known = pretrained.class_names
-        if (
-            pretrained.width != self.model.width
-            or known != self.model.class_names[: len(known)]
-            or not known
-            and (pretrained.num_classes != self.model.num_classes)
-        ):
+        classes_fit = known == self.model.class_names[: len(known)] and (
+            bool(known) or pretrained.num_classes == self.model.num_classes
+        )
+        if pretrained.width != self.model.width or not classes_fit:
             raise SetupError(
                 f"--init-from {name_or_path}: width {pretrained.width} and {pretrained.num_classes} classes, but this "
                 f"run has width {self.model.width} and {self.model.num_classes} classes (from the datasets), and the "
                 "saved classes must be the run's first ones"
             )
         weights = pretrained.state_dict()
-        for key, value in self.model.global_level.classifier[-1].state_dict().items():
-            key = f"global_level.classifier.2.{key}"
-            weights[key] = torch.cat((weights[key], value[len(known) :].to(weights[key].dtype)))
+        classifier = self.model.global_level.classifier
+        head = f"global_level.classifier.{len(classifier) - 1}."
+        for name, fresh in classifier[-1].state_dict().items():
+            saved = weights[head + name]
+            weights[head + name] = torch.cat((saved, fresh[len(known) :].to(saved.dtype)))
         self.model.load_state_dict(weights)
         self.print(f"weights from {name_or_path} (classifier rows for its {len(known)} classes)")
 
