@@ -21,6 +21,7 @@ from train_data import make_scene_dataset
 
 from letcolor.model import LetThereBeColor
 from train.__main__ import parse_args
+from train.average import WeightAverage
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
 from train.data import Source, StreamSpec, TrainBatches, model_label, open_stream, source_class_names, validation_images
 from train.distributed import Distributed
@@ -414,3 +415,53 @@ def test_resume_from_a_checkpoint_that_does_not_fit_is_one_clear_error(scene_dat
     assert result.returncode == 2
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "cannot resume from" in error_lines[0] and "Traceback" not in result.stderr
+
+
+def test_weight_average_follows_the_network_at_its_decay():
+    network = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(network, decay=0.99)
+    start = copy_of(network)
+    with torch.no_grad():
+        for tensor in (network[0].weight, network[0].bias, network[1].running_mean):
+            tensor.add_(1.0)
+    average.update(network)  # the first update's decay is 0.1: the average moves 0.9 of the way
+    averaged = average.model.state_dict()
+    assert torch.allclose(averaged["0.weight"], start["0.weight"] + 0.9)
+    assert torch.allclose(averaged["1.running_mean"], start["1.running_mean"] + 0.9)
+    assert torch.equal(averaged["1.running_var"], start["1.running_var"])
+    assert not averaged["0.weight"].requires_grad
+    for _ in range(2000):
+        average.update(network)
+    assert average.current_decay() == 0.99
+    assert torch.allclose(average.model[0].weight, network[0].weight)
+
+
+def copy_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.clone() for key, value in module.state_dict().items()}
+
+
+def checkpoint_tensors(output: Path, prefix: str) -> dict[str, torch.Tensor]:
+    with safe_open(str(output / CHECKPOINT_NAME), framework="pt") as file:
+        return {key[len(prefix) :]: file.get_tensor(key) for key in file.keys() if key.startswith(prefix)}
+
+
+@pytest.mark.slow
+def test_ema_validates_saves_and_resumes_the_weight_average(scene_data, tmp_path):
+    options = ("--ema", "0.9", "--precise-bn-batches", "0", "--val-every", "100")
+    train(parse_args(cli(scene_data, tmp_path, "--steps", "2", *options)))
+    average = checkpoint_tensors(tmp_path, "average/")
+    last_step = checkpoint_tensors(tmp_path, "model/")
+    saved = LetThereBeColor.from_pretrained(tmp_path / "final").state_dict()
+    assert all(torch.equal(saved[key], average[key]) for key in saved)
+    assert not torch.equal(average["fusion.conv.weight"], last_step["fusion.conv.weight"])
+    assert "exponential moving average, decay 0.9" in (tmp_path / "final" / "README.md").read_text()
+    validated = metrics(tmp_path, "validation")[-1]["psnr"]
+
+    train(parse_args(cli(scene_data, tmp_path, "--steps", "2", "--resume", *options)))  # nothing left to train
+    assert metrics(tmp_path, "validation")[-1]["psnr"] == validated  # the restored average, measured again
+    restored = checkpoint_tensors(tmp_path, "average/")
+    assert all(torch.equal(restored[key], average[key]) for key in average)
+    train(parse_args(cli(scene_data, tmp_path, "--steps", "3", "--resume", *options)))
+    assert checkpoint_state(tmp_path)["average_updates"] == 3
+    moved_on = checkpoint_tensors(tmp_path, "average/")["fusion.conv.weight"]
+    assert not torch.equal(moved_on, average["fusion.conv.weight"])

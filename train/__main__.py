@@ -67,6 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--prior-images", type=int, default=4096, help="training crops that estimate the ab prior")
     model.add_argument("--global-dropout", type=float, default=0.0, help="global-feature dropout probability")
     model.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="validate and save an exponential moving average of the weights with this decay (e.g. 0.999); 0 = "
+        "the last step's weights",
+    )
+    model.add_argument(
         "--precise-bn-batches", type=int, default=100, help="training batches that set the final BatchNorm statistics"
     )
     model.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
@@ -89,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.dataset_weights = args.dataset_weights or [1.0] * len(args.dataset)
     if len(args.dataset_weights) != len(args.dataset) or min(args.dataset_weights) <= 0:
         parser.error(f"--dataset-weights: {len(args.dataset)} positive weights needed, one per --dataset")
+    if not 0 <= args.ema < 1:
+        parser.error("--ema: a decay in [0, 1)")
     if not 0 < args.rebalance <= 1:
         parser.error("--rebalance: a mix in (0, 1]")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr

@@ -30,6 +30,7 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 - Scene classes: {num_classes} ({class_preview})
 - Optimizer: {optimizer}, learning rate {lr}, alpha {alpha}, chroma weight {chroma_weight},
   rarity rebalancing mix {rebalance} (1 = plain MSE), global-feature dropout {global_dropout}
+- Weights: {weights}
 - Hardware: {hardware}; precision {precision}
 - Wall time: {wall_time}
 - Weights stored as {save_dtype}
@@ -80,6 +81,7 @@ def model_card(
         chroma_weight=args.chroma_weight,
         rebalance=args.rebalance,
         global_dropout=args.global_dropout,
+        weights=f"exponential moving average, decay {args.ema}" if args.ema else "the last step's",
         hardware=hardware,
         precision=precision,
         wall_time=format_duration(wall_seconds),

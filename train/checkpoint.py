@@ -70,11 +70,15 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     state: dict,
+    average=None,
 ) -> Path:
-    """Write model, optimizer, scaler, RNG and `state` (step, data positions, ... all JSON) atomically."""
+    """Write model, optimizer, scaler, RNG, the weight average if any and `state` (step, data positions, ... all
+    JSON) atomically."""
     optimizer_tensors, optimizer_json = optimizer_tensors_and_json(optimizer)
     rng_tensors, rng_json = rng_tensors_and_json()
     tensors = {f"model/{key}": value for key, value in model.state_dict().items()}
+    if average:
+        tensors |= {f"average/{key}": value for key, value in average.model.state_dict().items()}
     tensors |= optimizer_tensors | rng_tensors
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
     saved = {**state, "optimizer": optimizer_json, "rng": rng_json, "scaler": scaler.state_dict()}
@@ -97,21 +101,26 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
+    average=None,
 ) -> dict:
-    """Restore what `save_checkpoint` wrote into the given objects (and the RNGs); returns the JSON state.
+    """Restore what `save_checkpoint` wrote into the given objects (and the RNGs; the weight average where both
+    the checkpoint and `average` have one); returns the JSON state.
     Raises CheckpointError, with the reason, for a checkpoint that does not fit them or cannot be read."""
     try:
-        return restore_checkpoint(path, model, optimizer, scaler)
+        return restore_checkpoint(path, model, optimizer, scaler, average)
     except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
         reason = " ".join(str(error).split())[:300] or type(error).__name__
         raise CheckpointError(f"cannot resume from {path}: {reason}") from error
 
 
-def restore_checkpoint(path: Path, model, optimizer, scaler) -> dict:
+def restore_checkpoint(path: Path, model, optimizer, scaler, average) -> dict:
     with safe_open(str(path), framework="pt", device="cpu") as file:
         saved = json.loads((file.metadata() or {})[STATE_KEY])
         tensors = {key: file.get_tensor(key) for key in file.keys()}
     model.load_state_dict({key[6:]: value for key, value in tensors.items() if key.startswith("model/")})
+    averaged = {key[8:]: value for key, value in tensors.items() if key.startswith("average/")}
+    if average and averaged:
+        average.model.load_state_dict(averaged)
     optimizer_tensors = {key: value for key, value in tensors.items() if key.startswith("optimizer/")}
     optimizer.load_state_dict(optimizer_state_from(optimizer_tensors, saved.pop("optimizer")))
     scaler.load_state_dict(saved.pop("scaler"))

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from letcolor.model import LetThereBeColor
 from letcolor.pipeline import load_model
+from train.average import WeightAverage
 from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from train.data import Source, StreamSpec, source_class_names, train_loader, validation_images
@@ -136,6 +137,7 @@ class Trainer:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(args.optimizer, self.model, args.lr)
+        self.average = WeightAverage(self.model, args.ema) if args.ema else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step, self.worker_states, self.skipped = 0, {}, {}
         self.wall_seconds = 0.0
@@ -209,8 +211,13 @@ class Trainer:
         if not path.is_file():
             self.print(f"--resume: no {path} yet, starting from step 0")
             return
-        saved = load_checkpoint(path, self.model, self.optimizer, self.scaler)
+        saved = load_checkpoint(path, self.model, self.optimizer, self.scaler, self.average)
         self.step, self.wall_seconds = saved["step"], saved["wall_seconds"]
+        if self.average and "average_updates" in saved:
+            self.average.updates = saved["average_updates"]
+        elif self.average:
+            self.average.restart_from(self.model)
+            self.print("--resume: the checkpoint has no weight average (--ema); it starts from the resumed weights")
         if self.log:
             self.log.drop_after(self.step)
         self.val_metrics = saved.get("val_metrics", {})
@@ -238,7 +245,9 @@ class Trainer:
             "val_metrics": self.val_metrics,
             "args": vars(self.args),
         }
-        save_checkpoint(self.output, self.model, self.optimizer, self.scaler, state)
+        if self.average:
+            state["average_updates"] = self.average.updates
+        save_checkpoint(self.output, self.model, self.optimizer, self.scaler, state, self.average)
 
     def network_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 RGB crops -> (network input L, ab target), on the device."""
@@ -259,6 +268,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average:
+            self.average.update(self.model)
         return torch.stack((loss, mse, cross_entropy)).detach()
 
     def run(self) -> None:
@@ -311,11 +322,17 @@ class Trainer:
         if self.context.is_main:
             self.save_final()
 
+    @property
+    def shipped_model(self) -> LetThereBeColor:
+        """The weights that validation measures and the run saves: the weight average with --ema, else the last."""
+        return self.average.model if self.average else self.model
+
     def precise_batchnorm(self, stop: StopRequest) -> None:
         """Re-estimate BatchNorm statistics as a true average over --precise-bn-batches training batches (PreciseBN,
         Wu and Johnson 2021): the running averages kept while training follow the last few batches, so the final
         step's statistics can be far off. Without global-feature dropout, as at inference."""
-        norms = [module for module in self.model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+        model = self.shipped_model
+        norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
         if not norms or not self.args.precise_bn_batches:
             return
         momenta = [norm.momentum for norm in norms]
@@ -323,12 +340,12 @@ class Trainer:
             norm.reset_running_stats()
             norm.momentum = None  # a cumulative average over the batches below
         loader = train_loader(self.train_spec, self.args.batch_size, self.args.workers, self.device.type == "cuda")
-        self.model.train()
+        model.train()
         with torch.no_grad(), self.autocast:
             for batch in itertools.islice(loader, self.args.precise_bn_batches):
                 if stop.signal_number:
                     break  # the statistics are re-estimated from scratch when the run is resumed
-                self.model(self.network_batch(batch.images)[0])
+                model(self.network_batch(batch.images)[0])
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
         self.print(f"BatchNorm statistics re-estimated over {self.args.precise_bn_batches} training batches")
@@ -376,7 +393,7 @@ class Trainer:
             if stop and stop.signal_number:
                 return
             metrics, predictions = validate(
-                self.model, images, labels, self.device, self.autocast, self.args.batch_size, self.args.alpha
+                self.shipped_model, images, labels, self.device, self.autocast, self.args.batch_size, self.args.alpha
             )
             per_dataset[name] = metrics
             grid_truth.append(images[: len(predictions)])
@@ -407,7 +424,7 @@ class Trainer:
     def save_final(self) -> None:
         directory = self.output / "final"
         dtype = getattr(torch, self.args.save_dtype)
-        stored = copy.deepcopy(self.model).to(device="cpu", dtype=dtype, memory_format=torch.contiguous_format)
+        stored = copy.deepcopy(self.shipped_model).to(device="cpu", dtype=dtype, memory_format=torch.contiguous_format)
         stored.save_pretrained(directory)
         hardware = hardware_description(self.device, self.context.world_size)
         card = model_card(
