@@ -213,8 +213,13 @@ def add_evaluate_command(commands) -> None:
     parser.set_defaults(run=evaluate.run)
 
 
+def program_name() -> str:
+    """`letcolor` when run as the installed console command, else `python -m letcolor`."""
+    return "letcolor" if Path(sys.argv[0]).name == "letcolor" else "python -m letcolor"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m letcolor", description="Colorize black-and-white photos.")
+    parser = argparse.ArgumentParser(prog=program_name(), description="Colorize black-and-white photos.")
     commands = parser.add_subparsers(dest="command", required=True)
     colorize = commands.add_parser("colorize", help="colorize image files", description=COLORIZE_DESCRIPTION)
     add_colorize_arguments(colorize)

@@ -56,6 +56,7 @@ def test_the_wheel_holds_the_package_its_bundled_model_and_examples_and_nothing_
     assert {"letcolor/pretrained/model.safetensors", "letcolor/pretrained/config.json"} <= names
     assert {f"letcolor/examples/{path.name}" for path in EXAMPLES.iterdir()} <= names
     assert "letcolor/examples/LICENSES.md" in names and "letcolor/cli.py" in names
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     tops = {name.split("/")[0] for name in names}
     assert {top for top in tops if not top.endswith(".dist-info")} == {"letcolor"}
 
@@ -83,4 +84,6 @@ def test_the_letcolor_command_colorizes_from_another_directory(installed, tmp_pa
     assert written.size == Image.open(photo).size
     assert metrics.colorfulness(evaluate.image_to_tensor(written.convert("RGB"))).item() > 3
     usage = run([installed / "letcolor", "--help"], tmp_path).stdout
-    assert usage == run([installed / "python", "-m", "letcolor", "--help"], tmp_path).stdout and "colorize" in usage
+    module_usage = run([installed / "python", "-m", "letcolor", "--help"], tmp_path).stdout
+    assert usage.startswith("usage: letcolor [-h]") and module_usage.startswith("usage: python -m letcolor [-h]")
+    assert usage.replace("letcolor", "python -m letcolor", 1) == module_usage and "colorize" in usage
