@@ -14,6 +14,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from train.average import WeightAverage
+
 CHECKPOINT_NAME = "checkpoint.safetensors"
 STATE_KEY = "letcolor_training_state"
 
@@ -70,7 +72,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     state: dict,
-    average=None,
+    average: WeightAverage | None = None,
 ) -> Path:
     """Write model, optimizer, scaler, RNG, the weight average if any and `state` (step, data positions, ... all
     JSON) atomically."""
@@ -101,7 +103,7 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    average=None,
+    average: WeightAverage | None = None,
 ) -> dict:
     """Restore what `save_checkpoint` wrote into the given objects (and the RNGs; the weight average where both
     the checkpoint and `average` have one); returns the JSON state.
