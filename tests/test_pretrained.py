@@ -25,13 +25,19 @@ def no_model_override(monkeypatch):
     monkeypatch.delenv("LETCOLOR_MODEL", raising=False)
 
 
-def test_the_bundled_model_is_shipped_small_with_its_card_and_scene_names(scenes_dataset):
+def label_names(dataset) -> list[str]:
+    return load_dataset(str(dataset), streaming=True)["train"].features["label"].names
+
+
+def test_the_bundled_model_is_shipped_small_with_its_card_and_both_corpora_names(scenes_dataset, everyday_dataset):
     assert (BUNDLED_MODEL_DIR / "model.safetensors").stat().st_size <= MAX_WEIGHTS_BYTES
     model = LetThereBeColor.from_pretrained(BUNDLED_MODEL_DIR)
-    names = load_dataset(str(scenes_dataset), streaming=True)["train"].features["label"].names
-    assert model.class_names == names and model.num_classes == len(names)
+    scenes = label_names(scenes_dataset)
+    subjects = [name for name in label_names(everyday_dataset) if name not in scenes]  # kitchen is one class
+    assert model.class_names == scenes + subjects and model.num_classes == len(scenes) + len(subjects)
     card = (BUNDLED_MODEL_DIR / "README.md").read_text()
-    assert "python -m train" in card and "--seed" in card and "letcolor-scenes" in card
+    assert "python -m train" in card and "--seed" in card
+    assert "letcolor-scenes" in card and "letcolor-everyday" in card
 
 
 def test_colorizer_and_cli_use_the_bundled_model_by_default(examples_dir, tmp_path):
@@ -56,17 +62,31 @@ def test_python_app_py_serves_the_bundled_model(examples_dir):
     assert scenes["label"] in bundled and {c["label"] for c in scenes["confidences"]} <= set(bundled)
 
 
-@pytest.mark.slow
-def test_the_bundled_model_beats_the_gray_baseline_in_vivid_colour_on_validation_photos(scenes_dataset, tmp_path):
+def evaluated_averages(dataset, tmp_path, limit: int) -> dict:
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
     report_path = tmp_path / "report.json"
     args = parser.parse_args(
-        ["--images", str(scenes_dataset), "--limit", "256", "--mean-ab-limit", "64", "--no-ablation"]
+        ["--images", str(dataset), "--limit", str(limit), "--mean-ab-limit", "64", "--no-ablation"]
         + ["-o", str(report_path)]
     )
     assert evaluate.run(args) == 0
-    averages = json.loads(report_path.read_text())["averages"]
+    return json.loads(report_path.read_text())["averages"]
+
+
+@pytest.mark.slow
+def test_the_bundled_model_beats_the_gray_baseline_in_vivid_colour_on_validation_photos(scenes_dataset, tmp_path):
+    averages = evaluated_averages(scenes_dataset, tmp_path, limit=256)
     assert averages["model"]["psnr"] > averages["gray"]["psnr"]
     assert averages["model"]["auc"] > averages["gray"]["auc"]
     assert averages["model"]["colorfulness"] >= 0.6 * averages["ground_truth"]["colorfulness"], "sepia, not colour"
+
+
+@pytest.mark.slow
+def test_the_bundled_model_colours_people_and_everyday_photos(everyday_dataset, tmp_path):
+    """16 validation photos of letcolor-everyday (faces, clothing, pets, a car), never trained on. The first
+    bundled model, trained on scenes only, scored 0.45 dB over gray here at 0.62x the originals' colourfulness."""
+    averages = evaluated_averages(everyday_dataset, tmp_path, limit=16)
+    assert averages["model"]["psnr"] >= averages["gray"]["psnr"] + 1.0
+    assert averages["model"]["auc"] > averages["gray"]["auc"]
+    assert averages["model"]["colorfulness"] >= 0.65 * averages["ground_truth"]["colorfulness"], "sepia, not colour"
