@@ -1,6 +1,6 @@
-"""An exponential moving average of the model's weights (Polyak averaging, as in Tarvainen and Valpola 2017 and
-most image-to-image models since): validated and shipped instead of the last step's weights, which with Adadelta
-at a constant learning rate jump by tenths of a dB of PSNR from one validation to the next."""
+"""An exponential moving average of the model's weights (Polyak averaging), validated and shipped instead of the
+last step's weights, which with Adadelta at a constant learning rate jump by tenths of a dB of validation PSNR
+from one validation to the next."""
 
 import copy
 
