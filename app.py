@@ -100,7 +100,8 @@ class Endpoints:
             palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
             max_side: processing resolution in pixels, 256 to 1024; the result is always full size
         Returns:
-            the colorized photo at full resolution (a PNG named after the photo) and the top 5 predicted scenes
+            the colorized photo at full resolution (a PNG named after the photo) and the top 5 of the classes the
+            model recognises (scenes, and subjects such as faces or dogs for the bundled model)
         """
         if image is None:
             raise gr.Error("Upload a photo first.")

@@ -7,6 +7,8 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
@@ -27,16 +29,23 @@ def new_result_folder(parent: str | Path, kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{kind}-", dir=parent))
 
 
-def save_result(image: Image.Image, photo_name: str, parent: str | Path) -> Path:
-    """`image` as `<photo name>_color.png` in a new folder under `parent`; nothing is left there if writing fails."""
-    folder = new_result_folder(parent, "photo")
+@contextmanager
+def result_folder(parent: str | Path, kind: str) -> Iterator[Path]:
+    """A new result folder under `parent`, removed whole if the block does not complete."""
+    folder = new_result_folder(parent, kind)
     try:
-        path = folder / result_name(photo_name)
-        image.save(path, format="PNG")
-        return path
+        yield folder
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def save_result(image: Image.Image, photo_name: str, parent: str | Path) -> Path:
+    """`image` as `<photo name>_color.png` in a new folder under `parent`; nothing is left there if writing fails."""
+    with result_folder(parent, "photo") as folder:
+        path = folder / result_name(photo_name)
+        image.save(path, format="PNG")
+    return path
 
 
 def remove_stale_folders(parent: str | Path, max_age_seconds: float) -> None:

@@ -8,13 +8,12 @@ reports each bad photo and colorizes the rest.
 import math
 import numbers
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from letcolor.batch_io import BatchFolder, new_result_folder, remove_stale_folders, result_name, save_result
+from letcolor.batch_io import BatchFolder, remove_stale_folders, result_folder, result_name, save_result
 from letcolor.images import InvalidImageError, check_image_file, load_image
 from letcolor.pipeline import Colorizer, Options
 from letcolor.video import VideoInfo, probe
@@ -163,15 +162,11 @@ class WebColorizer:
             check_video_limits(probe(video.path), video.name)
             options = self._options(settings, reference)
             remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
-            folder = new_result_folder(self.result_dir, "video")
-            try:
+            with result_folder(self.result_dir, "video") as folder:
                 output = folder / result_name(video.name, ".mp4")
                 self.colorizer.video(
                     video.path, output, mode=mode, max_frames=MAX_VIDEO_FRAMES, progress=progress, **vars(options)
                 )
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
         return output
 
     def _check(self, upload: Upload) -> None:

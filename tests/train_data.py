@@ -6,17 +6,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 VALIDATION_ROWS = 16
-README = """---
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: data/train-*.parquet
-  - split: validation
-    path: data/validation-*.parquet
----
-# letcolor-scenes (test cut)
-"""
 
 
 def corrupt_images(table: pa.Table, rows: list[int]) -> pa.Table:
@@ -33,7 +22,8 @@ def make_scene_dataset(
     corpus: Path, root: Path, shards: int = 2, rows_per_shard: int = 24, corrupt_rows: tuple[int, ...] = ()
 ) -> Path:
     """`shards` train shards and one validation shard of real photos from the corpus's train split (labels and
-    ClassLabel names kept). `corrupt_rows` (indices into the first train shard) get broken images."""
+    ClassLabel names kept), under the corpus's README (its configs name the splits' files). `corrupt_rows`
+    (indices into the first train shard) get broken images."""
     source = pa.concat_tables(pq.read_table(path) for path in sorted((corpus / "data").glob("train-*.parquet")))
     if source.num_rows < shards * rows_per_shard + VALIDATION_ROWS:
         raise ValueError(f"{corpus} has {source.num_rows} train rows, too few for {shards} x {rows_per_shard}")
@@ -46,5 +36,5 @@ def make_scene_dataset(
         pq.write_table(table, data / f"train-{shard:05d}-of-{shards:05d}.parquet")
     validation = source.slice(shards * rows_per_shard, VALIDATION_ROWS)
     pq.write_table(validation, data / "validation-00000-of-00001.parquet")
-    (root / "README.md").write_text(README)
+    (root / "README.md").write_text((corpus / "README.md").read_text())
     return root

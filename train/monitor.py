@@ -14,7 +14,8 @@ class MetricsLog:
         """Forget the rows past `step`, which a resumed run redoes (and a torn last line)."""
         self.file.close()
         path = Path(self.file.name)
-        kept = [line for line in path.read_text().splitlines() if row_step(line) is not None and row_step(line) <= step]
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if (logged := row_step(line)) is not None and logged <= step]
         path.write_text("".join(f"{line}\n" for line in kept))
         self.file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the run
 
