@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weight each pixel's error by the rarity of its true colour, the ab prior mixed with MIX x uniform "
         "(Zhang et al. 2016: 0.5); 1 = uniform weights, the paper's plain MSE",
     )
+    model.add_argument(
+        "--psnr-weighting",
+        action="store_true",
+        help="weight each image's error by its inverse, following the mean per-photo PSNR instead of the pooled MSE",
+    )
     model.add_argument("--prior-images", type=int, default=4096, help="training crops that estimate the ab prior")
     model.add_argument("--global-dropout", type=float, default=0.0, help="global-feature dropout probability")
     model.add_argument(

@@ -29,7 +29,8 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 - Data: {datasets}, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size})
 - Scene classes: {num_classes} ({class_preview})
 - Optimizer: {optimizer}, learning rate {lr}, alpha {alpha}, chroma weight {chroma_weight},
-  rarity rebalancing mix {rebalance} (1 = plain MSE), global-feature dropout {global_dropout}
+  rarity rebalancing mix {rebalance} (1 = plain MSE), per-image PSNR weighting {psnr_weighting},
+  global-feature dropout {global_dropout}
 - Weights: {weights}
 - Hardware: {hardware}; precision {precision}
 - Wall time: {wall_time}
@@ -80,6 +81,7 @@ def model_card(
         alpha=args.alpha,
         chroma_weight=args.chroma_weight,
         rebalance=args.rebalance,
+        psnr_weighting="on" if args.psnr_weighting else "off",
         global_dropout=args.global_dropout,
         weights=f"exponential moving average, decay {args.ema}" if args.ema else "the last step's",
         hardware=hardware,

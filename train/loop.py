@@ -262,7 +262,14 @@ class Trainer:
         with self.autocast:
             ab, logits = self.training_model(l_input, global_dropout=self.args.global_dropout)
         loss, mse, cross_entropy = colorization_losses(
-            ab.float(), target, logits.float(), labels, self.args.alpha, self.args.chroma_weight, self.rarity
+            ab.float(),
+            target,
+            logits.float(),
+            labels,
+            self.args.alpha,
+            self.args.chroma_weight,
+            self.rarity,
+            self.args.psnr_weighting,
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -1,5 +1,6 @@
-"""The training objective (paper 3.3): MSE on the ab targets plus alpha x scene cross-entropy (plus two optional
-terms against MSE's sepia, not in the paper: a per-image chroma gap and colour-rarity weights), and the batched
+"""The training objective (paper 3.3): MSE on the ab targets plus alpha x scene cross-entropy (plus options not in
+the paper: against MSE's sepia a per-image chroma gap and colour-rarity weights; for the per-photo PSNR that
+evaluation reports, per-image weights), and the batched
 device-side conversion of uint8 RGB crops into network inputs and targets."""
 
 import torch
@@ -56,6 +57,19 @@ class ColourRarity:
         return self.weights[ab_bins(target)].unsqueeze(1)
 
 
+# An image's mean squared ab error (target units) below which it weighs no more: about 5 Lab units RMS.
+IMAGE_WEIGHT_FLOOR = 5e-4
+
+
+def psnr_image_weights(squared_error: torch.Tensor) -> torch.Tensor:
+    """(N,) weights of mean 1, each image's inverse mean squared error (plus a floor), detached. Weighting each
+    image's error so follows the gradient of the mean per-image log error, i.e. of the mean PSNR over photos, where
+    the pooled MSE lets a few colourful photos outvote the many whose colour is near-neutral: the network learns to
+    leave a photo gray where a tint would cost it more than the colour wins."""
+    inverse = 1 / (squared_error.detach().mean((1, 2, 3)) + IMAGE_WEIGHT_FLOOR)
+    return inverse / inverse.mean()
+
+
 def colorization_losses(
     ab: torch.Tensor,
     target: torch.Tensor,
@@ -64,19 +78,25 @@ def colorization_losses(
     alpha: float,
     chroma_weight: float = 0.0,
     rarity: ColourRarity | None = None,
+    psnr_weighting: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, mse, cross-entropy); unlabelled samples (label -1) add no cross-entropy. No host sync.
 
     MSE alone predicts the conditional mean, which fades uncertain colours towards sepia; `chroma_weight` adds the
     squared gap between each image's predicted and true mean chroma, so that the network commits to a colour, and
-    `rarity` weights each pixel's squared error by how rare its true colour is (the reported mse stays unweighted).
+    `rarity` weights each pixel's squared error by how rare its true colour is, and `psnr_weighting` each image's by
+    `psnr_image_weights` (the reported mse stays unweighted).
     """
     squared_error = (ab - target).square()
     mse = squared_error.mean()
     labelled = labels >= 0
     per_sample = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
     cross_entropy = (per_sample * labelled).sum() / labelled.sum().clamp(min=1)
-    colour_loss = (rarity(target) * squared_error).mean() if rarity else mse
+    weighted_error = rarity(target) * squared_error if rarity else squared_error
+    if psnr_weighting:
+        colour_loss = (psnr_image_weights(squared_error) * weighted_error.mean((1, 2, 3))).mean()
+    else:
+        colour_loss = weighted_error.mean()
     total = colour_loss + alpha * cross_entropy
     if chroma_weight:
         total = total + chroma_weight * (mean_chroma(ab) - mean_chroma(target)).square().mean()
