@@ -26,7 +26,15 @@ from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_c
 from train.data import Source, StreamSpec, TrainBatches, model_label, open_stream, source_class_names, validation_images
 from train.distributed import Distributed
 from train.loop import Trainer, train
-from train.losses import ColourRarity, ab_histogram, colorization_losses, lab_batch, mean_chroma
+from train.losses import (
+    IMAGE_WEIGHT_FLOOR,
+    ColourRarity,
+    ab_histogram,
+    colorization_losses,
+    lab_batch,
+    mean_chroma,
+    psnr_image_weights,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRUPT_ROWS = (1, 4, 7)
@@ -317,7 +325,8 @@ def test_a_dataset_without_labels_trains_colour_only(scene_data, everyday_data, 
 @pytest.mark.slow
 def test_mixed_run_validates_each_dataset_and_resumes(scene_data, everyday_data, tmp_path):
     datasets = [scene_data, everyday_data]
-    options = ("--steps", "3", "--val-every", "2", "--precise-bn-batches", "1", "--rebalance", "0.5")
+    options = ("--steps", "3", "--val-every", "2", "--precise-bn-batches", "1")
+    options += ("--rebalance", "0.5", "--psnr-weighting")
     train(parse_args(cli(datasets, tmp_path, *options, "--prior-images", "8")))
     validation = metrics(tmp_path, "validation")
     assert [record["step"] for record in validation] == [2, 3]
@@ -331,7 +340,7 @@ def test_mixed_run_validates_each_dataset_and_resumes(scene_data, everyday_data,
         assert grid.size == (3 * 224, 16 * 224)  # 8 rows of each dataset
     card = (tmp_path / "final" / "README.md").read_text()
     assert f"| metric | {scene_data.name} | {everyday_data.name} | mean |" in card
-    assert "(weight 1)" in card and "rarity rebalancing mix 0.5" in card
+    assert "(weight 1)" in card and "rarity rebalancing mix 0.5" in card and "per-image PSNR weighting on" in card
 
     stream_state = checkpoint_state(tmp_path)["data_streams"][0]["0"]
     assert stream_state["drawn"] >= 3 * 4 and len(stream_state["sources"]) == 2
@@ -465,3 +474,35 @@ def test_ema_validates_saves_and_resumes_the_weight_average(scene_data, tmp_path
     assert checkpoint_state(tmp_path)["average_updates"] == 3
     moved_on = checkpoint_tensors(tmp_path, "average/")["fusion.conv.weight"]
     assert not torch.equal(moved_on, average["fusion.conv.weight"])
+
+
+def test_psnr_weighting_follows_the_mean_per_photo_psnr():
+    names = ("coffee.png", "china_gray.png")
+    photos = [Image.open(EXAMPLES / name).convert("RGB").resize((128, 128)) for name in names]
+    rgb = torch.stack([torch.tensor(np.asarray(photo)).permute(2, 0, 1) for photo in photos]).float() / 255
+    _, _, target = lab_batch(rgb)
+    sepia = torch.tensor([7.0, 9.0]).view(1, 2, 1, 1) / 220 + 0.5  # the everyday training set's mean ab, a uniform tint
+    prediction = (0.5 * target + 0.5 * sepia).requires_grad_()
+    labels, logits = torch.tensor([-1, -1]), torch.zeros(2, 3)
+
+    def mean_psnr(ab: torch.Tensor) -> float:
+        return (-10 * (ab - target).square().mean((1, 2, 3)).log10()).mean().item()
+
+    def step(loss: torch.Tensor) -> torch.Tensor:
+        (grad,) = torch.autograd.grad(loss, prediction)
+        return prediction.detach() - 0.5 * grad / grad.norm()  # the same small step along each loss's gradient
+
+    plain, mse, _ = colorization_losses(prediction, target, logits, labels, alpha=0.0)
+    weighted, weighted_mse, _ = colorization_losses(prediction, target, logits, labels, 0.0, psnr_weighting=True)
+    assert weighted_mse == mse  # the reported MSE stays unweighted
+    weights = psnr_image_weights((prediction - target).square())
+    assert weights.mean().item() == pytest.approx(1.0)
+    assert weights[1] > 3 * weights[0]  # the gray photo's error is the smaller
+
+    log_error = (prediction - target).square().mean((1, 2, 3)).add(IMAGE_WEIGHT_FLOOR).log().sum()
+    gradients = [
+        torch.autograd.grad(loss, prediction, retain_graph=True)[0].flatten() for loss in (weighted, log_error)
+    ]
+    assert torch.cosine_similarity(*gradients, dim=0).item() == pytest.approx(1.0, abs=1e-5)
+    before = mean_psnr(prediction.detach())
+    assert mean_psnr(step(weighted)) - before > 1.5 * (mean_psnr(step(plain)) - before) > 0
