@@ -8,6 +8,7 @@ from fractions import Fraction
 
 from letcolor.model import ModelError
 from train.checkpoint import CheckpointError
+from train.data import MIN_CHROMA_STD
 from train.loop import DEFAULT_LR, SetupError, train
 
 # Places365-Standard (1.8 M train images at 256x256, 365 scene classes) as parquet on the Hub.
@@ -42,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--image-column", default="image")
     data.add_argument("--label-column", default="label", help="a ClassLabel column; '' trains without labels")
     data.add_argument("--workers", type=int, default=default_workers(), help="DataLoader workers per process")
+    data.add_argument(
+        "--min-chroma-std",
+        type=float,
+        default=MIN_CHROMA_STD,
+        help="skip photos (in training and validation) whose chroma varies less than this, in YCbCr units on a "
+        "32x32 thumbnail: grayscale and near-gray ones (paper 3.4); 0 keeps every photo",
+    )
     data.add_argument(
         "--val-images", type=int, default=256, help="validation images per dataset (the first of its --val-split)"
     )

@@ -26,7 +26,7 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 ## Training
 
 - Command: `{command}`
-- Data: {datasets}, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size})
+- Data: {datasets}, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size}); {colour_filter}
 - Scene classes: {num_classes} ({class_preview})
 - Optimizer: {optimizer}, learning rate {lr}, alpha {alpha}, chroma weight {chroma_weight},
   rarity rebalancing mix {rebalance} (1 = plain MSE), per-image PSNR weighting {psnr_weighting},
@@ -80,6 +80,9 @@ def model_card(
         lr=args.lr,
         alpha=args.alpha,
         chroma_weight=args.chroma_weight,
+        colour_filter=f"photos with chroma std under {args.min_chroma_std} skipped"
+        if args.min_chroma_std > 0
+        else "every photo kept, near-gray ones too",
         rebalance=args.rebalance,
         psnr_weighting="on" if args.psnr_weighting else "off",
         global_dropout=args.global_dropout,

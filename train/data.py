@@ -16,8 +16,9 @@ from PIL import UnidentifiedImageError
 CROP_SIZE = 224  # paper 3.4: 224x224 crops of 256x256 images
 RESIZE_SIDE = 256
 SHUFFLE_BUFFER = 1000
-# Paper 3.4 drops grayscale and low colour variance photos. Measured on a 32x32 thumbnail in YCbCr (0-255 units):
-# a photo whose chroma channels barely vary (grayscale, sepia, a single tint) teaches nothing about colour.
+# Paper 3.4 drops grayscale and low colour variance photos (Places365 holds black-and-white ones). Measured on a
+# 32x32 thumbnail in YCbCr (0-255 units): a photo whose chroma channels barely vary (grayscale, sepia, a single
+# tint) is skipped. A colour photo of a gray street or a gray car is such a photo too: --min-chroma-std sets it.
 THUMBNAIL_SIDE = 32
 MIN_CHROMA_STD = 3.0
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, PILImage.DecompressionBombError)
@@ -43,6 +44,7 @@ class StreamSpec:
     seed: int = 0
     rank: int = 0
     world_size: int = 1
+    min_chroma_std: float = MIN_CHROMA_STD  # photos whose chroma varies less are skipped (0 keeps every photo)
 
 
 @dataclass
@@ -95,9 +97,11 @@ def decode_image(cell: dict | None) -> PILImage.Image:
         return image.convert("RGB")
 
 
-def is_colourful(image: PILImage.Image) -> bool:
+def is_colourful(image: PILImage.Image, min_chroma_std: float = MIN_CHROMA_STD) -> bool:
+    if min_chroma_std <= 0:
+        return True
     chroma = np.asarray(image.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE)).convert("YCbCr"), dtype=np.float32)[..., 1:]
-    return float(chroma.reshape(-1, 2).std(axis=0).max()) >= MIN_CHROMA_STD
+    return float(chroma.reshape(-1, 2).std(axis=0).max()) >= min_chroma_std
 
 
 def resize_shorter_side(image: PILImage.Image, side: int) -> PILImage.Image:
@@ -124,14 +128,14 @@ def to_uint8_tensor(image: PILImage.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def prepare_example(example: dict, image_column: str, crop, skipped: dict[str, int]) -> torch.Tensor | None:
+def prepare_example(example: dict, spec: StreamSpec, crop, skipped: dict[str, int]) -> torch.Tensor | None:
     """The uint8 CHW crop of one row, or None (counted in `skipped`) when it is unusable or colourless."""
     try:
-        image = decode_image(example.get(image_column))
+        image = decode_image(example.get(spec.image_column))
     except DECODE_ERRORS:
         skipped["bad_image"] = skipped.get("bad_image", 0) + 1
         return None
-    if not is_colourful(image):
+    if not is_colourful(image, spec.min_chroma_std):
         skipped["low_colour"] = skipped.get("low_colour", 0) + 1
         return None
     return to_uint8_tensor(crop(image))
@@ -198,7 +202,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
         skipped: dict[str, int] = {}
 
         def usable_crop(example: dict) -> torch.Tensor | None:
-            return prepare_example(example, self.spec.image_column, lambda image: random_crop(image, rng), skipped)
+            return prepare_example(example, self.spec, lambda image: random_crop(image, rng), skipped)
 
         images, labels = [], []
         while True:
@@ -247,7 +251,7 @@ def validation_images(spec: StreamSpec, limit: int) -> tuple[torch.Tensor, torch
     (source,) = spec.sources
     examples = iter(open_stream(spec, source))
     for example in examples:
-        crop = prepare_example(example, spec.image_column, center_crop, skipped)
+        crop = prepare_example(example, spec, center_crop, skipped)
         if crop is not None:
             images.append(crop)
             labels.append(model_label(example, source))

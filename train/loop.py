@@ -127,7 +127,7 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
         sources, names = self.labelled_sources()
         self.train_spec = StreamSpec(
-            sources, args.split, args.image_column, args.seed, context.rank, context.world_size
+            sources, args.split, args.image_column, args.seed, context.rank, context.world_size, args.min_chroma_std
         )
         seed_everything(args.seed)
         self.model = model_for(args, names)
@@ -385,7 +385,9 @@ class Trainer:
             return {}
         validation_sets = {}
         for source in self.train_spec.sources:
-            spec = StreamSpec([source], self.args.val_split, self.args.image_column)
+            spec = StreamSpec(
+                [source], self.args.val_split, self.args.image_column, min_chroma_std=self.args.min_chroma_std
+            )
             images, labels, skipped = validation_images(spec, self.args.val_images)
             self.print(f"validation: {len(images)} images of {source.dataset} {self.args.val_split!r} ({skipped=})")
             validation_sets[dataset_name(source.dataset)] = images, labels
