@@ -17,7 +17,7 @@ from conftest import EXAMPLES
 from fake_hub import FakeHub
 from PIL import Image
 from safetensors import safe_open
-from train_data import make_scene_dataset
+from train_data import VALIDATION_ROWS, make_scene_dataset
 
 from letcolor.model import LetThereBeColor
 from train.__main__ import parse_args
@@ -506,3 +506,17 @@ def test_psnr_weighting_follows_the_mean_per_photo_psnr():
     assert torch.cosine_similarity(*gradients, dim=0).item() == pytest.approx(1.0, abs=1e-5)
     before = mean_psnr(prediction.detach())
     assert mean_psnr(step(weighted)) - before > 1.5 * (mean_psnr(step(plain)) - before) > 0
+
+
+def test_min_chroma_std_skips_gray_photos_or_keeps_every_photo(scenes_dataset, tmp_path):
+    gray_rows = (0, 5, 9)
+    dataset = make_scene_dataset(scenes_dataset, tmp_path / "data", gray_validation_rows=gray_rows)
+    images, _, skipped = validation_images(StreamSpec([Source(str(dataset))], "validation"), VALIDATION_ROWS)
+    assert len(images) == VALIDATION_ROWS - len(gray_rows) and skipped == {"low_colour": len(gray_rows)}
+
+    trainer = Trainer(parse_args(cli(dataset, tmp_path / "run", "--min-chroma-std", "0")), Distributed())
+    assert trainer.train_spec.min_chroma_std == 0
+    kept, _, skipped = validation_images(replace(trainer.train_spec, split="validation"), VALIDATION_ROWS)
+    assert len(kept) == VALIDATION_ROWS and skipped == {}
+    chroma = kept.float()[list(gray_rows)]
+    assert (chroma.amax(1) - chroma.amin(1)).max() <= 2  # they are the gray photos: R = G = B up to JPEG rounding

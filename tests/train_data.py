@@ -1,9 +1,11 @@
 """Small Hub-layout datasets for the training tests, cut from a real-photo corpus (the shipped cuts)."""
 
+import io
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 VALIDATION_ROWS = 16
 
@@ -18,12 +20,29 @@ def corrupt_images(table: pa.Table, rows: list[int]) -> pa.Table:
     return table.set_column(table.schema.get_field_index("image"), "image", column)
 
 
+def desaturate_images(table: pa.Table, rows: list[int]) -> pa.Table:
+    """Replace the images of `rows` by their own gray versions (as RGB JPEGs): photos with no colour at all."""
+    images = table.column("image").to_pylist()
+    for row in rows:
+        with Image.open(io.BytesIO(images[row]["bytes"])) as photo:
+            encoded = io.BytesIO()
+            photo.convert("L").convert("RGB").save(encoded, "JPEG", quality=95)
+        images[row] = {"bytes": encoded.getvalue(), "path": None}
+    column = pa.array(images, type=table.schema.field("image").type)
+    return table.set_column(table.schema.get_field_index("image"), "image", column)
+
+
 def make_scene_dataset(
-    corpus: Path, root: Path, shards: int = 2, rows_per_shard: int = 24, corrupt_rows: tuple[int, ...] = ()
+    corpus: Path,
+    root: Path,
+    shards: int = 2,
+    rows_per_shard: int = 24,
+    corrupt_rows: tuple[int, ...] = (),
+    gray_validation_rows: tuple[int, ...] = (),
 ) -> Path:
     """`shards` train shards and one validation shard of real photos from the corpus's train split (labels and
     ClassLabel names kept), under the corpus's README (its configs name the splits' files). `corrupt_rows`
-    (indices into the first train shard) get broken images."""
+    (indices into the first train shard) get broken images, `gray_validation_rows` grayscale ones."""
     source = pa.concat_tables(pq.read_table(path) for path in sorted((corpus / "data").glob("train-*.parquet")))
     if source.num_rows < shards * rows_per_shard + VALIDATION_ROWS:
         raise ValueError(f"{corpus} has {source.num_rows} train rows, too few for {shards} x {rows_per_shard}")
@@ -34,7 +53,7 @@ def make_scene_dataset(
         if shard == 0 and corrupt_rows:
             table = corrupt_images(table, list(corrupt_rows))
         pq.write_table(table, data / f"train-{shard:05d}-of-{shards:05d}.parquet")
-    validation = source.slice(shards * rows_per_shard, VALIDATION_ROWS)
+    validation = desaturate_images(source.slice(shards * rows_per_shard, VALIDATION_ROWS), list(gray_validation_rows))
     pq.write_table(validation, data / "validation-00000-of-00001.parquet")
     (root / "README.md").write_text((corpus / "README.md").read_text())
     return root
