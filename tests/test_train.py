@@ -341,6 +341,7 @@ def test_mixed_run_validates_each_dataset_and_resumes(scene_data, everyday_data,
     card = (tmp_path / "final" / "README.md").read_text()
     assert f"| metric | {scene_data.name} | {everyday_data.name} | mean |" in card
     assert "(weight 1)" in card and "rarity rebalancing mix 0.5" in card and "per-image PSNR weighting on" in card
+    assert "photos with chroma std under 3.0 skipped" in card
 
     stream_state = checkpoint_state(tmp_path)["data_streams"][0]["0"]
     assert stream_state["drawn"] >= 3 * 4 and len(stream_state["sources"]) == 2
