@@ -27,7 +27,7 @@ from train.data import Source, StreamSpec, TrainBatches, model_label, open_strea
 from train.distributed import Distributed
 from train.loop import Trainer, train
 from train.losses import (
-    IMAGE_WEIGHT_FLOOR,
+    DEFAULT_PSNR_FLOOR,
     ColourRarity,
     ab_histogram,
     colorization_losses,
@@ -340,7 +340,11 @@ def test_mixed_run_validates_each_dataset_and_resumes(scene_data, everyday_data,
         assert grid.size == (3 * 224, 16 * 224)  # 8 rows of each dataset
     card = (tmp_path / "final" / "README.md").read_text()
     assert f"| metric | {scene_data.name} | {everyday_data.name} | mean |" in card
-    assert "(weight 1)" in card and "rarity rebalancing mix 0.5" in card and "per-image PSNR weighting on" in card
+    assert (
+        "(weight 1)" in card
+        and "rarity rebalancing mix 0.5" in card
+        and f"per-image PSNR weighting on, floor {DEFAULT_PSNR_FLOOR:g} Lab units" in card
+    )
     assert "photos with chroma std under 3.0 skipped" in card
 
     stream_state = checkpoint_state(tmp_path)["data_streams"][0]["0"]
@@ -494,13 +498,13 @@ def test_psnr_weighting_follows_the_mean_per_photo_psnr():
         return prediction.detach() - 0.5 * grad / grad.norm()  # the same small step along each loss's gradient
 
     plain, mse, _ = colorization_losses(prediction, target, logits, labels, alpha=0.0)
-    weighted, weighted_mse, _ = colorization_losses(prediction, target, logits, labels, 0.0, psnr_weighting=True)
+    weighted, weighted_mse, _ = colorization_losses(prediction, target, logits, labels, 0.0, psnr_floor=2.0)
     assert weighted_mse == mse  # the reported MSE stays unweighted
-    weights = psnr_image_weights((prediction - target).square())
+    weights = psnr_image_weights((prediction - target).square(), 2.0)
     assert weights.mean().item() == pytest.approx(1.0)
     assert weights[1] > 3 * weights[0]  # the gray photo's error is the smaller
 
-    log_error = (prediction - target).square().mean((1, 2, 3)).add(IMAGE_WEIGHT_FLOOR).log().sum()
+    log_error = (prediction - target).square().mean((1, 2, 3)).add((2.0 / 220) ** 2).log().sum()
     gradients = [
         torch.autograd.grad(loss, prediction, retain_graph=True)[0].flatten() for loss in (weighted, log_error)
     ]

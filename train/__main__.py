@@ -10,6 +10,7 @@ from letcolor.model import ModelError
 from train.checkpoint import CheckpointError
 from train.data import MIN_CHROMA_STD
 from train.loop import DEFAULT_LR, SetupError, train
+from train.losses import DEFAULT_PSNR_FLOOR
 
 # Places365-Standard (1.8 M train images at 256x256, 365 scene classes) as parquet on the Hub.
 # Columns: image (Image), label (ClassLabel, 365 names); splits train and validation.
@@ -74,8 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     model.add_argument(
         "--psnr-weighting",
-        action="store_true",
-        help="weight each image's error by its inverse, following the mean per-photo PSNR instead of the pooled MSE",
+        type=float,
+        nargs="?",
+        const=DEFAULT_PSNR_FLOOR,
+        default=0.0,
+        metavar="FLOOR",
+        help="weight each image's error by its inverse, following the mean per-photo PSNR instead of the pooled MSE; "
+        f"images with an RMS ab error under FLOOR Lab units (default {DEFAULT_PSNR_FLOOR:g}) weigh no more",
     )
     model.add_argument("--prior-images", type=int, default=4096, help="training crops that estimate the ab prior")
     model.add_argument("--global-dropout", type=float, default=0.0, help="global-feature dropout probability")

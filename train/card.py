@@ -84,7 +84,7 @@ def model_card(
         if args.min_chroma_std > 0
         else "every photo kept, near-gray ones too",
         rebalance=args.rebalance,
-        psnr_weighting="on" if args.psnr_weighting else "off",
+        psnr_weighting=f"on, floor {args.psnr_weighting:g} Lab units" if args.psnr_weighting else "off",
         global_dropout=args.global_dropout,
         weights=f"exponential moving average, decay {args.ema}" if args.ema else "the last step's",
         hardware=hardware,

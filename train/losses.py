@@ -6,7 +6,7 @@ device-side conversion of uint8 RGB crops into network inputs and targets."""
 import torch
 import torch.nn.functional as F
 
-from letcolor.color import ab_to_target, lightness_to_input, rgb_to_lab
+from letcolor.color import AB_RANGE, ab_to_target, lightness_to_input, rgb_to_lab
 
 
 def lab_batch(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -57,16 +57,16 @@ class ColourRarity:
         return self.weights[ab_bins(target)].unsqueeze(1)
 
 
-# An image's mean squared ab error (target units) below which it weighs no more: about 5 Lab units RMS.
-IMAGE_WEIGHT_FLOOR = 5e-4
+DEFAULT_PSNR_FLOOR = 5.0  # RMS ab error (Lab units) below which an image weighs no more
 
 
-def psnr_image_weights(squared_error: torch.Tensor) -> torch.Tensor:
-    """(N,) weights of mean 1, each image's inverse mean squared error (plus a floor), detached. Weighting each
-    image's error so follows the gradient of the mean per-image log error, i.e. of the mean PSNR over photos, where
-    the pooled MSE lets a few colourful photos outvote the many whose colour is near-neutral: the network learns to
-    leave a photo gray where a tint would cost it more than the colour wins."""
-    inverse = 1 / (squared_error.detach().mean((1, 2, 3)) + IMAGE_WEIGHT_FLOOR)
+def psnr_image_weights(squared_error: torch.Tensor, floor: float = DEFAULT_PSNR_FLOOR) -> torch.Tensor:
+    """(N,) weights of mean 1, each image's inverse mean squared error plus `floor` (an RMS ab error in Lab units)
+    squared, detached. Weighting each image's error so follows the gradient of the mean per-image log error, i.e.
+    of the mean PSNR over photos, where the pooled MSE lets a few colourful photos outvote the many whose colour is
+    near-neutral: the network learns to leave a photo gray where a tint would cost it more than the colour wins."""
+    floor_in_target_units = (floor / (2 * AB_RANGE)) ** 2
+    inverse = 1 / (squared_error.detach().mean((1, 2, 3)) + floor_in_target_units)
     return inverse / inverse.mean()
 
 
@@ -78,14 +78,14 @@ def colorization_losses(
     alpha: float,
     chroma_weight: float = 0.0,
     rarity: ColourRarity | None = None,
-    psnr_weighting: bool = False,
+    psnr_floor: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, mse, cross-entropy); unlabelled samples (label -1) add no cross-entropy. No host sync.
 
     MSE alone predicts the conditional mean, which fades uncertain colours towards sepia; `chroma_weight` adds the
     squared gap between each image's predicted and true mean chroma, so that the network commits to a colour, and
-    `rarity` weights each pixel's squared error by how rare its true colour is, and `psnr_weighting` each image's by
-    `psnr_image_weights` (the reported mse stays unweighted).
+    `rarity` weights each pixel's squared error by how rare its true colour is, and a `psnr_floor` above 0 each
+    image's by `psnr_image_weights` (the reported mse stays unweighted).
     """
     squared_error = (ab - target).square()
     mse = squared_error.mean()
@@ -93,8 +93,8 @@ def colorization_losses(
     per_sample = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
     cross_entropy = (per_sample * labelled).sum() / labelled.sum().clamp(min=1)
     weighted_error = rarity(target) * squared_error if rarity else squared_error
-    if psnr_weighting:
-        colour_loss = (psnr_image_weights(squared_error) * weighted_error.mean((1, 2, 3))).mean()
+    if psnr_floor > 0:
+        colour_loss = (psnr_image_weights(squared_error, psnr_floor) * weighted_error.mean((1, 2, 3))).mean()
     else:
         colour_loss = weighted_error.mean()
     total = colour_loss + alpha * cross_entropy
