@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--chroma-weight", type=float, default=0.0, help="weight of the per-image mean-chroma gap (0 = the paper)"
     )
     model.add_argument(
+        "--spread-weight",
+        type=float,
+        default=0.0,
+        help="weight of the per-image gap in the spatial standard deviation of a and b (0 = off)",
+    )
+    model.add_argument(
         "--rebalance",
         type=float,
         default=1.0,

@@ -29,8 +29,8 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 - Data: {datasets}, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size}); {colour_filter}
 - Scene classes: {num_classes} ({class_preview})
 - Optimizer: {optimizer}, learning rate {lr}, alpha {alpha}, chroma weight {chroma_weight},
-  rarity rebalancing mix {rebalance} (1 = plain MSE), per-image PSNR weighting {psnr_weighting},
-  global-feature dropout {global_dropout}
+  colour spread weight {spread_weight}, rarity rebalancing mix {rebalance} (1 = plain MSE),
+  per-image PSNR weighting {psnr_weighting}, global-feature dropout {global_dropout}
 - Weights: {weights}
 - Hardware: {hardware}; precision {precision}
 - Wall time: {wall_time}
@@ -80,6 +80,7 @@ def model_card(
         lr=args.lr,
         alpha=args.alpha,
         chroma_weight=args.chroma_weight,
+        spread_weight=args.spread_weight,
         colour_filter=f"photos with chroma std under {args.min_chroma_std} skipped"
         if args.min_chroma_std > 0
         else "every photo kept, near-gray ones too",

@@ -270,6 +270,7 @@ class Trainer:
             self.args.chroma_weight,
             self.rarity,
             self.args.psnr_weighting,
+            self.args.spread_weight,
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -15,6 +15,12 @@ def lab_batch(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return lab, lightness_to_input(lab[:, :1]), ab_to_target(F.avg_pool2d(lab[:, 1:], 2))
 
 
+def colour_spread(ab: torch.Tensor) -> torch.Tensor:
+    """Per-image spatial standard deviation of a and of b (N, 2), in target units: how much the colours vary across
+    the photo, what colourfulness (Hasler and Suesstrunk 2003) mostly measures."""
+    return ab.flatten(2).std(2)
+
+
 def mean_chroma(ab: torch.Tensor) -> torch.Tensor:
     """Per-image mean distance of ab targets (N, 2, H, W) from gray (0.5), in target units."""
     return ((ab - 0.5).square().sum(1) + 1e-8).sqrt().mean((1, 2))
@@ -79,13 +85,16 @@ def colorization_losses(
     chroma_weight: float = 0.0,
     rarity: ColourRarity | None = None,
     psnr_floor: float = 0.0,
+    spread_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, mse, cross-entropy); unlabelled samples (label -1) add no cross-entropy. No host sync.
 
     MSE alone predicts the conditional mean, which fades uncertain colours towards sepia; `chroma_weight` adds the
     squared gap between each image's predicted and true mean chroma, so that the network commits to a colour, and
     `rarity` weights each pixel's squared error by how rare its true colour is, and a `psnr_floor` above 0 each
-    image's by `psnr_image_weights` (the reported mse stays unweighted).
+    image's by `psnr_image_weights` (the reported mse stays unweighted). The chroma gap can be closed by a uniform
+    warm tint, which a gray car or street then wears; `spread_weight` instead adds the squared gap between each
+    image's predicted and true `colour_spread`, which no uniform tint changes.
     """
     squared_error = (ab - target).square()
     mse = squared_error.mean()
@@ -100,4 +109,6 @@ def colorization_losses(
     total = colour_loss + alpha * cross_entropy
     if chroma_weight:
         total = total + chroma_weight * (mean_chroma(ab) - mean_chroma(target)).square().mean()
+    if spread_weight:
+        total = total + spread_weight * (colour_spread(ab) - colour_spread(target)).square().sum(1).mean()
     return total, mse, cross_entropy
