@@ -31,6 +31,7 @@ from train.losses import (
     ColourRarity,
     ab_histogram,
     colorization_losses,
+    colour_spread,
     lab_batch,
     mean_chroma,
     psnr_image_weights,
@@ -326,7 +327,7 @@ def test_a_dataset_without_labels_trains_colour_only(scene_data, everyday_data, 
 def test_mixed_run_validates_each_dataset_and_resumes(scene_data, everyday_data, tmp_path):
     datasets = [scene_data, everyday_data]
     options = ("--steps", "3", "--val-every", "2", "--precise-bn-batches", "1")
-    options += ("--rebalance", "0.5", "--psnr-weighting")
+    options += ("--rebalance", "0.5", "--psnr-weighting", "--spread-weight", "0.5")
     train(parse_args(cli(datasets, tmp_path, *options, "--prior-images", "8")))
     validation = metrics(tmp_path, "validation")
     assert [record["step"] for record in validation] == [2, 3]
@@ -346,6 +347,7 @@ def test_mixed_run_validates_each_dataset_and_resumes(scene_data, everyday_data,
         and f"per-image PSNR weighting on, floor {DEFAULT_PSNR_FLOOR:g} Lab units" in card
     )
     assert "photos with chroma std under 3.0 skipped" in card
+    assert "colour spread weight 0.5" in card
 
     stream_state = checkpoint_state(tmp_path)["data_streams"][0]["0"]
     assert stream_state["drawn"] >= 3 * 4 and len(stream_state["sources"]) == 2
@@ -525,3 +527,24 @@ def test_min_chroma_std_skips_gray_photos_or_keeps_every_photo(scenes_dataset, t
     assert len(kept) == VALIDATION_ROWS and skipped == {}
     chroma = kept.float()[list(gray_rows)]
     assert (chroma.amax(1) - chroma.amin(1)).max() <= 2  # they are the gray photos: R = G = B up to JPEG rounding
+
+
+def test_spread_term_rewards_varied_colour_not_a_uniform_tint():
+    photo = Image.open(EXAMPLES / "coffee.png").convert("RGB").resize((128, 96))
+    rgb = torch.tensor(np.asarray(photo)).permute(2, 0, 1)[None].float() / 255
+    _, _, target = lab_batch(rgb)
+    faded = (0.5 + 0.5 * (target - 0.5)).requires_grad_()
+    logits, labels = torch.zeros(1, 3), torch.tensor([-1])
+    plain, _, _ = colorization_losses(faded, target, logits, labels, alpha=0.0)
+    total, _, _ = colorization_losses(faded, target, logits, labels, alpha=0.0, spread_weight=1.0)
+    gap = (colour_spread(faded) - colour_spread(target)).square().sum()
+    assert total.item() == pytest.approx(plain.item() + gap.item(), rel=1e-4)
+
+    (grad,) = torch.autograd.grad(total - plain, faded)
+    stepped = faded.detach() - 0.1 * grad / grad.abs().max()
+    assert (colour_spread(stepped) > colour_spread(faded.detach())).all()
+    assert torch.allclose(stepped.mean((2, 3)), faded.detach().mean((2, 3)), atol=1e-6)  # no tint: the mean stays
+
+    warm = faded.detach() + torch.tensor([3.0, 9.0]).view(1, 2, 1, 1) / 220  # a uniform sepia cast
+    assert torch.allclose(colour_spread(warm), colour_spread(faded.detach()), atol=1e-6)
+    assert mean_chroma(warm) > mean_chroma(faded.detach())  # which the chroma term, unlike this one, rewards
