@@ -269,8 +269,8 @@ class Trainer:
             self.args.alpha,
             self.args.chroma_weight,
             self.rarity,
-            self.args.psnr_weighting,
-            self.args.spread_weight,
+            psnr_floor=self.args.psnr_weighting,
+            spread_weight=self.args.spread_weight,
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

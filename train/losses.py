@@ -1,7 +1,7 @@
 """The training objective (paper 3.3): MSE on the ab targets plus alpha x scene cross-entropy (plus options not in
-the paper: against MSE's sepia a per-image chroma gap and colour-rarity weights; for the per-photo PSNR that
-evaluation reports, per-image weights), and the batched
-device-side conversion of uint8 RGB crops into network inputs and targets."""
+the paper: against MSE's sepia a per-image chroma gap, a per-image colour-spread gap and colour-rarity weights; for
+the per-photo PSNR that evaluation reports, per-image weights), and the batched device-side conversion of uint8 RGB
+crops into network inputs and targets."""
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,8 @@ def lab_batch(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def colour_spread(ab: torch.Tensor) -> torch.Tensor:
-    """Per-image spatial standard deviation of a and of b (N, 2), in target units: how much the colours vary across
-    the photo, what colourfulness (Hasler and Suesstrunk 2003) mostly measures."""
+    """Per-image spatial standard deviation of a and of b of ab targets (N, 2, H, W) -> (N, 2): how much the colours
+    vary across the photo, what colourfulness (Hasler and Suesstrunk 2003) mostly measures."""
     return ab.flatten(2).std(2)
 
 
