@@ -10,14 +10,18 @@ from PIL import Image
 VALIDATION_ROWS = 16
 
 
+def with_images(table: pa.Table, images: list[dict]) -> pa.Table:
+    column = pa.array(images, type=table.schema.field("image").type)
+    return table.set_column(table.schema.get_field_index("image"), "image", column)
+
+
 def corrupt_images(table: pa.Table, rows: list[int]) -> pa.Table:
     """Replace the images of `rows`: a truncated JPEG, empty bytes, then bytes that are not an image at all."""
     images = table.column("image").to_pylist()
     broken = [images[0]["bytes"][:200], b"", b"not an image"]
     for index, row in enumerate(rows):
         images[row] = {"bytes": broken[index % len(broken)], "path": None}
-    column = pa.array(images, type=table.schema.field("image").type)
-    return table.set_column(table.schema.get_field_index("image"), "image", column)
+    return with_images(table, images)
 
 
 def desaturate_images(table: pa.Table, rows: list[int]) -> pa.Table:
@@ -28,8 +32,7 @@ def desaturate_images(table: pa.Table, rows: list[int]) -> pa.Table:
             encoded = io.BytesIO()
             photo.convert("L").convert("RGB").save(encoded, "JPEG", quality=95)
         images[row] = {"bytes": encoded.getvalue(), "path": None}
-    column = pa.array(images, type=table.schema.field("image").type)
-    return table.set_column(table.schema.get_field_index("image"), "image", column)
+    return with_images(table, images)
 
 
 def make_scene_dataset(
@@ -53,7 +56,9 @@ def make_scene_dataset(
         if shard == 0 and corrupt_rows:
             table = corrupt_images(table, list(corrupt_rows))
         pq.write_table(table, data / f"train-{shard:05d}-of-{shards:05d}.parquet")
-    validation = desaturate_images(source.slice(shards * rows_per_shard, VALIDATION_ROWS), list(gray_validation_rows))
+    validation = source.slice(shards * rows_per_shard, VALIDATION_ROWS)
+    if gray_validation_rows:
+        validation = desaturate_images(validation, list(gray_validation_rows))
     pq.write_table(validation, data / "validation-00000-of-00001.parquet")
     (root / "README.md").write_text((corpus / "README.md").read_text())
     return root
