@@ -19,6 +19,7 @@ from PIL import Image
 from safetensors import safe_open
 from train_data import VALIDATION_ROWS, make_scene_dataset
 
+from letcolor.color import AB_RANGE
 from letcolor.model import LetThereBeColor
 from train.__main__ import parse_args
 from train.average import WeightAverage
@@ -279,7 +280,7 @@ def test_rarity_weights_rare_colours_more_than_common_ones():
     rarity = ColourRarity(histogram, mix=0.5)
     weights = rarity(target)
     assert weights.shape == (2, 1, 64, 64)
-    chroma = (target - 0.5).square().sum(1, keepdim=True).sqrt() * 220  # Lab units
+    chroma = (target - 0.5).square().sum(1, keepdim=True).sqrt() * 2 * AB_RANGE  # Lab units
     assert weights[chroma > 40].mean() > 1.3 * weights[chroma < 5].mean()
     assert weights.mean().item() == pytest.approx(1.0, rel=0.2)  # 1 over the (smoothed) prior's own pixels
     assert torch.allclose(ColourRarity(histogram, mix=1.0)(target), torch.ones_like(weights))  # mix 1: plain MSE
@@ -488,7 +489,8 @@ def test_psnr_weighting_follows_the_mean_per_photo_psnr():
     photos = [Image.open(EXAMPLES / name).convert("RGB").resize((128, 128)) for name in names]
     rgb = torch.stack([torch.tensor(np.asarray(photo)).permute(2, 0, 1) for photo in photos]).float() / 255
     _, _, target = lab_batch(rgb)
-    sepia = torch.tensor([7.0, 9.0]).view(1, 2, 1, 1) / 220 + 0.5  # the everyday training set's mean ab, a uniform tint
+    # the everyday training set's mean ab, a uniform tint
+    sepia = torch.tensor([7.0, 9.0]).view(1, 2, 1, 1) / (2 * AB_RANGE) + 0.5
     prediction = (0.5 * target + 0.5 * sepia).requires_grad_()
     labels, logits = torch.tensor([-1, -1]), torch.zeros(2, 3)
 
@@ -506,7 +508,7 @@ def test_psnr_weighting_follows_the_mean_per_photo_psnr():
     assert weights.mean().item() == pytest.approx(1.0)
     assert weights[1] > 3 * weights[0]  # the gray photo's error is the smaller
 
-    log_error = (prediction - target).square().mean((1, 2, 3)).add((2.0 / 220) ** 2).log().sum()
+    log_error = (prediction - target).square().mean((1, 2, 3)).add((2.0 / (2 * AB_RANGE)) ** 2).log().sum()
     gradients = [
         torch.autograd.grad(loss, prediction, retain_graph=True)[0].flatten() for loss in (weighted, log_error)
     ]
@@ -545,6 +547,6 @@ def test_spread_term_rewards_varied_colour_not_a_uniform_tint():
     assert (colour_spread(stepped) > colour_spread(faded.detach())).all()
     assert torch.allclose(stepped.mean((2, 3)), faded.detach().mean((2, 3)), atol=1e-6)  # no tint: the mean stays
 
-    warm = faded.detach() + torch.tensor([3.0, 9.0]).view(1, 2, 1, 1) / 220  # a uniform sepia cast
+    warm = faded.detach() + torch.tensor([3.0, 9.0]).view(1, 2, 1, 1) / (2 * AB_RANGE)  # a uniform sepia cast
     assert torch.allclose(colour_spread(warm), colour_spread(faded.detach()), atol=1e-6)
     assert mean_chroma(warm) > mean_chroma(faded.detach())  # which the chroma term, unlike this one, rewards
