@@ -25,6 +25,7 @@ from train.hub import push_to_hub
 from train.losses import ColourRarity, ab_histogram, colorization_losses, lab_batch
 from train.monitor import MetricsLog
 from train.validate import mean_metrics, save_grid, validate
+from train.widen import widened_weights
 
 DEFAULT_LR = {"adadelta": 1.0, "adamw": 1e-3}
 
@@ -166,27 +167,23 @@ class Trainer:
         return sources, names
 
     def start_from(self, name_or_path: str) -> None:
-        """Warm start: the weights of a saved model of the same width whose class names are this run's or their
-        beginning (a run that adds a dataset keeps the classifier's rows for the old classes; new rows start fresh)."""
+        """Warm start from a saved model of this width or narrower whose class names are this run's or their
+        beginning (a run that adds a dataset keeps the classifier's rows for the old classes; new rows start fresh).
+        A narrower model is widened so that the network starts out computing exactly what it computed."""
         pretrained = load_model(name_or_path)
         known = pretrained.class_names
         classes_fit = known == self.model.class_names[: len(known)] and (
             bool(known) or pretrained.num_classes == self.model.num_classes
         )
-        if pretrained.width != self.model.width or not classes_fit:
+        if pretrained.width > self.model.width or not classes_fit:
             raise SetupError(
                 f"--init-from {name_or_path}: width {pretrained.width} and {pretrained.num_classes} classes, but this "
-                f"run has width {self.model.width} and {self.model.num_classes} classes (from the datasets), and the "
-                "saved classes must be the run's first ones"
+                f"run has width {self.model.width} and {self.model.num_classes} classes (from the datasets): the saved "
+                "width must be at most the run's, and the saved classes must be the run's first ones"
             )
-        weights = pretrained.state_dict()
-        classifier = self.model.global_level.classifier
-        head = f"global_level.classifier.{len(classifier) - 1}."
-        for name, fresh in classifier[-1].state_dict().items():
-            saved = weights[head + name]
-            weights[head + name] = torch.cat((saved, fresh[len(known) :].to(saved.dtype)))
-        self.model.load_state_dict(weights)
-        self.print(f"weights from {name_or_path} (classifier rows for its {len(known)} classes)")
+        self.model.load_state_dict(widened_weights(pretrained, self.model))
+        widened = f", widened from width {pretrained.width}" if pretrained.width < self.model.width else ""
+        self.print(f"weights from {name_or_path} (classifier rows for its {len(known)} classes{widened})")
 
     def colour_rarity(self) -> ColourRarity:
         """Rarity weights from the ab histogram of the first --prior-images training crops (the same every start)."""
