@@ -37,6 +37,7 @@ from train.losses import (
     mean_chroma,
     psnr_image_weights,
 )
+from train.widen import embed, widened_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRUPT_ROWS = (1, 4, 7)
@@ -169,8 +170,46 @@ def test_init_from_starts_from_a_saved_models_weights(scene_data, tmp_path):
     continued = LetThereBeColor.from_pretrained(tmp_path / "second" / "final")
     assert torch.equal(continued.fusion.conv.weight, saved.fusion.conv.weight)
     assert torch.equal(continued.low_level.convs[0][0].weight, saved.low_level.convs[0][0].weight)
-    with pytest.raises(ValueError, match="--init-from"):
-        train(parse_args(cli(scene_data, tmp_path / "third", *quick, *still[:2], "--width", "0.25")))
+    # Widened, the same steps (which move only BatchNorm's running statistics) end where the narrow run ended.
+    train(parse_args(cli(scene_data, tmp_path / "wider", *quick, *still, "--width", "0.25")))
+    wider = LetThereBeColor.from_pretrained(tmp_path / "wider" / "final")
+    photo = lightness_of(EXAMPLES / "coffee.png")
+    assert wider.width == 0.25 and torch.allclose(wider(photo)[0], continued(photo)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="at most the run's"):
+        train(parse_args(cli(scene_data, tmp_path / "narrower", *quick, *still[:2], "--width", "0.0625")))
+
+
+def lightness_of(path: Path) -> torch.Tensor:
+    """The network input (L / 100) of a real photo at 224 x 224, as a batch of one."""
+    rgb = np.asarray(Image.open(path).convert("RGB").resize((224, 224)), dtype=np.float32) / 255
+    return lab_batch(torch.from_numpy(rgb).permute(2, 0, 1)[None])[1]
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_a_widened_model_computes_what_the_narrow_one_did(mode):
+    torch.manual_seed(0)
+    narrow = LetThereBeColor(3, ["a", "b", "c"], width=0.125)
+    with torch.no_grad():  # BatchNorm statistics and affine weights away from their defaults, as after training
+        for name, tensor in narrow.named_buffers():
+            if "running" in name:
+                tensor.uniform_(0.5, 1.5)
+        for parameter in narrow.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    wide = LetThereBeColor(5, ["a", "b", "c", "d", "e"], width=0.25)
+    wide.load_state_dict(widened_weights(narrow, wide))
+    narrow.train(mode == "train"), wide.train(mode == "train")
+    photos = torch.cat([lightness_of(EXAMPLES / name) for name in ("coffee.png", "astronaut.png")])
+    (narrow_ab, narrow_logits), (wide_ab, wide_logits) = narrow(photos), wide(photos)
+    assert torch.allclose(wide_ab, narrow_ab, atol=1e-5) and narrow_ab.std() > 0.01
+    assert torch.allclose(wide_logits[:, :3], narrow_logits, atol=1e-5)
+    # The new channels are live (random incoming weights), only their path into the saved outputs starts at zero.
+    first_conv = wide.low_level.convs[0][0].weight
+    assert first_conv[narrow.low_level.convs[0][0].out_channels :].abs().sum() > 0
+
+
+def test_embed_refuses_a_tensor_that_does_not_fit():
+    with pytest.raises(ValueError, match="does not fit"):
+        embed(torch.zeros(4, 3), torch.zeros(2, 3))
 
 
 @pytest.mark.slow

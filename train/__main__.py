@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--val-images", type=int, default=256, help="validation images per dataset (the first of its --val-split)"
     )
     model = parser.add_argument_group("model and optimization")
-    model.add_argument("--init-from", metavar="MODEL", help="start from this saved model's weights (dir or Hub id); a narrower one is widened to --width")
+    model.add_argument(
+        "--init-from", metavar="MODEL", help="start from a saved model (dir or Hub id), widened if narrower"
+    )
     model.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = the paper)")
     model.add_argument("--batch-size", type=int, default=128, help="per process (paper: 128)")
     model.add_argument("--steps", type=int, default=100_000, help="total optimizer steps (resume included)")
