@@ -1,5 +1,6 @@
 """The training package: overfitting, a whole run, SIGTERM and --resume, bad images, DDP, pushing to a Hub."""
 
+import io
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import EXAMPLES
@@ -24,7 +26,15 @@ from letcolor.model import LetThereBeColor
 from train.__main__ import parse_args
 from train.average import WeightAverage
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
-from train.data import Source, StreamSpec, TrainBatches, model_label, open_stream, source_class_names, validation_images
+from train.data import (
+    Source,
+    StreamSpec,
+    TrainBatches,
+    model_label,
+    open_stream,
+    source_class_names,
+    validation_images,
+)
 from train.distributed import Distributed
 from train.loop import Trainer, train
 from train.losses import (
@@ -589,3 +599,35 @@ def test_spread_term_rewards_varied_colour_not_a_uniform_tint():
     warm = faded.detach() + torch.tensor([3.0, 9.0]).view(1, 2, 1, 1) / (2 * AB_RANGE)  # a uniform sepia cast
     assert torch.allclose(colour_spread(warm), colour_spread(faded.detach()), atol=1e-6)
     assert mean_chroma(warm) > mean_chroma(faded.detach())  # which the chroma term, unlike this one, rewards
+
+
+def test_compact_copy_reencodes_train_photos_and_keeps_labels_and_validation(everyday_data, tmp_path):
+    copy = tmp_path / "compact"
+    command = [sys.executable, "-m", "train.compact", str(everyday_data), str(copy), "--side", "64", "--quality", "60"]
+    command += ["--shards", "3", "--val-rows", "5", "--processes", "1"]
+    subprocess.run(command, check=True, env=subprocess_env(), capture_output=True)
+
+    def rows(dataset: Path, split: str) -> list[dict]:
+        files = sorted((dataset / "data").glob(f"{split}-*.parquet"))
+        return [row for path in files for row in pq.read_table(path).to_pylist()]
+
+    original, copied = rows(everyday_data, "train"), rows(copy, "train")
+    assert len(list((copy / "data").glob("train-*.parquet"))) == 3
+    assert [{**row, "image": None} for row in copied] == [{**row, "image": None} for row in original]
+    chroma_errors = []
+    for before, after in zip(original, copied, strict=True):
+        with Image.open(io.BytesIO(after["image"]["bytes"])) as small:
+            assert small.format == "WEBP" and min(small.size) == 64
+            small = np.asarray(small.convert("YCbCr"), dtype=np.float32)
+        with Image.open(io.BytesIO(before["image"]["bytes"])) as photo:
+            assert small.shape[1] / small.shape[0] == pytest.approx(photo.width / photo.height, abs=0.05)
+            expected = photo.convert("RGB").resize(small.shape[1::-1], Image.Resampling.LANCZOS).convert("YCbCr")
+        error = np.abs(small - np.asarray(expected, dtype=np.float32))
+        assert error.mean() < 5
+        chroma_errors.append(error[..., 1:].mean())
+    assert np.mean(chroma_errors) < 3  # colours kept: a gray copy of these photos is off by about 13
+    assert rows(copy, "validation") == rows(everyday_data, "validation")[:5]  # unchanged, the same photos first
+    assert source_class_names(Source(str(copy)), "train") == source_class_names(Source(str(everyday_data)), "train")
+
+    again = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True)
+    assert again.returncode != 0 and "exists" in again.stderr

@@ -1,0 +1,84 @@
+"""python -m train.compact: a smaller copy of a local Hub-layout dataset, for a training machine that can only be
+sent a few tens of MB (an accelerator reached by copying the working tree).
+
+    python -m train.compact ../shared/data/letcolor-everyday .data/everyday --side 160 --quality 65 --shards 14
+
+Train rows (the first --train-rows, or all) are re-encoded as WebP at a shorter side of at most --side and written
+as --shards parquet files; the first --val-rows validation rows are copied unchanged, so that validation on the
+copy measures the same photos as on the original. Columns, features (label names) and README.md are kept.
+"""
+
+import argparse
+import io
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+
+def reencoded(data: bytes, side: int, quality: int) -> bytes:
+    """The photo as WebP, its shorter side at most `side` px."""
+    with Image.open(io.BytesIO(data)) as image:
+        image = image.convert("RGB")
+    scale = side / min(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    output = io.BytesIO()
+    image.save(output, "WEBP", quality=quality, method=4)
+    return output.getvalue()
+
+
+def read_split(source: Path, split: str, rows: int | None) -> pa.Table:
+    files = sorted((source / "data").glob(f"{split}-*.parquet"))
+    if not files:
+        raise SystemExit(f"{source}: no data/{split}-*.parquet")
+    table = pa.concat_tables(pq.read_table(path) for path in files)
+    return table.slice(0, rows) if rows is not None else table
+
+
+def with_images(table: pa.Table, column: str, images: list[bytes]) -> pa.Table:
+    cells = pa.array([{"bytes": data, "path": None} for data in images], type=table.schema.field(column).type)
+    return table.set_column(table.schema.get_field_index(column), column, cells)
+
+
+def write_shards(table: pa.Table, destination: Path, split: str, shards: int) -> None:
+    rows_per_shard = -(-len(table) // shards)
+    for index in range(shards):
+        part = table.slice(index * rows_per_shard, rows_per_shard)
+        pq.write_table(part, destination / "data" / f"{split}-{index:05d}-of-{shards:05d}.parquet")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m train.compact", description=__doc__)
+    parser.add_argument("source", type=Path, help="a local dataset in Hub layout (data/{split}-*.parquet)")
+    parser.add_argument("destination", type=Path, help="a new directory")
+    parser.add_argument("--side", type=int, default=160, help="largest shorter side of a train photo, px")
+    parser.add_argument("--quality", type=int, default=65, help="WebP quality of the train photos")
+    parser.add_argument("--shards", type=int, default=14, help="train parquet files: at least the DataLoader workers")
+    parser.add_argument("--train-rows", type=int, help="the first N train rows only (default all)")
+    parser.add_argument("--val-rows", type=int, default=256, help="validation rows copied unchanged")
+    parser.add_argument("--image-column", default="image")
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args()
+    if args.destination.exists():
+        raise SystemExit(f"{args.destination} exists: give a new directory")
+    (args.destination / "data").mkdir(parents=True)
+    shutil.copy(args.source / "README.md", args.destination / "README.md")
+    train = read_split(args.source, "train", args.train_rows)
+    photos = [cell["bytes"] for cell in train.column(args.image_column).to_pylist()]
+    encode = partial(reencoded, side=args.side, quality=args.quality)
+    with ProcessPoolExecutor(args.processes) as pool:
+        images = list(pool.map(encode, photos, chunksize=64))
+    write_shards(with_images(train, args.image_column, images), args.destination, "train", args.shards)
+    write_shards(read_split(args.source, "validation", args.val_rows), args.destination, "validation", 1)
+    size = sum(path.stat().st_size for path in (args.destination / "data").iterdir())
+    print(f"{args.destination}: {len(train)} train rows in {args.shards} shards, {size / 1e6:.1f} MB in all")
+
+
+if __name__ == "__main__":
+    main()
