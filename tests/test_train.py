@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import EXAMPLES
+from datasets import config as datasets_config
 from fake_hub import FakeHub
 from PIL import Image
 from safetensors import safe_open
@@ -28,6 +29,7 @@ from train.average import WeightAverage
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
 from train.data import (
     Source,
+    SourceEpochs,
     StreamSpec,
     TrainBatches,
     model_label,
@@ -127,6 +129,19 @@ def test_one_batch_overfits(scene_data, tmp_path):
     images, labels, _ = validation_images(StreamSpec([Source(str(scene_data))], "validation"), 4)
     losses = [trainer.train_step(images, labels)[0].item() for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_a_stream_that_ends_every_epoch_does_not_sleep(scene_data, monkeypatch):
+    """datasets sleeps 5 s when a parquet stream ends; a DataLoader worker's stream ends at each pass over its shards,
+    which stalled training on a fast device. The sleep stays for a stream closed outside the training loop."""
+    pauses, pause_at_exit = [], datasets_config.SLEEP_TIME_ON_THREADS_SHUTDOWN
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    epochs = SourceEpochs(scenes(scene_data), Source(str(scene_data)), None)
+    for _ in range(3 * 48 + 1):  # three passes over the two 24-row shards, and one row more
+        assert epochs.next_usable(lambda example: example) is not None
+    assert epochs.stream.epoch == 3
+    assert pause_at_exit >= 1 and max(pauses, default=0) < 1
+    assert datasets_config.SLEEP_TIME_ON_THREADS_SHUTDOWN == pause_at_exit
 
 
 @pytest.mark.slow

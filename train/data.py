@@ -1,6 +1,7 @@
 """The training data stream: Hub-layout datasets read with `streaming=True`, decoded and cropped in DataLoader
 workers into whole uint8 batches; colour conversion happens later, on the training device, in batch."""
 
+import contextlib
 import io
 import random
 import signal
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from datasets import ClassLabel, Image, IterableDataset, load_dataset
+from datasets import config as datasets_config
 from datasets.distributed import split_dataset_by_node
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
@@ -141,6 +143,20 @@ def prepare_example(example: dict, spec: StreamSpec, crop, skipped: dict[str, in
     return to_uint8_tensor(crop(image))
 
 
+@contextlib.contextmanager
+def no_sleep_at_stream_end():
+    """datasets (5.2) sleeps `SLEEP_TIME_ON_THREADS_SHUTDOWN` (5 s) each time a parquet stream ends, against Arrow
+    threads hanging at interpreter exit (apache/arrow#45214). A training stream ends every epoch: in a DataLoader
+    worker with a few shards that was a 5 s stall per pass (two thirds of an H200 run's time on a compact copy). Inside
+    this block a stream that ends does not sleep; one closed at exit, outside it, still does."""
+    pause = datasets_config.SLEEP_TIME_ON_THREADS_SHUTDOWN
+    datasets_config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
+    try:
+        yield
+    finally:
+        datasets_config.SLEEP_TIME_ON_THREADS_SHUTDOWN = pause
+
+
 class SourceEpochs:
     """One dataset's shuffled stream in a DataLoader worker, epoch after epoch, from a saved position or the start."""
 
@@ -160,11 +176,12 @@ class SourceEpochs:
         """(crop, model label) of the next row that `prepare` can use; None when a whole fresh epoch had none
         (this worker got no shard of the dataset, or nothing usable in it)."""
         while True:
-            for example in self.examples:
-                crop = prepare(example)
-                if crop is not None:
-                    self.used_in_epoch = True
-                    return crop, model_label(example, self.source)
+            with no_sleep_at_stream_end():
+                for example in self.examples:
+                    crop = prepare(example)
+                    if crop is not None:
+                        self.used_in_epoch = True
+                        return crop, model_label(example, self.source)
             if not self.used_in_epoch and not self.resumed:
                 return None
             self.resumed = self.used_in_epoch = False
