@@ -616,11 +616,14 @@ def test_spread_term_rewards_varied_colour_not_a_uniform_tint():
     assert mean_chroma(warm) > mean_chroma(faded.detach())  # which the chroma term, unlike this one, rewards
 
 
+def compact(source: Path, destination: Path, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "train.compact", str(source), str(destination), "--processes", "1", *options]
+    return subprocess.run(command, env=subprocess_env(), capture_output=True, text=True)
+
+
 def test_compact_copy_reencodes_train_photos_and_keeps_labels_and_validation(everyday_data, tmp_path):
-    copy = tmp_path / "compact"
-    command = [sys.executable, "-m", "train.compact", str(everyday_data), str(copy), "--side", "64", "--quality", "60"]
-    command += ["--shards", "3", "--val-rows", "5", "--processes", "1"]
-    subprocess.run(command, check=True, env=subprocess_env(), capture_output=True)
+    copy, options = tmp_path / "compact", ("--side", "64", "--quality", "60", "--shards", "3", "--val-rows", "5")
+    assert compact(everyday_data, copy, *options).returncode == 0
 
     def rows(dataset: Path, split: str) -> list[dict]:
         files = sorted((dataset / "data").glob(f"{split}-*.parquet"))
@@ -644,5 +647,16 @@ def test_compact_copy_reencodes_train_photos_and_keeps_labels_and_validation(eve
     assert rows(copy, "validation") == rows(everyday_data, "validation")[:5]  # unchanged, the same photos first
     assert source_class_names(Source(str(copy)), "train") == source_class_names(Source(str(everyday_data)), "train")
 
-    again = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True)
+    again = compact(everyday_data, copy, *options)
     assert again.returncode != 0 and "exists" in again.stderr
+
+
+def test_compact_copy_leaves_out_undecodable_photos_and_writes_nothing_for_a_wrong_source(corrupt_scene_data, tmp_path):
+    made = compact(corrupt_scene_data, tmp_path / "compact", "--side", "64", "--shards", "2")
+    assert made.returncode == 0 and f"{len(CORRUPT_ROWS)} photos that could not be decoded left out" in made.stdout
+    copied = pq.read_table(sorted((tmp_path / "compact" / "data").glob("train-*.parquet"))).num_rows
+    assert copied == 2 * 24 - len(CORRUPT_ROWS)
+
+    wrong = compact(tmp_path / "missing", tmp_path / "nothing")
+    assert wrong.returncode != 0 and "no data/train-*.parquet" in wrong.stderr
+    assert not (tmp_path / "nothing").exists()

@@ -5,7 +5,8 @@ sent a few tens of MB (an accelerator reached by copying the working tree).
 
 Train rows (the first --train-rows, or all) are re-encoded as WebP at a shorter side of at most --side and written
 as --shards parquet files; the first --val-rows validation rows are copied unchanged, so that validation on the
-copy measures the same photos as on the original. Columns, features (label names) and README.md are kept.
+copy measures the same photos as on the original. Columns, features (label names) and README.md are kept; train
+photos that cannot be decoded are left out (and counted). Nothing is written until every photo is encoded.
 """
 
 import argparse
@@ -19,11 +20,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from train.data import DECODE_ERRORS
 
-def reencoded(data: bytes, side: int, quality: int) -> bytes:
-    """The photo as WebP, its shorter side at most `side` px."""
-    with Image.open(io.BytesIO(data)) as image:
-        image = image.convert("RGB")
+
+def reencoded(data: bytes | None, side: int, quality: int) -> bytes | None:
+    """The photo as WebP, its shorter side at most `side` px; None if it cannot be decoded."""
+    try:
+        with Image.open(io.BytesIO(data or b"")) as image:
+            image = image.convert("RGB")
+    except DECODE_ERRORS:
+        return None
     scale = side / min(image.size)
     if scale < 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -67,17 +73,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.destination.exists():
         raise SystemExit(f"{args.destination} exists: give a new directory")
-    (args.destination / "data").mkdir(parents=True)
-    shutil.copy(args.source / "README.md", args.destination / "README.md")
     train = read_split(args.source, "train", args.train_rows)
-    photos = [cell["bytes"] for cell in train.column(args.image_column).to_pylist()]
+    validation = read_split(args.source, "validation", args.val_rows)
+    photos = [(cell or {}).get("bytes") for cell in train.column(args.image_column).to_pylist()]
     encode = partial(reencoded, side=args.side, quality=args.quality)
     with ProcessPoolExecutor(args.processes) as pool:
         images = list(pool.map(encode, photos, chunksize=64))
-    write_shards(with_images(train, args.image_column, images), args.destination, "train", args.shards)
-    write_shards(read_split(args.source, "validation", args.val_rows), args.destination, "validation", 1)
+    decoded = [index for index, image in enumerate(images) if image is not None]
+    train = with_images(train.take(decoded), args.image_column, [images[index] for index in decoded])
+    (args.destination / "data").mkdir(parents=True)
+    if (args.source / "README.md").is_file():  # its configs name the splits' files; without one, datasets guesses
+        shutil.copy(args.source / "README.md", args.destination / "README.md")
+    write_shards(train, args.destination, "train", args.shards)
+    write_shards(validation, args.destination, "validation", 1)
     size = sum(path.stat().st_size for path in (args.destination / "data").iterdir())
-    print(f"{args.destination}: {len(train)} train rows in {args.shards} shards, {size / 1e6:.1f} MB in all")
+    left_out = len(images) - len(decoded)
+    print(f"{args.destination}: {len(train)} train rows in {args.shards} shards, {size / 1e6:.1f} MB in all; "
+          f"{left_out} photos that could not be decoded left out")  # fmt: skip
 
 
 if __name__ == "__main__":
