@@ -53,9 +53,9 @@ def with_images(table: pa.Table, column: str, images: list[bytes]) -> pa.Table:
 
 
 def write_shards(table: pa.Table, destination: Path, split: str, shards: int) -> None:
-    rows_per_shard = -(-len(table) // shards)
+    bounds = [index * len(table) // shards for index in range(shards + 1)]  # sizes differ by one row at most
     for index in range(shards):
-        part = table.slice(index * rows_per_shard, rows_per_shard)
+        part = table.slice(bounds[index], bounds[index + 1] - bounds[index])
         pq.write_table(part, destination / "data" / f"{split}-{index:05d}-of-{shards:05d}.parquet")
 
 
@@ -80,15 +80,18 @@ def main() -> None:
     with ProcessPoolExecutor(args.processes) as pool:
         images = list(pool.map(encode, photos, chunksize=64))
     decoded = [index for index, image in enumerate(images) if image is not None]
+    if not decoded:
+        raise SystemExit(f"{args.source}: none of its {len(images)} train photos could be decoded")
     train = with_images(train.take(decoded), args.image_column, [images[index] for index in decoded])
+    shards = min(args.shards, len(train))  # no empty files
     (args.destination / "data").mkdir(parents=True)
     if (args.source / "README.md").is_file():  # its configs name the splits' files; without one, datasets guesses
         shutil.copy(args.source / "README.md", args.destination / "README.md")
-    write_shards(train, args.destination, "train", args.shards)
+    write_shards(train, args.destination, "train", shards)
     write_shards(validation, args.destination, "validation", 1)
     size = sum(path.stat().st_size for path in (args.destination / "data").iterdir())
     left_out = len(images) - len(decoded)
-    print(f"{args.destination}: {len(train)} train rows in {args.shards} shards, {size / 1e6:.1f} MB in all; "
+    print(f"{args.destination}: {len(train)} train rows in {shards} shards, {size / 1e6:.1f} MB in all; "
           f"{left_out} photos that could not be decoded left out")  # fmt: skip
 
 
