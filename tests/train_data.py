@@ -7,32 +7,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from train.compact import with_images
+
 VALIDATION_ROWS = 16
-
-
-def with_images(table: pa.Table, images: list[dict]) -> pa.Table:
-    column = pa.array(images, type=table.schema.field("image").type)
-    return table.set_column(table.schema.get_field_index("image"), "image", column)
 
 
 def corrupt_images(table: pa.Table, rows: list[int]) -> pa.Table:
     """Replace the images of `rows`: a truncated JPEG, empty bytes, then bytes that are not an image at all."""
-    images = table.column("image").to_pylist()
-    broken = [images[0]["bytes"][:200], b"", b"not an image"]
+    images = [cell["bytes"] for cell in table.column("image").to_pylist()]
+    broken = [images[0][:200], b"", b"not an image"]
     for index, row in enumerate(rows):
-        images[row] = {"bytes": broken[index % len(broken)], "path": None}
-    return with_images(table, images)
+        images[row] = broken[index % len(broken)]
+    return with_images(table, "image", images)
 
 
 def desaturate_images(table: pa.Table, rows: list[int]) -> pa.Table:
     """Replace the images of `rows` by their own gray versions (as RGB JPEGs): photos with no colour at all."""
-    images = table.column("image").to_pylist()
+    images = [cell["bytes"] for cell in table.column("image").to_pylist()]
     for row in rows:
-        with Image.open(io.BytesIO(images[row]["bytes"])) as photo:
+        with Image.open(io.BytesIO(images[row])) as photo:
             encoded = io.BytesIO()
             photo.convert("L").convert("RGB").save(encoded, "JPEG", quality=95)
-        images[row] = {"bytes": encoded.getvalue(), "path": None}
-    return with_images(table, images)
+        images[row] = encoded.getvalue()
+    return with_images(table, "image", images)
 
 
 def make_scene_dataset(
