@@ -185,6 +185,20 @@ def test_run_writes_metrics_grid_and_model(scene_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_linear_schedule_takes_the_learning_rate_to_zero_and_resumes_on_it(scene_data, tmp_path):
+    options = ("--lr", "0.8", "--lr-schedule", "linear", "--steps", "4", "--val-every", "100", "--val-images", "4")
+    options += ("--precise-bn-batches", "0")
+    train(parse_args(cli(scene_data, tmp_path, *options, "--max-minutes", "1e-9")))  # out of time after one step
+    assert checkpoint_state(tmp_path)["step"] == 1
+    train(parse_args(cli(scene_data, tmp_path, *options, "--resume")))
+    records = metrics(tmp_path, "train")
+    assert [record["step"] for record in records] == [1, 2, 3, 4]
+    assert [record["lr"] for record in records] == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    card = (tmp_path / "final" / "README.md").read_text()
+    assert "learning rate 0.8 (falling linearly to 0 at the last step)" in card
+
+
+@pytest.mark.slow
 def test_init_from_starts_from_a_saved_models_weights(scene_data, tmp_path):
     quick = ("--steps", "2", "--val-images", "4", "--precise-bn-batches", "0")
     train(parse_args(cli(scene_data, tmp_path / "first", *quick)))

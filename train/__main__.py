@@ -63,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--steps", type=int, default=100_000, help="total optimizer steps (resume included)")
     model.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="adadelta")
     model.add_argument("--lr", type=float, help="default: 1.0 for adadelta, 1e-3 for adamw")
+    model.add_argument(
+        "--lr-schedule",
+        choices=["constant", "linear"],
+        default="constant",
+        help="linear: the learning rate falls in a straight line from --lr to 0 at --steps",
+    )
     model.add_argument("--alpha", type=fraction, default=1 / 300, help="weight of the scene cross-entropy")
     model.add_argument(
         "--chroma-weight", type=float, default=0.0, help="weight of the per-image mean-chroma gap (0 = the paper)"

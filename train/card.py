@@ -28,7 +28,7 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 - Command: `{command}`
 - Data: {datasets}, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size}); {colour_filter}
 - Scene classes: {num_classes} ({class_preview})
-- Optimizer: {optimizer}, learning rate {lr}, alpha {alpha}, chroma weight {chroma_weight},
+- Optimizer: {optimizer}, learning rate {lr} ({lr_schedule}), alpha {alpha}, chroma weight {chroma_weight},
   colour spread weight {spread_weight}, rarity rebalancing mix {rebalance} (1 = plain MSE),
   per-image PSNR weighting {psnr_weighting}, global-feature dropout {global_dropout}
 - Weights: {weights}
@@ -78,6 +78,7 @@ def model_card(
         class_preview=", ".join(model.class_names[:8]) + (", ..." if len(model.class_names) > 8 else ""),
         optimizer=args.optimizer,
         lr=args.lr,
+        lr_schedule="falling linearly to 0 at the last step" if args.lr_schedule == "linear" else "constant",
         alpha=args.alpha,
         chroma_weight=args.chroma_weight,
         spread_weight=args.spread_weight,

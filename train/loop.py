@@ -69,6 +69,13 @@ def build_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
 
 
+def scheduled_lr(base_lr: float, schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate of the step after `step` steps: constant, or falling linearly to 0 at `total_steps`."""
+    if schedule == "constant":
+        return base_lr
+    return base_lr * max(0.0, 1 - step / total_steps)
+
+
 def model_for(args, names: list[str]) -> LetThereBeColor:
     num_classes = len(names) or 1  # without labels the classifier is unused but keeps the model's shape
     return LetThereBeColor(num_classes=num_classes, class_names=names, width=args.width)
@@ -271,6 +278,8 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        for group in self.optimizer.param_groups:
+            group["lr"] = scheduled_lr(self.args.lr, self.args.lr_schedule, self.step, self.args.steps)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.average:
