@@ -164,10 +164,28 @@ def test_network_size_respects_max_side_and_the_pixel_budget(max_side):
         network_height, network_width = network_size(height, width, max_side)
         assert network_height % 8 == 0 and network_width % 8 == 0 and min(network_height, network_width) >= 8
         limit = max(8, max_side or max(height, width))
-        assert max(network_height, network_width) <= limit + 4  # never upscaled beyond rounding to a multiple of 8
+        assert max(network_height, network_width) <= limit + 4  # within max_side (None: the native size) + rounding
         assert network_height * network_width <= pipeline.NETWORK_PIXEL_BUDGET * 1.01
         if min(network_height, network_width) > 64:
             assert abs(network_height / network_width - height / width) < 0.05
+
+
+def test_small_photos_are_enlarged_to_the_minimum_side_within_max_side():
+    assert pipeline.MIN_NETWORK_SIDE == 192
+    assert network_size(150, 150, 512) == (192, 192)
+    assert network_size(150, 300, 512) == (192, 384)
+    assert network_size(150, 300, 256) == (128, 256)  # the longer side stays within max_side
+    assert network_size(200, 300, 512) == (200, 304)  # large enough already: only rounded
+    assert network_size(150, 150, None) == (152, 152)  # the native size
+
+
+def test_a_small_photo_is_colorized_at_the_minimum_side(colorizer, examples_dir):
+    small = photo(examples_dir, "chelsea.png")
+    assert small.size == (160, 106)
+    (ab,) = colorizer.predict_ab([small])
+    assert ab.shape == (1, 2, 96, 144)  # the network saw it at 288 x 192
+    result = colorizer(small)
+    assert result.image.size == small.size
 
 
 def test_options_each_change_the_output(colorizer, examples_dir):
