@@ -43,6 +43,9 @@ MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are refused from the stream's he
 DEFAULT_BATCH_SIZE = 8
 # CRF 18: visually near-lossless. veryfast: a third of medium's encoding time on a 2-core CPU, for larger files.
 H264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+# x264's AVX-512 kernels (in PyAV's FFmpeg) encode the same frames differently from run to run (measured: outputs up
+# to 32 levels apart); its AVX2 kernels, on every CPU that has AVX-512, are deterministic.
+DETERMINISTIC_X264 = {"x264-params": "asm=avx2"}
 THUMBNAIL_SIDE = 28  # cut detection compares 28x28 averages of the 224x224 global input
 # A cut: consecutive thumbnails differ by a mean |L| (L* units, 0..100) of at least CUT_MIN_CHANGE, and by
 # CUT_CONTRAST times the median change of the CUT_WINDOW frames on either side. The second condition keeps fast
@@ -245,7 +248,7 @@ class _Writer:
         self.path = path
         self.container = av.open(str(path), "w", container_options={"movflags": "+faststart"})
         rate = template.average_rate or template.guessed_rate or 25
-        self.video = self.container.add_stream("libx264", rate=rate, options=H264_OPTIONS)
+        self.video = self.container.add_stream("libx264", rate=rate, options=x264_options())
         self.video.width, self.video.height = template.codec_context.width, template.codec_context.height
         self.video.pix_fmt = "yuv420p"
         self.video.time_base = template.time_base
@@ -295,6 +298,13 @@ class _Writer:
             self.container.close()
         except (av.FFmpegError, OSError):
             pass
+
+
+def x264_options() -> dict[str, str]:
+    """The encoder's options: H264_OPTIONS, restricted to deterministic kernels where the CPU has AVX-512."""
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":
+        return H264_OPTIONS | DETERMINISTIC_X264
+    return H264_OPTIONS
 
 
 def _checked_paths(source: str | Path, destination: str | Path) -> tuple[Path, Path]:
