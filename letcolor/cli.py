@@ -146,7 +146,7 @@ def colorize_files(
     """Colorizes and writes the files batch by batch, never onto a path in `taken`; reports each one that fails;
     returns how many failed."""
     failed = 0
-    with tqdm(total=len(sources), unit="image", desc="colorizing") as progress:
+    with tqdm(total=len(sources), unit="image", desc="colorizing", disable=None) as progress:
         for start in range(0, len(sources), batch_size):
             loaded = {}
             for source in sources[start : start + batch_size]:
@@ -190,7 +190,7 @@ def colorize_videos(colorizer: Colorizer, sources: list[Path], output_dir: Path,
     failed = 0
     for source in sources:
         path = output_path(source, output_dir, ".mp4", taken)
-        with tqdm(unit="frame", desc=source.name) as bar:
+        with tqdm(unit="frame", desc=source.name, disable=None) as bar:
             try:
                 colorize_video(colorizer, source, path, mode=mode, batch_size=batch_size, progress=FrameProgress(bar),
                                **vars(options))  # fmt: skip

@@ -17,7 +17,8 @@ MP4, as for PCM).
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -357,7 +358,7 @@ def colorize_video(
         raise InvalidVideoError(f"{source}: {info.frames} frames, over the limit of {max_frames} frames")
     loaded_reference = load_image(reference) if reference is not None else None
     passes = 2 if mode == Mode.SHOT else 1
-    counter = _Counter(progress, info.frames * passes, max_frames, source)
+    counter = _Counter(progress, info, passes, max_frames, source)
     partial = destination.with_name(f".{destination.stem}.partial{destination.suffix}")
     with torch.inference_mode():
         reference_features = colorizer.scene_features(loaded_reference) if loaded_reference is not None else None
@@ -368,24 +369,49 @@ def colorize_video(
             _render(colorizer, source, partial, options, loaded_reference, reference_features, plan, flow_blend,
                     batch_size, counter)  # fmt: skip
             os.replace(partial, destination)
+        except av.FFmpegError as error:  # the encoder's; its message would name the partial output's path
+            raise InvalidVideoError(f"{source}: the colorized video could not be encoded ({error.strerror})") from error
         finally:
             partial.unlink(missing_ok=True)
     return info
 
 
 class _Counter:
-    """Counts frames for the progress callback; enforces max_frames and the size limit on what is actually decoded."""
+    """Counts frames for the progress callback, and checks every decoded frame: no more than max_frames, the size
+    the header declared (a stream whose size changes could pass the header's limits), and, once decoding ends, as
+    many frames as the header declared (a truncated file decodes as a shorter video)."""
 
-    def __init__(self, callback: ProgressCallback | None, total: int, max_frames: int | None, source: Path):
-        self.callback, self.total, self.max_frames, self.source, self.done = callback, total, max_frames, source, 0
+    def __init__(self, callback: ProgressCallback | None, info: VideoInfo, passes: int, max_frames: int | None,
+                 source: Path):  # fmt: skip
+        self.callback, self.info, self.max_frames, self.source = callback, info, max_frames, source
+        self.total, self.done = info.frames * passes, 0
 
-    def frames(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-        for count, frame in enumerate(frames, 1):
-            if self.max_frames is not None and count > self.max_frames:
-                raise InvalidVideoError(f"{self.source}: more than the limit of {self.max_frames} frames")
-            if frame.width * frame.height > MAX_FRAME_PIXELS:  # the stream's size changed mid-way
-                raise InvalidVideoError(f"{self.source}: a {frame.width}x{frame.height} frame is over the size limit")
-            yield frame
+    def frames(self, frames: Generator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """`frames`, checked; on an error the decoder is closed at once (the error's traceback, which a server may
+        keep, would otherwise hold it open with its frame buffers, and the refused frame)."""
+        with closing(frames):
+            count = 0
+            for count, frame in enumerate(frames, 1):
+                if problem := self._problem(frame, count):
+                    del frame  # not kept alive by the error's traceback
+                    raise InvalidVideoError(f"{self.source}: {problem}")
+                yield frame
+        if count < self.info.frames:
+            raise InvalidVideoError(
+                f"{self.source}: the video ends after {count} of the {self.info.frames} frames its header declares "
+                "(truncated or damaged)"
+            )
+
+    def _problem(self, frame: av.VideoFrame, count: int) -> str | None:
+        if self.max_frames is not None and count > self.max_frames:
+            return f"more than the limit of {self.max_frames} frames"
+        width, height = self.info.width, self.info.height
+        if (frame.width, frame.height) != (width, height):
+            return (
+                f"frame {count} is {frame.width}x{frame.height}, not the {width}x{height} of the video's header "
+                "(the frame size changes)"
+            )
+        return None
 
     def add(self, frames: int) -> None:
         self.done += frames
@@ -410,7 +436,7 @@ def plan_shots(
     """The shot mode's first pass: every frame's cut flag and scene vector (the reference's, if given), then each
     shot's median vector."""
     source = Path(source)
-    counter = counter or _Counter(None, 0, None, source)
+    counter = counter or _Counter(None, probe(source), 1, None, source)
     changes, features, previous = [], [], None
     for batch in _batches(counter.frames(_video_frames(source)), batch_size):
         prepared = [colorizer.prepare(_pixels(frame), max_side) for frame in batch]

@@ -24,7 +24,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 from served_app import app_process, served_app
-from video_clips import audio_packets, with_sine
+from video_clips import audio_packets, size_switching, truncated_faststart, with_sine
 
 import app
 from letcolor.batch_io import FOLDER_PREFIX
@@ -33,6 +33,7 @@ from letcolor.video import probe, read_frames
 from letcolor.video_bench import write_clip, write_pan
 from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS
 
+CAMVID_CUT = ROOT / "tests" / "data" / "camvid_drive_cut.mp4"
 DEFAULTS = {"use_global": True, "strength": 1.0, "reference": None, "palette_strength": 0.0, "max_side": 256}
 
 
@@ -448,8 +449,11 @@ def test_colorize_video_refuses_videos_over_the_limits_by_name(client, app_url, 
     write_clip(large, [np.zeros((1080, 1920, 3), np.uint8)] * 2)
     write_clip(long, [np.zeros((32, 32, 3), np.uint8)] * (app.MAX_VIDEO_FRAMES + 1), fps=60)
     notes.write_text("shopping list")
+    truncated = truncated_faststart(CAMVID_CUT, tmp_path / "truncated.mp4")
+    switching = size_switching(tmp_path / "switching.ts", [(320, 240, 20), (1920, 1080, 2)])  # header: 320x240
     for bad, reason in [(large, "1920x1080 is over the 1280x720 limit"), (long, "601 frames"),
-                        (notes, "notes.mp4: not a readable video")]:  # fmt: skip
+                        (notes, "notes.mp4: not a readable video"), (truncated, "ends after 4 of the 12 frames"),
+                        (switching, "frame 21 is 1920x1080, not the 320x240")]:  # fmt: skip
         with pytest.raises(AppError, match=reason) as error:
             client.predict(handle_file(bad), api_name="/colorize_video")
         assert bad.name in str(error.value) and str(tmp_path) not in str(error.value)

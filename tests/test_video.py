@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_model
 from PIL import Image
-from video_clips import SAMPLE_RATE, audio_packets, with_sine
+from video_clips import SAMPLE_RATE, audio_packets, size_switching, truncated_faststart, with_sine
 
 from letcolor.bench import calibrate_batchnorm
 from letcolor.color import rgb_to_lab
@@ -214,6 +214,36 @@ def test_the_same_video_colorized_again_gives_the_same_frames(colorizer, tmp_pat
         outputs.append(np.stack(list(read_frames(tmp_path / f"{run}.mp4"))))
     for output in outputs[1:]:
         assert np.array_equal(output, outputs[0])
+
+
+@pytest.mark.parametrize("mode", ["shot", "frame"])
+def test_a_truncated_video_whose_index_declares_more_frames_is_refused(colorizer, mode, tmp_path):
+    """Its index in front (`movflags +faststart`), cut at 60%: it used to come out silently as 4 of 12 frames."""
+    truncated = truncated_faststart(CAMVID_CUT, tmp_path / "cut.mp4")
+    assert probe(truncated).frames == 12 and len(list(read_frames(truncated))) == 4
+    with pytest.raises(InvalidVideoError, match="ends after 4 of the 12 frames its header declares"):
+        colorize_video(colorizer, truncated, tmp_path / "out.mp4", mode=mode)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cut.mp4"]
+
+
+@pytest.mark.parametrize("mode", ["shot", "frame"])
+def test_a_stream_whose_frame_size_grows_is_refused_before_the_network_sees_a_larger_frame(
+    colorizer, mode, tmp_path, monkeypatch
+):
+    switching = size_switching(tmp_path / "switching.ts", [(320, 240, 20), (1280, 960, 2)])
+    assert (probe(switching).width, probe(switching).height) == (320, 240)  # what a header check sees
+    prepared_sizes = set()
+    prepare = colorizer.prepare
+
+    def recording_prepare(pixels, max_side):
+        prepared_sizes.add(tuple(pixels.values.shape[1:]))
+        return prepare(pixels, max_side)
+
+    monkeypatch.setattr(colorizer, "prepare", recording_prepare)
+    with pytest.raises(InvalidVideoError, match="frame 21 is 1280x960, not the 320x240 of the video's header"):
+        colorize_video(colorizer, switching, tmp_path / "out.mp4", mode=mode)
+    assert prepared_sizes == {(240, 320)}
+    assert not (tmp_path / "out.mp4").exists()
 
 
 def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_dir, tmp_path):

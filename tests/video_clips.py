@@ -30,3 +30,40 @@ def with_sine(video: Path, path: Path, codec: str = "aac", seconds: float = 1.2)
 def audio_packets(path: Path) -> list[bytes]:
     with av.open(str(path)) as container:
         return [bytes(packet) for packet in container.demux(audio=0) if packet.size]
+
+
+def truncated_faststart(video: Path, path: Path, keep: float = 0.6) -> Path:
+    """The video remuxed with its index in front (`movflags +faststart`), then cut after `keep` of its bytes: the
+    index still declares every frame, the data holds only the first ones."""
+    whole = path.with_name(f"whole-{path.name}")
+    with av.open(str(video)) as source, av.open(str(whole), "w", options={"movflags": "+faststart"}) as output:
+        stream = output.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                output.mux(packet)
+    data = whole.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    whole.unlink()
+    return path
+
+
+def size_switching(path: Path, segments: list[tuple[int, int, int]]) -> Path:
+    """An MPEG-TS stream of H.264 segments (width, height, frames) one after the other, at 10 frames/s: where the
+    first segment is long enough, its header says the first segment's size."""
+    pts = 0
+    with path.open("wb") as stream:
+        for index, (width, height, frames) in enumerate(segments):
+            segment = path.with_name(f"segment-{index}.ts")
+            with av.open(str(segment), "w") as output:
+                video = output.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+                video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+                for number in range(frames):
+                    gray = np.full((height, width, 3), 40 + 5 * number % 200, np.uint8)
+                    frame = av.VideoFrame.from_ndarray(gray, format="rgb24")
+                    frame.pts, pts = pts, pts + 1
+                    output.mux(video.encode(frame))
+                output.mux(video.encode(None))
+            stream.write(segment.read_bytes())
+            segment.unlink()
+    return path
