@@ -321,3 +321,33 @@ def test_a_video_in_the_output_folder_is_not_overwritten(tiny_model_dir, example
     assert cli.main(arguments) == 0
     assert clip.read_bytes() == original
     assert len(list(read_frames(tmp_path / "clip_color.mp4"))) == 4
+
+
+@pytest.mark.parametrize(
+    ("arguments", "api_options"),
+    [
+        (["--no-global"], {"use_global": False}),
+        (["--strength", "1.7"], {"global_strength": 1.7}),
+        (["--max-side", "64"], {"max_side": 64}),
+        (["--reference", "coffee.png", "--palette", "0.6"], {"reference": "coffee.png", "palette_strength": 0.6}),
+    ],
+)
+def test_each_colorize_option_reaches_the_output(
+    photos, tiny_model_dir, examples_dir, tmp_path, arguments, api_options
+):
+    """The CLI's file is the API's result with the same option, and not the result without it (the bundled model,
+    whose colours depend on its global features)."""
+    photo = photos / "historical_a.png"
+    arguments = [str(examples_dir / arg) if arg.endswith(".png") else arg for arg in arguments]
+    api_options = {key: examples_dir / v if str(v).endswith(".png") else v for key, v in api_options.items()}
+    output = tmp_path / "out"
+    assert (
+        cli.main(["colorize", str(photo), "-o", str(output), "--model", str(letcolor.BUNDLED_MODEL_DIR), *arguments])
+        == 0
+    )
+    written = np.asarray(Image.open(output / photo.name).convert("RGB"))
+    colorizer = letcolor.Colorizer.from_pretrained(letcolor.BUNDLED_MODEL_DIR)
+    with_option = np.asarray(colorizer(photo, **api_options).image.convert("RGB"))
+    without = np.asarray(colorizer(photo).image.convert("RGB"))
+    np.testing.assert_array_equal(written, with_option)
+    assert np.abs(written.astype(int) - without).mean() > 0.5

@@ -1,8 +1,10 @@
 """`pip install` of the checkout: a wheel that carries the bundled model and examples, and a `letcolor` command
-that works from any directory (installed into a fresh virtual environment that borrows torch and the rest)."""
+that works from any directory, installed as the README says into a virtual environment that sees no other package
+(so that a dependency the package forgets to declare fails here, as it would on a user's clean machine)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from conftest import EXAMPLES, ROOT
 from PIL import Image
 
 from letcolor import BUNDLED_MODEL_DIR, LetThereBeColor, evaluate, metrics
+from letcolor.video import read_frames
 
 # What is not a source file of the checkout: built or run here, or a virtual environment.
 NOT_SOURCE = shutil.ignore_patterns(
@@ -39,14 +42,23 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
+def readme_cpu_torch_install() -> list[str]:
+    """The README's command that installs the CPU build of torch, as arguments to pip."""
+    (command,) = set(re.findall(r"pip install (torch==[^`&\n]*--index-url \S+/cpu)", (ROOT / "README.md").read_text()))
+    return command.split()
+
+
 @pytest.fixture(scope="module")
 def installed(wheel, tmp_path_factory) -> Path:
-    """A fresh venv (seeing this interpreter's packages, so that nothing is downloaded) with the wheel installed."""
+    """A fresh venv that sees no other package: CPU torch as the README installs it, then the wheel with the
+    dependencies it declares (from the package index, or pip's cache and local wheels where they hold them)."""
     environment = tmp_path_factory.mktemp("venv")
-    venv.create(environment, system_site_packages=True)  # its pip is this interpreter's
+    venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
-    # No index: the declared dependencies must be met by the packages requirements.txt installed.
-    run([python, "-m", "pip", "install", "--no-index", "--disable-pip-version-check", "-q", wheel], environment)
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    # No retries: where the PyTorch index cannot be reached (a machine with only a local wheel), fail over at once.
+    run([*pip, "--retries", "0", *readme_cpu_torch_install()], environment)
+    run([*pip, wheel], environment)
     return environment / "bin"
 
 
@@ -76,14 +88,23 @@ def test_the_installed_api_loads_the_bundled_model_from_another_directory(instal
 
 
 @pytest.mark.slow
-def test_the_letcolor_command_colorizes_from_another_directory(installed, tmp_path):
-    photo = tmp_path / "photo.png"
+def test_the_letcolor_command_colorizes_a_photo_and_a_video_from_another_directory(installed, tmp_path):
+    photo, clip = tmp_path / "photo.png", tmp_path / "clip.mp4"
     shutil.copy(EXAMPLES / "chelsea_gray.png", photo)
+    shutil.copy(ROOT / "tests" / "data" / "camvid_drive_cut.mp4", clip)
     run([installed / "letcolor", "colorize", "photo.png", "-o", "out/"], tmp_path)
     written = Image.open(tmp_path / "out" / "photo.png")
     assert written.size == Image.open(photo).size
     assert metrics.colorfulness(evaluate.image_to_tensor(written.convert("RGB"))).item() > 3
+    run([installed / "letcolor", "colorize", "clip.mp4", "-o", "out/"], tmp_path)
+    assert len(list(read_frames(tmp_path / "out" / "clip.mp4"))) == len(list(read_frames(clip)))
     usage = run([installed / "letcolor", "--help"], tmp_path).stdout
     module_usage = run([installed / "python", "-m", "letcolor", "--help"], tmp_path).stdout
     assert usage.startswith("usage: letcolor [-h]") and module_usage.startswith("usage: python -m letcolor [-h]")
     assert usage.replace("letcolor", "python -m letcolor", 1) == module_usage and "colorize" in usage
+
+
+@pytest.mark.slow
+def test_the_venv_sees_no_package_but_its_own(installed, tmp_path):
+    code = "import importlib.util as u; print(u.find_spec('gradio') is None, u.find_spec('pytest') is None)"
+    assert run([installed / "python", "-c", code], tmp_path).stdout.split() == ["True", "True"]

@@ -37,6 +37,7 @@ def test_the_bundled_model_is_shipped_small_with_its_card_and_both_corpora_names
     assert model.class_names == scenes + subjects and model.num_classes == len(scenes) + len(subjects)
     card = (BUNDLED_MODEL_DIR / "README.md").read_text()
     assert "python -m train" in card and "--seed" in card
+    assert len(card.encode()) <= 16 * 1024, "a card to read in five minutes; the experiment log is docs/experiments.md"
     assert "letcolor-scenes" in card and "letcolor-everyday" in card
 
 

@@ -540,6 +540,29 @@ def checkpoint_tensors(output: Path, prefix: str) -> dict[str, torch.Tensor]:
         return {key[len(prefix) :]: file.get_tensor(key) for key in file.keys() if key.startswith(prefix)}
 
 
+def test_resume_restores_the_weights_optimizer_state_and_data_position_exactly(scene_data, tmp_path):
+    """What a resumed Trainer holds is what the stopped run saved: weights, optimizer state (Adadelta's running
+    averages), step and each worker's stream position (a restore that skipped the weights or the optimizer state used
+    to pass every test)."""
+    options = ("--precise-bn-batches", "0", "--val-every", "100")
+    train(parse_args(cli(scene_data, tmp_path, "--steps", "3", *options)))
+    saved_model, saved_optimizer = checkpoint_tensors(tmp_path, "model/"), checkpoint_tensors(tmp_path, "optimizer/")
+    fresh = Trainer(parse_args(cli(scene_data, tmp_path, "--steps", "5", "--resume", *options)), Distributed())
+    untrained = fresh.model.state_dict()
+    assert not all(torch.equal(untrained[key], saved_model[key]) for key in saved_model)
+    fresh.resume()
+    restored = fresh.model.state_dict()
+    assert saved_model.keys() == restored.keys()
+    assert all(torch.equal(restored[key], saved_model[key]) for key in saved_model)
+    state = fresh.optimizer.state_dict()["state"]
+    restored_optimizer = {f"{index}/{name}": value for index, values in state.items() for name, value in values.items()}
+    assert saved_optimizer.keys() == restored_optimizer.keys() and saved_optimizer
+    assert all(torch.equal(restored_optimizer[key], saved_optimizer[key]) for key in saved_optimizer)
+    saved_state = checkpoint_state(tmp_path)
+    assert fresh.step == saved_state["step"] == 3
+    assert fresh.worker_states == {int(worker): position for worker, position in saved_state["data_streams"][0].items()}
+
+
 @pytest.mark.slow
 def test_ema_validates_saves_and_resumes_the_weight_average(scene_data, tmp_path):
     options = ("--ema", "0.9", "--precise-bn-batches", "0", "--val-every", "100")
