@@ -27,6 +27,7 @@ from letcolor.webapp import (
     Upload,
     WebColorizer,
     max_pixels_from_environment,
+    share_one_heap,
 )
 
 EXAMPLES = Path(__file__).resolve().parent / "letcolor" / "examples"  # licences in its LICENSES.md
@@ -341,6 +342,7 @@ def launch(demo: gr.Blocks, **options) -> None:
 
 
 def main() -> None:
+    share_one_heap()
     try:
         max_pixels = max_pixels_from_environment()
     except ValueError as err:
