@@ -198,6 +198,36 @@ def test_every_option_and_progress(colorizer, pan, examples_dir, tmp_path):
     assert stream_facts(tmp_path / "out.mkv")["size"] == SIZE == (info.width, info.height)
 
 
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"mode": "frame"},
+        {"use_global": False},
+        {"global_strength": 1.8},
+        {"reference": "coffee.png"},
+        {"reference": "coffee.png", "palette_strength": 1.0},
+        {"max_side": 256},
+        {"flow_blend": 0.0},
+    ],
+    ids=lambda option: ",".join(option),
+)
+def test_each_option_changes_the_colours_it_should(colorizer, option, examples_dir, tmp_path):
+    """Each option's effect reaches the frames: the video differs from the one made with the option left out (or,
+    for the palette, from the reference alone), while its lightness stays the input's."""
+    option = {key: examples_dir / value if key == "reference" else value for key, value in option.items()}
+    base = {key: value for key, value in option.items() if key == "reference" and "palette_strength" in option}
+    colorize_video(colorizer, CAMVID_CUT, tmp_path / "base.mp4", max_side=128, **base)
+    colorize_video(colorizer, CAMVID_CUT, tmp_path / "option.mp4", **{"max_side": 128, **option})
+    base_frames, frames = (read_video_tensor(tmp_path / name) for name in ("base.mp4", "option.mp4"))
+    assert (frames - base_frames).abs().mean() * 255 > 0.5  # 8-bit levels: well beyond the encoder's rounding
+    assert (lightness(frames) - lightness(base_frames)).abs().mean() < 3  # H.264 and gamut clipping move L a little
+
+
+def read_video_tensor(path: Path) -> torch.Tensor:
+    """The frames as (N, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.stack(list(read_frames(path)))).permute(0, 3, 1, 2).float() / 255
+
+
 def test_the_function_and_the_method_give_the_same_video(colorizer, pan, tmp_path):
     colorize_video(colorizer, pan[0], tmp_path / "a.mp4")
     colorizer.video(pan[0], tmp_path / "b.mp4")
