@@ -1,6 +1,10 @@
 """A local server speaking just enough of the Hugging Face Hub HTTP API for `push_to_hub` and `from_pretrained`:
-repo create, README metadata validation, preupload, the NDJSON commit endpoint and file resolve (HEAD and GET).
-Every file is stored as a regular (non-LFS) file; point huggingface_hub at it with HF_ENDPOINT."""
+repo create, README metadata validation, preupload, the Git LFS batch API (basic transfer: upload, verify), the
+NDJSON commit endpoint and file resolve (HEAD and GET). Point huggingface_hub at it with HF_ENDPOINT, and with
+HF_HUB_DISABLE_XET=1 (the Hub's Xet storage is not spoken here).
+
+As on the Hub, weights (*.safetensors, and any file over 10 MB) must take the LFS path: preupload says so, and a
+commit that sends them inline, or names an LFS object that was not uploaded and verified, is refused."""
 
 import base64
 import hashlib
@@ -13,6 +17,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 REPO = r"(?P<repo>[^/]+/[^/]+)"
 PREUPLOAD = re.compile(rf"^/api/models/{REPO}/preupload/(?P<revision>[^/]+)$")
 COMMIT = re.compile(rf"^/api/models/{REPO}/commit/(?P<revision>[^/]+)$")
+LFS_BATCH = re.compile(rf"^/{REPO}\.git/info/lfs/objects/batch$")
+LFS_UPLOAD = re.compile(r"^/lfs/upload/(?P<oid>[0-9a-f]{64})$")
+LFS_VERIFY = re.compile(r"^/lfs/verify/(?P<oid>[0-9a-f]{64})$")
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".png", ".jpg", ".mp4")
+LFS_MIN_SIZE = 10 * 1024 * 1024
+
+
+def must_be_lfs(path: str, size: int) -> bool:
+    return path.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE
+
+
 RESOLVE = re.compile(rf"^/{REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)$")
 
 
@@ -20,6 +35,9 @@ class HubState:
     def __init__(self):
         self.repos: dict[str, dict[str, bytes]] = {}
         self.commits: dict[str, str] = {}
+        self.lfs_uploaded: dict[str, bytes] = {}  # by sha256, once PUT
+        self.lfs_verified: set[str] = set()
+        self.lfs_commits: list[str] = []  # the paths committed as LFS objects
         self.lock = threading.Lock()
 
     def commit(self, repo: str, files: dict[str, bytes]) -> str:
@@ -64,7 +82,46 @@ class HubHandler(BaseHTTPRequestHandler):
             return self.preupload(match["repo"], json.loads(self.body()))
         if match := COMMIT.match(path):
             return self.commit(match["repo"], self.body())
+        if match := LFS_BATCH.match(path):
+            return self.lfs_batch(match["repo"], json.loads(self.body()))
+        if match := LFS_VERIFY.match(path):
+            return self.lfs_verify(match["oid"], json.loads(self.body()))
         self.error(HTTPStatus.NOT_FOUND, "NotFound")
+
+    def do_PUT(self) -> None:
+        match = LFS_UPLOAD.match(self.path.split("?")[0])
+        if not match:
+            return self.error(HTTPStatus.NOT_FOUND, "NotFound")
+        content = self.body()
+        if hashlib.sha256(content).hexdigest() != match["oid"]:
+            return self.error(HTTPStatus.BAD_REQUEST, "OidMismatch")
+        self.state.lfs_uploaded[match["oid"]] = content
+        self.reply(HTTPStatus.OK)
+
+    def lfs_batch(self, repo: str, request: dict) -> None:
+        if repo not in self.state.repos or request.get("operation") != "upload" or "basic" not in request["transfers"]:
+            return self.error(HTTPStatus.BAD_REQUEST, "BadLfsRequest")
+        host = f"http://{self.headers['Host']}"
+        objects = [
+            {
+                "oid": item["oid"],
+                "size": item["size"],
+                "authenticated": True,
+                "actions": {
+                    "upload": {"href": f"{host}/lfs/upload/{item['oid']}"},
+                    "verify": {"href": f"{host}/lfs/verify/{item['oid']}"},
+                },
+            }
+            for item in request["objects"]
+        ]
+        self.reply(HTTPStatus.OK, {"transfer": "basic", "objects": objects})
+
+    def lfs_verify(self, oid: str, request: dict) -> None:
+        content = self.state.lfs_uploaded.get(oid)
+        if content is None or request.get("oid") != oid or request.get("size") != len(content):
+            return self.error(HTTPStatus.NOT_FOUND, "LfsObjectNotFound")
+        self.state.lfs_verified.add(oid)
+        self.reply(HTTPStatus.OK)
 
     def create_repo(self, request: dict) -> None:
         repo = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
@@ -77,7 +134,11 @@ class HubHandler(BaseHTTPRequestHandler):
     def preupload(self, repo: str, request: dict) -> None:
         if repo not in self.state.repos:
             return self.error(HTTPStatus.NOT_FOUND, "RepoNotFound")
-        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in request["files"]]
+        files = [
+            {"path": f["path"], "uploadMode": "lfs" if must_be_lfs(f["path"], f["size"]) else "regular",
+             "shouldIgnore": False}
+            for f in request["files"]
+        ]  # fmt: skip
         self.reply(HTTPStatus.OK, {"files": files, "commitOid": self.state.commits.get(repo)})
 
     def commit(self, repo: str, body: bytes) -> None:
@@ -85,14 +146,22 @@ class HubHandler(BaseHTTPRequestHandler):
             return self.error(HTTPStatus.NOT_FOUND, "RepoNotFound")
         if self.headers.get("Content-Type") != "application/x-ndjson":
             return self.error(HTTPStatus.BAD_REQUEST, "BadRequest")
-        files = {}
+        files, lfs_paths = {}, []
         for line in body.splitlines():
             item = json.loads(line)
-            if item["key"] == "file" and item["value"].get("encoding") == "base64":
-                files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            value = item["value"]
+            if item["key"] == "file" and value.get("encoding") == "base64":
+                content = base64.b64decode(value["content"])
+                if must_be_lfs(value["path"], len(content)):
+                    return self.error(HTTPStatus.BAD_REQUEST, f"{value['path']}MustBeLfs")
+                files[value["path"]] = content
+            elif item["key"] == "lfsFile" and value.get("oid") in self.state.lfs_verified:
+                files[value["path"]] = self.state.lfs_uploaded[value["oid"]]
+                lfs_paths.append(value["path"])
             elif item["key"] != "header":
                 return self.error(HTTPStatus.BAD_REQUEST, f"Unsupported{item['key']}")
         oid = self.state.commit(repo, files)
+        self.state.lfs_commits += lfs_paths
         url = f"http://{self.headers['Host']}/{repo}/commit/{oid}"
         self.reply(HTTPStatus.OK, {"commitUrl": url, "commitOid": oid, "pullRequestUrl": None})
 

@@ -334,9 +334,11 @@ assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.state_dic
 """
     with FakeHub() as hub:
         env = {**subprocess_env(), "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_test", "HF_HOME": str(tmp_path)}
+        env["HF_HUB_DISABLE_XET"] = "1"
         result = subprocess.run([sys.executable, "-c", round_trip], env=env, cwd=ROOT, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-3000:]
         assert sorted(hub.state.repos["letcolor/tiny"]) == ["README.md", "config.json", "model.safetensors"]
+        assert hub.state.lfs_commits == ["model.safetensors"]  # the weights took the LFS path, as on the Hub
 
 
 @pytest.mark.slow
