@@ -156,3 +156,38 @@ def test_a_dataset_split_with_scene_labels_is_reproducible(scenes_dataset, tmp_p
 
 def test_scene_labels_are_matched_to_model_classes_by_name():
     assert evaluate.scene_label_map(("sea", "forest", "desert"), ["forest", "sea"]) == {0: 1, 1: 0}
+
+
+def test_scores_agree_with_scikit_images_psnr_ssim_and_lab(photo_folder, tiny_model_dir, tmp_path):
+    """An independent reference: scikit-image's PSNR, SSIM and CIE Lab, on the same photos and outputs."""
+    from skimage.color import lab2rgb, rgb2lab
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    code, report = run_evaluate(
+        "--model", tiny_model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "--no-ablation",
+        "-o", tmp_path / "report.json",
+    )  # fmt: skip
+    assert code == 0
+    colorizer = Colorizer.from_pretrained(tiny_model_dir, speedups=evaluate.EXACT_SPEEDUPS)
+    for row in report["per_image"]:
+        truth = np.asarray(Image.open(photo_folder / row["id"]).convert("RGB"))
+        lab = rgb2lab(truth)
+        lab[..., 1:] = 0
+        gray = np.round(np.clip(lab2rgb(lab), 0, 1) * 255).astype(np.uint8)
+        model = np.asarray(colorizer(Image.fromarray(truth), max_side=int(MAX_SIDE)).image)
+        for method, output in (("gray", gray), ("model", model)):
+            assert row[method]["psnr"] == pytest.approx(
+                peak_signal_noise_ratio(truth, output, data_range=255), abs=0.02
+            )
+            reference_ssim = structural_similarity(
+                truth,
+                output,
+                channel_axis=2,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=255,
+            )  # fmt: skip  (Wang et al.'s settings, as metrics.ssim)
+            assert row[method]["ssim"] == pytest.approx(reference_ssim, abs=2e-3)
+        assert row["ground_truth_colorfulness"] > 10 and row["gray"]["psnr"] < row["model"]["psnr"] + 10
+
