@@ -1,5 +1,6 @@
 """letcolor: automatic colorization of black-and-white photos (Iizuka et al., Let there be Color!, SIGGRAPH 2016)."""
 
+from letcolor.hints import Hints, InvalidHintsError
 from letcolor.images import InvalidImageError
 from letcolor.model import LetThereBeColor
 from letcolor.pipeline import (
@@ -15,6 +16,8 @@ __all__ = [
     "BUNDLED_MODEL_DIR",
     "ColorizationResult",
     "Colorizer",
+    "Hints",
+    "InvalidHintsError",
     "InvalidImageError",
     "InvalidModelError",
     "LetThereBeColor",

@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from letcolor import bench
+from letcolor.hints import Hints
 from letcolor.images import InvalidImageError, load_image, read_image
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options
 from letcolor.video import VIDEO_SUFFIXES, InvalidVideoError, Mode, colorize_video, is_video_path
@@ -87,6 +88,13 @@ def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_SIDE,
         help=f"long side of the network's input, or 'native' (default {DEFAULT_MAX_SIDE}); the output keeps full size",
     )
+    parser.add_argument(
+        "--hints",
+        type=Path,
+        metavar="FILE",
+        help='colour hints for the one input photo (a model that takes hints): a JSON list of [x, y, "#rrggbb"] '
+        "points in the photo's pixels, or an RGBA image of the photo's size whose painted pixels (alpha > 0) are hints",
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="images or frames per network batch (default 4)")
     parser.add_argument(
         "--video-mode",
@@ -113,19 +121,29 @@ def run_colorize(args: argparse.Namespace) -> int:
         return EXIT_SOME_FAILED
     try:
         colorizer = Colorizer.from_pretrained(args.model, args.device)
+        hints = photo_hints(args.hints, sources, colorizer) if args.hints else None
         make_output_folder(args.output)
-    except ValueError as error:  # includes InvalidModelError; a model that is not found is handled by main
+    except ValueError as error:  # includes InvalidModelError and InvalidHintsError; a model not found: see main
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     taken = {source.resolve() for source in sources}  # no output may land on an input
     videos = [source for source in sources if is_video_path(source)]
     images = [source for source in sources if not is_video_path(source)]
-    failed = colorize_files(colorizer, images, args.output, options, args.batch_size, taken) if images else 0
+    failed = colorize_files(colorizer, images, args.output, options, args.batch_size, taken, hints) if images else 0
     if videos:
         failed += colorize_videos(colorizer, videos, args.output, options, args.video_mode, args.batch_size, taken)
     kind = "images" if not videos else "videos" if not images else "files"
     print(f"colorized {len(sources) - failed} of {len(sources)} {kind} into {args.output}", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else 0
+
+
+def photo_hints(path: Path, sources: list[Path], colorizer: Colorizer) -> Hints:
+    """The hints file read for the one input photo; ValueError where it cannot be used."""
+    if len(sources) != 1 or is_video_path(sources[0]):
+        raise ValueError(f"--hints: give exactly one input photo ({len(sources)} inputs given)")
+    if not colorizer.takes_hints:
+        raise ValueError("--hints: this model takes no colour hints (its config has hint_channels 0)")
+    return Hints.parse(path, load_image(sources[0]).size)  # the size after the photo's EXIF orientation
 
 
 def make_output_folder(folder: Path) -> None:
@@ -141,10 +159,16 @@ def make_output_folder(folder: Path) -> None:
 
 
 def colorize_files(
-    colorizer: Colorizer, sources: list[Path], output_dir: Path, options: Options, batch_size: int, taken: set[Path]
+    colorizer: Colorizer,
+    sources: list[Path],
+    output_dir: Path,
+    options: Options,
+    batch_size: int,
+    taken: set[Path],
+    hints: Hints | None = None,
 ) -> int:
     """Colorizes and writes the files batch by batch, never onto a path in `taken`; reports each one that fails;
-    returns how many failed."""
+    returns how many failed. `hints` are every photo's (the CLI gives them with one photo only)."""
     failed = 0
     with tqdm(total=len(sources), unit="image", desc="colorizing", disable=None) as progress:
         for start in range(0, len(sources), batch_size):
@@ -160,7 +184,8 @@ def colorize_files(
                 loaded[source] = read.image
                 for warning in read.warnings:
                     progress.write(f"warning: {warning}", file=sys.stderr)
-            results = colorizer.batch(list(loaded.values()), **vars(options))
+            each_hints = [hints] * len(loaded) if hints else None
+            results = colorizer.batch(list(loaded.values()), hints=each_hints, **vars(options))
             for source, result in zip(loaded, results, strict=True):
                 path = output_path(source, output_dir, image_suffix(source, result.image.mode == "RGBA"), taken)
                 try:

@@ -2,12 +2,16 @@
 
 Every photo is scored four ways in the same run: the model, the model without global features (paper 4.4), and two
 baselines that keep the photo's lightness: gray (a = b = 0) and one constant a,b (the mean over training photos).
+With `--hints N ...`, a model that takes colour hints is also given N points per photo at random pixels with their
+true colours (a fixed seed; the first N of the same draw for every N), and a non-learned propagation baseline gets
+the same points: it shifts the automatic result's a,b toward each hint, weighted by distance and by likeness of L.
 """
 
 import argparse
 import io
 import json
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -20,13 +24,22 @@ from tqdm import tqdm
 
 from letcolor import metrics
 from letcolor.color import lab_to_rgb, rgb_to_lab, rgb_to_lightness
+from letcolor.hints import points_from_truth
 from letcolor.images import InvalidImageError, load_image
 from letcolor.inference import Precision, Speedups
 from letcolor.pipeline import Colorizer
 
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
+HINT_METRICS = ("hint_error", "hinted_within_10")
 MODEL, NO_GLOBAL, GRAY, MEAN_AB = "model", "model_no_global", "gray", "mean_ab"
-METHODS = (MODEL, NO_GLOBAL, GRAY, MEAN_AB)
+HINTED, PROPAGATION = "model_hints", "propagation_hints"  # + the number of points, e.g. model_hints10
+HINT_FIDELITY_UNITS = 10  # Lab ab units
+# The propagation baseline's weights: a gaussian in distance (sigma a share of the longer side) times a gaussian in
+# L difference; the automatic colour keeps weight PROPAGATION_PRIOR, so far from every hint nothing changes.
+PROPAGATION_SIDE = 256  # the shift is computed at most at this size, then upsampled
+PROPAGATION_DISTANCE = 0.1
+PROPAGATION_LIGHTNESS = 10.0
+PROPAGATION_PRIOR = 0.05
 EXIT_NOTHING_USABLE, EXIT_USAGE = 1, 2  # as the rest of the CLI
 IMAGE_EXTENSIONS = frozenset(Image.registered_extensions())
 # Speed-ups that keep float32 arithmetic (folded BatchNorm and memory layout change only rounding).
@@ -110,6 +123,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the app's speed-ups for the device (bfloat16 where the hardware is fast at it); by default the "
         "network runs in float32, so that the scores do not depend on the CPU or the thread count",
     )
+    parser.add_argument(
+        "--hints",
+        type=int,
+        nargs="+",
+        default=[],
+        metavar="N",
+        help="also score the model (it must take hints) and the propagation baseline given N points per photo at "
+        "random pixels with their true colours (e.g. --hints 1 2 5 10 20)",
+    )
+    parser.add_argument("--hint-seed", type=int, default=0, help="seed of the simulated points (default: 0)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--figure", type=Path, help="also write a PNG of the first photos: gray | model | original")
     parser.add_argument("--figure-photos", type=positive_int, default=6, help="rows of --figure (default: 6)")
@@ -140,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
 def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None) -> dict:
     """The per-image scores of every method, their averages, the skipped inputs and the run's settings."""
     colorizer = Colorizer.from_pretrained(args.model, args.device, speedups=None if args.fast else EXACT_SPEEDUPS)
+    if any(args.hints) and not colorizer.takes_hints:
+        raise InputNotFound("--hints: this model takes no colour hints (its config has hint_channels 0)")
+    if any(count < 0 for count in args.hints):
+        raise InputNotFound("--hints: point counts must be 0 or more")
     source = ImageSource.parse(args.images, args.split)
     mean_ab, mean_ab_origin = baseline_mean_ab(args, source)
     rows, skipped = score_photos(colorizer, source, args, mean_ab, figure_rows if figure_rows is not None else [])
@@ -155,6 +182,8 @@ def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None)
             "ablation": args.ablation,
             "fast": args.fast,
             "device": str(colorizer.device),
+            "hints": args.hints,
+            "hint_seed": args.hint_seed,
         },
         "mean_ab": {"a": mean_ab[0], "b": mean_ab[1], "source": mean_ab_origin},
         "ssim": "per RGB channel on 8-bit values, then averaged; gaussian window 11, sigma 1.5, K1 0.01, K2 0.03",
@@ -365,18 +394,70 @@ def score_batch(
     runs = {MODEL: colorizer.batch(images, use_global=True, max_side=args.max_side)}
     if args.ablation:
         runs[NO_GLOBAL] = colorizer.batch(images, use_global=False, max_side=args.max_side)
+    points = [simulated_points(sample, max(args.hints, default=0), args.hint_seed) for sample in batch]
+    for count in sorted(set(args.hints) - {0}):
+        hints = [each[:count] for each in points]
+        runs[f"{HINTED}{count}"] = colorizer.batch(images, hints=hints, max_side=args.max_side)
     rows = []
     for index, sample in enumerate(batch):
         target = image_to_tensor(sample.image)
         lightness = rgb_to_lightness(target)
         predictions = {method: image_to_tensor(results[index].image) for method, results in runs.items()}
         predictions |= {GRAY: with_constant_ab(lightness, (0.0, 0.0)), MEAN_AB: with_constant_ab(lightness, mean_ab)}
+        for count in sorted(set(args.hints) - {0}):
+            predictions[f"{PROPAGATION}{count}"] = propagated(predictions[MODEL], points[index][:count])
         if args.figure and len(figure_rows) < args.figure_photos:
             figure_rows.append((predictions[GRAY], predictions[MODEL], target))
         label = {"label": names[sample.label] if 0 <= sample.label < len(names) else None, "source": sample.source}
         scene = scene_scores(runs[MODEL][index].scene_probabilities, sample.label, label_map, colorizer.class_names)
-        rows.append({"id": sample.id, **label, **scene, **score_image(target, predictions)})
+        scores = score_image(target, predictions)
+        for method, prediction in predictions.items():
+            if method.startswith((HINTED, PROPAGATION)):
+                scores[method] |= hint_fidelity(prediction, points[index][: int(method.rsplit("hints", 1)[1])])
+        rows.append({"id": sample.id, **label, **scene, **scores})
     return rows
+
+
+def simulated_points(sample: Sample, count: int, seed: int) -> list:
+    """`count` points from the photo's true colours, the same for this photo id and seed in every run."""
+    rng = np.random.default_rng([seed, zlib.crc32(sample.id.encode())])
+    return points_from_truth(sample.image, count, rng)
+
+
+def hint_fidelity(prediction: torch.Tensor, points: list) -> dict:
+    """The mean ab distance between each hinted pixel of a colorized photo (1, 3, H, W) and its hint, and the share
+    within HINT_FIDELITY_UNITS."""
+    xs = torch.tensor([x for x, _, _ in points])
+    ys = torch.tensor([y for _, y, _ in points])
+    output_ab = rgb_to_lab(prediction[0, :, ys, xs], dim=0)[1:]
+    hint_ab = rgb_to_lab(torch.tensor([colour for _, _, colour in points]).float().T / 255, dim=0)[1:]
+    distances = (output_ab - hint_ab).norm(dim=0)
+    return {
+        "hint_error": distances.mean().item(),
+        "hinted_within_10": (distances <= HINT_FIDELITY_UNITS).float().mean().item(),
+    }
+
+
+def propagated(automatic: torch.Tensor, points: list) -> torch.Tensor:
+    """The propagation baseline: the automatic result (1, 3, H, W) with its a,b shifted toward each point's hint by
+    weights that fall with distance and with difference in L (computed at PROPAGATION_SIDE, then upsampled)."""
+    lab = rgb_to_lab(automatic)
+    height, width = lab.shape[-2:]
+    scale = min(1.0, PROPAGATION_SIDE / max(height, width))
+    small = torch.nn.functional.interpolate(lab, scale_factor=scale, mode="area") if scale < 1 else lab
+    xs = torch.tensor([x for x, _, _ in points])
+    ys = torch.tensor([y for _, y, _ in points])
+    hint_ab = rgb_to_lab(torch.tensor([colour for _, _, colour in points]).float() / 255, dim=-1)[:, 1:]
+    residual = hint_ab - lab[0, 1:, ys, xs].T  # (K, 2): how far each hint is from the automatic colour there
+    rows, columns = torch.meshgrid(torch.arange(small.shape[-2]), torch.arange(small.shape[-1]), indexing="ij")
+    sigma = PROPAGATION_DISTANCE * max(small.shape[-2:])
+    distance = (rows[None] - ys[:, None, None] * scale).square() + (columns[None] - xs[:, None, None] * scale).square()
+    likeness = (small[0, 0][None] - lab[0, 0, ys, xs][:, None, None]).square()
+    weights = torch.exp(-distance / (2 * sigma**2) - likeness / (2 * PROPAGATION_LIGHTNESS**2))  # (K, h, w)
+    shift = torch.einsum("khw,kc->chw", weights, residual) / (PROPAGATION_PRIOR + weights.sum(0))
+    shift = torch.nn.functional.interpolate(shift[None], size=(height, width), mode="bilinear", align_corners=False)
+    shifted = torch.cat((lab[:, :1], lab[:, 1:] + shift), dim=1)
+    return (lab_to_rgb(shifted) * 255).round() / 255
 
 
 def comparison_figure(rows: list[tuple[torch.Tensor, ...]], height: int = 192) -> Image.Image:
@@ -404,14 +485,25 @@ def mean(values: list) -> float | None:
 
 
 def method_averages(rows: list[dict], method: str) -> dict:
-    scores = {metric: mean([row[method][metric] for row in rows]) for metric in IMAGE_METRICS}
+    present = [metric for metric in (*IMAGE_METRICS, *HINT_METRICS) if metric in rows[0][method]]
+    scores = {metric: mean([row[method][metric] for row in rows]) for metric in present}
     scores["colorfulness_abs_gap"] = mean([abs(row[method]["colorfulness_gap"]) for row in rows])
     return scores
 
 
+def scored_methods(row: dict) -> list[str]:
+    """The methods a row holds scores of, in the order they were scored."""
+    return [key for key, value in row.items() if isinstance(value, dict)]
+
+
+def hint_counts(row: dict) -> list[int]:
+    """The numbers of simulated points a row was scored with (besides none)."""
+    return [int(method.removeprefix(HINTED)) for method in scored_methods(row) if method.startswith(HINTED)]
+
+
 def averages(rows: list[dict]) -> dict:
     """Each method's mean metrics, the ground truth's mean colourfulness, and scene accuracy over labelled photos."""
-    result = {method: method_averages(rows, method) for method in METHODS if method in rows[0]}
+    result = {method: method_averages(rows, method) for method in scored_methods(rows[0])}
     labelled = [row for row in rows if row["top1"] is not None]
     result[MODEL] |= {f"top{k}": mean([row[f"top{k}"] for row in labelled]) for k in (1, 5)}
     result[MODEL]["scene_labelled"] = len(labelled)
@@ -441,6 +533,9 @@ def method_title(method: str, report: dict) -> str:
         mean_ab = report["mean_ab"]
         return f"mean ab (a = {mean_ab['a']:.2f}, b = {mean_ab['b']:.2f})"
     titles = {MODEL: "model", NO_GLOBAL: "model, no global features (4.4)", GRAY: "gray (ab = 0)"}
+    for prefix, title in ((HINTED, "model"), (PROPAGATION, "propagation baseline")):
+        if method.startswith(prefix):
+            return f"{title}, {method.removeprefix(prefix)} hints"
     return titles[method]
 
 
@@ -455,7 +550,7 @@ def markdown_table(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     lines = []
-    for method in (method for method in METHODS if method in averages_):
+    for method in (method for method in averages_ if method != "ground_truth"):
         scores = averages_[method]
         lines.append(
             f"| {method_title(method, report)} | {scores['psnr']:.2f} | {scores['ssim']:.4f} | {scores['auc']:.4f} "
@@ -470,7 +565,37 @@ def markdown_table(report: dict) -> str:
         f"over the {labelled} photos whose label the model knows. SSIM: per RGB channel. Colorfulness: Hasler and "
         "Suesstrunk (2003); gap: mean |method - ground truth|. AuC: of the per-pixel ab error CDF over 0..150."
     )
-    return "\n".join([*header, *lines, "", notes, *kind_table(report["by_kind"])])
+    return "\n".join([*header, *lines, "", notes, *kind_table(report["by_kind"]), *hint_table(report)])
+
+
+def hint_table(report: dict) -> list[str]:
+    """Per kind of photo and number of points: the model with hints against the propagation baseline and gray."""
+    counts = hint_counts(report["per_image"][0])
+    if not counts:
+        return []
+    lines = [
+        "",
+        f"Hints: N points per photo at random pixels with their true colours (seed {report['settings']['hint_seed']}). "
+        f"Within {HINT_FIDELITY_UNITS}: the share of hinted pixels whose output is within {HINT_FIDELITY_UNITS} ab "
+        "units of the hint.",
+        "",
+        "| kind | photos | N | PSNR model | propagation | gray | AuC model | propagation | colorfulness model "
+        f"| truth | within {HINT_FIDELITY_UNITS} model | propagation |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups = {"all": {"photos": report["evaluated"], **report["averages"]}, **report["by_kind"]}
+    for kind, scores in groups.items():
+        for count in [0, *counts]:
+            model = scores[f"{HINTED}{count}"] if count else scores[MODEL]
+            baseline = scores[f"{PROPAGATION}{count}"] if count else scores[MODEL]
+            within = [cell(each.get("hinted_within_10"), ".1%") for each in (model, baseline)]
+            lines.append(
+                f"| {kind} | {scores['photos']} | {count} | {model['psnr']:.2f} | {baseline['psnr']:.2f} "
+                f"| {scores[GRAY]['psnr']:.2f} | {model['auc']:.4f} | {baseline['auc']:.4f} "
+                f"| {model['colorfulness']:.1f} | {scores['ground_truth']['colorfulness']:.1f} "
+                f"| {within[0]} | {within[1]} |"
+            )
+    return lines
 
 
 def kind_table(by_kind: dict) -> list[str]:

@@ -121,8 +121,11 @@ class InferenceNetwork:
     def mix_global(self, features: torch.Tensor, use_global: bool, strength: float) -> torch.Tensor:
         return self.model.mix_global(features, use_global, strength).float()
 
-    def colorize(self, l: torch.Tensor, global_vectors: torch.Tensor) -> torch.Tensor:
-        """Sigmoid ab at half resolution for network inputs (N, 1, H, W), H and W multiples of 8."""
+    def colorize(
+        self, l: torch.Tensor, global_vectors: torch.Tensor, hints: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Sigmoid ab at half resolution for network inputs (N, 1, H, W), H and W multiples of 8, and hint channels
+        (N, 3, H, W) or None."""
         with self._autocast():
-            ab = self.model.colorize(self._input(l), global_vectors.to(self.activations_dtype))
+            ab = self.model.colorize(self._input(l), global_vectors.to(self.activations_dtype), hints)
         return ab.float().contiguous()

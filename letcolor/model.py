@@ -3,6 +3,10 @@
 A grayscale L channel goes through shared low-level features; a mid-level branch keeps the spatial map; a global
 branch reads a 224x224 resize and gives a scene vector (and scene class logits); the fusion layer concatenates
 that vector at every pixel; the colorization network predicts a,b (as a sigmoid) at half the input resolution.
+
+Beyond the paper, a model may take local colour hints beside L (Zhang et al., SIGGRAPH 2017): for each pixel a
+hint's a and b and a mask, zero where there is none (`letcolor.color.hint_input`). Only the local path reads them;
+the global branch always sees L with no hints, so the scene vector of one image can still drive another.
 """
 
 import math
@@ -17,6 +21,8 @@ from huggingface_hub.errors import HFValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_model
 from torch import nn
+
+from letcolor.color import HINT_CHANNELS
 
 GLOBAL_INPUT_SIZE = 224  # the global branch's fixed input side (paper 3.2)
 WEIGHTS_NAME = "model.safetensors"
@@ -34,7 +40,7 @@ class InvalidModelError(ModelError, ValueError):
     absurd values."""
 
 
-def check_config(num_classes, class_names, width) -> None:
+def check_config(num_classes, class_names, width, hint_channels=0) -> None:
     """Raises InvalidModelError unless the arguments make a model of sane size (checked before allocating it)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
         raise InvalidModelError(f"num_classes must be an integer from 1 to {MAX_CLASSES}, got {num_classes!r}")
@@ -44,6 +50,8 @@ def check_config(num_classes, class_names, width) -> None:
         raise InvalidModelError(f"{len(class_names)} class_names given for num_classes={num_classes}")
     if isinstance(width, bool) or not isinstance(width, Real) or not 0 < width <= MAX_WIDTH or math.isnan(width):
         raise InvalidModelError(f"width must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
+    if isinstance(hint_channels, bool) or hint_channels not in (0, HINT_CHANNELS):
+        raise InvalidModelError(f"hint_channels must be 0 (no hints) or {HINT_CHANNELS}, got {hint_channels!r}")
 
 
 def channels(paper_channels: int, width: float) -> int:
@@ -55,24 +63,29 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def conv_stack(layer_list: list[tuple[int, int, int]], width: float) -> nn.Sequential:
-    """Convs from (paper in-channels, paper out-channels, stride) triples, scaled by `width`."""
-    return nn.Sequential(
-        *(conv_bn_relu(channels(cin, width) if cin > 1 else 1, channels(cout, width), s) for cin, cout, s in layer_list)
-    )
+def conv_stack(layer_list: list[tuple[int, int, int]], width: float, in_channels: int | None = None) -> nn.Sequential:
+    """Convs from (paper in-channels, paper out-channels, stride) triples, scaled by `width`; `in_channels` overrides
+    the first layer's input count (the network's own inputs are not scaled)."""
+    in_channels = in_channels or channels(layer_list[0][0], width)
+    layers = []
+    for _, cout, stride in layer_list:
+        layers.append(conv_bn_relu(in_channels, channels(cout, width), stride))
+        in_channels = channels(cout, width)
+    return nn.Sequential(*layers)
 
 
 class LowLevelFeatures(nn.Module):
-    """Low-level features network shared by the local and global paths, down to H/8 (paper 3.1, Table 1)."""
+    """Low-level features network shared by the local and global paths, down to H/8 (paper 3.1, Table 1); it reads
+    L and, in a model with hints, the hint channels after it."""
 
     LAYERS = [(1, 64, 2), (64, 128, 1), (128, 128, 2), (128, 256, 1), (256, 256, 2), (256, 512, 1)]
 
-    def __init__(self, width: float):
+    def __init__(self, width: float, hint_channels: int = 0):
         super().__init__()
-        self.convs = conv_stack(self.LAYERS, width)
+        self.convs = conv_stack(self.LAYERS, width, in_channels=1 + hint_channels)
 
-    def forward(self, l: torch.Tensor) -> torch.Tensor:
-        return self.convs(l)
+    def forward(self, l_and_hints: torch.Tensor) -> torch.Tensor:
+        return self.convs(l_and_hints)
 
 
 class MidLevelFeatures(nn.Module):
@@ -169,15 +182,19 @@ class LetThereBeColor(
         num_classes: scene classes of the classification head (365 for Places365).
         class_names: their names, in label order (empty if unknown).
         width: channel width multiplier; 1.0 is the paper's network.
+        hint_channels: 3 for a model that takes local colour hints beside L (a, b and mask), 0 for none (the paper).
     """
 
-    def __init__(self, num_classes: int = 365, class_names: list[str] | None = None, width: float = 1.0):
+    def __init__(
+        self, num_classes: int = 365, class_names: list[str] | None = None, width: float = 1.0, hint_channels: int = 0
+    ):
         super().__init__()
         class_names = class_names or []
-        check_config(num_classes, class_names, width)
+        check_config(num_classes, class_names, width, hint_channels)
         class_names = list(class_names)
         self.num_classes, self.class_names, self.width = num_classes, class_names, width
-        self.low_level = LowLevelFeatures(width)
+        self.hint_channels = hint_channels
+        self.low_level = LowLevelFeatures(width, hint_channels)
         self.mid_level = MidLevelFeatures(width)
         self.global_level = GlobalFeatures(width, num_classes)
         self.fusion = FusionLayer(width)
@@ -189,7 +206,20 @@ class LetThereBeColor(
         """Scene vector and class logits from the network input of a 224x224 image, shape (N, 1, 224, 224)."""
         if l224.shape[-2:] != (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE):
             raise ValueError(f"the global branch takes 224x224 inputs, got {tuple(l224.shape[-2:])}")
-        return self.global_level(self.low_level(l224))
+        return self.global_level(self.low_level(self.with_hints(l224, None)))
+
+    def with_hints(self, l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
+        """The low-level features' input: L (N, 1, H, W) and, in a model with hints, the hint channels (N, 3, H, W),
+        zeros where `hints` is None. ValueError for hints given to a model without hint inputs."""
+        if not self.hint_channels:
+            if hints is not None:
+                raise ValueError("this model takes no colour hints (its config has hint_channels 0)")
+            return l
+        if hints is None:
+            hints = l.new_zeros((l.shape[0], self.hint_channels, *l.shape[-2:]))
+        elif hints.shape != (l.shape[0], self.hint_channels, *l.shape[-2:]):
+            raise ValueError(f"hints of shape {tuple(hints.shape)} for an input of shape {tuple(l.shape)}")
+        return torch.cat((l, hints.to(l.dtype)), dim=1)
 
     def mix_global(self, features: torch.Tensor, use_global: bool = True, strength: float = 1.0) -> torch.Tensor:
         """g_null + strength * (g - g_null); the null vector alone when `use_global` is False (paper 4.4)."""
@@ -198,25 +228,30 @@ class LetThereBeColor(
             return null
         return null + strength * (features - null)
 
-    def colorize(self, l: torch.Tensor, global_vector: torch.Tensor) -> torch.Tensor:
-        """Sigmoid ab at H/2 for the network input `l` (N, 1, H, W), H and W multiples of 8, given global vectors."""
-        return self.colorize_low(self.low_level(l), global_vector)
+    def colorize(self, l: torch.Tensor, global_vector: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        """Sigmoid ab at H/2 for the network input `l` (N, 1, H, W), H and W multiples of 8, given global vectors
+        and, for a model with hints, the hint channels (N, 3, H, W) (None: no hints)."""
+        return self.colorize_low(self.low_level(self.with_hints(l, hints)), global_vector)
 
     def colorize_low(self, low: torch.Tensor, global_vector: torch.Tensor) -> torch.Tensor:
         return self.colorization(self.fusion(self.mid_level(low), global_vector))
 
     def forward(
-        self, l: torch.Tensor, l224: torch.Tensor | None = None, global_dropout: float = 0.0
+        self,
+        l: torch.Tensor,
+        l224: torch.Tensor | None = None,
+        global_dropout: float = 0.0,
+        hints: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training forward: (sigmoid ab at H/2, scene logits). Without `l224`, `l` must be 224x224 and the
-        low-level features are computed once for both paths (paper 3.4).
+        """Training forward: (sigmoid ab at H/2, scene logits). Without `l224`, `l` must be 224x224 and, when there
+        are no hints, the low-level features are computed once for both paths (paper 3.4).
 
         `global_dropout` replaces each sample's global vector by the null vector with that probability."""
-        low = self.low_level(l)
+        low = self.low_level(self.with_hints(l, hints))
         if l224 is None:
             if l.shape[-2:] != (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE):
                 raise ValueError("pass l224 when l is not 224x224")
-            glob = self.global_level(low)
+            glob = self.global_level(low) if hints is None else self.global_features(l)
         else:
             glob = self.global_features(l224)
         vector = glob.features

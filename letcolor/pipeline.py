@@ -21,6 +21,7 @@ from PIL import Image
 
 from letcolor.color import lightness_to_input, rgb_to_lab, target_to_ab
 from letcolor.fullres import compose, lightness
+from letcolor.hints import Hints, HintSource, InvalidHintsError
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image, read_image
 from letcolor.inference import InferenceNetwork, Speedups
 from letcolor.model import GLOBAL_INPUT_SIZE, InvalidModelError, LetThereBeColor, ModelError
@@ -73,6 +74,7 @@ class PreparedImage:
     alpha: Image.Image | None
     network_input: torch.Tensor  # (1, 1, h, w), h and w multiples of 8
     global_input: torch.Tensor  # (1, 1, 224, 224)
+    hints: torch.Tensor | None = None  # (1, 3, h, w) hint channels (letcolor.color.hint_input), None for no hints
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ class Colorizer:
         self.device = usable_device(device)
         self.speedups = speedups or Speedups.default_for(self.device)
         self.class_names = list(model.class_names)
+        self.takes_hints = bool(model.hint_channels)
         self.network = InferenceNetwork(model, self.device, self.speedups)
 
     @classmethod
@@ -206,14 +209,15 @@ class Colorizer:
         """From a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model (ModelNotFoundError)."""
         return cls(load_model(name_or_path), device, speedups)
 
-    def __call__(self, image: ImageSource, **options) -> ColorizationResult:
-        """Colorizes one image; the options are those of `batch`."""
-        return self.batch([image], **options)[0]
+    def __call__(self, image: ImageSource, hints: HintSource | None = None, **options) -> ColorizationResult:
+        """Colorizes one image, with its colour hints if given; the options are those of `batch`."""
+        return self.batch([image], hints=None if hints is None else [hints], **options)[0]
 
     def batch(
         self,
         images: list[ImageSource],
         *,
+        hints: list[HintSource | None] | None = None,
         use_global: bool = True,
         global_strength: float = 1.0,
         reference: ImageSource | None = None,
@@ -222,17 +226,26 @@ class Colorizer:
     ) -> list[ColorizationResult]:
         """Colorizes images (paths, PIL images or arrays), running same-size network inputs as one batch.
 
+        hints: one entry per image (None for none): points `(x, y, colour)` in the image's pixel coordinates, colour
+            "#rrggbb" or (r, g, b); or an RGBA layer of the image's size whose pixels with alpha > 0 are hints; or a
+            `Hints`, or a path to a JSON file of points or an image file of a layer (see `letcolor.hints`). The
+            model must take hints (its config's hint_channels).
         use_global: False replaces the scene vector by the model's "no global information" vector.
         global_strength: s in [0, 2] scales the scene vector's departure from that null vector (1 = as predicted).
         reference: an image whose scene vector replaces each input's (paper 4.5, style transfer).
         palette_strength: p in [0, 1] also pulls the ab mean and spread of each result towards the reference's.
         max_side: the local branch's longest side; a smaller image is enlarged to a shorter side of MIN_NETWORK_SIDE
             within it (None: native size, up to NETWORK_PIXEL_BUDGET pixels).
-        Raises InvalidImageError for an input that is not a usable image, ValueError for bad options."""
+        Raises InvalidImageError for an input that is not a usable image, InvalidHintsError for hints that cannot be
+        used, ValueError for bad options."""
         options = Options(use_global, global_strength, reference, palette_strength, max_side)
         loaded = [read_image(image) for image in images]
+        parsed = self.parse_hints(hints, [each.image.size for each in loaded])
         with torch.inference_mode():
-            prepared = [self.prepare(image_pixels(each.image), max_side) for each in loaded]
+            prepared = [
+                self.prepare(image_pixels(each.image), max_side, each_hints)
+                for each, each_hints in zip(loaded, parsed, strict=True)
+            ]
             ab, probabilities = self._predict(prepared, options)
             return [
                 ColorizationResult(
@@ -256,11 +269,24 @@ class Colorizer:
             prepared = [self.prepare(image_pixels(load_image(image)), options.max_side) for image in images]
             return self._predict(prepared, options)[0]
 
-    def prepare(self, pixels: Pixels, max_side: int | None) -> PreparedImage:
-        """The full-resolution L and the network's inputs for one image's pixels."""
+    def parse_hints(self, hints: list | None, sizes: list[tuple[int, int]]) -> list[Hints | None]:
+        """Each image's `Hints` (None where it has none), checked against its size (width, height)."""
+        if hints is None:
+            return [None] * len(sizes)
+        if not isinstance(hints, list | tuple) or len(hints) != len(sizes):
+            raise InvalidHintsError(f"hints must be a list with one entry (or None) per image, {len(sizes)} here")
+        parsed = [None if each is None else Hints.parse(each, size) for each, size in zip(hints, sizes, strict=True)]
+        if any(parsed) and not self.takes_hints:
+            raise InvalidHintsError("this model takes no colour hints (its config has hint_channels 0)")
+        return [each or None for each in parsed]
+
+    def prepare(self, pixels: Pixels, max_side: int | None, hints: Hints | None = None) -> PreparedImage:
+        """The full-resolution L and the network's inputs for one image's pixels (and its hints, if any)."""
         full = lightness(pixels, self.device)
-        network_input = lightness_to_input(_resize(full, network_size(*full.shape[-2:], max_side)))
-        return PreparedImage(full, pixels.alpha, network_input, _global_input(full))
+        size = network_size(*full.shape[-2:], max_side)
+        network_input = lightness_to_input(_resize(full, size))
+        encoded = hints.encode(*size, self.device) if hints else None
+        return PreparedImage(full, pixels.alpha, network_input, _global_input(full), encoded)
 
     def scene_features(self, image: Image.Image) -> torch.Tensor:
         """The scene vector (1, C) of a loaded image (a reference, paper 4.5)."""
@@ -298,9 +324,17 @@ class Colorizer:
         predictions = [None] * len(prepared)
         for indices in by_size.values():
             inputs = torch.cat([prepared[i].network_input for i in indices])
-            for i, prediction in zip(indices, self.network.colorize(inputs, vectors[indices]), strict=True):
+            hints = self._hint_channels([prepared[i] for i in indices])
+            for i, prediction in zip(indices, self.network.colorize(inputs, vectors[indices], hints), strict=True):
                 predictions[i] = prediction[None]
         return predictions
+
+    def _hint_channels(self, group: list[PreparedImage]) -> torch.Tensor | None:
+        """The hint channels of same-size inputs as one batch (zeros for those without); None if none has hints."""
+        if all(each.hints is None for each in group):
+            return None
+        first = next(each.hints for each in group if each.hints is not None)
+        return torch.cat([first.new_zeros(first.shape) if each.hints is None else each.hints for each in group])
 
     def _top_scenes(self, probabilities: np.ndarray) -> dict[str, float]:
         if not self.class_names:

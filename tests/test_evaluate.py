@@ -191,3 +191,47 @@ def test_scores_agree_with_scikit_images_psnr_ssim_and_lab(photo_folder, tiny_mo
             assert row[method]["ssim"] == pytest.approx(reference_ssim, abs=2e-3)
         assert row["ground_truth_colorfulness"] > 10 and row["gray"]["psnr"] < row["model"]["psnr"] + 10
 
+
+def test_hints_are_scored_for_the_model_and_the_propagation_baseline(photo_folder, tmp_path):
+    from test_hints import live_hint_model
+
+    model_dir = tmp_path / "model"
+    live_hint_model().save_pretrained(model_dir)
+    code, report = run_evaluate(
+        "--model", model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "--no-ablation",
+        "--hints", "0", "1", "4", "-o", tmp_path / "report.json",
+    )  # fmt: skip
+    assert code == 0 and report["settings"]["hints"] == [0, 1, 4]
+    colorizer = Colorizer.from_pretrained(model_dir, speedups=evaluate.EXACT_SPEEDUPS)
+    for row in report["per_image"]:
+        photo = Image.open(photo_folder / row["id"]).convert("RGB")
+        points = evaluate.simulated_points(evaluate.Sample(row["id"], -1, photo), 4, seed=0)
+        assert points[:1] == evaluate.simulated_points(evaluate.Sample(row["id"], -1, photo), 1, seed=0)
+        hinted = colorizer(photo, hints=points, max_side=int(MAX_SIDE)).image
+        assert row["model_hints4"]["psnr"] == pytest.approx(
+            metrics.psnr(as_tensor(hinted), as_tensor(photo)).item(), abs=1e-4
+        )
+        output_ab = [rgb_to_lab(as_tensor(hinted)[0, :, y, x], dim=0)[1:] for x, y, _ in points]
+        hint_ab = [rgb_to_lab(torch.tensor(colour) / 255.0, dim=0)[1:] for _, _, colour in points]
+        distances = [float((out - hint).norm()) for out, hint in zip(output_ab, hint_ab, strict=True)]
+        assert row["model_hints4"]["hint_error"] == pytest.approx(np.mean(distances), abs=1e-3)
+        assert row["model_hints4"]["hinted_within_10"] == np.mean([d <= 10 for d in distances])
+        # The baseline moves the automatic colours toward the hints: nearer to them at the hinted pixels.
+        for count in (1, 4):
+            propagation, model = row[f"propagation_hints{count}"], row["model"]
+            assert propagation["hint_error"] < hint_fidelity_of_automatic(photo, colorizer, points[:count])
+            assert propagation["psnr"] != model["psnr"]
+    table = evaluate.markdown_table(report)
+    assert "| propagation baseline, 4 hints |" in table and "| all | 2 | 4 |" in table
+
+
+def hint_fidelity_of_automatic(photo, colorizer, points) -> float:
+    automatic = as_tensor(colorizer(photo, max_side=int(MAX_SIDE)).image)
+    return evaluate.hint_fidelity(automatic, points)["hint_error"]
+
+
+def test_hints_need_a_model_that_takes_them(photo_folder, tiny_model_dir, tmp_path, capsys):
+    code, _ = run_evaluate(
+        "--model", tiny_model_dir, "--images", photo_folder, "--hints", "5", "-o", tmp_path / "report.json"
+    )
+    assert code == evaluate.EXIT_USAGE and "takes no colour hints" in capsys.readouterr().err

@@ -343,7 +343,8 @@ def test_batch_equals_single_calls_and_batches_same_sizes(model, examples_dir, m
     singles = [np.asarray(colorizer(image).image, dtype=int) for image in images]
     calls = []
     original = colorizer.network.colorize
-    monkeypatch.setattr(colorizer.network, "colorize", lambda l, g: calls.append(len(l)) or original(l, g))
+    counted = lambda l, g, hints: calls.append(len(l)) or original(l, g, hints)  # noqa: E731
+    monkeypatch.setattr(colorizer.network, "colorize", counted)
     batched = colorizer.batch(images)
     assert sorted(calls) == [1, 1, 2]
     for single, result in zip(singles, batched, strict=True):

@@ -3,6 +3,7 @@ the files it names (copies of the shipped photos and test video): Python blocks 
 blocks against a launched app; shell blocks command by command. The install and test commands are the ones
 test_package.py and .ci/run run; here they are checked to be those."""
 
+import json
 import re
 import shlex
 import shutil
@@ -14,8 +15,10 @@ import pytest
 from conftest import EXAMPLES, ROOT
 from PIL import Image
 from served_app import served_app
+from test_hints import hint_model_from
 
 from letcolor import BUNDLED_MODEL_DIR
+from letcolor.pipeline import load_model
 
 README = ROOT / "README.md"
 TEST_DATA = ROOT / "tests" / "data"
@@ -65,6 +68,11 @@ def folder(tmp_path) -> Path:
     for name in VIDEOS:
         shutil.copy(TEST_DATA / "camvid_drive_cut.mp4", tmp_path / name)  # MOV and MP4 share the container
     shutil.copytree(BUNDLED_MODEL_DIR, tmp_path / "my-model")
+    hint_model_from(load_model()).save_pretrained(tmp_path / "hint-model")  # the bundled one, hint inputs at zero
+    strokes = Image.new("RGBA", Image.open(tmp_path / "photo.jpg").size)
+    strokes.paste((200, 40, 30, 255), (100, 100, 180, 120))
+    strokes.save(tmp_path / "strokes.png")
+    (tmp_path / "hints.json").write_text(json.dumps([[120, 80, "#c0392b"], [400, 300, [40, 90, 200]]]))
     return tmp_path
 
 

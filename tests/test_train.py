@@ -456,11 +456,12 @@ def test_init_from_a_model_of_the_first_dataset_keeps_its_classes(scene_data, ev
         train(parse_args(cli([everyday_data, scene_data], tmp_path / "swapped", *quick, *swapped)))
 
 
-def start_training(dataset: Path, output: Path, *extra: str) -> subprocess.Popen:
+def start_training(dataset: Path, output: Path, *extra: str, stdout=None) -> subprocess.Popen:
     command = [sys.executable, "-m", "train", *cli(dataset, output, *extra)]
     return subprocess.Popen(
-        command, cwd=ROOT, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+        command, cwd=ROOT, env=subprocess_env(), stdout=stdout, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
 
 
 def wait_for_train_rows(process: subprocess.Popen, output: Path, rows: int) -> None:
@@ -489,13 +490,17 @@ def test_resume_after_a_kill_drops_the_rows_of_the_redone_steps(scene_data, tmp_
 
 @pytest.mark.slow
 def test_sigterm_during_precise_bn_stops_promptly_with_a_checkpoint(scene_data, tmp_path):
-    process = start_training(scene_data, tmp_path, "--steps", "2", "--precise-bn-batches", "100000")
-    wait_for_train_rows(process, tmp_path, 2)
-    time.sleep(3)  # into PreciseBN, which would take hours
-    os.killpg(process.pid, signal.SIGTERM)
-    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    with open(tmp_path / "log.txt", "w") as log:
+        process = start_training(scene_data, tmp_path, "--steps", "2", "--precise-bn-batches", "100000", stdout=log)
+        wait_for_train_rows(process, tmp_path, 2)
+        time.sleep(3)  # into PreciseBN, which would take hours
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
     assert checkpoint_state(tmp_path)["step"] == 2
     assert not (tmp_path / "final").exists()
+    log = (tmp_path / "log.txt").read_text()
+    assert "BatchNorm re-estimation interrupted after" in log and "of 100000 batches" in log
+    assert "re-estimated over" not in log
 
 
 @pytest.mark.slow
@@ -577,8 +582,10 @@ def test_ema_validates_saves_and_resumes_the_weight_average(scene_data, tmp_path
     assert "exponential moving average, decay 0.9" in (tmp_path / "final" / "README.md").read_text()
     validated = metrics(tmp_path, "validation")[-1]["psnr"]
 
+    rows = (tmp_path / "metrics.jsonl").read_text()
     train(parse_args(cli(scene_data, tmp_path, "--steps", "2", "--resume", *options)))  # nothing left to train
-    assert metrics(tmp_path, "validation")[-1]["psnr"] == validated  # the restored average, measured again
+    assert (tmp_path / "metrics.jsonl").read_text() == rows  # no second validation row for the same weights
+    assert metrics(tmp_path, "validation")[-1]["psnr"] == validated
     restored = checkpoint_tensors(tmp_path, "average/")
     assert all(torch.equal(restored[key], average[key]) for key in average)
     train(parse_args(cli(scene_data, tmp_path, "--steps", "3", "--resume", *options)))
@@ -699,3 +706,17 @@ def test_compact_copy_leaves_out_undecodable_photos_and_writes_nothing_for_a_wro
     wrong = compact(tmp_path / "missing", tmp_path / "nothing")
     assert wrong.returncode != 0 and "no data/train-*.parquet" in wrong.stderr
     assert not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.slow
+def test_a_short_run_with_hints_trains_the_hint_inputs(scene_data, tmp_path):
+    quick = ("--steps", "3", "--optimizer", "adamw", "--lr", "1e-2", "--precise-bn-batches", "2")
+    train(parse_args(cli(scene_data, tmp_path / "run", *quick, "--hints", "5")))
+    model = LetThereBeColor.from_pretrained(tmp_path / "run" / "final")
+    assert model.hint_channels == 3 and model.low_level.convs[0][0].weight[:, 1:].abs().sum() > 0
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    validation = [line for line in lines if line["kind"] == "validation"][-1]
+    assert validation["psnr_hints10"] != validation["psnr"]
+    assert "simulated colour hints: 5 points" in (tmp_path / "run" / "final" / "README.md").read_text()
+    with pytest.raises(ValueError, match="takes colour hints: train it with --hints"):
+        train(parse_args(cli(scene_data, tmp_path / "plain", *quick, "--init-from", str(tmp_path / "run" / "final"))))

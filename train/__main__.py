@@ -100,6 +100,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--prior-images", type=int, default=4096, help="training crops that estimate the ab prior")
     model.add_argument("--global-dropout", type=float, default=0.0, help="global-feature dropout probability")
     model.add_argument(
+        "--hints",
+        type=float,
+        default=0.0,
+        metavar="MEAN",
+        help="train a model that takes local colour hints: each training image gets points simulated from its true "
+        "colours, MEAN on average where it gets any (a geometric draw); 0 = no hint inputs (the paper)",
+    )
+    model.add_argument(
+        "--hint-free", type=float, default=0.25, metavar="P", help="with --hints, the share of images given none"
+    )
+    model.add_argument(
+        "--hint-layer-lr",
+        type=float,
+        default=1.0,
+        metavar="MULT",
+        help="the first convolution, which reads the hint inputs, learns at MULT x --lr (default 1)",
+    )
+    model.add_argument(
         "--ema",
         type=float,
         default=0.0,
@@ -132,6 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--dataset-weights: {len(args.dataset)} positive weights needed, one per --dataset")
     if not 0 <= args.ema < 1:
         parser.error("--ema: a decay in [0, 1)")
+    if args.hints and (args.hints < 1 or not 0 <= args.hint_free < 1):
+        parser.error("--hints: a mean of at least 1 point, and --hint-free a share in [0, 1)")
     if not 0 < args.rebalance <= 1:
         parser.error("--rebalance: a mix in (0, 1]")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr

@@ -30,7 +30,7 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 - Scene classes: {num_classes} ({class_preview})
 - Optimizer: {optimizer}, learning rate {lr} ({lr_schedule}), alpha {alpha}, chroma weight {chroma_weight},
   colour spread weight {spread_weight}, rarity rebalancing mix {rebalance} (1 = plain MSE),
-  per-image PSNR weighting {psnr_weighting}, global-feature dropout {global_dropout}
+  per-image PSNR weighting {psnr_weighting}, global-feature dropout {global_dropout}, {hints}
 - Weights: {weights}
 - Hardware: {hardware}; precision {precision}
 - Wall time: {wall_time}
@@ -88,6 +88,10 @@ def model_card(
         rebalance=args.rebalance,
         psnr_weighting=f"on, floor {args.psnr_weighting:g} Lab units" if args.psnr_weighting else "off",
         global_dropout=args.global_dropout,
+        hints=f"simulated colour hints: {args.hints:g} points on average, none on {args.hint_free:.0%} of images, "
+        f"first layer at {args.hint_layer_lr:g}x the learning rate"
+        if args.hints
+        else "no colour hints",
         weights=f"exponential moving average, decay {args.ema}" if args.ema else "the last step's",
         hardware=hardware,
         precision=precision,
@@ -103,7 +107,7 @@ def metric_table(metrics: dict) -> str:
     columns = dict(metrics.get("datasets", {}))
     if len(columns) != 1:
         columns["mean"] = metrics
-    shown = ("images", "loss", "mse", "psnr", "colourfulness", "colourfulness_truth", "scene_accuracy")
+    shown = ("images", "loss", "mse", "psnr", "psnr_hints10", "colourfulness", "colourfulness_truth", "scene_accuracy")
     lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name in shown:
         lines.append(f"| {name} | " + " | ".join(format_metric(column.get(name)) for column in columns.values()) + " |")

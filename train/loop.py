@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import itertools
+import math
 import random
 import signal
 import time
@@ -14,7 +15,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from letcolor.model import LetThereBeColor
+from letcolor.color import HINT_CHANNELS
+from letcolor.hints import simulate_hints
+from letcolor.model import WEIGHTS_NAME, LetThereBeColor
 from letcolor.pipeline import load_model
 from train.average import WeightAverage
 from train.card import hardware_description, model_card
@@ -28,6 +31,8 @@ from train.validate import mean_metrics, save_grid, validate
 from train.widen import widened_weights
 
 DEFAULT_LR = {"adadelta": 1.0, "adamw": 1e-3}
+MAX_HINT_POINTS = 64  # per training image; the geometric draw is cut here
+VALIDATION_HINT_POINTS = 10
 
 
 class SetupError(ValueError):
@@ -63,10 +68,19 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def build_optimizer(name: str, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(name: str, model: LetThereBeColor, lr: float, first_layer_scale: float = 1.0):
+    """The optimizer, with the first convolution (which reads the hint inputs) learning at `first_layer_scale` x lr:
+    hint filters start at zero, and at the base rate an adaptive optimizer takes thousands of steps to grow them."""
+    first = model.low_level.convs[0][0].weight
+    groups = [
+        {"params": [first], "lr_scale": first_layer_scale},
+        {"params": [p for p in model.parameters() if p is not first], "lr_scale": 1.0},
+    ]
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
     if name == "adadelta":
-        return torch.optim.Adadelta(model.parameters(), lr=lr)
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        return torch.optim.Adadelta(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=1e-4)
 
 
 def scheduled_lr(base_lr: float, schedule: str, step: int, total_steps: int) -> float:
@@ -78,7 +92,21 @@ def scheduled_lr(base_lr: float, schedule: str, step: int, total_steps: int) -> 
 
 def model_for(args, names: list[str]) -> LetThereBeColor:
     num_classes = len(names) or 1  # without labels the classifier is unused but keeps the model's shape
-    return LetThereBeColor(num_classes=num_classes, class_names=names, width=args.width)
+    hint_channels = HINT_CHANNELS if args.hints else 0
+    return LetThereBeColor(num_classes=num_classes, class_names=names, width=args.width, hint_channels=hint_channels)
+
+
+def hint_counts(batch_size: int, mean_points: float, hint_free: float, generator: torch.Generator) -> torch.Tensor:
+    """Points per image: none with probability `hint_free`, else 1 + a geometric draw, `mean_points` on average."""
+    uniform = torch.rand(batch_size, generator=generator).clamp(min=1e-12)
+    extra = torch.floor(uniform.log() / math.log1p(-1 / mean_points)) if mean_points > 1 else torch.zeros(batch_size)
+    hinted = torch.rand(batch_size, generator=generator) >= hint_free
+    return (1 + extra).clamp(max=MAX_HINT_POINTS).long() * hinted
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The hint simulation's random numbers for one step: the same on a resumed run as on an uninterrupted one."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
 
 
 class StopRequest:
@@ -144,11 +172,12 @@ class Trainer:
         self.model = self.model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(args.optimizer, self.model, args.lr)
+        self.optimizer = build_optimizer(args.optimizer, self.model, args.lr, args.hint_layer_lr)
         self.average = WeightAverage(self.model, args.ema) if args.ema else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step, self.worker_states, self.skipped = 0, {}, {}
         self.wall_seconds = 0.0
+        self.finished = False  # the final validation and checkpoint are done (a resume then has nothing to do)
         self.val_metrics: dict = {}
         self.training_model = self.wrap_model()
         self.rarity = self.colour_rarity() if args.rebalance < 1 else None
@@ -178,6 +207,8 @@ class Trainer:
         beginning (a run that adds a dataset keeps the classifier's rows for the old classes; new rows start fresh).
         A narrower model is widened so that the network starts out computing exactly what it computed."""
         pretrained = load_model(name_or_path)
+        if pretrained.hint_channels > self.model.hint_channels:
+            raise SetupError(f"--init-from {name_or_path} takes colour hints: train it with --hints")
         known = pretrained.class_names
         classes_fit = known == self.model.class_names[: len(known)] and (
             bool(known) or pretrained.num_classes == self.model.num_classes
@@ -197,7 +228,7 @@ class Trainer:
         spec = replace(self.train_spec, rank=0, world_size=1)
         loader = train_loader(spec, self.args.batch_size, self.args.workers, self.device.type == "cuda")
         batches = itertools.islice(loader, max(1, self.args.prior_images // self.args.batch_size))
-        histogram = sum(ab_histogram(self.network_batch(batch.images)[1]) for batch in batches)
+        histogram = sum(ab_histogram(lab_batch(batch.images.to(self.device).float() / 255)[2]) for batch in batches)
         return ColourRarity(histogram, self.args.rebalance)
 
     def wrap_model(self) -> torch.nn.Module:
@@ -225,6 +256,7 @@ class Trainer:
         if self.log:
             self.log.drop_after(self.step)
         self.val_metrics = saved.get("val_metrics", {})
+        self.finished = saved.get("finished", False)
         streams = saved.get("data_streams", [])
         if len(streams) == self.context.world_size and saved.get("workers") == self.args.workers:
             self.worker_states = {int(worker): state for worker, state in streams[self.context.rank].items()}
@@ -247,24 +279,33 @@ class Trainer:
             "data_streams": streams,
             "workers": self.args.workers,
             "val_metrics": self.val_metrics,
+            "finished": self.finished,
             "args": vars(self.args),
         }
         if self.average:
             state["average_updates"] = self.average.updates
         save_checkpoint(self.output, self.model, self.optimizer, self.scaler, state, self.average)
 
-    def network_batch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 RGB crops -> (network input L, ab target), on the device."""
-        _, l_input, target = lab_batch(images.to(self.device, non_blocking=True).float() / 255)
+    def network_batch(
+        self, images: torch.Tensor, draw: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """uint8 RGB crops -> (network input L, ab target, hints simulated for draw `draw` (default: this step) or
+        None), on the device."""
+        lab, l_input, target = lab_batch(images.to(self.device, non_blocking=True).float() / 255)
         if self.device.type == "cuda":
             l_input = l_input.contiguous(memory_format=torch.channels_last)
-        return l_input, target
+        hints = None
+        if self.args.hints:
+            generator = step_generator(self.args.seed, self.step if draw is None else draw, self.context.rank)
+            counts = hint_counts(len(images), self.args.hints, self.args.hint_free, generator)
+            hints = simulate_hints(lab[:, 1:], counts, generator)
+        return l_input, target, hints
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        l_input, target = self.network_batch(images)
+        l_input, target, hints = self.network_batch(images)
         labels = labels.to(self.device, non_blocking=True)
         with self.autocast:
-            ab, logits = self.training_model(l_input, global_dropout=self.args.global_dropout)
+            ab, logits = self.training_model(l_input, global_dropout=self.args.global_dropout, hints=hints)
         loss, mse, cross_entropy = colorization_losses(
             ab.float(),
             target,
@@ -279,7 +320,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         for group in self.optimizer.param_groups:
-            group["lr"] = scheduled_lr(self.args.lr, self.args.lr_schedule, self.step, self.args.steps)
+            lr = scheduled_lr(self.args.lr, self.args.lr_schedule, self.step, self.args.steps)
+            group["lr"] = lr * group["lr_scale"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.average:
@@ -289,9 +331,15 @@ class Trainer:
     def run(self) -> None:
         if self.args.resume:
             self.resume()
+        if self.finished and self.step >= self.args.steps:
+            self.print(f"the run finished at step {self.step}: nothing left to do (raise --steps to train on)")
+            if self.context.is_main and not (self.output / "final" / WEIGHTS_NAME).is_file():
+                self.save_final()
+            return
         validation_sets = self.load_validation()
         with StopRequest() as stop:
             if self.step < self.args.steps:
+                self.finished = False
                 self.train_steps(stop, validation_sets)
             self.finish(stop, validation_sets)
 
@@ -332,6 +380,7 @@ class Trainer:
         self.stop_if_signalled(stop)
         self.run_validation(validation_sets, stop)
         self.stop_if_signalled(stop)
+        self.finished = True
         self.checkpoint()
         if self.context.is_main:
             self.save_final()
@@ -355,14 +404,23 @@ class Trainer:
             norm.momentum = None  # a cumulative average over the batches below
         loader = train_loader(self.train_spec, self.args.batch_size, self.args.workers, self.device.type == "cuda")
         model.train()
+        done = 0
         with torch.no_grad(), self.autocast:
             for batch in itertools.islice(loader, self.args.precise_bn_batches):
                 if stop.signal_number:
-                    break  # the statistics are re-estimated from scratch when the run is resumed
-                model(self.network_batch(batch.images)[0])
+                    break
+                l_input, _, hints = self.network_batch(batch.images, draw=self.step + done)
+                model(l_input, hints=hints)
+                done += 1
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
-        self.print(f"BatchNorm statistics re-estimated over {self.args.precise_bn_batches} training batches")
+        if done < self.args.precise_bn_batches:
+            self.print(
+                f"BatchNorm re-estimation interrupted after {done} of {self.args.precise_bn_batches} batches: it "
+                "starts again from scratch when the run is resumed"
+            )
+        else:
+            self.print(f"BatchNorm statistics re-estimated over {done} training batches")
 
     def stop_if_signalled(self, stop: StopRequest) -> None:
         if any_rank(self.context, (bool(stop.signal_number),), self.device)[0]:
@@ -411,6 +469,18 @@ class Trainer:
             metrics, predictions = validate(
                 self.shipped_model, images, labels, self.device, self.autocast, self.args.batch_size, self.args.alpha
             )
+            if self.shipped_model.hint_channels:
+                hinted, _ = validate(
+                    self.shipped_model,
+                    images,
+                    labels,
+                    self.device,
+                    self.autocast,
+                    self.args.batch_size,
+                    self.args.alpha,
+                    VALIDATION_HINT_POINTS,
+                )
+                metrics[f"psnr_hints{VALIDATION_HINT_POINTS}"] = hinted["psnr"]
             per_dataset[name] = metrics
             grid_truth.append(images[: len(predictions)])
             grid_predictions.append(predictions)
@@ -434,7 +504,7 @@ class Trainer:
             for reason, count in counts.items():
                 skipped[f"skipped_{reason}"] = skipped.get(f"skipped_{reason}", 0) + count
         values = {"loss": loss, "mse": mse, "cross_entropy": cross_entropy, "images_per_s": images_per_second}
-        self.log.write("train", self.step, {**values, "lr": self.optimizer.param_groups[0]["lr"], **skipped})
+        self.log.write("train", self.step, {**values, "lr": self.optimizer.param_groups[-1]["lr"], **skipped})
         progress.set_postfix(loss=f"{loss:.4g}", img_s=f"{images_per_second:.1f}")
 
     def save_final(self) -> None:

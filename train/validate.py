@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from letcolor.color import lab_to_rgb, target_to_ab
+from letcolor.hints import simulate_hints
 from letcolor.metrics import colorfulness, psnr
 from train.losses import colorization_losses, lab_batch
 
@@ -23,8 +24,18 @@ def predicted_rgb(lab: torch.Tensor, ab_half: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model, images: torch.Tensor, labels: torch.Tensor, device, autocast, batch_size: int, alpha: float):
-    """Metrics over all `images` (uint8, on the host) and the RGB predictions of the first GRID_ROWS."""
+def validate(
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device,
+    autocast,
+    batch_size: int,
+    alpha: float,
+    hint_points: int = 0,
+):
+    """Metrics over all `images` (uint8, on the host) and the RGB predictions of the first GRID_ROWS; with
+    `hint_points`, each image gets that many hints simulated from its true colours (the same every time)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(6, device=device)  # loss, mse, psnr, colourfulness, true colourfulness, correct
@@ -34,8 +45,12 @@ def validate(model, images: torch.Tensor, labels: torch.Tensor, device, autocast
         rgb = images[start : start + batch_size].to(device, non_blocking=True).float() / 255
         batch_labels = labels[start : start + batch_size].to(device, non_blocking=True)
         lab, l_input, target = lab_batch(rgb)
+        hints = None
+        if hint_points:
+            counts = torch.full((len(rgb),), hint_points)
+            hints = simulate_hints(lab[:, 1:], counts, torch.Generator().manual_seed(start))
         with autocast:
-            ab_half, logits = model(l_input)
+            ab_half, logits = model(l_input, hints=hints)
         loss, mse, _ = colorization_losses(ab_half.float(), target, logits.float(), batch_labels, alpha)
         prediction = predicted_rgb(lab, ab_half)
         correct = ((logits.argmax(1) == batch_labels) & (batch_labels >= 0)).sum()

@@ -1,0 +1,203 @@
+"""Local colour hints: what a person knows about a photo's colours, given as points or as a paint layer, and their
+encoding as the input of a model with hint channels (`letcolor.color.hint_input`); also hints simulated from a
+photo's true colours, as training and evaluation use them (Zhang et al., SIGGRAPH 2017).
+
+A point is `(x, y, colour)` in the photo's pixel coordinates (after its EXIF orientation), the colour "#rrggbb" or
+an (r, g, b) triple of 0-255 integers. A layer is an RGBA image of the photo's size: its pixels with alpha > 0 are
+hints of their RGB colour, as a paint layer gives them. Only a hint's a and b count: the photo keeps its own L.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageChops, UnidentifiedImageError
+
+from letcolor.color import hint_input, rgb_to_lab
+
+MAX_POINTS = 10_000
+_HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+
+Colour = tuple[int, int, int]
+
+
+class InvalidHintsError(ValueError):
+    """Hints that cannot be used: outside the photo, a bad colour, a layer of the wrong size or kind, a bad file."""
+
+
+def parse_colour(colour) -> Colour:
+    """A colour as "#rrggbb" or an (r, g, b) triple of integers 0-255 -> (r, g, b); InvalidHintsError otherwise."""
+    if isinstance(colour, str) and _HEX_COLOUR.fullmatch(colour):
+        return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    if (
+        isinstance(colour, list | tuple)
+        and len(colour) == 3
+        and all(isinstance(c, int | np.integer) and not isinstance(c, bool) and 0 <= c <= 255 for c in colour)
+    ):
+        return tuple(int(c) for c in colour)
+    raise InvalidHintsError(f"a hint colour must be '#rrggbb' or three integers 0-255, got {colour!r:.60}")
+
+
+@dataclass(frozen=True)
+class Hints:
+    """Colour hints for one photo of `size` (width, height): points, a paint layer, or both."""
+
+    size: tuple[int, int]
+    points: tuple[tuple[float, float, Colour], ...] = ()
+    layer: Image.Image | None = None  # mode RGBA, of `size`
+
+    @classmethod
+    def from_points(cls, points, size: tuple[int, int]) -> "Hints":
+        """Points `(x, y, colour)` in the photo's pixel coordinates; InvalidHintsError for any outside it."""
+        if not isinstance(points, list | tuple):
+            raise InvalidHintsError(f"hint points must be a list of (x, y, colour), got {type(points).__name__}")
+        if len(points) > MAX_POINTS:
+            raise InvalidHintsError(f"{len(points)} hint points, more than the {MAX_POINTS} allowed")
+        return cls(size, tuple(_point(number, point, size) for number, point in enumerate(points, 1)))
+
+    @classmethod
+    def from_layer(cls, layer: Image.Image | np.ndarray, size: tuple[int, int]) -> "Hints":
+        """An RGBA image (or HxWx4 uint8 array) of the photo's size whose pixels with alpha > 0 are hints."""
+        if isinstance(layer, np.ndarray):
+            if layer.dtype != np.uint8 or layer.ndim != 3 or layer.shape[2] != 4:
+                raise InvalidHintsError(f"a hint layer array must be HxWx4 uint8, got {layer.dtype} {layer.shape}")
+            layer = Image.fromarray(layer, "RGBA")
+        if not isinstance(layer, Image.Image):
+            raise InvalidHintsError(f"a hint layer must be an RGBA image, got {type(layer).__name__}")
+        if layer.mode not in ("RGBA", "LA", "PA", "P") or (layer.mode == "P" and "transparency" not in layer.info):
+            raise InvalidHintsError(f"a hint layer needs an alpha channel (RGBA), got mode {layer.mode}")
+        if layer.size != tuple(size):
+            raise InvalidHintsError(
+                f"the hint layer is {layer.size[0]}x{layer.size[1]}, not the photo's {size[0]}x{size[1]}"
+            )
+        return cls(tuple(size), layer=layer.convert("RGBA"))
+
+    @classmethod
+    def parse(cls, hints: "HintSource", size: tuple[int, int]) -> "Hints":
+        """Hints for a photo of `size` from points, a layer (image or array), a JSON file of points or an image file
+        of a layer; InvalidHintsError if they cannot be used."""
+        if isinstance(hints, Hints):
+            if hints.size != tuple(size):
+                raise InvalidHintsError(f"hints made for a {hints.size} photo given for a {tuple(size)} one")
+            return hints
+        if isinstance(hints, str | Path):
+            return cls._from_file(Path(hints), size)
+        if isinstance(hints, Image.Image | np.ndarray):
+            return cls.from_layer(hints, size)
+        return cls.from_points(hints, size)
+
+    @classmethod
+    def _from_file(cls, path: Path, size: tuple[int, int]) -> "Hints":
+        if path.suffix.lower() == ".json":
+            try:
+                points = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise InvalidHintsError(f"{path}: not a readable JSON list of hint points ({error})") from error
+            return cls.from_points(points, size)
+        try:
+            with Image.open(path) as layer:
+                layer.load()
+                return cls.from_layer(layer, size)
+        except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as error:
+            raise InvalidHintsError(f"{path}: neither a JSON list of points nor a readable image ({error})") from error
+
+    def __bool__(self) -> bool:
+        return bool(self.points) or self.layer is not None
+
+    def encode(self, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The hint channels (1, 3, height, width) for the network input of that size."""
+        ab, weight = torch.zeros((2, height, width)), torch.zeros((1, height, width))
+        if self.layer is not None:
+            painted, colours = _painted_cells(self.layer, height, width)
+            weight[0][painted] = 1
+            ab[:, painted] = _ab_of(colours)
+        if self.points:
+            rows, columns, colours = self._point_cells(height, width)
+            cell = rows * width + columns
+            point_ab = _ab_of(colours)
+            ab_sum = torch.zeros((2, height * width)).index_add_(1, cell, point_ab)
+            counts = torch.zeros(height * width).index_add_(0, cell, torch.ones(len(cell)))
+            hit = counts > 0
+            ab.view(2, -1)[:, hit] = ab_sum[:, hit] / counts[hit]  # points outrank paint in the same cell
+            weight.view(-1)[hit] = 1
+        return hint_input(ab[None], weight[None]).to(device)
+
+    def _point_cells(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        photo_width, photo_height = self.size
+        xs = torch.tensor([point[0] for point in self.points], dtype=torch.float64)
+        ys = torch.tensor([point[1] for point in self.points], dtype=torch.float64)
+        columns = (xs * width / photo_width).long().clamp(0, width - 1)
+        rows = (ys * height / photo_height).long().clamp(0, height - 1)
+        return rows, columns, torch.tensor([point[2] for point in self.points], dtype=torch.uint8)
+
+
+HintSource = Hints | list | tuple | str | Path | Image.Image | np.ndarray
+
+
+def _point(number: int, point, size: tuple[int, int]) -> tuple[float, float, Colour]:
+    if isinstance(point, dict):
+        point = (point.get("x"), point.get("y"), point.get("colour", point.get("color")))
+    if not isinstance(point, list | tuple) or len(point) != 3:
+        raise InvalidHintsError(f"hint {number} must be (x, y, colour), got {point!r:.80}")
+    x, y, colour = point
+    if not all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in (x, y)):
+        raise InvalidHintsError(f"hint {number}: x and y must be numbers, got {x!r:.20} and {y!r:.20}")
+    width, height = size
+    if not (0 <= x < width and 0 <= y < height):
+        raise InvalidHintsError(f"hint {number} at ({x:g}, {y:g}) is outside the {width}x{height} photo")
+    return float(x), float(y), parse_colour(colour)
+
+
+def _painted_cells(layer: Image.Image, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cells of a (height, width) grid over the layer that hold a painted pixel (alpha > 0), as a mask, and the
+    mean colour of their painted pixels (K, 3), however faint their alpha and however large the layer."""
+    painted = layer.getchannel("A").point(lambda alpha: 255 if alpha else 0)
+
+    def cell_means(channel: Image.Image) -> np.ndarray:  # float BOX resizing keeps a lone pixel in a large cell
+        return np.asarray(channel.convert("F").resize((width, height), Image.Resampling.BOX))
+
+    cover = cell_means(painted)
+    mask = cover > 0
+    sums = [cell_means(ImageChops.multiply(layer.getchannel(band), painted))[mask] for band in "RGB"]
+    colours = np.stack(sums, axis=-1) / cover[mask][:, None] * 255
+    return torch.from_numpy(mask), torch.from_numpy(colours.clip(0, 255).round().astype(np.uint8))
+
+
+def _ab_of(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 colours (K, 3) -> their a and b (2, K)."""
+    return rgb_to_lab(rgb.float() / 255, dim=-1)[:, 1:].T
+
+
+def simulate_hints(
+    ab: torch.Tensor, counts: torch.Tensor, generator: torch.Generator, max_patch: int = 5
+) -> torch.Tensor:
+    """Hint channels for a batch of true colours ab (N, 2, H, W) in Lab units: counts[i] points on image i at random
+    positions, each a square patch of odd side 1 to `max_patch` holding the true patch's mean ab (Zhang et al. 2017).
+    Batched over points: no loop over images or pixels."""
+    n, _, height, width = ab.shape
+    k = max(int(counts.max()), 1) if len(counts) else 1
+    device = ab.device
+    real = (torch.arange(k, device=device) < counts.to(device)[:, None]).to(ab.dtype)  # (N, K)
+    centre_y = torch.randint(0, height, (n, k), generator=generator).to(device)
+    centre_x = torch.randint(0, width, (n, k), generator=generator).to(device)
+    half = torch.randint(0, max_patch // 2 + 1, (n, k), generator=generator).to(device)
+    rows = torch.arange(height, device=device)
+    columns = torch.arange(width, device=device)
+    in_rows = ((rows - centre_y[..., None]).abs() <= half[..., None]).to(ab.dtype) * real[..., None]  # (N, K, H)
+    in_columns = ((columns - centre_x[..., None]).abs() <= half[..., None]).to(ab.dtype)  # (N, K, W)
+    area = in_rows.sum(2) * in_columns.sum(2)  # (N, K); 0 for padding
+    patch_ab = torch.einsum("nkh,nchw,nkw->nkc", in_rows, ab, in_columns) / area.clamp(min=1)[..., None]
+    cover = torch.einsum("nkh,nkw->nhw", in_rows, in_columns)[:, None]
+    hinted_ab = torch.einsum("nkh,nkc,nkw->nchw", in_rows, patch_ab, in_columns) / cover.clamp(min=1)
+    return hint_input(hinted_ab, cover > 0)
+
+
+def points_from_truth(image: Image.Image, count: int, rng: np.random.Generator) -> list[tuple[int, int, Colour]]:
+    """`count` points at random pixels of an RGB photo, each with the photo's own colour there (what evaluation
+    simulates: a person who knows the true colours)."""
+    pixels = np.asarray(image.convert("RGB"))
+    positions = rng.integers(0, (image.width, image.height), size=(count, 2))  # point by point: any count's first N
+    return [(int(x), int(y), tuple(int(c) for c in pixels[y, x])) for x, y in positions]

@@ -1,0 +1,207 @@
+"""Colour hints: encoding points and paint layers at the network's size, bad hints, the zero-initialised hint inputs,
+simulated hints, and hints through the Colorizer and the CLI (training with hints: test_train.py)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXAMPLES
+from PIL import Image
+
+from letcolor import Colorizer
+from letcolor.color import AB_RANGE, rgb_to_lab
+from letcolor.hints import Hints, InvalidHintsError, parse_colour, points_from_truth, simulate_hints
+from letcolor.model import LetThereBeColor
+from letcolor.pipeline import load_model
+from train.loop import hint_counts
+from train.widen import widened_weights
+
+PHOTO = EXAMPLES / "china.jpg"  # 640 x 427
+
+
+def lab_ab(colour) -> torch.Tensor:
+    return rgb_to_lab(torch.tensor(colour, dtype=torch.float32) / 255, dim=-1)[1:]
+
+
+def hinted_cells(encoded: torch.Tensor) -> list[tuple[int, int]]:
+    return [tuple(cell) for cell in encoded[0, 2].nonzero().tolist()]
+
+
+def test_points_land_in_the_cell_of_the_network_input_that_covers_them():
+    hints = Hints.from_points([(0, 0, "#ff0000"), (639.9, 426.5, (0, 0, 255)), (320, 213, [0, 128, 0])], (640, 427))
+    encoded = hints.encode(80, 120)
+    assert encoded.shape == (1, 3, 80, 120)
+    assert hinted_cells(encoded) == [(0, 0), (39, 60), (79, 119)]
+    for (row, column), colour in (((0, 0), (255, 0, 0)), ((79, 119), (0, 0, 255)), ((39, 60), (0, 128, 0))):
+        assert torch.allclose(encoded[0, :2, row, column] * AB_RANGE, lab_ab(colour), atol=1e-4)
+    assert encoded[0, :2].count_nonzero() == 6  # a and b are zero wherever there is no hint
+
+
+def test_two_points_in_one_cell_give_their_mean_colour():
+    encoded = Hints.from_points([(1, 1, "#ff0000"), (2, 2, "#00ff00")], (64, 64)).encode(8, 8)
+    assert hinted_cells(encoded) == [(0, 0)]
+    expected = (lab_ab((255, 0, 0)) + lab_ab((0, 255, 0))) / 2
+    assert torch.allclose(encoded[0, :2, 0, 0] * AB_RANGE, expected, atol=1e-4)
+
+
+def test_a_paint_layer_hints_where_it_is_painted_with_its_colour():
+    layer = Image.new("RGBA", (640, 427), (0, 0, 0, 0))
+    layer.paste((255, 140, 0, 255), (100, 100, 180, 140))  # an orange stroke
+    layer.putpixel((600, 400), (0, 0, 255, 1))  # one faint blue dab: alpha > 0 counts
+    encoded = Hints.from_layer(layer, (640, 427)).encode(107, 160)
+    mask = encoded[0, 2]
+    assert mask[25:35, 25:45].all() and mask[100, 150] == 1
+    assert int(mask.sum()) == (35 - 25) * (45 - 25) + 1
+    assert torch.allclose(encoded[0, :2, 30, 35] * AB_RANGE, lab_ab((255, 140, 0)), atol=1e-3)
+    assert torch.allclose(encoded[0, :2, 100, 150] * AB_RANGE, lab_ab((0, 0, 255)), atol=1e-3)
+    array = np.asarray(layer)
+    assert torch.equal(Hints.from_layer(array, (640, 427)).encode(107, 160), encoded)
+
+
+def test_hints_from_files(tmp_path):
+    (tmp_path / "points.json").write_text(json.dumps([[10, 20, "#102030"], {"x": 5, "y": 6, "colour": [1, 2, 3]}]))
+    hints = Hints.parse(tmp_path / "points.json", (64, 64))
+    assert hints.points == ((10.0, 20.0, (16, 32, 48)), (5.0, 6.0, (1, 2, 3)))
+    layer = Image.new("RGBA", (64, 64))
+    layer.putpixel((3, 4), (200, 10, 10, 255))
+    layer.save(tmp_path / "layer.png")
+    assert hinted_cells(Hints.parse(tmp_path / "layer.png", (64, 64)).encode(64, 64)) == [(4, 3)]
+
+
+@pytest.mark.parametrize(
+    "hints, message",
+    [
+        ([(640, 10, "#ff0000")], r"hint 1 at \(640, 10\) is outside the 640x427 photo"),
+        ([(1, 1, "#ff0000"), (-1, 1, "#ff0000")], "hint 2 at"),
+        ([(1, 1, "red")], "'#rrggbb' or three integers"),
+        ([(1, 1, (256, 0, 0))], "'#rrggbb' or three integers"),
+        ([(1, 1, (1.5, 0, 0))], "'#rrggbb' or three integers"),
+        ([(1, 2)], r"must be \(x, y, colour\)"),
+        ([("1", 2, "#ffffff")], "must be numbers"),
+        ([(float("nan"), 2, "#ffffff")], "outside"),
+        ({"x": 1}, "must be a list"),
+        (Image.new("RGBA", (64, 64)), "the hint layer is 64x64, not the photo's 640x427"),
+        (Image.new("RGB", (640, 427)), "needs an alpha channel"),
+        (np.zeros((427, 640, 3), np.uint8), "HxWx4 uint8"),
+    ],
+)
+def test_bad_hints_are_clear_errors(hints, message):
+    with pytest.raises(InvalidHintsError, match=message):
+        Hints.parse(hints, (640, 427))
+
+
+def test_bad_hint_files_are_clear_errors(tmp_path):
+    (tmp_path / "bad.json").write_text("[[1, 2,")
+    (tmp_path / "notes.txt").write_text("not an image")
+    for name, message in (("bad.json", "not a readable JSON"), ("notes.txt", "neither a JSON"), ("none.png", "none")):
+        with pytest.raises(InvalidHintsError, match=message):
+            Hints.parse(tmp_path / name, (64, 64))
+
+
+def test_colours_parse_strictly():
+    assert parse_colour("#FF8000") == (255, 128, 0) and parse_colour([0, 1, 2]) == (0, 1, 2)
+    for bad in ("#ff80", "ff8000", (True, 0, 0), (1, 2), None):
+        with pytest.raises(InvalidHintsError):
+            parse_colour(bad)
+
+
+def hint_model_from(model: LetThereBeColor) -> LetThereBeColor:
+    """The model with hint inputs added, their filters at zero (what --init-from does with --hints)."""
+    widened = LetThereBeColor(model.num_classes, model.class_names, model.width, hint_channels=3)
+    widened.load_state_dict(widened_weights(model, widened))
+    return widened.eval()
+
+
+def test_zero_initialised_hint_inputs_compute_todays_output_exactly():
+    bundled = load_model()
+    widened = hint_model_from(bundled)
+    assert widened.low_level.convs[0][0].weight[:, 1:].abs().sum() == 0
+    points = [(50, 60, "#ff0000"), (400, 300, "#0000ff")]
+    today = np.asarray(Colorizer(bundled, "cpu")(PHOTO).image)
+    assert np.array_equal(np.asarray(Colorizer(widened, "cpu")(PHOTO).image), today)
+    assert np.array_equal(np.asarray(Colorizer(widened, "cpu")(PHOTO, hints=points).image), today)
+
+
+def test_a_model_without_hint_inputs_refuses_hints(tiny_model):
+    with pytest.raises(InvalidHintsError, match="takes no colour hints"):
+        Colorizer(tiny_model, "cpu")(PHOTO, hints=[(1, 1, "#ffffff")])
+    with pytest.raises(ValueError, match="takes no colour hints"):
+        tiny_model.colorize(torch.zeros(1, 1, 64, 64), torch.zeros(1, 32), torch.zeros(1, 3, 64, 64))
+
+
+def live_hint_model() -> LetThereBeColor:
+    """The bundled model with hint filters that are random: hints change its output, only near where they are."""
+    model = hint_model_from(load_model())
+    with torch.no_grad():
+        torch.manual_seed(1)
+        model.low_level.convs[0][0].weight[:, 1:].normal_(0, 2)
+    return model
+
+
+def test_hints_reach_the_network_where_they_are_at_any_size():
+    colorizer = Colorizer(live_hint_model(), "cpu")
+    for max_side in (256, None):
+        result = colorizer(PHOTO, hints=[(600, 400, "#00ff00")], max_side=max_side)
+        baseline = colorizer(PHOTO, max_side=max_side)
+        changed = np.abs(np.asarray(result.image, float) - np.asarray(baseline.image, float)).max(axis=2) > 2
+        rows, columns = changed.nonzero()
+        assert changed[400, 600] and rows.min() > 250 and columns.min() > 400  # around the hint, not elsewhere
+        assert result.image.size == (640, 427)
+
+
+def test_batch_hints_go_to_their_own_image_and_work_with_a_reference():
+    colorizer = Colorizer(live_hint_model(), "cpu")
+    photos = [PHOTO, EXAMPLES / "coffee.png"]
+    plain = colorizer.batch(photos, max_side=128)
+    hinted = colorizer.batch(photos, hints=[None, [(10, 10, "#0000ff")]], max_side=128)
+    assert np.array_equal(np.asarray(hinted[0].image), np.asarray(plain[0].image))
+    assert not np.array_equal(np.asarray(hinted[1].image), np.asarray(plain[1].image))
+    styled = colorizer(PHOTO, hints=[(10, 10, "#0000ff")], reference=EXAMPLES / "coffee.png", max_side=128)
+    assert styled.image.size == (640, 427)
+    with pytest.raises(InvalidHintsError, match="one entry"):
+        colorizer.batch(photos, hints=[None])
+
+
+def test_simulated_hints_hold_the_true_patch_colours():
+    ab = torch.zeros(3, 2, 32, 48)
+    ab[:, 0, :, :24], ab[:, 1, :, 24:] = 40.0, -30.0  # left half a = 40, right half b = -30
+    hints = simulate_hints(ab, torch.tensor([0, 1, 12]), torch.Generator().manual_seed(0), max_patch=1)
+    assert hints[0].abs().sum() == 0
+    assert int(hints[1, 2].sum()) == 1 and int(hints[2, 2].sum()) <= 12
+    hinted = hints[:, 2] > 0
+    assert torch.equal(hints[:, :2].permute(1, 0, 2, 3)[:, hinted] * AB_RANGE, ab.permute(1, 0, 2, 3)[:, hinted])
+    patches = simulate_hints(ab, torch.tensor([1, 1, 1]), torch.Generator().manual_seed(3), max_patch=5)
+    assert {int(area) for area in patches[:, 2].sum((1, 2))} <= {1, 4, 6, 9, 12, 15, 16, 20, 25}
+
+
+def test_hint_counts_follow_the_hint_free_share_and_the_mean():
+    counts = hint_counts(20_000, 7.0, 0.25, torch.Generator().manual_seed(0)).float()
+    assert (counts == 0).float().mean().item() == pytest.approx(0.25, abs=0.01)
+    assert counts[counts > 0].mean().item() == pytest.approx(7.0, abs=0.2)
+
+
+def test_points_from_truth_take_the_photos_own_colours():
+    photo = Image.open(PHOTO).convert("RGB")
+    points = points_from_truth(photo, 5, np.random.default_rng(0))
+    assert len(points) == 5 and all(photo.getpixel((x, y)) == colour for x, y, colour in points)
+
+
+def test_cli_hints_for_one_photo(tmp_path):
+    model_dir = tmp_path / "model"
+    live_hint_model().save_pretrained(model_dir)
+    (tmp_path / "hints.json").write_text(json.dumps([[600, 400, "#00ff00"]]))
+    command = [sys.executable, "-m", "letcolor", "colorize", "--model", str(model_dir), "--max-side", "256", str(PHOTO)]
+    for name, extra in (("plain", []), ("hinted", ["--hints", str(tmp_path / "hints.json")])):
+        subprocess.run([*command, "-o", str(tmp_path / name), *extra], check=True, capture_output=True)
+    plain, hinted = (np.asarray(Image.open(tmp_path / name / "china.jpg"), float) for name in ("plain", "hinted"))
+    assert np.abs(plain - hinted)[380:420, 580:620].max() > 10 and np.abs(plain - hinted)[:200, :300].max() < 4
+    two = subprocess.run([*command, str(PHOTO), "-o", str(tmp_path / "two"), "--hints", str(tmp_path / "hints.json")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert two.returncode == 2 and "exactly one input photo" in two.stderr
+    (tmp_path / "far.json").write_text(json.dumps([[9999, 1, "#00ff00"]]))
+    far = subprocess.run([*command, "-o", str(tmp_path / "far"), "--hints", str(tmp_path / "far.json")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert far.returncode == 2 and "outside the 640x427 photo" in far.stderr and not (tmp_path / "far").exists()
