@@ -26,8 +26,8 @@ from letcolor.webapp import (
     Settings,
     Upload,
     WebColorizer,
+    keep_large_buffers_off_the_heap,
     max_pixels_from_environment,
-    share_one_heap,
 )
 
 EXAMPLES = Path(__file__).resolve().parent / "letcolor" / "examples"  # licences in its LICENSES.md
@@ -342,7 +342,7 @@ def launch(demo: gr.Blocks, **options) -> None:
 
 
 def main() -> None:
-    share_one_heap()
+    keep_large_buffers_off_the_heap()
     try:
         max_pixels = max_pixels_from_environment()
     except ValueError as err:

@@ -6,6 +6,7 @@ reports each bad photo and colorizes the rest.
 """
 
 import ctypes
+import gc
 import math
 import numbers
 import os
@@ -27,7 +28,7 @@ RESULT_LIFETIME_SECONDS = 3600  # the app deletes its result files this long aft
 MAX_VIDEO_SECONDS = 20
 MAX_VIDEO_FRAMES = 600
 MAX_VIDEO_SIDES = (1280, 720)  # long side, short side: 720p
-M_ARENA_MAX = -8  # glibc's mallopt parameter
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def max_pixels_from_environment() -> int:
@@ -193,16 +194,19 @@ def _glibc():
     return libc if hasattr(libc, "malloc_trim") else None
 
 
-def share_one_heap() -> None:
-    """Makes every thread allocate from one glibc arena (M_ARENA_MAX = 1), so that `return_freed_memory` can return
-    what the video decoder's threads freed: each keeps its own arena otherwise, and a refused 4K stream left the
-    server 60 MB larger for good. Call it at start-up; a no-op without glibc."""
+def keep_large_buffers_off_the_heap() -> None:
+    """Makes glibc map every allocation of 8 MiB or more on its own (M_MMAP_THRESHOLD), so that freeing it returns it
+    to the system. glibc otherwise raises that threshold after the first such buffers are freed, and a refused 4K
+    stream's decoded frames then stayed in the server's heap: it settled 50 to 80 MB larger. Call it at start-up; a
+    no-op without glibc. (Measured: a 1 MP photo takes the same time through the app with it and without.)"""
     if libc := _glibc():
-        libc.mallopt(M_ARENA_MAX, 1)
+        libc.mallopt(M_MMAP_THRESHOLD, 8 * 1024 * 1024)
 
 
 def return_freed_memory() -> None:
-    """Hands the heap's free pages back to the system (glibc's malloc_trim; a no-op elsewhere)."""
+    """Frees what only reference cycles hold (a refused video's traceback holds its frames), then hands the heap's
+    free pages back to the system (glibc's malloc_trim; a no-op elsewhere)."""
+    gc.collect()
     if libc := _glibc():
         libc.malloc_trim(0)
 

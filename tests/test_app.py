@@ -468,8 +468,8 @@ def resident_megabytes(pid: int) -> float:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the process's memory from /proc")
 def test_python_app_py_returns_to_its_memory_after_refused_4k_streams(tmp_path):
-    """Each 4K stream that a 320x240 header hid used to leave the server 60 to 120 MB larger (the decoder threads'
-    freed buffers stayed in their own heaps)."""
+    """A 4K stream that a 320x240 header hid used to leave the server 60 to 85 MB larger for good: glibc kept the
+    decoded 4K frames' freed buffers in its heap."""
     good = size_switching(tmp_path / "good.ts", [(320, 240, 24)])
     hidden_4k = size_switching(tmp_path / "hidden.ts", [(320, 240, 20), (3840, 2160, 3)])
     with app_server({}) as (url, pid):
@@ -482,4 +482,4 @@ def test_python_app_py_returns_to_its_memory_after_refused_4k_streams(tmp_path):
             with pytest.raises(AppError, match="3840x2160"):
                 client.predict(handle_file(hidden_4k), api_name="/colorize_video")
             after_refusals.append(resident_megabytes(pid))
-    assert max(after_refusals) - settled < 50, (settled, after_refusals)
+    assert max(after_refusals) - settled < 30, (settled, after_refusals)
