@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from letcolor import metrics
 from letcolor.color import lab_to_rgb, rgb_to_lab, rgb_to_lightness
-from letcolor.hints import points_from_truth
+from letcolor.hints import colour_ab, points_from_truth
 from letcolor.images import InvalidImageError, load_image
 from letcolor.inference import Precision, Speedups
 from letcolor.pipeline import Colorizer
@@ -394,8 +394,9 @@ def score_batch(
     runs = {MODEL: colorizer.batch(images, use_global=True, max_side=args.max_side)}
     if args.ablation:
         runs[NO_GLOBAL] = colorizer.batch(images, use_global=False, max_side=args.max_side)
-    points = [simulated_points(sample, max(args.hints, default=0), args.hint_seed) for sample in batch]
-    for count in sorted(set(args.hints) - {0}):
+    counts = sorted(set(args.hints) - {0})
+    points = [simulated_points(sample, max(counts), args.hint_seed) for sample in batch] if counts else []
+    for count in counts:
         hints = [each[:count] for each in points]
         runs[f"{HINTED}{count}"] = colorizer.batch(images, hints=hints, max_side=args.max_side)
     rows = []
@@ -404,7 +405,7 @@ def score_batch(
         lightness = rgb_to_lightness(target)
         predictions = {method: image_to_tensor(results[index].image) for method, results in runs.items()}
         predictions |= {GRAY: with_constant_ab(lightness, (0.0, 0.0)), MEAN_AB: with_constant_ab(lightness, mean_ab)}
-        for count in sorted(set(args.hints) - {0}):
+        for count in counts:
             predictions[f"{PROPAGATION}{count}"] = propagated(predictions[MODEL], points[index][:count])
         if args.figure and len(figure_rows) < args.figure_photos:
             figure_rows.append((predictions[GRAY], predictions[MODEL], target))
@@ -424,13 +425,17 @@ def simulated_points(sample: Sample, count: int, seed: int) -> list:
     return points_from_truth(sample.image, count, rng)
 
 
+def point_arrays(points: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The points' x (K,), y (K,) and the a,b of their colours (2, K)."""
+    xs, ys, colours = zip(*points, strict=True)
+    return torch.tensor(xs), torch.tensor(ys), colour_ab(torch.tensor(colours))
+
+
 def hint_fidelity(prediction: torch.Tensor, points: list) -> dict:
     """The mean ab distance between each hinted pixel of a colorized photo (1, 3, H, W) and its hint, and the share
     within HINT_FIDELITY_UNITS."""
-    xs = torch.tensor([x for x, _, _ in points])
-    ys = torch.tensor([y for _, y, _ in points])
+    xs, ys, hint_ab = point_arrays(points)
     output_ab = rgb_to_lab(prediction[0, :, ys, xs], dim=0)[1:]
-    hint_ab = rgb_to_lab(torch.tensor([colour for _, _, colour in points]).float().T / 255, dim=0)[1:]
     distances = (output_ab - hint_ab).norm(dim=0)
     return {
         "hint_error": distances.mean().item(),
@@ -445,10 +450,8 @@ def propagated(automatic: torch.Tensor, points: list) -> torch.Tensor:
     height, width = lab.shape[-2:]
     scale = min(1.0, PROPAGATION_SIDE / max(height, width))
     small = torch.nn.functional.interpolate(lab, scale_factor=scale, mode="area") if scale < 1 else lab
-    xs = torch.tensor([x for x, _, _ in points])
-    ys = torch.tensor([y for _, y, _ in points])
-    hint_ab = rgb_to_lab(torch.tensor([colour for _, _, colour in points]).float() / 255, dim=-1)[:, 1:]
-    residual = hint_ab - lab[0, 1:, ys, xs].T  # (K, 2): how far each hint is from the automatic colour there
+    xs, ys, hint_ab = point_arrays(points)
+    residual = (hint_ab - lab[0, 1:, ys, xs]).T  # (K, 2): how far each hint is from the automatic colour there
     rows, columns = torch.meshgrid(torch.arange(small.shape[-2]), torch.arange(small.shape[-1]), indexing="ij")
     sigma = PROPAGATION_DISTANCE * max(small.shape[-2:])
     distance = (rows[None] - ys[:, None, None] * scale).square() + (columns[None] - xs[:, None, None] * scale).square()

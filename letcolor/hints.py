@@ -113,11 +113,11 @@ class Hints:
         if self.layer is not None:
             painted, colours = _painted_cells(self.layer, height, width)
             weight[0][painted] = 1
-            ab[:, painted] = _ab_of(colours)
+            ab[:, painted] = colour_ab(colours)
         if self.points:
             rows, columns, colours = self._point_cells(height, width)
             cell = rows * width + columns
-            point_ab = _ab_of(colours)
+            point_ab = colour_ab(colours)
             ab_sum = torch.zeros((2, height * width)).index_add_(1, cell, point_ab)
             counts = torch.zeros(height * width).index_add_(0, cell, torch.ones(len(cell)))
             hit = counts > 0
@@ -166,8 +166,8 @@ def _painted_cells(layer: Image.Image, height: int, width: int) -> tuple[torch.T
     return torch.from_numpy(mask), torch.from_numpy(colours.clip(0, 255).round().astype(np.uint8))
 
 
-def _ab_of(rgb: torch.Tensor) -> torch.Tensor:
-    """uint8 colours (K, 3) -> their a and b (2, K)."""
+def colour_ab(rgb: torch.Tensor) -> torch.Tensor:
+    """Colours (K, 3) of 0-255 values -> their a and b (2, K)."""
     return rgb_to_lab(rgb.float() / 255, dim=-1)[:, 1:].T
 
 
