@@ -69,10 +69,7 @@ class Hints:
             raise InvalidHintsError(f"a hint layer must be an RGBA image, got {type(layer).__name__}")
         if layer.mode not in ("RGBA", "LA", "PA", "P") or (layer.mode == "P" and "transparency" not in layer.info):
             raise InvalidHintsError(f"a hint layer needs an alpha channel (RGBA), got mode {layer.mode}")
-        if layer.size != tuple(size):
-            raise InvalidHintsError(
-                f"the hint layer is {layer.size[0]}x{layer.size[1]}, not the photo's {size[0]}x{size[1]}"
-            )
+        _check_layer_size(layer.size, size)
         return cls(tuple(size), layer=layer.convert("RGBA"))
 
     @classmethod
@@ -99,6 +96,7 @@ class Hints:
             return cls.from_points(points, size)
         try:
             with Image.open(path) as layer:
+                _check_layer_size(layer.size, size)  # from the header: a layer of the wrong size is never decoded
                 layer.load()
                 return cls.from_layer(layer, size)
         except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as error:
@@ -135,6 +133,13 @@ class Hints:
 
 
 HintSource = Hints | list | tuple | str | Path | Image.Image | np.ndarray
+
+
+def _check_layer_size(layer_size: tuple[int, int], size: tuple[int, int]) -> None:
+    if tuple(layer_size) != tuple(size):
+        raise InvalidHintsError(
+            f"the hint layer is {layer_size[0]}x{layer_size[1]}, not the photo's {size[0]}x{size[1]}"
+        )
 
 
 def _point(number: int, point, size: tuple[int, int]) -> tuple[float, float, Colour]:

@@ -68,21 +68,22 @@ class Float32Layer(nn.Module):
             return self.layer(x.float()).to(self.output_dtype)
 
 
-def to_bfloat16(model: nn.Module, cast_weights: bool) -> None:
-    """Runs the model in bfloat16 (in place) except its first and last convolutions, which stay in float32.
+def to_bfloat16(model: LetThereBeColor, cast_weights: bool) -> None:
+    """Runs the model in bfloat16 (in place) except the convolutions that read its inputs and the last one, which
+    stay in float32.
 
     The first reads the input L: bfloat16's 8 significant bits would round it by up to 0.4 L units, and that
     rounding, not the arithmetic, caused most of the ab error (measured on the paper-size network: mean 1.9 -> 0.6
-    Lab units). The last gives the ab logits, whose rounding would show as steps in the colours. Both are a tiny
-    share of the work.
+    Lab units); the hints' a and b would be rounded as much. The last gives the ab logits, whose rounding would show
+    as steps in the colours. They are a tiny share of the work.
     cast_weights: store the other weights in bfloat16 (else torch.autocast must be on when running it)."""
     convolutions = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
-    first, last = convolutions[0], convolutions[-1]
-    first_layer, last_layer = copy.deepcopy(model.get_submodule(first)), copy.deepcopy(model.get_submodule(last))
+    inputs = [convolutions[0]] + (["low_level.hint_conv"] if model.hint_channels else [])
+    kept = {name: copy.deepcopy(model.get_submodule(name)) for name in [*inputs, convolutions[-1]]}
     if cast_weights:
         model.to(torch.bfloat16)
-    model.set_submodule(first, Float32Layer(first_layer, torch.bfloat16))
-    model.set_submodule(last, Float32Layer(last_layer, torch.float32))
+    for name, layer in kept.items():
+        model.set_submodule(name, Float32Layer(layer, torch.float32 if name == convolutions[-1] else torch.bfloat16))
 
 
 class InferenceNetwork:

@@ -75,17 +75,26 @@ def conv_stack(layer_list: list[tuple[int, int, int]], width: float, in_channels
 
 
 class LowLevelFeatures(nn.Module):
-    """Low-level features network shared by the local and global paths, down to H/8 (paper 3.1, Table 1); it reads
-    L and, in a model with hints, the hint channels after it."""
+    """Low-level features network shared by the local and global paths, down to H/8 (paper 3.1, Table 1). In a model
+    with hints, the hint channels have a conv of their own whose output joins the first layer's after its
+    BatchNorm: without hints the network computes, bit for bit, what one without hint inputs computes."""
 
     LAYERS = [(1, 64, 2), (64, 128, 1), (128, 128, 2), (128, 256, 1), (256, 256, 2), (256, 512, 1)]
 
     def __init__(self, width: float, hint_channels: int = 0):
         super().__init__()
-        self.convs = conv_stack(self.LAYERS, width, in_channels=1 + hint_channels)
+        self.convs = conv_stack(self.LAYERS, width, in_channels=1)
+        first_channels, first_stride = channels(self.LAYERS[0][1], width), self.LAYERS[0][2]
+        self.hint_conv = (
+            nn.Conv2d(hint_channels, first_channels, 3, first_stride, 1, bias=False) if hint_channels else None
+        )
 
-    def forward(self, l_and_hints: torch.Tensor) -> torch.Tensor:
-        return self.convs(l_and_hints)
+    def forward(self, l: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        conv, norm, relu = self.convs[0]
+        x = norm(conv(l))
+        if hints is not None:
+            x = x + self.hint_conv(hints).to(x.dtype)
+        return self.convs[1:](relu(x))
 
 
 class MidLevelFeatures(nn.Module):
@@ -206,20 +215,17 @@ class LetThereBeColor(
         """Scene vector and class logits from the network input of a 224x224 image, shape (N, 1, 224, 224)."""
         if l224.shape[-2:] != (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE):
             raise ValueError(f"the global branch takes 224x224 inputs, got {tuple(l224.shape[-2:])}")
-        return self.global_level(self.low_level(self.with_hints(l224, None)))
+        return self.global_level(self.low_level(l224))
 
-    def with_hints(self, l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
-        """The low-level features' input: L (N, 1, H, W) and, in a model with hints, the hint channels (N, 3, H, W),
-        zeros where `hints` is None. ValueError for hints given to a model without hint inputs."""
-        if not self.hint_channels:
-            if hints is not None:
+    def low_level_features(self, l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
+        """Low-level features of L (N, 1, H, W) and, in a model with hints, the hint channels (N, 3, H, W) or None
+        for none. ValueError for hints given to a model without hint inputs, or of the wrong shape."""
+        if hints is not None:
+            if not self.hint_channels:
                 raise ValueError("this model takes no colour hints (its config has hint_channels 0)")
-            return l
-        if hints is None:
-            hints = l.new_zeros((l.shape[0], self.hint_channels, *l.shape[-2:]))
-        elif hints.shape != (l.shape[0], self.hint_channels, *l.shape[-2:]):
-            raise ValueError(f"hints of shape {tuple(hints.shape)} for an input of shape {tuple(l.shape)}")
-        return torch.cat((l, hints.to(l.dtype)), dim=1)
+            if hints.shape != (l.shape[0], self.hint_channels, *l.shape[-2:]):
+                raise ValueError(f"hints of shape {tuple(hints.shape)} for an input of shape {tuple(l.shape)}")
+        return self.low_level(l, hints)
 
     def mix_global(self, features: torch.Tensor, use_global: bool = True, strength: float = 1.0) -> torch.Tensor:
         """g_null + strength * (g - g_null); the null vector alone when `use_global` is False (paper 4.4)."""
@@ -231,7 +237,7 @@ class LetThereBeColor(
     def colorize(self, l: torch.Tensor, global_vector: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         """Sigmoid ab at H/2 for the network input `l` (N, 1, H, W), H and W multiples of 8, given global vectors
         and, for a model with hints, the hint channels (N, 3, H, W) (None: no hints)."""
-        return self.colorize_low(self.low_level(self.with_hints(l, hints)), global_vector)
+        return self.colorize_low(self.low_level_features(l, hints), global_vector)
 
     def colorize_low(self, low: torch.Tensor, global_vector: torch.Tensor) -> torch.Tensor:
         return self.colorization(self.fusion(self.mid_level(low), global_vector))
@@ -247,7 +253,7 @@ class LetThereBeColor(
         are no hints, the low-level features are computed once for both paths (paper 3.4).
 
         `global_dropout` replaces each sample's global vector by the null vector with that probability."""
-        low = self.low_level(self.with_hints(l, hints))
+        low = self.low_level_features(l, hints)
         if l224 is None:
             if l.shape[-2:] != (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE):
                 raise ValueError("pass l224 when l is not 224x224")

@@ -4,6 +4,7 @@ simulated hints, and hints through the Colorizer and the CLI (training with hint
 import json
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -101,6 +102,21 @@ def test_bad_hint_files_are_clear_errors(tmp_path):
             Hints.parse(tmp_path / name, (64, 64))
 
 
+def png_declaring(size: tuple[int, int], path):
+    """A small PNG whose header declares `size` (its pixel data is that of a 1x1 image, so decoding it fails)."""
+    Image.new("RGBA", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = size[0].to_bytes(4, "big") + size[1].to_bytes(4, "big")  # IHDR's width and height
+    data[29:33] = zlib.crc32(data[12:29]).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+def test_a_layer_file_of_another_size_is_refused_from_its_header(tmp_path):
+    png_declaring((12_000, 12_000), tmp_path / "huge.png")  # 144 MP: decoding would take 576 MB
+    with pytest.raises(InvalidHintsError, match="the hint layer is 12000x12000, not the photo's 64x64"):
+        Hints.parse(tmp_path / "huge.png", (64, 64))
+
+
 def test_colours_parse_strictly():
     assert parse_colour("#FF8000") == (255, 128, 0) and parse_colour([0, 1, 2]) == (0, 1, 2)
     for bad in ("#ff80", "ff8000", (True, 0, 0), (1, 2), None):
@@ -118,7 +134,7 @@ def hint_model_from(model: LetThereBeColor) -> LetThereBeColor:
 def test_zero_initialised_hint_inputs_compute_todays_output_exactly():
     bundled = load_model()
     widened = hint_model_from(bundled)
-    assert widened.low_level.convs[0][0].weight[:, 1:].abs().sum() == 0
+    assert widened.low_level.hint_conv.weight.abs().sum() == 0
     points = [(50, 60, "#ff0000"), (400, 300, "#0000ff")]
     today = np.asarray(Colorizer(bundled, "cpu")(PHOTO).image)
     assert np.array_equal(np.asarray(Colorizer(widened, "cpu")(PHOTO).image), today)
@@ -137,7 +153,7 @@ def live_hint_model() -> LetThereBeColor:
     model = hint_model_from(load_model())
     with torch.no_grad():
         torch.manual_seed(1)
-        model.low_level.convs[0][0].weight[:, 1:].normal_(0, 2)
+        model.low_level.hint_conv.weight.normal_(0, 20)
     return model
 
 

@@ -52,7 +52,8 @@ def expected_layer_shapes(model: LetThereBeColor, n: int, h: int, w: int) -> dic
     shapes, side = {}, (h, w)
     for i, (_, cout, stride) in enumerate(LOW_LEVEL):
         side = tuple((s - 1) // stride + 1 for s in side)
-        shapes[f"low_level.convs.{i}"] = (n, c(cout), *side)
+        # The first layer's conv, BatchNorm and ReLU run one by one (hints join between BatchNorm and ReLU).
+        shapes[f"low_level.convs.{i}" if i else "low_level.convs.0.2"] = (n, c(cout), *side)
     for i, (_, cout, _) in enumerate(MID_LEVEL):
         shapes[f"mid_level.convs.{i}"] = (n, c(cout), *side)
     shapes["fusion"] = (n, c(256), *side)

@@ -713,7 +713,7 @@ def test_a_short_run_with_hints_trains_the_hint_inputs(scene_data, tmp_path):
     quick = ("--steps", "3", "--optimizer", "adamw", "--lr", "1e-2", "--precise-bn-batches", "2")
     train(parse_args(cli(scene_data, tmp_path / "run", *quick, "--hints", "5")))
     model = LetThereBeColor.from_pretrained(tmp_path / "run" / "final")
-    assert model.hint_channels == 3 and model.low_level.convs[0][0].weight[:, 1:].abs().sum() > 0
+    assert model.hint_channels == 3 and model.low_level.hint_conv.weight.abs().sum() > 0
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     validation = [line for line in lines if line["kind"] == "validation"][-1]
     assert validation["psnr_hints10"] != validation["psnr"]

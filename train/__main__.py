@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1.0,
         metavar="MULT",
-        help="the first convolution, which reads the hint inputs, learns at MULT x --lr (default 1)",
+        help="the convolution that reads the hint inputs learns at MULT x --lr (default 1)",
     )
     model.add_argument(
         "--ema",

@@ -89,7 +89,7 @@ def model_card(
         psnr_weighting=f"on, floor {args.psnr_weighting:g} Lab units" if args.psnr_weighting else "off",
         global_dropout=args.global_dropout,
         hints=f"simulated colour hints: {args.hints:g} points on average, none on {args.hint_free:.0%} of images, "
-        f"first layer at {args.hint_layer_lr:g}x the learning rate"
+        f"the hint convolution at {args.hint_layer_lr:g}x the learning rate"
         if args.hints
         else "no colour hints",
         weights=f"exponential moving average, decay {args.ema}" if args.ema else "the last step's",

@@ -68,13 +68,14 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def build_optimizer(name: str, model: LetThereBeColor, lr: float, first_layer_scale: float = 1.0):
-    """The optimizer, with the first convolution (which reads the hint inputs) learning at `first_layer_scale` x lr:
+def build_optimizer(name: str, model: LetThereBeColor, lr: float, hint_conv_scale: float = 1.0):
+    """The optimizer, with the convolution that reads the hint inputs (if any) learning at `hint_conv_scale` x lr:
     hint filters start at zero, and at the base rate an adaptive optimizer takes thousands of steps to grow them."""
-    first = model.low_level.convs[0][0].weight
+    hint_conv = model.low_level.hint_conv
+    hint_weights = [] if hint_conv is None else [hint_conv.weight]
     groups = [
-        {"params": [first], "lr_scale": first_layer_scale},
-        {"params": [p for p in model.parameters() if p is not first], "lr_scale": 1.0},
+        {"params": hint_weights, "lr_scale": hint_conv_scale},
+        {"params": [p for p in model.parameters() if not any(p is w for w in hint_weights)], "lr_scale": 1.0},
     ]
     for group in groups:
         group["lr"] = lr * group["lr_scale"]

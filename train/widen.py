@@ -2,7 +2,8 @@
 
 Each saved tensor goes into the leading block of the wider one. The saved outputs' weights on every new input start
 at zero, so nothing the saved network computed changes; the new output channels keep their fresh random weights, so
-they have something to learn from. A classifier with more classes gets its new rows the same way.
+they have something to learn from. A classifier with more classes gets its new rows the same way, and a layer the
+saved network lacks (the conv of hint inputs) starts at zero.
 """
 
 import torch
@@ -31,8 +32,10 @@ def widened_weights(saved: LetThereBeColor, fresh: LetThereBeColor) -> dict[str,
     input_groups = {FLATTENED_FC: (-1, positions), FUSION: (2, -1)}  # inputs that are not one run of channels
     saved_weights, weights = saved.state_dict(), {}
     for name, tensor in fresh.state_dict().items():
-        old, groups = saved_weights[name], input_groups.get(name)
-        if groups:
+        old, groups = saved_weights.get(name), input_groups.get(name)
+        if old is None:  # a layer the saved network lacks (the hint inputs' conv): it adds nothing at first
+            weights[name] = torch.zeros_like(tensor)
+        elif groups:
             weights[name] = embed(old.unflatten(1, groups), tensor.unflatten(1, groups)).flatten(1, 2)
         else:
             weights[name] = embed(old, tensor)
