@@ -5,7 +5,8 @@ MCP server.
 
 The model comes from $LETCOLOR_MODEL (a Hub repo id or a local directory), else the bundled one. It is loaded once,
 at start-up; without one the page still loads, says why, and the endpoints answer with an error. Photos over
-$LETCOLOR_APP_MAX_MEGAPIXELS (default 25) are refused from their header. The work is letcolor.webapp's; this file
+$LETCOLOR_APP_MAX_MEGAPIXELS (default 25) are refused from their header. For a model that takes colour hints, the
+Photo tab has an editor to paint them over the photo (/colorize's `hints`). The work is letcolor.webapp's; this file
 is the UI.
 """
 
@@ -54,6 +55,19 @@ the classes it was trained on (for the bundled model: 21 kinds of scene, and fac
 and wild animals)."""
 
 
+HINTS_HELP = (
+    "Paint a dot or a stroke of the colour you know (the car was red, the dress blue) on each region, then press "
+    "**Colorize** again. The brush's colour picker takes any colour; only its hue and saturation count, the photo "
+    "keeps its own light and shade."
+)
+NO_HINTS_NOTE = (
+    "This model takes no colour hints. Set `LETCOLOR_MODEL` to a model trained with them (`python -m train --hints`) "
+    "to paint the colours you know over the photo."
+)
+# Colours people know in old photos: skin tones, sky, foliage, brick, a red car, a blue dress, a yellow cab.
+HINT_PALETTE = ["#e0ac8a", "#8d5a3b", "#6f9bd1", "#4f7b3a", "#a4452c", "#c0262d", "#1f4e9c", "#f2c230"]
+
+
 def limits_note(max_pixels: int) -> str:
     return (
         f"Photos up to {max_pixels / 1e6:g} megapixels and {MAX_FILE_SIZE.upper()}, batches up to {MAX_BATCH_FILES} "
@@ -89,7 +103,14 @@ class Endpoints:
 
     # The defaults (the pipeline's) make the API's optional parameters, the reference photo above all, optional.
     def colorize(
-        self, image, use_global=True, strength=1.0, reference=None, palette_strength=0.0, max_side=DEFAULT_MAX_SIDE
+        self,
+        image,
+        use_global=True,
+        strength=1.0,
+        reference=None,
+        palette_strength=0.0,
+        max_side=DEFAULT_MAX_SIDE,
+        hints=None,
     ):
         """Colorize a black-and-white photo with the Let there be Color! network.
 
@@ -100,6 +121,9 @@ class Endpoints:
             reference: optional photo whose scene drives the colours instead
             palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
             max_side: processing resolution in pixels, 256 to 1024; the result is always full size
+            hints: optional colour hints, for a model that takes them: a JSON file of points [[x, y, "#rrggbb"],
+                ...] in the photo's pixels, or a PNG of the photo's size whose painted (not transparent) pixels are
+                hints of their colour
         Returns:
             the colorized photo at full resolution (a PNG named after the photo) and the top 5 of the classes the
             model recognises (scenes, and subjects such as faces or dogs for the bundled model)
@@ -110,7 +134,7 @@ class Endpoints:
         with shown_to_the_user():
             settings = Settings.from_api(use_global, strength, palette_strength, max_side)
             photo, reference = Upload.from_api(image, "image"), Upload.optional_from_api(reference, "reference")
-            result = web.colorize(photo, reference, settings)
+            result = web.colorize(photo, reference, settings, Upload.optional_from_api(hints, "hints"))
         for warning in result.warnings:
             gr.Warning(warning)
         return str(result.path), result.scenes
@@ -192,6 +216,16 @@ class Endpoints:
             )
         return str(output)
 
+    def painted_hints(self, image, editor):
+        """UI only: the hint editor's paint layers as one hint layer for /colorize (None if nothing is painted)."""
+        if image is None or not editor or not editor.get("layers"):
+            return None
+        web = self._require_model()
+        with shown_to_the_user():
+            layers = Upload.list_from_api(editor["layers"], "hint layers")
+            path = web.painted_hints(Upload.from_api(image, "image"), layers)
+        return str(path) if path else None
+
     def _require_model(self) -> WebColorizer:
         if self._web is None:
             raise gr.Error(f"No colorization model is available. {self._model_problem}")
@@ -211,6 +245,11 @@ def before_after(image: dict, result: dict):
 def no_photo_result():
     """UI only: a new or cleared photo clears the last result (slider, download, scenes)."""
     return None, gr.DownloadButton(value=None, interactive=False), None
+
+
+def photo_to_paint_on(image: dict | None):
+    """UI only: the hint editor shows the photo, with nothing painted yet."""
+    return {"background": image["path"], "layers": [], "composite": None} if image else None
 
 
 def no_batch_result():
@@ -243,6 +282,8 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels:
                         num_top_classes=5, label="What the model recognises (its classes, top 5)", elem_id="scenes"
                     )
                     result = gr.Image(type="filepath", format="png", label="Colorized photo", visible=False)
+                    hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
+                    hint_editor = hint_controls(colorizer)
                     gr.Examples([[str(EXAMPLES / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
                 with gr.Tab("Batch"):
                     files = gr.File(file_count="multiple", file_types=["image"], label="Photos", elem_id="batch-files")
@@ -268,9 +309,22 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels:
             with gr.Column(scale=1):
                 controls = settings_controls()
 
-        colorize_button.click(
+        if hint_editor:
+            colorize = colorize_button.click(
+                endpoints.painted_hints,
+                inputs=[image, hint_editor],
+                outputs=hint_file,
+                preprocess=False,
+                api_visibility="private",
+            ).success
+            image.change(
+                photo_to_paint_on, inputs=image, outputs=hint_editor, preprocess=False, api_visibility="private"
+            )
+        else:
+            colorize = colorize_button.click
+        colorize(
             endpoints.colorize,
-            inputs=[image, *controls],
+            inputs=[image, *controls, hint_file],
             outputs=[result, scenes],
             api_name="colorize",
             preprocess=False,
@@ -309,6 +363,27 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels:
             api_visibility="private",
         )
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+
+
+def hint_controls(colorizer: Colorizer | None) -> gr.ImageEditor | None:
+    """The hint editor (a brush over the photo), for a model that takes colour hints; else a note that this one
+    does not."""
+    if colorizer is None:
+        return None
+    if not colorizer.takes_hints:
+        gr.Markdown(NO_HINTS_NOTE, elem_id="no-hints")
+        return None
+    with gr.Accordion("Colour hints: paint the colours you know", open=True):
+        gr.Markdown(HINTS_HELP)
+        return gr.ImageEditor(
+            type="filepath",
+            sources=(),
+            transforms=(),
+            layers=False,
+            brush=gr.Brush(colors=HINT_PALETTE, color_mode="defaults"),
+            label="Paint over the photo",
+            elem_id="hint-editor",
+        )
 
 
 def settings_controls() -> list[gr.components.Component]:

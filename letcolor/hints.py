@@ -96,7 +96,7 @@ class Hints:
             return cls.from_points(points, size)
         try:
             with Image.open(path) as layer:
-                _check_layer_size(layer.size, size)  # from the header: a layer of the wrong size is never decoded
+                _check_layer_size(layer.size, size, str(path))  # from the header: never decoded if wrong
                 layer.load()
                 return cls.from_layer(layer, size)
         except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as error:
@@ -135,11 +135,9 @@ class Hints:
 HintSource = Hints | list | tuple | str | Path | Image.Image | np.ndarray
 
 
-def _check_layer_size(layer_size: tuple[int, int], size: tuple[int, int]) -> None:
+def _check_layer_size(layer_size: tuple[int, int], size: tuple[int, int], name: str = "the hint layer") -> None:
     if tuple(layer_size) != tuple(size):
-        raise InvalidHintsError(
-            f"the hint layer is {layer_size[0]}x{layer_size[1]}, not the photo's {size[0]}x{size[1]}"
-        )
+        raise InvalidHintsError(f"{name} is {layer_size[0]}x{layer_size[1]}, not the photo's {size[0]}x{size[1]}")
 
 
 def _point(number: int, point, size: tuple[int, int]) -> tuple[float, float, Colour]:

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 # Larger images are refused from their header, before decoding (decompression bombs). PIL's own limit
 # (Image.MAX_IMAGE_PIXELS) is global state that applications may change, so this module checks its own.
@@ -60,6 +60,15 @@ def check_image_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> No
     header alone: nothing is decoded."""
     with _open_file(Path(path)) as image:
         _check_size(image.size, str(path), max_pixels)
+
+
+def upright_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """The image file's (width, height) after its EXIF orientation, from its header (InvalidImageError as in
+    `check_image_file`)."""
+    with _open_file(Path(path)) as image:
+        _check_size(image.size, str(path), max_pixels)
+        turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a quarter turn
+        return image.size[::-1] if turned else image.size
 
 
 def _check_size(size: tuple[int, int], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:

@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from letcolor.batch_io import BatchFolder, remove_stale_folders, result_folder, result_name, save_result
-from letcolor.images import InvalidImageError, check_image_file, load_image
+from letcolor.images import InvalidImageError, check_image_file, load_image, upright_size
 from letcolor.pipeline import Colorizer, Options
 from letcolor.video import VideoInfo, probe
 
@@ -29,6 +31,9 @@ MAX_VIDEO_SECONDS = 20
 MAX_VIDEO_FRAMES = 600
 MAX_VIDEO_SIDES = (1280, 720)  # long side, short side: 720p
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+# A brush stroke's anti-aliased rim: pixels this transparent are dropped from painted hints, since their colour is
+# only approximate once the browser's canvas has premultiplied and rounded it.
+PAINT_MIN_ALPHA = 128
 
 
 def max_pixels_from_environment() -> int:
@@ -123,14 +128,36 @@ class WebColorizer:
     def __init__(self, colorizer: Colorizer, max_pixels: int, result_dir: str | Path):
         self.colorizer, self.max_pixels, self.result_dir = colorizer, max_pixels, Path(result_dir)
 
-    def colorize(self, image: Upload, reference: Upload | None, settings: Settings) -> PhotoResult:
-        with user_messages(image, reference):
+    def colorize(
+        self, image: Upload, reference: Upload | None, settings: Settings, hints: Upload | None = None
+    ) -> PhotoResult:
+        """`hints`: a JSON file of points or an image file of a paint layer (see letcolor.hints)."""
+        with user_messages(image, reference, hints):
             self._check(image)
             options = self._options(settings, reference)
-            result = self.colorizer(image.path, **vars(options))
+            result = self.colorizer(image.path, hints=hints.path if hints else None, **vars(options))
         remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
         path = save_result(result.image, image.name, self.result_dir)
         return PhotoResult(path, result.scenes, tuple(public(w, [image]) for w in result.warnings))
+
+    def painted_hints(self, image: Upload, layers: list[Upload]) -> Path | None:
+        """The image editor's paint layers, laid over each other and scaled to the photo's upright size, as one hint
+        layer (a PNG in a result folder); None where nothing is painted."""
+        with user_messages(image, *layers):
+            size = upright_size(image.path, self.max_pixels)
+            painted = None
+            for layer in layers:
+                self._check(layer)
+                painted = _laid_over(painted, load_image(layer.path).convert("RGBA"))
+        if painted is None or painted.getchannel("A").getextrema()[1] < PAINT_MIN_ALPHA:
+            return None
+        alpha = painted.getchannel("A").point(lambda value: 255 if value >= PAINT_MIN_ALPHA else 0)
+        painted.putalpha(alpha)
+        remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
+        with result_folder(self.result_dir, "hints") as folder:
+            path = folder / "hints.png"
+            painted.resize(size, Image.Resampling.NEAREST).save(path)
+        return path
 
     def colorize_batch(
         self, files: list[Upload], reference: Upload | None, settings: Settings, progress: Callable = iter
@@ -183,6 +210,12 @@ class WebColorizer:
         if reference is not None:
             self._check(reference)
         return settings.options(load_image(reference.path) if reference else None)
+
+
+def _laid_over(below: Image.Image | None, layer: Image.Image) -> Image.Image:
+    if below is None:
+        return layer
+    return Image.alpha_composite(below, layer.resize(below.size, Image.Resampling.NEAREST))
 
 
 def _glibc():

@@ -32,7 +32,7 @@ from letcolor.bench_app import app_server
 from letcolor.pipeline import Colorizer
 from letcolor.video import probe, read_frames
 from letcolor.video_bench import write_clip, write_pan
-from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS
+from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS, Upload, WebColorizer
 
 CAMVID_CUT = ROOT / "tests" / "data" / "camvid_drive_cut.mp4"
 DEFAULTS = {"use_global": True, "strength": 1.0, "reference": None, "palette_strength": 0.0, "max_side": 256}
@@ -146,7 +146,7 @@ def test_api_lists_the_three_endpoints_with_their_parameters(app_url):
     endpoints = info["named_endpoints"]
     assert set(endpoints) == {"/colorize", "/colorize_batch", "/colorize_video"}  # UI-only steps are not listed
     settings = ["use_global", "strength", "reference", "palette_strength", "max_side"]
-    for name, first, last in [("/colorize", "image", []), ("/colorize_batch", "files", []),
+    for name, first, last in [("/colorize", "image", ["hints"]), ("/colorize_batch", "files", []),
                               ("/colorize_video", "video", ["mode"])]:  # fmt: skip
         parameters = endpoints[name]["parameters"]
         assert [p["parameter_name"] for p in parameters] == [first, *settings, *last]
@@ -294,7 +294,7 @@ def test_non_finite_numbers_in_raw_json_get_a_clear_message(app_url, examples_di
     photo = examples_dir / "coffee.png"
     path = httpx.post(f"{app_url}gradio_api/upload", files={"files": (photo.name, photo.read_bytes())}).json()[0]
     image = json.dumps({"path": path, "meta": {"_type": "gradio.FileData"}})
-    body = f'{{"data": [{image}, true, 1.0, null, 0.0, {value}]}}'
+    body = f'{{"data": [{image}, true, 1.0, null, 0.0, {value}, null]}}'
     call = f"{app_url}gradio_api/call/colorize"
     event = httpx.post(call, content=body, headers={"content-type": "application/json"}).json()["event_id"]
     stream = httpx.get(f"{call}/{event}", timeout=60).text
@@ -307,6 +307,61 @@ def test_the_server_refuses_files_over_the_size_limit(app_url):
     refused = httpx.post(upload, files={"files": ("huge.png", bytes(26 * 1024 * 1024))})
     assert refused.status_code == 413
     assert httpx.post(upload, files={"files": ("big.png", bytes(24 * 1024 * 1024))}).status_code == 200
+
+
+HINT_MODEL = ROOT / "train" / "warmstart" / "hints"  # a model trained with colour hints (see its README.md)
+
+
+def test_colorize_takes_hints_as_json_points_or_a_paint_layer_and_refuses_bad_ones(examples_dir, tmp_path):
+    photo = examples_dir / "chelsea_gray.png"  # 451 x 300
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps([[x, y, "#1f4e9c"] for x in range(100, 200, 10) for y in range(60, 100, 10)]))
+    layer = Image.new("RGBA", (451, 300))
+    layer.paste((31, 78, 156, 255), (100, 60, 200, 100))
+    layer.save(tmp_path / "layer.png")
+    colorizer = Colorizer.from_pretrained(HINT_MODEL)
+    with served_app(HINT_MODEL) as url:
+        client = Client(url, verbose=False)
+        for hints in (points, tmp_path / "layer.png"):
+            result, _ = colorize(client, photo, hints=handle_file(hints))
+            expected = colorizer(photo, hints=str(hints), max_side=256).image
+            assert np.array_equal(pixels(result), pixels(expected))
+            assert not np.array_equal(pixels(result), pixels(colorizer(photo, max_side=256).image))
+        (tmp_path / "outside.json").write_text(json.dumps([[451, 10, "#ff0000"]]))
+        Image.new("RGBA", (300, 451)).save(tmp_path / "turned.png")
+        for bad, message in (
+            ("outside.json", r"hint 1 at \(451, 10\) is outside the 451x300 photo"),
+            ("turned.png", "turned.png is 300x451, not the photo's 451x300"),
+        ):
+            with pytest.raises(AppError, match=message):
+                colorize(client, photo, hints=handle_file(tmp_path / bad))
+
+
+def test_the_editors_paint_becomes_one_hint_layer_of_the_upright_photos_size(tmp_path):
+    stored = tmp_path / "turned.jpg"  # stored 40 wide and 30 high, shown turned: 30 wide and 40 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("L", (40, 30), 128).save(stored, exif=exif)
+    strokes, dots = Image.new("RGBA", (60, 80)), Image.new("RGBA", (60, 80))  # the editor's canvas, at 2x
+    strokes.paste((200, 30, 30, 255), (0, 0, 20, 10))
+    strokes.paste((30, 200, 30, 40), (40, 60, 60, 80))  # a faint brush rim: not a hint
+    dots.paste((30, 30, 200, 255), (10, 0, 20, 10))  # the upper layer covers part of the stroke
+    paths = [tmp_path / "strokes.png", tmp_path / "dots.png"]
+    for layer, path in zip((strokes, dots), paths, strict=True):
+        layer.save(path)
+    web = WebColorizer(Colorizer.from_pretrained(HINT_MODEL), 10_000, tmp_path)
+    painted = Image.open(web.painted_hints(Upload(stored, "turned.jpg"), [Upload(p, p.name) for p in paths]))
+    assert painted.size == (30, 40)
+    assert painted.getpixel((2, 2)) == (200, 30, 30, 255) and painted.getpixel((7, 2)) == (30, 30, 200, 255)
+    assert painted.getchannel("A").getbbox() == (0, 0, 10, 5)  # the rim is gone
+    Image.new("RGBA", (60, 80)).save(tmp_path / "empty.png")
+    assert web.painted_hints(Upload(stored, "turned.jpg"), [Upload(tmp_path / "empty.png", "empty.png")]) is None
+
+
+def test_hints_for_a_model_without_hint_inputs_are_a_clear_error(client, examples_dir, tmp_path):
+    (tmp_path / "points.json").write_text(json.dumps([[10, 10, "#ff0000"]]))
+    with pytest.raises(AppError, match="this model takes no colour hints"):
+        colorize(client, examples_dir / "chelsea_gray.png", hints=handle_file(tmp_path / "points.json"))
 
 
 @pytest.mark.slow

@@ -2,20 +2,27 @@
 
 The screenshot is kept in test-artifacts/ for a person to look at."""
 
+import io
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 from served_app import served_app
 
+from letcolor import Colorizer
+from letcolor.color import rgb_to_lab
 from letcolor.video_bench import write_pan
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HINT_MODEL = ROOT / "train" / "warmstart" / "hints"  # a model trained with colour hints (see its README.md)
 # No network here: without these, chromium keeps trying to reach Google's services.
 CHROMIUM_ARGS = [
     "--headless",
@@ -30,18 +37,34 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def page(tiny_model_dir):
-    with served_app(tiny_model_dir) as url, sync_playwright() as playwright:
+def browser():
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield browser
+        browser.close()
+
+
+@contextmanager
+def browsing(browser, model_dir: Path, height: int = 1000):
+    """A new page of the app served with `model_dir` as its model."""
+    with served_app(model_dir) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": height})
         page.goto(url)
         yield page
-        browser.close()
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, tiny_model_dir):
+    with browsing(browser, tiny_model_dir) as page:
+        yield page
 
 
 @pytest.mark.slow
 def test_upload_colorize_and_see_the_result_in_the_slider(page, examples_dir):
     photo = examples_dir / "chelsea_gray.png"
+    expect(page.locator("#no-hints")).to_contain_text("This model takes no colour hints")  # and has no editor
+    expect(page.locator("#hint-editor")).to_have_count(0)
     page.locator("#photo input[type=file]").set_input_files(photo)
     expect(page.locator("#photo img")).to_be_visible()
     page.get_by_role("button", name="Colorize", exact=True).click()
@@ -133,3 +156,58 @@ def test_video_tab_colorizes_a_clip_that_the_browser_plays(page, examples_dir, t
     expect(page.get_by_role("button", name="Download MP4")).to_be_enabled()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "app-video.png", full_page=True)
+
+
+def lab_ab(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 sRGB -> (..., 2) a and b."""
+    return rgb_to_lab(torch.from_numpy(rgb.astype(np.float32) / 255), dim=-1)[..., 1:].numpy()
+
+
+@pytest.mark.slow
+def test_a_painted_stroke_turns_the_region_under_it_toward_its_colour(browser, examples_dir):
+    photo = examples_dir / "chelsea_gray.png"  # 451 x 300
+    blue = (31, 78, 156)  # a colour of the brush's palette
+    with browsing(browser, HINT_MODEL, height=1400) as page:
+        expect(page.locator("#no-hints")).to_have_count(0)
+        page.locator("#photo input[type=file]").set_input_files(photo)
+        editor = page.locator("#hint-editor")
+        expect(editor.locator("canvas")).to_have_count(2)
+        editor.get_by_role("button", name="Brush", exact=True).click()
+        editor.get_by_role("button", name="Color", exact=True).click()
+        editor.locator(f"button.color[style*='rgb({blue[0]}, {blue[1]}, {blue[2]})']").click()
+        zoom = float(editor.get_by_text(re.compile(r"^\d+%$")).inner_text().rstrip("%")) / 100
+        photo_box = centred_box(editor.locator("canvas").last.bounding_box(), 451 * zoom, 300 * zoom)
+        paint_band(page, photo_box, left=0.2, right=0.45, top=0.15, bottom=0.3)
+        page.get_by_role("button", name="Colorize", exact=True).click()
+        after = page.locator("#comparison img").nth(1)
+        expect(page.locator("#comparison img")).to_have_count(2, timeout=30_000)
+        hinted = np.asarray(Image.open(io.BytesIO(page.request.get(after.get_attribute("src")).body())).convert("RGB"))
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "app-hints.png", full_page=True)
+
+    plain = np.asarray(Colorizer.from_pretrained(HINT_MODEL)(photo).image)
+    assert hinted.shape == plain.shape == (300, 451, 3)  # full resolution
+    changed = np.abs(hinted.astype(int) - plain).max(axis=2) > 8
+    rows, columns = changed.nonzero()
+    assert changed.mean() > 0.02, "the stroke changed (almost) nothing"
+    # Where the stroke was (20-45% across, 15-30% down), give or take the spread of its colour.
+    assert 0.15 * 451 < columns.mean() < 0.5 * 451 and 0.1 * 300 < rows.mean() < 0.35 * 300
+    target = lab_ab(np.array(blue, np.uint8))
+    distance = lambda rgb: np.linalg.norm(lab_ab(rgb[changed]) - target, axis=-1).mean()  # noqa: E731
+    assert distance(hinted) < distance(plain) - 10, "the region did not turn toward the stroke's colour"
+
+
+def centred_box(canvas: dict, width: float, height: float) -> dict:
+    """Where the editor shows the photo: centred on its canvas, at its zoom."""
+    x, y = canvas["x"] + (canvas["width"] - width) / 2, canvas["y"] + (canvas["height"] - height) / 2
+    return {"x": x, "y": y, "width": width, "height": height}
+
+
+def paint_band(page, box: dict, left: float, right: float, top: float, bottom: float) -> None:
+    """Paints the band [left, right] x [top, bottom] (fractions of `box`) with horizontal strokes of the brush."""
+    for row in np.linspace(top, bottom, 6):
+        y = box["y"] + row * box["height"]
+        page.mouse.move(box["x"] + left * box["width"], y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + right * box["width"], y, steps=12)
+        page.mouse.up()

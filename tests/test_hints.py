@@ -113,7 +113,7 @@ def png_declaring(size: tuple[int, int], path):
 
 def test_a_layer_file_of_another_size_is_refused_from_its_header(tmp_path):
     png_declaring((12_000, 12_000), tmp_path / "huge.png")  # 144 MP: decoding would take 576 MB
-    with pytest.raises(InvalidHintsError, match="the hint layer is 12000x12000, not the photo's 64x64"):
+    with pytest.raises(InvalidHintsError, match="huge.png is 12000x12000, not the photo's 64x64"):
         Hints.parse(tmp_path / "huge.png", (64, 64))
 
 
