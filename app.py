@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from letcolor.batch_io import remove_stale_folders
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options
 from letcolor.video import Mode
 from letcolor.webapp import (
     MAX_SIDE_RANGE,
@@ -110,6 +110,7 @@ class Endpoints:
         reference=None,
         palette_strength=0.0,
         max_side=DEFAULT_MAX_SIDE,
+        refine=Options.refine,
         hints=None,
     ):
         """Colorize a black-and-white photo with the Let there be Color! network.
@@ -121,6 +122,7 @@ class Endpoints:
             reference: optional photo whose scene drives the colours instead
             palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
             max_side: processing resolution in pixels, 256 to 1024; the result is always full size
+            refine: edge-aware colour refinement (colours follow the photo's edges)
             hints: optional colour hints, for a model that takes them: a JSON file of points [[x, y, "#rrggbb"],
                 ...] in the photo's pixels, or a PNG of the photo's size whose painted (not transparent) pixels are
                 hints of their colour
@@ -132,7 +134,7 @@ class Endpoints:
             raise gr.Error("Upload a photo first.")
         web = self._require_model()
         with shown_to_the_user():
-            settings = Settings.from_api(use_global, strength, palette_strength, max_side)
+            settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
             photo, reference = Upload.from_api(image, "image"), Upload.optional_from_api(reference, "reference")
             result = web.colorize(photo, reference, settings, Upload.optional_from_api(hints, "hints"))
         for warning in result.warnings:
@@ -147,6 +149,7 @@ class Endpoints:
         reference=None,
         palette_strength=0.0,
         max_side=DEFAULT_MAX_SIDE,
+        refine=Options.refine,
         progress=gr.Progress(),  # noqa: B008  (Gradio's idiom: it swaps in a tracker per call)
     ):
         """Colorize many black-and-white photos; a photo that cannot be colorized is skipped and reported.
@@ -158,6 +161,7 @@ class Endpoints:
             reference: optional photo whose scene drives the colours of every photo instead
             palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
             max_side: processing resolution in pixels, 256 to 1024; the results are always full size
+            refine: edge-aware colour refinement (colours follow the photo's edges)
         Returns:
             a zip with one full-resolution PNG per photo (photo.jpg gives photo_color.png), previews of the results,
             and a report of what was colorized and what was skipped and why
@@ -169,7 +173,7 @@ class Endpoints:
             photos = Upload.list_from_api(files, "files")
             if len(photos) > MAX_BATCH_FILES:
                 raise ValueError(f"At most {MAX_BATCH_FILES} photos per batch; got {len(photos)}.")
-            settings = Settings.from_api(use_global, strength, palette_strength, max_side)
+            settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
             reference = Upload.optional_from_api(reference, "reference")
             result = web.colorize_batch(
                 photos, reference, settings, lambda items: progress.tqdm(items, desc="Colorizing")
@@ -184,6 +188,7 @@ class Endpoints:
         reference=None,
         palette_strength=0.0,
         max_side=DEFAULT_MAX_SIDE,
+        refine=Options.refine,
         mode=Mode.SHOT.value,
         progress=gr.Progress(),  # noqa: B008  (Gradio's idiom: it swaps in a tracker per call)
     ):
@@ -196,6 +201,7 @@ class Endpoints:
             reference: optional photo whose scene drives the colours of the whole video instead
             palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
             max_side: processing resolution in pixels, 256 to 1024; the result is always full size
+            refine: edge-aware colour refinement (colours follow the photo's edges)
             mode: "shot" (steady: one palette per shot, colours carried along the motion) or "frame" (each frame on
                 its own)
         Returns:
@@ -205,7 +211,7 @@ class Endpoints:
             raise gr.Error("Upload a video first.")
         web = self._require_model()
         with shown_to_the_user():
-            settings = Settings.from_api(use_global, strength, palette_strength, max_side)
+            settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
             clip, reference = Upload.from_api(video, "video"), Upload.optional_from_api(reference, "reference")
             output = web.colorize_video(
                 clip,
@@ -405,7 +411,10 @@ def settings_controls() -> list[gr.components.Component]:
         label="Processing resolution (px, longest side)",
         info="Lower is faster, higher keeps more detail; the result is always full size",
     )
-    return [use_global, strength, reference, palette_strength, max_side]
+    refine = gr.Checkbox(
+        Options.refine, label="Edge-aware refinement", info="Colours follow the photo's edges; blotches merge away"
+    )
+    return [use_global, strength, reference, palette_strength, max_side, refine]
 
 
 def launch(demo: gr.Blocks, **options) -> None:

@@ -89,6 +89,12 @@ def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"long side of the network's input, or 'native' (default {DEFAULT_MAX_SIDE}); the output keeps full size",
     )
     parser.add_argument(
+        "--refine",
+        action=argparse.BooleanOptionalAction,
+        default=Options.refine,
+        help="edge-aware colour refinement: colours follow the photo's edges, blotches merge into their regions",
+    )
+    parser.add_argument(
         "--hints",
         type=Path,
         metavar="FILE",
@@ -109,7 +115,7 @@ def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
 def run_colorize(args: argparse.Namespace) -> int:
     try:
         reference = load_image(args.reference) if args.reference else None
-        options = Options(not args.no_global, args.strength, reference, args.palette, args.max_side)
+        options = Options(not args.no_global, args.strength, reference, args.palette, args.max_side, args.refine)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     except ValueError as error:  # InvalidImageError (the reference) is a ValueError

@@ -32,6 +32,7 @@ from letcolor.pipeline import Colorizer
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
 HINT_METRICS = ("hint_error", "hinted_within_10")
 MODEL, NO_GLOBAL, GRAY, MEAN_AB = "model", "model_no_global", "gray", "mean_ab"
+REFINED = "model_refined"
 HINTED, PROPAGATION = "model_hints", "propagation_hints"  # + the number of points, e.g. model_hints10
 HINT_FIDELITY_UNITS = 10  # Lab ab units
 # The propagation baseline's weights: a gaussian in distance (sigma a share of the longer side) times a gaussian in
@@ -112,6 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also score the model without global features (paper 4.4; on by default)",
+    )
+    parser.add_argument(
+        "--refine", action="store_true", help="also score the model with edge-aware colour refinement (letcolor.refine)"
     )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="photos per model call (default: 16)")
     parser.add_argument(
@@ -394,6 +398,8 @@ def score_batch(
     runs = {MODEL: colorizer.batch(images, use_global=True, max_side=args.max_side)}
     if args.ablation:
         runs[NO_GLOBAL] = colorizer.batch(images, use_global=False, max_side=args.max_side)
+    if args.refine:
+        runs[REFINED] = colorizer.batch(images, max_side=args.max_side, refine=True)
     counts = sorted(set(args.hints) - {0})
     points = [simulated_points(sample, max(counts), args.hint_seed) for sample in batch] if counts else []
     for count in counts:
@@ -535,7 +541,12 @@ def method_title(method: str, report: dict) -> str:
     if method == MEAN_AB:
         mean_ab = report["mean_ab"]
         return f"mean ab (a = {mean_ab['a']:.2f}, b = {mean_ab['b']:.2f})"
-    titles = {MODEL: "model", NO_GLOBAL: "model, no global features (4.4)", GRAY: "gray (ab = 0)"}
+    titles = {
+        MODEL: "model",
+        REFINED: "model, refined (edge-aware)",
+        NO_GLOBAL: "model, no global features (4.4)",
+        GRAY: "gray (ab = 0)",
+    }
     for prefix, title in ((HINTED, "model"), (PROPAGATION, "propagation baseline")):
         if method.startswith(prefix):
             return f"{title}, {method.removeprefix(prefix)} hints"

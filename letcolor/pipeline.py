@@ -25,6 +25,7 @@ from letcolor.hints import Hints, HintSource, InvalidHintsError
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image, read_image
 from letcolor.inference import InferenceNetwork, Speedups
 from letcolor.model import GLOBAL_INPUT_SIZE, InvalidModelError, LetThereBeColor, ModelError
+from letcolor.refine import refine_ab
 
 DEFAULT_MAX_SIDE = 512
 # The network was trained on photos scaled to a shorter side of 256, and colours small ones better a little enlarged:
@@ -169,10 +170,12 @@ class Options:
     reference: ImageSource | None = None
     palette_strength: float = 0.0
     max_side: int | None = DEFAULT_MAX_SIDE
+    refine: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.use_global, bool):
-            raise ValueError(f"use_global must be True or False, got {self.use_global!r}")
+        for name in ("use_global", "refine"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not 0 <= self.global_strength <= 2:
             raise ValueError(f"global_strength must be in [0, 2], got {self.global_strength}")
         if not 0 <= self.palette_strength <= 1:
@@ -223,6 +226,7 @@ class Colorizer:
         reference: ImageSource | None = None,
         palette_strength: float = 0.0,
         max_side: int | None = DEFAULT_MAX_SIDE,
+        refine: bool = False,
     ) -> list[ColorizationResult]:
         """Colorizes images (paths, PIL images or arrays), running same-size network inputs as one batch.
 
@@ -236,9 +240,10 @@ class Colorizer:
         palette_strength: p in [0, 1] also pulls the ab mean and spread of each result towards the reference's.
         max_side: the local branch's longest side; a smaller image is enlarged to a shorter side of MIN_NETWORK_SIDE
             within it (None: native size, up to NETWORK_PIXEL_BUDGET pixels).
+        refine: filter the colours with L as the guide, so that they follow the photo's edges (`letcolor.refine`).
         Raises InvalidImageError for an input that is not a usable image, InvalidHintsError for hints that cannot be
         used, ValueError for bad options."""
-        options = Options(use_global, global_strength, reference, palette_strength, max_side)
+        options = Options(use_global, global_strength, reference, palette_strength, max_side, refine)
         loaded = [read_image(image) for image in images]
         parsed = self.parse_hints(hints, [each.image.size for each in loaded])
         with torch.inference_mode():
@@ -302,6 +307,8 @@ class Colorizer:
         if options.palette_strength > 0:
             palette = palette_of(reference, self.device)
             ab = [transfer_palette(each, palette, options.palette_strength) for each in ab]
+        if options.refine:
+            ab = [refine_ab(each, image.network_input) for each, image in zip(ab, prepared, strict=True)]
         return ab
 
     def _predict(self, prepared: list[PreparedImage], options: Options) -> tuple[list[torch.Tensor], np.ndarray]:

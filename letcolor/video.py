@@ -330,6 +330,7 @@ def colorize_video(
     reference: ImageSource | None = None,
     palette_strength: float = 0.0,
     max_side: int | None = DEFAULT_MAX_SIDE,
+    refine: bool = False,
     flow_blend: float = FLOW_BLEND,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_frames: int | None = None,
@@ -347,7 +348,7 @@ def colorize_video(
     if mode not in set(Mode):
         raise ValueError(f"mode must be one of {[m.value for m in Mode]}, got {mode!r}")
     mode = Mode(mode)
-    options = Options(use_global, global_strength, reference, palette_strength, max_side)
+    options = Options(use_global, global_strength, reference, palette_strength, max_side, refine)
     if not 0 <= flow_blend < 1:
         raise ValueError(f"flow_blend must be in [0, 1), got {flow_blend}")
     if batch_size < 1:

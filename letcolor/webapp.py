@@ -92,19 +92,19 @@ class Settings:
     strength: float
     palette_strength: float
     max_side: int
+    refine: bool
 
     @classmethod
-    def from_api(cls, use_global, strength, palette_strength, max_side) -> "Settings":
+    def from_api(cls, use_global, strength, palette_strength, max_side, refine) -> "Settings":
         low, high = MAX_SIDE_RANGE
         side = _number(max_side, "max_side")
         if not low <= side <= high:
             raise ValueError(f"max_side must be from {low} to {high} (pixels), got {max_side!r}")
-        return cls(
-            use_global, _number(strength, "strength"), _number(palette_strength, "palette_strength"), round(side)
-        )
+        strength, palette_strength = _number(strength, "strength"), _number(palette_strength, "palette_strength")
+        return cls(use_global, strength, palette_strength, round(side), refine)
 
     def options(self, reference) -> Options:
-        return Options(self.use_global, self.strength, reference, self.palette_strength, self.max_side)
+        return Options(self.use_global, self.strength, reference, self.palette_strength, self.max_side, self.refine)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,14 @@ from letcolor.video_bench import write_clip, write_pan
 from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS, Upload, WebColorizer
 
 CAMVID_CUT = ROOT / "tests" / "data" / "camvid_drive_cut.mp4"
-DEFAULTS = {"use_global": True, "strength": 1.0, "reference": None, "palette_strength": 0.0, "max_side": 256}
+DEFAULTS = {
+    "use_global": True,
+    "strength": 1.0,
+    "reference": None,
+    "palette_strength": 0.0,
+    "max_side": 256,
+    "refine": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +115,7 @@ def pixels(image: Image.Image) -> np.ndarray:
         {},
         {"use_global": False, "max_side": 320},
         {"strength": 1.7, "reference": "coffee.png", "palette_strength": 0.6},
+        {"refine": True},
     ],
 )
 def test_colorize_matches_the_pipeline(client, colorizer, examples_dir, settings):
@@ -123,6 +131,7 @@ def test_colorize_matches_the_pipeline(client, colorizer, examples_dir, settings
         reference=settings["reference"],
         palette_strength=settings["palette_strength"],
         max_side=settings["max_side"],
+        refine=settings["refine"],
     )
     assert image.format == "PNG"
     assert Path(image.filename).name == "chelsea_gray_color.png"  # downloads are named after the photo
@@ -145,7 +154,7 @@ def test_api_lists_the_three_endpoints_with_their_parameters(app_url):
     assert info["unnamed_endpoints"] == {}
     endpoints = info["named_endpoints"]
     assert set(endpoints) == {"/colorize", "/colorize_batch", "/colorize_video"}  # UI-only steps are not listed
-    settings = ["use_global", "strength", "reference", "palette_strength", "max_side"]
+    settings = ["use_global", "strength", "reference", "palette_strength", "max_side", "refine"]
     for name, first, last in [("/colorize", "image", ["hints"]), ("/colorize_batch", "files", []),
                               ("/colorize_video", "video", ["mode"])]:  # fmt: skip
         parameters = endpoints[name]["parameters"]
@@ -275,6 +284,8 @@ def test_a_photo_over_the_apps_pixel_limit_is_refused_from_its_header(client, ex
         ("strength", 3, "global_strength must be in [0, 2], got 3.0"),
         ("palette_strength", 0.5, "palette_strength > 0 needs a reference image"),
         ("use_global", "yes", "use_global must be True or False, got 'yes'"),
+        ("refine", 1, "refine must be True or False, got 1"),
+        ("hints", {"path": None}, "1 validation error for FileData"),  # refused by Gradio
         ("image", {"url": "https://example.com/photo.jpg"}, "image: expected an uploaded file"),
         ("image", "photo.jpg", "1 validation error for ImageData"),  # refused by Gradio before the app sees it
         ("image", None, "Upload a photo first."),
@@ -294,7 +305,7 @@ def test_non_finite_numbers_in_raw_json_get_a_clear_message(app_url, examples_di
     photo = examples_dir / "coffee.png"
     path = httpx.post(f"{app_url}gradio_api/upload", files={"files": (photo.name, photo.read_bytes())}).json()[0]
     image = json.dumps({"path": path, "meta": {"_type": "gradio.FileData"}})
-    body = f'{{"data": [{image}, true, 1.0, null, 0.0, {value}, null]}}'
+    body = f'{{"data": [{image}, true, 1.0, null, 0.0, {value}, false, null]}}'
     call = f"{app_url}gradio_api/call/colorize"
     event = httpx.post(call, content=body, headers={"content-type": "application/json"}).json()["event_id"]
     stream = httpx.get(f"{call}/{event}", timeout=60).text

@@ -330,6 +330,7 @@ def test_a_video_in_the_output_folder_is_not_overwritten(tiny_model_dir, example
         (["--strength", "1.7"], {"global_strength": 1.7}),
         (["--max-side", "64"], {"max_side": 64}),
         (["--reference", "coffee.png", "--palette", "0.6"], {"reference": "coffee.png", "palette_strength": 0.6}),
+        (["--refine"], {"refine": True}),
     ],
 )
 def test_each_colorize_option_reaches_the_output(

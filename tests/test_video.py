@@ -110,7 +110,12 @@ def test_audio_browsers_cannot_play_in_an_mp4_is_reencoded_to_aac(colorizer, pan
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"reference": "coffee.png", "global_strength": 1.5, "palette_strength": 0.5}, {"use_global": False}],
+    [
+        {},
+        {"reference": "coffee.png", "global_strength": 1.5, "palette_strength": 0.5},
+        {"use_global": False},
+        {"refine": True},
+    ],
 )
 def test_frame_mode_colours_each_frame_as_the_photo_pipeline_does(colorizer, pan, examples_dir, tmp_path, options):
     if "reference" in options:
@@ -207,6 +212,7 @@ def test_every_option_and_progress(colorizer, pan, examples_dir, tmp_path):
         {"reference": "coffee.png"},
         {"reference": "coffee.png", "palette_strength": 1.0},
         {"max_side": 256},
+        {"refine": True},
         {"flow_blend": 0.0},
     ],
     ids=lambda option: ",".join(option),
