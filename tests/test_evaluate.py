@@ -9,7 +9,7 @@ import torch
 from datasets import load_dataset
 from PIL import Image
 
-from letcolor import Colorizer, evaluate, metrics
+from letcolor import Colorizer, evaluate, hint_plot, metrics
 from letcolor.color import rgb_to_lab
 from letcolor.model import LetThereBeColor
 
@@ -223,6 +223,19 @@ def test_hints_are_scored_for_the_model_and_the_propagation_baseline(photo_folde
             assert propagation["psnr"] != model["psnr"]
     table = evaluate.markdown_table(report)
     assert "| propagation baseline, 4 hints |" in table and "| all | 2 | 4 |" in table
+    check_hint_plot(report, tmp_path)
+
+
+def check_hint_plot(report: dict, tmp_path) -> None:
+    """The plot of PSNR against N has a point for each N of each line, at its PSNR."""
+    hint_plot.main([str(tmp_path / "report.json"), "-o", str(tmp_path / "hints.png")])
+    plot = np.asarray(Image.open(tmp_path / "hints.png").convert("RGB"))
+    assert plot.shape == (hint_plot.SIZE[1], hint_plot.SIZE[0], 3)
+    lines = hint_plot.curves(report)
+    assert [n for n, _ in lines["model"]] == [0, 1, 4] and lines["model"][2][1] == report["averages"]["model_hints4"][
+        "psnr"
+    ]
+    assert (plot == hint_plot.COLOURS[0]).all(axis=2).sum() > 200  # the photo folder's lines are drawn
 
 
 def hint_fidelity_of_automatic(photo, colorizer, points) -> float:
