@@ -1,7 +1,9 @@
 """The `bench` command: end-to-end latency and peak memory of the pipeline, per speed-up and input size.
 
 End to end = decode an encoded JPEG file, colorize, encode the result (JPEG quality 95, or PNG). Each input is
-timed at the default setting (max_side = DEFAULT_MAX_SIDE) and at native resolution (max_side = None). Without
+timed at the default setting (max_side = DEFAULT_MAX_SIDE) and at native resolution (max_side = None); with
+--hints N and --refine, each configuration is also timed with N colour hints (a model that takes them: --model, or
+random hint inputs) and with edge-aware refinement. Without
 --model the network has random weights, with BatchNorm statistics taken from real photos so that activations have
 realistic scales: speed does not depend on the weights, and each speed-up's ab error against float32 is measured
 on the same photos.
@@ -16,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from PIL import Image, ImageOps
 
 from letcolor.color import lightness_to_input
 from letcolor.fullres import lightness
+from letcolor.hints import points_from_truth
 from letcolor.images import image_pixels, load_image
 from letcolor.inference import Precision, Speedups
 from letcolor.model import GLOBAL_INPUT_SIZE, LetThereBeColor
@@ -59,10 +63,10 @@ def calibrate_batchnorm(model: LetThereBeColor, photos: list[Path]) -> LetThereB
     return model.eval()
 
 
-def random_model(width: float, photos: list[Path], seed: int = 0) -> LetThereBeColor:
+def random_model(width: float, photos: list[Path], seed: int = 0, hint_channels: int = 0) -> LetThereBeColor:
     """A randomly initialised model (365 classes) with BatchNorm statistics calibrated on the photos."""
     torch.manual_seed(seed)
-    return calibrate_batchnorm(LetThereBeColor(width=width), photos)
+    return calibrate_batchnorm(LetThereBeColor(width=width, hint_channels=hint_channels), photos)
 
 
 def _network_input_224(photo: Path) -> torch.Tensor:
@@ -137,11 +141,12 @@ def write_inputs(photo: Path, sizes: list[tuple[int, int]], directory: Path) -> 
     return paths
 
 
-def time_end_to_end(colorizer: Colorizer, path: Path, max_side: int | None, repeats: int, file_format: str):
-    """Median seconds from the encoded input file to the encoded output, and the peak memory (bytes or None)."""
+def time_end_to_end(colorizer: Colorizer, path: Path, max_side: int | None, repeats: int, file_format: str, **options):
+    """Median seconds from the encoded input file to the encoded output, and the peak memory (bytes or None);
+    `options` are the colorizer's (hints, refine)."""
 
     def end_to_end() -> None:
-        result = colorizer(path, max_side=max_side)
+        result = colorizer(path, max_side=max_side, **options)
         result.image.save(io.BytesIO(), format=file_format, **({"quality": 95} if file_format == "JPEG" else {}))
 
     end_to_end()  # warm-up: oneDNN picks and caches its kernels for each new shape (and compile compiles)
@@ -199,7 +204,7 @@ def markdown_tables(rows: list[Row], names: list[str], errors: dict[str, tuple[f
         latency += first + " | ".join(_cell_ms(row.seconds[n], row.seconds[names[0]]) for n in names) + " |\n"
         memory += first + " | ".join(_cell_mb(row.peak_bytes[n]) for n in names) + " |\n"
     accuracy = "| configuration | mean abs ab error | max abs ab error |\n|---|---|---|\n"
-    accuracy += "".join(f"| {n} | {errors[n][0]:.3f} | {errors[n][1]:.3f} |\n" for n in [*names, NOISE_FLOOR])
+    accuracy += "".join(f"| {n} | {errors[n][0]:.3f} | {errors[n][1]:.3f} |\n" for n in errors)
     return (
         f"Median end-to-end latency in ms (speed-up over {names[0]}); {setup}\n\n{latency}\n"
         f"Peak memory above idle (MB):\n\n{memory}\n"
@@ -222,6 +227,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photo", type=Path, default=BENCH_PHOTO, help="the photo resized to each input size")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")
+    parser.add_argument("--hints", type=int, default=0, metavar="N", help="also time each configuration with N hints")
+    parser.add_argument("--refine", action="store_true", help="also time each configuration with refinement")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -234,24 +241,49 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else default_device()
-    model = load_model(args.model) if args.model else random_model(args.width, ACCURACY_PHOTOS)
+    hint_channels = 3 if args.hints else 0
+    model = load_model(args.model) if args.model else random_model(args.width, ACCURACY_PHOTOS, 0, hint_channels)
+    if args.hints and not model.hint_channels:
+        print("--hints: this model takes no colour hints", file=sys.stderr)
+        return 2
     rows = [Row(size, max_side) for size in sizes for max_side in (DEFAULT_MAX_SIDE, None)]
     grays, noisy = accuracy_inputs(ACCURACY_PHOTOS)
     baseline = Colorizer(model, device, CONFIGURATIONS[names[0]])
     baseline_ab = baseline.predict_ab(grays)
-    errors = {NOISE_FLOOR: ab_errors(baseline.predict_ab(noisy), baseline_ab)}
+    errors, noise_floor = {}, ab_errors(baseline.predict_ab(noisy), baseline_ab)
     with tempfile.TemporaryDirectory() as directory:
         inputs = write_inputs(args.photo, sizes, Path(directory))
+        columns = []
         for name in names:
             colorizer = Colorizer(model, device, CONFIGURATIONS[name])
             errors[name] = ab_errors(colorizer.predict_ab(grays), baseline_ab)
-            for row in rows:
-                timing = time_end_to_end(colorizer, inputs[row.size], row.max_side, args.repeats, args.format)
-                row.seconds[name], row.peak_bytes[name] = timing
-                print(f"{name}, {row.size}, max_side {row.max_side}: {timing[0] * 1000:.0f} ms", file=sys.stderr)
+            for column, options in variants(name, args.hints, args.refine):
+                columns.append(column)
+                for row in rows:
+                    path = inputs[row.size]
+                    timing = time_end_to_end(colorizer, path, row.max_side, args.repeats, args.format, **options(path))
+                    row.seconds[column], row.peak_bytes[column] = timing
+                    print(f"{column}, {row.size}, max_side {row.max_side}: {timing[0] * 1000:.0f} ms", file=sys.stderr)
+    errors[NOISE_FLOOR] = noise_floor
     setup = (
         f"JPEG file in, {args.format} out; {args.repeats} runs; {device}, {torch.get_num_threads()} threads; "
         f"model width {model.width}{'' if args.model else ' (random weights)'}."
     )
-    print(markdown_tables(rows, names, errors, setup))
+    print(markdown_tables(rows, columns, errors, setup))
     return 0
+
+
+def variants(name: str, hints: int, refine: bool) -> list[tuple[str, Callable[[Path], dict]]]:
+    """(column, the colorizer's options for an input file) for one configuration: as it is, with `hints` points,
+    with refinement."""
+    columns = [(name, lambda path: {})]
+    if hints:
+        columns.append((f"{name} + {hints} hints", lambda path: {"hints": bench_points(path, hints)}))
+    if refine:
+        columns.append((f"{name} + refine", lambda path: {"refine": True}))
+    return columns
+
+
+def bench_points(path: Path, count: int) -> list:
+    """`count` points at fixed random pixels of the input, with its own colours."""
+    return points_from_truth(load_image(path), count, np.random.default_rng(0))

@@ -218,6 +218,14 @@ def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys):
     assert "| input | max_side | fp32 | bf16 folded-BN channels-last |" in table
     assert "| 64x48 | 512 |" in table and "| 64x48 | native |" in table
     assert "| bf16 folded-BN channels-last |" in table  # its accuracy row
+    assert cli.main([*arguments[:-2], "--configs", "fp32", "--hints", "10", "--refine"]) == 0
+    table = capsys.readouterr().out
+    assert "| input | max_side | fp32 | fp32 + 10 hints | fp32 + refine |" in table
+
+
+def test_bench_hints_need_a_model_that_takes_them(tiny_model_dir, capsys):
+    assert cli.main(["bench", "--model", str(tiny_model_dir), "--hints", "5"]) == 2
+    assert "this model takes no colour hints" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("damage", ["corrupt weights", "absurd class count"])
