@@ -11,6 +11,7 @@ from letcolor.pipeline import (
     ModelError,
     ModelNotFoundError,
 )
+from letcolor.video import colorize_video
 
 __all__ = [
     "BUNDLED_MODEL_DIR",
@@ -23,4 +24,5 @@ __all__ = [
     "LetThereBeColor",
     "ModelError",
     "ModelNotFoundError",
+    "colorize_video",
 ]

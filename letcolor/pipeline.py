@@ -259,13 +259,6 @@ class Colorizer:
                 for each, each_ab, probs, source in zip(prepared, ab, probabilities, loaded, strict=True)
             ]
 
-    def video(self, source: str | Path, destination: str | Path, **options):
-        """Colorizes a video file into an H.264 MP4 (audio copied); see `letcolor.video.colorize_video` for the
-        options (mode "shot" or "frame", those of `batch`, progress). Returns the input's `VideoInfo`."""
-        from letcolor.video import colorize_video  # video imports this module
-
-        return colorize_video(self, source, destination, **options)
-
     def predict_ab(self, images: list[ImageSource], **options) -> list[torch.Tensor]:
         """Each image's predicted ab in Lab units, (1, 2, h/2, w/2) at the network's resolution, before upsampling
         (for measurements). The options are those of `batch`."""

@@ -22,7 +22,7 @@ from letcolor.bench import PeakMemory
 from letcolor.images import load_image
 from letcolor.metrics import colorfulness, pan_flicker
 from letcolor.pipeline import Colorizer
-from letcolor.video import read_frames
+from letcolor.video import colorize_video, read_frames
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 PAN_PHOTOS = ["china.jpg", "coffee.png", "rocket.jpg", "historical_b.jpg", "historical_c.jpg", "historical_e.jpg"]
@@ -77,18 +77,18 @@ def frames_tensor(path: Path) -> torch.Tensor:
 
 def measure_pan(colorizer: Colorizer, clip: Path, offsets: torch.Tensor, output: Path, **mode) -> tuple[float, float]:
     """(mean flicker, mean colourfulness) of the clip colorized in a mode."""
-    colorizer.video(clip, output, **mode)
+    colorize_video(colorizer, clip, output, **mode)
     rgb = frames_tensor(output)
     return pan_flicker(rgb, offsets).mean().item(), colorfulness(rgb).mean().item()
 
 
 def throughput(colorizer: Colorizer, clip: Path, output: Path, frames: int, repeats: int, **mode):
     """Median frames per wall-clock second and per CPU second (all threads of this process), end to end."""
-    colorizer.video(clip, output, **mode)  # warm-up: oneDNN picks its kernels for the new size
+    colorize_video(colorizer, clip, output, **mode)  # warm-up: oneDNN picks its kernels for the new size
     wall, cpu = [], []
     for _ in range(repeats):
         wall_start, cpu_start = time.perf_counter(), time.process_time()
-        colorizer.video(clip, output, **mode)
+        colorize_video(colorizer, clip, output, **mode)
         wall.append(time.perf_counter() - wall_start)
         cpu.append(time.process_time() - cpu_start)
     return frames / statistics.median(wall), frames / statistics.median(cpu)
@@ -129,9 +129,9 @@ def memory_table(colorizer: Colorizer, directory: Path, lengths=MEMORY_LENGTHS) 
         clip = directory / f"long-{frames}.mp4"
         write_pan(EXAMPLES_DIR / PAN_PHOTOS[3], clip, frames=frames, step=(1, 1))
         if index == 0:
-            colorizer.video(clip, directory / "out.mp4")  # warm-up: oneDNN's kernels and caches for this size
+            colorize_video(colorizer, clip, directory / "out.mp4")  # warm-up: oneDNN's kernels and caches for this size
         with PeakMemory(colorizer.device) as memory:
-            colorizer.video(clip, directory / "out.mp4")
+            colorize_video(colorizer, clip, directory / "out.mp4")
         peak = "n/a" if memory.peak_bytes is None else f"{memory.peak_bytes / 2**20:.0f}"
         table += f"| {frames} | {peak} |\n"
     return table

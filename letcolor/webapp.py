@@ -20,7 +20,7 @@ from PIL import Image
 from letcolor.batch_io import BatchFolder, remove_stale_folders, result_folder, result_name, save_result
 from letcolor.images import InvalidImageError, check_image_file, load_image, upright_size
 from letcolor.pipeline import Colorizer, Options
-from letcolor.video import VideoInfo, probe
+from letcolor.video import VideoInfo, colorize_video, probe
 
 MAX_PIXELS_ENV_VAR = "LETCOLOR_APP_MAX_MEGAPIXELS"
 DEFAULT_MAX_MEGAPIXELS = 25  # a 6000x4000 photo; the library's own limit (100 MP) is for trusted callers
@@ -195,8 +195,14 @@ class WebColorizer:
                 remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
                 with result_folder(self.result_dir, "video") as folder:
                     output = folder / result_name(video.name, ".mp4")
-                    self.colorizer.video(
-                        video.path, output, mode=mode, max_frames=MAX_VIDEO_FRAMES, progress=progress, **vars(options)
+                    colorize_video(
+                        self.colorizer,
+                        video.path,
+                        output,
+                        mode=mode,
+                        max_frames=MAX_VIDEO_FRAMES,
+                        progress=progress,
+                        **vars(options),
                     )
             return output
         finally:

@@ -30,7 +30,7 @@ import app
 from letcolor.batch_io import FOLDER_PREFIX
 from letcolor.bench_app import app_server
 from letcolor.pipeline import Colorizer
-from letcolor.video import probe, read_frames
+from letcolor.video import colorize_video, probe, read_frames
 from letcolor.video_bench import write_clip, write_pan
 from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS, Upload, WebColorizer
 
@@ -502,7 +502,7 @@ def test_colorize_video_matches_the_pipeline_and_keeps_the_sound(client, coloriz
     result = video_path(client.predict(handle_file(with_sound), **DEFAULTS, mode="shot", api_name="/colorize_video"))
     assert result.name == "street_color.mp4"
     expected = tmp_path / "expected.mp4"
-    colorizer.video(with_sound, expected, max_side=256)
+    colorize_video(colorizer, with_sound, expected, max_side=256)
     got, want = list(read_frames(result)), list(read_frames(expected))
     assert len(got) == 8
     np.testing.assert_array_equal(np.stack(got), np.stack(want))
