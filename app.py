@@ -3,11 +3,11 @@ MCP server.
 
     python app.py   # serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (127.0.0.1:7860 unless set)
 
-The model comes from $LETCOLOR_MODEL (a Hub repo id or a local directory), else the bundled one. It is loaded once,
-at start-up; without one the page still loads, says why, and the endpoints answer with an error. Photos over
-$LETCOLOR_APP_MAX_MEGAPIXELS (default 25) are refused from their header. For a model that takes colour hints, the
-Photo tab has an editor to paint them over the photo (/colorize's `hints`). The work is letcolor.webapp's; this file
-is the UI.
+The model comes from $LETCOLOR_MODEL (a Hub repo id or a local directory), else the bundled one, and runs on
+$LETCOLOR_ENGINE (torch, the default, or onnxruntime). It is loaded once, at start-up; without one the page still
+loads, says why, and the endpoints answer with an error. Photos over $LETCOLOR_APP_MAX_MEGAPIXELS (default 25) are
+refused from their header. For a model that takes colour hints, the Photo tab has an editor to paint them over
+the photo (/colorize's `hints`). The work is letcolor.webapp's; this file is the UI.
 """
 
 from contextlib import contextmanager
@@ -27,6 +27,7 @@ from letcolor.webapp import (
     Settings,
     Upload,
     WebColorizer,
+    engine_from_environment,
     keep_large_buffers_off_the_heap,
     max_pixels_from_environment,
 )
@@ -76,10 +77,10 @@ def limits_note(max_pixels: int) -> str:
 
 
 def load_colorizer() -> tuple[Colorizer | None, str]:
-    """The colorizer, or None and the reason there is none."""
+    """The colorizer (on $LETCOLOR_ENGINE's engine), or None and the reason there is none."""
     try:
-        return Colorizer.from_pretrained(), ""
-    except ModelError as err:
+        return Colorizer.from_pretrained(engine=engine_from_environment()), ""
+    except (ModelError, ValueError) as err:  # ValueError: an engine that is unknown or not installed
         return None, str(err)
 
 

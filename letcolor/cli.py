@@ -7,17 +7,21 @@ Exit codes: 0 success; 1 some inputs could not be colorized (each is reported, t
 import argparse
 import glob
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from letcolor import bench
+from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import Hints
 from letcolor.images import InvalidImageError, load_image, read_image
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options
+from letcolor.inference import Speedups
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options, load_model
 from letcolor.video import VIDEO_SUFFIXES, InvalidVideoError, Mode, colorize_video, is_video_path
 
 COLORIZE_DESCRIPTION = (
@@ -110,6 +114,16 @@ def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
         "on its own (frame)",
     )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_engine_argument(parser)
+
+
+def add_engine_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help=f"what runs the network (default {DEFAULT_ENGINE}; onnxruntime: CPU, graphs exported once and cached)",
+    )
 
 
 def run_colorize(args: argparse.Namespace) -> int:
@@ -126,7 +140,7 @@ def run_colorize(args: argparse.Namespace) -> int:
         print(f"error: no input images in {' '.join(args.inputs)}", file=sys.stderr)
         return EXIT_SOME_FAILED
     try:
-        colorizer = Colorizer.from_pretrained(args.model, args.device)
+        colorizer = Colorizer.from_pretrained(args.model, args.device, engine=args.engine)
         hints = photo_hints(args.hints, sources, colorizer) if args.hints else None
         make_output_folder(args.output)
     except ValueError as error:  # includes InvalidModelError and InvalidHintsError; a model not found: see main
@@ -244,6 +258,40 @@ def add_evaluate_command(commands) -> None:
     parser.set_defaults(run=evaluate.run)
 
 
+AGREEMENT_PHOTOS = [Path(__file__).resolve().parent / "examples" / name for name in ("china.jpg", "chelsea_gray.png")]
+EXPORT_HELP = (
+    "Writes the model's network as two ONNX graphs with dynamic batch, height and width: global.onnx (L at 224x224 "
+    "-> scene vectors and class logits) and colorize.onnx (L, scene vectors and, for a model with hints, the hint "
+    "channels -> sigmoid a,b at half size). Each is checked with onnx.checker, and ONNX Runtime's colours are "
+    "compared with torch's on the example photos."
+)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        from letcolor import onnx_engine
+    except ImportError as error:
+        print(f"error: export-onnx needs {error.name}: pip install onnx onnxruntime", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output.exists() and not args.output.is_dir():
+        print(f"error: -o {args.output} is a file, not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    model = load_model(args.model)
+    graphs = onnx_engine.cached_export(model)  # the very graphs that the onnxruntime engine runs
+    onnx_engine.check(graphs)
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name in (onnx_engine.GLOBAL_GRAPH, onnx_engine.LOCAL_GRAPH):
+        shutil.copyfile(graphs / name, args.output / name)
+    exact = Colorizer(model, "cpu", Speedups(fold_batchnorm=True), engine="torch")
+    runtime = Colorizer(model, "cpu", engine="onnxruntime")
+    for photo in AGREEMENT_PHOTOS:
+        pixels = [np.asarray(colorizer(photo).image.convert("RGB"), np.float64) for colorizer in (exact, runtime)]
+        psnr = 10 * np.log10(255**2 / max(np.mean((pixels[0] - pixels[1]) ** 2), 1e-10))
+        print(f"{photo.name}: onnxruntime against torch float32, PSNR {psnr:.1f} dB")
+    print(f"wrote {args.output / onnx_engine.GLOBAL_GRAPH} and {args.output / onnx_engine.LOCAL_GRAPH}")
+    return 0
+
+
 def program_name() -> str:
     """`letcolor` when run as the installed console command, else `python -m letcolor`."""
     return "letcolor" if Path(sys.argv[0]).name == "letcolor" else "python -m letcolor"
@@ -256,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_colorize_arguments(colorize)
     colorize.set_defaults(run=run_colorize)
     add_evaluate_command(commands)
+    export = commands.add_parser("export-onnx", help="export the network as ONNX graphs", description=EXPORT_HELP)
+    export.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
+    export.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for the graphs")
+    export.set_defaults(run=run_export)
     bench_parser = commands.add_parser("bench", help="time the pipeline", description=bench.__doc__)
     bench.add_arguments(bench_parser)
     bench_parser.set_defaults(run=bench.run)

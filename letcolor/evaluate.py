@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from letcolor import metrics
 from letcolor.color import lab_to_rgb, rgb_to_lab, rgb_to_lightness
+from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import colour_ab, points_from_truth
 from letcolor.images import InvalidImageError, load_image
 from letcolor.inference import Precision, Speedups
@@ -138,6 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--hint-seed", type=int, default=0, help="seed of the simulated points (default: 0)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default=DEFAULT_ENGINE, help=f"what runs the network (default {DEFAULT_ENGINE})"
+    )
     parser.add_argument("--figure", type=Path, help="also write a PNG of the first photos: gray | model | original")
     parser.add_argument("--figure-photos", type=positive_int, default=6, help="rows of --figure (default: 6)")
     parser.add_argument(
@@ -166,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None) -> dict:
     """The per-image scores of every method, their averages, the skipped inputs and the run's settings."""
-    colorizer = Colorizer.from_pretrained(args.model, args.device, speedups=None if args.fast else EXACT_SPEEDUPS)
+    speedups = None if args.fast else EXACT_SPEEDUPS
+    colorizer = Colorizer.from_pretrained(args.model, args.device, speedups=speedups, engine=args.engine)
     if any(args.hints) and not colorizer.takes_hints:
         raise InputNotFound("--hints: this model takes no colour hints (its config has hint_channels 0)")
     if any(count < 0 for count in args.hints):

@@ -175,6 +175,14 @@ class ColorizationNetwork(nn.Module):
         return self.layers(fused)
 
 
+def mix_global(null: torch.Tensor, features: torch.Tensor, use_global: bool, strength: float) -> torch.Tensor:
+    """g_null + strength * (g - g_null); the null vector alone when `use_global` is False (paper 4.4)."""
+    null = null.expand_as(features)
+    if not use_global:
+        return null
+    return null + strength * (features - null)
+
+
 class LetThereBeColor(
     nn.Module,
     PyTorchModelHubMixin,
@@ -228,11 +236,7 @@ class LetThereBeColor(
         return self.low_level(l, hints)
 
     def mix_global(self, features: torch.Tensor, use_global: bool = True, strength: float = 1.0) -> torch.Tensor:
-        """g_null + strength * (g - g_null); the null vector alone when `use_global` is False (paper 4.4)."""
-        null = self.null_global.to(features.dtype).expand_as(features)
-        if not use_global:
-            return null
-        return null + strength * (features - null)
+        return mix_global(self.null_global.to(features.dtype), features, use_global, strength)
 
     def colorize(self, l: torch.Tensor, global_vector: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         """Sigmoid ab at H/2 for the network input `l` (N, 1, H, W), H and W multiples of 8, given global vectors

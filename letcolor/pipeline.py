@@ -21,10 +21,11 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidat
 from PIL import Image
 
 from letcolor.color import lightness_to_input, rgb_to_lab, target_to_ab
+from letcolor.engines import DEFAULT_ENGINE, make_network
 from letcolor.fullres import compose, lightness
 from letcolor.hints import Hints, HintSource, InvalidHintsError
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image, read_image
-from letcolor.inference import InferenceNetwork, Speedups
+from letcolor.inference import Speedups
 from letcolor.model import GLOBAL_INPUT_SIZE, InvalidModelError, LetThereBeColor, ModelError
 from letcolor.refine import refine_ab
 
@@ -192,16 +193,23 @@ class Colorizer:
     """Colorizes images with a LetThereBeColor model.
 
     The model is copied (and sped up for `device`) when the Colorizer is made: build a new one after changing
-    the model's weights. `device` defaults to CUDA when available, else the CPU."""
+    the model's weights. `device` defaults to CUDA when available, else the CPU. `engine` runs the network:
+    "torch" (with `speedups`) or "onnxruntime" (CPU; its graphs exported once per model and cached, see
+    `letcolor.onnx_engine`)."""
 
     def __init__(
-        self, model: LetThereBeColor, device: str | torch.device | None = None, speedups: Speedups | None = None
+        self,
+        model: LetThereBeColor,
+        device: str | torch.device | None = None,
+        speedups: Speedups | None = None,
+        engine: str = DEFAULT_ENGINE,
     ):
         self.device = usable_device(device)
         self.speedups = speedups or Speedups.default_for(self.device)
         self.class_names = list(model.class_names)
         self.takes_hints = bool(model.hint_channels)
-        self.network = InferenceNetwork(model, self.device, self.speedups)
+        self.engine = engine
+        self.network = make_network(model, self.device, self.speedups, engine)
 
     @classmethod
     def from_pretrained(
@@ -209,9 +217,10 @@ class Colorizer:
         name_or_path: str | Path | None = None,
         device: str | torch.device | None = None,
         speedups: Speedups | None = None,
+        engine: str = DEFAULT_ENGINE,
     ) -> "Colorizer":
         """From a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model (ModelNotFoundError)."""
-        return cls(load_model(name_or_path), device, speedups)
+        return cls(load_model(name_or_path), device, speedups, engine)
 
     def __call__(self, image: ImageSource, hints: HintSource | None = None, **options) -> ColorizationResult:
         """Colorizes one image, with its colour hints if given; the options are those of `batch`."""

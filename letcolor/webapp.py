@@ -18,11 +18,13 @@ from pathlib import Path
 from PIL import Image
 
 from letcolor.batch_io import BatchFolder, remove_stale_folders, result_folder, result_name, save_result
+from letcolor.engines import DEFAULT_ENGINE
 from letcolor.images import InvalidImageError, check_image_file, load_image, upright_size
 from letcolor.pipeline import Colorizer, Options
 from letcolor.video import VideoInfo, colorize_video, probe
 
 MAX_PIXELS_ENV_VAR = "LETCOLOR_APP_MAX_MEGAPIXELS"
+ENGINE_ENV_VAR = "LETCOLOR_ENGINE"
 DEFAULT_MAX_MEGAPIXELS = 25  # a 6000x4000 photo; the library's own limit (100 MP) is for trusted callers
 MAX_SIDE_RANGE = (256, 1024)  # the processing-resolution slider's range, also enforced over the API
 RESULT_LIFETIME_SECONDS = 3600  # the app deletes its result files this long after making them
@@ -34,6 +36,11 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 # A brush stroke's anti-aliased rim: pixels this transparent are dropped from painted hints, since their colour is
 # only approximate once the browser's canvas has premultiplied and rounded it.
 PAINT_MIN_ALPHA = 128
+
+
+def engine_from_environment() -> str:
+    """The engine that runs the network: $LETCOLOR_ENGINE, else the default (checked when the Colorizer is made)."""
+    return os.environ.get(ENGINE_ENV_VAR, "").strip() or DEFAULT_ENGINE
 
 
 def max_pixels_from_environment() -> int:

@@ -1,0 +1,145 @@
+"""The network as ONNX graphs run by ONNX Runtime: export, a cache keyed by the weights, and the engine.
+
+Two graphs per model: the global branch on (N, 1, 224, 224) inputs, giving the scene vectors and class logits, and
+the local path on (N, 1, H, W) inputs with the scene vectors (and, for a model with hints, the hint channels), giving
+the sigmoid ab at (N, 2, H/2, W/2); N, H and W are dynamic. They are exported once per model and kept in the cache
+(`$LETCOLOR_CACHE`, else `~/.cache/letcolor`), under the SHA-256 of the weights, the config and EXPORT_VERSION.
+The engine takes and returns float32 torch tensors, as `letcolor.inference.InferenceNetwork` does.
+"""
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnxruntime
+import torch
+from torch import nn
+
+from letcolor.model import GLOBAL_INPUT_SIZE, GlobalOutput, LetThereBeColor, mix_global
+
+EXPORT_VERSION = 1  # bump when the graphs' inputs, outputs or export change
+CACHE_ENV_VAR = "LETCOLOR_CACHE"
+OPSET = 17
+GLOBAL_GRAPH, LOCAL_GRAPH = "global.onnx", "colorize.onnx"
+
+
+class _GlobalBranch(nn.Module):
+    def __init__(self, model: LetThereBeColor):
+        super().__init__()
+        self.model = model
+
+    def forward(self, l224: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.model.global_features(l224)
+        return output.features, output.scene_logits
+
+
+class _LocalPath(nn.Module):
+    def __init__(self, model: LetThereBeColor):
+        super().__init__()
+        self.model = model
+
+    def forward(self, l: torch.Tensor, vectors: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.colorize(l, vectors, hints)
+
+
+def export(model: LetThereBeColor, directory: str | Path) -> Path:
+    """Writes the model's two graphs into `directory` (created); returns it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).float().eval()  # a trace runs forward passes: never on the caller's model
+    l224 = torch.zeros((1, 1, GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE))
+    l, vectors = torch.zeros((1, 1, 64, 64)), torch.zeros((1, model.null_global.shape[-1]))
+    local_inputs, local_names = (l, vectors), ["l", "vectors"]
+    if model.hint_channels:
+        local_inputs, local_names = (l, vectors, torch.zeros((1, model.hint_channels, 64, 64))), [*local_names, "hints"]
+    spatial = {0: "n", 2: "height", 3: "width"}
+    local_axes = {"l": spatial, "vectors": {0: "n"}, "ab": {0: "n", 2: "half_height", 3: "half_width"}}
+    if model.hint_channels:
+        local_axes["hints"] = spatial
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            _GlobalBranch(model).eval(), (l224,), directory / GLOBAL_GRAPH, input_names=["l224"],
+            output_names=["features", "scene_logits"], dynamic_axes={"l224": {0: "n"}, "features": {0: "n"},
+            "scene_logits": {0: "n"}}, opset_version=OPSET, dynamo=False,
+        )  # fmt: skip
+        torch.onnx.export(
+            _LocalPath(model).eval(), local_inputs, directory / LOCAL_GRAPH, input_names=local_names,
+            output_names=["ab"], dynamic_axes=local_axes, opset_version=OPSET, dynamo=False,
+        )  # fmt: skip
+    return directory
+
+
+def weights_key(model: LetThereBeColor) -> str:
+    """SHA-256 of the weights (names, shapes, dtypes, bytes), the config and EXPORT_VERSION."""
+    config = [model.num_classes, model.class_names, model.width, model.hint_channels]
+    digest = hashlib.sha256(json.dumps([EXPORT_VERSION, config]).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "letcolor") / "onnx"
+
+
+def cached_export(model: LetThereBeColor, cache: Path | None = None) -> Path:
+    """The folder of the model's graphs in the cache, exported first if it is not there; a folder appears whole or
+    not at all (exported beside it, then renamed), so concurrent processes never read half a graph."""
+    folder = (cache or cache_dir()) / weights_key(model)
+    if not (folder / LOCAL_GRAPH).is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+            try:
+                os.replace(export(model, Path(scratch) / "graphs"), folder)
+            except OSError:  # another process put it there first
+                if not (folder / LOCAL_GRAPH).is_file():
+                    raise
+    return folder
+
+
+def check(folder: Path) -> None:
+    """onnx.checker on both graphs (ValueError naming the graph if one is invalid)."""
+    import onnx
+
+    for name in (GLOBAL_GRAPH, LOCAL_GRAPH):
+        try:
+            onnx.checker.check_model(str(folder / name), full_check=True)
+        except onnx.checker.ValidationError as error:
+            raise ValueError(f"{folder / name}: not a valid ONNX graph ({error})") from error
+
+
+class OnnxRuntimeNetwork:
+    """The model's graphs in ONNX Runtime sessions (CPU); float32 torch tensors in and out."""
+
+    def __init__(self, model: LetThereBeColor, threads: int | None = None, cache: Path | None = None):
+        folder = cached_export(model, cache)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        providers = ["CPUExecutionProvider"]
+        self._global = onnxruntime.InferenceSession(folder / GLOBAL_GRAPH, options, providers=providers)
+        self._local = onnxruntime.InferenceSession(folder / LOCAL_GRAPH, options, providers=providers)
+        self.device, self.folder = torch.device("cpu"), folder
+        self._null_global = model.null_global.detach().float().cpu()
+        self._hint_channels = model.hint_channels
+
+    def global_output(self, l224: torch.Tensor) -> GlobalOutput:
+        features, logits = self._global.run(None, {"l224": l224.float().numpy()})
+        return GlobalOutput(torch.from_numpy(features), torch.from_numpy(logits))
+
+    def mix_global(self, features: torch.Tensor, use_global: bool, strength: float) -> torch.Tensor:
+        return mix_global(self._null_global, features, use_global, strength)
+
+    def colorize(self, l: torch.Tensor, vectors: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        feeds = {"l": l.float().contiguous().numpy(), "vectors": vectors.float().contiguous().numpy()}
+        if self._hint_channels:
+            hints = l.new_zeros((l.shape[0], self._hint_channels, *l.shape[-2:])) if hints is None else hints
+            feeds["hints"] = hints.float().contiguous().numpy()
+        elif hints is not None:
+            raise ValueError("this model takes no colour hints (its config has hint_channels 0)")
+        return torch.from_numpy(self._local.run(None, feeds)[0])

@@ -1,0 +1,127 @@
+"""The ONNX Runtime engine: export with dynamic sizes (and hint inputs), agreement with torch on real photos, the
+cache of exported graphs, a machine without onnxruntime, and --engine in the CLI and the app."""
+
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import EXAMPLES, make_tiny_model
+from PIL import Image
+from served_app import served_app
+
+from letcolor import Colorizer, cli, onnx_engine
+from letcolor.inference import Speedups
+from letcolor.pipeline import load_model
+
+PHOTOS = [EXAMPLES / "china.jpg", EXAMPLES / "chelsea_gray.png", EXAMPLES / "rocket_gray.png"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(onnx_engine.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
+def psnr(a, b) -> float:
+    a, b = (np.asarray(image.convert("RGB"), np.float64) for image in (a, b))
+    return 10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-10))
+
+
+def test_the_graphs_take_any_batch_and_size_and_match_the_network(tmp_path):
+    model = make_tiny_model()
+    network = onnx_engine.OnnxRuntimeNetwork(model)
+    for name in (onnx_engine.GLOBAL_GRAPH, onnx_engine.LOCAL_GRAPH):
+        onnx.checker.check_model(str(network.folder / name), full_check=True)
+    with torch.no_grad():
+        l224 = torch.rand(3, 1, 224, 224)
+        expected = model.global_features(l224)
+        output = network.global_output(l224)
+        assert torch.allclose(output.features, expected.features, atol=1e-4)
+        assert torch.allclose(output.scene_logits, expected.scene_logits, atol=1e-4)
+        for n, height, width in [(1, 64, 64), (2, 96, 184), (1, 512, 8)]:
+            l, vectors = torch.rand(n, 1, height, width), torch.rand(n, model.null_global.shape[0])
+            ab = network.colorize(l, vectors)
+            assert ab.shape == (n, 2, height // 2, width // 2)
+            assert torch.allclose(ab, model.colorize(l, vectors), atol=1e-4)
+
+
+def test_a_hint_model_exports_its_hint_inputs():
+    from test_hints import live_hint_model
+
+    model = live_hint_model()
+    network = onnx_engine.OnnxRuntimeNetwork(model)
+    l, vectors = torch.rand(1, 1, 80, 120), torch.rand(1, model.null_global.shape[0])
+    hints = torch.zeros(1, 3, 80, 120)
+    hints[:, :, 30:40, 50:60] = torch.tensor([0.5, -0.5, 1.0])[:, None, None]
+    with torch.no_grad():
+        assert torch.allclose(network.colorize(l, vectors, hints), model.colorize(l, vectors, hints), atol=1e-4)
+        assert torch.allclose(network.colorize(l, vectors), model.colorize(l, vectors), atol=1e-4)
+    assert not torch.allclose(network.colorize(l, vectors, hints), network.colorize(l, vectors), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"use_global": False, "max_side": 256}, {"reference": EXAMPLES / "coffee.png"}]
+)
+def test_onnxruntime_colours_match_torch_float32_on_real_photos(options):
+    exact = Colorizer.from_pretrained(None, "cpu", Speedups(fold_batchnorm=True), engine="torch")
+    runtime = Colorizer.from_pretrained(None, "cpu", engine="onnxruntime")
+    for photo in PHOTOS:
+        ours, theirs = runtime(photo, **options), exact(photo, **options)
+        assert psnr(ours.image, theirs.image) > 50
+        assert list(ours.scenes) == list(theirs.scenes)
+
+
+def test_the_graphs_are_exported_once_per_weights(cache, monkeypatch):
+    model = load_model()
+    first = onnx_engine.OnnxRuntimeNetwork(model).folder
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx_engine, "export", lambda *args: pytest.fail("exported again"))
+        assert onnx_engine.OnnxRuntimeNetwork(load_model()).folder == first
+    assert [path.name for path in cache.iterdir()] == [first.name]  # nothing half-made beside it
+    with torch.no_grad():
+        model.colorization.layers[-2].bias.add_(0.1)  # changed weights: a new export
+    assert onnx_engine.OnnxRuntimeNetwork(model).folder != first
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_without_onnxruntime_the_engine_is_a_clear_error_and_torch_still_works(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    monkeypatch.delitem(sys.modules, "letcolor.onnx_engine", raising=False)
+    with pytest.raises(ValueError, match="the onnxruntime engine needs onnxruntime: pip install onnxruntime"):
+        Colorizer.from_pretrained(engine="onnxruntime")
+    assert Colorizer.from_pretrained(engine="torch")(PHOTOS[0]).image.size == (640, 427)
+    with pytest.raises(ValueError, match="unknown engine 'tensorrt'"):
+        Colorizer.from_pretrained(engine="tensorrt")
+
+
+def test_cli_engine_and_export(tmp_path, capsys):
+    photo = PHOTOS[1]
+    assert cli.main(["colorize", str(photo), "-o", str(tmp_path / "out"), "--engine", "onnxruntime"]) == 0
+    expected = Colorizer.from_pretrained(engine="onnxruntime")(photo).image
+    written = (tmp_path / "out" / photo.name).with_suffix(".png")
+    assert np.array_equal(np.asarray(expected), np.asarray(Image.open(written).convert("RGB")))
+
+    assert cli.main(["export-onnx", "-o", str(tmp_path / "graphs")]) == 0
+    report = capsys.readouterr().out
+    assert "china.jpg: onnxruntime against torch float32, PSNR" in report
+    assert min(float(line.split("PSNR ")[1].split()[0]) for line in report.splitlines() if "PSNR" in line) > 50
+    for name in (onnx_engine.GLOBAL_GRAPH, onnx_engine.LOCAL_GRAPH):
+        onnx.checker.check_model(str(tmp_path / "graphs" / name))
+
+
+@pytest.mark.slow
+def test_the_app_runs_on_the_engine_that_letcolor_engine_names(monkeypatch, tiny_model_dir):
+    from gradio_client import Client, handle_file
+
+    monkeypatch.setenv("LETCOLOR_ENGINE", "onnxruntime")
+    with served_app(tiny_model_dir) as url:
+        path, _ = Client(url, verbose=False).predict(handle_file(PHOTOS[1]), max_side=256, api_name="/colorize")
+    expected = Colorizer.from_pretrained(tiny_model_dir, engine="onnxruntime")(PHOTOS[1], max_side=256).image
+    assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(expected))
+    monkeypatch.setenv("LETCOLOR_ENGINE", "tensorrt")
+    import app
+
+    colorizer, problem = app.load_colorizer()
+    assert colorizer is None and "unknown engine 'tensorrt'" in problem
