@@ -258,6 +258,60 @@ def add_evaluate_command(commands) -> None:
     parser.set_defaults(run=evaluate.run)
 
 
+ARCHIVE_HELP = (
+    "Colorizes every photo of SRC (a folder of images, searched recursively, or a Hub-layout parquet dataset with an "
+    "image column; local or an fsspec URL) into DST (a Hub-layout parquet dataset: id, image, classes, error; or, "
+    "with --images, a folder tree mirroring SRC's) on Ray Data. Results are committed in shards; the same command "
+    "run again skips what DST holds, so after a crash it finishes the work with each photo once. Needs Ray Data: "
+    "pip install 'letcolor[cluster]'."
+)
+
+
+def add_archive_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SRC", help="folder of images or parquet dataset (path or fsspec URL)")
+    parser.add_argument("-o", "--output", required=True, metavar="DST", help="local folder for the results")
+    parser.add_argument("--images", action="store_true", help="write image files mirroring SRC's tree")
+    parser.add_argument("--id-column", default="id", help="the parquet dataset's id column (default: id)")
+    parser.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
+    parser.add_argument("--no-global", action="store_true", help="ignore the global (scene) features")
+    parser.add_argument("--strength", type=float, default=1.0, help="global feature strength in [0, 2] (default 1)")
+    parser.add_argument("--reference", help="image whose global features (style) are used instead")
+    parser.add_argument("--palette", type=float, default=0.0, help="pull colours towards the reference's, in [0, 1]")
+    parser.add_argument("--max-side", type=max_side_argument, default=DEFAULT_MAX_SIDE, help="as for colorize")
+    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=Options.refine, help="as colorize")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_engine_argument(parser)
+    parser.add_argument("--address", help="a Ray cluster's address (default: start Ray on this machine)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs for Ray on this machine (default: all)")
+    parser.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="GPUs for each model actor")
+    parser.add_argument("--batch-size", type=int, default=8, help="photos per actor call (default 8)")
+    parser.add_argument("--concurrency", type=int, default=1, help="model actors (default 1)")
+    parser.add_argument("--shard-rows", type=int, default=512, help="rows per committed shard (default 512)")
+    parser.add_argument("--dry-run", action="store_true", help="count the work and stop")
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    try:
+        from letcolor.archive import Job, colorize_dataset
+
+        options = Options(not args.no_global, args.strength, args.reference, args.palette, args.max_side, args.refine)
+        if args.reference:
+            load_image(args.reference)  # a bad reference: refused before Ray starts
+        if min(args.batch_size, args.concurrency, args.shard_rows) < 1:
+            raise ValueError("--batch-size, --concurrency and --shard-rows must be at least 1")
+        job = Job(
+            args.source, args.output, args.images, args.model, args.engine, args.device, vars(options),
+            args.id_column, args.address, args.num_cpus, args.num_gpus_per_worker, args.batch_size, args.shard_rows,
+            args.concurrency, args.dry_run,
+        )  # fmt: skip
+        summary = colorize_dataset(job)
+    except (ValueError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{summary.todo} photos to colorize, {summary.skipped} done before" if args.dry_run else summary.line())
+    return EXIT_SOME_FAILED if summary.errors else 0
+
+
 AGREEMENT_PHOTOS = [Path(__file__).resolve().parent / "examples" / name for name in ("china.jpg", "chelsea_gray.png")]
 EXPORT_HELP = (
     "Writes the model's network as two ONNX graphs with dynamic batch, height and width: global.onnx (L at 224x224 "
@@ -304,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_colorize_arguments(colorize)
     colorize.set_defaults(run=run_colorize)
     add_evaluate_command(commands)
+    archive = commands.add_parser(
+        "colorize-dataset", help="colorize an archive on Ray Data (resumable)", description=ARCHIVE_HELP
+    )
+    add_archive_arguments(archive)
+    archive.set_defaults(run=run_archive)
     export = commands.add_parser("export-onnx", help="export the network as ONNX graphs", description=EXPORT_HELP)
     export.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
     export.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for the graphs")

@@ -1,12 +1,13 @@
 """Reading input images: decoding, validation, EXIF orientation, and splitting off the alpha channel."""
 
+import io
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 # Larger images are refused from their header, before decoding (decompression bombs). PIL's own limit
 # (Image.MAX_IMAGE_PIXELS) is global state that applications may change, so this module checks its own.
@@ -53,6 +54,20 @@ def read_image(source: ImageSource) -> LoadedImage:
     if isinstance(source, np.ndarray):
         return _decoded(_image_from_array(source), "the input array")
     raise InvalidImageError(f"expected a path, PIL image or numpy array, got {type(source).__name__}")
+
+
+def read_image_bytes(data: bytes, name: str) -> tuple[LoadedImage, str | None]:
+    """`read_image` for an encoded image held in memory (`name` names it in errors), and its format ("PNG", ...)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as error:
+        raise InvalidImageError(f"{name}: not a readable image (not a format Pillow knows, or corrupt)") from error
+    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
+        raise InvalidImageError(f"{name}: not a readable image ({error})") from error
+    with image:
+        return _decoded(image, name), image.format
 
 
 def check_image_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:

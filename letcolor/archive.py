@@ -1,0 +1,336 @@
+"""`letcolor colorize-dataset`: an archive of photos colorized on Ray Data, resumable, each photo exactly once.
+
+    letcolor colorize-dataset SRC -o DST [--images] [--address HEAD:6379] [the options of colorize]
+
+SRC is a folder of images (searched recursively; each photo's id is its path under SRC) or a dataset in the Hub's
+parquet layout with an `image` column (bytes and path) and an id column; either may be local or an fsspec URL
+(`s3://`, `hf://`, `memory://`, ...). Ray Data reads the photos, and actors (the model loaded once in each) decode,
+colorize and encode them, batch by batch; the driver writes what comes back:
+
+- by default DST is a parquet dataset in the Hub's layout (`datasets.load_dataset(DST, split="train")` reads it):
+  id, the colorized image at full resolution (the photo's own L, PNG for PNG-like inputs, else JPEG), the top
+  classes, and an error for a row that could not be colorized (its image empty);
+- with `--images`, DST is a folder tree that mirrors SRC's, and a row's error goes to DST/errors.jsonl.
+
+Exactly once: results are committed in shards (a parquet file, or an image file, written beside and then renamed),
+and a run skips the ids that DST already holds. After a crash, the same command finishes the work; every photo
+appears once. Ray is an optional extra (`pip install letcolor[cluster]`), imported only here.
+"""
+
+import io
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from letcolor.engines import DEFAULT_ENGINE
+from letcolor.images import InvalidImageError, read_image_bytes
+from letcolor.pipeline import Colorizer
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+LOSSLESS = {"PNG", "TIFF", "BMP", "GIF"}  # kept lossless (as PNG); other formats become JPEG
+TOP_CLASSES = 5
+SHARD_PREFIX = "train-"
+ERRORS_NAME = "errors.jsonl"
+COLUMNS = ("id", "image", "classes", "error")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What SRC holds: image files (`paths`, ids relative to `root`) or parquet files with `id_column`."""
+
+    filesystem: fsspec.AbstractFileSystem
+    root: str
+    parquet_files: tuple[str, ...] = ()
+    image_paths: tuple[str, ...] = ()
+    id_column: str = "id"
+
+    @classmethod
+    def open(cls, url: str, id_column: str = "id") -> "Source":
+        filesystem, root = fsspec.core.url_to_fs(url)
+        if not filesystem.isdir(root):
+            raise ValueError(f"{url}: not a folder (give a folder of images or a parquet dataset)")
+        files = sorted(filesystem.find(root))
+        parquet = tuple(path for path in files if path.endswith(".parquet"))
+        if parquet:
+            return cls(filesystem, root, parquet_files=parquet, id_column=id_column)
+        images = tuple(path for path in files if PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES)
+        return cls(filesystem, root, image_paths=images, id_column=id_column)
+
+    def ids(self) -> list[str]:
+        if self.image_paths:
+            return [self.relative(path) for path in self.image_paths]
+        ids = []
+        for path in self.parquet_files:
+            with self.filesystem.open(path) as file:
+                ids += [str(value) for value in pq.read_table(file, columns=[self.id_column]).column(0).to_pylist()]
+        return ids
+
+    def relative(self, path: str) -> str:
+        return str(PurePosixPath(path).relative_to(PurePosixPath(self.root)))
+
+
+@dataclass
+class Summary:
+    todo: int = 0  # rows this run has to do
+    rows: int = 0  # rows done (colorized, or recorded as errors)
+    errors: int = 0
+    skipped: int = 0  # already in DST
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.rows / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.rows} rows done ({self.errors} errors) in {self.seconds:.1f} s, {rate:.2f} rows/s; "
+            f"{self.skipped} done before"
+        )
+
+
+class ColorizeRows:
+    """A Ray Data actor: the model loaded once; each batch of rows (id, bytes, name) decoded, colorized and encoded
+    row by row, a bad row becoming an error instead of stopping the batch."""
+
+    def __init__(self, model: str | None, engine: str, device: str | None, options: dict):
+        self.colorizer = Colorizer.from_pretrained(model, device, engine=engine)
+        self.options = options
+
+    def __call__(self, batch: dict) -> dict:
+        rows = {"id": [], "image": [], "suffix": [], "classes": [], "error": []}
+        for row_id, data, name in zip(batch["id"], batch["bytes"], batch["name"], strict=True):
+            try:
+                (image, suffix), classes, error = *self.colorized(data, str(name)), ""
+            except (InvalidImageError, ValueError, OSError) as problem:
+                image, suffix, classes, error = b"", "", [], str(problem)  # it names the photo
+            for column, value in zip(rows, (str(row_id), image, suffix, json.dumps(classes), error), strict=True):
+                rows[column].append(value)
+        return rows
+
+    def colorized(self, data: bytes | None, name: str) -> tuple[tuple[bytes, str], list[str]]:
+        """The photo colorized and encoded in its format's family (PNG or JPEG), with its suffix; its top classes."""
+        loaded, file_format = read_image_bytes(bytes(data or b""), name)
+        result = self.colorizer(loaded.image, **self.options)
+        encoded = io.BytesIO()
+        if file_format in LOSSLESS or result.image.mode == "RGBA":
+            result.image.save(encoded, format="PNG")
+            suffix = ".png"
+        else:
+            result.image.convert("RGB").save(encoded, format="JPEG", quality=95)
+            suffix = ".jpg"
+        return (encoded.getvalue(), suffix), list(result.scenes)[:TOP_CLASSES]
+
+
+def read_files(batch: dict, filesystem: fsspec.AbstractFileSystem, root: str) -> dict:
+    """The read stage for a folder: each id's file read from SRC (a missing or unreadable one gives no bytes, and
+    the colorize stage records the error)."""
+    rows = {"id": [], "bytes": [], "name": []}
+    for row_id in batch["id"]:
+        try:
+            data = filesystem.cat_file(str(PurePosixPath(root) / str(row_id)))
+        except OSError:
+            data = b""
+        rows["id"].append(str(row_id))
+        rows["bytes"].append(data)
+        rows["name"].append(str(row_id))
+    return rows
+
+
+def read_row_groups(batch: dict, filesystem: fsspec.AbstractFileSystem, id_column: str, todo: frozenset) -> dict:
+    """The read stage for a parquet dataset: each (file, row group) read from SRC, as (id, bytes, name) rows
+    without those already done."""
+    rows = {"id": [], "bytes": [], "name": []}
+    for path, group in zip(batch["file"], batch["row_group"], strict=True):
+        with filesystem.open(str(path)) as file:
+            table = pq.ParquetFile(file).read_row_group(int(group), columns=[id_column, "image"])
+        for row_id, image in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
+            if str(row_id) in todo:
+                image = image if isinstance(image, dict) else {}
+                rows["id"].append(str(row_id))
+                rows["bytes"].append(image.get("bytes") or b"")
+                rows["name"].append(image.get("path") or str(row_id))
+    return rows
+
+
+class ParquetDestination:
+    """DST as a Hub-layout parquet dataset: DST/data/train-*.parquet, each shard committed by a rename."""
+
+    FEATURES_METADATA = {
+        b"huggingface": json.dumps(
+            {"info": {"features": {
+                "id": {"dtype": "string", "_type": "Value"},
+                "image": {"_type": "Image"},
+                "classes": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "List"},
+                "error": {"dtype": "string", "_type": "Value"},
+            }}}
+        ).encode()
+    }  # fmt: skip
+    SCHEMA = pa.schema(
+        [("id", pa.string()), ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+         ("classes", pa.list_(pa.string())), ("error", pa.string())],
+        metadata=FEATURES_METADATA,
+    )  # fmt: skip
+
+    def __init__(self, path: str):
+        self.folder = os.path.join(path, "data")
+        self.run = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.shards = 0
+
+    def done(self, ids: list[str]) -> set[str]:
+        committed = set()
+        for name in sorted(os.listdir(self.folder)) if os.path.isdir(self.folder) else []:
+            if name.startswith(SHARD_PREFIX) and name.endswith(".parquet"):
+                committed.update(pq.read_table(os.path.join(self.folder, name), columns=["id"]).column(0).to_pylist())
+        return committed & set(ids)
+
+    def commit(self, rows: dict) -> None:
+        images = [
+            {"bytes": image, "path": f"{PurePosixPath(row_id).stem}{suffix}"} if image else None
+            for row_id, image, suffix in zip(rows["id"], rows["image"], rows["suffix"], strict=True)
+        ]
+        table = pa.table(
+            [list(rows["id"]), images, [json.loads(c) for c in rows["classes"]], [e or None for e in rows["error"]]],
+            schema=self.SCHEMA,
+        )
+        os.makedirs(self.folder, exist_ok=True)
+        final = os.path.join(self.folder, f"{SHARD_PREFIX}{self.run}-{self.shards:05d}.parquet")
+        scratch = os.path.join(self.folder, f".{uuid.uuid4().hex}.tmp")
+        pq.write_table(table, scratch)
+        os.replace(scratch, final)  # the shard, and the ids in it, appear whole or not at all
+        self.shards += 1
+
+
+class ImagesDestination:
+    """DST as a folder tree that mirrors SRC's: each photo at its id's path (a suffix added where the format written
+    is not the name's: photo.tif -> photo.tif.png), written beside and renamed; errors appended to DST/errors.jsonl."""
+
+    SUFFIXES = {".png": (".png",), ".jpg": (".jpg", ".jpeg")}
+
+    def __init__(self, path: str):
+        self.folder = path
+
+    def output(self, row_id: str, suffix: str) -> str:
+        keeps = PurePosixPath(row_id).suffix.lower() in self.SUFFIXES[suffix]
+        return os.path.join(self.folder, row_id if keeps else f"{row_id}{suffix}")
+
+    def done(self, ids: list[str]) -> set[str]:
+        done = set()
+        errors = os.path.join(self.folder, ERRORS_NAME)
+        if os.path.isfile(errors):
+            with open(errors) as file:
+                done.update(json.loads(line)["id"] for line in file if line.strip())
+        return done | {row_id for row_id in ids if any(os.path.isfile(self.output(row_id, s)) for s in self.SUFFIXES)}
+
+    def commit(self, rows: dict) -> None:
+        for row_id, image, suffix, error in zip(rows["id"], rows["image"], rows["suffix"], rows["error"], strict=True):
+            if error:
+                os.makedirs(self.folder, exist_ok=True)
+                with open(os.path.join(self.folder, ERRORS_NAME), "a") as file:
+                    file.write(json.dumps({"id": row_id, "error": error}) + "\n")
+                continue
+            final = self.output(row_id, suffix)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            scratch = f"{final}.{uuid.uuid4().hex}.tmp"
+            with open(scratch, "wb") as file:
+                file.write(image)
+            os.replace(scratch, final)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One colorize-dataset run: SRC, DST and the options of `Colorizer.batch` (`options`), on a Ray cluster."""
+
+    source: str
+    destination: str
+    images: bool = False
+    model: str | None = None
+    engine: str = DEFAULT_ENGINE
+    device: str | None = None
+    options: dict = field(default_factory=dict)
+    id_column: str = "id"
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus_per_worker: float = 0.0
+    batch_size: int = 8
+    shard_rows: int = 512  # rows per committed parquet shard
+    concurrency: int = 1
+    dry_run: bool = False
+
+
+def colorize_dataset(job: Job, progress: bool = True) -> Summary:
+    """Colorizes every photo of job.source that job.destination does not hold yet (see the module's docstring);
+    ValueError for a bad SRC or DST, ImportError when Ray Data is not installed."""
+    check_paths(job.source, job.destination)
+    source = Source.open(job.source, job.id_column)
+    destination = ImagesDestination(job.destination) if job.images else ParquetDestination(job.destination)
+    ids = source.ids()
+    done = destination.done(ids)
+    todo = [row_id for row_id in ids if row_id not in done]
+    summary = Summary(todo=len(todo), skipped=len(ids) - len(todo))
+    if job.dry_run or not todo:
+        return summary
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(address=job.address, num_cpus=None if job.address else job.num_cpus, include_dashboard=False)
+    dataset = _rows(ray, source, todo).map_batches(
+        ColorizeRows,
+        fn_constructor_kwargs={"model": job.model, "engine": job.engine, "device": job.device, "options": job.options},
+        batch_size=job.batch_size,
+        concurrency=job.concurrency,
+        num_gpus=job.num_gpus_per_worker or None,
+        batch_format="numpy",
+    )
+    start = time.monotonic()
+    with tqdm(total=len(todo), unit="row", disable=not progress, desc="colorize-dataset") as bar:
+        for rows in dataset.iter_batches(batch_size=job.shard_rows, batch_format="numpy"):
+            destination.commit(rows)
+            errors = [error for error in rows["error"] if error]
+            for error in errors:
+                tqdm.write(f"error: {error}", file=sys.stderr)
+            summary.rows, summary.errors = summary.rows + len(rows["id"]), summary.errors + len(errors)
+            bar.update(len(rows["id"]))
+            bar.set_postfix(errors=summary.errors, rows_s=f"{summary.rows / (time.monotonic() - start):.2f}")
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError("colorize-dataset needs Ray Data: pip install 'letcolor[cluster]'") from error
+    return ray
+
+
+def _rows(ray, source: Source, todo: list[str]):
+    """The read stage: a Ray dataset of (id, bytes, name) rows to colorize. It asks for no CPU of its own: it waits
+    on storage, while each model actor holds a CPU (on one CPU, a reading task that wanted one would never run)."""
+    if source.image_paths:
+        items = ray.data.from_items([{"id": row_id} for row_id in todo])
+        arguments = {"filesystem": source.filesystem, "root": source.root}
+        return items.map_batches(read_files, fn_kwargs=arguments, batch_format="numpy", num_cpus=0)
+    groups = []
+    for path in source.parquet_files:
+        with source.filesystem.open(path) as file:
+            groups += [{"file": path, "row_group": group} for group in range(pq.ParquetFile(file).num_row_groups)]
+    arguments = {"filesystem": source.filesystem, "id_column": source.id_column, "todo": frozenset(todo)}
+    items = ray.data.from_items(groups)
+    return items.map_batches(read_row_groups, fn_kwargs=arguments, batch_size=1, batch_format="numpy", num_cpus=0)
+
+
+def check_paths(source: str, destination: str) -> None:
+    """ValueError where DST is SRC or one holds the other (an output could land on an input); DST must be local."""
+    if "://" in destination:
+        raise ValueError(f"-o {destination}: DST must be a local folder")
+    if "://" in source and not source.startswith("file://"):
+        return
+    src = os.path.realpath(source.removeprefix("file://"))
+    dst = os.path.realpath(destination)
+    if os.path.commonpath([src, dst]) in (src, dst):
+        raise ValueError(f"-o {destination} and {source} overlap: DST must be outside SRC, and SRC outside DST")

@@ -1,0 +1,147 @@
+"""`letcolor colorize-dataset` on a local Ray with 2 CPUs: a parquet dataset with corrupt rows, the driver killed
+with SIGKILL and the command run again, a folder of images mirrored with --images, a file:// URL, and Ray missing.
+
+Each run starts Ray (a few seconds) and colorizes with the tiny test model."""
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import EVERYDAY, EXAMPLES, ROOT
+from PIL import Image
+
+from letcolor import cli
+
+pytestmark = pytest.mark.slow
+
+
+def command(source, destination, model: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "letcolor", "colorize-dataset", str(source), "-o", str(destination),
+        "--model", str(model), "--num-cpus", "2", "--max-side", "128", *extra,
+    ]  # fmt: skip
+
+
+def run(arguments: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(arguments, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def header_only_jpeg(width: int, height: int) -> bytes:
+    """A JPEG whose header declares width x height (its data is a 16x16 image's): refused from the header."""
+    data = io.BytesIO()
+    Image.new("L", (16, 16)).save(data, format="JPEG")
+    raw = bytearray(data.getvalue())
+    marker = raw.index(b"\xff\xc0")
+    raw[marker + 5 : marker + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(raw)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> tuple[Path, dict[str, tuple[int, int]], set[str]]:
+    """A Hub-layout parquet dataset of the 80 photos of the everyday cut and 3 corrupt rows, in 3 shards: its path,
+    each good id's photo size, and the corrupt ids."""
+    rows = []
+    for path in sorted((EVERYDAY / "data").glob("*.parquet")):
+        rows += pq.read_table(path, columns=["id", "image"]).to_pylist()
+    sizes = {row["id"]: Image.open(io.BytesIO(row["image"]["bytes"])).size for row in rows}
+    corrupt = {
+        "corrupt/not-an-image.jpg": b"this is not a photo",
+        "corrupt/truncated.jpg": rows[0]["image"]["bytes"][:300],
+        "corrupt/declares-12000x12000.jpg": header_only_jpeg(12_000, 12_000),
+    }
+    rows += [{"id": name, "image": {"bytes": data, "path": name}} for name, data in corrupt.items()]
+    folder = tmp_path_factory.mktemp("archive") / "data"
+    folder.mkdir()
+    for shard in range(3):
+        pq.write_table(pa.Table.from_pylist(rows[shard::3]), folder / f"train-0000{shard}-of-00003.parquet")
+    return folder.parent, sizes, set(corrupt)
+
+
+def test_killed_mid_run_then_run_again_every_good_photo_is_there_once(archive, tiny_model_dir, tmp_path):
+    source, sizes, corrupt = archive
+    destination = tmp_path / "colorized"
+    arguments = command(source, destination, tiny_model_dir, "--batch-size", "4", "--shard-rows", "8")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    driver = subprocess.Popen(
+        arguments, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list((destination / "data").glob("train-*.parquet"))) < 2:  # mid-run: some shards committed
+            assert driver.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # and the local Ray it started, which would outlive it
+    committed = datasets.load_dataset(str(destination), split="train")
+    assert 0 < len(committed) < len(sizes) + len(corrupt)
+
+    again = run(arguments)
+    errors_left = bool(corrupt - set(committed["id"]))
+    assert again.returncode == (1 if errors_left else 0), again.stderr[-3000:]  # 1: some rows of this run failed
+    assert f"{len(committed)} done before" in again.stdout
+    result = datasets.load_dataset(str(destination), split="train")
+    ids = result["id"]
+    assert sorted(ids) == sorted([*sizes, *corrupt])  # every row exactly once
+    for row in result:
+        if row["id"] in corrupt:
+            assert row["image"] is None and row["id"].split("/")[1] in row["error"]
+        else:
+            assert row["error"] is None and row["image"].size == sizes[row["id"]] and row["image"].mode == "RGB"
+            assert len(row["classes"]) == 5
+    errors = dict(zip(result["id"], result["error"], strict=True))
+    assert errors["corrupt/declares-12000x12000.jpg"].endswith("12000x12000 is 144 MP, over the 100 MP limit")
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+def test_a_folder_becomes_a_mirrored_tree_of_images_and_its_inputs_are_untouched(tiny_model_dir, tmp_path):
+    source = tmp_path / "album"
+    (source / "1950s" / "summer").mkdir(parents=True)
+    Image.open(EXAMPLES / "china.jpg").save(source / "1950s" / "harbour.jpg")
+    Image.open(EXAMPLES / "chelsea_gray.png").save(source / "1950s" / "summer" / "cat.png")
+    Image.open(EXAMPLES / "coffee.png").convert("L").save(source / "scan.tif")
+    (source / "1950s" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    before = tree_digest(source)
+    destination = tmp_path / "colorized"
+    result = run(command(f"file://{source}", destination, tiny_model_dir, "--images"))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert tree_digest(source) == before
+    written = {str(p.relative_to(destination)) for p in destination.rglob("*") if p.is_file()}
+    assert written == {"1950s/harbour.jpg", "1950s/summer/cat.png", "scan.tif.png", "errors.jsonl"}
+    for name, original in [("1950s/harbour.jpg", "1950s/harbour.jpg"), ("scan.tif.png", "scan.tif")]:
+        output = Image.open(destination / name)
+        assert output.size == Image.open(source / original).size and output.mode == "RGB"
+        assert output.format == ("JPEG" if name.endswith(".jpg") else "PNG")
+    assert "1950s/broken.jpg" in (destination / "errors.jsonl").read_text()
+    again = run(command(source, destination, tiny_model_dir, "--images", "--dry-run"))
+    assert "0 photos to colorize, 4 done before" in again.stdout
+
+
+def test_a_destination_inside_the_source_is_refused(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    arguments = ["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "photos" / "out"), "--images"]
+    assert cli.main(arguments) == 2
+    assert "DST must be outside SRC" in capsys.readouterr().err
+
+
+def test_without_ray_the_command_says_what_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    (tmp_path / "photos").mkdir()
+    Image.new("L", (32, 32)).save(tmp_path / "photos" / "a.png")
+    assert cli.main(["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "out")]) == 2
+    assert "pip install 'letcolor[cluster]'" in capsys.readouterr().err
