@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from letcolor.engines import DEFAULT_ENGINE
 from letcolor.images import InvalidImageError, read_image_bytes
-from letcolor.pipeline import Colorizer
+from letcolor.pipeline import Colorizer, load_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 LOSSLESS = {"PNG", "TIFF", "BMP", "GIF"}  # kept lossless (as PNG); other formats become JPEG
@@ -98,25 +98,33 @@ class ColorizeRows:
     """A Ray Data actor: the model loaded once; each batch of rows (id, bytes, name) decoded, colorized and encoded
     row by row, a bad row becoming an error instead of stopping the batch."""
 
-    def __init__(self, model: str | None, engine: str, device: str | None, options: dict):
+    def __init__(self, model: str | None, engine: str, device: str | None, options: dict, hints: str | None = None):
         self.colorizer = Colorizer.from_pretrained(model, device, engine=engine)
-        self.options = options
+        self.options, self.hints = options, hints
 
     def __call__(self, batch: dict) -> dict:
         rows = {"id": [], "image": [], "suffix": [], "classes": [], "error": []}
         for row_id, data, name in zip(batch["id"], batch["bytes"], batch["name"], strict=True):
             try:
-                (image, suffix), classes, error = *self.colorized(data, str(name)), ""
+                (image, suffix), classes, error = *self.colorized(data, str(name), self.hints_of(str(row_id))), ""
             except (InvalidImageError, ValueError, OSError) as problem:
                 image, suffix, classes, error = b"", "", [], str(problem)  # it names the photo
             for column, value in zip(rows, (str(row_id), image, suffix, json.dumps(classes), error), strict=True):
                 rows[column].append(value)
         return rows
 
-    def colorized(self, data: bytes | None, name: str) -> tuple[tuple[bytes, str], list[str]]:
-        """The photo colorized and encoded in its format's family (PNG or JPEG), with its suffix; its top classes."""
+    def hints_of(self, row_id: str) -> str | None:
+        """The photo's hints file in the hints folder: `<id>.json` (points) or `<id>.png` (a paint layer), if any."""
+        for suffix in (".json", ".png"):
+            if self.hints and os.path.isfile(path := os.path.join(self.hints, f"{row_id}{suffix}")):
+                return path
+        return None
+
+    def colorized(self, data: bytes | None, name: str, hints: str | None) -> tuple[tuple[bytes, str], list[str]]:
+        """The photo colorized (with its hints file, if any) and encoded in its format's family (PNG or JPEG), with
+        its suffix; its top classes."""
         loaded, file_format = read_image_bytes(bytes(data or b""), name)
-        result = self.colorizer(loaded.image, **self.options)
+        result = self.colorizer(loaded.image, hints=hints, **self.options)
         encoded = io.BytesIO()
         if file_format in LOSSLESS or result.image.mode == "RGBA":
             result.image.save(encoded, format="PNG")
@@ -253,6 +261,7 @@ class Job:
     engine: str = DEFAULT_ENGINE
     device: str | None = None
     options: dict = field(default_factory=dict)
+    hints: str | None = None  # a local folder of hints files: <id>.json or <id>.png
     id_column: str = "id"
     address: str | None = None
     num_cpus: int | None = None
@@ -267,6 +276,10 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     """Colorizes every photo of job.source that job.destination does not hold yet (see the module's docstring);
     ValueError for a bad SRC or DST, ImportError when Ray Data is not installed."""
     check_paths(job.source, job.destination)
+    if job.hints and not os.path.isdir(job.hints):
+        raise ValueError(f"--hints {job.hints}: not a folder")
+    if job.hints and not load_model(job.model).hint_channels:
+        raise ValueError("--hints: this model takes no colour hints (its config has hint_channels 0)")
     source = Source.open(job.source, job.id_column)
     destination = ImagesDestination(job.destination) if job.images else ParquetDestination(job.destination)
     ids = source.ids()
@@ -280,7 +293,13 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
         ray.init(address=job.address, num_cpus=None if job.address else job.num_cpus, include_dashboard=False)
     dataset = _rows(ray, source, todo).map_batches(
         ColorizeRows,
-        fn_constructor_kwargs={"model": job.model, "engine": job.engine, "device": job.device, "options": job.options},
+        fn_constructor_kwargs={
+            "model": job.model,
+            "engine": job.engine,
+            "device": job.device,
+            "options": job.options,
+            "hints": job.hints,
+        },  # fmt: skip
         batch_size=job.batch_size,
         concurrency=job.concurrency,
         num_gpus=job.num_gpus_per_worker or None,

@@ -272,6 +272,9 @@ def add_archive_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DST", help="local folder for the results")
     parser.add_argument("--images", action="store_true", help="write image files mirroring SRC's tree")
     parser.add_argument("--id-column", default="id", help="the parquet dataset's id column (default: id)")
+    parser.add_argument(
+        "--hints", metavar="DIR", help="colour hints per photo (a model that takes hints): DIR/<id>.json or <id>.png"
+    )
     parser.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
     parser.add_argument("--no-global", action="store_true", help="ignore the global (scene) features")
     parser.add_argument("--strength", type=float, default=1.0, help="global feature strength in [0, 2] (default 1)")
@@ -300,9 +303,10 @@ def run_archive(args: argparse.Namespace) -> int:
         if min(args.batch_size, args.concurrency, args.shard_rows) < 1:
             raise ValueError("--batch-size, --concurrency and --shard-rows must be at least 1")
         job = Job(
-            args.source, args.output, args.images, args.model, args.engine, args.device, vars(options),
-            args.id_column, args.address, args.num_cpus, args.num_gpus_per_worker, args.batch_size, args.shard_rows,
-            args.concurrency, args.dry_run,
+            args.source, args.output, images=args.images, model=args.model, engine=args.engine, device=args.device,
+            options=vars(options), hints=args.hints, id_column=args.id_column, address=args.address,
+            num_cpus=args.num_cpus, num_gpus_per_worker=args.num_gpus_per_worker, batch_size=args.batch_size,
+            shard_rows=args.shard_rows, concurrency=args.concurrency, dry_run=args.dry_run,
         )  # fmt: skip
         summary = colorize_dataset(job)
     except (ValueError, ImportError) as error:

@@ -132,6 +132,23 @@ def test_a_folder_becomes_a_mirrored_tree_of_images_and_its_inputs_are_untouched
     assert "0 photos to colorize, 4 done before" in again.stdout
 
 
+def test_hints_per_photo_reach_the_colours(tmp_path):
+    from test_hints import live_hint_model
+
+    model = tmp_path / "hint-model"
+    live_hint_model().save_pretrained(model)
+    source, hints = tmp_path / "photos", tmp_path / "hints"
+    (source / "a").mkdir(parents=True)
+    (hints / "a").mkdir(parents=True)
+    for name in ("a/one.png", "two.png"):
+        Image.open(EXAMPLES / "chelsea_gray.png").save(source / name)
+    (hints / "a" / "one.png.json").write_text('[[200, 150, "#2040e0"], [100, 100, "#c0392b"]]')
+    result = run(command(source, tmp_path / "out", model, "--images", "--hints", str(hints)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    hinted, plain = (Image.open(tmp_path / "out" / name) for name in ("a/one.png", "two.png"))
+    assert hinted.tobytes() != plain.tobytes()  # the same photo: only the hints differ
+
+
 def test_a_destination_inside_the_source_is_refused(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "photos").mkdir()
     arguments = ["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "photos" / "out"), "--images"]
