@@ -40,6 +40,7 @@ LOSSLESS = {"PNG", "TIFF", "BMP", "GIF"}  # kept lossless (as PNG); other format
 TOP_CLASSES = 5
 SHARD_PREFIX = "train-"
 ERRORS_NAME = "errors.jsonl"
+TEMPORARY_SUFFIX = ".letcolor-partial"  # a shard or file being written, renamed when complete
 COLUMNS = ("id", "image", "classes", "error")
 
 
@@ -191,8 +192,11 @@ class ParquetDestination:
         self.shards = 0
 
     def done(self, ids: list[str]) -> set[str]:
+        """The ids that committed shards hold; a shard that a crash left half-written is removed."""
         committed = set()
         for name in sorted(os.listdir(self.folder)) if os.path.isdir(self.folder) else []:
+            if name.endswith(TEMPORARY_SUFFIX):
+                os.remove(os.path.join(self.folder, name))
             if name.startswith(SHARD_PREFIX) and name.endswith(".parquet"):
                 committed.update(pq.read_table(os.path.join(self.folder, name), columns=["id"]).column(0).to_pylist())
         return committed & set(ids)
@@ -208,7 +212,7 @@ class ParquetDestination:
         )
         os.makedirs(self.folder, exist_ok=True)
         final = os.path.join(self.folder, f"{SHARD_PREFIX}{self.run}-{self.shards:05d}.parquet")
-        scratch = os.path.join(self.folder, f".{uuid.uuid4().hex}.tmp")
+        scratch = os.path.join(self.folder, f".{uuid.uuid4().hex}{TEMPORARY_SUFFIX}")
         pq.write_table(table, scratch)
         os.replace(scratch, final)  # the shard, and the ids in it, appear whole or not at all
         self.shards += 1
@@ -228,6 +232,11 @@ class ImagesDestination:
         return os.path.join(self.folder, row_id if keeps else f"{row_id}{suffix}")
 
     def done(self, ids: list[str]) -> set[str]:
+        """The ids with an output file or a recorded error; a file that a crash left half-written is removed."""
+        for directory, _, names in os.walk(self.folder):
+            for name in names:
+                if name.endswith(TEMPORARY_SUFFIX):
+                    os.remove(os.path.join(directory, name))
         done = set()
         errors = os.path.join(self.folder, ERRORS_NAME)
         if os.path.isfile(errors):
@@ -244,7 +253,7 @@ class ImagesDestination:
                 continue
             final = self.output(row_id, suffix)
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            scratch = f"{final}.{uuid.uuid4().hex}.tmp"
+            scratch = f"{final}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
             with open(scratch, "wb") as file:
                 file.write(image)
             os.replace(scratch, final)

@@ -208,7 +208,6 @@ class Colorizer:
         self.speedups = speedups or Speedups.default_for(self.device)
         self.class_names = list(model.class_names)
         self.takes_hints = bool(model.hint_channels)
-        self.engine = engine
         self.network = make_network(model, self.device, self.speedups, engine)
 
     @classmethod
@@ -236,7 +235,7 @@ class Colorizer:
         reference: ImageSource | None = None,
         palette_strength: float = 0.0,
         max_side: int | None = DEFAULT_MAX_SIDE,
-        refine: bool = False,
+        refine: bool = Options.refine,
     ) -> list[ColorizationResult]:
         """Colorizes images (paths, PIL images or arrays), running same-size network inputs as one batch.
 

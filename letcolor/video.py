@@ -330,7 +330,7 @@ def colorize_video(
     reference: ImageSource | None = None,
     palette_strength: float = 0.0,
     max_side: int | None = DEFAULT_MAX_SIDE,
-    refine: bool = False,
+    refine: bool = Options.refine,
     flow_blend: float = FLOW_BLEND,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_frames: int | None = None,

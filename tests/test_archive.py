@@ -84,6 +84,7 @@ def test_killed_mid_run_then_run_again_every_good_photo_is_there_once(archive, t
         driver.wait()
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # and the local Ray it started, which would outlive it
+    (destination / "data" / ".half-written.letcolor-partial").write_bytes(b"PAR1 cut short")  # as a kill can leave
     committed = datasets.load_dataset(str(destination), split="train")
     assert 0 < len(committed) < len(sizes) + len(corrupt)
 
@@ -91,6 +92,7 @@ def test_killed_mid_run_then_run_again_every_good_photo_is_there_once(archive, t
     errors_left = bool(corrupt - set(committed["id"]))
     assert again.returncode == (1 if errors_left else 0), again.stderr[-3000:]  # 1: some rows of this run failed
     assert f"{len(committed)} done before" in again.stdout
+    assert not list((destination / "data").glob("*.letcolor-partial"))
     result = datasets.load_dataset(str(destination), split="train")
     ids = result["id"]
     assert sorted(ids) == sorted([*sizes, *corrupt])  # every row exactly once
