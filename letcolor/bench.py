@@ -46,6 +46,7 @@ CONFIGURATIONS = {
     "bf16 channels-last": Speedups(Precision.BFLOAT16, channels_last=True),
     "bf16 folded-BN channels-last": Speedups(Precision.BFLOAT16, True, True),
     "bf16 folded-BN channels-last compile": Speedups(Precision.BFLOAT16, True, True, compile=True),
+    "onnxruntime": None,  # the onnxruntime engine (float32), not a torch speed-up
 }
 SAMPLE_SECONDS = 0.002
 NOISE_FLOOR = "(baseline, input +-0.5 gray level noise)"
@@ -248,14 +249,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     rows = [Row(size, max_side) for size in sizes for max_side in (DEFAULT_MAX_SIDE, None)]
     grays, noisy = accuracy_inputs(ACCURACY_PHOTOS)
-    baseline = Colorizer(model, device, CONFIGURATIONS[names[0]])
+    baseline = configured(model, device, names[0])
     baseline_ab = baseline.predict_ab(grays)
     errors, noise_floor = {}, ab_errors(baseline.predict_ab(noisy), baseline_ab)
     with tempfile.TemporaryDirectory() as directory:
         inputs = write_inputs(args.photo, sizes, Path(directory))
         columns = []
         for name in names:
-            colorizer = Colorizer(model, device, CONFIGURATIONS[name])
+            colorizer = configured(model, device, name)
             errors[name] = ab_errors(colorizer.predict_ab(grays), baseline_ab)
             for column, options in variants(name, args.hints, args.refine):
                 columns.append(column)
@@ -271,6 +272,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print(markdown_tables(rows, columns, errors, setup))
     return 0
+
+
+def configured(model: LetThereBeColor, device: torch.device, name: str) -> Colorizer:
+    if CONFIGURATIONS[name] is None:
+        return Colorizer(model, device, engine="onnxruntime")
+    return Colorizer(model, device, CONFIGURATIONS[name])
 
 
 def variants(name: str, hints: int, refine: bool) -> list[tuple[str, Callable[[Path], dict]]]:

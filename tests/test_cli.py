@@ -199,7 +199,8 @@ def test_evaluate_is_registered_from_its_module(monkeypatch):
 
 
 @pytest.mark.slow
-def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys):
+def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("LETCOLOR_CACHE", str(tmp_path))  # the onnxruntime engine's graphs
     photos = [examples_dir / "historical_b.jpg", examples_dir / "historical_e.jpg"]
     monkeypatch.setattr(bench, "ACCURACY_PHOTOS", photos)  # fewer photos than the real benchmark, to be quick
     arguments = [
@@ -218,9 +219,12 @@ def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys):
     assert "| input | max_side | fp32 | bf16 folded-BN channels-last |" in table
     assert "| 64x48 | 512 |" in table and "| 64x48 | native |" in table
     assert "| bf16 folded-BN channels-last |" in table  # its accuracy row
-    assert cli.main([*arguments[:-2], "--configs", "fp32", "--hints", "10", "--refine"]) == 0
+    assert cli.main([*arguments[:-2], "--configs", "fp32,onnxruntime", "--hints", "10", "--refine"]) == 0
     table = capsys.readouterr().out
-    assert "| input | max_side | fp32 | fp32 + 10 hints | fp32 + refine |" in table
+    assert (
+        "| input | max_side | fp32 | fp32 + 10 hints | fp32 + refine | onnxruntime | onnxruntime + 10 hints |" in table
+    )
+    assert "| onnxruntime |" in table  # its accuracy row
 
 
 def test_bench_hints_need_a_model_that_takes_them(tiny_model_dir, capsys):
