@@ -5,6 +5,10 @@ the local path on (N, 1, H, W) inputs with the scene vectors (and, for a model w
 the sigmoid ab at (N, 2, H/2, W/2); N, H and W are dynamic. They are exported once per model and kept in the cache
 (`$LETCOLOR_CACHE`, else `~/.cache/letcolor`), under the SHA-256 of the weights, the config and EXPORT_VERSION.
 The engine takes and returns float32 torch tensors, as `letcolor.inference.InferenceNetwork` does.
+
+int8 (`int8=True`): both graphs quantized statically by ONNX Runtime (QDQ, weights per channel), calibrated on the
+example photos shipped with letcolor; the convolutions that read the inputs and the last one stay in float32, as in
+`letcolor.inference.to_bfloat16` and for the same reasons. Cached beside the float32 graphs.
 """
 
 import copy
@@ -17,6 +21,7 @@ from pathlib import Path
 
 import onnxruntime
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from letcolor.model import GLOBAL_INPUT_SIZE, GlobalOutput, LetThereBeColor, mix_global
@@ -103,6 +108,75 @@ def cached_export(model: LetThereBeColor, cache: Path | None = None) -> Path:
     return folder
 
 
+CALIBRATION_PHOTOS = sorted(
+    path for path in (Path(__file__).resolve().parent / "examples").iterdir() if path.suffix in (".jpg", ".png")
+)
+CALIBRATION_SIDE = 256
+
+
+def cached_int8(model: LetThereBeColor, cache: Path | None = None) -> Path:
+    """The folder of the model's int8 graphs in the cache, quantized first if it is not there."""
+    float_graphs = cached_export(model, cache)
+    folder = float_graphs.with_name(f"{float_graphs.name}-int8")
+    if not (folder / LOCAL_GRAPH).is_file():
+        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+            quantized = Path(scratch) / "graphs"
+            quantized.mkdir()
+            _quantize(float_graphs, quantized, model.hint_channels)
+            try:
+                os.replace(quantized, folder)
+            except OSError:  # another process put it there first
+                if not (folder / LOCAL_GRAPH).is_file():
+                    raise
+    return folder
+
+
+def _quantize(float_graphs: Path, destination: Path, hint_channels: int) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self, feeds: list[dict]):
+            self.feeds = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self.feeds, None)
+
+    global_feeds, local_feeds = _calibration_feeds(float_graphs, hint_channels)
+    for name, feeds in ((GLOBAL_GRAPH, global_feeds), (LOCAL_GRAPH, local_feeds)):
+        convs = [node.name for node in onnx.load(str(float_graphs / name)).graph.node if node.op_type == "Conv"]
+        kept = [convs[0], *(conv for conv in convs if "hint_conv" in conv)]
+        if name == LOCAL_GRAPH:
+            kept.append(convs[-1])
+        quantize_static(
+            str(float_graphs / name), str(destination / name), Feeds(feeds), quant_format=QuantFormat.QDQ,
+            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept,
+        )  # fmt: skip
+
+
+def _calibration_feeds(float_graphs: Path, hint_channels: int) -> tuple[list[dict], list[dict]]:
+    """The graphs' inputs for the calibration photos: L at 224x224, and L at CALIBRATION_SIDE with its scene vector
+    (and no hints)."""
+    from letcolor.fullres import lightness
+    from letcolor.images import image_pixels, load_image
+
+    session = onnxruntime.InferenceSession(float_graphs / GLOBAL_GRAPH, providers=["CPUExecutionProvider"])
+    global_feeds, local_feeds = [], []
+    for photo in CALIBRATION_PHOTOS:
+        l = lightness(image_pixels(load_image(photo)), torch.device("cpu")) / 100  # the network's input scaling
+        height, width = l.shape[-2:]
+        scale = CALIBRATION_SIDE / max(height, width)
+        size = (max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8))
+        l224 = F.interpolate(l, size=(GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE), mode="bilinear", antialias=True).numpy()
+        local = F.interpolate(l, size=size, mode="bilinear", antialias=True).numpy()
+        global_feeds.append({"l224": l224})
+        feeds = {"l": local, "vectors": session.run(None, {"l224": l224})[0]}
+        if hint_channels:
+            feeds["hints"] = torch.zeros((1, hint_channels, *size)).numpy()
+        local_feeds.append(feeds)
+    return global_feeds, local_feeds
+
+
 def check(folder: Path) -> None:
     """onnx.checker on both graphs (ValueError naming the graph if one is invalid)."""
     import onnx
@@ -117,8 +191,10 @@ def check(folder: Path) -> None:
 class OnnxRuntimeNetwork:
     """The model's graphs in ONNX Runtime sessions (CPU); float32 torch tensors in and out."""
 
-    def __init__(self, model: LetThereBeColor, threads: int | None = None, cache: Path | None = None):
-        folder = cached_export(model, cache)
+    def __init__(
+        self, model: LetThereBeColor, int8: bool = False, threads: int | None = None, cache: Path | None = None
+    ):
+        folder = cached_int8(model, cache) if int8 else cached_export(model, cache)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         providers = ["CPUExecutionProvider"]

@@ -73,6 +73,22 @@ def test_onnxruntime_colours_match_torch_float32_on_real_photos(options):
         assert list(ours.scenes) == list(theirs.scenes)
 
 
+def test_int8_graphs_keep_the_input_and_output_convolutions_in_float_and_the_colours_close():
+    from test_hints import live_hint_model
+
+    folder = onnx_engine.cached_int8(live_hint_model())
+    for name, kept in ((onnx_engine.LOCAL_GRAPH, 3), (onnx_engine.GLOBAL_GRAPH, 1)):
+        graph = onnx.load(str(folder / name)).graph
+        quantized_inputs = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+        convs = [node for node in graph.node if node.op_type == "Conv"]
+        in_float = [conv.name for conv in convs if conv.input[1] not in quantized_inputs]  # their weights
+        assert len(in_float) == kept and "/low_level/convs.0.0/Conv" in in_float
+    exact = Colorizer.from_pretrained(None, "cpu", Speedups(fold_batchnorm=True), engine="torch")
+    int8 = Colorizer.from_pretrained(None, "cpu", engine="onnxruntime-int8")
+    for photo in PHOTOS:
+        assert psnr(int8(photo).image, exact(photo).image) > 38
+
+
 def test_the_graphs_are_exported_once_per_weights(cache, monkeypatch):
     model = load_model()
     first = onnx_engine.OnnxRuntimeNetwork(model).folder
