@@ -15,8 +15,10 @@ from PIL import Image
 
 from letcolor.color import (
     LUMINANCE_WEIGHTS,
+    RGB_TO_XYZ,
+    WHITE_D65,
     gray_to_lightness,
-    lab_to_linear_rgb,
+    lab_f_inverse,
     linear_to_srgb,
     luminance_to_lightness,
     srgb_to_linear,
@@ -56,9 +58,9 @@ def _encoding_table(device: torch.device) -> torch.Tensor:
 def _strip_lightness(values: torch.Tensor, white_level: float) -> torch.Tensor:
     """L* (1, h, w) of a strip of 8-bit sRGB (3, h, w), or of integer or float gray (1, h, w), pixels."""
     if values.shape[0] == 3:
-        tables = _luminance_tables(values.device)
-        luminance = sum(table[channel.long()] for table, channel in zip(tables, values, strict=True))
-        return luminance_to_lightness(luminance)[None]
+        red, green, blue = _luminance_tables(values.device)
+        r, g, b = values.long()
+        return luminance_to_lightness(red.take(r).add_(green.take(g)).add_(blue.take(b)))[None]
     if values.is_floating_point():
         return gray_to_lightness(values.float().div(white_level).clamp_(0, 1))
     return _gray_table(int(white_level), values.device)[values.long().clamp_(0, int(white_level))]
@@ -83,6 +85,22 @@ def _upsample_rows(ab: torch.Tensor, height: int, rows: slice) -> torch.Tensor:
     return torch.lerp(ab[:, :, above], ab[:, :, below], (position - above)[:, None])
 
 
+@cache
+def _xyz_to_linear_rgb() -> tuple[tuple[float, ...], ...]:
+    """The 3x3 matrix from XYZ relative to the white (X/Xn, Y/Yn, Z/Zn) to linear RGB, as Python floats."""
+    return tuple(map(tuple, (torch.linalg.inv(torch.tensor(RGB_TO_XYZ, dtype=torch.float64)) * torch.tensor(
+        WHITE_D65, dtype=torch.float64)).tolist()))  # fmt: skip
+
+
+def _strip_linear_rgb(l: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> list[torch.Tensor]:
+    """Linear R, G and B (each (h, w), unclipped) of a strip's L*, a and b: `lab_to_linear_rgb` unrolled into
+    element-wise steps, with no stacking of channels (it took most of the time at full resolution)."""
+    fy = (l + 16) / 116
+    relative = [lab_f_inverse(fy + a / 500), lab_f_inverse(fy), lab_f_inverse(fy - b / 200)]
+    x, y, z = relative
+    return [x.mul(row[0]).add_(y, alpha=row[1]).add_(z, alpha=row[2]) for row in _xyz_to_linear_rgb()]
+
+
 def compose(lightness_full: torch.Tensor, ab: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
     """The output image: full-resolution L* (1, 1, H, W) with the ab prediction (1, 2, h, w) upsampled to it."""
     height, width = lightness_full.shape[-2:]
@@ -90,9 +108,10 @@ def compose(lightness_full: torch.Tensor, ab: torch.Tensor, alpha: Image.Image |
     encoding = _encoding_table(ab.device)
     rgb = torch.empty((height, width, 3), dtype=torch.uint8)
     for rows in row_strips(height, width):
-        lab = torch.cat((lightness_full[:, :, rows], _upsample_rows(ab_wide, height, rows)), dim=1)
-        linear = lab_to_linear_rgb(lab)[0].clamp_(0, 1)
-        rgb[rows] = encoding.take(linear.mul_(ENCODING_LEVELS - 1).round_().long()).permute(1, 2, 0).cpu()
+        a, b = _upsample_rows(ab_wide, height, rows)[0]
+        for channel, linear in enumerate(_strip_linear_rgb(lightness_full[0, 0, rows], a, b)):
+            levels = linear.clamp_(0, 1).mul_(ENCODING_LEVELS - 1).round_().long()
+            rgb[rows, :, channel] = encoding.take(levels).cpu()
     image = Image.fromarray(rgb.numpy())
     if alpha is not None:
         image.putalpha(alpha)
