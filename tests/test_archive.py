@@ -70,14 +70,14 @@ def archive(tmp_path_factory) -> tuple[Path, dict[str, tuple[int, int]], set[str
 def test_killed_mid_run_then_run_again_every_good_photo_is_there_once(archive, tiny_model_dir, tmp_path):
     source, sizes, corrupt = archive
     destination = tmp_path / "colorized"
-    arguments = command(source, destination, tiny_model_dir, "--batch-size", "4", "--shard-rows", "8")
+    arguments = command(source, destination, tiny_model_dir, "--batch-size", "2", "--shard-rows", "2")
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     driver = subprocess.Popen(
         arguments, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
         deadline = time.monotonic() + 240
-        while len(list((destination / "data").glob("train-*.parquet"))) < 2:  # mid-run: some shards committed
+        while not list((destination / "data").glob("train-*.parquet")):  # mid-run: the first shard is committed
             assert driver.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
             time.sleep(0.2)
         driver.send_signal(signal.SIGKILL)
