@@ -41,7 +41,6 @@ TOP_CLASSES = 5
 SHARD_PREFIX = "train-"
 ERRORS_NAME = "errors.jsonl"
 TEMPORARY_SUFFIX = ".letcolor-partial"  # a shard or file being written, renamed when complete
-COLUMNS = ("id", "image", "classes", "error")
 
 
 @dataclass(frozen=True)
