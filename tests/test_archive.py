@@ -3,13 +3,13 @@ with SIGKILL and the command run again, a folder of images mirrored with --image
 
 Each run starts Ray (a few seconds) and colorizes with the tiny test model."""
 
+import contextlib
 import hashlib
 import io
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import datasets
@@ -67,26 +67,59 @@ def archive(tmp_path_factory) -> tuple[Path, dict[str, tuple[int, int]], set[str
     return folder.parent, sizes, set(corrupt)
 
 
+# The driver (the real command) kills itself with SIGKILL right after committing its third shard: mid-run, whatever
+# the machine's speed (a kill timed from outside raced a run that can finish in under a second).
+DRIVER_KILLED_AFTER_THREE_SHARDS = """
+import os, signal, sys
+from letcolor import archive, cli
+commit = archive.ParquetDestination.commit
+def commit_then_die(self, rows):
+    commit(self, rows)
+    if self.shards == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+archive.ParquetDestination.commit = commit_then_die
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+# A model actor kills its own process with SIGKILL in the middle of its first batch (once per run: a marker file).
+WORKER_KILLED_IN_FIRST_BATCH = """
+import os, signal, sys
+from letcolor import archive, cli
+class DiesOnce(archive.ColorizeRows):
+    def __call__(self, batch):
+        marker = os.environ["LETCOLOR_TEST_MARKER"]
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(batch)
+archive.ColorizeRows = DiesOnce
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def run_in_own_session(arguments: list[str], **environment: str) -> subprocess.CompletedProcess:
+    """The command in a session of its own, which is killed when it ends (with the local Ray it started, which a
+    killed driver leaves behind)."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **environment}
+    process = subprocess.Popen(arguments, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # nothing left
+            os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(arguments, process.returncode, stdout, stderr)
+
+
 def test_killed_mid_run_then_run_again_every_good_photo_is_there_once(archive, tiny_model_dir, tmp_path):
     source, sizes, corrupt = archive
     destination = tmp_path / "colorized"
     arguments = command(source, destination, tiny_model_dir, "--batch-size", "2", "--shard-rows", "2")
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    driver = subprocess.Popen(
-        arguments, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while not list((destination / "data").glob("train-*.parquet")):  # mid-run: the first shard is committed
-            assert driver.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-            time.sleep(0.2)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # and the local Ray it started, which would outlive it
+    killed = run_in_own_session([sys.executable, "-c", DRIVER_KILLED_AFTER_THREE_SHARDS, *arguments[3:]])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     (destination / "data" / ".half-written.letcolor-partial").write_bytes(b"PAR1 cut short")  # as a kill can leave
     committed = datasets.load_dataset(str(destination), split="train")
-    assert 0 < len(committed) < len(sizes) + len(corrupt)
+    assert len(committed) == 6
 
     again = run(arguments)
     errors_left = bool(corrupt - set(committed["id"]))
@@ -104,6 +137,18 @@ def test_killed_mid_run_then_run_again_every_good_photo_is_there_once(archive, t
             assert len(row["classes"]) == 5
     errors = dict(zip(result["id"], result["error"], strict=True))
     assert errors["corrupt/declares-12000x12000.jpg"].endswith("12000x12000 is 144 MP, over the 100 MP limit")
+
+
+def test_a_model_worker_killed_mid_batch_is_replaced_and_no_row_is_lost_or_doubled(archive, tiny_model_dir, tmp_path):
+    source, sizes, corrupt = archive
+    destination, marker = tmp_path / "colorized", tmp_path / "worker-was-killed"
+    arguments = command(source, destination, tiny_model_dir, "--batch-size", "4")[3:]
+    result = run_in_own_session([sys.executable, "-c", WORKER_KILLED_IN_FIRST_BATCH, *arguments],
+                                LETCOLOR_TEST_MARKER=str(marker))  # fmt: skip
+    assert marker.exists()  # a worker did die
+    assert result.returncode == 1, result.stderr[-3000:]  # 1: the corrupt rows
+    ids = datasets.load_dataset(str(destination), split="train")["id"]
+    assert sorted(ids) == sorted([*sizes, *corrupt])
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
