@@ -19,6 +19,7 @@ appears once. Ray is an optional extra (`pip install letcolor[cluster]`), import
 
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -32,8 +33,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from letcolor.engines import DEFAULT_ENGINE
-from letcolor.images import InvalidImageError, read_image_bytes
-from letcolor.pipeline import Colorizer, load_model
+from letcolor.images import LoadedImage, read_image_bytes
+from letcolor.pipeline import ColorizationResult, Colorizer, load_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 LOSSLESS = {"PNG", "TIFF", "BMP", "GIF"}  # kept lossless (as PNG); other formats become JPEG
@@ -95,23 +96,47 @@ class Summary:
 
 
 class ColorizeRows:
-    """A Ray Data actor: the model loaded once; each batch of rows (id, bytes, name) decoded, colorized and encoded
-    row by row, a bad row becoming an error instead of stopping the batch."""
+    """A Ray Data actor: the model loaded once; each batch of rows (id, bytes, name) decoded, colorized in one
+    network batch (as the plain command does) and encoded; a bad row becomes an error instead of stopping the
+    batch."""
 
     def __init__(self, model: str | None, engine: str, device: str | None, options: dict, hints: str | None = None):
         self.colorizer = Colorizer.from_pretrained(model, device, engine=engine)
         self.options, self.hints = options, hints
 
     def __call__(self, batch: dict) -> dict:
-        rows = {"id": [], "image": [], "suffix": [], "classes": [], "error": []}
-        for row_id, data, name in zip(batch["id"], batch["bytes"], batch["name"], strict=True):
+        ids = [str(row_id) for row_id in batch["id"]]
+        outcomes, loaded = {}, {}
+        for row_id, data, name in zip(ids, batch["bytes"], batch["name"], strict=True):
             try:
-                (image, suffix), classes, error = *self.colorized(data, str(name), self.hints_of(str(row_id))), ""
-            except (InvalidImageError, ValueError, OSError) as problem:
-                image, suffix, classes, error = b"", "", [], str(problem)  # it names the photo
-            for column, value in zip(rows, (str(row_id), image, suffix, json.dumps(classes), error), strict=True):
+                loaded[row_id] = read_image_bytes(bytes(data or b""), str(name))
+            except (ValueError, OSError) as problem:  # InvalidImageError names the photo
+                outcomes[row_id] = failed(problem)
+        outcomes |= self.colorized(loaded)
+        rows = {"id": ids, "image": [], "suffix": [], "classes": [], "error": []}
+        for row_id in ids:
+            for column, value in zip(("image", "suffix", "classes", "error"), outcomes[row_id], strict=True):
                 rows[column].append(value)
         return rows
+
+    def colorized(self, loaded: dict[str, tuple[LoadedImage, str | None]]) -> dict[str, tuple]:
+        """Each decoded row's outcome: the rows colorized together, or, where that fails (a row's hints file, say),
+        one by one, so that only the bad row fails."""
+        if not loaded:
+            return {}
+        images, hints = [each.image for each, _ in loaded.values()], [self.hints_of(row_id) for row_id in loaded]
+        try:
+            results = self.colorizer.batch(images, hints=hints if any(hints) else None, **self.options)
+        except (ValueError, OSError):
+            return {row_id: self.colorized_alone(row_id, *each) for row_id, each in loaded.items()}
+        return {row_id: encoded(result, file_format) for (row_id, (_, file_format)), result in
+                zip(loaded.items(), results, strict=True)}  # fmt: skip
+
+    def colorized_alone(self, row_id: str, loaded: LoadedImage, file_format: str | None) -> tuple:
+        try:
+            return encoded(self.colorizer(loaded.image, hints=self.hints_of(row_id), **self.options), file_format)
+        except (ValueError, OSError) as problem:
+            return failed(f"{row_id}: {problem}")
 
     def hints_of(self, row_id: str) -> str | None:
         """The photo's hints file in the hints folder: `<id>.json` (points) or `<id>.png` (a paint layer), if any."""
@@ -120,19 +145,23 @@ class ColorizeRows:
                 return path
         return None
 
-    def colorized(self, data: bytes | None, name: str, hints: str | None) -> tuple[tuple[bytes, str], list[str]]:
-        """The photo colorized (with its hints file, if any) and encoded in its format's family (PNG or JPEG), with
-        its suffix; its top classes."""
-        loaded, file_format = read_image_bytes(bytes(data or b""), name)
-        result = self.colorizer(loaded.image, hints=hints, **self.options)
-        encoded = io.BytesIO()
-        if file_format in LOSSLESS or result.image.mode == "RGBA":
-            result.image.save(encoded, format="PNG")
-            suffix = ".png"
-        else:
-            result.image.convert("RGB").save(encoded, format="JPEG", quality=95)
-            suffix = ".jpg"
-        return (encoded.getvalue(), suffix), list(result.scenes)[:TOP_CLASSES]
+
+def encoded(result: ColorizationResult, file_format: str | None) -> tuple[bytes, str, str, str]:
+    """A row's outcome for a colorized photo: encoded in its format's family (PNG or JPEG), the suffix, its top
+    classes (JSON) and no error."""
+    data = io.BytesIO()
+    if file_format in LOSSLESS or result.image.mode == "RGBA":
+        result.image.save(data, format="PNG")
+        suffix = ".png"
+    else:
+        result.image.convert("RGB").save(data, format="JPEG", quality=95)
+        suffix = ".jpg"
+    return data.getvalue(), suffix, json.dumps(list(result.scenes)[:TOP_CLASSES]), ""
+
+
+def failed(problem: Exception | str) -> tuple[bytes, str, str, str]:
+    """A row's outcome for a photo that could not be colorized: no image, and why."""
+    return b"", "", json.dumps([]), str(problem)
 
 
 def read_files(batch: dict, filesystem: fsspec.AbstractFileSystem, root: str) -> dict:
@@ -299,7 +328,7 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     ray = _ray()
     if not ray.is_initialized():
         ray.init(address=job.address, num_cpus=None if job.address else job.num_cpus, include_dashboard=False)
-    dataset = _rows(ray, source, todo).map_batches(
+    dataset = _rows(ray, source, todo, job).map_batches(
         ColorizeRows,
         fn_constructor_kwargs={
             "model": job.model,
@@ -309,7 +338,7 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
             "hints": job.hints,
         },  # fmt: skip
         batch_size=job.batch_size,
-        concurrency=job.concurrency,
+        compute=ray.data.ActorPoolStrategy(size=job.concurrency),
         num_gpus=job.num_gpus_per_worker or None,
         batch_format="numpy",
     )
@@ -335,20 +364,26 @@ def _ray():
     return ray
 
 
-def _rows(ray, source: Source, todo: list[str]):
-    """The read stage: a Ray dataset of (id, bytes, name) rows to colorize. It asks for no CPU of its own: it waits
-    on storage, while each model actor holds a CPU (on one CPU, a reading task that wanted one would never run)."""
+def _rows(ray, source: Source, todo: list[str], job: Job):
+    """The read stage: a Ray dataset of (id, bytes, name) rows to colorize, read by a pool of tasks (as many as the
+    model actors, at least 2), a batch of files or a parquet row group per call. It asks for no CPU of its own: it
+    waits on storage, while each model actor holds a CPU (on one CPU, a reading task that wanted one would never run).
+    The pool's size matters: Ray starts a worker process (which imports torch) for each task running at once."""
+    readers = ray.data.TaskPoolStrategy(size=max(2, job.concurrency))
     if source.image_paths:
-        items = ray.data.from_items([{"id": row_id} for row_id in todo])
+        items = ray.data.from_items(
+            [{"id": row_id} for row_id in todo], override_num_blocks=math.ceil(len(todo) / job.batch_size)
+        )
         arguments = {"filesystem": source.filesystem, "root": source.root}
-        return items.map_batches(read_files, fn_kwargs=arguments, batch_format="numpy", num_cpus=0)
+        return items.map_batches(read_files, fn_kwargs=arguments, batch_format="numpy", num_cpus=0, compute=readers)
     groups = []
     for path in source.parquet_files:
         with source.filesystem.open(path) as file:
             groups += [{"file": path, "row_group": group} for group in range(pq.ParquetFile(file).num_row_groups)]
     arguments = {"filesystem": source.filesystem, "id_column": source.id_column, "todo": frozenset(todo)}
-    items = ray.data.from_items(groups)
-    return items.map_batches(read_row_groups, fn_kwargs=arguments, batch_size=1, batch_format="numpy", num_cpus=0)
+    return ray.data.from_items(groups).map_batches(
+        read_row_groups, fn_kwargs=arguments, batch_size=1, batch_format="numpy", num_cpus=0, compute=readers
+    )
 
 
 def check_paths(source: str, destination: str) -> None:

@@ -187,13 +187,16 @@ def test_hints_per_photo_reach_the_colours(tmp_path):
     source, hints = tmp_path / "photos", tmp_path / "hints"
     (source / "a").mkdir(parents=True)
     (hints / "a").mkdir(parents=True)
-    for name in ("a/one.png", "two.png"):
+    for name in ("a/one.png", "two.png", "three.png"):
         Image.open(EXAMPLES / "chelsea_gray.png").save(source / name)
     (hints / "a" / "one.png.json").write_text('[[200, 150, "#2040e0"], [100, 100, "#c0392b"]]')
+    (hints / "three.png.json").write_text("[[200, 150, not JSON")  # in the same batch: it alone fails
     result = run(command(source, tmp_path / "out", model, "--images", "--hints", str(hints)))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]
     hinted, plain = (Image.open(tmp_path / "out" / name) for name in ("a/one.png", "two.png"))
     assert hinted.tobytes() != plain.tobytes()  # the same photo: only the hints differ
+    assert not (tmp_path / "out" / "three.png").exists()
+    assert '"id": "three.png"' in (tmp_path / "out" / "errors.jsonl").read_text()
 
 
 def test_a_destination_inside_the_source_is_refused(tiny_model_dir, tmp_path, capsys):
