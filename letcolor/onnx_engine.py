@@ -197,6 +197,7 @@ class OnnxRuntimeNetwork:
         folder = cached_int8(model, cache) if int8 else cached_export(model, cache)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         self._global = onnxruntime.InferenceSession(folder / GLOBAL_GRAPH, options, providers=providers)
         self._local = onnxruntime.InferenceSession(folder / LOCAL_GRAPH, options, providers=providers)
