@@ -10,13 +10,10 @@ on the same photos.
 """
 
 import argparse
-import ctypes
-import gc
 import io
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,28 +24,36 @@ import torch
 from PIL import Image, ImageOps
 
 from letcolor.color import lightness_to_input
+from letcolor.engines import ENGINES
 from letcolor.fullres import lightness
 from letcolor.hints import points_from_truth
 from letcolor.images import image_pixels, load_image
 from letcolor.inference import Precision, Speedups
+from letcolor.memory import PeakMemory
+from letcolor.metrics import psnr
 from letcolor.model import GLOBAL_INPUT_SIZE, LetThereBeColor
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, default_device, load_model
+from letcolor.video import colorize_video
+from letcolor.video_bench import PAN_PHOTOS, write_pan
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 BENCH_PHOTO = EXAMPLES_DIR / "historical_c.jpg"
 ACCURACY_PHOTOS = sorted(EXAMPLES_DIR.glob("historical_*"))
 DEFAULT_SIZES = "256x256,512x512,1024x1024,2048x1536"
-CONFIGURATIONS = {
-    "fp32": Speedups(),
-    "fp32 folded-BN": Speedups(fold_batchnorm=True),
-    "fp32 folded-BN channels-last": Speedups(fold_batchnorm=True, channels_last=True),
-    "bf16-autocast folded-BN channels-last": Speedups(Precision.BFLOAT16_AUTOCAST, True, True),
-    "bf16 channels-last": Speedups(Precision.BFLOAT16, channels_last=True),
-    "bf16 folded-BN channels-last": Speedups(Precision.BFLOAT16, True, True),
-    "bf16 folded-BN channels-last compile": Speedups(Precision.BFLOAT16, True, True, compile=True),
-    "onnxruntime": None,  # the onnxruntime engine (float32), not a torch speed-up
+ENGINE_SIZES = "512x512,1152x864,2304x1728"  # 0.26, 1.0 and 4.0 MP
+VIDEO_SIZES = {"480p": (854, 480), "720p": (1280, 720)}
+VIDEO_FRAMES = 24
+CONFIGURATIONS = {  # name: (engine, torch speed-ups; None: the engine's default for the device)
+    "fp32": ("torch", Speedups()),
+    "fp32 folded-BN": ("torch", Speedups(fold_batchnorm=True)),
+    "fp32 folded-BN channels-last": ("torch", Speedups(fold_batchnorm=True, channels_last=True)),
+    "bf16-autocast folded-BN channels-last": ("torch", Speedups(Precision.BFLOAT16_AUTOCAST, True, True)),
+    "bf16 channels-last": ("torch", Speedups(Precision.BFLOAT16, channels_last=True)),
+    "bf16 folded-BN channels-last": ("torch", Speedups(Precision.BFLOAT16, True, True)),
+    "bf16 folded-BN channels-last compile": ("torch", Speedups(Precision.BFLOAT16, True, True, compile=True)),
+    **{engine: (engine, None) for engine in ENGINES},
 }
-SAMPLE_SECONDS = 0.002
+DEFAULT_CONFIGURATIONS = [name for name in CONFIGURATIONS if "compile" not in name and name not in ENGINES]
 NOISE_FLOOR = "(baseline, input +-0.5 gray level noise)"
 
 
@@ -74,53 +79,6 @@ def _network_input_224(photo: Path) -> torch.Tensor:
     full = lightness(image_pixels(load_image(photo)), torch.device("cpu"))
     size = (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE)
     return lightness_to_input(torch.nn.functional.interpolate(full, size=size, mode="bilinear", antialias=True))
-
-
-class PeakMemory:
-    """Peak memory above the starting level inside the `with` block: resident memory sampled every 2 ms on Linux
-    CPUs, allocated memory on CUDA; None where it cannot be measured."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak_bytes, self._stop = device, None, threading.Event()
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-        elif _resident_bytes() is not None:
-            _return_free_memory()
-            self._start = self._peak = _resident_bytes()
-            self._sampler = threading.Thread(target=self._sample, daemon=True)
-            self._sampler.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(SAMPLE_SECONDS):
-            self._peak = max(self._peak, _resident_bytes())
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._start
-        elif hasattr(self, "_sampler"):
-            self._stop.set()
-            self._sampler.join()
-            self.peak_bytes = self._peak - self._start
-
-
-def _resident_bytes() -> int | None:
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
-    except OSError:
-        return None
-
-
-def _return_free_memory() -> None:
-    """Hands freed heap memory back to the OS (glibc), so that each measurement starts from the same level."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -180,37 +138,59 @@ def ab_errors(predictions: list[torch.Tensor], reference: list[torch.Tensor]) ->
     return differences.mean().item(), differences.max().item()
 
 
+def output_psnr(colorizer: Colorizer, reference: list[torch.Tensor]) -> float:
+    """The lowest PSNR (dB) between the colorizer's RGB outputs for the accuracy photos and the reference's."""
+    return min(psnr(rgb, ref).item() for rgb, ref in zip(output_rgb(colorizer), reference, strict=True))
+
+
+def output_rgb(colorizer: Colorizer) -> list[torch.Tensor]:
+    return [image_to_tensor(colorizer(photo).image) for photo in ACCURACY_PHOTOS]
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+
+
 @dataclass
 class Row:
     size: tuple[int, int]
     max_side: int | None
+    video: bool = False  # a clip of VIDEO_FRAMES frames: seconds are per frame
     seconds: dict[str, float] = field(default_factory=dict)  # per configuration
     peak_bytes: dict[str, int | None] = field(default_factory=dict)
 
+    def label(self) -> str:
+        kind = f" video ({VIDEO_FRAMES} frames)" if self.video else ""
+        return f"| {self.size[0]}x{self.size[1]}{kind} | {self.max_side or 'native'} | "
 
-def _cell_ms(seconds: float, baseline: float) -> str:
-    return f"{seconds * 1000:.0f} ({baseline / seconds:.2f}x)"
+    def cell(self, name: str, baseline: str) -> str:
+        if name not in self.seconds:
+            return "n/a"
+        seconds, speedup = self.seconds[name], self.seconds[baseline] / self.seconds[name]
+        if self.video:
+            return f"{1 / seconds:.1f} fps ({speedup:.2f}x)"
+        return f"{seconds * 1000:.0f} ({speedup:.2f}x)"
 
 
 def _cell_mb(peak: int | None) -> str:
     return "n/a" if peak is None else f"{peak / 2**20:.0f}"
 
 
-def markdown_tables(rows: list[Row], names: list[str], errors: dict[str, tuple[float, float]], setup: str) -> str:
-    """Latency (median ms, and speed-up over the first configuration), peak memory and ab error tables."""
+def markdown_tables(rows: list[Row], names: list[str], errors: dict[str, tuple], setup: str) -> str:
+    """Latency (median ms, or frames/s for video, and speed-up over the first configuration), peak memory and
+    accuracy tables."""
     header = "| input | max_side | " + " | ".join(names) + " |\n|---|---|" + "---|" * len(names) + "\n"
     latency, memory = header, header
     for row in rows:
-        first = f"| {row.size[0]}x{row.size[1]} | {row.max_side or 'native'} | "
-        latency += first + " | ".join(_cell_ms(row.seconds[n], row.seconds[names[0]]) for n in names) + " |\n"
-        memory += first + " | ".join(_cell_mb(row.peak_bytes[n]) for n in names) + " |\n"
-    accuracy = "| configuration | mean abs ab error | max abs ab error |\n|---|---|---|\n"
-    accuracy += "".join(f"| {n} | {errors[n][0]:.3f} | {errors[n][1]:.3f} |\n" for n in errors)
+        latency += row.label() + " | ".join(row.cell(n, names[0]) for n in names) + " |\n"
+        memory += row.label() + " | ".join(_cell_mb(row.peak_bytes.get(n)) for n in names) + " |\n"
+    accuracy = "| configuration | mean abs ab error | max abs ab error | lowest output PSNR (dB) |\n|---|---|---|---|\n"
+    accuracy += "".join(f"| {n} | {e[0]:.3f} | {e[1]:.3f} | {e[2]} |\n" for n, e in errors.items())
     return (
-        f"Median end-to-end latency in ms (speed-up over {names[0]}); {setup}\n\n{latency}\n"
+        f"Median end-to-end latency in ms, or frames/s for video (speed-up over {names[0]}); {setup}\n\n{latency}\n"
         f"Peak memory above idle (MB):\n\n{memory}\n"
-        f"ab error against {names[0]} (Lab units) over {len(ACCURACY_PHOTOS)} photos at max_side {DEFAULT_MAX_SIDE}:"
-        f"\n\n{accuracy}"
+        f"Against torch float32 over {len(ACCURACY_PHOTOS)} photos at max_side {DEFAULT_MAX_SIDE}: ab error (Lab "
+        f"units) of the network's output, and PSNR of the RGB output:\n\n{accuracy}"
     )
 
 
@@ -219,10 +199,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=float, default=1.0, help="width of the random model (1.0 = the paper's)")
     parser.add_argument(
         "--configs",
-        default=",".join(name for name in CONFIGURATIONS if "compile" not in name),
+        default=",".join(DEFAULT_CONFIGURATIONS),
         help=f"comma-separated, the first is the baseline; known: {', '.join(CONFIGURATIONS)}",
     )
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated WIDTHxHEIGHT input sizes")
+    parser.add_argument(
+        "--engine",
+        help=f"comma-separated engines ({', '.join(ENGINES)}; or configurations) compared instead of --configs, the "
+        f"first the baseline, on photos of 0.26, 1 and 4 MP ({ENGINE_SIZES}) and on {VIDEO_FRAMES}-frame videos at "
+        "480p and 720p",
+    )
+    parser.add_argument("--sizes", help=f"comma-separated WIDTHxHEIGHT input sizes (default {DEFAULT_SIZES})")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (the median is reported)")
     parser.add_argument("--format", choices=["JPEG", "PNG"], type=str.upper, default="JPEG", help="output encoding")
     parser.add_argument("--photo", type=Path, default=BENCH_PHOTO, help="the photo resized to each input size")
@@ -233,12 +219,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = [name.strip() for name in args.configs.split(",")]
+    names = [name.strip() for name in (args.engine or args.configs).split(",")]
     unknown = [name for name in names if name not in CONFIGURATIONS]
     if unknown:
-        print(f"unknown configurations {unknown}; known: {list(CONFIGURATIONS)}", file=sys.stderr)
+        print(f"unknown configurations or engines {unknown}; known: {list(CONFIGURATIONS)}", file=sys.stderr)
         return 2
-    sizes = [parse_size(text) for text in args.sizes.split(",")]
+    sizes = [parse_size(text) for text in (args.sizes or (ENGINE_SIZES if args.engine else DEFAULT_SIZES)).split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else default_device()
@@ -248,24 +234,31 @@ def run(args: argparse.Namespace) -> int:
         print("--hints: this model takes no colour hints", file=sys.stderr)
         return 2
     rows = [Row(size, max_side) for size in sizes for max_side in (DEFAULT_MAX_SIDE, None)]
+    rows += [Row(size, DEFAULT_MAX_SIDE, video=True) for size in VIDEO_SIZES.values()] if args.engine else []
     grays, noisy = accuracy_inputs(ACCURACY_PHOTOS)
-    baseline = configured(model, device, names[0])
-    baseline_ab = baseline.predict_ab(grays)
-    errors, noise_floor = {}, ab_errors(baseline.predict_ab(noisy), baseline_ab)
+    reference = Colorizer(model, device, Speedups())
+    reference_ab, reference_rgb = reference.predict_ab(grays), output_rgb(reference)
+    errors = {f"torch float32 {NOISE_FLOOR}": (*ab_errors(reference.predict_ab(noisy), reference_ab), "")}
     with tempfile.TemporaryDirectory() as directory:
         inputs = write_inputs(args.photo, sizes, Path(directory))
+        inputs |= write_clips(Path(directory)) if args.engine else {}
         columns = []
         for name in names:
             colorizer = configured(model, device, name)
-            errors[name] = ab_errors(colorizer.predict_ab(grays), baseline_ab)
+            errors[name] = (
+                *ab_errors(colorizer.predict_ab(grays), reference_ab),
+                f"{output_psnr(colorizer, reference_rgb):.1f}",
+            )
             for column, options in variants(name, args.hints, args.refine):
                 columns.append(column)
                 for row in rows:
+                    if row.video and column.endswith(" hints"):
+                        continue  # hints are for photos
                     path = inputs[row.size]
-                    timing = time_end_to_end(colorizer, path, row.max_side, args.repeats, args.format, **options(path))
+                    timed = time_video if row.video else time_end_to_end
+                    timing = timed(colorizer, path, row.max_side, args.repeats, args.format, **options(path))
                     row.seconds[column], row.peak_bytes[column] = timing
-                    print(f"{column}, {row.size}, max_side {row.max_side}: {timing[0] * 1000:.0f} ms", file=sys.stderr)
-    errors[NOISE_FLOOR] = noise_floor
+                    print(f"{column}, {row.label()}: {timing[0] * 1000:.0f} ms", file=sys.stderr)
     setup = (
         f"JPEG file in, {args.format} out; {args.repeats} runs; {device}, {torch.get_num_threads()} threads; "
         f"model width {model.width}{'' if args.model else ' (random weights)'}."
@@ -274,10 +267,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_clips(directory: Path) -> dict[tuple[int, int], Path]:
+    """A clip panning over an example photo at each video size."""
+    clips = {}
+    for label, size in VIDEO_SIZES.items():
+        clips[size] = directory / f"clip-{label}.mp4"
+        write_pan(EXAMPLES_DIR / PAN_PHOTOS[0], clips[size], size=size, frames=VIDEO_FRAMES)
+    return clips
+
+
+def time_video(colorizer: Colorizer, path: Path, max_side: int | None, repeats: int, file_format: str, **options):
+    """Median seconds per frame of colorizing the clip end to end (decode, colorize in the default mode, encode H.264),
+    and the peak memory."""
+    output = path.with_name(f"{path.stem}-colorized.mp4")
+    colorize_video(colorizer, path, output, max_side=max_side, **options)  # warm-up, as for photos
+    seconds = []
+    with PeakMemory(colorizer.device) as memory:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            colorize_video(colorizer, path, output, max_side=max_side, **options)
+            seconds.append((time.perf_counter() - start) / VIDEO_FRAMES)
+    return statistics.median(seconds), memory.peak_bytes
+
+
 def configured(model: LetThereBeColor, device: torch.device, name: str) -> Colorizer:
-    if CONFIGURATIONS[name] is None:
-        return Colorizer(model, device, engine="onnxruntime")
-    return Colorizer(model, device, CONFIGURATIONS[name])
+    engine, speedups = CONFIGURATIONS[name]
+    return Colorizer(model, device, speedups, engine)
 
 
 def variants(name: str, hints: int, refine: bool) -> list[tuple[str, Callable[[Path], dict]]]:

@@ -1,19 +1,44 @@
 """Which engine runs the network: torch (`letcolor.inference`, with its speed-ups) or ONNX Runtime
-(`letcolor.onnx_engine`, on the CPU, in float32 or int8). Both take and return float32 torch tensors through the
-same methods (`global_output`, `mix_global`, `colorize`), so the pipeline, video and evaluation do not depend on
-the choice."""
+(`letcolor.onnx_engine`, on the CPU, in float32 or int8), or "auto", the fastest that is installed for the device.
+Both take and return float32 torch tensors through the same methods (`global_output`, `mix_global`, `colorize`), so
+the pipeline, video and evaluation do not depend on the choice."""
+
+import warnings
 
 import torch
 
-from letcolor.inference import InferenceNetwork, Speedups
+from letcolor.inference import InferenceNetwork, Speedups, cpu_has_fast_bfloat16
 from letcolor.model import LetThereBeColor
 
-ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")
-DEFAULT_ENGINE = "torch"
+ENGINES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
+DEFAULT_ENGINE = "auto"
+NO_ONNXRUNTIME = (
+    "letcolor: onnxruntime is not installed, so the network runs on torch "
+    "(pip install onnxruntime onnx for the faster engine on this CPU)"
+)
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """The engine that `engine` names on `device`. "auto" is the fastest measured (`bench --engine`, README Speed):
+    torch on CUDA and on CPUs with bfloat16 units (AMX, AVX512-BF16), where it runs in bfloat16 (1.3-3x ONNX
+    Runtime); elsewhere ONNX Runtime in float32 (1.0-1.2x torch float32), or torch with a one-line notice where
+    onnxruntime is not installed."""
+    if engine != "auto":
+        return engine
+    if device.type != "cpu" or cpu_has_fast_bfloat16():
+        return "torch"
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        warnings.warn(NO_ONNXRUNTIME, stacklevel=3)
+        return "torch"
+    return "onnxruntime"
 
 
 def make_network(model: LetThereBeColor, device: torch.device, speedups: Speedups, engine: str):
-    """The network on `engine`; ValueError for an unknown engine or one that this machine cannot run."""
+    """The network on `engine` (already resolved); ValueError for an unknown engine or one that this machine cannot
+    run."""
     if engine == "torch":
         return InferenceNetwork(model, device, speedups)
     if engine in ("onnxruntime", "onnxruntime-int8"):

@@ -21,7 +21,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidat
 from PIL import Image
 
 from letcolor.color import lightness_to_input, rgb_to_lab, target_to_ab
-from letcolor.engines import DEFAULT_ENGINE, make_network
+from letcolor.engines import DEFAULT_ENGINE, make_network, resolve_engine
 from letcolor.fullres import compose, lightness
 from letcolor.hints import Hints, HintSource, InvalidHintsError
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image, read_image
@@ -194,8 +194,9 @@ class Colorizer:
 
     The model is copied (and sped up for `device`) when the Colorizer is made: build a new one after changing
     the model's weights. `device` defaults to CUDA when available, else the CPU. `engine` runs the network:
-    "torch" (with `speedups`) or "onnxruntime" (CPU; its graphs exported once per model and cached, see
-    `letcolor.onnx_engine`)."""
+    "torch" (with `speedups`), "onnxruntime" or "onnxruntime-int8" (CPU; the graphs exported once per model and
+    cached, see `letcolor.onnx_engine`), or "auto", the fastest installed for the device (`letcolor.engines`), torch
+    where `speedups` are given; the choice is `self.engine`."""
 
     def __init__(
         self,
@@ -208,7 +209,8 @@ class Colorizer:
         self.speedups = speedups or Speedups.default_for(self.device)
         self.class_names = list(model.class_names)
         self.takes_hints = bool(model.hint_channels)
-        self.network = make_network(model, self.device, self.speedups, engine)
+        self.engine = "torch" if engine == "auto" and speedups else resolve_engine(engine, self.device)
+        self.network = make_network(model, self.device, self.speedups, self.engine)
 
     @classmethod
     def from_pretrained(

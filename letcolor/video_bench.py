@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from letcolor.bench import PeakMemory
 from letcolor.images import load_image
+from letcolor.memory import PeakMemory
 from letcolor.metrics import colorfulness, pan_flicker
 from letcolor.pipeline import Colorizer
 from letcolor.video import colorize_video, read_frames

@@ -17,6 +17,15 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 SCENE_NAMES = [f"scene_{i}" for i in range(5)]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory):
+    """ONNX graphs that the tests export (the default engine exports on CPUs without bfloat16) go to a temporary
+    cache, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LETCOLOR_CACHE", str(tmp_path_factory.mktemp("letcolor-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def examples_dir() -> Path:
     return EXAMPLES

@@ -227,6 +227,24 @@ def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys, tmp_pat
     assert "| onnxruntime |" in table  # its accuracy row
 
 
+@pytest.mark.slow
+def test_bench_compares_engines_on_photos_and_video(examples_dir, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("LETCOLOR_CACHE", str(tmp_path))
+    monkeypatch.setattr(bench, "ACCURACY_PHOTOS", [examples_dir / "historical_b.jpg"])
+    monkeypatch.setattr(bench, "VIDEO_SIZES", {"small": (96, 64)})  # a short small clip, to be quick
+    monkeypatch.setattr(bench, "VIDEO_FRAMES", 4)
+    arguments = ["bench", "--width", "0.125", "--sizes", "64x48", "--repeats", "1", "--engine", "torch,onnxruntime"]
+    assert cli.main(arguments) == 0
+    table = capsys.readouterr().out
+    assert "| input | max_side | torch | onnxruntime |" in table
+    assert "| 64x48 | 512 | " in table
+    video_row = next(line for line in table.splitlines() if line.startswith("| 96x64 video (4 frames) | 512 |"))
+    assert video_row.count(" fps (") == 2
+    onnxruntime_psnr = next(line for line in table.splitlines() if line.startswith("| onnxruntime |")).split("|")[4]
+    assert float(onnxruntime_psnr) > 50  # float32 in both engines
+    assert cli.main(["bench", "--engine", "torch,tensorflow"]) == 2  # unknown
+
+
 def test_bench_hints_need_a_model_that_takes_them(tiny_model_dir, capsys):
     assert cli.main(["bench", "--model", str(tiny_model_dir), "--hints", "5"]) == 2
     assert "this model takes no colour hints" in capsys.readouterr().err

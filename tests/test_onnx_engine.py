@@ -11,7 +11,7 @@ from conftest import EXAMPLES, make_tiny_model
 from PIL import Image
 from served_app import served_app
 
-from letcolor import Colorizer, cli, onnx_engine
+from letcolor import Colorizer, cli, engines, onnx_engine
 from letcolor.inference import Speedups
 from letcolor.pipeline import load_model
 
@@ -110,6 +110,31 @@ def test_without_onnxruntime_the_engine_is_a_clear_error_and_torch_still_works(m
     assert Colorizer.from_pretrained(engine="torch")(PHOTOS[0]).image.size == (640, 427)
     with pytest.raises(ValueError, match="unknown engine 'tensorrt'"):
         Colorizer.from_pretrained(engine="tensorrt")
+
+
+def test_auto_is_torch_on_cpus_with_bfloat16_and_onnxruntime_on_others(monkeypatch):
+    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: True)
+    assert Colorizer.from_pretrained().engine == "torch"
+    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: False)
+    colorizer = Colorizer.from_pretrained()
+    assert colorizer.engine == "onnxruntime" and isinstance(colorizer.network, onnx_engine.OnnxRuntimeNetwork)
+    assert colorizer(PHOTOS[0]).image.size == (640, 427)
+    assert Colorizer.from_pretrained(speedups=Speedups()).engine == "torch"  # speed-ups are torch's
+
+
+def test_auto_without_onnxruntime_runs_on_torch_with_a_notice(monkeypatch):
+    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: False)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.warns(UserWarning, match="onnxruntime is not installed, so the network runs on torch"):
+        colorizer = Colorizer.from_pretrained()
+    assert colorizer.engine == "torch" and colorizer(PHOTOS[0]).image.size == (640, 427)
+
+
+def test_the_sessions_do_not_spin_between_runs():
+    """Spinning threads took the cores from torch's work between the two graphs: 2x slower end to end."""
+    network = onnx_engine.OnnxRuntimeNetwork(load_model())
+    for session in (network._global, network._local):
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_cli_engine_and_export(tmp_path, capsys):
