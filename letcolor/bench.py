@@ -1,12 +1,13 @@
-"""The `bench` command: end-to-end latency and peak memory of the pipeline, per speed-up and input size.
+"""The `bench` command: end-to-end latency and peak memory of the pipeline, per configuration (a torch speed-up
+or an engine) and input size.
 
 End to end = decode an encoded JPEG file, colorize, encode the result (JPEG quality 95, or PNG). Each input is
 timed at the default setting (max_side = DEFAULT_MAX_SIDE) and at native resolution (max_side = None); with
 --hints N and --refine, each configuration is also timed with N colour hints (a model that takes them: --model, or
-random hint inputs) and with edge-aware refinement. Without
---model the network has random weights, with BatchNorm statistics taken from real photos so that activations have
-realistic scales: speed does not depend on the weights, and each speed-up's ab error against float32 is measured
-on the same photos.
+random hint inputs) and with edge-aware refinement. --engine compares engines on photos of 0.26, 1 and 4 MP and on
+short videos at 480p and 720p (frames/s, end to end). Without --model the network has random weights, with
+BatchNorm statistics taken from real photos so that activations have realistic scales: speed does not depend on
+the weights. Each configuration's ab error and output PSNR against torch float32 are measured on the same photos.
 """
 
 import argparse
