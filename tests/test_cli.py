@@ -20,7 +20,7 @@ from test_model import BAD_MODELS, damaged_copy
 from video_clips import size_switching, truncated_faststart
 
 import letcolor
-from letcolor import bench, cli, pipeline
+from letcolor import bench, cli, eccv16_bench, pipeline
 from letcolor.video import probe, read_frames
 from letcolor.video_bench import write_pan
 
@@ -243,6 +243,16 @@ def test_bench_compares_engines_on_photos_and_video(examples_dir, monkeypatch, c
     onnxruntime_psnr = next(line for line in table.splitlines() if line.startswith("| onnxruntime |")).split("|")[4]
     assert float(onnxruntime_psnr) > 50  # float32 in both engines
     assert cli.main(["bench", "--engine", "torch,tensorflow"]) == 2  # unknown
+
+
+@pytest.mark.slow
+def test_the_eccv16_comparison_prints_its_table(monkeypatch, capsys):
+    assert sum(p.numel() for p in eccv16_bench.ECCV16().parameters()) == 32_236_011  # as its authors' port
+    monkeypatch.setattr(sys, "argv", ["eccv16_bench", "--repeats", "1"])
+    eccv16_bench.main()
+    table = capsys.readouterr().out
+    assert "| letcolor, paper-size network (width 1.0), engine " in table
+    assert table.count("| ECCV16, ") == 3
 
 
 def test_bench_hints_need_a_model_that_takes_them(tiny_model_dir, capsys):
