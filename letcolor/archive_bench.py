@@ -23,8 +23,8 @@ from PIL import Image
 
 from letcolor import cli
 from letcolor.archive import Job, colorize_dataset
+from letcolor.bench import EXAMPLES_DIR
 
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 SIZES = {"as is": (None, 100), "1 MP": (1_000_000, 50)}  # (pixels, N)
 
 
