@@ -288,7 +288,12 @@ def add_archive_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="a Ray cluster's address (default: start Ray on this machine)")
     parser.add_argument("--num-cpus", type=int, help="CPUs for Ray on this machine (default: all)")
     parser.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="GPUs for each model actor")
-    parser.add_argument("--batch-size", type=int, default=8, help="photos per network batch (default 8)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="photos per network batch (default 8; an actor call takes at least 32 rows)",
+    )
     parser.add_argument("--concurrency", type=int, default=1, help="model actors (default 1)")
     parser.add_argument("--shard-rows", type=int, default=512, help="rows per committed shard (default 512)")
     parser.add_argument("--dry-run", action="store_true", help="count the work and stop")

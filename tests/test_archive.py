@@ -20,6 +20,7 @@ from conftest import EVERYDAY, EXAMPLES, ROOT
 from PIL import Image
 
 from letcolor import cli
+from letcolor.archive import ColorizeRows
 
 pytestmark = pytest.mark.slow
 
@@ -197,6 +198,24 @@ def test_hints_per_photo_reach_the_colours(tmp_path):
     assert hinted.tobytes() != plain.tobytes()  # the same photo: only the hints differ
     assert not (tmp_path / "out" / "three.png").exists()
     assert '"id": "three.png"' in (tmp_path / "out" / "errors.jsonl").read_text()
+
+
+def test_an_actor_call_of_many_rows_colorizes_them_in_network_batches_of_batch_size(tiny_model_dir):
+    photos = [EXAMPLES / name for name in ("china.jpg", "coffee.png", "chelsea_gray.png", "china.jpg", "coffee.png")]
+    batch = {
+        "id": [f"{index}-{path.name}" for index, path in enumerate(photos)] + ["broken.jpg"],
+        "bytes": [path.read_bytes() for path in photos] + [b"not a photo"],
+        "name": [path.name for path in photos] + ["broken.jpg"],
+    }
+    actor = ColorizeRows(str(tiny_model_dir), "torch", "cpu", {"max_side": 128}, network_batch=2)
+    network_batches = []
+    colorize = actor.colorizer.batch
+    actor.colorizer.batch = lambda images, **options: network_batches.append(len(images)) or colorize(images, **options)
+    rows = actor(batch)
+    assert network_batches == [2, 2, 1]
+    assert rows["id"] == batch["id"] and rows["error"][-1] and not any(rows["error"][:-1])
+    for data, path in zip(rows["image"], photos, strict=False):
+        assert Image.open(io.BytesIO(data)).size == Image.open(path).size
 
 
 def test_a_destination_inside_the_source_is_refused(tiny_model_dir, tmp_path, capsys):
