@@ -19,8 +19,8 @@ RGB_TO_XYZ = (
 
 LUMINANCE_WEIGHTS = RGB_TO_XYZ[1:2]  # Y from linear R, G, B
 
-_EPSILON = 216 / 24389  # (6/29)^3: where the Lab cube root turns linear
-_KAPPA = 24389 / 27
+LAB_EPSILON = 216 / 24389  # (6/29)^3: where the Lab cube root turns linear
+LAB_KAPPA = 24389 / 27
 
 # The network predicts a,b through a sigmoid. The sRGB gamut spans a in [-86.2, 98.3] and
 # b in [-107.9, 94.5], so [-AB_RANGE, AB_RANGE] with AB_RANGE = 110 holds every sRGB colour
@@ -49,12 +49,12 @@ def linear_to_srgb(linear: torch.Tensor) -> torch.Tensor:
 
 
 def _lab_f(t: torch.Tensor) -> torch.Tensor:
-    return torch.where(t > _EPSILON, t.clamp(min=_EPSILON) ** (1 / 3), (_KAPPA * t + 16) / 116)
+    return torch.where(t > LAB_EPSILON, t.clamp(min=LAB_EPSILON) ** (1 / 3), (LAB_KAPPA * t + 16) / 116)
 
 
 def lab_f_inverse(f: torch.Tensor) -> torch.Tensor:
     cube = f * f * f  # two multiplications: faster than a power, and the same to float rounding
-    return torch.where(cube > _EPSILON, cube, (116 * f - 16) / _KAPPA)
+    return torch.where(cube > LAB_EPSILON, cube, (116 * f - 16) / LAB_KAPPA)
 
 
 def rgb_to_lab(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:

@@ -421,6 +421,15 @@ def test_full_resolution_conversions_match_the_colour_functions(examples_dir, mo
     assert difference.max() <= 1 and (difference > 0).float().mean() < 0.01
 
 
+def test_a_gray_photo_saved_as_rgb_has_the_lightness_of_its_gray_channel(examples_dir):
+    gray = photo(examples_dir, "historical_d.jpg").convert("L")
+    as_rgb = gray.convert("RGB")
+    l_rgb = fullres.lightness(image_pixels(as_rgb), torch.device("cpu"))[0, 0]
+    assert torch.equal(l_rgb, fullres.lightness(image_pixels(gray), torch.device("cpu"))[0, 0])
+    expected = color.rgb_to_lightness(torch.from_numpy(np.asarray(as_rgb, dtype=np.float32) / 255), dim=-1)[..., 0]
+    assert (l_rgb - expected).abs().max() < 1e-3
+
+
 @pytest.mark.parametrize("mode", ["L", "I;16", "I", "F"])
 def test_gray_lightness_tables_match_gray_to_lightness(mode_files, mode):
     image = ImageOps.exif_transpose(Image.open(mode_files[mode][0]))
