@@ -20,8 +20,8 @@ NO_ONNXRUNTIME = (
 
 def resolve_engine(engine: str, device: torch.device) -> str:
     """The engine that `engine` names on `device`. "auto" is the fastest measured (`bench --engine`, README Speed):
-    torch on CUDA and on CPUs with bfloat16 units (AMX, AVX512-BF16), where it runs in bfloat16 (1.1-3x as fast as
-    ONNX Runtime); elsewhere ONNX Runtime in float32 (as fast as torch float32 on small photos, up to 1.2x on large
+    torch on CUDA and on CPUs with bfloat16 units (AMX, AVX512-BF16), where it runs in bfloat16 (1.0-1.8x as fast as
+    ONNX Runtime); elsewhere ONNX Runtime in float32 (as fast as torch float32 on small photos, up to 1.35x on large
     ones), or torch with a one-line notice where onnxruntime is not installed."""
     if engine != "auto":
         return engine
