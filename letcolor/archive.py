@@ -42,8 +42,9 @@ TOP_CLASSES = 5
 SHARD_PREFIX = "train-"
 ERRORS_NAME = "errors.jsonl"
 TEMPORARY_SUFFIX = ".letcolor-partial"  # a shard or file being written, renamed when complete
-# Rows per actor call, at least: Ray pays for each call (a task, its blocks through the object store, on the same
-# CPUs). At 2 CPUs here, calls of 8 small photos lost a fifth of the actors' time to it; calls of 32, a twentieth.
+# Rows per actor call (see rows_per_call): Ray pays for each call (a task, its blocks through the object store) on
+# the same CPUs. At 2 CPUs here, calls of 8 small photos lost a fifth of the actors' time to it; calls of 32, a
+# twentieth.
 ROWS_PER_CALL = 32
 
 
@@ -99,26 +100,35 @@ class Summary:
 
 
 class ColorizeRows:
-    """A Ray Data actor: the model loaded once; each batch of rows (id, bytes, name) decoded, colorized in network
-    batches of `network_batch` photos (as the plain command does) and encoded; a bad row becomes an error instead of
-    stopping the batch."""
+    """A Ray Data actor: the model loaded once; each batch of rows (id, bytes, name) decoded, colorized and encoded
+    `network_batch` photos at a time (as the plain command does, and so memory follows --batch-size, not the call's
+    size); a bad row becomes an error instead of stopping the batch."""
 
-    def __init__(self, model: str | None, engine: str, device: str | None, options: dict, hints: str | None = None,
-                 network_batch: int = 8):  # fmt: skip
+    def __init__(self, model: str | None, engine: str, device: str | None, options: dict, hints: str | None,
+                 network_batch: int):  # fmt: skip
         self.colorizer = Colorizer.from_pretrained(model, device, engine=engine)
         self.options, self.hints, self.network_batch = options, hints, network_batch
 
     def __call__(self, batch: dict) -> dict:
         ids = [str(row_id) for row_id in batch["id"]]
+        rows = list(zip(ids, batch["bytes"], batch["name"], strict=True))
+        outcomes = {}
+        for start in range(0, len(rows), self.network_batch):
+            outcomes |= self.network_batch_outcomes(rows[start : start + self.network_batch])
+        return self.as_columns(ids, outcomes)
+
+    def network_batch_outcomes(self, rows: list[tuple]) -> dict[str, tuple]:
+        """Each row's outcome: decoded (or failed), then the decoded rows colorized together."""
         outcomes, loaded = {}, {}
-        for row_id, data, name in zip(ids, batch["bytes"], batch["name"], strict=True):
+        for row_id, data, name in rows:
             try:
                 loaded[row_id] = read_image_bytes(bytes(data or b""), str(name))
             except (ValueError, OSError) as problem:  # InvalidImageError names the photo
                 outcomes[row_id] = failed(problem)
-        decoded = list(loaded.items())
-        for start in range(0, len(decoded), self.network_batch):
-            outcomes |= self.colorized(dict(decoded[start : start + self.network_batch]))
+        return outcomes | (self.colorized(loaded) if loaded else {})
+
+    @staticmethod
+    def as_columns(ids: list[str], outcomes: dict[str, tuple]) -> dict:
         rows = {"id": ids, "image": [], "suffix": [], "classes": [], "error": []}
         for row_id in ids:
             for column, value in zip(("image", "suffix", "classes", "error"), outcomes[row_id], strict=True):
@@ -307,7 +317,7 @@ class Job:
     address: str | None = None
     num_cpus: int | None = None
     num_gpus_per_worker: float = 0.0
-    batch_size: int = 8  # photos per network batch; an actor call takes max(batch_size, ROWS_PER_CALL) rows
+    batch_size: int = 8  # photos per network batch; an actor call takes `rows_per_call` rows
     shard_rows: int = 512  # rows per committed parquet shard
     concurrency: int = 1
     dry_run: bool = False
@@ -342,7 +352,7 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
             "hints": job.hints,
             "network_batch": job.batch_size,
         },  # fmt: skip
-        batch_size=rows_per_call(job),
+        batch_size=rows_per_call(job, len(todo)),
         compute=ray.data.ActorPoolStrategy(size=job.concurrency),
         num_gpus=job.num_gpus_per_worker or None,
         batch_format="numpy",
@@ -361,8 +371,11 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     return summary
 
 
-def rows_per_call(job: Job) -> int:
-    return max(job.batch_size, ROWS_PER_CALL)
+def rows_per_call(job: Job, rows: int) -> int:
+    """ROWS_PER_CALL, or fewer where a small run would leave actors without a call; a whole number of network
+    batches."""
+    wanted = max(1, min(ROWS_PER_CALL, math.ceil(rows / job.concurrency)))
+    return math.ceil(wanted / job.batch_size) * job.batch_size
 
 
 def _ray():
@@ -380,9 +393,8 @@ def _rows(ray, source: Source, todo: list[str], job: Job):
     The pool's size matters: Ray starts a worker process (which imports torch) for each task running at once."""
     readers = ray.data.TaskPoolStrategy(size=max(2, job.concurrency))
     if source.image_paths:
-        items = ray.data.from_items(
-            [{"id": row_id} for row_id in todo], override_num_blocks=math.ceil(len(todo) / rows_per_call(job))
-        )
+        calls = math.ceil(len(todo) / rows_per_call(job, len(todo)))
+        items = ray.data.from_items([{"id": row_id} for row_id in todo], override_num_blocks=calls)
         arguments = {"filesystem": source.filesystem, "root": source.root}
         return items.map_batches(read_files, fn_kwargs=arguments, batch_format="numpy", num_cpus=0, compute=readers)
     groups = []

@@ -77,7 +77,7 @@ def random_model(width: float, photos: list[Path], seed: int = 0, hint_channels:
 
 
 def _network_input_224(photo: Path) -> torch.Tensor:
-    full = lightness(image_pixels(load_image(photo)), torch.device("cpu"))
+    full = lightness(image_pixels(load_image(photo)))
     size = (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE)
     return lightness_to_input(torch.nn.functional.interpolate(full, size=size, mode="bilinear", antialias=True))
 

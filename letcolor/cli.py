@@ -292,7 +292,7 @@ def add_archive_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=int,
         default=8,
-        help="photos per network batch (default 8; an actor call takes at least 32 rows)",
+        help="photos per network batch (default 8; an actor call takes about 32 rows)",
     )
     parser.add_argument("--concurrency", type=int, default=1, help="model actors (default 1)")
     parser.add_argument("--shard-rows", type=int, default=512, help="rows per committed shard (default 512)")

@@ -52,7 +52,7 @@ def _lab_f(t: torch.Tensor) -> torch.Tensor:
     return torch.where(t > LAB_EPSILON, t.clamp(min=LAB_EPSILON) ** (1 / 3), (LAB_KAPPA * t + 16) / 116)
 
 
-def lab_f_inverse(f: torch.Tensor) -> torch.Tensor:
+def _lab_f_inverse(f: torch.Tensor) -> torch.Tensor:
     cube = f * f * f  # two multiplications: faster than a power, and the same to float rounding
     return torch.where(cube > LAB_EPSILON, cube, (116 * f - 16) / LAB_KAPPA)
 
@@ -77,7 +77,7 @@ def lab_to_linear_rgb(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
     f = torch.stack((fy + a / 500, fy, fy - b / 200), dim=-1)
     white = torch.tensor(WHITE_D65, dtype=lab.dtype, device=lab.device)
     relative_xyz_to_rgb = torch.linalg.inv(_matrix(RGB_TO_XYZ, lab)) * white  # XYZ = white * f^-1(f)
-    return _apply_matrix(relative_xyz_to_rgb, lab_f_inverse(f).movedim(-1, dim), dim)
+    return _apply_matrix(relative_xyz_to_rgb, _lab_f_inverse(f).movedim(-1, dim), dim)
 
 
 def rgb_to_lightness(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:

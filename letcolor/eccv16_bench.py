@@ -88,7 +88,7 @@ def onnxruntime_runner(network: nn.Module, path: Path):
 
 
 def eccv16_end_to_end(run, path: Path) -> None:
-    full = lightness(image_pixels(load_image(path)), torch.device("cpu"))  # (1, 1, H, W), L in [0, 100]
+    full = lightness(image_pixels(load_image(path)))  # (1, 1, H, W), L in [0, 100]
     small = F.interpolate(full, size=(SIZE, SIZE), mode="bilinear", antialias=True)
     compose(full, run((small - 50) / 100), None).save(io.BytesIO(), format="JPEG", quality=95)
 

@@ -3,8 +3,8 @@
 They touch every pixel of the original (the network sees a downscaled copy), so for large photos they cost more
 than the network. Both run on the CPU in OpenCV's vectorized loops (at 1 MP, 2 threads: L* of a colour photo 9 ->
 3 ms, of a gray one 2 -> 0.5 ms, the output 13 -> 7.5 ms against the element-wise torch steps they replaced).
-Integer pixels go through lookup tables computed with letcolor.color (the same values, to float rounding); an sRGB
-photo whose three channels are equal (a black-and-white scan saved as colour) is read as gray. The output is
+Integer pixels go through lookup tables computed with letcolor.color (the same values, to float rounding); sRGB
+rows whose three channels are equal (a black-and-white scan saved as colour) are read as gray. The output is
 OpenCV's float Lab -> sRGB; it differs from `round(255 * lab_to_rgb(lab))` by at most one level, on a fraction of
 a percent of pixels (OpenCV's white point differs in the fifth digit). Work runs in strips of rows, which keeps
 the intermediates in cache and memory bounded for huge images.
@@ -44,7 +44,7 @@ def _luminance_tables() -> np.ndarray:
 
 def _rgb_lightness(rgb: np.ndarray) -> np.ndarray:
     """L* (h, w) of 8-bit sRGB (h, w, 3): Y summed from per-level tables, then Lab's cube root, in OpenCV's
-    vectorized loops (3x the element-wise torch steps here)."""
+    vectorized loops (a third of the element-wise torch steps' time here)."""
     luminance = cv2.transform(cv2.LUT(rgb, _luminance_tables()), np.ones((1, 3), np.float32))
     result = cv2.pow(luminance, 1 / 3)
     result *= 116
@@ -60,21 +60,27 @@ def _strip_lightness(values: torch.Tensor, white_level: float) -> torch.Tensor:
         return torch.from_numpy(_rgb_lightness(np.ascontiguousarray(values.permute(1, 2, 0).numpy())))
     gray = values[0]
     if gray.dtype == torch.uint8:
-        return torch.from_numpy(cv2.LUT(np.ascontiguousarray(gray.numpy()), _gray_table(255).numpy()))
+        return torch.from_numpy(cv2.LUT(np.ascontiguousarray(gray.numpy()), _gray_table(int(white_level)).numpy()))
     if gray.is_floating_point():
         return gray_to_lightness(gray.float().div(white_level).clamp_(0, 1))
     return _gray_table(int(white_level))[gray.long().clamp_(0, int(white_level))]
 
 
-def lightness(pixels: Pixels, device: torch.device) -> torch.Tensor:
-    """L* of gray or sRGB pixels, shape (1, 1, H, W), float32 on `device` (computed on the CPU, where the pixels
-    are)."""
+def _use_torch_threads() -> None:
+    """OpenCV's thread pool (process-wide) as large as torch's, so that a process given one CPU (a Ray actor, say)
+    uses one."""
+    cv2.setNumThreads(torch.get_num_threads())
+
+
+def lightness(pixels: Pixels) -> torch.Tensor:
+    """L* of gray or sRGB pixels, shape (1, 1, H, W), float32 on the CPU (where the pixels are, and where `compose`
+    uses it; the network's smaller inputs go to its device)."""
     _, height, width = pixels.values.shape
     result = torch.empty((1, 1, height, width))
-    cv2.setNumThreads(torch.get_num_threads())  # OpenCV's own pool, as many threads as torch may use
+    _use_torch_threads()
     for rows in row_strips(height, width):
-        result[0, 0, rows] = _strip_lightness(pixels.values[:, rows].cpu(), pixels.white_level)
-    return result.to(device)
+        result[0, 0, rows] = _strip_lightness(pixels.values[:, rows], pixels.white_level)
+    return result
 
 
 def _upsample_rows(ab: np.ndarray, height: int, width: int, rows: slice) -> np.ndarray:
@@ -95,10 +101,11 @@ def compose(lightness_full: torch.Tensor, ab: torch.Tensor, alpha: Image.Image |
     ab_low = np.ascontiguousarray(ab[0].float().cpu().permute(1, 2, 0).numpy())
     lightness_plane = lightness_full[0, 0].float().cpu().numpy()
     rgb = np.empty((height, width, 3), dtype=np.uint8)
-    cv2.setNumThreads(torch.get_num_threads())
+    _use_torch_threads()
     for rows in row_strips(height, width):
         lab = cv2.merge([lightness_plane[rows], _upsample_rows(ab_low, height, width, rows)])
-        rgb[rows] = cv2.convertScaleAbs(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), alpha=255)  # clipped to [0, 1]
+        srgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)  # float, clipped to [0, 1]: the absolute value below is a no-op
+        rgb[rows] = cv2.convertScaleAbs(srgb, alpha=255)
     image = Image.fromarray(rgb)
     if alpha is not None:
         image.putalpha(alpha)

@@ -163,7 +163,7 @@ def _calibration_feeds(float_graphs: Path, hint_channels: int) -> tuple[list[dic
     session = onnxruntime.InferenceSession(float_graphs / GLOBAL_GRAPH, providers=["CPUExecutionProvider"])
     global_feeds, local_feeds = [], []
     for photo in CALIBRATION_PHOTOS:
-        l = lightness(image_pixels(load_image(photo)), torch.device("cpu")) / 100  # the network's input scaling
+        l = lightness(image_pixels(load_image(photo))) / 100  # the network's input scaling
         height, width = l.shape[-2:]
         scale = CALIBRATION_SIDE / max(height, width)
         size = (max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8))

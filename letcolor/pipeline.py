@@ -73,7 +73,7 @@ class ColorizationResult:
 class PreparedImage:
     """An image ready for the network (see `Colorizer.prepare`)."""
 
-    lightness: torch.Tensor  # (1, 1, H, W) L* at full resolution
+    lightness: torch.Tensor  # (1, 1, H, W) L* at full resolution, on the CPU
     alpha: Image.Image | None
     network_input: torch.Tensor  # (1, 1, h, w), h and w multiples of 8
     global_input: torch.Tensor  # (1, 1, 224, 224)
@@ -302,15 +302,15 @@ class Colorizer:
 
     def prepare(self, pixels: Pixels, max_side: int | None, hints: Hints | None = None) -> PreparedImage:
         """The full-resolution L and the network's inputs for one image's pixels (and its hints, if any)."""
-        full = lightness(pixels, self.device)
+        full = lightness(pixels)
         size = network_size(*full.shape[-2:], max_side)
-        network_input = lightness_to_input(_resize(full, size))
+        network_input = lightness_to_input(_resize(full, size)).to(self.device)
         encoded = hints.encode(*size, self.device) if hints else None
-        return PreparedImage(full, pixels.alpha, network_input, _global_input(full), encoded)
+        return PreparedImage(full, pixels.alpha, network_input, _global_input(full).to(self.device), encoded)
 
     def scene_features(self, image: Image.Image) -> torch.Tensor:
         """The scene vector (1, C) of a loaded image (a reference, paper 4.5)."""
-        return self.network.global_output(_global_input(lightness(image_pixels(image), self.device))).features
+        return self.network.global_output(_global_input(lightness(image_pixels(image))).to(self.device)).features
 
     def ab_from_features(
         self, prepared: list[PreparedImage], features: torch.Tensor, options: Options, reference: Image.Image | None

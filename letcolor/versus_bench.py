@@ -68,9 +68,21 @@ def measure(checkout: Path, kind: str, path: Path, scratch: Path) -> float:
     """ms per photo, or frames/s, in a fresh process running `checkout`'s code."""
     environment = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "2"}
     result = subprocess.run([sys.executable, "-c", TIMER, kind, str(path), str(scratch / "out.mp4")], cwd=checkout,
-                            env=environment, capture_output=True, text=True, check=True)  # fmt: skip
+                            env=environment, capture_output=True, text=True)  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"timing {path.name} with {checkout} failed:\n{result.stderr[-3000:]}")
     seconds = float(result.stdout.split()[-1])
     return seconds * 1000 if kind == "photo" else CLIP_FRAMES / seconds
+
+
+def turns(earlier: Path, timed: dict[str, tuple[str, Path]], count: int, scratch: Path) -> dict[str, tuple]:
+    """For each input, the earlier checkout's and this one's results, `count` turns each, alternating."""
+    results = {label: ([], []) for label in timed}
+    for _ in range(count):
+        for label, (kind, path) in timed.items():
+            for checkout, column in zip((earlier, ROOT), results[label], strict=True):
+                column.append(measure(checkout, kind, path, scratch))
+    return results
 
 
 def main() -> None:
@@ -78,20 +90,19 @@ def main() -> None:
     parser.add_argument("--commit", default="8679dfb", help="the earlier commit (default 8679dfb, 2026-11-30)")
     parser.add_argument("--turns", type=int, default=3, help="turns (default 3)")
     args = parser.parse_args()
+    if args.turns < 1:
+        parser.error("--turns must be at least 1")
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         earlier = scratch / "earlier"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(earlier), args.commit], check=True,
-                       capture_output=True)  # fmt: skip
+        git = ["git", "-C", str(ROOT), "worktree"]
+        added = subprocess.run([*git, "add", "--detach", str(earlier), args.commit], capture_output=True, text=True)
+        if added.returncode != 0:
+            raise SystemExit(f"git worktree add {args.commit} failed: {added.stderr.strip()}")
         try:
-            timed = inputs(scratch)
-            results = {label: ([], []) for label in timed}
-            for _ in range(args.turns):
-                for label, (kind, path) in timed.items():
-                    for checkout, column in zip((earlier, ROOT), results[label], strict=True):
-                        column.append(measure(checkout, kind, path, scratch))
+            results = turns(earlier, inputs(scratch), args.turns, scratch)
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(earlier)], check=True)
+            subprocess.run([*git, "remove", "--force", str(earlier)])
     print(f"{args.turns} turns, separate processes, 2 threads")
     print(f"| input | {args.commit} | this checkout | this / {args.commit} |")
     print("|---|---|---|---|")

@@ -20,7 +20,7 @@ from conftest import EVERYDAY, EXAMPLES, ROOT
 from PIL import Image
 
 from letcolor import cli
-from letcolor.archive import ColorizeRows
+from letcolor.archive import ColorizeRows, Job, rows_per_call
 
 pytestmark = pytest.mark.slow
 
@@ -207,7 +207,7 @@ def test_an_actor_call_of_many_rows_colorizes_them_in_network_batches_of_batch_s
         "bytes": [path.read_bytes() for path in photos] + [b"not a photo"],
         "name": [path.name for path in photos] + ["broken.jpg"],
     }
-    actor = ColorizeRows(str(tiny_model_dir), "torch", "cpu", {"max_side": 128}, network_batch=2)
+    actor = ColorizeRows(str(tiny_model_dir), "torch", "cpu", {"max_side": 128}, None, network_batch=2)
     network_batches = []
     colorize = actor.colorizer.batch
     actor.colorizer.batch = lambda images, **options: network_batches.append(len(images)) or colorize(images, **options)
@@ -216,6 +216,16 @@ def test_an_actor_call_of_many_rows_colorizes_them_in_network_batches_of_batch_s
     assert rows["id"] == batch["id"] and rows["error"][-1] and not any(rows["error"][:-1])
     for data, path in zip(rows["image"], photos, strict=False):
         assert Image.open(io.BytesIO(data)).size == Image.open(path).size
+
+
+@pytest.mark.parametrize(
+    ("rows", "actors", "batch_size", "expected"),
+    [(10_000, 2, 8, 32), (64, 4, 8, 16), (1000, 64, 8, 16), (10_000, 2, 12, 36), (10_000, 2, 64, 64), (3, 8, 1, 1)],
+)
+def test_an_actor_call_is_a_whole_number_of_network_batches_and_a_small_run_reaches_every_actor(
+    rows, actors, batch_size, expected
+):
+    assert rows_per_call(Job("src", "dst", batch_size=batch_size, concurrency=actors), rows) == expected
 
 
 def test_a_destination_inside_the_source_is_refused(tiny_model_dir, tmp_path, capsys):

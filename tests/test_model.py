@@ -133,7 +133,7 @@ def test_training_forward_shares_the_low_level_features_at_224(tiny_model):
 
 
 def real_input(examples_dir, side=64) -> torch.Tensor:
-    full = lightness(image_pixels(load_image(examples_dir / "historical_b.jpg")), torch.device("cpu"))
+    full = lightness(image_pixels(load_image(examples_dir / "historical_b.jpg")))
     return F.interpolate(full, size=(side, side), mode="bilinear", antialias=True) / 100
 
 

@@ -408,24 +408,36 @@ def test_folded_batchnorm_and_channels_last_are_exact(model, examples_dir):
 
 
 def test_full_resolution_conversions_match_the_colour_functions(examples_dir, monkeypatch):
+    monkeypatch.setattr(fullres, "STRIP_PIXELS", 1000)  # many strips
     rgb = photo(examples_dir, "coffee.png")
-    l = fullres.lightness(image_pixels(rgb), torch.device("cpu"))
+    l = fullres.lightness(image_pixels(rgb))
     expected_l = color.rgb_to_lightness(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255), dim=-1)
     assert (l[0, 0] - expected_l[..., 0]).abs().max() < 1e-3
-    ab = torch.randn(1, 2, 13, 17) * 30
+    assert_composed_as_lab_to_rgb(l, torch.randn(1, 2, 13, 17) * 30)
+
+
+def assert_composed_as_lab_to_rgb(l: torch.Tensor, ab: torch.Tensor) -> None:
     upsampled = F.interpolate(ab, size=l.shape[-2:], mode="bilinear", align_corners=False)
     expected = color.lab_to_rgb(torch.cat((l, upsampled), dim=1))[0].permute(1, 2, 0).mul(255).round()
-    monkeypatch.setattr(fullres, "STRIP_PIXELS", 1000)  # many strips
     output = torch.from_numpy(np.asarray(fullres.compose(l, ab, None), dtype=np.float32))
     difference = (output - expected).abs()
     assert difference.max() <= 1 and (difference > 0).float().mean() < 0.01
 
 
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 300), (300, 1), (40, 60)])
+def test_compose_of_thin_tiny_and_enlarged_images(height, width, monkeypatch):
+    monkeypatch.setattr(fullres, "STRIP_PIXELS", 100)
+    generator = torch.Generator().manual_seed(height * width)
+    l = torch.rand(1, 1, height, width, generator=generator) * 100
+    for ab_size in [(64, 64), (3, 2), (height, width)]:  # larger than the image, much smaller, the same
+        assert_composed_as_lab_to_rgb(l, torch.randn(1, 2, *ab_size, generator=generator) * 40)
+
+
 def test_a_gray_photo_saved_as_rgb_has_the_lightness_of_its_gray_channel(examples_dir):
     gray = photo(examples_dir, "historical_d.jpg").convert("L")
     as_rgb = gray.convert("RGB")
-    l_rgb = fullres.lightness(image_pixels(as_rgb), torch.device("cpu"))[0, 0]
-    assert torch.equal(l_rgb, fullres.lightness(image_pixels(gray), torch.device("cpu"))[0, 0])
+    l_rgb = fullres.lightness(image_pixels(as_rgb))[0, 0]
+    assert torch.equal(l_rgb, fullres.lightness(image_pixels(gray))[0, 0])
     expected = color.rgb_to_lightness(torch.from_numpy(np.asarray(as_rgb, dtype=np.float32) / 255), dim=-1)[..., 0]
     assert (l_rgb - expected).abs().max() < 1e-3
 
@@ -433,5 +445,5 @@ def test_a_gray_photo_saved_as_rgb_has_the_lightness_of_its_gray_channel(example
 @pytest.mark.parametrize("mode", ["L", "I;16", "I", "F"])
 def test_gray_lightness_tables_match_gray_to_lightness(mode_files, mode):
     image = ImageOps.exif_transpose(Image.open(mode_files[mode][0]))
-    l = fullres.lightness(image_pixels(image), torch.device("cpu"))[0, 0].numpy()
+    l = fullres.lightness(image_pixels(image))[0, 0].numpy()
     assert np.abs(l - lightness_of(image)).max() < 1e-3
