@@ -59,6 +59,17 @@ def any_rank(context: Distributed, flags: tuple[bool, ...], device: torch.device
     return tuple(bool(value) for value in tensor.tolist())
 
 
-def shutdown(context: Distributed) -> None:
-    if context.enabled:
-        dist.destroy_process_group()
+def shutdown(context: Distributed, finished: bool) -> None:
+    """Leave the process group; after a finished run, only once every rank has finished.
+
+    Without the barrier a rank that finished first would exit while gloo's worker threads (which outlive the
+    process group: DistributedDataParallel keeps it) were still releasing its last collective's tensors, and
+    Python, finalizing, aborts such a thread ("terminate called without an active exception", SIGABRT). The
+    barrier waits until those collectives are done everywhere. A failed run leaves at once: its peers may never
+    reach the barrier.
+    """
+    if not context.enabled:
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()

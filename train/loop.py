@@ -539,7 +539,9 @@ def dataset_name(dataset: str) -> str:
 
 def train(args) -> None:
     context = init_distributed()
+    finished = False
     try:
         Trainer(args, context).run()
+        finished = True
     finally:
-        shutdown(context)
+        shutdown(context, finished)
