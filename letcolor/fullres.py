@@ -83,8 +83,8 @@ def lightness(pixels: Pixels) -> torch.Tensor:
     return result
 
 
-def _upsample_rows(ab: np.ndarray, height: int, width: int, rows: slice) -> np.ndarray:
-    """Rows `rows` of ab (h, w, 2) resized to (height, width, 2), as F.interpolate(mode="bilinear",
+def _upsample_rows(ab: np.ndarray, height: int, width: int, rows: slice, out: np.ndarray) -> None:
+    """Rows `rows` of ab (h, w, 2) resized to (height, width, 2) into `out`, as F.interpolate(mode="bilinear",
     align_corners=False) would: the rows interpolated at the low width, then widened by OpenCV."""
     source_height = ab.shape[0]
     position = ((np.arange(rows.start, rows.stop) + 0.5) * (source_height / height) - 0.5).clip(min=0)
@@ -92,21 +92,32 @@ def _upsample_rows(ab: np.ndarray, height: int, width: int, rows: slice) -> np.n
     below = np.minimum(above + 1, source_height - 1)
     weight = (position - above).astype(np.float32)[:, None, None]
     strip = ab[above] + weight * (ab[below] - ab[above])
-    return cv2.resize(strip, (width, len(strip)), interpolation=cv2.INTER_LINEAR)
+    cv2.resize(strip, (width, len(strip)), dst=out, interpolation=cv2.INTER_LINEAR)
 
 
-def compose(lightness_full: torch.Tensor, ab: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
-    """The output image: full-resolution L* (1, 1, H, W) with the ab prediction (1, 2, h, w) upsampled to it."""
+def compose_rgb(lightness_full: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
+    """The output's 8-bit sRGB (H, W, 3): full-resolution L* (1, 1, H, W) with the ab prediction (1, 2, h, w)
+    upsampled to it. Each strip goes through two buffers made once, converted in place (no allocation per strip)."""
     height, width = lightness_full.shape[-2:]
     ab_low = np.ascontiguousarray(ab[0].float().cpu().permute(1, 2, 0).numpy())
     lightness_plane = lightness_full[0, 0].float().cpu().numpy()
     rgb = np.empty((height, width, 3), dtype=np.uint8)
+    strip_rows = min(height, max(1, STRIP_PIXELS // width))
+    ab_strip, lab_strip = np.empty((strip_rows, width, 2), np.float32), np.empty((strip_rows, width, 3), np.float32)
     _use_torch_threads()
     for rows in row_strips(height, width):
-        lab = cv2.merge([lightness_plane[rows], _upsample_rows(ab_low, height, width, rows)])
-        srgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)  # float, clipped to [0, 1]: the absolute value below is a no-op
-        rgb[rows] = cv2.convertScaleAbs(srgb, alpha=255)
-    image = Image.fromarray(rgb)
+        count = rows.stop - rows.start
+        ab_rows, lab = ab_strip[:count], lab_strip[:count]
+        _upsample_rows(ab_low, height, width, rows, ab_rows)
+        cv2.mixChannels([lightness_plane[rows], ab_rows], [lab], [0, 0, 1, 1, 2, 2])
+        cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=lab)  # float, clipped to [0, 1]: the absolute value is a no-op
+        cv2.convertScaleAbs(lab, dst=rgb[rows], alpha=255)
+    return rgb
+
+
+def compose(lightness_full: torch.Tensor, ab: torch.Tensor, alpha: Image.Image | None) -> Image.Image:
+    """The output image: `compose_rgb`, with the input's alpha channel if it had one."""
+    image = Image.fromarray(compose_rgb(lightness_full, ab))
     if alpha is not None:
         image.putalpha(alpha)
     return image

@@ -76,7 +76,7 @@ class PreparedImage:
     lightness: torch.Tensor  # (1, 1, H, W) L* at full resolution, on the CPU
     alpha: Image.Image | None
     network_input: torch.Tensor  # (1, 1, h, w), h and w multiples of 8
-    global_input: torch.Tensor  # (1, 1, 224, 224)
+    global_input: torch.Tensor | None  # (1, 1, 224, 224); None when not asked for
     hints: torch.Tensor | None = None  # (1, 3, h, w) hint channels (letcolor.color.hint_input), None for no hints
 
 
@@ -300,13 +300,17 @@ class Colorizer:
             raise InvalidHintsError("this model takes no colour hints (its config has hint_channels 0)")
         return [each or None for each in parsed]
 
-    def prepare(self, pixels: Pixels, max_side: int | None, hints: Hints | None = None) -> PreparedImage:
-        """The full-resolution L and the network's inputs for one image's pixels (and its hints, if any)."""
+    def prepare(
+        self, pixels: Pixels, max_side: int | None, hints: Hints | None = None, *, scene: bool = True
+    ) -> PreparedImage:
+        """The full-resolution L and the network's inputs for one image's pixels (and its hints, if any); the global
+        branch's input only with `scene` (a caller that has the scene vector already skips it)."""
         full = lightness(pixels)
         size = network_size(*full.shape[-2:], max_side)
         network_input = lightness_to_input(_resize(full, size)).to(self.device)
         encoded = hints.encode(*size, self.device) if hints else None
-        return PreparedImage(full, pixels.alpha, network_input, _global_input(full).to(self.device), encoded)
+        global_input = _global_input(full).to(self.device) if scene else None
+        return PreparedImage(full, pixels.alpha, network_input, global_input, encoded)
 
     def scene_features(self, image: Image.Image) -> torch.Tensor:
         """The scene vector (1, C) of a loaded image (a reference, paper 4.5)."""

@@ -22,6 +22,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
 
 import av
@@ -29,11 +30,13 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from av.video.reformatter import VideoReformatter
 
-from letcolor.fullres import compose
+from letcolor.color import lightness_to_input
+from letcolor.fullres import compose_rgb, lightness
 from letcolor.images import ImageSource, Pixels, load_image
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options, PreparedImage
+from letcolor.model import GLOBAL_INPUT_SIZE
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options
 
 # Container types read as video (by file extension); GIFs stay images.
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".ogv"}
@@ -163,13 +166,22 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def _pixels(frame: av.VideoFrame) -> Pixels:
-    return Pixels(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1), 255, None)
+def _rgb(frame: av.VideoFrame, reformatter: VideoReformatter, size: tuple[int, int] | None = None) -> Pixels:
+    """The frame's sRGB pixels, resized (area average) to `size` (width, height) if given. One reformatter serves a
+    whole pass: it keeps FFmpeg's converter, which frame.to_ndarray would set up again for every frame (2x slower)."""
+    width, height = size or (None, None)
+    rgb = reformatter.reformat(frame, width, height, "rgb24", interpolation="AREA").to_ndarray()
+    return Pixels(torch.from_numpy(rgb).permute(2, 0, 1), 255, None)
 
 
-def _thumbnails(prepared: list[PreparedImage]) -> torch.Tensor:
-    """(N, THUMBNAIL_SIDE, THUMBNAIL_SIDE) L* averages of the frames."""
-    global_inputs = torch.cat([each.global_input for each in prepared])  # L* / 100 at 224x224
+def scan_input(frame: av.VideoFrame, reformatter: VideoReformatter) -> torch.Tensor:
+    """The global branch's input (1, 1, 224, 224) for a frame, shrunk by FFmpeg before L* is taken: the first pass
+    never converts full-size frames."""
+    return lightness_to_input(lightness(_rgb(frame, reformatter, (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE))))
+
+
+def _thumbnails(global_inputs: torch.Tensor) -> torch.Tensor:
+    """(N, THUMBNAIL_SIDE, THUMBNAIL_SIDE) L* averages of the frames' global inputs (N, 1, 224, 224)."""
     return F.adaptive_avg_pool2d(global_inputs, THUMBNAIL_SIDE)[:, 0] * 100
 
 
@@ -219,8 +231,8 @@ class MotionCarry:
 
     def __call__(self, ab: torch.Tensor, network_input: torch.Tensor, cut: bool) -> torch.Tensor:
         """ab (1, 2, h, w) of a frame whose network input is (1, 1, 2h, 2w) -> the blended ab."""
-        gray = (F.avg_pool2d(network_input, 2)[0, 0] * 255).round().clamp(0, 255).byte().cpu().numpy()
-        current = ab[0].permute(1, 2, 0).cpu().numpy()
+        gray = _half_size_gray(network_input)
+        current = np.ascontiguousarray(ab[0].permute(1, 2, 0).cpu().numpy())
         if not cut and self.previous_gray is not None and self.previous_gray.shape == gray.shape:
             current = self._blend(current, gray)
         self.previous_gray, self.previous_ab = gray, current
@@ -230,16 +242,27 @@ class MotionCarry:
         backward = self.flow.calc(gray, self.previous_gray, None)  # current pixel -> its place in the previous frame
         forward = self.flow.calc(self.previous_gray, gray, None)
         height, width = gray.shape
-        grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
-        where = grid + backward
+        where = _pixel_grid(height, width) + backward
         warped = cv2.remap(self.previous_ab, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         round_trip = backward + cv2.remap(forward, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        inside = (
-            (where[..., 0] >= 0) & (where[..., 0] <= width - 1) & (where[..., 1] >= 0) & (where[..., 1] <= height - 1)
-        )
-        reliable = inside & (np.linalg.norm(round_trip, axis=-1) < FLOW_CHECK_PIXELS)
-        weight = (self.blend * reliable)[..., None].astype(np.float32)
-        return current + weight * (warped - current)
+        inside = cv2.inRange(where, (0, 0), (width - 1, height - 1))
+        consistent = cv2.compare(cv2.magnitude(round_trip[..., 0], round_trip[..., 1]), FLOW_CHECK_PIXELS, cv2.CMP_LT)
+        blended = cv2.addWeighted(current, 1 - self.blend, warped, self.blend, 0)
+        return np.where(cv2.bitwise_and(inside, consistent)[..., None] > 0, blended, current)
+
+
+def _half_size_gray(network_input: torch.Tensor) -> np.ndarray:
+    """The network input (1, 1, 2h, 2w), L in [0, 1], as 8-bit gray (h, w): 2x2 averages, rounded."""
+    plane = network_input[0, 0].float().cpu().numpy()
+    return cv2.convertScaleAbs(cv2.resize(plane, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), alpha=255)
+
+
+@cache
+def _pixel_grid(height: int, width: int) -> np.ndarray:
+    """(height, width, 2) float32 x, y of every pixel (read only: shared between calls)."""
+    grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
+    grid.flags.writeable = False
+    return grid
 
 
 class _Writer:
@@ -277,8 +300,9 @@ class _Writer:
             frame.pts = None  # the encoder numbers samples itself
             self.container.mux(output.encode(frame))
 
-    def frame(self, image: Image.Image, source: av.VideoFrame) -> None:
-        frame = av.VideoFrame.from_image(image)
+    def frame(self, rgb: np.ndarray, source: av.VideoFrame) -> None:
+        """Encodes a colorized frame (H, W, 3) 8-bit sRGB with `source`'s timestamps."""
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
         pts = source.pts if source.pts is not None else (self.last_pts + 1 if self.last_pts is not None else 0)
         if self.last_pts is not None and pts <= self.last_pts:
             pts = self.last_pts + 1  # the encoder needs strictly increasing timestamps
@@ -420,10 +444,10 @@ class _Counter:
             self.callback(self.done, self.total)
 
 
-def _batch_features(colorizer: Colorizer, prepared: list[PreparedImage], reference: torch.Tensor | None):
+def _batch_features(colorizer: Colorizer, global_inputs: torch.Tensor, reference: torch.Tensor | None):
     if reference is not None:
-        return reference.expand(len(prepared), -1)
-    return colorizer.network.global_output(torch.cat([each.global_input for each in prepared])).features
+        return reference.expand(len(global_inputs), -1)
+    return colorizer.network.global_output(global_inputs.to(colorizer.device)).features
 
 
 def plan_shots(
@@ -438,12 +462,12 @@ def plan_shots(
     shot's median vector."""
     source = Path(source)
     counter = counter or _Counter(None, probe(source), 1, None, source)
-    changes, features, previous = [], [], None
+    changes, features, previous, reformatter = [], [], None, VideoReformatter()
     for batch in _batches(counter.frames(_video_frames(source)), batch_size):
-        prepared = [colorizer.prepare(_pixels(frame), max_side) for frame in batch]
-        thumbnails = _thumbnails(prepared)
+        global_inputs = torch.cat([scan_input(frame, reformatter) for frame in batch])
+        thumbnails = _thumbnails(global_inputs)
         changes.append(thumbnail_changes(thumbnails, previous))
-        features.append(_batch_features(colorizer, prepared, reference_features))
+        features.append(_batch_features(colorizer, global_inputs, reference_features))
         previous = thumbnails[-1]
         counter.add(len(batch))
     if not changes:
@@ -456,7 +480,7 @@ def _render(colorizer, source, destination, options, reference, reference_featur
             counter) -> None:  # fmt: skip
     """The colorizing pass: decode, colorize a batch, carry colours along the motion, encode; audio remuxed."""
     carry = MotionCarry(flow_blend) if plan is not None and flow_blend > 0 else None
-    index = 0
+    index, reformatter = 0, VideoReformatter()
     with _open(source) as container:
         stream = container.streams.video[0]
         _check_stream(stream, source)
@@ -467,16 +491,19 @@ def _render(colorizer, source, destination, options, reference, reference_featur
             for batch in _batches(counter.frames(_demux(container, stream, writer, source)), batch_size):
                 if plan is not None and index + len(batch) > len(plan.cuts):
                     raise InvalidVideoError(f"{source}: decoded more frames than in the first pass")
-                prepared = [colorizer.prepare(_pixels(frame), options.max_side) for frame in batch]
+                pixels = [_rgb(frame, reformatter) for frame in batch]
+                # the shot mode's scene vectors come from the first pass: no global input needed
+                prepared = [colorizer.prepare(each, options.max_side, scene=plan is None) for each in pixels]
                 if plan is None:
-                    features = _batch_features(colorizer, prepared, reference_features)
+                    global_inputs = torch.cat([each.global_input for each in prepared])
+                    features = _batch_features(colorizer, global_inputs, reference_features)
                 else:
                     features = plan.features[index : index + len(batch)]
                 ab = colorizer.ab_from_features(prepared, features, options, reference)
                 for offset, (frame, each, each_ab) in enumerate(zip(batch, prepared, ab, strict=True)):
                     if carry is not None:
                         each_ab = carry(each_ab, each.network_input, bool(plan.cuts[index + offset]))
-                    writer.frame(compose(each.lightness, each_ab, None), frame)
+                    writer.frame(compose_rgb(each.lightness, each_ab), frame)
                 index += len(batch)
                 counter.add(len(batch))
             if index == 0:

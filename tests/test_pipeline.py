@@ -1,5 +1,6 @@
 """The inference pipeline on real photos: modes, sizes, options, bad inputs, model loading, speed-ups."""
 
+import dataclasses
 import struct
 import zlib
 
@@ -14,7 +15,7 @@ from PIL import Image, ImageOps
 from letcolor import color, fullres, pipeline
 from letcolor.bench import calibrate_batchnorm
 from letcolor.images import MAX_IMAGE_PIXELS, InvalidImageError, image_pixels, load_image
-from letcolor.inference import Speedups
+from letcolor.inference import OneDNNConv, Precision, Speedups
 from letcolor.pipeline import Colorizer, ModelNotFoundError, network_size
 
 SIDE = 160  # the test photos' long side
@@ -405,6 +406,17 @@ def test_folded_batchnorm_and_channels_last_are_exact(model, examples_dir):
     reference = Colorizer(model, speedups=Speedups()).predict_ab(photos)[0]
     folded = Colorizer(model, speedups=Speedups(fold_batchnorm=True, channels_last=True)).predict_ab(photos)[0]
     assert (folded - reference).abs().max() < 0.01
+
+
+@pytest.mark.parametrize("precision", [Precision.FLOAT32, Precision.BFLOAT16])
+def test_packed_onednn_convolutions_compute_what_torch_convolutions_do(model, examples_dir, precision):
+    photos = [photo(examples_dir, name) for name in ("historical_d.jpg", "astronaut.png")]
+    plain = Speedups(precision, fold_batchnorm=True, channels_last=True)
+    reference = Colorizer(model, "cpu", plain).predict_ab(photos, max_side=256)
+    packed = Colorizer(model, "cpu", dataclasses.replace(plain, onednn=True))
+    assert any(isinstance(layer, OneDNNConv) for layer in packed.network.model.modules())
+    for fast, exact in zip(packed.predict_ab(photos, max_side=256), reference, strict=True):
+        assert (fast - exact).abs().max() < 1e-3
 
 
 def test_full_resolution_conversions_match_the_colour_functions(examples_dir, monkeypatch):

@@ -13,6 +13,7 @@ from conftest import make_tiny_model
 from PIL import Image
 from video_clips import SAMPLE_RATE, audio_packets, size_switching, truncated_faststart, with_sine
 
+import letcolor.video
 from letcolor.bench import calibrate_batchnorm
 from letcolor.color import rgb_to_lab
 from letcolor.metrics import colorfulness, pan_flicker
@@ -261,17 +262,17 @@ def test_a_stream_whose_frame_size_grows_is_refused_before_the_network_sees_a_la
 ):
     switching = size_switching(tmp_path / "switching.ts", [(320, 240, 20), (1280, 960, 2)])
     assert (probe(switching).width, probe(switching).height) == (320, 240)  # what a header check sees
-    prepared_sizes = set()
-    prepare = colorizer.prepare
+    converted_sizes = set()
+    convert = letcolor.video._rgb
 
-    def recording_prepare(pixels, max_side):
-        prepared_sizes.add(tuple(pixels.values.shape[1:]))
-        return prepare(pixels, max_side)
+    def recording_convert(frame, *args):
+        converted_sizes.add((frame.height, frame.width))
+        return convert(frame, *args)
 
-    monkeypatch.setattr(colorizer, "prepare", recording_prepare)
+    monkeypatch.setattr(letcolor.video, "_rgb", recording_convert)
     with pytest.raises(InvalidVideoError, match="frame 21 is 1280x960, not the 320x240 of the video's header"):
         colorize_video(colorizer, switching, tmp_path / "out.mp4", mode=mode)
-    assert prepared_sizes == {(240, 320)}
+    assert converted_sizes == {(240, 320)}
     assert not (tmp_path / "out.mp4").exists()
 
 
