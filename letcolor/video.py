@@ -327,6 +327,36 @@ class _Writer:
             pass
 
 
+class _WriterOnFirstFrame:
+    """A `_Writer` made when the first frame is decoded, which carries the display rotation (reading it first took
+    another open and decode of the input: 30 ms at 480p, more than a frame's work). Audio packets read before then
+    wait for it."""
+
+    def __init__(self, make: Callable[[int], _Writer]):
+        self.make, self.writer, self.waiting_audio = make, None, []
+
+    def audio_packet(self, packet: av.Packet) -> None:
+        if self.writer is None:
+            self.waiting_audio.append(packet)
+        else:
+            self.writer.audio_packet(packet)
+
+    def frame(self, rgb: np.ndarray, source: av.VideoFrame) -> None:
+        if self.writer is None:
+            self.writer = self.make(source.rotation)
+            for packet in self.waiting_audio:
+                self.writer.audio_packet(packet)
+            self.waiting_audio = []
+        self.writer.frame(rgb, source)
+
+    def finish(self) -> None:
+        self.writer.finish()
+
+    def abandon(self) -> None:
+        if self.writer is not None:
+            self.writer.abandon()
+
+
 def x264_options() -> dict[str, str]:
     """The encoder's options: H264_OPTIONS and X264_PARAMS, restricted to deterministic kernels where the CPU has
     AVX-512."""
@@ -487,7 +517,8 @@ def _render(colorizer, source, destination, options, reference, reference_featur
         stream = container.streams.video[0]
         _check_stream(stream, source)
         stream.thread_type = "AUTO"
-        writer = _Writer(destination, stream, list(container.streams.audio), display_rotation(source))
+        audio = list(container.streams.audio)
+        writer = _WriterOnFirstFrame(lambda rotation: _Writer(destination, stream, audio, rotation))
         completed = False
         try:
             for batch in _batches(counter.frames(_demux(container, stream, writer, source)), batch_size):
@@ -517,7 +548,7 @@ def _render(colorizer, source, destination, options, reference, reference_featur
                 writer.abandon()
 
 
-def _demux(container, stream, writer: _Writer, source: Path) -> Iterator[av.VideoFrame]:
+def _demux(container, stream, writer: _WriterOnFirstFrame, source: Path) -> Iterator[av.VideoFrame]:
     """The video's frames, in order; audio packets go to the writer as they are read."""
     for packet in _decoding_errors(source, container.demux(stream, *container.streams.audio)):
         if packet.stream.type == "audio":
