@@ -116,14 +116,18 @@ def probe(path: str | Path) -> VideoInfo:
     """The video's size, declared frame count, frame rate, duration and audio streams (InvalidVideoError)."""
     path = Path(path)
     with _open(path) as container:
-        stream = container.streams.video[0]
-        _check_stream(stream, path)
-        fps = stream.average_rate or stream.guessed_rate or Fraction(0)
-        duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
-        return VideoInfo(
-            stream.codec_context.width, stream.codec_context.height, stream.frames, Fraction(fps), duration,
-            len(container.streams.audio),
-        )  # fmt: skip
+        return _info(container, path)
+
+
+def _info(container: av.container.InputContainer, path: Path) -> VideoInfo:
+    stream = container.streams.video[0]
+    _check_stream(stream, path)
+    fps = stream.average_rate or stream.guessed_rate or Fraction(0)
+    duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
+    return VideoInfo(
+        stream.codec_context.width, stream.codec_context.height, stream.frames, Fraction(fps), duration,
+        len(container.streams.audio),
+    )  # fmt: skip
 
 
 def _decoding_errors(path: Path, packets: Iterator) -> Iterator:
@@ -135,10 +139,14 @@ def _decoding_errors(path: Path, packets: Iterator) -> Iterator:
 
 def _video_frames(path: Path) -> Iterator[av.VideoFrame]:
     with _open(path) as container:
-        stream = container.streams.video[0]
-        _check_stream(stream, path)
-        stream.thread_type = "AUTO"
-        yield from _decoding_errors(path, container.decode(stream))
+        yield from _decoded(container, path)
+
+
+def _decoded(container: av.container.InputContainer, path: Path) -> Iterator[av.VideoFrame]:
+    stream = container.streams.video[0]
+    _check_stream(stream, path)
+    stream.thread_type = "AUTO"
+    yield from _decoding_errors(path, container.decode(stream))
 
 
 def display_rotation(path: str | Path) -> int:
@@ -410,18 +418,18 @@ def colorize_video(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     source, destination = _checked_paths(source, destination)
-    info = probe(source)
-    if max_frames is not None and info.frames > max_frames:
-        raise InvalidVideoError(f"{source}: {info.frames} frames, over the limit of {max_frames} frames")
     loaded_reference = load_image(reference) if reference is not None else None
-    passes = 2 if mode == Mode.SHOT else 1
-    counter = _Counter(progress, info, passes, max_frames, source)
     partial = destination.with_name(f".{destination.stem}.partial{destination.suffix}")
     with torch.inference_mode():
         reference_features = colorizer.scene_features(loaded_reference) if loaded_reference is not None else None
-        plan = None
-        if mode == Mode.SHOT:
-            plan = plan_shots(colorizer, source, options.max_side, batch_size, reference_features, counter)
+        with _open(source) as container:  # the header and the first pass share one opening (each decodes frames)
+            info = _info(container, source)
+            if max_frames is not None and info.frames > max_frames:
+                raise InvalidVideoError(f"{source}: {info.frames} frames, over the limit of {max_frames} frames")
+            counter = _Counter(progress, info, 2 if mode == Mode.SHOT else 1, max_frames, source)
+            plan = None
+            if mode == Mode.SHOT:
+                plan = _plan(colorizer, container, source, batch_size, reference_features, counter)
         try:
             _render(colorizer, source, partial, options, loaded_reference, reference_features, plan, flow_blend,
                     batch_size, counter)  # fmt: skip
@@ -485,17 +493,27 @@ def _batch_features(colorizer: Colorizer, global_inputs: torch.Tensor, reference
 def plan_shots(
     colorizer: Colorizer,
     source: str | Path,
-    max_side: int | None = DEFAULT_MAX_SIDE,
     batch_size: int = DEFAULT_BATCH_SIZE,
     reference_features: torch.Tensor | None = None,
-    counter: "_Counter | None" = None,
 ) -> ShotPlan:
     """The shot mode's first pass: every frame's cut flag and scene vector (the reference's, if given), then each
     shot's median vector."""
     source = Path(source)
-    counter = counter or _Counter(None, probe(source), 1, None, source)
+    with _open(source) as container:
+        counter = _Counter(None, _info(container, source), 1, None, source)
+        return _plan(colorizer, container, source, batch_size, reference_features, counter)
+
+
+def _plan(
+    colorizer: Colorizer,
+    container: av.container.InputContainer,
+    source: Path,
+    batch_size: int,
+    reference_features: torch.Tensor | None,
+    counter: "_Counter",
+) -> ShotPlan:
     changes, features, previous, reformatter = [], [], None, VideoReformatter()
-    for batch in _batches(counter.frames(_video_frames(source)), batch_size):
+    for batch in _batches(counter.frames(_decoded(container, source)), batch_size):
         global_inputs = torch.cat([scan_input(frame, reformatter) for frame in batch])
         thumbnails = _thumbnails(global_inputs)
         changes.append(thumbnail_changes(thumbnails, previous))
