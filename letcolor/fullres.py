@@ -6,8 +6,10 @@ than the network. Both run on the CPU in OpenCV's vectorized loops (at 1 MP, 2 t
 Integer pixels go through lookup tables computed with letcolor.color (the same values, to float rounding); sRGB
 rows whose three channels are equal (a black-and-white scan saved as colour) are read as gray. The output is
 OpenCV's float Lab -> sRGB; it differs from `round(255 * lab_to_rgb(lab))` by at most one level, on a fraction of
-a percent of pixels (OpenCV's white point differs in the fifth digit). Work runs in strips of rows, which keeps
-the intermediates in cache and memory bounded for huge images.
+a percent of pixels (OpenCV's white point differs in the fifth digit). Video frames, which H.264 then keeps at
+about 39 dB, are composed through OpenCV's 8-bit Lab instead (`compose_rgb_8bit`: 51 dB from the float output, in
+0.6x its time). Work runs in strips of rows, which keeps the intermediates in cache and memory bounded for huge
+images.
 """
 
 from functools import cache
@@ -112,6 +114,23 @@ def compose_rgb(lightness_full: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
         cv2.mixChannels([lightness_plane[rows], ab_rows], [lab], [0, 0, 1, 1, 2, 2])
         cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=lab)  # float, clipped to [0, 1]: the absolute value is a no-op
         cv2.convertScaleAbs(lab, dst=rgb[rows], alpha=255)
+    return rgb
+
+
+def compose_rgb_8bit(lightness_full: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
+    """`compose_rgb` through OpenCV's 8-bit Lab (L* rounded to steps of 0.4, a and b to whole units): 0.6x its time,
+    within a few levels of it (51 dB PSNR on photos), which is finer than an H.264 encoding keeps: for video frames.
+    Upsamples ab for the whole frame at once (2 bytes a pixel; video frames are at most 8.3 MP)."""
+    height, width = lightness_full.shape[-2:]
+    ab_low = np.ascontiguousarray(ab[0].float().cpu().permute(1, 2, 0).numpy())
+    lightness_plane = lightness_full[0, 0].float().cpu().numpy()
+    _use_torch_threads()
+    ab_low_8bit = cv2.convertScaleAbs(np.clip(ab_low, -128, 127), beta=128)  # clipped: no absolute value taken
+    ab_8bit = cv2.resize(ab_low_8bit, (width, height), interpolation=cv2.INTER_LINEAR)
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    for rows in row_strips(height, width):
+        lab = cv2.merge([cv2.convertScaleAbs(lightness_plane[rows], alpha=255 / 100), ab_8bit[rows]])
+        cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=rgb[rows])
     return rgb
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 
 from letcolor.color import lightness_to_input
-from letcolor.fullres import compose_rgb, lightness
+from letcolor.fullres import compose_rgb_8bit, lightness
 from letcolor.images import ImageSource, Pixels, load_image
 from letcolor.model import GLOBAL_INPUT_SIZE
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options
@@ -554,7 +554,7 @@ def _render(colorizer, source, destination, options, reference, reference_featur
                 for offset, (frame, each, each_ab) in enumerate(zip(batch, prepared, ab, strict=True)):
                     if carry is not None:
                         each_ab = carry(each_ab, each.network_input, bool(plan.cuts[index + offset]))
-                    writer.frame(compose_rgb(each.lightness, each_ab), frame)
+                    writer.frame(compose_rgb_8bit(each.lightness, each_ab), frame)
                 index += len(batch)
                 counter.add(len(batch))
             if index == 0:

@@ -445,6 +445,17 @@ def test_compose_of_thin_tiny_and_enlarged_images(height, width, monkeypatch):
         assert_composed_as_lab_to_rgb(l, torch.randn(1, 2, *ab_size, generator=generator) * 40)
 
 
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 300), (300, 1), (400, 600)])
+def test_the_8bit_composition_of_video_frames_is_within_a_few_levels_of_the_float_one(height, width, examples_dir):
+    rgb = photo(examples_dir, "coffee.png").resize((width, height))
+    l = fullres.lightness(image_pixels(rgb))
+    # the bundled model's colours: far out of the sRGB gamut (random ab) the two paths clip differently
+    ab = Colorizer.from_pretrained(None).predict_ab([rgb])[0]
+    exact = torch.from_numpy(fullres.compose_rgb(l, ab)).float()
+    fast = torch.from_numpy(fullres.compose_rgb_8bit(l, ab)).float()
+    assert (fast - exact).abs().max() <= 4 and 10 * torch.log10(255**2 / (fast - exact).square().mean()) > 48
+
+
 def test_a_gray_photo_saved_as_rgb_has_the_lightness_of_its_gray_channel(examples_dir):
     gray = photo(examples_dir, "historical_d.jpg").convert("L")
     as_rgb = gray.convert("RGB")
