@@ -48,9 +48,11 @@ CONFIGURATIONS = {  # name: (engine, torch speed-ups; None: the engine's default
     "fp32": ("torch", Speedups()),
     "fp32 folded-BN": ("torch", Speedups(fold_batchnorm=True)),
     "fp32 folded-BN channels-last": ("torch", Speedups(fold_batchnorm=True, channels_last=True)),
+    "fp32 folded-BN channels-last oneDNN": ("torch", Speedups(fold_batchnorm=True, channels_last=True, onednn=True)),
     "bf16-autocast folded-BN channels-last": ("torch", Speedups(Precision.BFLOAT16_AUTOCAST, True, True)),
     "bf16 channels-last": ("torch", Speedups(Precision.BFLOAT16, channels_last=True)),
     "bf16 folded-BN channels-last": ("torch", Speedups(Precision.BFLOAT16, True, True)),
+    "bf16 folded-BN channels-last oneDNN": ("torch", Speedups(Precision.BFLOAT16, True, True, onednn=True)),
     "bf16 folded-BN channels-last compile": ("torch", Speedups(Precision.BFLOAT16, True, True, compile=True)),
     **{engine: (engine, None) for engine in ENGINES},
 }
