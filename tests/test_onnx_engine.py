@@ -12,7 +12,7 @@ from PIL import Image
 from served_app import served_app
 
 from letcolor import Colorizer, cli, engines, onnx_engine
-from letcolor.inference import Speedups
+from letcolor.inference import Precision, Speedups, cpu_has_amx
 from letcolor.pipeline import load_model
 
 PHOTOS = [EXAMPLES / "china.jpg", EXAMPLES / "chelsea_gray.png", EXAMPLES / "rocket_gray.png"]
@@ -112,18 +112,26 @@ def test_without_onnxruntime_the_engine_is_a_clear_error_and_torch_still_works(m
         Colorizer.from_pretrained(engine="tensorrt")
 
 
-def test_auto_is_torch_on_cpus_with_bfloat16_and_onnxruntime_on_others(monkeypatch):
-    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: True)
+def test_auto_is_torch_on_cpus_with_amx_and_onnxruntime_on_others(monkeypatch):
+    monkeypatch.setattr(engines, "cpu_has_amx", lambda: True)
     assert Colorizer.from_pretrained().engine == "torch"
-    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: False)
+    monkeypatch.setattr(engines, "cpu_has_amx", lambda: False)
     colorizer = Colorizer.from_pretrained()
     assert colorizer.engine == "onnxruntime" and isinstance(colorizer.network, onnx_engine.OnnxRuntimeNetwork)
     assert colorizer(PHOTOS[0]).image.size == (640, 427)
     assert Colorizer.from_pretrained(speedups=Speedups()).engine == "torch"  # speed-ups are torch's
 
 
+def test_onednn_kept_off_amx_counts_as_no_amx(monkeypatch):
+    """There bfloat16 took 1.6x float32's time: the CPU default is float32, and auto takes ONNX Runtime."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert not cpu_has_amx()
+    assert Speedups.default_for(torch.device("cpu")).precision == Precision.FLOAT32
+    assert Colorizer.from_pretrained().engine == "onnxruntime"
+
+
 def test_auto_without_onnxruntime_runs_on_torch_with_a_notice(monkeypatch):
-    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: False)
+    monkeypatch.setattr(engines, "cpu_has_amx", lambda: False)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.warns(UserWarning, match="onnxruntime is not installed, so the network runs on torch"):
         colorizer = Colorizer.from_pretrained()
