@@ -97,12 +97,17 @@ def _upsample_rows(ab: np.ndarray, height: int, width: int, rows: slice, out: np
     cv2.resize(strip, (width, len(strip)), dst=out, interpolation=cv2.INTER_LINEAR)
 
 
+def _as_arrays(lightness_full: torch.Tensor, ab: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """L* (H, W) and ab (h, w, 2) as float32 arrays on the CPU, for OpenCV."""
+    ab_low = np.ascontiguousarray(ab[0].float().cpu().permute(1, 2, 0).numpy())
+    return lightness_full[0, 0].float().cpu().numpy(), ab_low
+
+
 def compose_rgb(lightness_full: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
     """The output's 8-bit sRGB (H, W, 3): full-resolution L* (1, 1, H, W) with the ab prediction (1, 2, h, w)
     upsampled to it. Each strip goes through two buffers made once, converted in place (no allocation per strip)."""
     height, width = lightness_full.shape[-2:]
-    ab_low = np.ascontiguousarray(ab[0].float().cpu().permute(1, 2, 0).numpy())
-    lightness_plane = lightness_full[0, 0].float().cpu().numpy()
+    lightness_plane, ab_low = _as_arrays(lightness_full, ab)
     rgb = np.empty((height, width, 3), dtype=np.uint8)
     strip_rows = min(height, max(1, STRIP_PIXELS // width))
     ab_strip, lab_strip = np.empty((strip_rows, width, 2), np.float32), np.empty((strip_rows, width, 3), np.float32)
@@ -122,8 +127,7 @@ def compose_rgb_8bit(lightness_full: torch.Tensor, ab: torch.Tensor) -> np.ndarr
     within a few levels of it (51 dB PSNR on photos), which is finer than an H.264 encoding keeps: for video frames.
     Upsamples ab for the whole frame at once (2 bytes a pixel; video frames are at most 8.3 MP)."""
     height, width = lightness_full.shape[-2:]
-    ab_low = np.ascontiguousarray(ab[0].float().cpu().permute(1, 2, 0).numpy())
-    lightness_plane = lightness_full[0, 0].float().cpu().numpy()
+    lightness_plane, ab_low = _as_arrays(lightness_full, ab)
     _use_torch_threads()
     ab_low_8bit = cv2.convertScaleAbs(np.clip(ab_low, -128, 127), beta=128)  # clipped: no absolute value taken
     ab_8bit = cv2.resize(ab_low_8bit, (width, height), interpolation=cv2.INTER_LINEAR)
