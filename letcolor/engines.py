@@ -21,8 +21,8 @@ NO_ONNXRUNTIME = (
 def resolve_engine(engine: str, device: torch.device) -> str:
     """The engine that `engine` names on `device`. "auto" is the fastest measured (`bench --engine`, README Speed):
     torch on CUDA and on CPUs with AMX, where it runs in bfloat16 (1.2-2.0x as fast as ONNX Runtime); elsewhere ONNX
-    Runtime in float32 (with oneDNN kept off AMX: 1.1-1.6x as fast as torch in bfloat16, within 0.93-1.22x of torch
-    in float32), or torch with a one-line notice where onnxruntime is not installed."""
+    Runtime in float32 (with oneDNN kept off AMX: 1.1-1.35x as fast as torch in bfloat16, about as fast as torch in
+    float32 and faster at 4 MP), or torch with a one-line notice where onnxruntime is not installed."""
     if engine != "auto":
         return engine
     if device.type != "cpu" or cpu_has_amx():
