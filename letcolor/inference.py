@@ -137,11 +137,18 @@ def to_bfloat16(model: LetThereBeColor, cast_weights: bool) -> None:
         model.set_submodule(name, Float32Layer(layer, torch.float32 if name == convolutions[-1] else torch.bfloat16))
 
 
+# On the CPU, a call's activations stay in cache up to about this many input pixels: 8 frames of 480p at once took
+# 1.35x the time per frame of calls of 2 (bundled model, bfloat16, 2 threads; float32 with oneDNN kept off AMX:
+# 1.06x).
+CPU_CALL_PIXELS = 400_000
+
+
 class InferenceNetwork:
     """A private copy of a model with the speed-ups applied; takes and returns float32 tensors."""
 
     def __init__(self, model: LetThereBeColor, device: torch.device, speedups: Speedups):
         self.device, self.speedups = device, speedups
+        self.max_call_pixels = CPU_CALL_PIXELS if device.type == "cpu" else None  # input pixels; None: any batch
         self.model = copy.deepcopy(model).eval().to(device)
         if speedups.fold_batchnorm:
             fold_batchnorm(self.model)

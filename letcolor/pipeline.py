@@ -35,9 +35,6 @@ DEFAULT_MAX_SIDE = 512
 MIN_NETWORK_SIDE = 192
 # The local branch never sees more pixels than this, whatever `max_side` (None = native size) asks for.
 NETWORK_PIXEL_BUDGET = 2048 * 2048
-# On the CPU, a network call's activations stay in cache up to about this many input pixels: 8 frames of 480p at
-# once took 1.35x the time per frame of calls of 2 (`colorize` of the bundled model, bfloat16, 2 threads).
-CPU_CALL_PIXELS = 400_000
 PALETTE_SAMPLE_SIDE = 256  # the reference's ab statistics are taken at most at this size
 TOP_SCENES = 5
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -360,8 +357,9 @@ class Colorizer:
         return predictions
 
     def _chunks(self, indices: list[int], pixels: int) -> list[list[int]]:
-        """The network calls for same-size inputs: on the CPU, at most CPU_CALL_PIXELS input pixels each."""
-        size = max(1, CPU_CALL_PIXELS // pixels) if self.device.type == "cpu" else len(indices)
+        """The network calls for same-size inputs: at most the engine's `max_call_pixels` input pixels each."""
+        limit = self.network.max_call_pixels
+        size = len(indices) if limit is None else max(1, limit // pixels)
         return [indices[start : start + size] for start in range(0, len(indices), size)]
 
     def _hint_channels(self, group: list[PreparedImage]) -> torch.Tensor | None:

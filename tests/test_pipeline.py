@@ -1,6 +1,7 @@
 """The inference pipeline on real photos: modes, sizes, options, bad inputs, model loading, speed-ups."""
 
 import dataclasses
+import math
 import struct
 import zlib
 
@@ -351,6 +352,22 @@ def test_batch_equals_single_calls_and_batches_same_sizes(model, examples_dir, m
     for single, result in zip(singles, batched, strict=True):
         assert np.abs(np.asarray(result.image, dtype=int) - single).max() <= 1
     assert colorizer.batch([]) == []
+
+
+def test_same_size_inputs_go_to_the_network_in_calls_of_its_pixel_limit(model, examples_dir, monkeypatch):
+    colorizer = Colorizer(model, "cpu", speedups=Speedups())
+    images = [photo(examples_dir, "historical_c.jpg").rotate(angle) for angle in range(5)]  # 5 of one size
+    whole = colorizer.batch(images, max_side=256)
+    calls = []
+    original = colorizer.network.colorize
+    counted = lambda l, g, hints: calls.append(len(l)) or original(l, g, hints)  # noqa: E731
+    monkeypatch.setattr(colorizer.network, "colorize", counted)
+    network_pixels = math.prod(colorizer.predict_ab(images[:1], max_side=256)[0].shape[-2:]) * 4  # ab is at half size
+    monkeypatch.setattr(colorizer.network, "max_call_pixels", 2 * network_pixels)
+    chunked = colorizer.batch(images, max_side=256)
+    assert calls == [1, 2, 2, 1]  # predict_ab's single image, then 5 in calls of at most 2
+    for a, b in zip(whole, chunked, strict=True):
+        assert np.abs(np.asarray(a.image, dtype=int) - np.asarray(b.image, dtype=int)).max() <= 1
 
 
 def test_scenes_are_the_top_five_probabilities(colorizer, model, examples_dir):
