@@ -149,16 +149,6 @@ def _decoded(container: av.container.InputContainer, path: Path) -> Iterator[av.
     yield from _decoding_errors(path, container.decode(stream))
 
 
-def display_rotation(path: str | Path) -> int:
-    """The rotation (degrees, counter-clockwise) that players apply to the video's frames, as phones record it."""
-    frames = _video_frames(Path(path))
-    try:
-        first = next(frames, None)
-        return first.rotation if first is not None else 0
-    finally:
-        frames.close()
-
-
 def read_frames(path: str | Path) -> Iterator[np.ndarray]:
     """The video's frames as (H, W, 3) uint8 RGB arrays, in order (InvalidVideoError)."""
     for frame in _video_frames(Path(path)):

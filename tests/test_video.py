@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_model
 from PIL import Image
-from video_clips import SAMPLE_RATE, audio_packets, size_switching, truncated_faststart, with_sine
+from video_clips import (
+    SAMPLE_RATE,
+    audio_packets,
+    display_rotation,
+    size_switching,
+    truncated_faststart,
+    with_sine,
+)
 
 import letcolor.video
 from letcolor.bench import calibrate_batchnorm
@@ -23,7 +30,6 @@ from letcolor.video import (
     InvalidVideoError,
     MotionCarry,
     colorize_video,
-    display_rotation,
     plan_shots,
     probe,
     read_frames,

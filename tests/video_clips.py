@@ -67,3 +67,10 @@ def size_switching(path: Path, segments: list[tuple[int, int, int]]) -> Path:
             stream.write(segment.read_bytes())
             segment.unlink()
     return path
+
+
+def display_rotation(path: Path) -> int:
+    """The rotation (degrees, counter-clockwise) that players apply to the video's frames, as phones record it."""
+    with av.open(str(path)) as container:
+        first = next(container.decode(video=0), None)
+        return first.rotation if first is not None else 0
