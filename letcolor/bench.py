@@ -1,8 +1,9 @@
 """The `bench` command: end-to-end latency and peak memory of the pipeline, per configuration (a torch speed-up
 or an engine) and input size.
 
-End to end = decode an encoded JPEG file, colorize, encode the result (JPEG quality 95, or PNG). Each input is
-timed at the default setting (max_side = DEFAULT_MAX_SIDE) and at native resolution (max_side = None); with
+End to end = decode an encoded JPEG file, colorize, encode the result (JPEG quality 95, or PNG). The
+configurations take turns, one run each per round, so that a machine whose speed drifts slows them alike. Each input
+is timed at the default setting (max_side = DEFAULT_MAX_SIDE) and at native resolution (max_side = None); with
 --hints N and --refine, each configuration is also timed with N colour hints (a model that takes them: --model, or
 random hint inputs) and with edge-aware refinement. --engine compares engines on photos of 0.26, 1 and 4 MP and on
 short videos at 480p and 720p (frames/s, end to end). Without --model the network has random weights, with
@@ -103,22 +104,67 @@ def write_inputs(photo: Path, sizes: list[tuple[int, int]], directory: Path) -> 
     return paths
 
 
-def time_end_to_end(colorizer: Colorizer, path: Path, max_side: int | None, repeats: int, file_format: str, **options):
-    """Median seconds from the encoded input file to the encoded output, and the peak memory (bytes or None);
-    `options` are the colorizer's (hints, refine)."""
+@dataclass
+class Row:
+    size: tuple[int, int]
+    max_side: int | None
+    video: bool = False  # a clip of VIDEO_FRAMES frames: seconds are per frame
+    seconds: dict[str, float] = field(default_factory=dict)  # per configuration
+    peak_bytes: dict[str, int | None] = field(default_factory=dict)
 
-    def end_to_end() -> None:
-        result = colorizer(path, max_side=max_side, **options)
-        result.image.save(io.BytesIO(), format=file_format, **({"quality": 95} if file_format == "JPEG" else {}))
+    def label(self) -> str:
+        kind = f" video ({VIDEO_FRAMES} frames)" if self.video else ""
+        return f"| {self.size[0]}x{self.size[1]}{kind} | {self.max_side or 'native'} | "
 
-    end_to_end()  # warm-up: oneDNN picks and caches its kernels for each new shape (and compile compiles)
-    seconds = []
-    with PeakMemory(colorizer.device) as memory:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            end_to_end()
-            seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), memory.peak_bytes
+    def cell(self, name: str, baseline: str) -> str:
+        if name not in self.seconds:
+            return "n/a"
+        seconds, speedup = self.seconds[name], self.seconds[baseline] / self.seconds[name]
+        if self.video:
+            return f"{1 / seconds:.1f} fps ({speedup:.2f}x)"
+        return f"{seconds * 1000:.0f} ({speedup:.2f}x)"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the tables: a configuration (its colorizer), as it is or with hints or refinement."""
+
+    name: str
+    colorizer: Colorizer
+    options: Callable[[Path], dict]  # the colorizer's options for an input file
+
+
+def photo_seconds(colorizer: Colorizer, path: Path, max_side: int | None, file_format: str, **options) -> float:
+    """Seconds from the encoded input file to the encoded output; `options` are the colorizer's (hints, refine)."""
+    start = time.perf_counter()
+    result = colorizer(path, max_side=max_side, **options)
+    result.image.save(io.BytesIO(), format=file_format, **({"quality": 95} if file_format == "JPEG" else {}))
+    return time.perf_counter() - start
+
+
+def measure_row(row: Row, columns: list[Column], path: Path, repeats: int, file_format: str) -> None:
+    """Each column's median seconds (per frame for video) and peak memory for one row, into `row`. The columns take
+    turns, one run each per round, in an order that rotates, so that the machine's drift reaches all of them alike;
+    each is warmed up first (oneDNN picks and caches its kernels for each new shape, and compile compiles). Memory
+    is measured in one more run each, untimed: `PeakMemory` hands freed memory back to the OS first, which would
+    make the timed runs fault their pages in again."""
+    timed = video_seconds if row.video else photo_seconds
+
+    def run(column: Column) -> float:
+        return timed(column.colorizer, path, row.max_side, file_format, **column.options(path))
+
+    for column in columns:
+        run(column)
+    seconds = {column.name: [] for column in columns}
+    for round_number in range(repeats):
+        shift = round_number % len(columns)
+        for column in columns[shift:] + columns[:shift]:
+            seconds[column.name].append(run(column))
+    row.seconds = {name: statistics.median(values) for name, values in seconds.items()}
+    for column in columns:
+        with PeakMemory(column.colorizer.device) as memory:
+            run(column)
+        row.peak_bytes[column.name] = memory.peak_bytes
 
 
 def accuracy_inputs(photos: list[Path], seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -152,27 +198,6 @@ def output_rgb(colorizer: Colorizer) -> list[torch.Tensor]:
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
-
-
-@dataclass
-class Row:
-    size: tuple[int, int]
-    max_side: int | None
-    video: bool = False  # a clip of VIDEO_FRAMES frames: seconds are per frame
-    seconds: dict[str, float] = field(default_factory=dict)  # per configuration
-    peak_bytes: dict[str, int | None] = field(default_factory=dict)
-
-    def label(self) -> str:
-        kind = f" video ({VIDEO_FRAMES} frames)" if self.video else ""
-        return f"| {self.size[0]}x{self.size[1]}{kind} | {self.max_side or 'native'} | "
-
-    def cell(self, name: str, baseline: str) -> str:
-        if name not in self.seconds:
-            return "n/a"
-        seconds, speedup = self.seconds[name], self.seconds[baseline] / self.seconds[name]
-        if self.video:
-            return f"{1 / seconds:.1f} fps ({speedup:.2f}x)"
-        return f"{seconds * 1000:.0f} ({speedup:.2f}x)"
 
 
 def _cell_mb(peak: int | None) -> str:
@@ -252,21 +277,20 @@ def run(args: argparse.Namespace) -> int:
                 *ab_errors(colorizer.predict_ab(grays), reference_ab),
                 f"{output_psnr(colorizer, reference_rgb):.1f}",
             )
-            for column, options in variants(name, args.hints, args.refine):
-                columns.append(column)
-                for row in rows:
-                    if row.video and column.endswith(" hints"):
-                        continue  # hints are for photos
-                    path = inputs[row.size]
-                    timed = time_video if row.video else time_end_to_end
-                    timing = timed(colorizer, path, row.max_side, args.repeats, args.format, **options(path))
-                    row.seconds[column], row.peak_bytes[column] = timing
-                    print(f"{column}, {row.label()}: {timing[0] * 1000:.0f} ms", file=sys.stderr)
+            columns += [
+                Column(column, colorizer, options) for column, options in variants(name, args.hints, args.refine)
+            ]
+        for row in rows:
+            # hints are for photos
+            row_columns = [column for column in columns if not (row.video and column.name.endswith(" hints"))]
+            measure_row(row, row_columns, inputs[row.size], args.repeats, args.format)
+            cells = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in row.seconds.items())
+            print(f"{row.label()}: {cells}", file=sys.stderr)
     setup = (
         f"JPEG file in, {args.format} out; {args.repeats} runs; {device}, {torch.get_num_threads()} threads; "
         f"model width {model.width}{'' if args.model else ' (random weights)'}."
     )
-    print(markdown_tables(rows, columns, errors, setup))
+    print(markdown_tables(rows, [column.name for column in columns], errors, setup))
     return 0
 
 
@@ -279,18 +303,11 @@ def write_clips(directory: Path) -> dict[tuple[int, int], Path]:
     return clips
 
 
-def time_video(colorizer: Colorizer, path: Path, max_side: int | None, repeats: int, file_format: str, **options):
-    """Median seconds per frame of colorizing the clip end to end (decode, colorize in the default mode, encode H.264),
-    and the peak memory."""
-    output = path.with_name(f"{path.stem}-colorized.mp4")
-    colorize_video(colorizer, path, output, max_side=max_side, **options)  # warm-up, as for photos
-    seconds = []
-    with PeakMemory(colorizer.device) as memory:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            colorize_video(colorizer, path, output, max_side=max_side, **options)
-            seconds.append((time.perf_counter() - start) / VIDEO_FRAMES)
-    return statistics.median(seconds), memory.peak_bytes
+def video_seconds(colorizer: Colorizer, path: Path, max_side: int | None, file_format: str, **options) -> float:
+    """Seconds per frame of colorizing the clip end to end (decode, colorize in the default mode, encode H.264)."""
+    start = time.perf_counter()
+    colorize_video(colorizer, path, path.with_name(f"{path.stem}-colorized.mp4"), max_side=max_side, **options)
+    return (time.perf_counter() - start) / VIDEO_FRAMES
 
 
 def configured(model: LetThereBeColor, device: torch.device, name: str) -> Colorizer:

@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from letcolor.inference import InferenceNetwork, Speedups, cpu_has_amx
+from letcolor.inference import InferenceNetwork, Speedups, cpu_has_fast_bfloat16
 from letcolor.model import LetThereBeColor
 
 ENGINES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
@@ -20,12 +20,12 @@ NO_ONNXRUNTIME = (
 
 def resolve_engine(engine: str, device: torch.device) -> str:
     """The engine that `engine` names on `device`. "auto" is the fastest measured (`bench --engine`, README Speed):
-    torch on CUDA and on CPUs with AMX, where it runs in bfloat16 (1.2-2.0x as fast as ONNX Runtime); elsewhere ONNX
-    Runtime in float32 (with oneDNN kept off AMX: 1.1-1.35x as fast as torch in bfloat16, about as fast as torch in
-    float32 and faster at 4 MP), or torch with a one-line notice where onnxruntime is not installed."""
+    torch on CUDA and on CPUs that run bfloat16 natively (AMX, or AVX512-BF16), where it runs in bfloat16 (1.1-2.0x
+    as fast as ONNX Runtime in float32); elsewhere ONNX Runtime in float32 (about as fast as torch in float32, faster
+    at 4 MP), or torch with a one-line notice where onnxruntime is not installed."""
     if engine != "auto":
         return engine
-    if device.type != "cpu" or cpu_has_amx():
+    if device.type != "cpu" or cpu_has_fast_bfloat16():
         return "torch"
     try:
         import onnx  # noqa: F401

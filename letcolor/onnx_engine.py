@@ -192,7 +192,7 @@ class OnnxRuntimeNetwork:
     """The model's graphs in ONNX Runtime sessions (CPU); float32 torch tensors in and out."""
 
     # Whole batches (unlike torch, `letcolor.inference.CPU_CALL_PIXELS`): 480p video took 0.95x the time with 8 frames
-    # per call than with 2 (oneDNN kept off AMX, where auto takes this engine).
+    # per call than with 2 (on a Xeon with oneDNN kept off AMX).
     max_call_pixels = None
 
     def __init__(

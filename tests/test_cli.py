@@ -227,6 +227,30 @@ def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys, tmp_pat
     assert "| onnxruntime |" in table  # its accuracy row
 
 
+def test_bench_configurations_take_turns_in_rotating_order(photos, tiny_model_dir, monkeypatch):
+    """So that a machine whose speed drifts during the run slows every configuration alike."""
+    model = pipeline.load_model(tiny_model_dir)
+    columns = [
+        bench.Column(name, bench.configured(model, torch.device("cpu"), name), lambda path: {})
+        for name in ("fp32", "torch", "onnxruntime")
+    ]
+    order = []
+
+    def photo_seconds(colorizer, *args, **options):
+        order.append(next(column.name for column in columns if column.colorizer is colorizer))
+        return timed(colorizer, *args, **options)
+
+    timed = bench.photo_seconds
+    monkeypatch.setattr(bench, "photo_seconds", photo_seconds)
+    row = bench.Row((128, 96), 256)
+    bench.measure_row(row, columns, photos / "historical_b.jpg", repeats=3, file_format="JPEG")
+    warm_up, rounds, memory = order[:3], [order[3:6], order[6:9], order[9:12]], order[12:]
+    assert warm_up == rounds[0] == memory == ["fp32", "torch", "onnxruntime"]
+    assert rounds[1:] == [["torch", "onnxruntime", "fp32"], ["onnxruntime", "fp32", "torch"]]
+    assert set(row.seconds) == {"fp32", "torch", "onnxruntime"} and all(s > 0 for s in row.seconds.values())
+    assert all(peak is not None for peak in row.peak_bytes.values())
+
+
 @pytest.mark.slow
 def test_bench_compares_engines_on_photos_and_video(examples_dir, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("LETCOLOR_CACHE", str(tmp_path))

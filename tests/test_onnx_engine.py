@@ -12,7 +12,7 @@ from PIL import Image
 from served_app import served_app
 
 from letcolor import Colorizer, cli, engines, onnx_engine
-from letcolor.inference import Precision, Speedups, cpu_has_amx
+from letcolor.inference import Precision, Speedups, cpu_has_fast_bfloat16
 from letcolor.pipeline import load_model
 
 PHOTOS = [EXAMPLES / "china.jpg", EXAMPLES / "chelsea_gray.png", EXAMPLES / "rocket_gray.png"]
@@ -112,26 +112,52 @@ def test_without_onnxruntime_the_engine_is_a_clear_error_and_torch_still_works(m
         Colorizer.from_pretrained(engine="tensorrt")
 
 
-def test_auto_is_torch_on_cpus_with_amx_and_onnxruntime_on_others(monkeypatch):
-    monkeypatch.setattr(engines, "cpu_has_amx", lambda: True)
+def test_auto_is_torch_on_cpus_with_fast_bfloat16_and_onnxruntime_on_others(monkeypatch):
+    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: True)
     assert Colorizer.from_pretrained().engine == "torch"
-    monkeypatch.setattr(engines, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: False)
     colorizer = Colorizer.from_pretrained()
     assert colorizer.engine == "onnxruntime" and isinstance(colorizer.network, onnx_engine.OnnxRuntimeNetwork)
     assert colorizer(PHOTOS[0]).image.size == (640, 427)
     assert Colorizer.from_pretrained(speedups=Speedups()).engine == "torch"  # speed-ups are torch's
 
 
-def test_onednn_kept_off_amx_counts_as_no_amx(monkeypatch):
-    """There bfloat16 took 1.6x float32's time: the CPU default is float32, and auto takes ONNX Runtime."""
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
-    assert not cpu_has_amx()
+def cpu_with(monkeypatch, amx: bool, avx512_bf16: bool, isa_limit: str | None = None):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if isa_limit:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa_limit)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+
+
+def test_bfloat16_where_the_cpu_runs_it_natively(monkeypatch):
+    """AMX (an Intel Xeon) and AVX512-BF16 without AMX (an AMD EPYC): bfloat16 and torch; elsewhere float32 and ONNX
+    Runtime."""
+    for amx, avx512_bf16 in ((True, True), (False, True)):
+        cpu_with(monkeypatch, amx, avx512_bf16)
+        assert cpu_has_fast_bfloat16()
+        assert Speedups.default_for(torch.device("cpu")).precision == Precision.BFLOAT16
+        assert Colorizer.from_pretrained().engine == "torch"
+    cpu_with(monkeypatch, amx=False, avx512_bf16=False)
+    assert not cpu_has_fast_bfloat16()
     assert Speedups.default_for(torch.device("cpu")).precision == Precision.FLOAT32
     assert Colorizer.from_pretrained().engine == "onnxruntime"
 
 
+def test_amx_kept_off_by_onednn_counts_as_no_fast_bfloat16(monkeypatch):
+    """There bfloat16 took 1.6x float32's time: the CPU default is float32, and auto takes ONNX Runtime."""
+    cpu_with(monkeypatch, amx=True, avx512_bf16=True, isa_limit="AVX512_CORE_BF16")
+    assert not cpu_has_fast_bfloat16()
+    assert Speedups.default_for(torch.device("cpu")).precision == Precision.FLOAT32
+    assert Colorizer.from_pretrained().engine == "onnxruntime"
+    cpu_with(monkeypatch, amx=False, avx512_bf16=True, isa_limit="AVX2")
+    assert not cpu_has_fast_bfloat16()
+
+
 def test_auto_without_onnxruntime_runs_on_torch_with_a_notice(monkeypatch):
-    monkeypatch.setattr(engines, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: False)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.warns(UserWarning, match="onnxruntime is not installed, so the network runs on torch"):
         colorizer = Colorizer.from_pretrained()
