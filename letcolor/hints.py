@@ -19,6 +19,11 @@ from PIL import Image, ImageChops, UnidentifiedImageError
 from letcolor.color import hint_input, rgb_to_lab
 
 MAX_POINTS = 10_000
+# A point stands for the colour of a small patch around it, as the hints seen in training do (patches of 1 to 5 px
+# at a shorter side of 256): a square of cells reaching this far per 256 cells of the network input's shorter side,
+# as far as the largest training patch. Reaches of 0 to 3 cells on the first 60 validation photos of each corpus,
+# shorter sides about 200 (run C's model, 10 points): +0.7, +1.7, +1.9 and +1.8 dB over no hints.
+POINT_REACH_AT_256 = 2
 _HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 
 Colour = tuple[int, int, int]
@@ -106,7 +111,9 @@ class Hints:
         return bool(self.points) or self.layer is not None
 
     def encode(self, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """The hint channels (1, 3, height, width) for the network input of that size."""
+        """The hint channels (1, 3, height, width) for the network input of that size: painted cells, and around
+        each point a square of cells (`POINT_REACH_AT_256`) that take its colour, or the mean of the points' colours
+        where squares meet."""
         ab, weight = torch.zeros((2, height, width)), torch.zeros((1, height, width))
         if self.layer is not None:
             painted, colours = _painted_cells(self.layer, height, width)
@@ -114,8 +121,12 @@ class Hints:
             ab[:, painted] = colour_ab(colours)
         if self.points:
             rows, columns, colours = self._point_cells(height, width)
-            cell = rows * width + columns
-            point_ab = colour_ab(colours)
+            reach = max(1, round(POINT_REACH_AT_256 * min(height, width) / 256))
+            offsets = torch.arange(-reach, reach + 1)
+            rows = (rows[:, None, None] + offsets[:, None]).clamp(0, height - 1).expand(-1, len(offsets), len(offsets))
+            columns = (columns[:, None, None] + offsets).clamp(0, width - 1).expand(-1, len(offsets), len(offsets))
+            cell = (rows * width + columns).reshape(-1)
+            point_ab = colour_ab(colours).repeat_interleave(len(offsets) ** 2, dim=1)
             ab_sum = torch.zeros((2, height * width)).index_add_(1, cell, point_ab)
             counts = torch.zeros(height * width).index_add_(0, cell, torch.ones(len(cell)))
             hit = counts > 0

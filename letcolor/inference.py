@@ -134,13 +134,13 @@ def to_bfloat16(model: LetThereBeColor, cast_weights: bool) -> None:
     Lab units); the hints' a and b would be rounded as much. The last gives the ab logits, whose rounding would show
     as steps in the colours. They are a tiny share of the work.
     cast_weights: store the other weights in bfloat16 (else torch.autocast must be on when running it)."""
-    convolutions = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
-    inputs = [convolutions[0]] + (["low_level.hint_conv"] if model.hint_channels else [])
-    kept = {name: copy.deepcopy(model.get_submodule(name)) for name in [*inputs, convolutions[-1]]}
+    inputs = ["low_level.convs.0.0"] + (["low_level.hint_conv"] if model.hint_channels else [])
+    last = f"colorization.layers.{len(model.colorization.layers) - 2}"  # the conv before the sigmoid
+    kept = {name: copy.deepcopy(model.get_submodule(name)) for name in [*inputs, last]}
     if cast_weights:
         model.to(torch.bfloat16)
     for name, layer in kept.items():
-        model.set_submodule(name, Float32Layer(layer, torch.float32 if name == convolutions[-1] else torch.bfloat16))
+        model.set_submodule(name, Float32Layer(layer, torch.float32 if name == last else torch.bfloat16))
 
 
 # On the CPU, a call's activations stay in cache up to about this many input pixels: 8 frames of 480p at once took

@@ -23,6 +23,7 @@ from safetensors.torch import load_model
 from torch import nn
 
 from letcolor.color import HINT_CHANNELS
+from letcolor.refine import box_mean
 
 GLOBAL_INPUT_SIZE = 224  # the global branch's fixed input side (paper 3.2)
 WEIGHTS_NAME = "model.safetensors"
@@ -40,7 +41,7 @@ class InvalidModelError(ModelError, ValueError):
     absurd values."""
 
 
-def check_config(num_classes, class_names, width, hint_channels=0) -> None:
+def check_config(num_classes, class_names, width, hint_channels=0, hint_propagation=False) -> None:
     """Raises InvalidModelError unless the arguments make a model of sane size (checked before allocating it)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
         raise InvalidModelError(f"num_classes must be an integer from 1 to {MAX_CLASSES}, got {num_classes!r}")
@@ -52,6 +53,8 @@ def check_config(num_classes, class_names, width, hint_channels=0) -> None:
         raise InvalidModelError(f"width must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
     if isinstance(hint_channels, bool) or hint_channels not in (0, HINT_CHANNELS):
         raise InvalidModelError(f"hint_channels must be 0 (no hints) or {HINT_CHANNELS}, got {hint_channels!r}")
+    if not isinstance(hint_propagation, bool) or (hint_propagation and not hint_channels):
+        raise InvalidModelError(f"hint_propagation must be false, or true with hint_channels; got {hint_propagation!r}")
 
 
 def channels(paper_channels: int, width: float) -> int:
@@ -154,10 +157,56 @@ class FusionLayer(nn.Module):
         return F.relu(self.conv(torch.cat((mid, tiled), dim=1)))
 
 
-class ColorizationNetwork(nn.Module):
-    """Colorization network: convs and nearest upsampling to a,b through a sigmoid, at H/2 (paper 3.1, Table 1)."""
+class HintPropagation(nn.Module):
+    """Beyond the paper: each hint's colour spread over its neighbourhood at a few scales (means over windows of the
+    hinted pixels, no learned weights), and blended into the colorization network's a,b logits at H/2, coarse to
+    fine, by gates that a conv learns from the network's last features. A hint's colour so reaches its region
+    without having to survive the low-level convs. `scale` starts at zero: until it is trained, the output is the
+    network's own."""
 
-    def __init__(self, width: float):
+    RADII = (16, 4, 1)  # windows of (2r + 1)^2 output pixels, coarse to fine
+    TARGET_MARGIN = 1e-3  # hint colours as sigmoid targets are kept this far from 0 and 1, so their logits are finite
+    CONFIDENCE_GAIN = 4.0  # a window holding one point is 63% sure of its colour, one holding a 3x3 patch all but 100%
+
+    def __init__(self, feature_channels: int):
+        super().__init__()
+        self.gates = nn.Conv2d(feature_channels + 3 * len(self.RADII), len(self.RADII), 3, 1, 1)
+        self.scale = nn.Parameter(torch.zeros(()))
+
+    def spread(self, hints: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For each radius, the mean hint colour near each pixel of the output (half the hints' size) as sigmoid
+        logits (N, 2, h, w), and a confidence in [0, 1) that grows with the hinted pixels in the window and is 0 where
+        no hint is near (N, 1, h, w)."""
+        pooled = F.avg_pool2d(hints.float(), 2)
+        spreads = []
+        for radius in self.RADII:
+            ab_sums, mask = box_mean(pooled, radius).split((2, 1), dim=1)
+            ab = ab_sums / mask.clamp(min=1e-12)  # in [-1, 1]: a,b over AB_RANGE
+            target = ((ab + 1) / 2).clamp(self.TARGET_MARGIN, 1 - self.TARGET_MARGIN)
+            hinted_pixels = mask * (2 * radius + 1) ** 2  # a point at the hints' size counts 1/4
+            confidence = 1 - torch.exp(-self.CONFIDENCE_GAIN * hinted_pixels)
+            spreads.append((target.log() - (-target).log1p(), confidence))
+        return spreads
+
+    def forward(self, logits: torch.Tensor, features: torch.Tensor, hints: torch.Tensor) -> torch.Tensor:
+        """`logits` (N, 2, h, w) moved toward the hints' colours (N, 3, 2h, 2w), in float32."""
+        with torch.autocast(logits.device.type, enabled=False):
+            spreads = self.spread(hints)
+            fields = [torch.cat((colour, confidence), dim=1) for colour, confidence in spreads]
+            gate_input = torch.cat((features.float(), *fields), dim=1)
+            gates = F.conv2d(gate_input, self.gates.weight.float(), self.gates.bias.float(), padding=1).sigmoid()
+            strength = self.scale.float().clamp(0, 1)
+            blended = logits.float()
+            for (colour, confidence), gate in zip(spreads, gates.split(1, dim=1), strict=True):
+                blended = blended + strength * gate * confidence * (colour - blended)
+        return blended.to(logits.dtype)
+
+
+class ColorizationNetwork(nn.Module):
+    """Colorization network: convs and nearest upsampling to a,b through a sigmoid, at H/2 (paper 3.1, Table 1); with
+    `hint_propagation`, the hints' colours are blended into the a,b logits before the sigmoid (`HintPropagation`)."""
+
+    def __init__(self, width: float, hint_propagation: bool = False):
         super().__init__()
         c = lambda paper_channels: channels(paper_channels, width)  # noqa: E731
         self.layers = nn.Sequential(
@@ -170,9 +219,14 @@ class ColorizationNetwork(nn.Module):
             nn.Conv2d(c(32), 2, 3, 1, 1),
             nn.Sigmoid(),
         )
+        self.propagation = HintPropagation(c(32)) if hint_propagation else None
 
-    def forward(self, fused: torch.Tensor) -> torch.Tensor:
-        return self.layers(fused)
+    def forward(self, fused: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        if self.propagation is None or hints is None:
+            return self.layers(fused)
+        features = self.layers[:-2](fused)
+        logits = self.propagation(self.layers[-2](features), features, hints)
+        return self.layers[-1](logits)
 
 
 def mix_global(null: torch.Tensor, features: torch.Tensor, use_global: bool, strength: float) -> torch.Tensor:
@@ -200,22 +254,28 @@ class LetThereBeColor(
         class_names: their names, in label order (empty if unknown).
         width: channel width multiplier; 1.0 is the paper's network.
         hint_channels: 3 for a model that takes local colour hints beside L (a, b and mask), 0 for none (the paper).
+        hint_propagation: also blend the hints' colours into the output (`HintPropagation`); needs hint_channels.
     """
 
     def __init__(
-        self, num_classes: int = 365, class_names: list[str] | None = None, width: float = 1.0, hint_channels: int = 0
+        self,
+        num_classes: int = 365,
+        class_names: list[str] | None = None,
+        width: float = 1.0,
+        hint_channels: int = 0,
+        hint_propagation: bool = False,
     ):
         super().__init__()
         class_names = class_names or []
-        check_config(num_classes, class_names, width, hint_channels)
+        check_config(num_classes, class_names, width, hint_channels, hint_propagation)
         class_names = list(class_names)
         self.num_classes, self.class_names, self.width = num_classes, class_names, width
-        self.hint_channels = hint_channels
+        self.hint_channels, self.hint_propagation = hint_channels, hint_propagation
         self.low_level = LowLevelFeatures(width, hint_channels)
         self.mid_level = MidLevelFeatures(width)
         self.global_level = GlobalFeatures(width, num_classes)
         self.fusion = FusionLayer(width)
-        self.colorization = ColorizationNetwork(width)
+        self.colorization = ColorizationNetwork(width, hint_propagation)
         # The "no global information" vector (paper 4.4 without a second network): trained by global-feature dropout.
         self.null_global = nn.Parameter(torch.zeros(channels(256, width)))
 
@@ -241,10 +301,12 @@ class LetThereBeColor(
     def colorize(self, l: torch.Tensor, global_vector: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         """Sigmoid ab at H/2 for the network input `l` (N, 1, H, W), H and W multiples of 8, given global vectors
         and, for a model with hints, the hint channels (N, 3, H, W) (None: no hints)."""
-        return self.colorize_low(self.low_level_features(l, hints), global_vector)
+        return self.colorize_low(self.low_level_features(l, hints), global_vector, hints)
 
-    def colorize_low(self, low: torch.Tensor, global_vector: torch.Tensor) -> torch.Tensor:
-        return self.colorization(self.fusion(self.mid_level(low), global_vector))
+    def colorize_low(
+        self, low: torch.Tensor, global_vector: torch.Tensor, hints: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.colorization(self.fusion(self.mid_level(low), global_vector), hints)
 
     def forward(
         self,
@@ -268,7 +330,7 @@ class LetThereBeColor(
         if global_dropout > 0:
             drop = torch.rand(vector.shape[0], 1, device=vector.device) < global_dropout
             vector = torch.where(drop, self.null_global.to(vector.dtype).expand_as(vector), vector)
-        return self.colorize_low(low, vector), glob.scene_logits
+        return self.colorize_low(low, vector, hints), glob.scene_logits
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "LetThereBeColor":

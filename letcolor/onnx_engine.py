@@ -81,7 +81,7 @@ def export(model: LetThereBeColor, directory: str | Path) -> Path:
 
 def weights_key(model: LetThereBeColor) -> str:
     """SHA-256 of the weights (names, shapes, dtypes, bytes), the config and EXPORT_VERSION."""
-    config = [model.num_classes, model.class_names, model.width, model.hint_channels]
+    config = [model.num_classes, model.class_names, model.width, model.hint_channels, model.hint_propagation]
     digest = hashlib.sha256(json.dumps([EXPORT_VERSION, config]).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
@@ -145,7 +145,7 @@ def _quantize(float_graphs: Path, destination: Path, hint_channels: int) -> None
     global_feeds, local_feeds = _calibration_feeds(float_graphs, hint_channels)
     for name, feeds in ((GLOBAL_GRAPH, global_feeds), (LOCAL_GRAPH, local_feeds)):
         convs = [node.name for node in onnx.load(str(float_graphs / name)).graph.node if node.op_type == "Conv"]
-        kept = [convs[0], *(conv for conv in convs if "hint_conv" in conv)]
+        kept = [convs[0], *(conv for conv in convs if "hint_conv" in conv or "propagation" in conv)]
         if name == LOCAL_GRAPH:
             kept.append(convs[-1])
         quantize_static(

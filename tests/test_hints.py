@@ -15,7 +15,7 @@ from PIL import Image
 from letcolor import Colorizer
 from letcolor.color import AB_RANGE, rgb_to_lab
 from letcolor.hints import Hints, InvalidHintsError, parse_colour, points_from_truth, simulate_hints
-from letcolor.model import LetThereBeColor
+from letcolor.model import InvalidModelError, LetThereBeColor
 from letcolor.pipeline import load_model
 from train.loop import hint_counts
 from train.widen import widened_weights
@@ -31,21 +31,38 @@ def hinted_cells(encoded: torch.Tensor) -> list[tuple[int, int]]:
     return [tuple(cell) for cell in encoded[0, 2].nonzero().tolist()]
 
 
-def test_points_land_in_the_cell_of_the_network_input_that_covers_them():
+def square(row: int, column: int, reach: int, height: int, width: int) -> list[tuple[int, int]]:
+    rows = range(max(0, row - reach), min(height, row + reach + 1))
+    return [(r, c) for r in rows for c in range(max(0, column - reach), min(width, column + reach + 1))]
+
+
+def test_points_hint_a_small_square_around_the_cell_that_covers_them():
     hints = Hints.from_points([(0, 0, "#ff0000"), (639.9, 426.5, (0, 0, 255)), (320, 213, [0, 128, 0])], (640, 427))
-    encoded = hints.encode(80, 120)
+    encoded = hints.encode(80, 120)  # a shorter side of 80: squares of 3 x 3 cells, clipped at the edges
     assert encoded.shape == (1, 3, 80, 120)
-    assert hinted_cells(encoded) == [(0, 0), (39, 60), (79, 119)]
-    for (row, column), colour in (((0, 0), (255, 0, 0)), ((79, 119), (0, 0, 255)), ((39, 60), (0, 128, 0))):
-        assert torch.allclose(encoded[0, :2, row, column] * AB_RANGE, lab_ab(colour), atol=1e-4)
-    assert encoded[0, :2].count_nonzero() == 6  # a and b are zero wherever there is no hint
+    centres = [((0, 0), (255, 0, 0)), ((79, 119), (0, 0, 255)), ((39, 60), (0, 128, 0))]
+    assert hinted_cells(encoded) == sorted(cell for centre, _ in centres for cell in square(*centre, 1, 80, 120))
+    for centre, colour in centres:
+        for row, column in square(*centre, 1, 80, 120):
+            assert torch.allclose(encoded[0, :2, row, column] * AB_RANGE, lab_ab(colour), atol=1e-4)
+    assert encoded[0, :2].count_nonzero() == 2 * (4 + 4 + 9)  # a and b are zero wherever there is no hint
 
 
-def test_two_points_in_one_cell_give_their_mean_colour():
-    encoded = Hints.from_points([(1, 1, "#ff0000"), (2, 2, "#00ff00")], (64, 64)).encode(8, 8)
-    assert hinted_cells(encoded) == [(0, 0)]
-    expected = (lab_ab((255, 0, 0)) + lab_ab((0, 255, 0))) / 2
-    assert torch.allclose(encoded[0, :2, 0, 0] * AB_RANGE, expected, atol=1e-4)
+def test_a_points_square_grows_with_the_network_input():
+    """As far as the largest hint patch in training (5 px at a shorter side of 256), relative to the shorter side."""
+    for (height, width), reach in (((80, 120), 1), ((256, 384), 2), ((344, 512), 3), ((1024, 1536), 8)):
+        encoded = Hints.from_points([(320, 213, "#00ff00")], (640, 427)).encode(height, width)
+        centre = (int(213 * height / 427), int(320 * width / 640))
+        assert hinted_cells(encoded) == square(*centre, reach, height, width)
+
+
+def test_points_whose_squares_meet_give_their_mean_colour_there():
+    encoded = Hints.from_points([(1, 1, "#ff0000"), (20, 20, "#00ff00")], (64, 64)).encode(8, 8)
+    assert hinted_cells(encoded) == square(0, 0, 1, 8, 8) + square(2, 2, 1, 8, 8)[1:]
+    red, green = lab_ab((255, 0, 0)), lab_ab((0, 255, 0))
+    assert torch.allclose(encoded[0, :2, 1, 1] * AB_RANGE, (red + green) / 2, atol=1e-4)
+    assert torch.allclose(encoded[0, :2, 0, 0] * AB_RANGE, red, atol=1e-4)
+    assert torch.allclose(encoded[0, :2, 3, 3] * AB_RANGE, green, atol=1e-4)
 
 
 def test_a_paint_layer_hints_where_it_is_painted_with_its_colour():
@@ -124,9 +141,10 @@ def test_colours_parse_strictly():
             parse_colour(bad)
 
 
-def hint_model_from(model: LetThereBeColor) -> LetThereBeColor:
-    """The model with hint inputs added, their filters at zero (what --init-from does with --hints)."""
-    widened = LetThereBeColor(model.num_classes, model.class_names, model.width, hint_channels=3)
+def hint_model_from(model: LetThereBeColor, propagation: bool = False) -> LetThereBeColor:
+    """The model with hint inputs added, their filters at zero (what --init-from does with --hints), and with
+    `propagation` the hint propagation too, its scale at zero (--hint-propagation)."""
+    widened = LetThereBeColor(model.num_classes, model.class_names, model.width, 3, hint_propagation=propagation)
     widened.load_state_dict(widened_weights(model, widened))
     return widened.eval()
 
@@ -139,6 +157,48 @@ def test_zero_initialised_hint_inputs_compute_todays_output_exactly():
     today = np.asarray(Colorizer(bundled, "cpu")(PHOTO).image)
     assert np.array_equal(np.asarray(Colorizer(widened, "cpu")(PHOTO).image), today)
     assert np.array_equal(np.asarray(Colorizer(widened, "cpu")(PHOTO, hints=points).image), today)
+
+
+def test_zero_initialised_hint_propagation_computes_the_hint_models_output_exactly():
+    hint_model = live_hint_model()
+    propagating = hint_model_from(hint_model, propagation=True)
+    assert propagating.colorization.propagation.scale == 0
+    points = [(50, 60, "#ff0000"), (400, 300, "#0000ff")]
+    for hints in (None, points):
+        expected = np.asarray(Colorizer(hint_model, "cpu")(PHOTO, hints=hints).image)
+        assert np.array_equal(np.asarray(Colorizer(propagating, "cpu")(PHOTO, hints=hints).image), expected)
+
+
+def test_hint_propagation_spreads_a_hints_colour_over_its_neighbourhood_only():
+    model = hint_model_from(load_model(), propagation=True)
+    with torch.no_grad():
+        model.colorization.propagation.scale.fill_(1)
+    colorizer = Colorizer(model, "cpu")
+    x, y, green = 320, 210, (40, 200, 60)
+    hinted, plain = colorizer(PHOTO, hints=[(x, y, green)]), colorizer(PHOTO)
+    ab = {name: rgb_to_lab(torch.from_numpy(np.asarray(result.image, np.float32) / 255).permute(2, 0, 1))[1:]
+          for name, result in (("hinted", hinted), ("plain", plain))}  # fmt: skip
+    target = rgb_to_lab(torch.tensor(green, dtype=torch.float32)[:, None, None] / 255)[1:, 0, 0]
+    near = (slice(y - 8, y + 9), slice(x - 8, x + 9))
+    distance = {
+        name: (values[:, near[0], near[1]] - target[:, None, None]).norm(dim=0).mean() for name, values in ab.items()
+    }
+    assert distance["hinted"] < 0.6 * distance["plain"]
+    # The widest window is 33 output pixels (66 at the network's 512 px, 83 in the photo): beyond it, nothing moves.
+    far = np.asarray(hinted.image)[:, : x - 90], np.asarray(plain.image)[:, : x - 90]
+    assert np.array_equal(*far)
+
+
+def test_hint_propagation_needs_hint_inputs(tmp_path):
+    with pytest.raises(InvalidModelError, match="hint_propagation must be false, or true with hint_channels"):
+        LetThereBeColor(num_classes=3, width=0.125, hint_propagation=True)
+    model = LetThereBeColor(num_classes=3, width=0.125, hint_channels=3, hint_propagation=True)
+    model.save_pretrained(tmp_path)
+    assert LetThereBeColor.from_pretrained(tmp_path).hint_propagation
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hint_propagation": "yes"}))
+    with pytest.raises(InvalidModelError, match="hint_propagation must be false"):
+        LetThereBeColor.from_pretrained(tmp_path)
 
 
 def test_a_model_without_hint_inputs_refuses_hints(tiny_model):

@@ -47,10 +47,14 @@ def test_the_graphs_take_any_batch_and_size_and_match_the_network(tmp_path):
             assert torch.allclose(ab, model.colorize(l, vectors), atol=1e-4)
 
 
-def test_a_hint_model_exports_its_hint_inputs():
-    from test_hints import live_hint_model
+@pytest.mark.parametrize("propagation", [False, True])
+def test_a_hint_model_exports_its_hint_inputs(propagation):
+    from test_hints import hint_model_from, live_hint_model
 
-    model = live_hint_model()
+    model = hint_model_from(live_hint_model(), propagation) if propagation else live_hint_model()
+    if propagation:
+        with torch.no_grad():
+            model.colorization.propagation.scale.fill_(1)
     network = onnx_engine.OnnxRuntimeNetwork(model)
     l, vectors = torch.rand(1, 1, 80, 120), torch.rand(1, model.null_global.shape[0])
     hints = torch.zeros(1, 3, 80, 120)

@@ -709,6 +709,14 @@ def test_compact_copy_leaves_out_undecodable_photos_and_writes_nothing_for_a_wro
     assert not (tmp_path / "nothing").exists()
 
 
+def propagating_from(directory: Path) -> LetThereBeColor:
+    """The saved hint model with the hint propagation added at zero (what --init-from does)."""
+    saved = LetThereBeColor.from_pretrained(directory)
+    model = LetThereBeColor(saved.num_classes, saved.class_names, saved.width, 3, hint_propagation=True)
+    model.load_state_dict(widened_weights(saved, model))
+    return model.eval()
+
+
 @pytest.mark.slow
 def test_a_short_run_with_hints_trains_the_hint_inputs(scene_data, tmp_path):
     quick = ("--steps", "3", "--optimizer", "adamw", "--lr", "1e-2", "--precise-bn-batches", "2")
@@ -721,3 +729,31 @@ def test_a_short_run_with_hints_trains_the_hint_inputs(scene_data, tmp_path):
     assert "simulated colour hints: 5 points" in (tmp_path / "run" / "final" / "README.md").read_text()
     with pytest.raises(ValueError, match="takes colour hints: train it with --hints"):
         train(parse_args(cli(scene_data, tmp_path / "plain", *quick, "--init-from", str(tmp_path / "run" / "final"))))
+    again = cli(scene_data, tmp_path / "propagation", *quick, "--hints", "5", "--hint-propagation")
+    train(parse_args([*again, "--hint-layer-lr", "10", "--init-from", str(tmp_path / "run" / "final")]))
+    propagating = LetThereBeColor.from_pretrained(tmp_path / "propagation" / "final")
+    assert propagating.hint_propagation and propagating.colorization.propagation.scale > 0
+    frozen = cli(scene_data, tmp_path / "frozen", *quick, "--hints", "5", "--hint-propagation", "--hint-layers-only")
+    train(parse_args([*frozen, "--hint-layer-lr", "10", "--init-from", str(tmp_path / "run" / "final")]))
+    started = propagating_from(tmp_path / "run" / "final")
+    trained = LetThereBeColor.from_pretrained(tmp_path / "frozen" / "final")
+    changed = [
+        name for name, weight in trained.state_dict().items() if not torch.equal(weight, started.state_dict()[name])
+    ]
+    assert changed and all("hint_conv" in name or "propagation" in name for name in changed)
+    l, vectors = torch.rand(2, 1, 64, 64), torch.rand(2, trained.null_global.shape[0])
+    assert torch.equal(trained.colorize(l, vectors), started.colorize(l, vectors))  # without hints: as it was
+    with pytest.raises(ValueError, match="has hint propagation: train it with --hint-propagation"):
+        train(
+            parse_args(
+                cli(
+                    scene_data,
+                    tmp_path / "hints",
+                    *quick,
+                    "--hints",
+                    "5",
+                    "--init-from",
+                    str(tmp_path / "propagation" / "final"),
+                )
+            )
+        )

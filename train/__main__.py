@@ -115,7 +115,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1.0,
         metavar="MULT",
-        help="the convolution that reads the hint inputs learns at MULT x --lr (default 1)",
+        help="the layers that read the hint inputs (their conv, and --hint-propagation's) learn at MULT x --lr "
+        "(default 1)",
+    )
+    model.add_argument(
+        "--hint-propagation",
+        action="store_true",
+        help="with --hints, also blend the hints' colours into the output by learned gates (HintPropagation)",
+    )
+    model.add_argument(
+        "--hint-layers-only",
+        action="store_true",
+        help="with --hints, train only the layers that read the hints (with --init-from: the output without hints "
+        "stays the saved model's, bit for bit); no BatchNorm re-estimation",
     )
     model.add_argument(
         "--ema",
@@ -152,6 +164,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--ema: a decay in [0, 1)")
     if args.hints and (args.hints < 1 or not 0 <= args.hint_free < 1):
         parser.error("--hints: a mean of at least 1 point, and --hint-free a share in [0, 1)")
+    if (args.hint_propagation or args.hint_layers_only) and not args.hints:
+        parser.error("--hint-propagation and --hint-layers-only need --hints")
     if not 0 < args.rebalance <= 1:
         parser.error("--rebalance: a mix in (0, 1]")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr

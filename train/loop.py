@@ -68,14 +68,38 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def hint_weights(model: LetThereBeColor) -> list[torch.nn.Parameter]:
+    """The weights of the layers that read the hint inputs: their conv, and the propagation's gates and scale."""
+    hint_layers = [model.low_level.hint_conv, model.colorization.propagation]
+    return [p for layer in hint_layers if layer is not None for p in layer.parameters()]
+
+
+def freeze_all_but_hint_layers(model: LetThereBeColor) -> None:
+    """Only the hint layers learn: the other weights get no gradient, and BatchNorm runs on its saved statistics
+    (eval mode before every forward pass), so that the model without hints computes exactly what it computed."""
+    trained = hint_weights(model)
+    for parameter in model.parameters():
+        parameter.requires_grad_(any(parameter is weight for weight in trained))
+    model.register_forward_pre_hook(batchnorm_in_eval_mode)
+
+
+def batchnorm_in_eval_mode(model: torch.nn.Module, inputs) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def build_optimizer(name: str, model: LetThereBeColor, lr: float, hint_conv_scale: float = 1.0):
-    """The optimizer, with the convolution that reads the hint inputs (if any) learning at `hint_conv_scale` x lr:
-    hint filters start at zero, and at the base rate an adaptive optimizer takes thousands of steps to grow them."""
-    hint_conv = model.low_level.hint_conv
-    hint_weights = [] if hint_conv is None else [hint_conv.weight]
+    """The optimizer, with the layers that read the hint inputs (if any) learning at `hint_conv_scale` x lr: they
+    start at zero, and at the base rate an adaptive optimizer takes thousands of steps to grow them. Frozen weights
+    are left out."""
+    hint_weights_ = hint_weights(model)
     groups = [
-        {"params": hint_weights, "lr_scale": hint_conv_scale},
-        {"params": [p for p in model.parameters() if not any(p is w for w in hint_weights)], "lr_scale": 1.0},
+        {"params": hint_weights_, "lr_scale": hint_conv_scale},
+        {
+            "params": [p for p in model.parameters() if p.requires_grad and not any(p is w for w in hint_weights_)],
+            "lr_scale": 1.0,
+        },
     ]
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
@@ -94,7 +118,13 @@ def scheduled_lr(base_lr: float, schedule: str, step: int, total_steps: int) -> 
 def model_for(args, names: list[str]) -> LetThereBeColor:
     num_classes = len(names) or 1  # without labels the classifier is unused but keeps the model's shape
     hint_channels = HINT_CHANNELS if args.hints else 0
-    return LetThereBeColor(num_classes=num_classes, class_names=names, width=args.width, hint_channels=hint_channels)
+    return LetThereBeColor(
+        num_classes=num_classes,
+        class_names=names,
+        width=args.width,
+        hint_channels=hint_channels,
+        hint_propagation=args.hint_propagation,
+    )
 
 
 def hint_counts(batch_size: int, mean_points: float, hint_free: float, generator: torch.Generator) -> torch.Tensor:
@@ -170,6 +200,8 @@ class Trainer:
         self.model = model_for(args, names)
         if args.init_from:
             self.start_from(args.init_from)
+        if args.hint_layers_only:
+            freeze_all_but_hint_layers(self.model)
         self.model = self.model.to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -210,6 +242,8 @@ class Trainer:
         pretrained = load_model(name_or_path)
         if pretrained.hint_channels > self.model.hint_channels:
             raise SetupError(f"--init-from {name_or_path} takes colour hints: train it with --hints")
+        if pretrained.hint_propagation and not self.model.hint_propagation:
+            raise SetupError(f"--init-from {name_or_path} has hint propagation: train it with --hint-propagation")
         known = pretrained.class_names
         classes_fit = known == self.model.class_names[: len(known)] and (
             bool(known) or pretrained.num_classes == self.model.num_classes
@@ -397,7 +431,7 @@ class Trainer:
         step's statistics can be far off. Without global-feature dropout, as at inference."""
         model = self.shipped_model
         norms = [module for module in model.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
-        if not norms or not self.args.precise_bn_batches:
+        if not norms or not self.args.precise_bn_batches or self.args.hint_layers_only:
             return
         momenta = [norm.momentum for norm in norms]
         for norm in norms:
