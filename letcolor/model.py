@@ -166,7 +166,7 @@ class HintPropagation(nn.Module):
 
     RADII = (16, 4, 1)  # windows of (2r + 1)^2 output pixels, coarse to fine
     TARGET_MARGIN = 1e-3  # hint colours as sigmoid targets are kept this far from 0 and 1, so their logits are finite
-    CONFIDENCE_GAIN = 4.0  # a window holding one point is 63% sure of its colour, one holding a 3x3 patch all but 100%
+    CONFIDENCE_GAIN = 4.0  # a window holding one hinted cell of the hints' size is 63% sure, a 3x3 patch all but 100%
 
     def __init__(self, feature_channels: int):
         super().__init__()
