@@ -93,13 +93,11 @@ def build_optimizer(name: str, model: LetThereBeColor, lr: float, hint_conv_scal
     """The optimizer, with the layers that read the hint inputs (if any) learning at `hint_conv_scale` x lr: they
     start at zero, and at the base rate an adaptive optimizer takes thousands of steps to grow them. Frozen weights
     are left out."""
-    hint_weights_ = hint_weights(model)
+    hint_layer_weights = hint_weights(model)
+    others = [p for p in model.parameters() if p.requires_grad and not any(p is w for w in hint_layer_weights)]
     groups = [
-        {"params": hint_weights_, "lr_scale": hint_conv_scale},
-        {
-            "params": [p for p in model.parameters() if p.requires_grad and not any(p is w for w in hint_weights_)],
-            "lr_scale": 1.0,
-        },
+        {"params": hint_layer_weights, "lr_scale": hint_conv_scale},
+        {"params": others, "lr_scale": 1.0},
     ]
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
