@@ -326,8 +326,9 @@ AGREEMENT_PHOTOS = [Path(__file__).resolve().parent / "examples" / name for name
 EXPORT_HELP = (
     "Writes the model's network as two ONNX graphs with dynamic batch, height and width: global.onnx (L at 224x224 "
     "-> scene vectors and class logits) and colorize.onnx (L, scene vectors and, for a model with hints, the hint "
-    "channels -> sigmoid a,b at half size). Each is checked with onnx.checker, and ONNX Runtime's colours are "
-    "compared with torch's on the example photos."
+    "channels -> sigmoid a,b at half size); for a model with hints also colorize_automatic.onnx (colorize.onnx "
+    "without the hint inputs, for photos without hints). Each is checked with onnx.checker, and ONNX Runtime's "
+    "colours are compared with torch's on the example photos."
 )
 
 
@@ -344,7 +345,8 @@ def run_export(args: argparse.Namespace) -> int:
     graphs = onnx_engine.cached_export(model)  # the very graphs that the onnxruntime engine runs
     onnx_engine.check(graphs)
     args.output.mkdir(parents=True, exist_ok=True)
-    for name in (onnx_engine.GLOBAL_GRAPH, onnx_engine.LOCAL_GRAPH):
+    names = onnx_engine.graph_names(graphs)
+    for name in names:
         shutil.copyfile(graphs / name, args.output / name)
     exact = Colorizer(model, "cpu", Speedups(fold_batchnorm=True), engine="torch")
     runtime = Colorizer(model, "cpu", engine="onnxruntime")
@@ -352,7 +354,7 @@ def run_export(args: argparse.Namespace) -> int:
         pixels = [np.asarray(colorizer(photo).image.convert("RGB"), np.float64) for colorizer in (exact, runtime)]
         psnr = 10 * np.log10(255**2 / max(np.mean((pixels[0] - pixels[1]) ** 2), 1e-10))
         print(f"{photo.name}: onnxruntime against torch float32, PSNR {psnr:.1f} dB")
-    print(f"wrote {args.output / onnx_engine.GLOBAL_GRAPH} and {args.output / onnx_engine.LOCAL_GRAPH}")
+    print(f"wrote {', '.join(str(args.output / name) for name in names)}")
     return 0
 
 

@@ -158,53 +158,71 @@ class FusionLayer(nn.Module):
 
 
 class HintPropagation(nn.Module):
-    """Beyond the paper: each hint's colour spread over its neighbourhood at a few scales (means over windows of the
-    hinted pixels, no learned weights), and blended into the colorization network's a,b logits at H/2, coarse to
-    fine, by gates that a conv learns from the network's last features. A hint's colour so reaches its region
-    without having to survive the low-level convs. `scale` starts at zero: until it is trained, the output is the
-    network's own."""
+    """Beyond the paper: what the network's colours still miss at each hint (the hint's colour minus the network's
+    there) is spread over the neighbouring pixels of like lightness, and added to the network's a,b at H/2, coarse to
+    fine, by gates that two convs learn from the network's last features and the spread fields; as the non-learned
+    baseline of `letcolor.evaluate` does, but learned and at a few scales. A bilateral grid does the spreading (Chen
+    et al., SIGGRAPH 2007): cells of GRID x GRID output pixels, lightness in BINS, box windows of RADII cells.
+    `scale` starts at zero: until it is trained, the output is the network's own."""
 
-    RADII = (16, 4, 1)  # windows of (2r + 1)^2 output pixels, coarse to fine
-    TARGET_MARGIN = 1e-3  # hint colours as sigmoid targets are kept this far from 0 and 1, so their logits are finite
-    CONFIDENCE_GAIN = 4.0  # a window holding one hinted cell of the hints' size is 63% sure, a 3x3 patch all but 100%
+    GRID = 4  # output pixels per side of a grid cell
+    BINS = 11  # lightness bins from 0 to 100: a hint reaches pixels within about 10 L of its own
+    RADII = (16, 8, 3, 1)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
+    CONFIDENCE_GAIN = 4.0  # a window holding one hinted output pixel of like lightness is 98% sure
+    GATE_CHANNELS = 16
 
     def __init__(self, feature_channels: int):
         super().__init__()
-        self.gates = nn.Conv2d(feature_channels + 3 * len(self.RADII), len(self.RADII), 3, 1, 1)
+        self.gate_hidden = nn.Conv2d(feature_channels + 3 * len(self.RADII), self.GATE_CHANNELS, 3, 1, 1)
+        self.gates = nn.Conv2d(self.GATE_CHANNELS, len(self.RADII), 3, 1, 1)
         self.scale = nn.Parameter(torch.zeros(()))
 
-    def spread(self, hints: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """For each radius, the mean hint colour near each pixel of the output (half the hints' size) as sigmoid
-        logits (N, 2, h, w), and a confidence in [0, 1) that grows with the hinted pixels in the window and is 0 where
-        no hint is near (N, 1, h, w)."""
-        pooled = F.avg_pool2d(hints.float(), 2)
-        spreads = []
+    def spread(self, residual: torch.Tensor, mask: torch.Tensor, l: torch.Tensor) -> list[torch.Tensor]:
+        """For each radius, the mean `residual` (N, 2, h, w), masked, over the pixels near each pixel whose L (N, 1,
+        h, w, in [0, 1]) is like its own, and a confidence in [0, 1) that grows with the hinted pixels counted
+        (N, 3, h, w in all); the confidence is 0 where none is near."""
+        height, width = residual.shape[-2:]
+        centres = torch.linspace(0, 1, self.BINS, device=l.device).view(1, -1, 1, 1)
+        tents = (1 - (l - centres).abs() * (self.BINS - 1)).clamp(min=0)  # (N, BINS, h, w): each bin's share
+        splat = (tents.unsqueeze(2) * torch.cat((residual * mask, mask), dim=1).unsqueeze(1)).flatten(1, 2)
+        grid = F.avg_pool2d(splat, self.GRID)
+        fields = []
         for radius in self.RADII:
-            ab_sums, mask = box_mean(pooled, radius).split((2, 1), dim=1)
-            ab = ab_sums / mask.clamp(min=1e-12)  # in [-1, 1]: a,b over AB_RANGE
-            target = ((ab + 1) / 2).clamp(self.TARGET_MARGIN, 1 - self.TARGET_MARGIN)
-            hinted_pixels = mask * (2 * radius + 1) ** 2  # a point at the hints' size counts 1/4
+            windows = box_mean(box_mean(grid, radius), radius)
+            sliced = F.interpolate(windows, size=(height, width), mode="bilinear", align_corners=False)
+            sums, weights = (tents.unsqueeze(2) * sliced.unflatten(1, (self.BINS, 3))).sum(1).split((2, 1), dim=1)
+            hinted_pixels = weights * (self.GRID * (2 * radius + 1)) ** 2
             confidence = 1 - torch.exp(-self.CONFIDENCE_GAIN * hinted_pixels)
-            spreads.append((target.log() - (-target).log1p(), confidence))
-        return spreads
+            fields.append(torch.cat((sums / weights.clamp(min=1e-12), confidence), dim=1))
+        return fields
 
-    def forward(self, logits: torch.Tensor, features: torch.Tensor, hints: torch.Tensor) -> torch.Tensor:
-        """`logits` (N, 2, h, w) moved toward the hints' colours (N, 3, 2h, 2w), in float32."""
-        with torch.autocast(logits.device.type, enabled=False):
-            spreads = self.spread(hints)
-            fields = [torch.cat((colour, confidence), dim=1) for colour, confidence in spreads]
-            gate_input = torch.cat((features.float(), *fields), dim=1)
-            gates = F.conv2d(gate_input, self.gates.weight.float(), self.gates.bias.float(), padding=1).sigmoid()
+    def forward(self, ab: torch.Tensor, features: torch.Tensor, hints: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+        """`ab` (N, 2, h, w, the sigmoid's output) moved toward the hints (N, 3, 2h, 2w) given the network input `l`
+        (N, 1, 2h, 2w), in float32."""
+        with torch.autocast(ab.device.type, enabled=False):
+            ab = ab.float()
+            pooled, lightness = F.avg_pool2d(hints.float(), 2), F.avg_pool2d(l.float(), 2)
+            hint_sums, mask = pooled.split((2, 1), dim=1)
+            hint_ab = (hint_sums / mask.clamp(min=1e-12) + 1) / 2  # in the sigmoid's range, where hinted
+            fields = self.spread(hint_ab - ab, mask, lightness)
+            gates = self.gate_values(torch.cat((features.float(), *fields), dim=1))
             strength = self.scale.float().clamp(0, 1)
-            blended = logits.float()
-            for (colour, confidence), gate in zip(spreads, gates.split(1, dim=1), strict=True):
-                blended = blended + strength * gate * confidence * (colour - blended)
-        return blended.to(logits.dtype)
+            blended = ab
+            for field, gate in zip(fields, gates.split(1, dim=1), strict=True):
+                shift, confidence = field.split((2, 1), dim=1)
+                target = (ab + shift).clamp(0, 1)
+                blended = blended + strength * gate * confidence * (target - blended)
+        return blended
+
+    def gate_values(self, gate_input: torch.Tensor) -> torch.Tensor:
+        """Each radius's gate in (0, 1), in float32 whatever the weights are stored in."""
+        hidden = F.conv2d(gate_input, self.gate_hidden.weight.float(), self.gate_hidden.bias.float(), padding=1)
+        return F.conv2d(hidden.relu(), self.gates.weight.float(), self.gates.bias.float(), padding=1).sigmoid()
 
 
 class ColorizationNetwork(nn.Module):
     """Colorization network: convs and nearest upsampling to a,b through a sigmoid, at H/2 (paper 3.1, Table 1); with
-    `hint_propagation`, the hints' colours are blended into the a,b logits before the sigmoid (`HintPropagation`)."""
+    `hint_propagation`, what the a,b still miss at the hints is spread over their regions (`HintPropagation`)."""
 
     def __init__(self, width: float, hint_propagation: bool = False):
         super().__init__()
@@ -221,12 +239,13 @@ class ColorizationNetwork(nn.Module):
         )
         self.propagation = HintPropagation(c(32)) if hint_propagation else None
 
-    def forward(self, fused: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, fused: torch.Tensor, l: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
+        """Sigmoid a,b at H/2 from the fused features, given the network input `l` (N, 1, H, W) and hints or None."""
         if self.propagation is None or hints is None:
             return self.layers(fused)
         features = self.layers[:-2](fused)
-        logits = self.propagation(self.layers[-2](features), features, hints)
-        return self.layers[-1](logits)
+        ab = self.layers[-1](self.layers[-2](features))
+        return self.propagation(ab, features, hints, l).to(ab.dtype)
 
 
 def mix_global(null: torch.Tensor, features: torch.Tensor, use_global: bool, strength: float) -> torch.Tensor:
@@ -301,12 +320,12 @@ class LetThereBeColor(
     def colorize(self, l: torch.Tensor, global_vector: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         """Sigmoid ab at H/2 for the network input `l` (N, 1, H, W), H and W multiples of 8, given global vectors
         and, for a model with hints, the hint channels (N, 3, H, W) (None: no hints)."""
-        return self.colorize_low(self.low_level_features(l, hints), global_vector, hints)
+        return self.colorize_low(self.low_level_features(l, hints), global_vector, l, hints)
 
     def colorize_low(
-        self, low: torch.Tensor, global_vector: torch.Tensor, hints: torch.Tensor | None = None
+        self, low: torch.Tensor, global_vector: torch.Tensor, l: torch.Tensor, hints: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.colorization(self.fusion(self.mid_level(low), global_vector), hints)
+        return self.colorization(self.fusion(self.mid_level(low), global_vector), l, hints)
 
     def forward(
         self,
@@ -330,7 +349,7 @@ class LetThereBeColor(
         if global_dropout > 0:
             drop = torch.rand(vector.shape[0], 1, device=vector.device) < global_dropout
             vector = torch.where(drop, self.null_global.to(vector.dtype).expand_as(vector), vector)
-        return self.colorize_low(low, vector, hints), glob.scene_logits
+        return self.colorize_low(low, vector, l, hints), glob.scene_logits
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "LetThereBeColor":

@@ -2,8 +2,10 @@
 
 Two graphs per model: the global branch on (N, 1, 224, 224) inputs, giving the scene vectors and class logits, and
 the local path on (N, 1, H, W) inputs with the scene vectors (and, for a model with hints, the hint channels), giving
-the sigmoid ab at (N, 2, H/2, W/2); N, H and W are dynamic. They are exported once per model and kept in the cache
-(`$LETCOLOR_CACHE`, else `~/.cache/letcolor`), under the SHA-256 of the weights, the config and EXPORT_VERSION.
+the sigmoid ab at (N, 2, H/2, W/2); N, H and W are dynamic. A model with hints has a third: its local path without
+hint inputs, for photos without hints, which so skip the hint layers' work as they do in torch. They are exported
+once per model and kept in the cache (`$LETCOLOR_CACHE`, else `~/.cache/letcolor`), under the SHA-256 of the
+weights, the config and EXPORT_VERSION.
 The engine takes and returns float32 torch tensors, as `letcolor.inference.InferenceNetwork` does.
 
 int8 (`int8=True`): both graphs quantized statically by ONNX Runtime (QDQ, weights per channel), calibrated on the
@@ -26,10 +28,10 @@ from torch import nn
 
 from letcolor.model import GLOBAL_INPUT_SIZE, GlobalOutput, LetThereBeColor, mix_global
 
-EXPORT_VERSION = 1  # bump when the graphs' inputs, outputs or export change
+EXPORT_VERSION = 2  # bump when the graphs' inputs, outputs or export change
 CACHE_ENV_VAR = "LETCOLOR_CACHE"
 OPSET = 17
-GLOBAL_GRAPH, LOCAL_GRAPH = "global.onnx", "colorize.onnx"
+GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "colorize_automatic.onnx"
 
 
 class _GlobalBranch(nn.Module):
@@ -76,7 +78,18 @@ def export(model: LetThereBeColor, directory: str | Path) -> Path:
             _LocalPath(model).eval(), local_inputs, directory / LOCAL_GRAPH, input_names=local_names,
             output_names=["ab"], dynamic_axes=local_axes, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
+        if model.hint_channels:
+            local_axes.pop("hints")
+            torch.onnx.export(
+                _LocalPath(model).eval(), (l, vectors), directory / AUTOMATIC_GRAPH, input_names=["l", "vectors"],
+                output_names=["ab"], dynamic_axes=local_axes, opset_version=OPSET, dynamo=False,
+            )  # fmt: skip
     return directory
+
+
+def graph_names(folder: Path) -> list[str]:
+    """The graphs exported into `folder`: the global and local ones, and the automatic one of a model with hints."""
+    return [name for name in (GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH) if (folder / name).is_file()]
 
 
 def weights_key(model: LetThereBeColor) -> str:
@@ -143,10 +156,13 @@ def _quantize(float_graphs: Path, destination: Path, hint_channels: int) -> None
             return next(self.feeds, None)
 
     global_feeds, local_feeds = _calibration_feeds(float_graphs, hint_channels)
-    for name, feeds in ((GLOBAL_GRAPH, global_feeds), (LOCAL_GRAPH, local_feeds)):
+    automatic_feeds = [{"l": feeds["l"], "vectors": feeds["vectors"]} for feeds in local_feeds]
+    all_feeds = {GLOBAL_GRAPH: global_feeds, LOCAL_GRAPH: local_feeds, AUTOMATIC_GRAPH: automatic_feeds}
+    for name in graph_names(float_graphs):
+        feeds = all_feeds[name]
         convs = [node.name for node in onnx.load(str(float_graphs / name)).graph.node if node.op_type == "Conv"]
         kept = [convs[0], *(conv for conv in convs if "hint_conv" in conv or "propagation" in conv)]
-        if name == LOCAL_GRAPH:
+        if name != GLOBAL_GRAPH:
             kept.append(convs[-1])
         quantize_static(
             str(float_graphs / name), str(destination / name), Feeds(feeds), quant_format=QuantFormat.QDQ,
@@ -178,10 +194,10 @@ def _calibration_feeds(float_graphs: Path, hint_channels: int) -> tuple[list[dic
 
 
 def check(folder: Path) -> None:
-    """onnx.checker on both graphs (ValueError naming the graph if one is invalid)."""
+    """onnx.checker on every graph (ValueError naming the graph if one is invalid)."""
     import onnx
 
-    for name in (GLOBAL_GRAPH, LOCAL_GRAPH):
+    for name in graph_names(folder):
         try:
             onnx.checker.check_model(str(folder / name), full_check=True)
         except onnx.checker.ValidationError as error:
@@ -205,6 +221,11 @@ class OnnxRuntimeNetwork:
         providers = ["CPUExecutionProvider"]
         self._global = onnxruntime.InferenceSession(folder / GLOBAL_GRAPH, options, providers=providers)
         self._local = onnxruntime.InferenceSession(folder / LOCAL_GRAPH, options, providers=providers)
+        self._automatic = (
+            onnxruntime.InferenceSession(folder / AUTOMATIC_GRAPH, options, providers=providers)
+            if model.hint_channels
+            else self._local
+        )
         self.device, self.folder = torch.device("cpu"), folder
         self._null_global = model.null_global.detach().float().cpu()
         self._hint_channels = model.hint_channels
@@ -218,9 +239,9 @@ class OnnxRuntimeNetwork:
 
     def colorize(self, l: torch.Tensor, vectors: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
         feeds = {"l": l.float().contiguous().numpy(), "vectors": vectors.float().contiguous().numpy()}
-        if self._hint_channels:
-            hints = l.new_zeros((l.shape[0], self._hint_channels, *l.shape[-2:])) if hints is None else hints
-            feeds["hints"] = hints.float().contiguous().numpy()
-        elif hints is not None:
+        if hints is None:
+            return torch.from_numpy(self._automatic.run(None, feeds)[0])
+        if not self._hint_channels:
             raise ValueError("this model takes no colour hints (its config has hint_channels 0)")
+        feeds["hints"] = hints.float().contiguous().numpy()
         return torch.from_numpy(self._local.run(None, feeds)[0])

@@ -29,7 +29,7 @@ from video_clips import audio_packets, size_switching, truncated_faststart, with
 import app
 from letcolor.batch_io import FOLDER_PREFIX
 from letcolor.bench_app import app_server
-from letcolor.pipeline import Colorizer
+from letcolor.pipeline import BUNDLED_MODEL_DIR, Colorizer
 from letcolor.video import colorize_video, probe, read_frames
 from letcolor.video_bench import write_clip, write_pan
 from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS, Upload, WebColorizer
@@ -320,9 +320,6 @@ def test_the_server_refuses_files_over_the_size_limit(app_url):
     assert httpx.post(upload, files={"files": ("big.png", bytes(24 * 1024 * 1024))}).status_code == 200
 
 
-HINT_MODEL = ROOT / "train" / "warmstart" / "hints"  # a model trained with colour hints (see its README.md)
-
-
 def test_colorize_takes_hints_as_json_points_or_a_paint_layer_and_refuses_bad_ones(examples_dir, tmp_path):
     photo = examples_dir / "chelsea_gray.png"  # 451 x 300
     points = tmp_path / "points.json"
@@ -330,8 +327,8 @@ def test_colorize_takes_hints_as_json_points_or_a_paint_layer_and_refuses_bad_on
     layer = Image.new("RGBA", (451, 300))
     layer.paste((31, 78, 156, 255), (100, 60, 200, 100))
     layer.save(tmp_path / "layer.png")
-    colorizer = Colorizer.from_pretrained(HINT_MODEL)
-    with served_app(HINT_MODEL) as url:
+    colorizer = Colorizer.from_pretrained(BUNDLED_MODEL_DIR)
+    with served_app(BUNDLED_MODEL_DIR) as url:
         client = Client(url, verbose=False)
         for hints in (points, tmp_path / "layer.png"):
             result, _ = colorize(client, photo, hints=handle_file(hints))
@@ -360,7 +357,7 @@ def test_the_editors_paint_becomes_one_hint_layer_of_the_upright_photos_size(tmp
     paths = [tmp_path / "strokes.png", tmp_path / "dots.png"]
     for layer, path in zip((strokes, dots), paths, strict=True):
         layer.save(path)
-    web = WebColorizer(Colorizer.from_pretrained(HINT_MODEL), 10_000, tmp_path)
+    web = WebColorizer(Colorizer.from_pretrained(BUNDLED_MODEL_DIR), 10_000, tmp_path)
     painted = Image.open(web.painted_hints(Upload(stored, "turned.jpg"), [Upload(p, p.name) for p in paths]))
     assert painted.size == (30, 40)
     assert painted.getpixel((2, 2)) == (200, 30, 30, 255) and painted.getpixel((7, 2)) == (30, 30, 200, 255)

@@ -15,14 +15,13 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 from served_app import served_app
 
-from letcolor import Colorizer
+from letcolor import BUNDLED_MODEL_DIR, Colorizer
 from letcolor.color import rgb_to_lab
 from letcolor.video_bench import write_pan
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-HINT_MODEL = ROOT / "train" / "warmstart" / "hints"  # a model trained with colour hints (see its README.md)
 # No network here: without these, chromium keeps trying to reach Google's services.
 CHROMIUM_ARGS = [
     "--headless",
@@ -167,7 +166,7 @@ def lab_ab(rgb: np.ndarray) -> np.ndarray:
 def test_a_painted_stroke_turns_the_region_under_it_toward_its_colour(browser, examples_dir):
     photo = examples_dir / "chelsea_gray.png"  # 451 x 300
     blue = (31, 78, 156)  # a colour of the brush's palette
-    with browsing(browser, HINT_MODEL, height=1400) as page:
+    with browsing(browser, BUNDLED_MODEL_DIR, height=1400) as page:
         expect(page.locator("#no-hints")).to_have_count(0)
         page.locator("#photo input[type=file]").set_input_files(photo)
         editor = page.locator("#hint-editor")
@@ -185,7 +184,7 @@ def test_a_painted_stroke_turns_the_region_under_it_toward_its_colour(browser, e
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "app-hints.png", full_page=True)
 
-    plain = np.asarray(Colorizer.from_pretrained(HINT_MODEL)(photo).image)
+    plain = np.asarray(Colorizer.from_pretrained(BUNDLED_MODEL_DIR)(photo).image)
     assert hinted.shape == plain.shape == (300, 451, 3)  # full resolution
     changed = np.abs(hinted.astype(int) - plain).max(axis=2) > 8
     rows, columns = changed.nonzero()

@@ -15,7 +15,7 @@ from PIL import Image
 from letcolor import Colorizer
 from letcolor.color import AB_RANGE, rgb_to_lab
 from letcolor.hints import Hints, InvalidHintsError, parse_colour, points_from_truth, simulate_hints
-from letcolor.model import InvalidModelError, LetThereBeColor
+from letcolor.model import HintPropagation, InvalidModelError, LetThereBeColor
 from letcolor.pipeline import load_model
 from train.loop import hint_counts
 from train.widen import widened_weights
@@ -149,12 +149,29 @@ def hint_model_from(model: LetThereBeColor, propagation: bool = False) -> LetThe
     return widened.eval()
 
 
-def test_zero_initialised_hint_inputs_compute_todays_output_exactly():
+def automatic_model() -> LetThereBeColor:
+    """The bundled model without its hint layers: the automatic colorization alone, a model that takes no hints."""
     bundled = load_model()
-    widened = hint_model_from(bundled)
+    automatic = LetThereBeColor(bundled.num_classes, bundled.class_names, bundled.width)
+    weights = bundled.state_dict()
+    automatic.load_state_dict({name: weights[name] for name in automatic.state_dict()})
+    return automatic.eval()
+
+
+def test_the_bundled_model_without_hints_colours_exactly_as_its_automatic_layers_alone():
+    bundled = load_model()
+    assert bundled.hint_channels == 3 and bundled.hint_propagation  # trained with --hint-layers-only
+    for engine in ("torch", "onnxruntime"):
+        plain, hinted = (Colorizer(model, "cpu", engine=engine) for model in (automatic_model(), bundled))
+        assert np.array_equal(np.asarray(hinted(PHOTO).image), np.asarray(plain(PHOTO).image))
+
+
+def test_zero_initialised_hint_inputs_compute_todays_output_exactly():
+    automatic = automatic_model()
+    widened = hint_model_from(automatic)
     assert widened.low_level.hint_conv.weight.abs().sum() == 0
     points = [(50, 60, "#ff0000"), (400, 300, "#0000ff")]
-    today = np.asarray(Colorizer(bundled, "cpu")(PHOTO).image)
+    today = np.asarray(Colorizer(automatic, "cpu")(PHOTO).image)
     assert np.array_equal(np.asarray(Colorizer(widened, "cpu")(PHOTO).image), today)
     assert np.array_equal(np.asarray(Colorizer(widened, "cpu")(PHOTO, hints=points).image), today)
 
@@ -170,11 +187,12 @@ def test_zero_initialised_hint_propagation_computes_the_hint_models_output_exact
 
 
 def test_hint_propagation_spreads_a_hints_colour_over_its_neighbourhood_only():
-    model = hint_model_from(load_model(), propagation=True)
+    torch.manual_seed(0)  # the propagation's gates start from fresh random weights
+    model = hint_model_from(automatic_model(), propagation=True)
     with torch.no_grad():
         model.colorization.propagation.scale.fill_(1)
     colorizer = Colorizer(model, "cpu")
-    x, y, green = 320, 210, (40, 200, 60)
+    x, y, green = 600, 210, (40, 200, 60)
     hinted, plain = colorizer(PHOTO, hints=[(x, y, green)]), colorizer(PHOTO)
     ab = {name: rgb_to_lab(torch.from_numpy(np.asarray(result.image, np.float32) / 255).permute(2, 0, 1))[1:]
           for name, result in (("hinted", hinted), ("plain", plain))}  # fmt: skip
@@ -184,9 +202,23 @@ def test_hint_propagation_spreads_a_hints_colour_over_its_neighbourhood_only():
         name: (values[:, near[0], near[1]] - target[:, None, None]).norm(dim=0).mean() for name, values in ab.items()
     }
     assert distance["hinted"] < 0.6 * distance["plain"]
-    # The widest window is 33 output pixels (66 at the network's 512 px, 83 in the photo): beyond it, nothing moves.
-    far = np.asarray(hinted.image)[:, : x - 90], np.asarray(plain.image)[:, : x - 90]
+    # The widest window reaches 33 grid cells of 4 output pixels (264 at the network's 512 px, 330 in the photo), the
+    # gates' convs 2 more: beyond, nothing moves.
+    far = np.asarray(hinted.image)[:, : x - 340], np.asarray(plain.image)[:, : x - 340]
     assert np.array_equal(*far)
+
+
+def test_hint_propagation_stops_at_edges_of_lightness():
+    propagation = HintPropagation(feature_channels=1)
+    lightness = torch.full((1, 1, 64, 64), 0.2)
+    lightness[..., 32:] = 0.8  # a bright right half
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 30:34, 26:30] = 1  # a hint on the dark side, 2 pixels from the edge
+    residual = torch.full((1, 2, 64, 64), 0.3)
+    coarse = propagation.spread(residual, mask, lightness)[0]
+    shift, confidence = coarse.split((2, 1), dim=1)
+    assert confidence[..., :32].min() > 0.9 and confidence[..., 32:].max() == 0
+    assert torch.allclose(shift[..., :32], torch.tensor(0.3))
 
 
 def test_hint_propagation_needs_hint_inputs(tmp_path):
@@ -209,8 +241,8 @@ def test_a_model_without_hint_inputs_refuses_hints(tiny_model):
 
 
 def live_hint_model() -> LetThereBeColor:
-    """The bundled model with hint filters that are random: hints change its output, only near where they are."""
-    model = hint_model_from(load_model())
+    """The automatic model with hint filters that are random: hints change its output, only near where they are."""
+    model = hint_model_from(automatic_model())
     with torch.no_grad():
         torch.manual_seed(1)
         model.low_level.hint_conv.weight.normal_(0, 20)

@@ -32,6 +32,7 @@ def psnr(a, b) -> float:
 def test_the_graphs_take_any_batch_and_size_and_match_the_network(tmp_path):
     model = make_tiny_model()
     network = onnx_engine.OnnxRuntimeNetwork(model)
+    assert onnx_engine.graph_names(network.folder) == [onnx_engine.GLOBAL_GRAPH, onnx_engine.LOCAL_GRAPH]
     for name in (onnx_engine.GLOBAL_GRAPH, onnx_engine.LOCAL_GRAPH):
         onnx.checker.check_model(str(network.folder / name), full_check=True)
     with torch.no_grad():
@@ -56,6 +57,7 @@ def test_a_hint_model_exports_its_hint_inputs(propagation):
         with torch.no_grad():
             model.colorization.propagation.scale.fill_(1)
     network = onnx_engine.OnnxRuntimeNetwork(model)
+    assert onnx_engine.graph_names(network.folder)[-1] == onnx_engine.AUTOMATIC_GRAPH  # photos without hints
     l, vectors = torch.rand(1, 1, 80, 120), torch.rand(1, model.null_global.shape[0])
     hints = torch.zeros(1, 3, 80, 120)
     hints[:, :, 30:40, 50:60] = torch.tensor([0.5, -0.5, 1.0])[:, None, None]
@@ -186,8 +188,8 @@ def test_cli_engine_and_export(tmp_path, capsys):
     report = capsys.readouterr().out
     assert "china.jpg: onnxruntime against torch float32, PSNR" in report
     assert min(float(line.split("PSNR ")[1].split()[0]) for line in report.splitlines() if "PSNR" in line) > 50
-    for name in (onnx_engine.GLOBAL_GRAPH, onnx_engine.LOCAL_GRAPH):
-        onnx.checker.check_model(str(tmp_path / "graphs" / name))
+    for name in (onnx_engine.GLOBAL_GRAPH, onnx_engine.LOCAL_GRAPH, onnx_engine.AUTOMATIC_GRAPH):  # the bundled
+        onnx.checker.check_model(str(tmp_path / "graphs" / name))  # model takes hints: its automatic path too
 
 
 @pytest.mark.slow

@@ -15,10 +15,8 @@ import pytest
 from conftest import EXAMPLES, ROOT
 from PIL import Image
 from served_app import served_app
-from test_hints import hint_model_from
 
 from letcolor import BUNDLED_MODEL_DIR
-from letcolor.pipeline import load_model
 
 README = ROOT / "README.md"
 TEST_DATA = ROOT / "tests" / "data"
@@ -68,7 +66,6 @@ def folder(tmp_path) -> Path:
     for name in VIDEOS:
         shutil.copy(TEST_DATA / "camvid_drive_cut.mp4", tmp_path / name)  # MOV and MP4 share the container
     shutil.copytree(BUNDLED_MODEL_DIR, tmp_path / "my-model")
-    hint_model_from(load_model()).save_pretrained(tmp_path / "hint-model")  # the bundled one, hint inputs at zero
     strokes = Image.new("RGBA", Image.open(tmp_path / "photo.jpg").size)
     strokes.paste((200, 40, 30, 255), (100, 100, 180, 120))
     strokes.save(tmp_path / "strokes.png")

@@ -727,8 +727,8 @@ def test_a_short_run_with_hints_trains_the_hint_inputs(scene_data, tmp_path):
     validation = [line for line in lines if line["kind"] == "validation"][-1]
     assert validation["psnr_hints10"] != validation["psnr"]
     assert "simulated colour hints: 5 points" in (tmp_path / "run" / "final" / "README.md").read_text()
-    with pytest.raises(ValueError, match="takes colour hints: train it with --hints"):
-        train(parse_args(cli(scene_data, tmp_path / "plain", *quick, "--init-from", str(tmp_path / "run" / "final"))))
+    train(parse_args(cli(scene_data, tmp_path / "plain", *quick, "--init-from", str(tmp_path / "run" / "final"))))
+    assert LetThereBeColor.from_pretrained(tmp_path / "plain" / "final").hint_channels == 0  # its automatic network
     again = cli(scene_data, tmp_path / "propagation", *quick, "--hints", "5", "--hint-propagation")
     train(parse_args([*again, "--hint-layer-lr", "10", "--init-from", str(tmp_path / "run" / "final")]))
     propagating = LetThereBeColor.from_pretrained(tmp_path / "propagation" / "final")
@@ -743,17 +743,6 @@ def test_a_short_run_with_hints_trains_the_hint_inputs(scene_data, tmp_path):
     assert changed and all("hint_conv" in name or "propagation" in name for name in changed)
     l, vectors = torch.rand(2, 1, 64, 64), torch.rand(2, trained.null_global.shape[0])
     assert torch.equal(trained.colorize(l, vectors), started.colorize(l, vectors))  # without hints: as it was
-    with pytest.raises(ValueError, match="has hint propagation: train it with --hint-propagation"):
-        train(
-            parse_args(
-                cli(
-                    scene_data,
-                    tmp_path / "hints",
-                    *quick,
-                    "--hints",
-                    "5",
-                    "--init-from",
-                    str(tmp_path / "propagation" / "final"),
-                )
-            )
-        )
+    without_propagation = cli(scene_data, tmp_path / "hints", *quick, "--hints", "5")
+    train(parse_args([*without_propagation, "--init-from", str(tmp_path / "propagation" / "final")]))
+    assert not LetThereBeColor.from_pretrained(tmp_path / "hints" / "final").hint_propagation

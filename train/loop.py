@@ -236,12 +236,9 @@ class Trainer:
     def start_from(self, name_or_path: str) -> None:
         """Warm start from a saved model of this width or narrower whose class names are this run's or their
         beginning (a run that adds a dataset keeps the classifier's rows for the old classes; new rows start fresh).
-        A narrower model is widened so that the network starts out computing exactly what it computed."""
+        A narrower model is widened so that the network starts out computing exactly what it computed; hint layers
+        that this run lacks are left out (the saved model's automatic network starts it)."""
         pretrained = load_model(name_or_path)
-        if pretrained.hint_channels > self.model.hint_channels:
-            raise SetupError(f"--init-from {name_or_path} takes colour hints: train it with --hints")
-        if pretrained.hint_propagation and not self.model.hint_propagation:
-            raise SetupError(f"--init-from {name_or_path} has hint propagation: train it with --hint-propagation")
         known = pretrained.class_names
         classes_fit = known == self.model.class_names[: len(known)] and (
             bool(known) or pretrained.num_classes == self.model.num_classes
@@ -254,7 +251,13 @@ class Trainer:
             )
         self.model.load_state_dict(widened_weights(pretrained, self.model))
         widened = f", widened from width {pretrained.width}" if pretrained.width < self.model.width else ""
-        self.print(f"weights from {name_or_path} (classifier rows for its {len(known)} classes{widened})")
+        left_out = []
+        if pretrained.hint_channels and not self.model.hint_channels:
+            left_out.append("hint inputs (no --hints)")
+        if pretrained.hint_propagation and not self.model.hint_propagation:
+            left_out.append("hint propagation (no --hint-propagation)")
+        dropped = f"; its {' and '.join(left_out)} left out" if left_out else ""
+        self.print(f"weights from {name_or_path} (classifier rows for its {len(known)} classes{widened}{dropped})")
 
     def colour_rarity(self) -> ColourRarity:
         """Rarity weights from the ab histogram of the first --prior-images training crops (the same every start)."""
