@@ -8,7 +8,7 @@ once per model and kept in the cache (`$LETCOLOR_CACHE`, else `~/.cache/letcolor
 weights, the config and EXPORT_VERSION.
 The engine takes and returns float32 torch tensors, as `letcolor.inference.InferenceNetwork` does.
 
-int8 (`int8=True`): both graphs quantized statically by ONNX Runtime (QDQ, weights per channel), calibrated on the
+int8 (`int8=True`): every graph quantized statically by ONNX Runtime (QDQ, weights per channel), calibrated on the
 example photos shipped with letcolor; the convolutions that read the inputs and the last one stay in float32, as in
 `letcolor.inference.to_bfloat16` and for the same reasons. Cached beside the float32 graphs.
 """
