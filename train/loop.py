@@ -90,9 +90,9 @@ def batchnorm_in_eval_mode(model: torch.nn.Module, inputs) -> None:
 
 
 def build_optimizer(name: str, model: LetThereBeColor, lr: float, hint_conv_scale: float = 1.0):
-    """The optimizer, with the layers that read the hint inputs (if any) learning at `hint_conv_scale` x lr: they
-    start at zero, and at the base rate an adaptive optimizer takes thousands of steps to grow them. Frozen weights
-    are left out."""
+    """The optimizer, with the layers that read the hint inputs (if any) learning at `hint_conv_scale` x lr: the hint
+    conv and the propagation's scale start at zero, and at the base rate an adaptive optimizer takes thousands of
+    steps to grow them. Frozen weights are left out."""
     hint_layer_weights = hint_weights(model)
     others = [p for p in model.parameters() if p.requires_grad and not any(p is w for w in hint_layer_weights)]
     groups = [

@@ -3,8 +3,8 @@
 Each saved tensor goes into the leading block of the wider one. The saved outputs' weights on every new input start
 at zero, so nothing the saved network computed changes; the new output channels keep their fresh random weights, so
 they have something to learn from. A classifier with more classes gets its new rows the same way, and a layer the
-saved network lacks (the conv of hint inputs) starts at zero; the hint propagation's gates keep their fresh
-weights, its scale being zero.
+saved network lacks (the conv of hint inputs) starts at zero; a hint propagation keeps its fresh weights, its
+scale being zero.
 """
 
 import torch
@@ -13,9 +13,9 @@ from letcolor.model import LetThereBeColor
 
 FLATTENED_FC = "global_level.fc.0.weight"  # its inputs are the global convs' channels times 7 x 7 positions
 FUSION = "fusion.conv.weight"  # its inputs are the mid-level channels, then the global vector's
-# The hint propagation's gates keep their fresh weights: its scale, at zero, already keeps the output the saved
-# network's, and gates at zero would not learn (a zero hidden layer passes no gradient).
-PROPAGATION_GATES = ("colorization.propagation.gate_hidden.", "colorization.propagation.gates.")
+# A hint propagation the saved network lacks keeps its fresh weights: its own scale starts at zero, which keeps the
+# output the saved network's, and gates at zero would not learn (a zero hidden layer passes no gradient).
+PROPAGATION = "colorization.propagation."
 
 
 def embed(saved: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,7 @@ def widened_weights(saved: LetThereBeColor, fresh: LetThereBeColor) -> dict[str,
     saved_weights, weights = saved.state_dict(), {}
     for name, tensor in fresh.state_dict().items():
         old, groups = saved_weights.get(name), input_groups.get(name)
-        if old is None and name.startswith(PROPAGATION_GATES):
+        if old is None and name.startswith(PROPAGATION):
             weights[name] = tensor.clone()
         elif old is None:  # a layer the saved network lacks (the hint inputs' conv): it adds nothing at first
             weights[name] = torch.zeros_like(tensor)
