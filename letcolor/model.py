@@ -23,7 +23,6 @@ from safetensors.torch import load_model
 from torch import nn
 
 from letcolor.color import HINT_CHANNELS
-from letcolor.refine import box_mean
 
 GLOBAL_INPUT_SIZE = 224  # the global branch's fixed input side (paper 3.2)
 WEIGHTS_NAME = "model.safetensors"
@@ -157,18 +156,28 @@ class FusionLayer(nn.Module):
         return F.relu(self.conv(torch.cat((mid, tiled), dim=1)))
 
 
+def window_means(size: int, radii: torch.Tensor) -> torch.Tensor:
+    """(R, size, size): row i averages what lies within radius r of i (clipped at the borders), and that twice over,
+    for each radius r: a box filter applied twice, as one matrix product per axis."""
+    index = torch.arange(size, device=radii.device)
+    band = ((index[:, None] - index[None, :]).abs() <= radii[:, None, None]).float()
+    once = band / band.sum(-1, keepdim=True)
+    return once @ once
+
+
 class HintPropagation(nn.Module):
     """Beyond the paper: what the network's colours still miss at each hint (the hint's colour minus the network's
-    there) is spread over the neighbouring pixels of like lightness, and added to the network's a,b at H/2, coarse to
-    fine, by gates that two convs learn from the network's last features and the spread fields; as the non-learned
+    there) is spread over the neighbouring pixels of like lightness, and added to the network's a,b, coarse to fine,
+    by gates that two convs learn from the network's last features and the spread fields; as the non-learned
     baseline of `letcolor.evaluate` does, but learned and at a few scales. A bilateral grid does the spreading (Chen
-    et al., SIGGRAPH 2007): cells of GRID x GRID output pixels, lightness in BINS, box windows of RADII cells.
-    `scale` starts at zero: until it is trained, the output is the network's own."""
+    et al., SIGGRAPH 2007): cells of GRID x GRID pixels at H/4, lightness in BINS, box windows of RADII cells; the
+    colours are blended in the grid and sliced once. `scale` starts at zero: until it is trained, the output is the
+    network's own."""
 
-    GRID = 4  # output pixels per side of a grid cell
+    GRID = 2  # pixels per side of a grid cell at H/4 (8 of the network input's)
     BINS = 11  # lightness bins from 0 to 100: a hint reaches pixels within about 10 L of its own
-    RADII = (16, 8, 3, 1)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
-    CONFIDENCE_GAIN = 4.0  # a window holding one hinted output pixel of like lightness is 98% sure
+    RADII = (8, 4, 2, 1)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
+    CONFIDENCE_GAIN = 4.0  # a window holding one hinted pixel (at H/2) of like lightness is 98% sure
     GATE_CHANNELS = 16
 
     def __init__(self, feature_channels: int):
@@ -177,45 +186,55 @@ class HintPropagation(nn.Module):
         self.gates = nn.Conv2d(self.GATE_CHANNELS, len(self.RADII), 3, 1, 1)
         self.scale = nn.Parameter(torch.zeros(()))
 
-    def spread(self, residual: torch.Tensor, mask: torch.Tensor, l: torch.Tensor) -> list[torch.Tensor]:
-        """For each radius, the mean `residual` (N, 2, h, w), masked, over the pixels near each pixel whose L (N, 1,
-        h, w, in [0, 1]) is like its own, and a confidence in [0, 1) that grows with the hinted pixels counted
-        (N, 3, h, w in all); the confidence is 0 where none is near."""
-        height, width = residual.shape[-2:]
+    def tents(self, l: torch.Tensor) -> torch.Tensor:
+        """Each lightness bin's share of each pixel (N, BINS, h, w) given L (N, 1, h, w) in [0, 1]."""
         centres = torch.linspace(0, 1, self.BINS, device=l.device).view(1, -1, 1, 1)
-        tents = (1 - (l - centres).abs() * (self.BINS - 1)).clamp(min=0)  # (N, BINS, h, w): each bin's share
-        splat = (tents.unsqueeze(2) * torch.cat((residual * mask, mask), dim=1).unsqueeze(1)).flatten(1, 2)
-        grid = F.avg_pool2d(splat, self.GRID)
-        fields = []
-        for radius in self.RADII:
-            windows = box_mean(box_mean(grid, radius), radius)
-            sliced = F.interpolate(windows, size=(height, width), mode="bilinear", align_corners=False)
-            sums, weights = (tents.unsqueeze(2) * sliced.unflatten(1, (self.BINS, 3))).sum(1).split((2, 1), dim=1)
-            hinted_pixels = weights * (self.GRID * (2 * radius + 1)) ** 2
-            confidence = 1 - torch.exp(-self.CONFIDENCE_GAIN * hinted_pixels)
-            fields.append(torch.cat((sums / weights.clamp(min=1e-12), confidence), dim=1))
-        return fields
+        return (1 - (l - centres).abs() * (self.BINS - 1)).clamp(min=0)
+
+    def spread(self, residual: torch.Tensor, mask: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+        """For each grid cell, lightness bin and radius: the mean `residual` (N, 2, h, w), masked, over the hinted
+        pixels near the cell in that bin (L (N, 1, h, w) in [0, 1]), and a confidence in [0, 1) that grows with the
+        hinted pixels counted, 0 where none is near: (N, BINS, RADII, 3, h / GRID, w / GRID)."""
+        cells = F.avg_pool2d(torch.cat((residual * mask, mask, l * mask), dim=1), self.GRID, ceil_mode=True)
+        sums, count, lightness_sum = cells.split((2, 1, 1), dim=1)
+        tents = self.tents(lightness_sum / count.clamp(min=1e-12))  # each cell's hints go to their lightness bins
+        grid = tents.unsqueeze(2) * torch.cat((sums, count), dim=1).unsqueeze(1)  # (N, BINS, 3, gh, gw)
+        n, bins, _, height, width = grid.shape
+        radii = torch.tensor(self.RADII, device=l.device)
+        down = window_means(height, radii) @ grid.permute(3, 0, 1, 2, 4).reshape(height, -1)
+        across = down.view(len(self.RADII), height, -1, width) @ window_means(width, radii).transpose(1, 2)[:, None]
+        windows = across.view(-1, height, n, bins, 3, width).permute(2, 3, 0, 4, 1, 5)
+        sums, weights = windows.split((2, 1), dim=3)
+        window_pixels = ((2 * radii + 1) * self.GRID * 2).float().square().view(-1, 1, 1, 1)  # at H/2
+        confidence = 1 - torch.exp(-self.CONFIDENCE_GAIN * weights * window_pixels)
+        return torch.cat((sums / weights.clamp(min=1e-12), confidence), dim=3)
 
     def forward(self, ab: torch.Tensor, features: torch.Tensor, hints: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
         """`ab` (N, 2, h, w, the sigmoid's output) moved toward the hints (N, 3, 2h, 2w) given the network input `l`
         (N, 1, 2h, 2w), in float32."""
         with torch.autocast(ab.device.type, enabled=False):
             ab = ab.float()
-            pooled, lightness = F.avg_pool2d(hints.float(), 2), F.avg_pool2d(l.float(), 2)
-            hint_sums, mask = pooled.split((2, 1), dim=1)
+            hint_sums, mask = F.avg_pool2d(hints.float(), 4, ceil_mode=True).split((2, 1), dim=1)
+            lightness = F.avg_pool2d(l.float(), 4, ceil_mode=True)
             hint_ab = (hint_sums / mask.clamp(min=1e-12) + 1) / 2  # in the sigmoid's range, where hinted
-            fields = self.spread(hint_ab - ab, mask, lightness)
-            gates = self.gate_values(torch.cat((features.float(), *fields), dim=1))
-            strength = self.scale.float().clamp(0, 1)
-            blended = ab
-            for field, gate in zip(fields, gates.split(1, dim=1), strict=True):
-                shift, confidence = field.split((2, 1), dim=1)
-                target = (ab + shift).clamp(0, 1)
-                blended = blended + strength * gate * confidence * (target - blended)
-        return blended
+            tents = self.tents(lightness)
+            fields = self.spread(hint_ab - F.avg_pool2d(ab, 2, ceil_mode=True), mask, lightness)
+            shifts, confidences = fields.split((2, 1), dim=3)
+            gates = self.gate_values(F.avg_pool2d(features.float(), 2 * self.GRID, ceil_mode=True), fields, tents)
+            weights = self.scale.float().clamp(0, 1) * gates[:, None, :, None] * confidences
+            shift = torch.zeros_like(shifts[:, :, 0])
+            for radius in range(len(self.RADII)):  # coarse to fine
+                shift = shift + weights[:, :, radius] * (shifts[:, :, radius] - shift)
+            sliced = F.interpolate(shift.flatten(1, 2), size=tents.shape[-2:], mode="bilinear", align_corners=False)
+            shift = (tents.unsqueeze(2) * sliced.unflatten(1, (self.BINS, 2))).sum(1)
+            return (ab + F.interpolate(shift, size=ab.shape[-2:], mode="bilinear", align_corners=False)).clamp(0, 1)
 
-    def gate_values(self, gate_input: torch.Tensor) -> torch.Tensor:
-        """Each radius's gate in (0, 1), in float32 whatever the weights are stored in."""
+    def gate_values(self, cells: torch.Tensor, fields: torch.Tensor, tents: torch.Tensor) -> torch.Tensor:
+        """Each radius's gate in (0, 1) per grid cell (N, RADII, gh, gw), from the network's features pooled to the
+        cells and the fields averaged over the cell's lightness bins; in float32 whatever the weights are stored in."""
+        occupancy = F.avg_pool2d(tents, self.GRID, ceil_mode=True)  # each bin's share of the cell's pixels
+        summary = torch.einsum("nbhw,nbrchw->nrchw", occupancy, fields).flatten(1, 2)
+        gate_input = torch.cat((cells, summary), dim=1)
         hidden = F.conv2d(gate_input, self.gate_hidden.weight.float(), self.gate_hidden.bias.float(), padding=1)
         return F.conv2d(hidden.relu(), self.gates.weight.float(), self.gates.bias.float(), padding=1).sigmoid()
 

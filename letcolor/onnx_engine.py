@@ -28,7 +28,7 @@ from torch import nn
 
 from letcolor.model import GLOBAL_INPUT_SIZE, GlobalOutput, LetThereBeColor, mix_global
 
-EXPORT_VERSION = 2  # bump when the graphs' inputs, outputs or export change
+EXPORT_VERSION = 3  # bump when the graphs (their inputs, outputs, layers) or the export change
 CACHE_ENV_VAR = "LETCOLOR_CACHE"
 OPSET = 17
 GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "colorize_automatic.onnx"

@@ -188,11 +188,11 @@ def test_a_painted_stroke_turns_the_region_under_it_toward_its_colour(browser, e
     assert hinted.shape == plain.shape == (300, 451, 3)  # full resolution
     changed = np.abs(hinted.astype(int) - plain).max(axis=2) > 8
     assert changed.mean() > 0.02, "the stroke changed (almost) nothing"
-    # The bundled model spreads a stroke's colour far over pixels of like lightness (the whole cat here), but most
-    # of all where the stroke was (20-45% across, 15-30% down), and least in the far corner.
+    # The stroke's colour spreads over pixels of like lightness near it (20-45% across, 15-30% down), not as far as
+    # the far corner.
     shift = np.linalg.norm(lab_ab(hinted) - lab_ab(plain), axis=-1)
     stroke, corner = shift[45:90, 90:203].mean(), shift[210:, 315:].mean()
-    assert stroke > 1.3 * corner, f"a shift of {stroke:.1f} ab under the stroke and {corner:.1f} in the far corner"
+    assert stroke > 40 and corner < 5, f"a shift of {stroke:.1f} ab under the stroke and {corner:.1f} in the far corner"
     target = lab_ab(np.array(blue, np.uint8))
     distance = lambda rgb: np.linalg.norm(lab_ab(rgb[45:90, 90:203]) - target, axis=-1).mean()  # noqa: E731
     assert distance(hinted) < distance(plain) - 10, "the region did not turn toward the stroke's colour"

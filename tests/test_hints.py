@@ -202,23 +202,39 @@ def test_hint_propagation_spreads_a_hints_colour_over_its_neighbourhood_only():
         name: (values[:, near[0], near[1]] - target[:, None, None]).norm(dim=0).mean() for name, values in ab.items()
     }
     assert distance["hinted"] < 0.6 * distance["plain"]
-    # The widest window reaches 33 grid cells of 4 output pixels (264 at the network's 512 px, 330 in the photo), the
-    # gates' convs 2 more: beyond, nothing moves.
-    far = np.asarray(hinted.image)[:, : x - 340], np.asarray(plain.image)[:, : x - 340]
+    # The widest window reaches 16 grid cells of 8 network input pixels (128 of the network's 512, 160 of the photo's
+    # 640), the slicing and upsampling about 12 pixels more: beyond, nothing moves.
+    far = np.asarray(hinted.image)[:, : x - 180], np.asarray(plain.image)[:, : x - 180]
     assert np.array_equal(*far)
+
+
+def test_the_bundled_models_stroke_colours_the_region_under_it_not_the_whole_photo():
+    # Before the propagation's reach was cut to a quarter of the network's side, this band turned the whole cat and
+    # the far corner blue (36 ab units there).
+    photo = EXAMPLES / "chelsea_gray.png"  # 451 x 300, a close-up of a cat
+    layer = np.zeros((300, 451, 4), np.uint8)
+    layer[45:90, 90:203] = (31, 78, 156, 255)  # a blue band over the forehead
+    colorizer = Colorizer(load_model(), "cpu")
+    plain, hinted = (np.asarray(colorizer(photo, hints=hints).image) for hints in (None, Image.fromarray(layer)))
+    shift = (lab_ab(hinted) - lab_ab(plain)).norm(dim=-1)
+    assert shift[45:90, 90:203].mean() > 40
+    assert shift[210:, 315:].mean() < 3  # the far corner
 
 
 def test_hint_propagation_stops_at_edges_of_lightness():
     propagation = HintPropagation(feature_channels=1)
-    lightness = torch.full((1, 1, 64, 64), 0.2)
-    lightness[..., 32:] = 0.8  # a bright right half
-    mask = torch.zeros(1, 1, 64, 64)
-    mask[..., 30:34, 26:30] = 1  # a hint on the dark side, 2 pixels from the edge
-    residual = torch.full((1, 2, 64, 64), 0.3)
-    coarse = propagation.spread(residual, mask, lightness)[0]
-    shift, confidence = coarse.split((2, 1), dim=1)
-    assert confidence[..., :32].min() > 0.9 and confidence[..., 32:].max() == 0
-    assert torch.allclose(shift[..., :32], torch.tensor(0.3))
+    with torch.no_grad():
+        propagation.scale.fill_(1)
+        propagation.gates.weight.zero_()
+        propagation.gates.bias.fill_(20)  # every gate open
+    lightness = torch.full((1, 1, 128, 128), 0.2)
+    lightness[..., 64:] = 0.8  # a bright right half
+    hints = torch.zeros(1, 3, 128, 128)
+    hints[:, :, 60:68, 48:56] = torch.tensor([0.6, 0.6, 1.0])[:, None, None]  # a hint on the dark side, near the edge
+    ab = torch.full((1, 2, 64, 64), 0.5)
+    moved = propagation(ab, torch.zeros(1, 1, 64, 64), hints, lightness)
+    assert torch.allclose(moved[..., :30], torch.tensor(0.8), atol=0.01)  # the hint's colour, (0.6 + 1) / 2
+    assert torch.equal(moved[..., 34:], ab[..., 34:])
 
 
 def test_hint_propagation_needs_hint_inputs(tmp_path):
