@@ -165,6 +165,29 @@ def window_means(size: int, radii: torch.Tensor) -> torch.Tensor:
     return once @ once
 
 
+def windowed(grid: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """`grid` (N, BINS, C, h, w) filtered by each radius's matrices, rows (R, h, h) and columns (R, w, w):
+    (N, BINS, R, C, h, w)."""
+    n, bins, channels, height, width = grid.shape
+    down = rows @ grid.permute(3, 0, 1, 2, 4).reshape(height, -1)
+    across = down.view(len(rows), height, -1, width) @ columns.transpose(1, 2)[:, None]
+    return across.view(-1, height, n, bins, channels, width).permute(2, 3, 0, 4, 1, 5)
+
+
+NEARNESS_POWER = 4  # high enough that the nearest hinted pixels set the nearness
+
+
+def nearness(count: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """How near the hinted pixels `count` (N, BINS, 1, h, w) are to each cell, per radius of the window matrices
+    (N, BINS, R, 1, h, w): a soft maximum of their window weights (1 over the window's inner half, falling to 0 at
+    its edge), their mean weighted by the weights to the power NEARNESS_POWER. A count of hinted pixels would not do:
+    a stroke holds so many that its colour would stay at full strength up to the window's edge, and stop there along
+    a line; this fades with the distance from the nearest hinted pixel, however many there are."""
+    rows, columns = ((2 * matrix / matrix.amax(-1, keepdim=True)).clamp(max=1) for matrix in (rows, columns))
+    weighted = windowed(count, rows ** (NEARNESS_POWER + 1), columns ** (NEARNESS_POWER + 1))
+    return weighted / windowed(count, rows**NEARNESS_POWER, columns**NEARNESS_POWER).clamp(min=1e-12)
+
+
 class HintPropagation(nn.Module):
     """Beyond the paper: what the network's colours still miss at each hint (the hint's colour minus the network's
     there) is spread over the neighbouring pixels of like lightness, and added to the network's a,b, coarse to fine,
@@ -172,11 +195,12 @@ class HintPropagation(nn.Module):
     baseline of `letcolor.evaluate` does, but learned and at a few scales. A bilateral grid does the spreading (Chen
     et al., SIGGRAPH 2007): cells of GRID x GRID pixels at H/4, lightness in BINS, box windows of RADII cells; the
     colours are blended in the grid and sliced once. `scale` starts at zero: until it is trained, the output is the
-    network's own."""
+    network's own. A hint's confidence grows with the hinted pixels counted and fades with the distance from them
+    (`nearness`)."""
 
     GRID = 2  # pixels per side of a grid cell at H/4 (8 of the network input's)
     BINS = 11  # lightness bins from 0 to 100: a hint reaches pixels within about 10 L of its own
-    RADII = (8, 4, 2, 1)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
+    RADII = (12, 6, 2, 1)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
     CONFIDENCE_GAIN = 4.0  # a window holding one hinted pixel (at H/2) of like lightness is 98% sure
     GATE_CHANNELS = 16
 
@@ -193,21 +217,19 @@ class HintPropagation(nn.Module):
 
     def spread(self, residual: torch.Tensor, mask: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
         """For each grid cell, lightness bin and radius: the mean `residual` (N, 2, h, w), masked, over the hinted
-        pixels near the cell in that bin (L (N, 1, h, w) in [0, 1]), and a confidence in [0, 1) that grows with the
-        hinted pixels counted, 0 where none is near: (N, BINS, RADII, 3, h / GRID, w / GRID)."""
+        pixels near the cell in that bin (L (N, 1, h, w) in [0, 1]), and a confidence in [0, 1): it grows with the
+        hinted pixels counted and fades with their distance, 0 where none is near: (N, BINS, RADII, 3, h / GRID,
+        w / GRID)."""
         cells = F.avg_pool2d(torch.cat((residual * mask, mask, l * mask), dim=1), self.GRID, ceil_mode=True)
         sums, count, lightness_sum = cells.split((2, 1, 1), dim=1)
         tents = self.tents(lightness_sum / count.clamp(min=1e-12))  # each cell's hints go to their lightness bins
         grid = tents.unsqueeze(2) * torch.cat((sums, count), dim=1).unsqueeze(1)  # (N, BINS, 3, gh, gw)
-        n, bins, _, height, width = grid.shape
         radii = torch.tensor(self.RADII, device=l.device)
-        down = window_means(height, radii) @ grid.permute(3, 0, 1, 2, 4).reshape(height, -1)
-        across = down.view(len(self.RADII), height, -1, width) @ window_means(width, radii).transpose(1, 2)[:, None]
-        windows = across.view(-1, height, n, bins, 3, width).permute(2, 3, 0, 4, 1, 5)
-        sums, weights = windows.split((2, 1), dim=3)
+        rows, columns = window_means(grid.shape[-2], radii), window_means(grid.shape[-1], radii)
+        sums, weights = windowed(grid, rows, columns).split((2, 1), dim=3)
         window_pixels = ((2 * radii + 1) * self.GRID * 2).float().square().view(-1, 1, 1, 1)  # at H/2
-        confidence = 1 - torch.exp(-self.CONFIDENCE_GAIN * weights * window_pixels)
-        return torch.cat((sums / weights.clamp(min=1e-12), confidence), dim=3)
+        evidence = 1 - torch.exp(-self.CONFIDENCE_GAIN * weights * window_pixels)
+        return torch.cat((sums / weights.clamp(min=1e-12), evidence * nearness(grid[:, :, 2:], rows, columns)), dim=3)
 
     def forward(self, ab: torch.Tensor, features: torch.Tensor, hints: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
         """`ab` (N, 2, h, w, the sigmoid's output) moved toward the hints (N, 3, 2h, 2w) given the network input `l`
