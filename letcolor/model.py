@@ -170,7 +170,7 @@ def windowed(grid: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> t
     (N, BINS, R, C, h, w)."""
     n, bins, channels, height, width = grid.shape
     down = rows @ grid.permute(3, 0, 1, 2, 4).reshape(height, -1)
-    across = down.view(len(rows), height, -1, width) @ columns.transpose(1, 2)[:, None]
+    across = down.view(len(rows), -1, width) @ columns.transpose(1, 2)  # one product per radius
     return across.view(-1, height, n, bins, channels, width).permute(2, 3, 0, 4, 1, 5)
 
 
@@ -184,8 +184,9 @@ def nearness(count: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> 
     a stroke holds so many that its colour would stay at full strength up to the window's edge, and stop there along
     a line; this fades with the distance from the nearest hinted pixel, however many there are."""
     rows, columns = ((2 * matrix / matrix.amax(-1, keepdim=True)).clamp(max=1) for matrix in (rows, columns))
-    weighted = windowed(count, rows ** (NEARNESS_POWER + 1), columns ** (NEARNESS_POWER + 1))
-    return weighted / windowed(count, rows**NEARNESS_POWER, columns**NEARNESS_POWER).clamp(min=1e-12)
+    powers = [torch.cat((matrix ** (NEARNESS_POWER + 1), matrix**NEARNESS_POWER)) for matrix in (rows, columns)]
+    weighted, weights = windowed(count, *powers).chunk(2, dim=2)  # both in one product per axis
+    return weighted / weights.clamp(min=1e-12)
 
 
 class HintPropagation(nn.Module):
@@ -255,7 +256,7 @@ class HintPropagation(nn.Module):
         """Each radius's gate in (0, 1) per grid cell (N, RADII, gh, gw), from the network's features pooled to the
         cells and the fields averaged over the cell's lightness bins; in float32 whatever the weights are stored in."""
         occupancy = F.avg_pool2d(tents, self.GRID, ceil_mode=True)  # each bin's share of the cell's pixels
-        summary = torch.einsum("nbhw,nbrchw->nrchw", occupancy, fields).flatten(1, 2)
+        summary = (occupancy[:, :, None, None] * fields).sum(1).flatten(1, 2)
         gate_input = torch.cat((cells, summary), dim=1)
         hidden = F.conv2d(gate_input, self.gate_hidden.weight.float(), self.gate_hidden.bias.float(), padding=1)
         return F.conv2d(hidden.relu(), self.gates.weight.float(), self.gates.bias.float(), padding=1).sigmoid()
