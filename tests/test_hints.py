@@ -240,7 +240,7 @@ def test_hint_propagation_stops_at_edges_of_lightness():
 def test_a_strokes_colour_fades_with_distance_however_many_pixels_it_holds():
     propagation = HintPropagation(feature_channels=1)
     lightness, residual = torch.full((1, 1, 64, 128), 0.5), torch.full((1, 2, 64, 128), 0.3)
-    for columns in (slice(10, 14), slice(10, 60)):  # a point, and a stroke of 200 times its hinted pixels
+    for columns in (slice(10, 14), slice(10, 60)):  # a point, and a stroke of 12 times its hinted pixels
         mask = torch.zeros(1, 1, 64, 128)
         mask[..., 28:36, columns] = 1
         confidence = propagation.spread(residual, mask, lightness)[0, 5, 0, 2, 16]  # L 0.5's bin, widest window
