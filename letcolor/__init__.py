@@ -1,5 +1,6 @@
 """letcolor: automatic colorization of black-and-white photos (Iizuka et al., Let there be Color!, SIGGRAPH 2016)."""
 
+from letcolor import threads  # noqa: F401  (first: it configures OpenMP before torch loads)
 from letcolor.hints import Hints, InvalidHintsError
 from letcolor.images import InvalidImageError
 from letcolor.model import LetThereBeColor

@@ -50,7 +50,7 @@ def read_image(source: ImageSource) -> LoadedImage:
         with _open_file(Path(source)) as image:
             return _decoded(image, str(source))
     if isinstance(source, Image.Image):
-        return _decoded(source, "the input image")
+        return _decoded(source, "the input image", owned=False)
     if isinstance(source, np.ndarray):
         return _decoded(_image_from_array(source), "the input array")
     raise InvalidImageError(f"expected a path, PIL image or numpy array, got {type(source).__name__}")
@@ -106,7 +106,9 @@ def _open_file(path: Path) -> Image.Image:
         raise InvalidImageError(f"{path}: not a readable image ({error})") from error
 
 
-def _decoded(image: Image.Image, name: str) -> LoadedImage:
+def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
+    """The loaded image, turned upright: in place where this module opened or made it, else as a new image (the
+    caller's is never changed)."""
     _check_size(image.size, name)
     if image.mode not in SUPPORTED_MODES:
         raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
@@ -119,7 +121,11 @@ def _decoded(image: Image.Image, name: str) -> LoadedImage:
     # A camera's MPO JPEG holds the photo first and previews or a stereo partner after it: nothing to warn about.
     frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1
     warnings = (f"{name}: has {frames} frames (animated or multi-page); only the first was colorized",)
-    return LoadedImage(ImageOps.exif_transpose(image), warnings if frames > 1 else ())  # always a new image
+    if owned:
+        ImageOps.exif_transpose(image, in_place=True)
+    else:
+        image = ImageOps.exif_transpose(image)
+    return LoadedImage(image, warnings if frames > 1 else ())
 
 
 def _image_from_array(array: np.ndarray) -> Image.Image:

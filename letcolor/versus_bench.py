@@ -28,6 +28,7 @@ CLIP_SIZE, CLIP_FRAMES = (854, 480), 48
 # Uses only what both checkouts have: Colorizer.from_pretrained, calling it, and colorize_video.
 TIMER = """
 import io, statistics, sys, time
+import letcolor  # before torch, as the CLI and the app import it (letcolor.threads)
 import torch
 torch.set_num_threads(2)
 from letcolor.pipeline import Colorizer

@@ -2,7 +2,10 @@
 
 import dataclasses
 import math
+import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -13,7 +16,7 @@ from conftest import make_tiny_model
 from huggingface_hub import constants as hub_constants
 from PIL import Image, ImageOps
 
-from letcolor import color, fullres, pipeline
+from letcolor import color, fullres, pipeline, threads
 from letcolor.bench import calibrate_batchnorm
 from letcolor.images import MAX_IMAGE_PIXELS, InvalidImageError, image_pixels, load_image
 from letcolor.inference import OneDNNConv, Precision, Speedups
@@ -116,6 +119,16 @@ def test_exif_rotated_file_shows_the_original_upright(mode_files, examples_dir):
         assert stored.size == original.size[::-1] and shown.size == original.size
     correlation = np.corrcoef(lightness_of(shown).ravel(), lightness_of(original).ravel())[0, 1]
     assert correlation > 0.99  # so the test above checks that the output is upright too
+
+
+def test_a_callers_exif_rotated_image_is_turned_upright_without_being_changed(mode_files):
+    path, shown = mode_files["EXIF"]
+    with Image.open(path) as stored:
+        stored.load()
+        stored_pixels = np.asarray(stored).copy()
+        upright = load_image(stored)
+        assert upright.size == shown.size and np.array_equal(np.asarray(upright), np.asarray(shown))
+        assert stored.size == shown.size[::-1] and np.array_equal(np.asarray(stored), stored_pixels)
 
 
 def test_gray_input_with_zero_ab_comes_back_unchanged(model, mode_files):
@@ -460,6 +473,22 @@ def test_compose_of_thin_tiny_and_enlarged_images(height, width, monkeypatch):
     l = torch.rand(1, 1, height, width, generator=generator) * 100
     for ab_size in [(64, 64), (3, 2), (height, width)]:  # larger than the image, much smaller, the same
         assert_composed_as_lab_to_rgb(l, torch.randn(1, 2, *ab_size, generator=generator) * 40)
+
+
+@pytest.mark.parametrize(
+    ("setting", "imports", "expected"),
+    [
+        ({}, "import letcolor", threads.SPIN_COUNT),
+        ({"GOMP_SPINCOUNT": "5"}, "import letcolor", "5"),
+        ({"OMP_WAIT_POLICY": "passive"}, "import letcolor", None),
+        ({}, "import torch, letcolor", None),  # too late: libgomp read its settings when torch loaded
+    ],
+)
+def test_importing_letcolor_shortens_openmp_spinning_unless_too_late_or_chosen(setting, imports, expected):
+    environment = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")} | setting
+    code = f"{imports}; import os; print(os.environ.get('GOMP_SPINCOUNT'))"
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == str(expected)
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 300), (300, 1), (400, 600)])
