@@ -113,8 +113,13 @@ def target_to_ab(target: torch.Tensor) -> torch.Tensor:
 HINT_CHANNELS = 3  # a, b and mask
 
 
+def hint_ab(ab: torch.Tensor) -> torch.Tensor:
+    """A hint's a,b in Lab units -> the hint channels' scale, [-1, 1]."""
+    return (ab / AB_RANGE).clamp(-1, 1)
+
+
 def hint_input(ab: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Local colour hints as network input: ab (N, 2, H, W) in Lab units and mask (N, 1, H, W), 1 where hinted ->
     (N, 3, H, W): a and b scaled to [-1, 1] where hinted and 0 elsewhere, then the mask. No hints is all zeros."""
     mask = mask.to(ab.dtype)
-    return torch.cat(((ab / AB_RANGE).clamp(-1, 1) * mask, mask), dim=-3)
+    return torch.cat((hint_ab(ab) * mask, mask), dim=-3)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageChops, UnidentifiedImageError
 
-from letcolor.color import hint_input, rgb_to_lab
+from letcolor.color import HINT_CHANNELS, hint_ab, hint_input, rgb_to_lab
 
 MAX_POINTS = 10_000
 # A point stands for the colour of a small patch around it, as the hints seen in training do (patches of 1 to 5 px
@@ -114,25 +114,23 @@ class Hints:
         """The hint channels (1, 3, height, width) for the network input of that size: painted cells, and around
         each point a square of cells (`POINT_REACH_AT_256`) that take its colour, or the mean of the points' colours
         where squares meet."""
-        ab, weight = torch.zeros((2, height, width)), torch.zeros((1, height, width))
+        encoded = torch.zeros((1, HINT_CHANNELS, height, width))
+        cells = encoded[0].view(HINT_CHANNELS, -1)  # a, b and mask: the hint_input of the cells' colours
         if self.layer is not None:
             painted, colours = _painted_cells(self.layer, height, width)
-            weight[0][painted] = 1
-            ab[:, painted] = colour_ab(colours)
+            cells[:2, painted.view(-1)], cells[2, painted.view(-1)] = hint_ab(colour_ab(colours)), 1
         if self.points:
             rows, columns, colours = self._point_cells(height, width)
             reach = max(1, round(POINT_REACH_AT_256 * min(height, width) / 256))
             offsets = torch.arange(-reach, reach + 1)
             rows = (rows[:, None, None] + offsets[:, None]).clamp(0, height - 1).expand(-1, len(offsets), len(offsets))
             columns = (columns[:, None, None] + offsets).clamp(0, width - 1).expand(-1, len(offsets), len(offsets))
-            cell = (rows * width + columns).reshape(-1)
+            hit, each_hit = (rows * width + columns).reshape(-1).unique(return_inverse=True)
             point_ab = colour_ab(colours).repeat_interleave(len(offsets) ** 2, dim=1)
-            ab_sum = torch.zeros((2, height * width)).index_add_(1, cell, point_ab)
-            counts = torch.zeros(height * width).index_add_(0, cell, torch.ones(len(cell)))
-            hit = counts > 0
-            ab.view(2, -1)[:, hit] = ab_sum[:, hit] / counts[hit]  # points outrank paint in the same cell
-            weight.view(-1)[hit] = 1
-        return hint_input(ab[None], weight[None]).to(device)
+            ab_sum = torch.zeros((2, len(hit))).index_add_(1, each_hit, point_ab)
+            counts = torch.zeros(len(hit)).index_add_(0, each_hit, torch.ones(len(each_hit)))
+            cells[:2, hit], cells[2, hit] = hint_ab(ab_sum / counts), 1  # points outrank paint in the same cell
+        return encoded.to(device)
 
     def _point_cells(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         photo_width, photo_height = self.size
