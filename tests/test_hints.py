@@ -65,6 +65,16 @@ def test_points_whose_squares_meet_give_their_mean_colour_there():
     assert torch.allclose(encoded[0, :2, 3, 3] * AB_RANGE, green, atol=1e-4)
 
 
+def test_points_outrank_paint_in_the_cells_they_share():
+    layer = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    layer.paste((255, 0, 0, 255), (0, 0, 64, 32))  # the top half painted red
+    encoded = Hints(size=(64, 64), points=((20.0, 12.0, (0, 255, 0)),), layer=layer).encode(8, 8)
+    assert encoded[0, 2, :4].all() and not encoded[0, 2, 4:].any()  # the point's square lies inside the paint
+    for row, column in square(1, 2, 1, 8, 8):
+        assert torch.allclose(encoded[0, :2, row, column] * AB_RANGE, lab_ab((0, 255, 0)), atol=1e-4)
+    assert torch.allclose(encoded[0, :2, 3, 6] * AB_RANGE, lab_ab((255, 0, 0)), atol=1e-4)
+
+
 def test_a_paint_layer_hints_where_it_is_painted_with_its_colour():
     layer = Image.new("RGBA", (640, 427), (0, 0, 0, 0))
     layer.paste((255, 140, 0, 255), (100, 100, 180, 140))  # an orange stroke
