@@ -87,11 +87,15 @@ class OneDNNConv(nn.Module):
         )
 
 
-def use_onednn(model: nn.Module) -> None:
+def use_onednn(model: LetThereBeColor) -> None:
     """Replaces each convolution by a `OneDNNConv`, in place, with the ReLU that follows it (after only folded
-    BatchNorms) fused into it. Convolutions kept in float32 (`Float32Layer`) are packed too."""
+    BatchNorms) fused into it, except in the first layer of a model with hints, whose hint conv's output joins before
+    the ReLU. Convolutions kept in float32 (`Float32Layer`) are packed too."""
+    joined = model.low_level.convs[0] if model.hint_channels else None
     for sequence in model.modules():
-        if isinstance(sequence, nn.Sequential):
+        if isinstance(sequence, nn.Sequential) and sequence is joined:
+            sequence[0] = OneDNNConv(sequence[0], relu=False) if type(sequence[0]) is nn.Conv2d else sequence[0]
+        elif isinstance(sequence, nn.Sequential):
             layers = [(i, layer) for i, layer in enumerate(sequence) if not isinstance(layer, nn.Identity)]
             for (i, conv), (j, after) in zip(layers, [*layers[1:], (None, None)], strict=True):
                 if type(conv) is nn.Conv2d:

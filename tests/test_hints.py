@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from PIL import Image
 from letcolor import Colorizer
 from letcolor.color import AB_RANGE, rgb_to_lab
 from letcolor.hints import Hints, InvalidHintsError, parse_colour, points_from_truth, simulate_hints
+from letcolor.inference import OneDNNConv, Precision, Speedups
 from letcolor.model import HintPropagation, InvalidModelError, LetThereBeColor
 from letcolor.pipeline import load_model
 from train.loop import hint_counts
@@ -194,6 +196,18 @@ def test_zero_initialised_hint_propagation_computes_the_hint_models_output_exact
     for hints in (None, points):
         expected = np.asarray(Colorizer(hint_model, "cpu")(PHOTO, hints=hints).image)
         assert np.array_equal(np.asarray(Colorizer(propagating, "cpu")(PHOTO, hints=hints).image), expected)
+
+
+@pytest.mark.parametrize("precision", [Precision.FLOAT32, Precision.BFLOAT16])
+def test_packed_onednn_convolutions_add_the_hints_before_the_first_relu(precision):
+    points = [(50, 60, "#ff0000"), (400, 300, "#0000ff"), (600, 100, "#ffff00")]
+    plain = Speedups(precision, fold_batchnorm=True, channels_last=True)
+    exact, packed = (
+        Colorizer(load_model(), "cpu", speedups, engine="torch") for speedups in (plain, replace(plain, onednn=True))
+    )
+    assert any(isinstance(layer, OneDNNConv) for layer in packed.network.model.modules())
+    expected = np.asarray(exact(PHOTO, hints=points).image, np.int16)
+    assert np.abs(np.asarray(packed(PHOTO, hints=points).image, np.int16) - expected).max() <= 1
 
 
 def test_hint_propagation_spreads_a_hints_colour_over_its_neighbourhood_only():
