@@ -4,11 +4,11 @@ MCP server.
     python app.py   # serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (127.0.0.1:7860 unless set)
 
 The model comes from $LETCOLOR_MODEL (a Hub repo id or a local directory), else the bundled one, and runs on
-$LETCOLOR_ENGINE (auto, the default: the fastest installed; torch; onnxruntime; onnxruntime-int8). It is loaded
-once, at start-up; without one the page still loads, says why, and the endpoints answer with an error. Photos over
-$LETCOLOR_APP_MAX_MEGAPIXELS (default 25) are refused from their header. For a model that takes colour hints, the
-Photo tab has an editor to paint them over the photo (/colorize's `hints`). The work is letcolor.webapp's; this file
-is the UI.
+$LETCOLOR_ENGINE (auto, the default: the fastest installed; torch; torch-int8; onnxruntime; onnxruntime-int8). It is
+loaded once, at start-up; without one the page still loads, says why, and the endpoints answer with an error. Photos
+over $LETCOLOR_APP_MAX_MEGAPIXELS (default 25) are refused from their header. For a model that takes colour hints,
+the Photo tab has an editor to paint them over the photo (/colorize's `hints`). The work is letcolor.webapp's; this
+file is the UI.
 """
 
 from contextlib import contextmanager

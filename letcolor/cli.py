@@ -122,8 +122,8 @@ def add_engine_argument(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default=DEFAULT_ENGINE,
-        help=f"what runs the network (default {DEFAULT_ENGINE}: the fastest installed for the device; onnxruntime: "
-        "CPU, graphs exported once and cached)",
+        help=f"what runs the network (default {DEFAULT_ENGINE}: the fastest installed for the device; torch-int8: CPU, "
+        "calibrated when loaded; onnxruntime: CPU, graphs exported once and cached)",
     )
 
 

@@ -1,16 +1,17 @@
-"""Which engine runs the network: torch (`letcolor.inference`, with its speed-ups) or ONNX Runtime
-(`letcolor.onnx_engine`, on the CPU, in float32 or int8), or "auto", the fastest that is installed for the device.
-Both take and return float32 torch tensors through the same methods (`global_output`, `mix_global`, `colorize`), so
-the pipeline, video and evaluation do not depend on the choice."""
+"""Which engine runs the network: torch (`letcolor.inference`, with its speed-ups, or `letcolor.quantized` in int8 on
+the CPU) or ONNX Runtime (`letcolor.onnx_engine`, on the CPU, in float32 or int8), or "auto", the fastest that is
+installed for the device. All take and return float32 torch tensors through the same methods (`global_output`,
+`mix_global`, `colorize`), so the pipeline, video and evaluation do not depend on the choice."""
 
 import warnings
 
 import torch
 
-from letcolor.inference import InferenceNetwork, Speedups, cpu_has_fast_bfloat16
+from letcolor.inference import InferenceNetwork, Speedups, cpu_has_amx, cpu_has_fast_bfloat16
 from letcolor.model import LetThereBeColor
+from letcolor.quantized import Int8Network, int8_available
 
-ENGINES = ("auto", "torch", "onnxruntime", "onnxruntime-int8")
+ENGINES = ("auto", "torch", "torch-int8", "onnxruntime", "onnxruntime-int8")
 DEFAULT_ENGINE = "auto"
 NO_ONNXRUNTIME = (
     "letcolor: onnxruntime is not installed, so the network runs on torch "
@@ -20,13 +21,16 @@ NO_ONNXRUNTIME = (
 
 def resolve_engine(engine: str, device: torch.device) -> str:
     """The engine that `engine` names on `device`. "auto" is the fastest measured (`bench --engine`, README Speed):
-    torch on CUDA and on CPUs that run bfloat16 natively (AMX, or AVX512-BF16), where it runs in bfloat16 (1.1-2.0x
-    as fast as ONNX Runtime in float32); elsewhere ONNX Runtime in float32 (about as fast as torch in float32, faster
-    at 4 MP), or torch with a one-line notice where onnxruntime is not installed."""
+    torch on CUDA and on CPUs with AMX, where it runs in bfloat16; torch-int8 on CPUs with AVX512-BF16 and no AMX (an
+    AMD EPYC: 0.6x the time of torch in bfloat16 for the network, 0.88x end to end at 1 MP); elsewhere ONNX Runtime
+    in float32 (about as fast as torch in float32, faster at 4 MP), or torch with a one-line notice where onnxruntime
+    is not installed."""
     if engine != "auto":
         return engine
-    if device.type != "cpu" or cpu_has_fast_bfloat16():
+    if device.type != "cpu":
         return "torch"
+    if cpu_has_fast_bfloat16():
+        return "torch" if cpu_has_amx() or not int8_available() else "torch-int8"
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -41,6 +45,10 @@ def make_network(model: LetThereBeColor, device: torch.device, speedups: Speedup
     run."""
     if engine == "torch":
         return InferenceNetwork(model, device, speedups)
+    if engine == "torch-int8":
+        if device.type != "cpu" or not int8_available():
+            raise ValueError(f"the torch-int8 engine runs on a CPU with torch's x86 quantized kernels, not on {device}")
+        return Int8Network(model)
     if engine in ("onnxruntime", "onnxruntime-int8"):
         if device.type != "cpu":
             raise ValueError(f"the onnxruntime engine runs on the CPU, not on {device}")

@@ -45,15 +45,16 @@ def _luminance_tables() -> np.ndarray:
 
 
 def _rgb_lightness(rgb: np.ndarray) -> np.ndarray:
-    """L* (h, w) of 8-bit sRGB (h, w, 3): Y summed from per-level tables, then Lab's cube root, in OpenCV's
-    vectorized loops (a third of the element-wise torch steps' time here)."""
+    """L* (h, w) of 8-bit sRGB (h, w, 3): Y summed from per-level tables in OpenCV's vectorized loops, then Lab's
+    cube root. Lab's two pieces meet at LAB_EPSILON with the same slope, so L* is the larger of 116 Y^(1/3) - 16 and
+    min(LAB_KAPPA * Y, 8): two element-wise passes instead of a masked assignment (and numpy's cube root takes 0.4x
+    the time of OpenCV's power)."""
     luminance = cv2.transform(cv2.LUT(rgb, _luminance_tables()), np.ones((1, 3), np.float32))
-    result = cv2.pow(luminance, 1 / 3)
+    result = np.cbrt(luminance)
     result *= 116
     result -= 16
-    dark = luminance <= LAB_EPSILON
-    result[dark] = LAB_KAPPA * luminance[dark]
-    return result
+    luminance *= LAB_KAPPA
+    return np.maximum(result, np.minimum(luminance, LAB_KAPPA * LAB_EPSILON, out=luminance), out=result)
 
 
 def _strip_lightness(values: torch.Tensor, white_level: float) -> torch.Tensor:

@@ -50,9 +50,13 @@ def cpu_has_fast_bfloat16() -> bool:
     without them counts as no."""
     limit = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
     unlimited = limit in ("ALL", "DEFAULT")
-    if _cpu_probe("_is_amx_tile_supported"):
+    if cpu_has_amx():
         return unlimited or "AMX" in limit
     return _cpu_probe("_is_avx512_bf16_supported") and (unlimited or "BF16" in limit or "AMX" in limit)
+
+
+def cpu_has_amx() -> bool:
+    return _cpu_probe("_is_amx_tile_supported")
 
 
 def _cpu_probe(name: str) -> bool:

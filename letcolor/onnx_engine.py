@@ -23,7 +23,6 @@ from pathlib import Path
 
 import onnxruntime
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from letcolor.model import GLOBAL_INPUT_SIZE, GlobalOutput, LetThereBeColor, mix_global
@@ -121,12 +120,6 @@ def cached_export(model: LetThereBeColor, cache: Path | None = None) -> Path:
     return folder
 
 
-CALIBRATION_PHOTOS = sorted(
-    path for path in (Path(__file__).resolve().parent / "examples").iterdir() if path.suffix in (".jpg", ".png")
-)
-CALIBRATION_SIDE = 256
-
-
 def cached_int8(model: LetThereBeColor, cache: Path | None = None) -> Path:
     """The folder of the model's int8 graphs in the cache, quantized first if it is not there."""
     float_graphs = cached_export(model, cache)
@@ -171,24 +164,18 @@ def _quantize(float_graphs: Path, destination: Path, hint_channels: int) -> None
 
 
 def _calibration_feeds(float_graphs: Path, hint_channels: int) -> tuple[list[dict], list[dict]]:
-    """The graphs' inputs for the calibration photos: L at 224x224, and L at CALIBRATION_SIDE with its scene vector
-    (and no hints)."""
-    from letcolor.fullres import lightness
-    from letcolor.images import image_pixels, load_image
+    """The graphs' inputs for the calibration photos (`letcolor.calibration`): L at 224x224, and L with its scene
+    vector (and no hints)."""
+    from letcolor.calibration import calibration_inputs
 
     session = onnxruntime.InferenceSession(float_graphs / GLOBAL_GRAPH, providers=["CPUExecutionProvider"])
     global_feeds, local_feeds = [], []
-    for photo in CALIBRATION_PHOTOS:
-        l = lightness(image_pixels(load_image(photo))) / 100  # the network's input scaling
-        height, width = l.shape[-2:]
-        scale = CALIBRATION_SIDE / max(height, width)
-        size = (max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8))
-        l224 = F.interpolate(l, size=(GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE), mode="bilinear", antialias=True).numpy()
-        local = F.interpolate(l, size=size, mode="bilinear", antialias=True).numpy()
+    for each in calibration_inputs():
+        l224 = each.l224.numpy()
         global_feeds.append({"l224": l224})
-        feeds = {"l": local, "vectors": session.run(None, {"l224": l224})[0]}
+        feeds = {"l": each.l.numpy(), "vectors": session.run(None, {"l224": l224})[0]}
         if hint_channels:
-            feeds["hints"] = torch.zeros((1, hint_channels, *size)).numpy()
+            feeds["hints"] = torch.zeros((1, hint_channels, *each.l.shape[-2:])).numpy()
         local_feeds.append(feeds)
     return global_feeds, local_feeds
 

@@ -118,8 +118,9 @@ def test_without_onnxruntime_the_engine_is_a_clear_error_and_torch_still_works(m
         Colorizer.from_pretrained(engine="tensorrt")
 
 
-def test_auto_is_torch_on_cpus_with_fast_bfloat16_and_onnxruntime_on_others(monkeypatch):
+def test_auto_is_torch_on_cpus_with_amx_and_onnxruntime_on_cpus_without_fast_bfloat16(monkeypatch):
     monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: True)
+    monkeypatch.setattr(engines, "cpu_has_amx", lambda: True)
     assert Colorizer.from_pretrained().engine == "torch"
     monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: False)
     colorizer = Colorizer.from_pretrained()
@@ -139,13 +140,13 @@ def cpu_with(monkeypatch, amx: bool, avx512_bf16: bool, isa_limit: str | None = 
 
 
 def test_bfloat16_where_the_cpu_runs_it_natively(monkeypatch):
-    """AMX (an Intel Xeon) and AVX512-BF16 without AMX (an AMD EPYC): bfloat16 and torch; elsewhere float32 and ONNX
-    Runtime."""
-    for amx, avx512_bf16 in ((True, True), (False, True)):
+    """AMX (an Intel Xeon) and AVX512-BF16 without AMX (an AMD EPYC): bfloat16 for torch, and auto takes torch with
+    AMX, torch-int8 without (`test_quantized`); elsewhere float32 and ONNX Runtime."""
+    for amx, avx512_bf16, engine in ((True, True, "torch"), (False, True, "torch-int8")):
         cpu_with(monkeypatch, amx, avx512_bf16)
         assert cpu_has_fast_bfloat16()
         assert Speedups.default_for(torch.device("cpu")).precision == Precision.BFLOAT16
-        assert Colorizer.from_pretrained().engine == "torch"
+        assert Colorizer.from_pretrained().engine == engine
     cpu_with(monkeypatch, amx=False, avx512_bf16=False)
     assert not cpu_has_fast_bfloat16()
     assert Speedups.default_for(torch.device("cpu")).precision == Precision.FLOAT32

@@ -1,0 +1,37 @@
+"""The photos that int8 engines are calibrated on: the example photos shipped with letcolor (never the validation
+splits), as network inputs: L at 224x224 for the global branch and at a longer side of CALIBRATION_SIDE for the local
+path."""
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from letcolor.color import lightness_to_input
+from letcolor.fullres import lightness
+from letcolor.images import image_pixels, load_image
+from letcolor.model import GLOBAL_INPUT_SIZE
+
+CALIBRATION_PHOTOS = sorted(
+    path for path in (Path(__file__).resolve().parent / "examples").iterdir() if path.suffix in (".jpg", ".png")
+)
+CALIBRATION_SIDE = 256
+
+
+class CalibrationInput(NamedTuple):
+    l224: torch.Tensor  # (1, 1, 224, 224)
+    l: torch.Tensor  # (1, 1, h, w), h and w multiples of 8, the longer side CALIBRATION_SIDE
+
+
+def calibration_inputs() -> list[CalibrationInput]:
+    """The network inputs of each calibration photo."""
+    inputs = []
+    for photo in CALIBRATION_PHOTOS:
+        l = lightness_to_input(lightness(image_pixels(load_image(photo))))
+        height, width = l.shape[-2:]
+        scale = CALIBRATION_SIDE / max(height, width)
+        size = (max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8))
+        l224 = F.interpolate(l, size=(GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE), mode="bilinear", antialias=True)
+        inputs.append(CalibrationInput(l224, F.interpolate(l, size=size, mode="bilinear", antialias=True)))
+    return inputs

@@ -1,0 +1,153 @@
+"""The "torch-int8" engine: the network's convolutions in int8 by torch's x86 quantization (FX graph mode, static,
+weights per channel, activations per tensor), in a float32 copy of the model.
+
+Four runs of convolutions are quantized, each with its ReLUs fused in: the low-level features after their first
+layer, the mid-level features with the fusion layer's weights on them (`SplitFusion`), the global convolutions, and
+the colorization network up to its last conv. The layers that read the inputs (L and the hint channels), the last
+conv (the ab logits), the fully connected layers and the hint propagation stay in float32, as in
+`letcolor.inference.to_bfloat16` and for the same reasons. Activation ranges are calibrated on the example photos
+shipped with letcolor (`letcolor.calibration`), without hints, when the engine is made (under a second).
+"""
+
+import copy
+import warnings
+from contextlib import contextmanager
+
+import torch
+import torch.fx.config
+from torch import nn
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+from letcolor.calibration import calibration_inputs
+from letcolor.inference import CPU_CALL_PIXELS, fold_batchnorm, use_onednn
+from letcolor.model import GlobalOutput, LetThereBeColor
+
+BACKEND = "x86"
+
+
+def int8_available() -> bool:
+    return BACKEND in torch.backends.quantized.supported_engines
+
+
+class SplitFusion(nn.Module):
+    """The fusion layer's 1x1 conv split in two: its weights on the mid-level features (a conv that joins the
+    mid-level run, to be quantized with it) and its weights on the global vector, which is the same at every position
+    and so gives a bias per image. The same function, without tiling the vector over the image."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        channels = conv.out_channels
+        self.mid_projection = nn.Conv2d(channels, channels, 1)
+        with torch.no_grad():
+            self.mid_projection.weight.copy_(conv.weight[:, :channels])
+            self.mid_projection.bias.copy_(conv.bias)
+        self.global_weights = nn.Parameter(conv.weight[:, channels:, 0, 0].detach().clone())
+
+    def forward(self, projected_mid: torch.Tensor, global_vector: torch.Tensor) -> torch.Tensor:
+        return torch.relu(projected_mid + (global_vector @ self.global_weights.T)[:, :, None, None])
+
+
+def quantized_runs(model: LetThereBeColor) -> dict[str, nn.Sequential]:
+    """The runs of convolutions to quantize, by name, as flat Sequentials of the model's own layers without the
+    Identity left by folded BatchNorms (so that each ReLU fuses with its conv). `model.fusion` is a `SplitFusion`."""
+    runs = {
+        "low_level": list(model.low_level.convs)[1:],
+        "mid_level": [*model.mid_level.convs, model.fusion.mid_projection],
+        "global_level": list(model.global_level.convs),
+        "colorization": list(model.colorization.layers)[:-2],
+    }
+    return {name: nn.Sequential(*_leaves(layers)) for name, layers in runs.items()}
+
+
+def _leaves(layers: list[nn.Module]) -> list[nn.Module]:
+    flat = []
+    for layer in layers:
+        flat += _leaves(list(layer)) if isinstance(layer, nn.Sequential) else [layer]
+    return [layer for layer in flat if not isinstance(layer, nn.Identity)]
+
+
+def install_runs(model: LetThereBeColor, runs: dict[str, nn.Module]) -> None:
+    """Puts `runs` (as from `quantized_runs`, or their int8 versions) in their places in the model, in place."""
+    model.low_level.convs = nn.Sequential(model.low_level.convs[0], runs["low_level"])
+    model.mid_level.convs = runs["mid_level"]
+    model.global_level.convs = runs["global_level"]
+    model.colorization.layers = nn.Sequential(runs["colorization"], *list(model.colorization.layers)[-2:])
+
+
+def quantize(model: LetThereBeColor) -> LetThereBeColor:
+    """A float32 copy of `model` with its runs of convolutions in int8, calibrated on the calibration photos."""
+    quantized = copy.deepcopy(model).float().eval()
+    fold_batchnorm(quantized)
+    quantized.fusion = SplitFusion(quantized.fusion.conv)
+    runs = quantized_runs(quantized)
+    install_runs(quantized, runs)
+    inputs = _run_inputs(quantized, runs)
+    torch.backends.quantized.engine = BACKEND
+    with warnings.catch_warnings(), _no_stack_traces():
+        warnings.simplefilter("ignore")  # torch.ao's notices of its coming deprecation
+        for name, run in runs.items():
+            observed = prepare_fx(run, get_default_qconfig_mapping(BACKEND), example_inputs=(inputs[name][0],))
+            with torch.inference_mode():
+                for each in inputs[name]:
+                    observed(each)
+            runs[name] = convert_fx(observed)
+    install_runs(quantized, runs)
+    use_onednn(quantized)  # the convolutions left in float32
+    return quantized
+
+
+def _run_inputs(model: LetThereBeColor, runs: dict[str, nn.Module]) -> dict[str, list[torch.Tensor]]:
+    """What each run reads when the float32 model colorizes the calibration photos."""
+    seen = {name: [] for name in runs}
+    hooks = [
+        run.register_forward_pre_hook(lambda _, args, name=name: seen[name].append(args[0]))
+        for name, run in runs.items()
+    ]
+    with torch.inference_mode():
+        for each in calibration_inputs():
+            model.colorize(each.l, model.global_features(each.l224).features)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@contextmanager
+def _no_stack_traces():
+    """FX records a stack trace per traced node unless told not to: the first trace then took over a second."""
+    saved = torch.fx.config.do_not_emit_stack_traces
+    torch.fx.config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        torch.fx.config.do_not_emit_stack_traces = saved
+
+
+class Int8Network:
+    """The int8 model on the CPU; takes and returns float32 tensors, as `letcolor.inference.InferenceNetwork` does."""
+
+    max_call_pixels = CPU_CALL_PIXELS
+
+    def __init__(self, model: LetThereBeColor):
+        self.device, self.model = torch.device("cpu"), quantize(model)
+
+    def global_output(self, l224: torch.Tensor) -> GlobalOutput:
+        """Scene vectors and logits for network inputs (N, 1, 224, 224)."""
+        with torch.inference_mode():
+            output = self.model.global_features(_channels_last(l224))
+        return GlobalOutput(output.features, output.scene_logits)
+
+    def mix_global(self, features: torch.Tensor, use_global: bool, strength: float) -> torch.Tensor:
+        return self.model.mix_global(features, use_global, strength)
+
+    def colorize(
+        self, l: torch.Tensor, global_vectors: torch.Tensor, hints: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Sigmoid ab at half resolution for network inputs (N, 1, H, W) and hint channels (N, 3, H, W) or None."""
+        with torch.inference_mode():
+            ab = self.model.colorize(_channels_last(l), global_vectors.float(), hints)
+        return ab.contiguous()
+
+
+def _channels_last(l: torch.Tensor) -> torch.Tensor:
+    return l.float().contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,101 @@
+"""The torch-int8 engine: which layers run in int8, its colours against torch float32 on validation photos it was not
+calibrated on (with and without hints), the split fusion layer, auto's choice, and --engine in the CLI."""
+
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import EVERYDAY, SCENES
+from PIL import Image
+from torch.ao.nn.intrinsic.quantized import ConvReLU2d
+from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
+
+from letcolor import Colorizer, cli, engines
+from letcolor.calibration import CALIBRATION_PHOTOS
+from letcolor.inference import OneDNNConv, Speedups
+from letcolor.pipeline import load_model
+from letcolor.quantized import Int8Network, SplitFusion
+
+
+def validation_photos(per_corpus: int = 4) -> list[Image.Image]:
+    """The first photos of the validation cuts of both corpora (none is a calibration photo)."""
+    photos = []
+    for corpus in (SCENES, EVERYDAY):
+        rows = pq.read_table(corpus / "data" / "validation-00000-of-00001.parquet", columns=["image"]).to_pylist()
+        photos += [Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB") for row in rows[:per_corpus]]
+    return photos
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    a, b = (np.asarray(image, np.float64) for image in (a, b))
+    return 10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-10))
+
+
+@pytest.fixture(scope="module")
+def int8() -> Colorizer:
+    return Colorizer.from_pretrained(None, "cpu", engine="torch-int8")
+
+
+@pytest.fixture(scope="module")
+def exact() -> Colorizer:
+    return Colorizer.from_pretrained(None, "cpu", Speedups(fold_batchnorm=True), engine="torch")
+
+
+def test_the_runs_of_convolutions_are_int8_and_the_layers_at_the_inputs_and_output_float32(int8):
+    model = int8.network.model
+    int8_convs = [layer for layer in model.modules() if isinstance(layer, ConvReLU2d)]
+    assert len(int8_convs) == 5 + 2 + 4 + 4  # low-level after the first, mid-level, global, colorization but the last
+    projections = [layer for layer in model.mid_level.convs.modules() if type(layer) is QuantizedConv2d]
+    assert isinstance(model.fusion, SplitFusion) and len(projections) == 1  # the fusion's weights on the mid-level
+    first, last = model.low_level.convs[0][0], model.colorization.layers[-2]
+    assert isinstance(first, OneDNNConv) and first.conv.weight.dtype == torch.float32
+    assert isinstance(last, OneDNNConv) and last.conv.weight.dtype == torch.float32
+    assert model.low_level.hint_conv.weight.dtype == torch.float32
+    assert not any(isinstance(layer, ConvReLU2d) for layer in model.colorization.propagation.modules())
+
+
+def test_int8_colours_match_torch_float32_on_photos_it_was_not_calibrated_on(int8, exact):
+    photos = validation_photos()
+    calibration = {Image.open(path).convert("RGB").tobytes() for path in CALIBRATION_PHOTOS}
+    assert not {photo.tobytes() for photo in photos} & calibration
+    for photo in photos:
+        ours, theirs = int8(photo), exact(photo)
+        assert psnr(ours.image, theirs.image) > 38
+        assert np.abs(ours.scene_probabilities - theirs.scene_probabilities).max() < 0.05
+
+
+def test_int8_honours_hints_as_torch_float32_does(int8, exact):
+    photo = validation_photos(1)[0]
+    width, height = photo.size
+    points = [(width // 4, height // 3, "#d02020"), (3 * width // 4, 2 * height // 3, "#2040d0")]
+    hinted, expected, automatic = int8(photo, hints=points).image, exact(photo, hints=points).image, int8(photo).image
+    assert psnr(hinted, expected) > 38
+    assert psnr(hinted, automatic) < psnr(hinted, expected)  # the hints changed the colours, as in float32
+
+
+def test_the_split_fusion_layer_computes_the_fusion_layer():
+    fusion = load_model().fusion
+    split = SplitFusion(fusion.conv)
+    mid, vectors = torch.rand(2, fusion.conv.out_channels, 9, 13), torch.rand(2, fusion.conv.out_channels)
+    with torch.no_grad():
+        assert torch.allclose(split(split.mid_projection(mid), vectors), fusion(mid, vectors), atol=1e-5)
+
+
+def test_auto_takes_int8_on_cpus_with_avx512_bf16_and_no_amx(monkeypatch):
+    monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: True)
+    monkeypatch.setattr(engines, "cpu_has_amx", lambda: False)
+    colorizer = Colorizer.from_pretrained()
+    assert colorizer.engine == "torch-int8" and isinstance(colorizer.network, Int8Network)
+    monkeypatch.setattr(engines, "cpu_has_amx", lambda: True)
+    assert Colorizer.from_pretrained().engine == "torch"
+    with pytest.raises(ValueError, match="the torch-int8 engine runs on a CPU"):
+        engines.make_network(load_model(), torch.device("cuda"), Speedups(), "torch-int8")
+
+
+def test_cli_engine_torch_int8(tmp_path, int8):
+    photo = CALIBRATION_PHOTOS[0]
+    assert cli.main(["colorize", str(photo), "-o", str(tmp_path), "--engine", "torch-int8"]) == 0
+    written = Image.open((tmp_path / photo.name).with_suffix(".png")).convert("RGB")
+    assert np.array_equal(np.asarray(written), np.asarray(int8(photo).image))  # calibrated alike: the same output
