@@ -22,7 +22,7 @@ NO_ONNXRUNTIME = (
 def resolve_engine(engine: str, device: torch.device) -> str:
     """The engine that `engine` names on `device`. "auto" is the fastest measured (`bench --engine`, README Speed):
     torch on CUDA and on CPUs with AMX, where it runs in bfloat16; torch-int8 on CPUs with AVX512-BF16 and no AMX (an
-    AMD EPYC: 0.6x the time of torch in bfloat16 for the network, 0.88x end to end at 1 MP); elsewhere ONNX Runtime
+    AMD EPYC: 0.6x the time of torch in bfloat16 for the network, 0.7x-0.9x end to end); elsewhere ONNX Runtime
     in float32 (about as fast as torch in float32, faster at 4 MP), or torch with a one-line notice where onnxruntime
     is not installed."""
     if engine != "auto":
