@@ -451,6 +451,7 @@ def test_packed_onednn_convolutions_compute_what_torch_convolutions_do(model, ex
 
 def test_full_resolution_conversions_match_the_colour_functions(examples_dir, monkeypatch):
     monkeypatch.setattr(fullres, "STRIP_PIXELS", 1000)  # many strips
+    monkeypatch.setattr(fullres, "LIGHTNESS_STRIP_PIXELS", 1000)
     rgb = photo(examples_dir, "coffee.png")
     l = fullres.lightness(image_pixels(rgb))
     expected_l = color.rgb_to_lightness(torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255), dim=-1)
