@@ -76,40 +76,29 @@ def install_runs(model: LetThereBeColor, runs: dict[str, nn.Module]) -> None:
 
 
 def quantize(model: LetThereBeColor) -> LetThereBeColor:
-    """A float32 copy of `model` with its runs of convolutions in int8, calibrated on the calibration photos."""
+    """A float32 copy of `model` with its runs of convolutions in int8, calibrated on the calibration photos: the runs
+    are prepared with observers in place and the model colorizes the photos once, so that each run's observers see
+    what it reads."""
     quantized = copy.deepcopy(model).float().eval()
     fold_batchnorm(quantized)
     quantized.fusion = SplitFusion(quantized.fusion.conv)
-    runs = quantized_runs(quantized)
-    install_runs(quantized, runs)
-    inputs = _run_inputs(quantized, runs)
     torch.backends.quantized.engine = BACKEND
     with warnings.catch_warnings(), _no_stack_traces():
         warnings.simplefilter("ignore")  # torch.ao's notices of its coming deprecation
-        for name, run in runs.items():
-            observed = prepare_fx(run, get_default_qconfig_mapping(BACKEND), example_inputs=(inputs[name][0],))
-            with torch.inference_mode():
-                for each in inputs[name]:
-                    observed(each)
-            runs[name] = convert_fx(observed)
-    install_runs(quantized, runs)
+        observed = {name: _observed(run) for name, run in quantized_runs(quantized).items()}
+        install_runs(quantized, observed)
+        with torch.inference_mode():
+            for each in calibration_inputs():
+                quantized.colorize(each.l, quantized.global_features(each.l224).features)
+        install_runs(quantized, {name: convert_fx(run) for name, run in observed.items()})
     use_onednn(quantized)  # the convolutions left in float32
     return quantized
 
 
-def _run_inputs(model: LetThereBeColor, runs: dict[str, nn.Module]) -> dict[str, list[torch.Tensor]]:
-    """What each run reads when the float32 model colorizes the calibration photos."""
-    seen = {name: [] for name in runs}
-    hooks = [
-        run.register_forward_pre_hook(lambda _, args, name=name: seen[name].append(args[0]))
-        for name, run in runs.items()
-    ]
-    with torch.inference_mode():
-        for each in calibration_inputs():
-            model.colorize(each.l, model.global_features(each.l224).features)
-    for hook in hooks:
-        hook.remove()
-    return seen
+def _observed(run: nn.Sequential) -> nn.Module:
+    """The run with observers of its activations (a traced copy; any input of its channel count traces it)."""
+    example = torch.zeros((1, run[0].in_channels, 16, 16))
+    return prepare_fx(run, get_default_qconfig_mapping(BACKEND), example_inputs=(example,))
 
 
 @contextmanager
