@@ -9,9 +9,10 @@ OpenCV's float Lab -> sRGB; it differs from `round(255 * lab_to_rgb(lab))` by at
 a percent of pixels (OpenCV's white point differs in the fifth digit). Video frames, which H.264 then keeps at
 about 39 dB, are composed through OpenCV's 8-bit Lab instead (`compose_rgb_8bit`: 51 dB from the float output, in
 0.6x its time). Work runs in strips of rows, which keeps the intermediates in cache and memory bounded for huge
-images.
+images (the ab of photos up to 8 MP is upsampled at once).
 """
 
+from collections.abc import Iterator
 from functools import cache
 
 import cv2
@@ -26,6 +27,9 @@ STRIP_PIXELS = 1 << 18
 # L* takes strips 4x as large (20 bytes a pixel of intermediates, 20 MB): at 1 MP, one strip took 2.8 ms where four
 # took 3.5 (each OpenCV call hands its work to the threads and waits); the output's composition was fastest at 0.26 MP.
 LIGHTNESS_STRIP_PIXELS = 1 << 20
+# Up to this size the output's ab is upsampled by one OpenCV call (8 bytes a pixel, 64 MB at most): at 1 MP, 0.5 ms
+# against 1.9 for the strips' row interpolation and widening, which bound the memory of larger photos.
+WHOLE_UPSAMPLE_PIXELS = 1 << 23
 
 
 def row_strips(height: int, width: int, pixels: int | None = None):
@@ -60,9 +64,19 @@ def _rgb_lightness(rgb: np.ndarray) -> np.ndarray:
     return np.maximum(result, np.minimum(luminance, LAB_KAPPA * LAB_EPSILON, out=luminance), out=result)
 
 
+def _channels_equal(values: torch.Tensor) -> bool:
+    return torch.equal(values[0], values[1]) and torch.equal(values[1], values[2])
+
+
+def _is_gray(values: torch.Tensor) -> bool:
+    """Whether the three channels of sRGB pixels (3, h, w) are equal. A colour photo nearly always shows it in its
+    first row: at 1 MP, 0.5 ms less than comparing every pixel."""
+    return _channels_equal(values[:, :1]) and _channels_equal(values)
+
+
 def _strip_lightness(values: torch.Tensor, white_level: float) -> torch.Tensor:
     """L* (h, w) of a strip of 8-bit sRGB (3, h, w), or of integer or float gray (1, h, w), pixels, on the CPU."""
-    if values.shape[0] == 3 and not (torch.equal(values[0], values[1]) and torch.equal(values[1], values[2])):
+    if values.shape[0] == 3 and not _is_gray(values):
         return torch.from_numpy(_rgb_lightness(np.ascontiguousarray(values.permute(1, 2, 0).numpy())))
     gray = values[0]
     if gray.dtype == torch.uint8:
@@ -107,19 +121,30 @@ def _as_arrays(lightness_full: torch.Tensor, ab: torch.Tensor) -> tuple[np.ndarr
     return lightness_full[0, 0].float().cpu().numpy(), ab_low
 
 
+def _upsampled_ab_strips(ab_low: np.ndarray, height: int, width: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """Each strip's rows and the ab (h, w, 2) upsampled to (height, width) for them: by one call up to
+    WHOLE_UPSAMPLE_PIXELS, else strip by strip into one buffer (memory bounded for huge photos)."""
+    if height * width <= WHOLE_UPSAMPLE_PIXELS:
+        whole = cv2.resize(ab_low, (width, height), interpolation=cv2.INTER_LINEAR)
+        yield from ((rows, whole[rows]) for rows in row_strips(height, width))
+        return
+    buffer = np.empty((min(height, max(1, STRIP_PIXELS // width)), width, 2), np.float32)
+    for rows in row_strips(height, width):
+        strip = buffer[: rows.stop - rows.start]
+        _upsample_rows(ab_low, height, width, rows, strip)
+        yield rows, strip
+
+
 def compose_rgb(lightness_full: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
     """The output's 8-bit sRGB (H, W, 3): full-resolution L* (1, 1, H, W) with the ab prediction (1, 2, h, w)
-    upsampled to it. Each strip goes through two buffers made once, converted in place (no allocation per strip)."""
+    upsampled to it. Each strip is converted in place in a buffer made once (no allocation per strip)."""
     height, width = lightness_full.shape[-2:]
     lightness_plane, ab_low = _as_arrays(lightness_full, ab)
     rgb = np.empty((height, width, 3), dtype=np.uint8)
-    strip_rows = min(height, max(1, STRIP_PIXELS // width))
-    ab_strip, lab_strip = np.empty((strip_rows, width, 2), np.float32), np.empty((strip_rows, width, 3), np.float32)
+    lab_strip = np.empty((min(height, max(1, STRIP_PIXELS // width)), width, 3), np.float32)
     _use_torch_threads()
-    for rows in row_strips(height, width):
-        count = rows.stop - rows.start
-        ab_rows, lab = ab_strip[:count], lab_strip[:count]
-        _upsample_rows(ab_low, height, width, rows, ab_rows)
+    for rows, ab_rows in _upsampled_ab_strips(ab_low, height, width):
+        lab = lab_strip[: rows.stop - rows.start]
         cv2.mixChannels([lightness_plane[rows], ab_rows], [lab], [0, 0, 1, 1, 2, 2])
         cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=lab)  # float, clipped to [0, 1]: the absolute value is a no-op
         cv2.convertScaleAbs(lab, dst=rgb[rows], alpha=255)

@@ -449,8 +449,10 @@ def test_packed_onednn_convolutions_compute_what_torch_convolutions_do(model, ex
         assert (fast - exact).abs().max() < 1e-3
 
 
-def test_full_resolution_conversions_match_the_colour_functions(examples_dir, monkeypatch):
+@pytest.mark.parametrize("whole_upsample_pixels", [0, fullres.WHOLE_UPSAMPLE_PIXELS])
+def test_full_resolution_conversions_match_the_colour_functions(examples_dir, whole_upsample_pixels, monkeypatch):
     monkeypatch.setattr(fullres, "STRIP_PIXELS", 1000)  # many strips
+    monkeypatch.setattr(fullres, "WHOLE_UPSAMPLE_PIXELS", whole_upsample_pixels)
     monkeypatch.setattr(fullres, "LIGHTNESS_STRIP_PIXELS", 1000)
     rgb = photo(examples_dir, "coffee.png")
     l = fullres.lightness(image_pixels(rgb))
@@ -467,9 +469,11 @@ def assert_composed_as_lab_to_rgb(l: torch.Tensor, ab: torch.Tensor) -> None:
     assert difference.max() <= 1 and (difference > 0).float().mean() < 0.01
 
 
+@pytest.mark.parametrize("whole_upsample_pixels", [0, fullres.WHOLE_UPSAMPLE_PIXELS])  # in strips, at once
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 300), (300, 1), (40, 60)])
-def test_compose_of_thin_tiny_and_enlarged_images(height, width, monkeypatch):
+def test_compose_of_thin_tiny_and_enlarged_images(height, width, whole_upsample_pixels, monkeypatch):
     monkeypatch.setattr(fullres, "STRIP_PIXELS", 100)
+    monkeypatch.setattr(fullres, "WHOLE_UPSAMPLE_PIXELS", whole_upsample_pixels)
     generator = torch.Generator().manual_seed(height * width)
     l = torch.rand(1, 1, height, width, generator=generator) * 100
     for ab_size in [(64, 64), (3, 2), (height, width)]:  # larger than the image, much smaller, the same
@@ -510,6 +514,14 @@ def test_a_gray_photo_saved_as_rgb_has_the_lightness_of_its_gray_channel(example
     assert torch.equal(l_rgb, fullres.lightness(image_pixels(gray))[0, 0])
     expected = color.rgb_to_lightness(torch.from_numpy(np.asarray(as_rgb, dtype=np.float32) / 255), dim=-1)[..., 0]
     assert (l_rgb - expected).abs().max() < 1e-3
+
+
+def test_a_colour_photo_whose_first_rows_are_gray_is_read_as_colour(examples_dir):
+    array = np.array(photo(examples_dir, "coffee.png").convert("RGB"))
+    array[:3] = array[:3, :, :1]  # a gray border above the colour
+    l = fullres.lightness(image_pixels(Image.fromarray(array)))[0, 0]
+    expected = color.rgb_to_lightness(torch.from_numpy(array.astype(np.float32) / 255), dim=-1)[..., 0]
+    assert (l - expected).abs().max() < 1e-3
 
 
 @pytest.mark.parametrize("mode", ["L", "I;16", "I", "F"])
