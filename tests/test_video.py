@@ -282,6 +282,29 @@ def test_a_stream_whose_frame_size_grows_is_refused_before_the_network_sees_a_la
     assert not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.parametrize("failing_frame", [1, 5, 12])
+def test_a_failure_in_the_encoding_thread_is_raised_and_leaves_no_output(colorizer, failing_frame, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    """Frames are encoded on a thread of their own: a write that fails there (here: the disk full at a given frame)
+    stops the colorizing, is raised to the caller, and the earlier result stays as it was."""
+    write = letcolor.video._Writer.frame
+    written = []
+
+    def fills_the_disk(self, rgb, source):
+        if len(written) + 1 == failing_frame:
+            raise OSError(28, "No space left on device")
+        written.append(source.pts)
+        write(self, rgb, source)
+
+    monkeypatch.setattr(letcolor.video._Writer, "frame", fills_the_disk)
+    destination = tmp_path / "out.mp4"
+    destination.write_bytes(b"an earlier result")
+    with pytest.raises(OSError, match="No space left on device"):
+        colorize_video(colorizer, CAMVID_CUT, destination)
+    assert len(written) == failing_frame - 1 and destination.read_bytes() == b"an earlier result"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.mp4"]
+
+
 def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_dir, tmp_path):
     notes, truncated, sound_only = tmp_path / "notes.mp4", tmp_path / "truncated.mp4", tmp_path / "sound.m4a"
     notes.write_text("not a video")
