@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.fx.config
+import torch.nn.functional as F
 from torch import nn
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -60,11 +61,24 @@ def quantized_runs(model: LetThereBeColor) -> dict[str, nn.Sequential]:
     return {name: nn.Sequential(*_leaves(layers)) for name, layers in runs.items()}
 
 
+class FunctionalUpsample(nn.Module):
+    """An nn.Upsample as a call of F.interpolate, which FX quantizes: an nn.Upsample it leaves in float32, between a
+    dequantize and a quantize (1 ms more per 1 MP photo). Nearest upsampling copies values, so int8 loses nothing."""
+
+    def __init__(self, upsample: nn.Upsample):
+        super().__init__()
+        self.scale_factor, self.mode = upsample.scale_factor, upsample.mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=self.scale_factor, mode=self.mode)
+
+
 def _leaves(layers: list[nn.Module]) -> list[nn.Module]:
     flat = []
     for layer in layers:
         flat += _leaves(list(layer)) if isinstance(layer, nn.Sequential) else [layer]
-    return [layer for layer in flat if not isinstance(layer, nn.Identity)]
+    return [FunctionalUpsample(layer) if isinstance(layer, nn.Upsample) else layer for layer in flat
+            if not isinstance(layer, nn.Identity)]  # fmt: skip
 
 
 def install_runs(model: LetThereBeColor, runs: dict[str, nn.Module]) -> None:

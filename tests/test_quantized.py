@@ -54,6 +54,9 @@ def test_the_runs_of_convolutions_are_int8_and_the_layers_at_the_inputs_and_outp
     assert isinstance(last, OneDNNConv) and last.conv.weight.dtype == torch.float32
     assert model.low_level.hint_conv.weight.dtype == torch.float32
     assert not any(isinstance(layer, ConvReLU2d) for layer in model.colorization.propagation.modules())
+    # the colorization run's nearest upsamplings copy int8 values: quantized once at its start, dequantized at its end
+    code = model.colorization.layers[0].code
+    assert code.count("quantize_per_tensor(") == 1 and code.count(".dequantize()") == 1
 
 
 def test_int8_colours_match_torch_float32_on_photos_it_was_not_calibrated_on(int8, exact):
