@@ -4,8 +4,8 @@ Two graphs per model: the global branch on (N, 1, 224, 224) inputs, giving the s
 the local path on (N, 1, H, W) inputs with the scene vectors (and, for a model with hints, the hint channels), giving
 the sigmoid ab at (N, 2, H/2, W/2); N, H and W are dynamic. A model with hints has a third: its local path without
 hint inputs, for photos without hints, which so skip the hint layers' work as they do in torch. They are exported
-once per model and kept in the cache (`$LETCOLOR_CACHE`, else `~/.cache/letcolor`), under the SHA-256 of the
-weights, the config and EXPORT_VERSION.
+once per model and kept in the cache (`letcolor.cache`: `$LETCOLOR_CACHE`, else `~/.cache/letcolor`), under the
+SHA-256 of the weights, the config and EXPORT_VERSION.
 The engine takes and returns float32 torch tensors, as `letcolor.inference.InferenceNetwork` does.
 
 int8 (`int8=True`): every graph quantized statically by ONNX Runtime (QDQ, weights per channel), calibrated on the
@@ -14,8 +14,6 @@ example photos shipped with letcolor; the convolutions that read the inputs and 
 """
 
 import copy
-import hashlib
-import json
 import os
 import tempfile
 import warnings
@@ -25,10 +23,10 @@ import onnxruntime
 import torch
 from torch import nn
 
+from letcolor.cache import cache_dir, weights_key
 from letcolor.model import GLOBAL_INPUT_SIZE, GlobalOutput, LetThereBeColor, mix_global
 
 EXPORT_VERSION = 3  # bump when the graphs (their inputs, outputs, layers) or the export change
-CACHE_ENV_VAR = "LETCOLOR_CACHE"
 OPSET = 17
 GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "colorize_automatic.onnx"
 
@@ -91,24 +89,10 @@ def graph_names(folder: Path) -> list[str]:
     return [name for name in (GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH) if (folder / name).is_file()]
 
 
-def weights_key(model: LetThereBeColor) -> str:
-    """SHA-256 of the weights (names, shapes, dtypes, bytes), the config and EXPORT_VERSION."""
-    config = [model.num_classes, model.class_names, model.width, model.hint_channels, model.hint_propagation]
-    digest = hashlib.sha256(json.dumps([EXPORT_VERSION, config]).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "letcolor") / "onnx"
-
-
 def cached_export(model: LetThereBeColor, cache: Path | None = None) -> Path:
     """The folder of the model's graphs in the cache, exported first if it is not there; a folder appears whole or
     not at all (exported beside it, then renamed), so concurrent processes never read half a graph."""
-    folder = (cache or cache_dir()) / weights_key(model)
+    folder = (cache or cache_dir("onnx")) / weights_key(model, EXPORT_VERSION)
     if not (folder / LOCAL_GRAPH).is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:

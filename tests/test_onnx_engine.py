@@ -12,6 +12,7 @@ from PIL import Image
 from served_app import served_app
 
 from letcolor import Colorizer, cli, engines, onnx_engine
+from letcolor.cache import CACHE_ENV_VAR
 from letcolor.inference import Precision, Speedups, cpu_has_fast_bfloat16
 from letcolor.pipeline import load_model
 
@@ -20,7 +21,7 @@ PHOTOS = [EXAMPLES / "china.jpg", EXAMPLES / "chelsea_gray.png", EXAMPLES / "roc
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(onnx_engine.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
     return tmp_path / "cache" / "onnx"
 
 

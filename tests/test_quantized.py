@@ -12,11 +12,12 @@ from PIL import Image
 from torch.ao.nn.intrinsic.quantized import ConvReLU2d
 from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
-from letcolor import Colorizer, cli, engines
+from letcolor import Colorizer, cli, engines, quantized
+from letcolor.cache import CACHE_ENV_VAR
 from letcolor.calibration import CALIBRATION_PHOTOS
 from letcolor.inference import OneDNNConv, Speedups
 from letcolor.pipeline import load_model
-from letcolor.quantized import Int8Network, SplitFusion
+from letcolor.quantized import Int8Network, SplitFusion, quantize
 
 
 def validation_photos(per_corpus: int = 4) -> list[Image.Image]:
@@ -84,6 +85,37 @@ def test_the_split_fusion_layer_computes_the_fusion_layer():
     mid, vectors = torch.rand(2, fusion.conv.out_channels, 9, 13), torch.rand(2, fusion.conv.out_channels)
     with torch.no_grad():
         assert torch.allclose(split(split.mid_projection(mid), vectors), fusion(mid, vectors), atol=1e-5)
+
+
+def quantized_state(model) -> dict[str, torch.Tensor]:
+    """The int8 model's state, quantized tensors as their integers and scales."""
+    state = {}
+    for name, value in quantize(model).state_dict().items():
+        if isinstance(value, torch.Tensor) and value.is_quantized:
+            value = torch.cat([value.int_repr().flatten().float(), value.q_per_channel_scales().float()])
+        state[name] = value
+    return state
+
+
+def test_the_calibration_is_kept_per_weights_and_made_again_when_unreadable(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
+    model = load_model()
+    calibrated = quantized_state(model)
+    [kept] = (tmp_path / "int8").iterdir()
+    with monkeypatch.context() as patch:
+        patch.setattr(quantized, "calibration_inputs", lambda: pytest.fail("calibrated again"))
+        reloaded = quantized_state(load_model())
+    assert calibrated.keys() == reloaded.keys()
+    assert all(torch.equal(calibrated[name], reloaded[name]) for name in calibrated if name.endswith("weight"))
+    assert all(calibrated[name] == reloaded[name] for name in calibrated if name.endswith(("scale", "zero_point")))
+    with torch.no_grad():
+        model.colorization.layers[-2].bias.add_(0.1)  # changed weights: calibrated and kept anew
+    quantize(model)
+    assert len(list((tmp_path / "int8").iterdir())) == 2
+    kept.write_bytes(kept.read_bytes()[:1000])  # cut short: calibrated again, and kept whole again
+    again = quantized_state(load_model())
+    assert all(calibrated[name] == again[name] for name in calibrated if name.endswith(("scale", "zero_point")))
+    assert len(kept.read_bytes()) > 1000 and len(list((tmp_path / "int8").iterdir())) == 2
 
 
 def test_auto_takes_int8_on_cpus_with_avx512_bf16_and_no_amx(monkeypatch):

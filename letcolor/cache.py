@@ -1,0 +1,43 @@
+"""The cache of what letcolor derives once from a model's weights and keeps (ONNX graphs, int8 calibrations):
+`$LETCOLOR_CACHE`, else `~/.cache/letcolor`, one folder per kind, entries named by a SHA-256 of the weights."""
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from letcolor.model import LetThereBeColor
+
+CACHE_ENV_VAR = "LETCOLOR_CACHE"
+
+
+def cache_dir(kind: str) -> Path:
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "letcolor") / kind
+
+
+def weights_key(model: LetThereBeColor, version) -> str:
+    """SHA-256 of the weights (names, shapes, dtypes, bytes), the config and `version` (JSON: how what is cached is
+    made, so that a change there makes new entries)."""
+    config = [model.num_classes, model.class_names, model.width, model.hint_channels, model.hint_propagation]
+    digest = hashlib.sha256(json.dumps([version, config]).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_file_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(scratch)` writes a file beside `path`, which is then renamed to it: concurrent readers find the whole
+    file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(descriptor)
+    try:
+        write(Path(scratch))
+        os.replace(scratch, path)
+    finally:
+        Path(scratch).unlink(missing_ok=True)
