@@ -194,7 +194,7 @@ class Colorizer:
 
     The model is copied (and sped up for `device`) when the Colorizer is made: build a new one after changing
     the model's weights. `device` defaults to CUDA when available, else the CPU. `engine` runs the network:
-    "torch" (with `speedups`), "torch-int8" (CPU; calibrated when made, see `letcolor.quantized`), "onnxruntime" or
+    "torch" (with `speedups`), "torch-int8" (CPU; calibrated once per model, see `letcolor.quantized`), "onnxruntime" or
     "onnxruntime-int8" (CPU; the graphs exported once per model and cached, see `letcolor.onnx_engine`), or "auto",
     the fastest installed for the device (`letcolor.engines`), torch where `speedups` are given; the choice is
     `self.engine`."""
