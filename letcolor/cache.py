@@ -19,7 +19,7 @@ def cache_dir(kind: str) -> Path:
     return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "letcolor") / kind
 
 
-def weights_key(model: LetThereBeColor, version) -> str:
+def weights_key(model: LetThereBeColor, version: object) -> str:
     """SHA-256 of the weights (names, shapes, dtypes, bytes), the config and `version` (JSON: how what is cached is
     made, so that a change there makes new entries)."""
     config = [model.num_classes, model.class_names, model.width, model.hint_channels, model.hint_propagation]

@@ -8,11 +8,11 @@ Modes:
   passes a forward-backward check, so that cuts, new content and occlusions take the fresh prediction.
 - "frame": every frame on its own, as a photo would be (for comparison).
 
-The shot mode reads the video twice (scene vectors and cuts, then colours); memory holds one batch of frames and
-one scene vector per frame, whatever the video's length. The output keeps the frames' timestamps (so the frame
-count, frame rate and duration), is H.264 in yuv420p (what browsers play), and copies the audio packets unchanged
-(re-encoded to AAC only where the output container cannot hold the audio codec, or browsers could not play it in an
-MP4, as for PCM).
+The shot mode reads the video twice (scene vectors and cuts, then colours); memory holds one batch of frames (and
+a few colorized ones waiting for the encoder, which runs on a thread of its own) and one scene vector per frame,
+whatever the video's length. The output keeps the frames' timestamps (so the frame count, frame rate and duration),
+is H.264 in yuv420p (what browsers play), and copies the audio packets unchanged (re-encoded to AAC only where the
+output container cannot hold the audio codec, or browsers could not play it in an MP4, as for PCM).
 """
 
 import functools
@@ -360,7 +360,7 @@ class _WriterOnFirstFrame:
 
 class _BackgroundWriter:
     """Runs a writer's calls in order on a thread of its own, so that frames are encoded while the next batch is
-    colorized (PyAV lets go of the GIL while x264 works: 480p video 1.1-1.16x the frames/s). At most
+    colorized (PyAV lets go of the GIL while x264 works: 480p video 1.05-1.16x the frames/s). At most
     WRITER_QUEUE_FRAMES calls wait; a call that fails is raised again by the next call made here."""
 
     def __init__(self, writer: _WriterOnFirstFrame):
