@@ -16,7 +16,14 @@ CACHE_ENV_VAR = "LETCOLOR_CACHE"
 
 
 def cache_dir(kind: str) -> Path:
-    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "letcolor") / kind
+    """The folder of one kind of entries: under $LETCOLOR_CACHE, else ~/.cache/letcolor, else (a user without a home
+    directory, as a container run under a bare user id) the temporary folder's letcolor-cache."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR]) / kind
+    try:
+        return Path.home() / ".cache" / "letcolor" / kind
+    except RuntimeError:  # no HOME and no password entry to find one in
+        return Path(tempfile.gettempdir()) / "letcolor-cache" / kind
 
 
 def weights_key(model: LetThereBeColor, version: object) -> str:

@@ -2,6 +2,9 @@
 calibrated on (with and without hints), the split fusion layer, auto's choice, and --engine in the CLI."""
 
 import io
+import pwd
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -116,6 +119,18 @@ def test_the_calibration_is_kept_per_weights_and_made_again_when_unreadable(tmp_
     again = quantized_state(load_model())
     assert all(calibrated[name] == again[name] for name in calibrated if name.endswith(("scale", "zero_point")))
     assert len(kept.read_bytes()) > 1000 and len(list((tmp_path / "int8").iterdir())) == 2
+
+
+def test_without_a_home_directory_the_calibration_is_kept_in_the_temporary_folder(tmp_path, monkeypatch):
+    """A container run under a user id with no password entry and no HOME: Path.home() raises."""
+    monkeypatch.delenv(CACHE_ENV_VAR)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(RuntimeError):
+        Path.home()
+    assert Colorizer.from_pretrained(None, "cpu", engine="torch-int8").engine == "torch-int8"
+    assert len(list((tmp_path / "letcolor-cache" / "int8").iterdir())) == 1
 
 
 def test_auto_takes_int8_on_cpus_with_avx512_bf16_and_no_amx(monkeypatch):
