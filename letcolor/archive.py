@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from letcolor.engines import DEFAULT_ENGINE
 from letcolor.images import LoadedImage, read_image_bytes
+from letcolor.model import NO_HINTS_MESSAGE
 from letcolor.pipeline import ColorizationResult, Colorizer, load_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
@@ -329,8 +330,8 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     check_paths(job.source, job.destination)
     if job.hints and not os.path.isdir(job.hints):
         raise ValueError(f"--hints {job.hints}: not a folder")
-    if job.hints and not load_model(job.model).hint_channels:
-        raise ValueError("--hints: this model takes no colour hints (its config has hint_channels 0)")
+    if job.hints and not load_model(job.model).takes_hints:
+        raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
     source = Source.open(job.source, job.id_column)
     destination = ImagesDestination(job.destination) if job.images else ParquetDestination(job.destination)
     ids = source.ids()

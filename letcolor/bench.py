@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device) if args.device else default_device()
     hint_channels = 3 if args.hints else 0
     model = load_model(args.model) if args.model else random_model(args.width, ACCURACY_PHOTOS, 0, hint_channels)
-    if args.hints and not model.hint_channels:
+    if args.hints and not model.takes_hints:
         print("--hints: this model takes no colour hints", file=sys.stderr)
         return 2
     rows = [Row(size, max_side) for size in sizes for max_side in (DEFAULT_MAX_SIDE, None)]

@@ -21,6 +21,7 @@ from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import Hints
 from letcolor.images import InvalidImageError, load_image, read_image
 from letcolor.inference import Speedups
+from letcolor.model import NO_HINTS_MESSAGE
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options, load_model
 from letcolor.video import VIDEO_SUFFIXES, InvalidVideoError, Mode, colorize_video, is_video_path
 
@@ -163,7 +164,7 @@ def photo_hints(path: Path, sources: list[Path], colorizer: Colorizer) -> Hints:
     if len(sources) != 1 or is_video_path(sources[0]):
         raise ValueError(f"--hints: give exactly one input photo ({len(sources)} inputs given)")
     if not colorizer.takes_hints:
-        raise ValueError("--hints: this model takes no colour hints (its config has hint_channels 0)")
+        raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
     return Hints.parse(path, load_image(sources[0]).size)  # the size after the photo's EXIF orientation
 
 

@@ -28,6 +28,7 @@ from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import colour_ab, points_from_truth
 from letcolor.images import InvalidImageError, load_image
 from letcolor.inference import Precision, Speedups
+from letcolor.model import NO_HINTS_MESSAGE
 from letcolor.pipeline import Colorizer
 
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
@@ -173,7 +174,7 @@ def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None)
     speedups = None if args.fast else EXACT_SPEEDUPS
     colorizer = Colorizer.from_pretrained(args.model, args.device, speedups=speedups, engine=args.engine)
     if any(args.hints) and not colorizer.takes_hints:
-        raise InputNotFound("--hints: this model takes no colour hints (its config has hint_channels 0)")
+        raise InputNotFound(f"--hints: {NO_HINTS_MESSAGE}")
     if any(count < 0 for count in args.hints):
         raise InputNotFound("--hints: point counts must be 0 or more")
     source = ImageSource.parse(args.images, args.split)

@@ -29,6 +29,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 MAX_CLASSES = 100_000  # far above any scene or object label set; a config asking for more is broken
 MAX_WIDTH = 4.0
+NO_HINTS_MESSAGE = "this model takes no colour hints (its config has hint_channels 0 and hint_propagation false)"
 
 
 class ModelError(Exception):
@@ -52,8 +53,8 @@ def check_config(num_classes, class_names, width, hint_channels=0, hint_propagat
         raise InvalidModelError(f"width must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
     if isinstance(hint_channels, bool) or hint_channels not in (0, HINT_CHANNELS):
         raise InvalidModelError(f"hint_channels must be 0 (no hints) or {HINT_CHANNELS}, got {hint_channels!r}")
-    if not isinstance(hint_propagation, bool) or (hint_propagation and not hint_channels):
-        raise InvalidModelError(f"hint_propagation must be false, or true with hint_channels; got {hint_propagation!r}")
+    if not isinstance(hint_propagation, bool):
+        raise InvalidModelError(f"hint_propagation must be true or false, got {hint_propagation!r}")
 
 
 def channels(paper_channels: int, width: float) -> int:
@@ -156,37 +157,33 @@ class FusionLayer(nn.Module):
         return F.relu(self.conv(torch.cat((mid, tiled), dim=1)))
 
 
-def window_means(size: int, radii: torch.Tensor) -> torch.Tensor:
-    """(R, size, size): row i averages what lies within radius r of i (clipped at the borders), and that twice over,
-    for each radius r: a box filter applied twice, as one matrix product per axis."""
-    index = torch.arange(size, device=radii.device)
-    band = ((index[:, None] - index[None, :]).abs() <= radii[:, None, None]).float()
-    once = band / band.sum(-1, keepdim=True)
-    return once @ once
-
-
-def windowed(grid: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """`grid` (N, BINS, C, h, w) filtered by each radius's matrices, rows (R, h, h) and columns (R, w, w):
-    (N, BINS, R, C, h, w)."""
-    n, bins, channels, height, width = grid.shape
-    down = rows @ grid.permute(3, 0, 1, 2, 4).reshape(height, -1)
-    across = down.view(len(rows), -1, width) @ columns.transpose(1, 2)  # one product per radius
-    return across.view(-1, height, n, bins, channels, width).permute(2, 3, 0, 4, 1, 5)
-
-
 NEARNESS_POWER = 4  # high enough that the nearest hinted pixels set the nearness
 
 
-def nearness(count: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """How near the hinted pixels `count` (N, BINS, 1, h, w) are to each cell, per radius of the window matrices
-    (N, BINS, R, 1, h, w): a soft maximum of their window weights (1 over the window's inner half, falling to 0 at
-    its edge), their mean weighted by the weights to the power NEARNESS_POWER. A count of hinted pixels would not do:
-    a stroke holds so many that its colour would stay at full strength up to the window's edge, and stop there along
-    a line; this fades with the distance from the nearest hinted pixel, however many there are."""
-    rows, columns = ((2 * matrix / matrix.amax(-1, keepdim=True)).clamp(max=1) for matrix in (rows, columns))
-    powers = [torch.cat((matrix ** (NEARNESS_POWER + 1), matrix**NEARNESS_POWER)) for matrix in (rows, columns)]
-    weighted, weights = windowed(count, *powers).chunk(2, dim=2)  # both in one product per axis
-    return weighted / weights.clamp(min=1e-12)
+def window_matrices(size: int, radii: torch.Tensor) -> torch.Tensor:
+    """(3R, size, size) for the R radii: the window means (row i averages what lies within radius r of i, clipped at
+    the borders, and that twice over: a box filter applied twice, as one matrix product per axis), then the window
+    weights clipped to 1 over the window's inner half, to the powers NEARNESS_POWER + 1 and NEARNESS_POWER.
+
+    Those two give a hint's *nearness*: a soft maximum of the window weights of the hinted pixels near a cell, their
+    mean weighted by the weights to the power NEARNESS_POWER. A count of hinted pixels would not do: a stroke holds
+    so many that its colour would stay at full strength up to the window's edge, and stop there along a line; the
+    nearness fades with the distance from the nearest hinted pixel, however many there are."""
+    index = torch.arange(size, device=radii.device)
+    band = ((index[:, None] - index[None, :]).abs() <= radii[:, None, None]).float()
+    once = band / band.sum(-1, keepdim=True)
+    means = once @ once
+    clipped = (2 * means / means.amax(-1, keepdim=True)).clamp(max=1)
+    return torch.cat((means, clipped ** (NEARNESS_POWER + 1), clipped**NEARNESS_POWER))
+
+
+def windowed(grid: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """`grid` (N, BINS, C, h, w) filtered by each pair of matrices, rows (M, h, h) and columns (M, w, w):
+    (N, BINS, M, C, h, w)."""
+    n, bins, channels, height, width = grid.shape
+    down = rows @ grid.permute(3, 0, 1, 2, 4).reshape(height, -1)
+    across = down.view(len(rows), -1, width) @ columns.transpose(1, 2)  # one product per pair
+    return across.view(-1, height, n, bins, channels, width).permute(2, 3, 0, 4, 1, 5)
 
 
 class HintPropagation(nn.Module):
@@ -194,14 +191,15 @@ class HintPropagation(nn.Module):
     there) is spread over the neighbouring pixels of like lightness, and added to the network's a,b, coarse to fine,
     by gates that two convs learn from the network's last features and the spread fields; as the non-learned
     baseline of `letcolor.evaluate` does, but learned and at a few scales. A bilateral grid does the spreading (Chen
-    et al., SIGGRAPH 2007): cells of GRID x GRID pixels at H/4, lightness in BINS, box windows of RADII cells; the
-    colours are blended in the grid and sliced once. `scale` starts at zero: until it is trained, the output is the
-    network's own. A hint's confidence grows with the hinted pixels counted and fades with the distance from them
-    (`nearness`)."""
+    et al., SIGGRAPH 2007): cells of CELL x CELL network input pixels, lightness in BINS, box windows of RADII cells;
+    the colours are blended in the grid and sliced once, at H/8, by the lightness there. `scale` starts at zero:
+    until it is trained, the output is the network's own. A hint's confidence grows with the hinted pixels counted
+    and fades with the distance from them (its nearness: `window_matrices`)."""
 
-    GRID = 2  # pixels per side of a grid cell at H/4 (8 of the network input's)
+    CELL = 16  # network input pixels per side of a grid cell
+    SLICE = 8  # network input pixels per side of a pixel where the grid is sliced (H/8)
     BINS = 11  # lightness bins from 0 to 100: a hint reaches pixels within about 10 L of its own
-    RADII = (12, 6, 2, 1)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
+    RADII = (6, 3, 1, 0)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
     CONFIDENCE_GAIN = 4.0  # a window holding one hinted pixel (at H/2) of like lightness is 98% sure
     GATE_CHANNELS = 16
 
@@ -210,40 +208,55 @@ class HintPropagation(nn.Module):
         self.gate_hidden = nn.Conv2d(feature_channels + 3 * len(self.RADII), self.GATE_CHANNELS, 3, 1, 1)
         self.gates = nn.Conv2d(self.GATE_CHANNELS, len(self.RADII), 3, 1, 1)
         self.scale = nn.Parameter(torch.zeros(()))
+        self._windows = {}  # the window matrices by grid size: see `windows`
 
     def tents(self, l: torch.Tensor) -> torch.Tensor:
         """Each lightness bin's share of each pixel (N, BINS, h, w) given L (N, 1, h, w) in [0, 1]."""
         centres = torch.linspace(0, 1, self.BINS, device=l.device).view(1, -1, 1, 1)
         return (1 - (l - centres).abs() * (self.BINS - 1)).clamp(min=0)
 
-    def spread(self, residual: torch.Tensor, mask: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-        """For each grid cell, lightness bin and radius: the mean `residual` (N, 2, h, w), masked, over the hinted
-        pixels near the cell in that bin (L (N, 1, h, w) in [0, 1]), and a confidence in [0, 1): it grows with the
-        hinted pixels counted and fades with their distance, 0 where none is near: (N, BINS, RADII, 3, h / GRID,
-        w / GRID)."""
-        cells = F.avg_pool2d(torch.cat((residual * mask, mask, l * mask), dim=1), self.GRID, ceil_mode=True)
+    def spread(self, residual_sums: torch.Tensor, mask: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+        """For each grid cell, lightness bin and radius: the mean residual over the hinted pixels near the cell in
+        that bin, given at H/8 the residual summed over each pixel's hinted share (N, 2, h, w), that share `mask`
+        (N, 1, h, w) and L (N, 1, h, w) in [0, 1]; and a confidence in [0, 1): it grows with the hinted pixels
+        counted and fades with their distance, 0 where none is near: (N, BINS, RADII, 3, h / 2, w / 2)."""
+        cells = F.avg_pool2d(torch.cat((residual_sums, mask, l * mask), dim=1), self.CELL // self.SLICE, ceil_mode=True)
         sums, count, lightness_sum = cells.split((2, 1, 1), dim=1)
         tents = self.tents(lightness_sum / count.clamp(min=1e-12))  # each cell's hints go to their lightness bins
         grid = tents.unsqueeze(2) * torch.cat((sums, count), dim=1).unsqueeze(1)  # (N, BINS, 3, gh, gw)
-        radii = torch.tensor(self.RADII, device=l.device)
-        rows, columns = window_means(grid.shape[-2], radii), window_means(grid.shape[-1], radii)
-        sums, weights = windowed(grid, rows, columns).split((2, 1), dim=3)
-        window_pixels = ((2 * radii + 1) * self.GRID * 2).float().square().view(-1, 1, 1, 1)  # at H/2
+        rows, columns, window_pixels = self.windows(*grid.shape[-2:], grid.device)
+        radii = len(self.RADII)
+        sums, weights = windowed(grid, rows[:radii], columns[:radii]).split((2, 1), dim=3)
         evidence = 1 - torch.exp(-self.CONFIDENCE_GAIN * weights * window_pixels)
-        return torch.cat((sums / weights.clamp(min=1e-12), evidence * nearness(grid[:, :, 2:], rows, columns)), dim=3)
+        near_weighted, near_weights = windowed(grid[:, :, 2:], rows[radii:], columns[radii:]).chunk(2, dim=2)
+        nearness = near_weighted / near_weights.clamp(min=1e-12)  # of the hinted pixels counted in `grid`
+        return torch.cat((sums / weights.clamp(min=1e-12), evidence * nearness), dim=3)
+
+    def windows(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The `window_matrices` of a grid of that size, and each window's pixels at H/2 (R, 1, 1, 1): made once for
+        the last grid size seen (a video's frames, a photo colorized again with new hints)."""
+        key = (height, width, device)
+        windows = self._windows.get(key)
+        if windows is None:
+            radii = torch.tensor(self.RADII, device=device)
+            window_pixels = ((2 * radii + 1) * self.CELL / 2).square().view(-1, 1, 1, 1)
+            windows = window_matrices(height, radii), window_matrices(width, radii), window_pixels
+            self._windows = {key: windows}
+        return windows
 
     def forward(self, ab: torch.Tensor, features: torch.Tensor, hints: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
         """`ab` (N, 2, h, w, the sigmoid's output) moved toward the hints (N, 3, 2h, 2w) given the network input `l`
         (N, 1, 2h, 2w), in float32."""
         with torch.autocast(ab.device.type, enabled=False):
-            ab = ab.float()
-            hint_sums, mask = F.avg_pool2d(hints.float(), 4, ceil_mode=True).split((2, 1), dim=1)
-            lightness = F.avg_pool2d(l.float(), 4, ceil_mode=True)
-            hint_ab = (hint_sums / mask.clamp(min=1e-12) + 1) / 2  # in the sigmoid's range, where hinted
+            ab = ab.float().contiguous()  # channels-last ab (int8, oneDNN) pools and adds 3x slower
+            hint_sums, mask = F.avg_pool2d(hints.float(), self.SLICE).split((2, 1), dim=1)
+            lightness = F.avg_pool2d(l.float(), self.SLICE)
+            # (hint + 1) / 2 - ab: the residual in the sigmoid's range, summed over each pixel's hinted share
+            residual_sums = (hint_sums + mask) / 2 - F.avg_pool2d(ab, self.SLICE // 2) * mask
             tents = self.tents(lightness)
-            fields = self.spread(hint_ab - F.avg_pool2d(ab, 2, ceil_mode=True), mask, lightness)
+            fields = self.spread(residual_sums, mask, lightness)
             shifts, confidences = fields.split((2, 1), dim=3)
-            gates = self.gate_values(F.avg_pool2d(features.float(), 2 * self.GRID, ceil_mode=True), fields, tents)
+            gates = self.gate_values(F.avg_pool2d(features.float(), self.CELL // 2, ceil_mode=True), fields, tents)
             weights = self.scale.float().clamp(0, 1) * gates[:, None, :, None] * confidences
             shift = torch.zeros_like(shifts[:, :, 0])
             for radius in range(len(self.RADII)):  # coarse to fine
@@ -255,7 +268,7 @@ class HintPropagation(nn.Module):
     def gate_values(self, cells: torch.Tensor, fields: torch.Tensor, tents: torch.Tensor) -> torch.Tensor:
         """Each radius's gate in (0, 1) per grid cell (N, RADII, gh, gw), from the network's features pooled to the
         cells and the fields averaged over the cell's lightness bins; in float32 whatever the weights are stored in."""
-        occupancy = F.avg_pool2d(tents, self.GRID, ceil_mode=True)  # each bin's share of the cell's pixels
+        occupancy = F.avg_pool2d(tents, self.CELL // self.SLICE, ceil_mode=True)  # each bin's share of the cell
         summary = (occupancy[:, :, None, None] * fields).sum(1).flatten(1, 2)
         gate_input = torch.cat((cells, summary), dim=1)
         hidden = F.conv2d(gate_input, self.gate_hidden.weight.float(), self.gate_hidden.bias.float(), padding=1)
@@ -314,8 +327,10 @@ class LetThereBeColor(
         num_classes: scene classes of the classification head (365 for Places365).
         class_names: their names, in label order (empty if unknown).
         width: channel width multiplier; 1.0 is the paper's network.
-        hint_channels: 3 for a model that takes local colour hints beside L (a, b and mask), 0 for none (the paper).
-        hint_propagation: also blend the hints' colours into the output (`HintPropagation`); needs hint_channels.
+        hint_channels: 3 for a model whose low-level features take local colour hints beside L (a, b and mask), 0
+            for none (the paper).
+        hint_propagation: spread the hints' colours over the output (`HintPropagation`); a model takes hints if it
+            has hint_channels, hint_propagation or both.
     """
 
     def __init__(
@@ -347,14 +362,18 @@ class LetThereBeColor(
         return self.global_level(self.low_level(l224))
 
     def low_level_features(self, l: torch.Tensor, hints: torch.Tensor | None) -> torch.Tensor:
-        """Low-level features of L (N, 1, H, W) and, in a model with hints, the hint channels (N, 3, H, W) or None
-        for none. ValueError for hints given to a model without hint inputs, or of the wrong shape."""
+        """Low-level features of L (N, 1, H, W) and, in a model with hint channels, the hints (N, 3, H, W) or None
+        for none. ValueError for hints given to a model that takes none, or of the wrong shape."""
         if hints is not None:
-            if not self.hint_channels:
-                raise ValueError("this model takes no colour hints (its config has hint_channels 0)")
-            if hints.shape != (l.shape[0], self.hint_channels, *l.shape[-2:]):
+            if not self.takes_hints:
+                raise ValueError(NO_HINTS_MESSAGE)
+            if hints.shape != (l.shape[0], HINT_CHANNELS, *l.shape[-2:]):
                 raise ValueError(f"hints of shape {tuple(hints.shape)} for an input of shape {tuple(l.shape)}")
-        return self.low_level(l, hints)
+        return self.low_level(l, hints if self.hint_channels else None)
+
+    @property
+    def takes_hints(self) -> bool:
+        return bool(self.hint_channels or self.hint_propagation)
 
     def mix_global(self, features: torch.Tensor, use_global: bool = True, strength: float = 1.0) -> torch.Tensor:
         return mix_global(self.null_global.to(features.dtype), features, use_global, strength)
@@ -384,7 +403,7 @@ class LetThereBeColor(
         if l224 is None:
             if l.shape[-2:] != (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE):
                 raise ValueError("pass l224 when l is not 224x224")
-            glob = self.global_level(low) if hints is None else self.global_features(l)
+            glob = self.global_level(low) if hints is None or not self.hint_channels else self.global_features(l)
         else:
             glob = self.global_features(l224)
         vector = glob.features

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from letcolor.cache import cache_dir, weights_key
-from letcolor.model import GLOBAL_INPUT_SIZE, GlobalOutput, LetThereBeColor, mix_global
+from letcolor.color import HINT_CHANNELS
+from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, GlobalOutput, LetThereBeColor, mix_global
 
-EXPORT_VERSION = 3  # bump when the graphs (their inputs, outputs, layers) or the export change
+EXPORT_VERSION = 4  # bump when the graphs (their inputs, outputs, layers) or the export change
 OPSET = 17
 GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "colorize_automatic.onnx"
 
@@ -58,11 +59,11 @@ def export(model: LetThereBeColor, directory: str | Path) -> Path:
     l224 = torch.zeros((1, 1, GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE))
     l, vectors = torch.zeros((1, 1, 64, 64)), torch.zeros((1, model.null_global.shape[-1]))
     local_inputs, local_names = (l, vectors), ["l", "vectors"]
-    if model.hint_channels:
-        local_inputs, local_names = (l, vectors, torch.zeros((1, model.hint_channels, 64, 64))), [*local_names, "hints"]
+    if model.takes_hints:
+        local_inputs, local_names = (l, vectors, torch.zeros((1, HINT_CHANNELS, 64, 64))), [*local_names, "hints"]
     spatial = {0: "n", 2: "height", 3: "width"}
     local_axes = {"l": spatial, "vectors": {0: "n"}, "ab": {0: "n", 2: "half_height", 3: "half_width"}}
-    if model.hint_channels:
+    if model.takes_hints:
         local_axes["hints"] = spatial
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -75,7 +76,7 @@ def export(model: LetThereBeColor, directory: str | Path) -> Path:
             _LocalPath(model).eval(), local_inputs, directory / LOCAL_GRAPH, input_names=local_names,
             output_names=["ab"], dynamic_axes=local_axes, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
-        if model.hint_channels:
+        if model.takes_hints:
             local_axes.pop("hints")
             torch.onnx.export(
                 _LocalPath(model).eval(), (l, vectors), directory / AUTOMATIC_GRAPH, input_names=["l", "vectors"],
@@ -112,7 +113,7 @@ def cached_int8(model: LetThereBeColor, cache: Path | None = None) -> Path:
         with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
             quantized = Path(scratch) / "graphs"
             quantized.mkdir()
-            _quantize(float_graphs, quantized, model.hint_channels)
+            _quantize(float_graphs, quantized, model.takes_hints)
             try:
                 os.replace(quantized, folder)
             except OSError:  # another process put it there first
@@ -121,7 +122,7 @@ def cached_int8(model: LetThereBeColor, cache: Path | None = None) -> Path:
     return folder
 
 
-def _quantize(float_graphs: Path, destination: Path, hint_channels: int) -> None:
+def _quantize(float_graphs: Path, destination: Path, takes_hints: bool) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -132,7 +133,7 @@ def _quantize(float_graphs: Path, destination: Path, hint_channels: int) -> None
         def get_next(self) -> dict | None:
             return next(self.feeds, None)
 
-    global_feeds, local_feeds = _calibration_feeds(float_graphs, hint_channels)
+    global_feeds, local_feeds = _calibration_feeds(float_graphs, takes_hints)
     automatic_feeds = [{"l": feeds["l"], "vectors": feeds["vectors"]} for feeds in local_feeds]
     all_feeds = {GLOBAL_GRAPH: global_feeds, LOCAL_GRAPH: local_feeds, AUTOMATIC_GRAPH: automatic_feeds}
     for name in graph_names(float_graphs):
@@ -147,7 +148,7 @@ def _quantize(float_graphs: Path, destination: Path, hint_channels: int) -> None
         )  # fmt: skip
 
 
-def _calibration_feeds(float_graphs: Path, hint_channels: int) -> tuple[list[dict], list[dict]]:
+def _calibration_feeds(float_graphs: Path, takes_hints: bool) -> tuple[list[dict], list[dict]]:
     """The graphs' inputs for the calibration photos (`letcolor.calibration`): L at 224x224, and L with its scene
     vector (and no hints)."""
     from letcolor.calibration import calibration_inputs
@@ -158,8 +159,8 @@ def _calibration_feeds(float_graphs: Path, hint_channels: int) -> tuple[list[dic
         l224 = each.l224.numpy()
         global_feeds.append({"l224": l224})
         feeds = {"l": each.l.numpy(), "vectors": session.run(None, {"l224": l224})[0]}
-        if hint_channels:
-            feeds["hints"] = torch.zeros((1, hint_channels, *each.l.shape[-2:])).numpy()
+        if takes_hints:
+            feeds["hints"] = torch.zeros((1, HINT_CHANNELS, *each.l.shape[-2:])).numpy()
         local_feeds.append(feeds)
     return global_feeds, local_feeds
 
@@ -194,12 +195,12 @@ class OnnxRuntimeNetwork:
         self._local = onnxruntime.InferenceSession(folder / LOCAL_GRAPH, options, providers=providers)
         self._automatic = (
             onnxruntime.InferenceSession(folder / AUTOMATIC_GRAPH, options, providers=providers)
-            if model.hint_channels
+            if model.takes_hints
             else self._local
         )
         self.device, self.folder = torch.device("cpu"), folder
         self._null_global = model.null_global.detach().float().cpu()
-        self._hint_channels = model.hint_channels
+        self._takes_hints = model.takes_hints
 
     def global_output(self, l224: torch.Tensor) -> GlobalOutput:
         features, logits = self._global.run(None, {"l224": l224.float().numpy()})
@@ -212,7 +213,7 @@ class OnnxRuntimeNetwork:
         feeds = {"l": l.float().contiguous().numpy(), "vectors": vectors.float().contiguous().numpy()}
         if hints is None:
             return torch.from_numpy(self._automatic.run(None, feeds)[0])
-        if not self._hint_channels:
-            raise ValueError("this model takes no colour hints (its config has hint_channels 0)")
+        if not self._takes_hints:
+            raise ValueError(NO_HINTS_MESSAGE)
         feeds["hints"] = hints.float().contiguous().numpy()
         return torch.from_numpy(self._local.run(None, feeds)[0])

@@ -26,7 +26,7 @@ from letcolor.fullres import compose, lightness
 from letcolor.hints import Hints, HintSource, InvalidHintsError
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image, read_image
 from letcolor.inference import Speedups
-from letcolor.model import GLOBAL_INPUT_SIZE, InvalidModelError, LetThereBeColor, ModelError
+from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, InvalidModelError, LetThereBeColor, ModelError
 from letcolor.refine import refine_ab
 
 DEFAULT_MAX_SIDE = 512
@@ -209,7 +209,7 @@ class Colorizer:
         self.device = usable_device(device)
         self.speedups = speedups or Speedups.default_for(self.device)
         self.class_names = list(model.class_names)
-        self.takes_hints = bool(model.hint_channels)
+        self.takes_hints = model.takes_hints
         self.engine = "torch" if engine == "auto" and speedups else resolve_engine(engine, self.device)
         self.network = make_network(model, self.device, self.speedups, self.engine)
 
@@ -245,7 +245,7 @@ class Colorizer:
         hints: one entry per image (None for none): points `(x, y, colour)` in the image's pixel coordinates, colour
             "#rrggbb" or (r, g, b); or an RGBA layer of the image's size whose pixels with alpha > 0 are hints; or a
             `Hints`, or a path to a JSON file of points or an image file of a layer (see `letcolor.hints`). The
-            model must take hints (its config's hint_channels).
+            model must take hints (its config's hint_channels or hint_propagation).
         use_global: False replaces the scene vector by the model's "no global information" vector.
         global_strength: s in [0, 2] scales the scene vector's departure from that null vector (1 = as predicted).
         reference: an image whose scene vector replaces each input's (paper 4.5, style transfer).
@@ -298,7 +298,7 @@ class Colorizer:
             raise InvalidHintsError(f"hints must be a list with one entry (or None) per image, {len(sizes)} here")
         parsed = [None if each is None else Hints.parse(each, size) for each, size in zip(hints, sizes, strict=True)]
         if any(parsed) and not self.takes_hints:
-            raise InvalidHintsError("this model takes no colour hints (its config has hint_channels 0)")
+            raise InvalidHintsError(NO_HINTS_MESSAGE)
         return [each or None for each in parsed]
 
     def prepare(

@@ -57,6 +57,9 @@ def test_a_hint_model_exports_its_hint_inputs(propagation):
     if propagation:
         with torch.no_grad():
             model.colorization.propagation.scale.fill_(1)
+            hinted_everywhere = torch.ones(1, 3, 64, 64)
+            model.colorize(torch.rand(1, 1, 64, 64), torch.rand(1, model.null_global.shape[0]), hinted_everywhere)
+            # the propagation keeps window matrices for this size: in the exported graph they follow the size
     network = onnx_engine.OnnxRuntimeNetwork(model)
     assert onnx_engine.graph_names(network.folder)[-1] == onnx_engine.AUTOMATIC_GRAPH  # photos without hints
     l, vectors = torch.rand(1, 1, 80, 120), torch.rand(1, model.null_global.shape[0])

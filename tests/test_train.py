@@ -746,3 +746,10 @@ def test_a_short_run_with_hints_trains_the_hint_inputs(scene_data, tmp_path):
     without_propagation = cli(scene_data, tmp_path / "hints", *quick, "--hints", "5")
     train(parse_args([*without_propagation, "--init-from", str(tmp_path / "propagation" / "final")]))
     assert not LetThereBeColor.from_pretrained(tmp_path / "hints" / "final").hint_propagation
+    alone = cli(scene_data, tmp_path / "alone", *quick, "--hints", "5", "--hint-propagation", "--no-hint-conv")
+    train(parse_args([*alone, "--hint-layers-only", "--init-from", str(tmp_path / "propagation" / "final")]))
+    propagation_alone = LetThereBeColor.from_pretrained(tmp_path / "alone" / "final")
+    assert propagation_alone.hint_channels == 0 and propagation_alone.takes_hints
+    assert not torch.equal(
+        propagation_alone.colorization.propagation.gates.weight, propagating.colorization.propagation.gates.weight
+    )

@@ -125,6 +125,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "learned gates (HintPropagation)",
     )
     model.add_argument(
+        "--hint-conv",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --hints, the low-level features read the hints beside L (default); --no-hint-conv: only "
+        "--hint-propagation reads them",
+    )
+    model.add_argument(
         "--hint-layers-only",
         action="store_true",
         help="with --hints, train only the layers that read the hints (with --init-from: the output without hints "
@@ -167,6 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--hints: a mean of at least 1 point, and --hint-free a share in [0, 1)")
     if (args.hint_propagation or args.hint_layers_only) and not args.hints:
         parser.error("--hint-propagation and --hint-layers-only need --hints")
+    if args.hints and not (args.hint_conv or args.hint_propagation):
+        parser.error("--no-hint-conv needs --hint-propagation: something must read the hints")
     if not 0 < args.rebalance <= 1:
         parser.error("--rebalance: a mix in (0, 1]")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr

@@ -115,7 +115,7 @@ def scheduled_lr(base_lr: float, schedule: str, step: int, total_steps: int) -> 
 
 def model_for(args, names: list[str]) -> LetThereBeColor:
     num_classes = len(names) or 1  # without labels the classifier is unused but keeps the model's shape
-    hint_channels = HINT_CHANNELS if args.hints else 0
+    hint_channels = HINT_CHANNELS if args.hints and args.hint_conv else 0
     return LetThereBeColor(
         num_classes=num_classes,
         class_names=names,
@@ -253,7 +253,7 @@ class Trainer:
         widened = f", widened from width {pretrained.width}" if pretrained.width < self.model.width else ""
         left_out = []
         if pretrained.hint_channels and not self.model.hint_channels:
-            left_out.append("hint inputs (no --hints)")
+            left_out.append("hint inputs (no --hints, or --no-hint-conv)")
         if pretrained.hint_propagation and not self.model.hint_propagation:
             left_out.append("hint propagation (no --hint-propagation)")
         dropped = f"; its {' and '.join(left_out)} left out" if left_out else ""
@@ -505,7 +505,7 @@ class Trainer:
             metrics, predictions = validate(
                 self.shipped_model, images, labels, self.device, self.autocast, self.args.batch_size, self.args.alpha
             )
-            if self.shipped_model.hint_channels:
+            if self.shipped_model.takes_hints:
                 hinted, _ = validate(
                     self.shipped_model,
                     images,
