@@ -163,7 +163,7 @@ NEARNESS_POWER = 4  # high enough that the nearest hinted pixels set the nearnes
 def window_matrices(size: int, radii: torch.Tensor) -> torch.Tensor:
     """(3R, size, size) for the R radii: the window means (row i averages what lies within radius r of i, clipped at
     the borders, and that twice over: a box filter applied twice, as one matrix product per axis), then the window
-    weights clipped to 1 over the window's inner half, to the powers NEARNESS_POWER + 1 and NEARNESS_POWER.
+    weights clipped to 1 over the window's inner third, to the powers NEARNESS_POWER + 1 and NEARNESS_POWER.
 
     Those two give a hint's *nearness*: a soft maximum of the window weights of the hinted pixels near a cell, their
     mean weighted by the weights to the power NEARNESS_POWER. A count of hinted pixels would not do: a stroke holds
@@ -173,7 +173,7 @@ def window_matrices(size: int, radii: torch.Tensor) -> torch.Tensor:
     band = ((index[:, None] - index[None, :]).abs() <= radii[:, None, None]).float()
     once = band / band.sum(-1, keepdim=True)
     means = once @ once
-    clipped = (2 * means / means.amax(-1, keepdim=True)).clamp(max=1)
+    clipped = (1.5 * means / means.amax(-1, keepdim=True)).clamp(max=1)  # 1 where at least 2/3 of the peak
     return torch.cat((means, clipped ** (NEARNESS_POWER + 1), clipped**NEARNESS_POWER))
 
 

@@ -244,7 +244,7 @@ def test_the_bundled_models_stroke_colours_the_region_under_it_not_the_whole_pho
     plain, hinted = (np.asarray(colorizer(photo, hints=hints).image) for hints in (None, Image.fromarray(layer)))
     shift = (lab_ab(hinted) - lab_ab(plain)).norm(dim=-1)
     under, corner = shift[45:90, 90:203].mean(), shift[210:, 315:].mean()
-    assert under > 40 and corner < under / 5  # measured: 58 and 3
+    assert under > 40 and corner < under / 5  # measured: 56 and 2.5
 
 
 def test_hint_propagation_stops_at_edges_of_lightness():
@@ -273,8 +273,7 @@ def test_a_strokes_colour_fades_with_distance_however_many_pixels_it_holds():
         confidence = propagation.spread(residual_sums, mask, lightness)[0, 5, 0, 2, 16]  # L 0.5's bin, widest window
         steps = confidence.diff()
         assert confidence.max() > 0.95 and confidence[-1] == 0
-        # It falls over the window's outer half, 6 cells: about 0.15 a cell; a line would be a step of about 1.
-        assert steps.abs().max() < 0.2, "the colour stops along a line"
+        assert steps.abs().max() < 0.15, "the colour stops along a line"
 
 
 def test_a_model_whose_propagation_alone_reads_the_hints_takes_them(tmp_path):
