@@ -753,3 +753,10 @@ def test_a_short_run_with_hints_trains_the_hint_inputs(scene_data, tmp_path):
     assert not torch.equal(
         propagation_alone.colorization.propagation.gates.weight, propagating.colorization.propagation.gates.weight
     )
+
+
+def test_a_run_with_hints_that_nothing_reads_is_a_usage_error(scene_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(cli(scene_data, tmp_path / "run", "--hints", "5", "--no-hint-conv"))
+    assert stopped.value.code == 2 and "--no-hint-conv needs --hint-propagation" in capsys.readouterr().err
+    assert parse_args(cli(scene_data, tmp_path / "run", "--hints", "5", "--no-hint-conv", "--hint-propagation"))
