@@ -20,10 +20,12 @@ from datasets import config as datasets_config
 from fake_hub import FakeHub
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import save_file
 from train_data import VALIDATION_ROWS, make_scene_dataset
 
 from letcolor.color import AB_RANGE
-from letcolor.model import LetThereBeColor
+from letcolor.model import WEIGHTS_NAME, InvalidModelError, LetThereBeColor
+from letcolor.pipeline import load_model
 from train.__main__ import parse_args
 from train.average import WeightAverage
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
@@ -49,7 +51,7 @@ from train.losses import (
     mean_chroma,
     psnr_image_weights,
 )
-from train.widen import embed, widened_weights
+from train.widen import embed, warm_start_model, widened_weights, with_earlier_propagation
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRUPT_ROWS = (1, 4, 7)
@@ -244,6 +246,35 @@ def test_a_widened_model_computes_what_the_narrow_one_did(mode):
     # The new channels are live (random incoming weights), only their path into the saved outputs starts at zero.
     first_conv = wide.low_level.convs[0][0].weight
     assert first_conv[narrow.low_level.convs[0][0].out_channels :].abs().sum() > 0
+
+
+def test_a_propagation_of_an_earlier_layout_starts_this_ones_matching_levels(tmp_path):
+    torch.manual_seed(0)
+    model = LetThereBeColor(3, ["a", "b", "c"], width=0.125, hint_propagation=True)
+    model.save_pretrained(tmp_path / "earlier")
+    propagation = model.colorization.propagation
+    levels, features = len(propagation.RADII), propagation.gate_hidden.in_channels - 3 * propagation.gates.out_channels
+    weights = model.state_dict()  # the layout before the levels of any lightness: fewer gates, fewer gate inputs
+    for name in ("gates.weight", "gates.bias"):
+        weights[f"colorization.propagation.{name}"] = weights[f"colorization.propagation.{name}"][:levels].clone()
+    hidden = "colorization.propagation.gate_hidden.weight"
+    weights[hidden] = weights[hidden][:, : features + 3 * levels].clone()
+    save_file(weights, tmp_path / "earlier" / WEIGHTS_NAME)
+    with pytest.raises(InvalidModelError):
+        load_model(tmp_path / "earlier")
+    started, earlier = warm_start_model(tmp_path / "earlier")
+    assert earlier and started.takes_hints
+    fitted = started.colorization.propagation
+    assert torch.equal(fitted.gates.weight[:levels], weights["colorization.propagation.gates.weight"])
+    assert torch.equal(fitted.gate_hidden.weight[:, : features + 3 * levels], weights[hidden])
+    assert not fitted.gate_hidden.weight[:, features + 3 * levels :].any()  # the new levels' fields start unread
+    assert torch.equal(started.fusion.conv.weight, model.fusion.conv.weight)
+    weights["fusion.conv.weight"] = weights["fusion.conv.weight"][:-1].clone()  # more than the propagation differs
+    save_file(weights, tmp_path / "earlier" / WEIGHTS_NAME)
+    with pytest.raises(InvalidModelError, match="earlier layout"):
+        with_earlier_propagation(tmp_path / "earlier")
+    with pytest.raises(InvalidModelError, match="not a valid letcolor model: .*size mismatch for fusion"):
+        warm_start_model(tmp_path / "earlier")  # what load_model says of it, not the fallback
 
 
 def test_embed_refuses_a_tensor_that_does_not_fit():

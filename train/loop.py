@@ -18,7 +18,6 @@ from tqdm import tqdm
 from letcolor.color import HINT_CHANNELS
 from letcolor.hints import simulate_hints
 from letcolor.model import WEIGHTS_NAME, LetThereBeColor
-from letcolor.pipeline import load_model
 from train.average import WeightAverage
 from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -28,7 +27,7 @@ from train.hub import push_to_hub
 from train.losses import ColourRarity, ab_histogram, colorization_losses, lab_batch
 from train.monitor import MetricsLog
 from train.validate import mean_metrics, save_grid, validate
-from train.widen import widened_weights
+from train.widen import warm_start_model, widened_weights
 
 DEFAULT_LR = {"adadelta": 1.0, "adamw": 1e-3}
 MAX_HINT_POINTS = 64  # per training image; the geometric draw is cut here
@@ -238,7 +237,7 @@ class Trainer:
         beginning (a run that adds a dataset keeps the classifier's rows for the old classes; new rows start fresh).
         A narrower model is widened so that the network starts out computing exactly what it computed; hint layers
         that this run lacks are left out (the saved model's automatic network starts it)."""
-        pretrained = load_model(name_or_path)
+        pretrained, earlier_propagation = warm_start_model(name_or_path)
         known = pretrained.class_names
         classes_fit = known == self.model.class_names[: len(known)] and (
             bool(known) or pretrained.num_classes == self.model.num_classes
@@ -257,7 +256,10 @@ class Trainer:
         if pretrained.hint_propagation and not self.model.hint_propagation:
             left_out.append("hint propagation (no --hint-propagation)")
         dropped = f"; its {' and '.join(left_out)} left out" if left_out else ""
-        self.print(f"weights from {name_or_path} (classifier rows for its {len(known)} classes{widened}{dropped})")
+        fitted = "; its hint propagation of an earlier layout fitted, new levels fresh" if earlier_propagation else ""
+        self.print(
+            f"weights from {name_or_path} (classifier rows for its {len(known)} classes{widened}{dropped}{fitted})"
+        )
 
     def colour_rarity(self) -> ColourRarity:
         """Rarity weights from the ab histogram of the first --prior-images training crops (the same every start)."""

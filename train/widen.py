@@ -4,12 +4,19 @@ Each saved tensor goes into the leading block of the wider one. The saved output
 at zero, so nothing the saved network computed changes; the new output channels keep their fresh random weights, so
 they have something to learn from. A classifier with more classes gets its new rows the same way, and a layer the
 saved network lacks (the conv of hint inputs) starts at zero; a hint propagation keeps its fresh weights, its
-scale being zero.
+scale being zero. A hint propagation saved by an earlier layout with fewer levels (`with_earlier_propagation`) fits
+the same way: its gates start theirs, the new levels' gates keep fresh weights.
 """
 
-import torch
+import contextlib
+import json
+from pathlib import Path
 
-from letcolor.model import LetThereBeColor
+import torch
+from safetensors.torch import load_file
+
+from letcolor.model import WEIGHTS_NAME, InvalidModelError, LetThereBeColor
+from letcolor.pipeline import load_model
 
 FLATTENED_FC = "global_level.fc.0.weight"  # its inputs are the global convs' channels times 7 x 7 positions
 FUSION = "fusion.conv.weight"  # its inputs are the mid-level channels, then the global vector's
@@ -46,3 +53,37 @@ def widened_weights(saved: LetThereBeColor, fresh: LetThereBeColor) -> dict[str,
         else:
             weights[name] = embed(old, tensor)
     return weights
+
+
+def with_earlier_propagation(directory: Path) -> LetThereBeColor:
+    """The model saved in `directory` whose hint propagation has fewer levels than this code's (an earlier layout):
+    its propagation's weights in the leading blocks of this layout's, as `embed` widens them; every other weight must
+    match. InvalidModelError for anything else that does not fit."""
+    try:
+        model = LetThereBeColor(**json.loads((directory / "config.json").read_text()))
+        saved = load_file(directory / WEIGHTS_NAME)
+        fresh = model.state_dict()
+        if saved.keys() != fresh.keys():
+            raise ValueError(f"its weights are not this code's: {sorted(saved.keys() ^ fresh.keys())[:4]}")
+        fitting = {
+            name: embed(saved[name], tensor) if name.startswith(PROPAGATION) else saved[name]
+            for name, tensor in fresh.items()
+        }
+        model.load_state_dict(fitting)
+    except (OSError, TypeError, ValueError, RuntimeError) as error:
+        raise InvalidModelError(
+            f"{directory}: not a model whose hint propagation is an earlier layout ({error})"
+        ) from error
+    return model.eval()
+
+
+def warm_start_model(name_or_path: str | Path) -> tuple[LetThereBeColor, bool]:
+    """`load_model`'s model, or a local one whose hint propagation is of an earlier layout (then True): see
+    `with_earlier_propagation`. A model that is neither gets load_model's error."""
+    try:
+        return load_model(name_or_path), False
+    except InvalidModelError as error:
+        if Path(name_or_path).is_dir():
+            with contextlib.suppress(InvalidModelError):
+                return with_earlier_propagation(Path(name_or_path)), True
+        raise error
