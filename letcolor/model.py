@@ -209,7 +209,7 @@ class HintPropagation(nn.Module):
     BINS = 11  # lightness bins from 0 to 100: a hint reaches pixels within about 10 L of its own
     RADII = (6, 3, 1, 0)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
     CONFIDENCE_GAIN = 4.0  # a window holding one hinted pixel (at H/2) of like lightness is 98% sure
-    ANY_LIGHTNESS = 2  # the coarsest radii that also spread the hints of any lightness, before those of like
+    ANY_LIGHTNESS = 2  # how many of the widest RADII also spread the hints of any lightness (blended first)
     GATE_CHANNELS = 16
 
     def __init__(self, feature_channels: int):
