@@ -33,7 +33,7 @@ from letcolor.images import image_pixels, load_image
 from letcolor.inference import Precision, Speedups
 from letcolor.memory import PeakMemory
 from letcolor.metrics import psnr
-from letcolor.model import GLOBAL_INPUT_SIZE, LetThereBeColor
+from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, LetThereBeColor
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, default_device, load_model
 from letcolor.video import colorize_video
 from letcolor.video_bench import PAN_PHOTOS, write_pan
@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     hint_channels = 3 if args.hints else 0
     model = load_model(args.model) if args.model else random_model(args.width, ACCURACY_PHOTOS, 0, hint_channels)
     if args.hints and not model.takes_hints:
-        print("--hints: this model takes no colour hints", file=sys.stderr)
+        print(f"--hints: {NO_HINTS_MESSAGE}", file=sys.stderr)
         return 2
     rows = [Row(size, max_side) for size in sizes for max_side in (DEFAULT_MAX_SIDE, None)]
     rows += [Row(size, DEFAULT_MAX_SIDE, video=True) for size in VIDEO_SIZES.values()] if args.engine else []

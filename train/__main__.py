@@ -121,8 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument(
         "--hint-propagation",
         action="store_true",
-        help="with --hints, also spread what the output misses at the hints over pixels of like lightness, by "
-        "learned gates (HintPropagation)",
+        help="with --hints, also spread what the output misses at the hints over nearby pixels (of any lightness, "
+        "then of like lightness), by learned gates (HintPropagation)",
     )
     model.add_argument(
         "--hint-conv",
