@@ -200,21 +200,26 @@ class HintPropagation(nn.Module):
     and the spread fields. Coarse to fine: first the coarsest radii over pixels of any lightness (an object's shadowed
     and lit parts both take its hint), then every radius over those of like lightness. A bilateral grid does it (Chen
     et al., SIGGRAPH 2007): cells of CELL x CELL network input pixels, lightness in BINS, box windows of RADII cells;
-    the colours are blended in the grid and sliced once, at H/8, by the lightness there. `scale` starts at zero:
-    until it is trained, the output is the network's own. A hint's confidence grows with the hinted pixels counted
-    and fades with the distance from them (its nearness: `window_matrices`)."""
+    the colours are blended in the grid and sliced once, at H/8, by the lightness there. Last, the colour level pulls
+    the result toward the hints' own colours, their mean over a window (COLOUR_RADIUS) of like lightness: a residual
+    keeps the network's colours varying as they did, wrong hues and blotches too, where the hints' colours replace
+    them; its chroma gain (COLOUR_GAIN) gives back the colour that a mean of several hints takes out. `scale` starts
+    at zero: until it is trained, the output is the network's own. A hint's confidence grows with the hinted pixels
+    counted and fades with the distance from them (its nearness: `window_matrices`)."""
 
     CELL = 16  # network input pixels per side of a grid cell
     SLICE = 8  # network input pixels per side of a pixel where the grid is sliced (H/8)
     BINS = 11  # lightness bins from 0 to 100: a hint reaches pixels within about 10 L of its own
     RADII = (6, 3, 1, 0)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
     CONFIDENCE_GAIN = 4.0  # a window holding one hinted pixel (at H/2) of like lightness is 98% sure
+    COLOUR_RADIUS = 3  # the colour level: the hints' mean colour over this radius (6: 0.1 dB more, strokes spill)
+    COLOUR_GAIN = 0.3  # chroma times 1 + 0.3 w where the colour level blends by w: a mean of hints is grayer than each
     ANY_LIGHTNESS = 2  # how many of the widest RADII also spread the hints of any lightness (blended first)
     GATE_CHANNELS = 16
 
     def __init__(self, feature_channels: int):
         super().__init__()
-        levels = len(self.RADII) + self.ANY_LIGHTNESS
+        levels = len(self.RADII) + self.ANY_LIGHTNESS + 1  # and the colour level
         self.gate_hidden = nn.Conv2d(feature_channels + 3 * levels, self.GATE_CHANNELS, 3, 1, 1)
         self.gates = nn.Conv2d(self.GATE_CHANNELS, levels, 3, 1, 1)
         self.scale = nn.Parameter(torch.zeros(()))
@@ -225,14 +230,19 @@ class HintPropagation(nn.Module):
         centres = torch.linspace(0, 1, self.BINS, device=l.device).view(1, -1, 1, 1)
         return (1 - (l - centres).abs() * (self.BINS - 1)).clamp(min=0)
 
-    def spread(self, residual_sums: torch.Tensor, mask: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    def spread(
+        self, residual_sums: torch.Tensor, colour_sums: torch.Tensor, mask: torch.Tensor, l: torch.Tensor
+    ) -> torch.Tensor:
         """For each grid cell, lightness bin and level (the RADII over the hinted pixels in that bin, then the first
         ANY_LIGHTNESS radii over those of any lightness): the mean residual over the hinted pixels near the cell,
-        given at H/8 the residual summed over each pixel's hinted share (N, 2, h, w), that share `mask` (N, 1, h, w)
-        and L (N, 1, h, w) in [0, 1]; and a confidence in [0, 1): it grows with the hinted pixels counted and fades
-        with their distance, 0 where none is near: (N, BINS, RADII + ANY_LIGHTNESS, 3, h / 2, w / 2)."""
-        cells = F.avg_pool2d(torch.cat((residual_sums, mask, l * mask), dim=1), self.CELL // self.SLICE, ceil_mode=True)
-        sums, count, lightness_sum = cells.split((2, 1, 1), dim=1)
+        given at H/8 the residual and the hints' colours summed over each pixel's hinted share (N, 2, h, w) each, that
+        share `mask` (N, 1, h, w) and L (N, 1, h, w) in [0, 1]; and a confidence in [0, 1): it grows with the hinted
+        pixels counted and fades with their distance, 0 where none is near. Then the colour level: the hints' mean
+        colour over the COLOUR_RADIUS window of like lightness, and that window's confidence. (N, BINS, RADII +
+        ANY_LIGHTNESS + 1, 3, h / 2, w / 2)."""
+        both = torch.cat((residual_sums, colour_sums, mask, l * mask), dim=1)
+        cells = F.avg_pool2d(both, self.CELL // self.SLICE, ceil_mode=True)
+        sums, colours, count, lightness_sum = cells.split((2, 2, 1, 1), dim=1)
         tents = self.tents(lightness_sum / count.clamp(min=1e-12))  # each cell's hints go to their lightness bins
         grid = tents.unsqueeze(2) * torch.cat((sums, count), dim=1).unsqueeze(1)  # (N, BINS, 3, gh, gw)
         grid = torch.cat((grid, grid.sum(1, keepdim=True)), dim=1)  # and one more bin: the hints of any lightness
@@ -244,7 +254,13 @@ class HintPropagation(nn.Module):
         nearness = near_weighted / near_weights.clamp(min=1e-12)  # of the hinted pixels counted in `grid`
         fields = torch.cat((sums / weights.clamp(min=1e-12), evidence * nearness), dim=3)
         any_lightness = fields[:, self.BINS :, : self.ANY_LIGHTNESS].expand(-1, self.BINS, -1, -1, -1, -1)
-        return torch.cat((fields[:, : self.BINS], any_lightness), dim=2)
+        radius = self.RADII.index(self.COLOUR_RADIUS)
+        window = slice(radius, radius + 1)  # that radius, its dimension kept
+        colour_grid = tents.unsqueeze(2) * colours.unsqueeze(1)  # the hints' own colours, binned by their lightness
+        colour_sums = windowed(colour_grid, rows[window], columns[window])
+        colour_means = colour_sums / weights[:, : self.BINS, window].clamp(min=1e-12)
+        colour = torch.cat((colour_means, fields[:, : self.BINS, window, 2:]), dim=3)  # with that window's confidence
+        return torch.cat((fields[:, : self.BINS], any_lightness, colour), dim=2)
 
     def windows(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The `window_matrices` of a grid of that size, and each window's -CONFIDENCE_GAIN x its pixels at H/2 (R,
@@ -265,10 +281,11 @@ class HintPropagation(nn.Module):
             ab = ab.float().contiguous()  # channels-last ab (int8, oneDNN) pools and adds 3x slower
             hint_sums, mask = block_means(hints.float(), self.SLICE).split((2, 1), dim=1)
             lightness = block_means(l.float(), self.SLICE)
-            # (hint + 1) / 2 - ab: the residual in the sigmoid's range, summed over each pixel's hinted share
-            residual_sums = (hint_sums + mask) / 2 - F.avg_pool2d(ab, self.SLICE // 2) * mask
+            # (hint + 1) / 2: the hints' colours in the sigmoid's range, summed over each pixel's hinted share
+            colour_sums = (hint_sums + mask) / 2
+            residual_sums = colour_sums - F.avg_pool2d(ab, self.SLICE // 2) * mask  # minus ab: what the output misses
             tents = self.tents(lightness)
-            fields = self.spread(residual_sums, mask, lightness)
+            fields = self.spread(residual_sums, colour_sums, mask, lightness)
             shifts, confidences = fields.split((2, 1), dim=3)
             gates = self.gate_values(F.avg_pool2d(features.float(), self.CELL // 2, ceil_mode=True), fields, tents)
             weights = self.scale.float().clamp(0, 1) * gates[:, None, :, None] * confidences
@@ -276,13 +293,19 @@ class HintPropagation(nn.Module):
             shift = torch.zeros_like(level_shifts[0])
             for level in (*range(radii, radii + self.ANY_LIGHTNESS), *range(radii)):  # any lightness, then like
                 shift = torch.lerp(shift, level_shifts[level], level_weights[level])
-            many_channels = shift.flatten(1, 2).contiguous(memory_format=torch.channels_last)  # upsampled 3x faster
+            colour_weight = level_weights[-1]  # then toward the hints' colours (premultiplied: slicing is linear)
+            sliceable = torch.cat((shift, colour_weight * level_shifts[-1], colour_weight), dim=2)
+            many_channels = sliceable.flatten(1, 2).contiguous(memory_format=torch.channels_last)  # upsampled 3x faster
             sliced = F.interpolate(many_channels, size=tents.shape[-2:], mode="bilinear", align_corners=False)
-            shift = (tents.unsqueeze(2) * sliced.unflatten(1, (self.BINS, 2))).sum(1)
-            return (ab + F.interpolate(shift, size=ab.shape[-2:], mode="bilinear", align_corners=False)).clamp(0, 1)
+            sliced = (tents.unsqueeze(2) * sliced.unflatten(1, (self.BINS, 5))).sum(1)
+            shift, weighted_colour, weight = F.interpolate(
+                sliced, size=ab.shape[-2:], mode="bilinear", align_corners=False
+            ).split((2, 2, 1), dim=1)
+            mixed = (ab + shift) * (1 - weight) + weighted_colour
+            return (0.5 + (mixed - 0.5) * (1 + self.COLOUR_GAIN * weight)).clamp(0, 1)
 
     def gate_values(self, cells: torch.Tensor, fields: torch.Tensor, tents: torch.Tensor) -> torch.Tensor:
-        """Each level's gate in (0, 1) per grid cell (N, RADII + ANY_LIGHTNESS, gh, gw), from the network's features
+        """Each level's gate in (0, 1) per grid cell (N, RADII + ANY_LIGHTNESS + 1, gh, gw), from the network's features
         pooled to the cells and the fields averaged over the cell's lightness bins; in float32 whatever the weights are
         stored in."""
         occupancy = F.avg_pool2d(tents, self.CELL // self.SLICE, ceil_mode=True)  # each bin's share of the cell
