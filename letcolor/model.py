@@ -240,8 +240,8 @@ class HintPropagation(nn.Module):
         pixels counted and fades with their distance, 0 where none is near. Then the colour level: the hints' mean
         colour over the COLOUR_RADIUS window of like lightness, and that window's confidence. (N, BINS, RADII +
         ANY_LIGHTNESS + 1, 3, h / 2, w / 2)."""
-        both = torch.cat((residual_sums, colour_sums, mask, l * mask), dim=1)
-        cells = F.avg_pool2d(both, self.CELL // self.SLICE, ceil_mode=True)
+        hinted = torch.cat((residual_sums, colour_sums, mask, l * mask), dim=1)
+        cells = F.avg_pool2d(hinted, self.CELL // self.SLICE, ceil_mode=True)
         sums, colours, count, lightness_sum = cells.split((2, 2, 1, 1), dim=1)
         tents = self.tents(lightness_sum / count.clamp(min=1e-12))  # each cell's hints go to their lightness bins
         grid = tents.unsqueeze(2) * torch.cat((sums, count), dim=1).unsqueeze(1)  # (N, BINS, 3, gh, gw)
