@@ -193,6 +193,14 @@ def windowed(grid: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> t
     return across.view(-1, height, n, bins, channels, width).permute(2, 3, 0, 4, 1, 5)
 
 
+def positional_variance(weights: torch.Tensor) -> torch.Tensor:
+    """The variance of positions along the last axis (as fractions of its length) weighted by `weights` (..., L)."""
+    positions = (torch.arange(weights.shape[-1], device=weights.device) + 0.5) / weights.shape[-1]
+    total = weights.sum(-1).clamp(min=1e-12)
+    mean = (weights * positions).sum(-1) / total
+    return ((weights * positions.square()).sum(-1) / total - mean.square()).clamp(min=0)
+
+
 class HintPropagation(nn.Module):
     """Beyond the paper: what the network's colours still miss at each hint (the hint's colour minus the network's
     there) is spread over the neighbouring pixels, as the non-learned baseline of `letcolor.evaluate` does but learned
@@ -205,7 +213,9 @@ class HintPropagation(nn.Module):
     keeps the network's colours varying as they did, wrong hues and blotches too, where the hints' colours replace
     them; its chroma gain (COLOUR_GAIN) gives back the colour that a mean of several hints takes out. `scale` starts
     at zero: until it is trained, the output is the network's own. A hint's confidence grows with the hinted pixels
-    counted and fades with the distance from them (its nearness: `window_matrices`)."""
+    counted and fades with the distance from them (its nearness: `window_matrices`). Before the colour level, the
+    palette pulls the colours toward those of the hints of like lightness anywhere in the photo (a level whose window
+    is the whole photo), where such hints lie across the photo: one stroke's colour stays near it."""
 
     CELL = 16  # network input pixels per side of a grid cell
     SLICE = 8  # network input pixels per side of a pixel where the grid is sliced (H/8)
@@ -214,12 +224,14 @@ class HintPropagation(nn.Module):
     CONFIDENCE_GAIN = 4.0  # a window holding one hinted pixel (at H/2) of like lightness is 98% sure
     COLOUR_RADIUS = 3  # the colour level: the hints' mean colour over this radius (6: 0.1 dB more, strokes spill)
     COLOUR_GAIN = 0.3  # chroma times 1 + 0.3 w where the colour level blends by w: a mean of hints is grayer than each
+    PALETTE_HALF = 1e-4  # the palette of a lightness bin is half sure when its hints cover this share of the photo
+    PALETTE_SPREAD = 0.03  # and unsure unless its hints' positions vary more than this (twice: sure), in sides squared
     ANY_LIGHTNESS = 2  # how many of the widest RADII also spread the hints of any lightness (blended first)
     GATE_CHANNELS = 16
 
     def __init__(self, feature_channels: int):
         super().__init__()
-        levels = len(self.RADII) + self.ANY_LIGHTNESS + 1  # and the colour level
+        levels = len(self.RADII) + self.ANY_LIGHTNESS + 2  # and the colour level, and the palette
         self.gate_hidden = nn.Conv2d(feature_channels + 3 * levels, self.GATE_CHANNELS, 3, 1, 1)
         self.gates = nn.Conv2d(self.GATE_CHANNELS, levels, 3, 1, 1)
         self.scale = nn.Parameter(torch.zeros(()))
@@ -232,14 +244,14 @@ class HintPropagation(nn.Module):
 
     def spread(
         self, residual_sums: torch.Tensor, colour_sums: torch.Tensor, mask: torch.Tensor, l: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """For each grid cell, lightness bin and level (the RADII over the hinted pixels in that bin, then the first
         ANY_LIGHTNESS radii over those of any lightness): the mean residual over the hinted pixels near the cell,
         given at H/8 the residual and the hints' colours summed over each pixel's hinted share (N, 2, h, w) each, that
         share `mask` (N, 1, h, w) and L (N, 1, h, w) in [0, 1]; and a confidence in [0, 1): it grows with the hinted
         pixels counted and fades with their distance, 0 where none is near. Then the colour level: the hints' mean
         colour over the COLOUR_RADIUS window of like lightness, and that window's confidence. (N, BINS, RADII +
-        ANY_LIGHTNESS + 1, 3, h / 2, w / 2)."""
+        ANY_LIGHTNESS + 1, 3, h / 2, w / 2); and the `palette` of the whole photo (N, BINS, 3)."""
         hinted = torch.cat((residual_sums, colour_sums, mask, l * mask), dim=1)
         cells = F.avg_pool2d(hinted, self.CELL // self.SLICE, ceil_mode=True)
         sums, colours, count, lightness_sum = cells.split((2, 2, 1, 1), dim=1)
@@ -260,7 +272,20 @@ class HintPropagation(nn.Module):
         colour_sums = windowed(colour_grid, rows[window], columns[window])
         colour_means = colour_sums / weights[:, : self.BINS, window].clamp(min=1e-12)
         colour = torch.cat((colour_means, fields[:, : self.BINS, window, 2:]), dim=3)  # with that window's confidence
-        return torch.cat((fields[:, : self.BINS], any_lightness, colour), dim=2)
+        fields = torch.cat((fields[:, : self.BINS], any_lightness, colour), dim=2)
+        return fields, self.palette(colour_grid, grid[:, : self.BINS, 2])
+
+    def palette(self, colour_grid: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """(N, BINS, 3): each lightness bin's mean hint colour over the whole photo times its confidence, and that
+        confidence, given the grid of the hints' colours (N, BINS, 2, gh, gw) and of their counts (N, BINS, gh, gw):
+        it grows with the share of the photo that the bin's hints cover (PALETTE_HALF) and is zero unless they lie
+        spread across the photo (PALETTE_SPREAD): one stroke's colour stays near it."""
+        shares = counts.mean((-2, -1))
+        colours = colour_grid.mean((-2, -1)) / shares.clamp(min=1e-12).unsqueeze(-1)
+        spread = positional_variance(counts.sum(-1)) + positional_variance(counts.sum(-2))
+        spread_factor = (spread / self.PALETTE_SPREAD - 1).clamp(0, 1)
+        confidence = (shares / (shares + self.PALETTE_HALF) * spread_factor).unsqueeze(-1)
+        return torch.cat((colours * confidence, confidence), dim=-1)
 
     def windows(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The `window_matrices` of a grid of that size, and each window's -CONFIDENCE_GAIN x its pixels at H/2 (R,
@@ -283,12 +308,15 @@ class HintPropagation(nn.Module):
             lightness = block_means(l.float(), self.SLICE)
             # (hint + 1) / 2: the hints' colours in the sigmoid's range, summed over each pixel's hinted share
             colour_sums = (hint_sums + mask) / 2
-            residual_sums = colour_sums - F.avg_pool2d(ab, self.SLICE // 2) * mask  # minus ab: what the output misses
+            ab_eighth = F.avg_pool2d(ab, self.SLICE // 2)
+            residual_sums = colour_sums - ab_eighth * mask  # minus ab: what the output misses
             tents = self.tents(lightness)
-            fields = self.spread(residual_sums, colour_sums, mask, lightness)
+            fields, palette = self.spread(residual_sums, colour_sums, mask, lightness)
             shifts, confidences = fields.split((2, 1), dim=3)
-            gates = self.gate_values(F.avg_pool2d(features.float(), self.CELL // 2, ceil_mode=True), fields, tents)
-            weights = self.scale.float().clamp(0, 1) * gates[:, None, :, None] * confidences
+            cells = F.avg_pool2d(features.float(), self.CELL // 2, ceil_mode=True)
+            gates = self.gate_values(cells, fields, palette, tents)
+            scale = self.scale.float().clamp(0, 1)
+            weights = scale * gates[:, None, :-1, None] * confidences
             level_shifts, level_weights, radii = shifts.unbind(2), weights.unbind(2), len(self.RADII)
             shift = torch.zeros_like(level_shifts[0])
             for level in (*range(radii, radii + self.ANY_LIGHTNESS), *range(radii)):  # any lightness, then like
@@ -297,20 +325,29 @@ class HintPropagation(nn.Module):
             sliceable = torch.cat((shift, colour_weight * level_shifts[-1], colour_weight), dim=2)
             many_channels = sliceable.flatten(1, 2).contiguous(memory_format=torch.channels_last)  # upsampled 3x faster
             sliced = F.interpolate(many_channels, size=tents.shape[-2:], mode="bilinear", align_corners=False)
-            sliced = (tents.unsqueeze(2) * sliced.unflatten(1, (self.BINS, 5))).sum(1)
+            shift, colour_part = (tents.unsqueeze(2) * sliced.unflatten(1, (self.BINS, 5))).sum(1).split((2, 3), dim=1)
+            # the palette, sliced as the levels are (its gate bilinear from the cells, then by the tents), moves the
+            # output at H/8 toward its colour
+            palette_gate = F.interpolate(gates[:, -1:], size=tents.shape[-2:], mode="bilinear", align_corners=False)
+            toward, sure = torch.einsum("nbhw,nbc->nchw", tents, palette).split((2, 1), dim=1)
+            shift = shift + scale * palette_gate * (toward - sure * (ab_eighth + shift))
             shift, weighted_colour, weight = F.interpolate(
-                sliced, size=ab.shape[-2:], mode="bilinear", align_corners=False
+                torch.cat((shift, colour_part), dim=1), size=ab.shape[-2:], mode="bilinear", align_corners=False
             ).split((2, 2, 1), dim=1)
             mixed = (ab + shift) * (1 - weight) + weighted_colour
             return (0.5 + (mixed - 0.5) * (1 + self.COLOUR_GAIN * weight)).clamp(0, 1)
 
-    def gate_values(self, cells: torch.Tensor, fields: torch.Tensor, tents: torch.Tensor) -> torch.Tensor:
-        """Each level's gate in (0, 1) per grid cell (N, RADII + ANY_LIGHTNESS + 1, gh, gw), from the network's features
-        pooled to the cells and the fields averaged over the cell's lightness bins; in float32 whatever the weights are
-        stored in."""
+    def gate_values(
+        self, cells: torch.Tensor, fields: torch.Tensor, palette: torch.Tensor, tents: torch.Tensor
+    ) -> torch.Tensor:
+        """Each level's gate in (0, 1) per grid cell (N, RADII + ANY_LIGHTNESS + 2, gh, gw: the palette's last), from
+        the network's features pooled to the cells and the fields and palette averaged over the cell's lightness bins;
+        in float32 whatever the weights are stored in."""
         occupancy = F.avg_pool2d(tents, self.CELL // self.SLICE, ceil_mode=True)  # each bin's share of the cell
         summary = (occupancy[:, :, None, None] * fields).sum(1).flatten(1, 2)
-        gate_input = torch.cat((cells, summary), dim=1).contiguous(memory_format=torch.channels_last)  # 2x faster
+        palette_summary = torch.einsum("nbhw,nbc->nchw", occupancy, palette)
+        gate_input = torch.cat((cells, summary, palette_summary), dim=1)
+        gate_input = gate_input.contiguous(memory_format=torch.channels_last)  # 2x faster
         hidden = F.conv2d(gate_input, self.gate_hidden.weight.float(), self.gate_hidden.bias.float(), padding=1)
         return F.conv2d(hidden.relu(), self.gates.weight.float(), self.gates.bias.float(), padding=1).sigmoid()
 

@@ -27,7 +27,7 @@ from letcolor.cache import cache_dir, weights_key
 from letcolor.color import HINT_CHANNELS
 from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, GlobalOutput, LetThereBeColor, mix_global
 
-EXPORT_VERSION = 6  # bump when the graphs (their inputs, outputs, layers) or the export change
+EXPORT_VERSION = 7  # bump when the graphs (their inputs, outputs, layers) or the export change
 OPSET = 17
 GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "colorize_automatic.onnx"
 
