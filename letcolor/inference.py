@@ -6,6 +6,7 @@ half a gray level of noise on the input causes (see the README's benchmark).
 """
 
 import copy
+import functools
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -63,8 +64,22 @@ def _cpu_probe(name: str) -> bool:
     return getattr(torch.cpu, name, lambda: False)()
 
 
-def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN's packed convolutions (`OneDNNConv`) run in `dtype` on this CPU."""
+    available = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    return available and (dtype != torch.bfloat16 or onednn_packs_bfloat16())
+
+
+@functools.cache
+def onednn_packs_bfloat16() -> bool:
+    """oneDNN packs bfloat16 weights only on CPUs with AVX512 (BW, VL, DQ) or AVX-NE-CONVERT; elsewhere (an AVX2-only
+    CPU) it raises, and torch's own bfloat16 convolutions run instead. Asked of oneDNN itself, on a 1x1 conv."""
+    weight = torch.zeros(1, 1, 1, 1, dtype=torch.bfloat16)
+    try:
+        torch.ops.mkldnn._reorder_convolution_weight(weight, [0, 0], [1, 1], [1, 1], 1, [1, 1, 1, 1])
+    except RuntimeError:
+        return False
+    return True
 
 
 class OneDNNConv(nn.Module):
@@ -174,7 +189,7 @@ class InferenceNetwork:
         if speedups.precision != Precision.FLOAT32:
             to_bfloat16(self.model, cast_weights=not self.autocast)
         self.activations_dtype = self.model.null_global.dtype
-        if speedups.onednn and device.type == "cpu" and not self.autocast and onednn_available():
+        if speedups.onednn and device.type == "cpu" and not self.autocast and onednn_available(self.activations_dtype):
             use_onednn(self.model)
         if speedups.compile:
             for name in ("low_level", "mid_level", "global_level", "fusion", "colorization"):

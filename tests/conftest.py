@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from letcolor.inference import Precision, onednn_available
 from letcolor.model import LetThereBeColor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,6 +16,14 @@ EVERYDAY = ROOT / "tests" / "data" / "letcolor-everyday"
 # The full corpora: training and corpus-scale benchmarks; no test needs them (a test that reads them skips without).
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SCENE_NAMES = [f"scene_{i}" for i in range(5)]
+# oneDNN's packed convolutions in each precision, where this CPU runs them (bfloat16: AVX512 or AVX-NE-CONVERT)
+PACKED_PRECISIONS = [
+    Precision.FLOAT32,
+    pytest.param(
+        Precision.BFLOAT16,
+        marks=pytest.mark.skipif(not onednn_available(torch.bfloat16), reason="oneDNN packs bfloat16 only with AVX512"),
+    ),
+]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,13 +10,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLES
+from conftest import EXAMPLES, PACKED_PRECISIONS
 from PIL import Image
 
 from letcolor import Colorizer
 from letcolor.color import AB_RANGE, rgb_to_lab
 from letcolor.hints import Hints, InvalidHintsError, parse_colour, points_from_truth, simulate_hints
-from letcolor.inference import OneDNNConv, Precision, Speedups
+from letcolor.inference import OneDNNConv, Speedups
 from letcolor.model import HintPropagation, InvalidModelError, LetThereBeColor
 from letcolor.pipeline import load_model
 from train.loop import hint_counts
@@ -198,7 +198,7 @@ def test_zero_initialised_hint_propagation_computes_the_hint_models_output_exact
         assert np.array_equal(np.asarray(Colorizer(propagating, "cpu")(PHOTO, hints=hints).image), expected)
 
 
-@pytest.mark.parametrize("precision", [Precision.FLOAT32, Precision.BFLOAT16])
+@pytest.mark.parametrize("precision", PACKED_PRECISIONS)
 def test_packed_onednn_convolutions_add_the_hints_before_the_first_relu(precision):
     points = [(50, 60, "#ff0000"), (400, 300, "#0000ff"), (600, 100, "#ffff00")]
     plain = Speedups(precision, fold_batchnorm=True, channels_last=True)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_tiny_model
+from conftest import PACKED_PRECISIONS, make_tiny_model
 from huggingface_hub import constants as hub_constants
 from PIL import Image, ImageOps
 
-from letcolor import color, fullres, pipeline, threads
+from letcolor import color, fullres, inference, pipeline, threads
 from letcolor.bench import calibrate_batchnorm
 from letcolor.images import MAX_IMAGE_PIXELS, InvalidImageError, image_pixels, load_image
 from letcolor.inference import OneDNNConv, Precision, Speedups
@@ -438,7 +438,7 @@ def test_folded_batchnorm_and_channels_last_are_exact(model, examples_dir):
     assert (folded - reference).abs().max() < 0.01
 
 
-@pytest.mark.parametrize("precision", [Precision.FLOAT32, Precision.BFLOAT16])
+@pytest.mark.parametrize("precision", PACKED_PRECISIONS)
 def test_packed_onednn_convolutions_compute_what_torch_convolutions_do(model, examples_dir, precision):
     photos = [photo(examples_dir, name) for name in ("historical_d.jpg", "astronaut.png")]
     plain = Speedups(precision, fold_batchnorm=True, channels_last=True)
@@ -447,6 +447,19 @@ def test_packed_onednn_convolutions_compute_what_torch_convolutions_do(model, ex
     assert any(isinstance(layer, OneDNNConv) for layer in packed.network.model.modules())
     for fast, exact in zip(packed.predict_ab(photos, max_side=256), reference, strict=True):
         assert (fast - exact).abs().max() < 1e-3
+
+
+def test_bfloat16_runs_torch_convolutions_where_onednn_cannot_pack_it(model, examples_dir, monkeypatch):
+    """An AVX2-only CPU: oneDNN refuses bfloat16 weights, so those convolutions stay torch's (float32 ones are
+    packed)."""
+    monkeypatch.setattr(inference, "onednn_packs_bfloat16", lambda: False)
+    photos = [photo(examples_dir, "historical_d.jpg")]
+    for precision, packs in ((Precision.BFLOAT16, False), (Precision.FLOAT32, True)):
+        plain = Speedups(precision, fold_batchnorm=True, channels_last=True)
+        packed = Colorizer(model, "cpu", dataclasses.replace(plain, onednn=True))
+        assert any(isinstance(layer, OneDNNConv) for layer in packed.network.model.modules()) == packs
+        expected = Colorizer(model, "cpu", plain).predict_ab(photos, max_side=256)[0]
+        assert (packed.predict_ab(photos, max_side=256)[0] - expected).abs().max() < 1e-3
 
 
 @pytest.mark.parametrize("whole_upsample_pixels", [0, fullres.WHOLE_UPSAMPLE_PIXELS])
