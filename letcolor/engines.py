@@ -21,16 +21,19 @@ NO_ONNXRUNTIME = (
 
 def resolve_engine(engine: str, device: torch.device) -> str:
     """The engine that `engine` names on `device`. "auto" is the fastest measured (`bench --engine`, README Speed):
-    torch on CUDA and on CPUs with AMX, where it runs in bfloat16; torch-int8 on CPUs with AVX512-BF16 and no AMX (an
-    AMD EPYC: 0.6x the time of torch in bfloat16 for the network, 0.7x-0.9x end to end); elsewhere ONNX Runtime
-    in float32 (about as fast as torch in float32, faster at 4 MP), or torch with a one-line notice where onnxruntime
-    is not installed."""
+    torch on CUDA and on CPUs with AMX, where it runs in bfloat16; elsewhere torch-int8 where torch has its x86
+    quantized kernels (on an AMD EPYC with AVX512-BF16 and no AMX, 0.6x the time of torch in bfloat16 for the network,
+    0.7x-0.9x end to end; on one with only AVX2, 0.86x-0.91x the time of ONNX Runtime in float32 end to end); then
+    torch in bfloat16 where the CPU runs it natively; else ONNX Runtime in float32, or torch with a one-line notice
+    where onnxruntime is not installed."""
     if engine != "auto":
         return engine
-    if device.type != "cpu":
+    if device.type != "cpu" or (cpu_has_amx() and cpu_has_fast_bfloat16()):
         return "torch"
+    if int8_available():
+        return "torch-int8"
     if cpu_has_fast_bfloat16():
-        return "torch" if cpu_has_amx() or not int8_available() else "torch-int8"
+        return "torch"
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401

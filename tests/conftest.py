@@ -28,8 +28,7 @@ PACKED_PRECISIONS = [
 
 @pytest.fixture(scope="session", autouse=True)
 def export_cache(tmp_path_factory):
-    """ONNX graphs that the tests export (the default engine exports on CPUs without bfloat16) go to a temporary
-    cache, not the user's."""
+    """The ONNX graphs and int8 calibrations that the tests make go to a temporary cache, not the user's."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LETCOLOR_CACHE", str(tmp_path_factory.mktemp("letcolor-cache")))
         yield

@@ -122,11 +122,13 @@ def test_without_onnxruntime_the_engine_is_a_clear_error_and_torch_still_works(m
         Colorizer.from_pretrained(engine="tensorrt")
 
 
-def test_auto_is_torch_on_cpus_with_amx_and_onnxruntime_on_cpus_without_fast_bfloat16(monkeypatch):
+def test_auto_is_torch_on_cpus_with_amx_and_onnxruntime_on_cpus_without_bfloat16_or_int8(monkeypatch):
     monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: True)
     monkeypatch.setattr(engines, "cpu_has_amx", lambda: True)
     assert Colorizer.from_pretrained().engine == "torch"
     monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: False)
+    assert Colorizer.from_pretrained().engine == "torch-int8"  # an AVX2-only CPU
+    monkeypatch.setattr(engines, "int8_available", lambda: False)
     colorizer = Colorizer.from_pretrained()
     assert colorizer.engine == "onnxruntime" and isinstance(colorizer.network, onnx_engine.OnnxRuntimeNetwork)
     assert colorizer(PHOTOS[0]).image.size == (640, 427)
@@ -145,7 +147,7 @@ def cpu_with(monkeypatch, amx: bool, avx512_bf16: bool, isa_limit: str | None = 
 
 def test_bfloat16_where_the_cpu_runs_it_natively(monkeypatch):
     """AMX (an Intel Xeon) and AVX512-BF16 without AMX (an AMD EPYC): bfloat16 for torch, and auto takes torch with
-    AMX, torch-int8 without (`test_quantized`); elsewhere float32 and ONNX Runtime."""
+    AMX, torch-int8 without (`test_quantized`); elsewhere float32 and torch-int8."""
     for amx, avx512_bf16, engine in ((True, True, "torch"), (False, True, "torch-int8")):
         cpu_with(monkeypatch, amx, avx512_bf16)
         assert cpu_has_fast_bfloat16()
@@ -154,21 +156,22 @@ def test_bfloat16_where_the_cpu_runs_it_natively(monkeypatch):
     cpu_with(monkeypatch, amx=False, avx512_bf16=False)
     assert not cpu_has_fast_bfloat16()
     assert Speedups.default_for(torch.device("cpu")).precision == Precision.FLOAT32
-    assert Colorizer.from_pretrained().engine == "onnxruntime"
+    assert Colorizer.from_pretrained().engine == "torch-int8"
 
 
 def test_amx_kept_off_by_onednn_counts_as_no_fast_bfloat16(monkeypatch):
-    """There bfloat16 took 1.6x float32's time: the CPU default is float32, and auto takes ONNX Runtime."""
+    """There bfloat16 took 1.6x float32's time: the CPU default is float32, and auto takes torch-int8."""
     cpu_with(monkeypatch, amx=True, avx512_bf16=True, isa_limit="AVX512_CORE_BF16")
     assert not cpu_has_fast_bfloat16()
     assert Speedups.default_for(torch.device("cpu")).precision == Precision.FLOAT32
-    assert Colorizer.from_pretrained().engine == "onnxruntime"
+    assert Colorizer.from_pretrained().engine == "torch-int8"
     cpu_with(monkeypatch, amx=False, avx512_bf16=True, isa_limit="AVX2")
     assert not cpu_has_fast_bfloat16()
 
 
 def test_auto_without_onnxruntime_runs_on_torch_with_a_notice(monkeypatch):
     monkeypatch.setattr(engines, "cpu_has_fast_bfloat16", lambda: False)
+    monkeypatch.setattr(engines, "int8_available", lambda: False)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.warns(UserWarning, match="onnxruntime is not installed, so the network runs on torch"):
         colorizer = Colorizer.from_pretrained()
