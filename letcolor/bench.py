@@ -30,7 +30,7 @@ from letcolor.engines import ENGINES
 from letcolor.fullres import lightness
 from letcolor.hints import points_from_truth
 from letcolor.images import image_pixels, load_image
-from letcolor.inference import Precision, Speedups
+from letcolor.inference import Precision, Speedups, cpu_has_fast_bfloat16
 from letcolor.memory import PeakMemory
 from letcolor.metrics import psnr
 from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, LetThereBeColor
@@ -57,7 +57,6 @@ CONFIGURATIONS = {  # name: (engine, torch speed-ups; None: the engine's default
     "bf16 folded-BN channels-last compile": ("torch", Speedups(Precision.BFLOAT16, True, True, compile=True)),
     **{engine: (engine, None) for engine in ENGINES},
 }
-DEFAULT_CONFIGURATIONS = [name for name in CONFIGURATIONS if "compile" not in name and name not in ENGINES]
 NOISE_FLOOR = "(baseline, input +-0.5 gray level noise)"
 
 
@@ -227,8 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=float, default=1.0, help="width of the random model (1.0 = the paper's)")
     parser.add_argument(
         "--configs",
-        default=",".join(DEFAULT_CONFIGURATIONS),
-        help=f"comma-separated, the first is the baseline; known: {', '.join(CONFIGURATIONS)}",
+        help="comma-separated, the first is the baseline (default: all but compile and the engines; on a CPU without "
+        f"native bfloat16, the float32 ones); known: {', '.join(CONFIGURATIONS)}",
     )
     parser.add_argument(
         "--engine",
@@ -247,7 +246,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = [name.strip() for name in (args.engine or args.configs).split(",")]
+    device = torch.device(args.device) if args.device else default_device()
+    names = [name.strip() for name in (args.engine or args.configs or default_configurations(device)).split(",")]
     unknown = [name for name in names if name not in CONFIGURATIONS]
     if unknown:
         print(f"unknown configurations or engines {unknown}; known: {list(CONFIGURATIONS)}", file=sys.stderr)
@@ -255,7 +255,6 @@ def run(args: argparse.Namespace) -> int:
     sizes = [parse_size(text) for text in (args.sizes or (ENGINE_SIZES if args.engine else DEFAULT_SIZES)).split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
     hint_channels = 3 if args.hints else 0
     model = load_model(args.model) if args.model else random_model(args.width, ACCURACY_PHOTOS, 0, hint_channels)
     if args.hints and not model.takes_hints:
@@ -308,6 +307,20 @@ def video_seconds(colorizer: Colorizer, path: Path, max_side: int | None, file_f
     start = time.perf_counter()
     colorize_video(colorizer, path, path.with_name(f"{path.stem}-colorized.mp4"), max_side=max_side, **options)
     return (time.perf_counter() - start) / VIDEO_FRAMES
+
+
+def default_configurations(device: torch.device) -> str:
+    """Every configuration but compile and the engines; on a CPU without native bfloat16 (`cpu_has_fast_bfloat16`),
+    the float32 ones only, with a notice: there bfloat16 is emulated and oneDNN cannot pack it (an AVX2-only CPU: the
+    README's `bench` took 137 s with them, 12 s without)."""
+    names = [name for name in CONFIGURATIONS if "compile" not in name and name not in ENGINES]
+    if device.type == "cpu" and not cpu_has_fast_bfloat16():
+        print(
+            "bench: this CPU runs bfloat16 emulated, so its configurations are left out (--configs names them)",
+            file=sys.stderr,
+        )
+        names = [name for name in names if CONFIGURATIONS[name][1].precision == Precision.FLOAT32]
+    return ",".join(names)
 
 
 def configured(model: LetThereBeColor, device: torch.device, name: str) -> Colorizer:
