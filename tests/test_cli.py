@@ -200,7 +200,7 @@ def test_evaluate_is_registered_from_its_module(monkeypatch):
 
 @pytest.mark.slow
 def test_bench_leaves_out_bfloat16_where_the_cpu_emulates_it(examples_dir, monkeypatch, capsys):
-    """On an AVX2-only CPU the README's bench took 137 s with the bfloat16 configurations, emulated there, 12 without."""
+    """On an AVX2-only CPU the README's bench took 137 s with the bfloat16 configurations (emulated), 12 without."""
     monkeypatch.setattr(bench, "ACCURACY_PHOTOS", [examples_dir / "historical_b.jpg"])
     arguments = ["bench", "--width", "0.125", "--sizes", "64x48", "--repeats", "1", "--device", "cpu"]
     for native, header in (
@@ -218,6 +218,7 @@ def test_bench_leaves_out_bfloat16_where_the_cpu_emulates_it(examples_dir, monke
         assert ("bfloat16 emulated" in output.err) != native
 
 
+@pytest.mark.slow
 def test_bench_prints_markdown_tables(examples_dir, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("LETCOLOR_CACHE", str(tmp_path))  # the onnxruntime engine's graphs
     photos = [examples_dir / "historical_b.jpg", examples_dir / "historical_e.jpg"]
