@@ -215,7 +215,8 @@ class HintPropagation(nn.Module):
     at zero: until it is trained, the output is the network's own. A hint's confidence grows with the hinted pixels
     counted and fades with the distance from them (its nearness: `window_matrices`). Before the colour level, the
     palette pulls the colours toward those of the hints of like lightness anywhere in the photo (a level whose window
-    is the whole photo), where such hints lie across the photo: one stroke's colour stays near it."""
+    is the whole photo), where such hints lie across the photo: one stroke's colour stays near it. Before all of this,
+    hints that lie across the photo also set the strength of the network's colours (`strength`, not learned)."""
 
     CELL = 16  # network input pixels per side of a grid cell
     SLICE = 8  # network input pixels per side of a pixel where the grid is sliced (H/8)
@@ -223,9 +224,10 @@ class HintPropagation(nn.Module):
     RADII = (6, 3, 1, 0)  # box windows of (2r + 1)^2 grid cells, coarse to fine, applied twice: (4r + 1)^2 in all
     CONFIDENCE_GAIN = 4.0  # a window holding one hinted pixel (at H/2) of like lightness is 98% sure
     COLOUR_RADIUS = 3  # the colour level: the hints' mean colour over this radius (6: 0.1 dB more, strokes spill)
-    COLOUR_GAIN = 0.3  # chroma times 1 + 0.3 w where the colour level blends by w: a mean of hints is grayer than each
+    COLOUR_GAIN = 0.4  # chroma times 1 + 0.4 w where the colour level blends by w: a mean of hints is grayer than each
     PALETTE_HALF = 1e-4  # the palette of a lightness bin is half sure when its hints cover this share of the photo
     PALETTE_SPREAD = 0.03  # and unsure unless its hints' positions vary more than this (twice: sure), in sides squared
+    STRENGTH_PRIOR = 0.02  # the strength's fit as if the network also had this chroma at each hint, in agreement
     ANY_LIGHTNESS = 2  # how many of the widest RADII also spread the hints of any lightness (blended first)
     GATE_CHANNELS = 16
 
@@ -275,6 +277,24 @@ class HintPropagation(nn.Module):
         fields = torch.cat((fields[:, : self.BINS], any_lightness, colour), dim=2)
         return fields, self.palette(colour_grid, grid[:, : self.BINS, 2])
 
+    def strength(
+        self, hint_sums: torch.Tensor, mask: torch.Tensor, ab_eighth: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """Each photo's factor (N, 1, 1, 1) on the network's colours (ab - 0.5), given at H/8 the hints' a,b summed
+        over each pixel's hinted share (N, 2, h, w, in the hint channels' scale), that share (N, 1, h, w) and the
+        network's ab: the factor in [0, 1] that brings the network's colours at the hints nearest the hints' own (least
+        squares), where the hints lie across the photo (PALETTE_SPREAD, as the palette), else 1; 1 while the
+        propagation's `scale` is 0. Hints that say the colours are grayer than the network's, or of other hues, all
+        over the photo, take colour out of it beyond their reach too: a gray car on a gray street no longer keeps the
+        network's tint between the hints."""
+        hinted = (ab_eighth - 0.5) * mask
+        prior = self.STRENGTH_PRIOR**2 * mask.square().sum((1, 2, 3))  # as if the network's colours had agreed
+        fit = ((hint_sums / 2 * hinted).sum((1, 2, 3)) + prior) / (hinted.square().sum((1, 2, 3)) + prior)
+        shares = mask[:, 0]
+        spread = positional_variance(shares.sum(-1)) + positional_variance(shares.sum(-2))
+        sure = (spread / self.PALETTE_SPREAD - 1).clamp(0, 1) * scale
+        return (1 - sure * (1 - fit.clamp(0, 1))).view(-1, 1, 1, 1)
+
     def palette(self, colour_grid: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """(N, BINS, 3): each lightness bin's mean hint colour over the whole photo times its confidence, and that
         confidence, given the grid of the hints' colours (N, BINS, 2, gh, gw) and of their counts (N, BINS, gh, gw):
@@ -309,13 +329,16 @@ class HintPropagation(nn.Module):
             # (hint + 1) / 2: the hints' colours in the sigmoid's range, summed over each pixel's hinted share
             colour_sums = (hint_sums + mask) / 2
             ab_eighth = F.avg_pool2d(ab, self.SLICE // 2)
+            scale = self.scale.float().clamp(0, 1)
+            strength = self.strength(hint_sums, mask, ab_eighth, scale)
+            # (ab - 0.5) strength + 0.5, to the bit ab where the strength is 1; pooling is linear
+            ab, ab_eighth = (torch.addcmul(each, each - 0.5, strength - 1) for each in (ab, ab_eighth))
             residual_sums = colour_sums - ab_eighth * mask  # minus ab: what the output misses
             tents = self.tents(lightness)
             fields, palette = self.spread(residual_sums, colour_sums, mask, lightness)
             shifts, confidences = fields.split((2, 1), dim=3)
             cells = F.avg_pool2d(features.float(), self.CELL // 2, ceil_mode=True)
             gates = self.gate_values(cells, fields, palette, tents)
-            scale = self.scale.float().clamp(0, 1)
             weights = scale * gates[:, None, :-1, None] * confidences
             level_shifts, level_weights, radii = shifts.unbind(2), weights.unbind(2), len(self.RADII)
             shift = torch.zeros_like(level_shifts[0])

@@ -320,6 +320,43 @@ def test_the_palette_colours_pixels_of_its_lightness_beyond_every_window_if_the_
     assert torch.equal(with_palette[bright], ab[bright])  # 40 L brighter than the hints: not their colour
 
 
+def test_the_strength_of_the_colours_follows_hints_across_the_photo_and_never_rises():
+    propagation = HintPropagation(feature_channels=1)
+    with torch.no_grad():
+        propagation.scale.fill_(1)  # trained (0: the network's own colours, as `scale` is for every level)
+    mask = torch.zeros(1, 1, 8, 64)
+    across, one_place = mask.clone(), mask.clone()
+    across[..., 0, :8], across[..., 7, 56:] = 1, 1  # at the top left and the bottom right
+    one_place[..., 2:4, 8:16] = 1  # one stroke
+
+    def strength(hint_colour: float, network_colour: float, hinted: torch.Tensor) -> float:
+        hint_sums = 2 * (hint_colour - 0.5) * hinted.repeat(1, 2, 1, 1)  # the hint channels' scale
+        network = torch.full((1, 2, 8, 64), network_colour)
+        return propagation.strength(hint_sums, hinted, network, propagation.scale.detach().clamp(0, 1)).item()
+
+    assert strength(0.5, 0.6, across) < 0.05  # gray hints: the network's colour goes
+    assert strength(0.55, 0.6, across) == pytest.approx(0.5, abs=0.02)  # half as strong
+    assert strength(0.4, 0.6, across) < 0.05  # the opposite hue
+    assert strength(0.6, 0.6, across) == pytest.approx(1) and strength(0.7, 0.6, across) == 1  # agreeing, stronger
+    assert strength(0.6, 0.5, across) == 1  # a gray network says nothing of its strength
+    assert strength(0.5, 0.6, one_place) == 1  # one stroke's colour stays near it
+
+
+def test_gray_hints_across_a_photo_take_its_colour_out_beyond_their_reach_and_one_gray_stroke_does_not():
+    colorizer = Colorizer(load_model(), "cpu")
+    across = [(x, y, "#808080") for x in (64, 224, 416, 576) for y in (43, 170, 256, 384)]  # PHOTO is 640 x 427
+    stroke = [(x, 43, "#808080") for x in range(64, 128)]
+
+    def chroma(hints) -> torch.Tensor:
+        rgb = torch.from_numpy(np.asarray(colorizer(PHOTO, hints=hints).image) / 255)
+        return rgb_to_lab(rgb, dim=-1)[..., 1:].norm(dim=-1)
+
+    plain = chroma(None)
+    assert chroma(across).mean() < 0.1 * plain.mean()  # before the strength: 0.26x
+    far = (slice(300, None), slice(420, None))  # beyond the stroke's reach (276 photo pixels: the test above)
+    assert torch.equal(chroma(stroke)[far], plain[far])
+
+
 def test_a_strokes_colour_fades_with_distance_however_many_pixels_it_holds():
     propagation = HintPropagation(feature_channels=1)
     lightness = torch.full((1, 1, 64, 128), 0.5)
