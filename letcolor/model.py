@@ -289,7 +289,8 @@ class HintPropagation(nn.Module):
         network's tint between the hints."""
         hinted = (ab_eighth - 0.5) * mask
         prior = self.STRENGTH_PRIOR**2 * mask.square().sum((1, 2, 3))  # as if the network's colours had agreed
-        fit = ((hint_sums / 2 * hinted).sum((1, 2, 3)) + prior) / (hinted.square().sum((1, 2, 3)) + prior)
+        agreement, power = (hint_sums / 2 * hinted).sum((1, 2, 3)) + prior, hinted.square().sum((1, 2, 3)) + prior
+        fit = agreement / power.clamp(min=1e-12)  # 0, not NaN, for a photo without hints in a batch with some
         shares = mask[:, 0]
         spread = positional_variance(shares.sum(-1)) + positional_variance(shares.sum(-2))
         sure = (spread / self.PALETTE_SPREAD - 1).clamp(0, 1) * scale

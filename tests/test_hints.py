@@ -340,6 +340,7 @@ def test_the_strength_of_the_colours_follows_hints_across_the_photo_and_never_ri
     assert strength(0.6, 0.6, across) == pytest.approx(1) and strength(0.7, 0.6, across) == 1  # agreeing, stronger
     assert strength(0.6, 0.5, across) == 1  # a gray network says nothing of its strength
     assert strength(0.5, 0.6, one_place) == 1  # one stroke's colour stays near it
+    assert strength(0.5, 0.6, mask) == 1  # none (a photo without hints in a batch with some): not NaN
 
 
 def test_gray_hints_across_a_photo_take_its_colour_out_beyond_their_reach_and_one_gray_stroke_does_not():
@@ -424,6 +425,9 @@ def test_batch_hints_go_to_their_own_image_and_work_with_a_reference():
     hinted = colorizer.batch(photos, hints=[None, [(10, 10, "#0000ff")]], max_side=128)
     assert np.array_equal(np.asarray(hinted[0].image), np.asarray(plain[0].image))
     assert not np.array_equal(np.asarray(hinted[1].image), np.asarray(plain[1].image))
+    propagating = Colorizer(load_model(), "cpu")  # same-size photos: one network call, the propagation's too
+    one_batch = propagating.batch([PHOTO, PHOTO], hints=[None, [(10, 10, "#0000ff")]], max_side=128)
+    assert np.array_equal(np.asarray(one_batch[0].image), np.asarray(propagating(PHOTO, max_side=128).image))
     styled = colorizer(PHOTO, hints=[(10, 10, "#0000ff")], reference=EXAMPLES / "coffee.png", max_side=128)
     assert styled.image.size == (640, 427)
     with pytest.raises(InvalidHintsError, match="one entry"):
