@@ -291,6 +291,7 @@ class HintPropagation(nn.Module):
         prior = self.STRENGTH_PRIOR**2 * mask.square().sum((1, 2, 3))  # as if the network's colours had agreed
         agreement, power = (hint_sums / 2 * hinted).sum((1, 2, 3)) + prior, hinted.square().sum((1, 2, 3)) + prior
         fit = agreement / power.clamp(min=1e-12)  # 0, not NaN, for a photo without hints in a batch with some
+        fit = fit.detach()  # a statistic of the photo: in training, 1 / power would scale the gradients up to 1e7
         shares = mask[:, 0]
         spread = positional_variance(shares.sum(-1)) + positional_variance(shares.sum(-2))
         sure = (spread / self.PALETTE_SPREAD - 1).clamp(0, 1) * scale
