@@ -292,9 +292,7 @@ class HintPropagation(nn.Module):
         agreement, power = (hint_sums / 2 * hinted).sum((1, 2, 3)) + prior, hinted.square().sum((1, 2, 3)) + prior
         fit = agreement / power.clamp(min=1e-12)  # 0, not NaN, for a photo without hints in a batch with some
         fit = fit.detach()  # a statistic of the photo: in training, 1 / power would scale the gradients up to 1e7
-        shares = mask[:, 0]
-        spread = positional_variance(shares.sum(-1)) + positional_variance(shares.sum(-2))
-        sure = (spread / self.PALETTE_SPREAD - 1).clamp(0, 1) * scale
+        sure = self.across(mask[:, 0]) * scale
         return (1 - sure * (1 - fit.clamp(0, 1))).view(-1, 1, 1, 1)
 
     def palette(self, colour_grid: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -304,10 +302,14 @@ class HintPropagation(nn.Module):
         spread across the photo (PALETTE_SPREAD): one stroke's colour stays near it."""
         shares = counts.mean((-2, -1))
         colours = colour_grid.mean((-2, -1)) / shares.clamp(min=1e-12).unsqueeze(-1)
-        spread = positional_variance(counts.sum(-1)) + positional_variance(counts.sum(-2))
-        spread_factor = (spread / self.PALETTE_SPREAD - 1).clamp(0, 1)
-        confidence = (shares / (shares + self.PALETTE_HALF) * spread_factor).unsqueeze(-1)
+        confidence = (shares / (shares + self.PALETTE_HALF) * self.across(counts)).unsqueeze(-1)
         return torch.cat((colours * confidence, confidence), dim=-1)
+
+    def across(self, counts: torch.Tensor) -> torch.Tensor:
+        """How surely hints counted so (..., h, w) lie across the photo, in [0, 1]: 0 unless the variance of their
+        positions (in sides squared, summed over the two axes) is above PALETTE_SPREAD, 1 from twice that."""
+        spread = positional_variance(counts.sum(-1)) + positional_variance(counts.sum(-2))
+        return (spread / self.PALETTE_SPREAD - 1).clamp(0, 1)
 
     def windows(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The `window_matrices` of a grid of that size, and each window's -CONFIDENCE_GAIN x its pixels at H/2 (R,
