@@ -283,7 +283,7 @@ class HintPropagation(nn.Module):
         """Each photo's factor (N, 1, 1, 1) on the network's colours (ab - 0.5), given at H/8 the hints' a,b summed
         over each pixel's hinted share (N, 2, h, w, in the hint channels' scale), that share (N, 1, h, w) and the
         network's ab: the factor in [0, 1] that brings the network's colours at the hints nearest the hints' own (least
-        squares), where the hints lie across the photo (PALETTE_SPREAD, as the palette), else 1; 1 while the
+        squares), where the hints lie across the photo (`across`, as for the palette), else 1; 1 while the
         propagation's `scale` is 0. Hints that say the colours are grayer than the network's, or of other hues, all
         over the photo, take colour out of it beyond their reach too: a gray car on a gray street no longer keeps the
         network's tint between the hints."""
