@@ -201,6 +201,23 @@ def positional_variance(weights: torch.Tensor) -> torch.Tensor:
     return ((weights * positions.square()).sum(-1) / total - mean.square()).clamp(min=0)
 
 
+class Level(NamedTuple):
+    """Levels of the hint propagation (`HintPropagation.spread`): what the output misses spread over a window, as a
+    shift of a and b (N, bins, levels, 2, gh, gw), and the confidence in it (N, bins, levels, 1, gh, gw)."""
+
+    shifts: torch.Tensor
+    confidences: torch.Tensor
+
+
+def slice_bins(grid: torch.Tensor, lower: torch.Tensor, upper_share: torch.Tensor) -> torch.Tensor:
+    """`grid` (N, BINS, C, h, w, or broadcastable in h and w) sliced by lightness: each pixel's value blended from
+    its two lightness bins, the lower `lower` (N, 1, h, w) and the next by `upper_share` (N, 1, h, w): (N, C, h, w)."""
+    n, _, channels = grid.shape[:3]
+    index = lower.unsqueeze(2).expand(n, 1, channels, *lower.shape[-2:])
+    grid = grid.expand(n, grid.shape[1], channels, *lower.shape[-2:])
+    return torch.lerp(grid.gather(1, index), grid.gather(1, index + 1), upper_share.unsqueeze(2)).squeeze(1)
+
+
 class HintPropagation(nn.Module):
     """Beyond the paper: what the network's colours still miss at each hint (the hint's colour minus the network's
     there) is spread over the neighbouring pixels, as the non-learned baseline of `letcolor.evaluate` does but learned
@@ -246,14 +263,14 @@ class HintPropagation(nn.Module):
 
     def spread(
         self, residual_sums: torch.Tensor, colour_sums: torch.Tensor, mask: torch.Tensor, l: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each grid cell, lightness bin and level (the RADII over the hinted pixels in that bin, then the first
-        ANY_LIGHTNESS radii over those of any lightness): the mean residual over the hinted pixels near the cell,
-        given at H/8 the residual and the hints' colours summed over each pixel's hinted share (N, 2, h, w) each, that
-        share `mask` (N, 1, h, w) and L (N, 1, h, w) in [0, 1]; and a confidence in [0, 1): it grows with the hinted
-        pixels counted and fades with their distance, 0 where none is near. Then the colour level: the hints' mean
-        colour over the COLOUR_RADIUS window of like lightness, and that window's confidence. (N, BINS, RADII +
-        ANY_LIGHTNESS + 1, 3, h / 2, w / 2); and the `palette` of the whole photo (N, BINS, 3)."""
+    ) -> tuple[tuple[Level, Level, Level], torch.Tensor]:
+        """For each grid cell, lightness bin and level, given at H/8 the residual and the hints' colours summed over
+        each pixel's hinted share (N, 2, h, w) each, that share `mask` (N, 1, h, w) and L (N, 1, h, w) in [0, 1]: the
+        mean residual over the hinted pixels near the cell, and a confidence in [0, 1): it grows with the hinted pixels
+        counted and fades with their distance, 0 where none is near. Three groups of levels, each as `Level` (N, bins,
+        levels, 2 and 1, h / 2, w / 2): the RADII over the hinted pixels in each bin; the first ANY_LIGHTNESS radii
+        over those of any lightness (one bin, for all); the colour level, the hints' mean colour over the
+        COLOUR_RADIUS window of like lightness, and that window's confidence. And the `palette` (N, BINS, 3)."""
         hinted = torch.cat((residual_sums, colour_sums, mask, l * mask), dim=1)
         cells = F.avg_pool2d(hinted, self.CELL // self.SLICE, ceil_mode=True)
         sums, colours, count, lightness_sum = cells.split((2, 2, 1, 1), dim=1)
@@ -266,16 +283,16 @@ class HintPropagation(nn.Module):
         evidence = 1 - torch.exp(weights * decays)  # decays: -CONFIDENCE_GAIN x the window's pixels
         near_weighted, near_weights = windowed(grid[:, :, 2:], rows[radii:], columns[radii:]).chunk(2, dim=2)
         nearness = near_weighted / near_weights.clamp(min=1e-12)  # of the hinted pixels counted in `grid`
-        fields = torch.cat((sums / weights.clamp(min=1e-12), evidence * nearness), dim=3)
-        any_lightness = fields[:, self.BINS :, : self.ANY_LIGHTNESS].expand(-1, self.BINS, -1, -1, -1, -1)
+        levels = Level(sums / weights.clamp(min=1e-12), evidence * nearness)
+        like_lightness = Level(*(each[:, : self.BINS] for each in levels))
+        any_lightness = Level(*(each[:, self.BINS :, : self.ANY_LIGHTNESS] for each in levels))
         radius = self.RADII.index(self.COLOUR_RADIUS)
         window = slice(radius, radius + 1)  # that radius, its dimension kept
         colour_grid = tents.unsqueeze(2) * colours.unsqueeze(1)  # the hints' own colours, binned by their lightness
         colour_sums = windowed(colour_grid, rows[window], columns[window])
         colour_means = colour_sums / weights[:, : self.BINS, window].clamp(min=1e-12)
-        colour = torch.cat((colour_means, fields[:, : self.BINS, window, 2:]), dim=3)  # with that window's confidence
-        fields = torch.cat((fields[:, : self.BINS], any_lightness, colour), dim=2)
-        return fields, self.palette(colour_grid, grid[:, : self.BINS, 2])
+        colour = Level(colour_means, like_lightness.confidences[:, :, window])  # with that window's confidence
+        return (like_lightness, any_lightness, colour), self.palette(colour_grid, grid[:, : self.BINS, 2])
 
     def strength(
         self, hint_sums: torch.Tensor, mask: torch.Tensor, ab_eighth: torch.Tensor, scale: torch.Tensor
@@ -332,51 +349,82 @@ class HintPropagation(nn.Module):
             lightness = block_means(l.float(), self.SLICE)
             # (hint + 1) / 2: the hints' colours in the sigmoid's range, summed over each pixel's hinted share
             colour_sums = (hint_sums + mask) / 2
-            ab_eighth = F.avg_pool2d(ab, self.SLICE // 2)
+            ab_eighth = block_means(ab, self.SLICE // 2)
             scale = self.scale.float().clamp(0, 1)
             strength = self.strength(hint_sums, mask, ab_eighth, scale)
-            # (ab - 0.5) strength + 0.5, to the bit ab where the strength is 1; pooling is linear
-            ab, ab_eighth = (torch.addcmul(each, each - 0.5, strength - 1) for each in (ab, ab_eighth))
+            ab_eighth = torch.addcmul(ab_eighth, ab_eighth - 0.5, strength - 1)  # (ab - 0.5) strength + 0.5
             residual_sums = colour_sums - ab_eighth * mask  # minus ab: what the output misses
             tents = self.tents(lightness)
-            fields, palette = self.spread(residual_sums, colour_sums, mask, lightness)
-            shifts, confidences = fields.split((2, 1), dim=3)
+            groups, palette = self.spread(residual_sums, colour_sums, mask, lightness)
             cells = F.avg_pool2d(features.float(), self.CELL // 2, ceil_mode=True)
-            gates = self.gate_values(cells, fields, palette, tents)
-            weights = scale * gates[:, None, :-1, None] * confidences
-            level_shifts, level_weights, radii = shifts.unbind(2), weights.unbind(2), len(self.RADII)
-            shift = torch.zeros_like(level_shifts[0])
+            gates = scale * self.gate_values(cells, groups, palette, tents)
+            level_shifts, level_weights = [], []
+            level_gates = gates[:, None, :-1, None].split([group.shifts.shape[2] for group in groups], dim=2)
+            for group, group_gates in zip(groups, level_gates, strict=True):
+                level_shifts += group.shifts.unbind(2)
+                level_weights += (group_gates * group.confidences).unbind(2)
+            shift, radii = torch.zeros_like(level_shifts[0]), len(self.RADII)
             for level in (*range(radii, radii + self.ANY_LIGHTNESS), *range(radii)):  # any lightness, then like
                 shift = torch.lerp(shift, level_shifts[level], level_weights[level])
             colour_weight = level_weights[-1]  # then toward the hints' colours (premultiplied: slicing is linear)
             sliceable = torch.cat((shift, colour_weight * level_shifts[-1], colour_weight), dim=2)
             many_channels = sliceable.flatten(1, 2).contiguous(memory_format=torch.channels_last)  # upsampled 3x faster
             sliced = F.interpolate(many_channels, size=tents.shape[-2:], mode="bilinear", align_corners=False)
-            shift, colour_part = (tents.unsqueeze(2) * sliced.unflatten(1, (self.BINS, 5))).sum(1).split((2, 3), dim=1)
-            # the palette, sliced as the levels are (its gate bilinear from the cells, then by the tents), moves the
-            # output at H/8 toward its colour
+            bins, upper_share = self.bin_pairs(lightness)
+            shift, colour_part = slice_bins(sliced.unflatten(1, (self.BINS, 5)), bins, upper_share).split((2, 3), 1)
+            # the palette, sliced as the levels are (its gate bilinear from the cells, then by the lightness), moves
+            # the output at H/8 toward its colour
             palette_gate = F.interpolate(gates[:, -1:], size=tents.shape[-2:], mode="bilinear", align_corners=False)
-            toward, sure = torch.einsum("nbhw,nbc->nchw", tents, palette).split((2, 1), dim=1)
-            shift = shift + scale * palette_gate * (toward - sure * (ab_eighth + shift))
-            shift, weighted_colour, weight = F.interpolate(
-                torch.cat((shift, colour_part), dim=1), size=ab.shape[-2:], mode="bilinear", align_corners=False
-            ).split((2, 2, 1), dim=1)
-            mixed = (ab + shift) * (1 - weight) + weighted_colour
-            return (0.5 + (mixed - 0.5) * (1 + self.COLOUR_GAIN * weight)).clamp(0, 1)
+            toward, sure = slice_bins(palette[..., None, None], bins, upper_share).split((2, 1), dim=1)
+            shift = shift + palette_gate * (toward - sure * (ab_eighth + shift))
+            return self.blend(ab, shift, colour_part, strength)
+
+    def bin_pairs(self, lightness: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For L (N, 1, h, w) in [0, 1], the lower of the two lightness bins whose tents hold each pixel (N, 1, h, w,
+        in 0 to BINS - 2) and the upper one's share (N, 1, h, w): slicing by them is slicing by the `tents`."""
+        position = lightness.clamp(0, 1) * (self.BINS - 1)
+        lower = position.floor().clamp(max=self.BINS - 2)
+        return lower.long(), position - lower
+
+    def blend(
+        self, ab: torch.Tensor, shift: torch.Tensor, colour_part: torch.Tensor, strength: torch.Tensor
+    ) -> torch.Tensor:
+        """The output at H/2: the network's `ab` (N, 2, h, w) times the `strength` (as in `forward`), plus the
+        `shift` at H/8, then blended toward the colour level's colour (`colour_part` at H/8: that colour times its
+        weight w, and w) by w, the chroma times 1 + COLOUR_GAIN w. The blend is affine in ab, A ab + B, its A and B
+        made at H/8 and upsampled: 3 channels and one product at H/2 in place of a dozen operations."""
+        weighted_colour, weight = colour_part.split((2, 1), dim=1)
+        keep, gain = 1 - weight, 1 + self.COLOUR_GAIN * weight
+        factor = keep * gain  # on (ab - 0.5) strength + 0.5
+        offset = (shift * keep + weighted_colour - 0.5) * gain + 0.5
+        coefficients = torch.cat((factor * strength, offset + factor * (1 - strength) * 0.5), dim=1)
+        factor, offset = F.interpolate(coefficients, size=ab.shape[-2:], mode="bilinear", align_corners=False).split(
+            (1, 2), dim=1
+        )
+        return torch.addcmul(offset, factor, ab).clamp_(0, 1)
 
     def gate_values(
-        self, cells: torch.Tensor, fields: torch.Tensor, palette: torch.Tensor, tents: torch.Tensor
+        self, cells: torch.Tensor, groups: tuple["Level", ...], palette: torch.Tensor, tents: torch.Tensor
     ) -> torch.Tensor:
         """Each level's gate in (0, 1) per grid cell (N, RADII + ANY_LIGHTNESS + 2, gh, gw: the palette's last), from
-        the network's features pooled to the cells and the fields and palette averaged over the cell's lightness bins;
-        in float32 whatever the weights are stored in."""
+        the network's features pooled to the cells and the levels (`spread`) and palette averaged over the cell's
+        lightness bins; in float32 whatever the weights are stored in."""
         occupancy = F.avg_pool2d(tents, self.CELL // self.SLICE, ceil_mode=True)  # each bin's share of the cell
-        summary = (occupancy[:, :, None, None] * fields).sum(1).flatten(1, 2)
+        summary = torch.cat([self.bin_average(group, occupancy) for group in groups], dim=1).flatten(1, 2)
         palette_summary = torch.einsum("nbhw,nbc->nchw", occupancy, palette)
         gate_input = torch.cat((cells, summary, palette_summary), dim=1)
         gate_input = gate_input.contiguous(memory_format=torch.channels_last)  # 2x faster
         hidden = F.conv2d(gate_input, self.gate_hidden.weight.float(), self.gate_hidden.bias.float(), padding=1)
         return F.conv2d(hidden.relu(), self.gates.weight.float(), self.gates.bias.float(), padding=1).sigmoid()
+
+    @staticmethod
+    def bin_average(group: "Level", occupancy: torch.Tensor) -> torch.Tensor:
+        """A group of levels' shifts and confidences averaged over each cell's lightness bins (N, levels, 3, gh, gw),
+        given each bin's share of the cell (N, BINS, gh, gw): the group's own where it has one bin for all (the
+        shares sum to 1)."""
+        if group.shifts.shape[1] == 1:
+            return torch.cat(group, dim=3)[:, 0]
+        return torch.cat([(occupancy[:, :, None, None] * each).sum(1) for each in group], dim=2)
 
 
 class ColorizationNetwork(nn.Module):

@@ -17,7 +17,7 @@ from letcolor import Colorizer
 from letcolor.color import AB_RANGE, rgb_to_lab
 from letcolor.hints import Hints, InvalidHintsError, parse_colour, points_from_truth, simulate_hints
 from letcolor.inference import OneDNNConv, Speedups
-from letcolor.model import HintPropagation, InvalidModelError, LetThereBeColor
+from letcolor.model import HintPropagation, InvalidModelError, LetThereBeColor, slice_bins
 from letcolor.pipeline import load_model
 from train.loop import hint_counts
 from train.widen import widened_weights
@@ -358,6 +358,19 @@ def test_gray_hints_across_a_photo_take_its_colour_out_beyond_their_reach_and_on
     assert torch.equal(chroma(stroke)[far], plain[far])
 
 
+def test_slicing_by_each_pixels_two_lightness_bins_is_slicing_by_the_tents():
+    propagation = HintPropagation(feature_channels=1)
+    generator = torch.Generator().manual_seed(0)
+    lightness = torch.rand(2, 1, 6, 7, generator=generator)
+    lightness[0, 0, 0, :4] = torch.tensor([0.0, 0.5, 0.9, 1.0])  # bin centres and the ends
+    grid = torch.randn(2, propagation.BINS, 3, 6, 7, generator=generator)
+    by_tents = (propagation.tents(lightness).unsqueeze(2) * grid).sum(1)
+    assert torch.allclose(slice_bins(grid, *propagation.bin_pairs(lightness)), by_tents, atol=1e-6)
+    palette = grid[..., :1, :1]  # one value per bin, as the palette's
+    expected = (propagation.tents(lightness).unsqueeze(2) * palette).sum(1)
+    assert torch.allclose(slice_bins(palette, *propagation.bin_pairs(lightness)), expected, atol=1e-6)
+
+
 def test_a_strokes_colour_fades_with_distance_however_many_pixels_it_holds():
     propagation = HintPropagation(feature_channels=1)
     lightness = torch.full((1, 1, 64, 128), 0.5)
@@ -365,7 +378,8 @@ def test_a_strokes_colour_fades_with_distance_however_many_pixels_it_holds():
         mask = torch.zeros(1, 1, 64, 128)
         mask[..., 28:36, columns] = 1
         residual_sums, colour_sums = 0.3 * mask.repeat(1, 2, 1, 1), 0.8 * mask.repeat(1, 2, 1, 1)
-        confidence = propagation.spread(residual_sums, colour_sums, mask, lightness)[0][0, 5, 0, 2, 16]  # L 0.5's bin
+        like_lightness = propagation.spread(residual_sums, colour_sums, mask, lightness)[0][0]
+        confidence = like_lightness.confidences[0, 5, 0, 0, 16]  # L 0.5's bin, the widest radius
         steps = confidence.diff()
         assert confidence.max() > 0.95 and confidence[-1] == 0
         assert steps.abs().max() < 0.15, "the colour stops along a line"
