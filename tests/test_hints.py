@@ -379,7 +379,8 @@ def test_a_strokes_colour_fades_with_distance_however_many_pixels_it_holds():
         mask[..., 28:36, columns] = 1
         residual_sums, colour_sums = 0.3 * mask.repeat(1, 2, 1, 1), 0.8 * mask.repeat(1, 2, 1, 1)
         like_lightness = propagation.spread(residual_sums, colour_sums, mask, lightness)[0][0]
-        confidence = like_lightness.confidences[0, 5, 0, 0, 16]  # L 0.5's bin, the widest radius
+        middle = (propagation.BINS - 1) // 2  # L 0.5's bin
+        confidence = like_lightness.confidences[0, middle, 0, 0, 16]  # at the widest radius
         steps = confidence.diff()
         assert confidence.max() > 0.95 and confidence[-1] == 0
         assert steps.abs().max() < 0.15, "the colour stops along a line"
