@@ -391,8 +391,8 @@ class HintPropagation(nn.Module):
     ) -> torch.Tensor:
         """The output at H/2: the network's `ab` (N, 2, h, w) times the `strength` (as in `forward`), plus the
         `shift` at H/8, then blended toward the colour level's colour (`colour_part` at H/8: that colour times its
-        weight w, and w) by w, the chroma times 1 + COLOUR_GAIN w. The blend is affine in ab, A ab + B, its A and B
-        made at H/8 and upsampled: 3 channels and one product at H/2 in place of a dozen operations."""
+        weight w, and w) by w, the chroma times 1 + COLOUR_GAIN w. That is affine in ab, A ab + B: A and B are made at
+        H/8 and upsampled, so that H/2 sees 3 channels and one product (at most 3 ab units from upsampling each)."""
         weighted_colour, weight = colour_part.split((2, 1), dim=1)
         keep, gain = 1 - weight, 1 + self.COLOUR_GAIN * weight
         factor = keep * gain  # on (ab - 0.5) strength + 0.5
@@ -404,7 +404,7 @@ class HintPropagation(nn.Module):
         return torch.addcmul(offset, factor, ab).clamp_(0, 1)
 
     def gate_values(
-        self, cells: torch.Tensor, groups: tuple["Level", ...], palette: torch.Tensor, tents: torch.Tensor
+        self, cells: torch.Tensor, groups: tuple[Level, ...], palette: torch.Tensor, tents: torch.Tensor
     ) -> torch.Tensor:
         """Each level's gate in (0, 1) per grid cell (N, RADII + ANY_LIGHTNESS + 2, gh, gw: the palette's last), from
         the network's features pooled to the cells and the levels (`spread`) and palette averaged over the cell's
@@ -418,7 +418,7 @@ class HintPropagation(nn.Module):
         return F.conv2d(hidden.relu(), self.gates.weight.float(), self.gates.bias.float(), padding=1).sigmoid()
 
     @staticmethod
-    def bin_average(group: "Level", occupancy: torch.Tensor) -> torch.Tensor:
+    def bin_average(group: Level, occupancy: torch.Tensor) -> torch.Tensor:
         """A group of levels' shifts and confidences averaged over each cell's lightness bins (N, levels, 3, gh, gw),
         given each bin's share of the cell (N, BINS, gh, gw): the group's own where it has one bin for all (the
         shares sum to 1)."""

@@ -362,7 +362,7 @@ def test_slicing_by_each_pixels_two_lightness_bins_is_slicing_by_the_tents():
     propagation = HintPropagation(feature_channels=1)
     generator = torch.Generator().manual_seed(0)
     lightness = torch.rand(2, 1, 6, 7, generator=generator)
-    lightness[0, 0, 0, :4] = torch.tensor([0.0, 0.5, 0.9, 1.0])  # bin centres and the ends
+    lightness[0, 0, 0, :4] = torch.tensor([0.0, 0.5, 0.9, 1.0])  # the ends, a bin centre and between two
     grid = torch.randn(2, propagation.BINS, 3, 6, 7, generator=generator)
     by_tents = (propagation.tents(lightness).unsqueeze(2) * grid).sum(1)
     assert torch.allclose(slice_bins(grid, *propagation.bin_pairs(lightness)), by_tents, atol=1e-6)
