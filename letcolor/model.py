@@ -369,12 +369,12 @@ class HintPropagation(nn.Module):
             colour_weight = level_weights[-1]  # then toward the hints' colours (premultiplied: slicing is linear)
             sliceable = torch.cat((shift, colour_weight * level_shifts[-1], colour_weight), dim=2)
             many_channels = sliceable.flatten(1, 2).contiguous(memory_format=torch.channels_last)  # upsampled 3x faster
-            sliced = F.interpolate(many_channels, size=tents.shape[-2:], mode="bilinear", align_corners=False)
+            sliced = F.interpolate(many_channels, size=lightness.shape[-2:], mode="bilinear", align_corners=False)
             bins, upper_share = self.bin_pairs(lightness)
             shift, colour_part = slice_bins(sliced.unflatten(1, (self.BINS, 5)), bins, upper_share).split((2, 3), 1)
             # the palette, sliced as the levels are (its gate bilinear from the cells, then by the lightness), moves
             # the output at H/8 toward its colour
-            palette_gate = F.interpolate(gates[:, -1:], size=tents.shape[-2:], mode="bilinear", align_corners=False)
+            palette_gate = F.interpolate(gates[:, -1:], size=lightness.shape[-2:], mode="bilinear", align_corners=False)
             toward, sure = slice_bins(palette[..., None, None], bins, upper_share).split((2, 1), dim=1)
             shift = shift + palette_gate * (toward - sure * (ab_eighth + shift))
             return self.blend(ab, shift, colour_part, strength)
