@@ -19,6 +19,7 @@ import functools
 import math
 import os
 import queue
+import secrets
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
@@ -449,7 +450,7 @@ def colorize_video(
     progress: called with (frames done, frames to do in all passes, 0 if unknown) as frames are done.
     Returns the input's VideoInfo. Raises InvalidVideoError (a ValueError) for an input that is not a usable video,
     ValueError for bad options; the destination is only replaced once the output is complete."""
-    if mode not in set(Mode):
+    if not isinstance(mode, str) or mode not in set(Mode):  # (a list from an API call: not a TypeError)
         raise ValueError(f"mode must be one of {[m.value for m in Mode]}, got {mode!r}")
     mode = Mode(mode)
     options = Options(use_global, global_strength, reference, palette_strength, max_side, refine)
@@ -459,7 +460,6 @@ def colorize_video(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     source, destination = _checked_paths(source, destination)
     loaded_reference = load_image(reference) if reference is not None else None
-    partial = destination.with_name(f".{destination.stem}.partial{destination.suffix}")
     with torch.inference_mode():
         reference_features = colorizer.scene_features(loaded_reference) if loaded_reference is not None else None
         with _open(source) as container:  # the header and the first pass share one opening (each decodes frames)
@@ -470,6 +470,7 @@ def colorize_video(
             plan = None
             if mode == Mode.SHOT:
                 plan = _plan(colorizer, container, source, batch_size, reference_features, counter)
+        partial = _new_partial_file(destination)
         try:
             _render(colorizer, source, partial, options, loaded_reference, reference_features, plan, flow_blend,
                     batch_size, counter)  # fmt: skip
@@ -481,10 +482,24 @@ def colorize_video(
     return info
 
 
+def _new_partial_file(destination: Path) -> Path:
+    """A new empty file beside `destination` to write the video into, under a short name that no file had: never an
+    input, never another run's."""
+    while True:
+        partial = destination.with_name(f".letcolor-{secrets.token_hex(6)}{destination.suffix}")
+        try:
+            os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return partial
+        except FileExistsError:
+            continue
+
+
 class _Counter:
     """Counts frames for the progress callback, and checks every decoded frame: no more than max_frames, the size
-    the header declared (a stream whose size changes could pass the header's limits), and, once decoding ends, as
-    many frames as the header declared (a truncated file decodes as a shorter video)."""
+    the header declared (a stream whose size changes could pass the header's limits), and, once decoding ends, that
+    the video was not cut short (a truncated file decodes as a shorter video): as many frames as the header declared,
+    or frames that span the declared duration. The header's count includes frames that are never shown (those an
+    MP4 edit list trims, an AVI's empty drop-frame chunks), so a video whose frames span its duration is whole."""
 
     def __init__(self, callback: ProgressCallback | None, info: VideoInfo, passes: int, max_frames: int | None,
                  source: Path):  # fmt: skip
@@ -495,17 +510,25 @@ class _Counter:
         """`frames`, checked; on an error the decoder is closed at once (the error's traceback, which a server may
         keep, would otherwise hold it open with its frame buffers, and the refused frame)."""
         with closing(frames):
-            count = 0
+            count, first, last = 0, None, None
             for count, frame in enumerate(frames, 1):
                 if problem := self._problem(frame, count):
                     del frame  # not kept alive by the error's traceback
                     raise InvalidVideoError(f"{self.source}: {problem}")
+                first, last = first if first is not None else frame.time, frame.time
                 yield frame
-        if count < self.info.frames:
+        if count < self.info.frames and not self._spans_duration(first, last):
             raise InvalidVideoError(
                 f"{self.source}: the video ends after {count} of the {self.info.frames} frames its header declares "
                 "(truncated or damaged)"
             )
+
+    def _spans_duration(self, first: float | None, last: float | None) -> bool:
+        """Whether frames shown from `first` to `last` (seconds) fill the declared duration, to half a frame."""
+        fps, duration = float(self.info.fps), self.info.duration
+        if first is None or last is None or not fps or not duration:
+            return False
+        return last - first + 1 / fps >= duration - 0.5 / fps
 
     def _problem(self, frame: av.VideoFrame, count: int) -> str | None:
         if self.max_frames is not None and count > self.max_frames:

@@ -15,8 +15,10 @@ from video_clips import (
     SAMPLE_RATE,
     audio_packets,
     display_rotation,
+    edit_listed,
     size_switching,
     truncated_faststart,
+    with_dropped_frame,
     with_sine,
 )
 
@@ -260,6 +262,31 @@ def test_a_truncated_video_whose_index_declares_more_frames_is_refused(colorizer
     with pytest.raises(InvalidVideoError, match="ends after 4 of the 12 frames its header declares"):
         colorize_video(colorizer, truncated, tmp_path / "out.mp4", mode=mode)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cut.mp4"]
+
+
+@pytest.mark.parametrize("mode", ["shot", "frame"])
+def test_videos_whose_header_counts_frames_never_shown_are_whole(colorizer, mode, tmp_path):
+    """An MP4 whose edit list hides its first 3 frames, an AVI with an empty chunk for a dropped frame: their frames
+    span the declared duration. Both used to be refused as truncated."""
+    for video in (edit_listed(CAMVID_CUT, tmp_path / "trimmed.mp4"), with_dropped_frame(tmp_path / "dropped.avi")):
+        shown = len(list(read_frames(video)))
+        assert shown == probe(video).frames - (3 if video.suffix == ".mp4" else 1)
+        colorize_video(colorizer, video, tmp_path / f"{video.stem}-out.mp4", mode=mode)
+        assert len(list(read_frames(tmp_path / f"{video.stem}-out.mp4"))) == shown
+
+
+def test_the_video_is_written_under_a_new_name_that_no_file_had(colorizer, tmp_path, monkeypatch):
+    """It used to be written to .NAME.partial.mp4 and then removed: a file of that name, an input too, was lost."""
+    kept = {".out.partial.mp4": b"an input of that name", ".letcolor-000000000000.mp4": b"a name drawn again"}
+    for name, data in kept.items():
+        (tmp_path / name).write_bytes(data)
+    tokens = iter(["000000000000", "111111111111"])
+    monkeypatch.setattr("secrets.token_hex", lambda size: next(tokens))
+    colorize_video(colorizer, CAMVID_CUT, tmp_path / "out.mp4", mode="frame")
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.name != "out.mp4"} == kept
+    assert len(list(read_frames(tmp_path / "out.mp4"))) == 12
+    with pytest.raises(ValueError, match="mode must be one of"):
+        colorize_video(colorizer, CAMVID_CUT, tmp_path / "list.mp4", mode=["shot"])
 
 
 @pytest.mark.parametrize("mode", ["shot", "frame"])

@@ -74,3 +74,32 @@ def display_rotation(path: Path) -> int:
     with av.open(str(path)) as container:
         first = next(container.decode(video=0), None)
         return first.rotation if first is not None else 0
+
+
+def edit_listed(video: Path, path: Path, trimmed: int = 3) -> Path:
+    """The MP4 remuxed with its timestamps moved `trimmed` frames earlier: the muxer writes an edit list that hides
+    the first frames (as `ffmpeg -ss ... -c copy` does), so the header counts more frames than the video shows."""
+    with av.open(str(video)) as source, av.open(str(path), "w") as output:
+        stream = output.add_stream_from_template(source.streams.video[0])
+        shift = None
+        for packet in source.demux(video=0):
+            if packet.dts is not None:
+                shift = shift if shift is not None else trimmed * packet.duration
+                packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, stream
+                output.mux(packet)
+    return path
+
+
+def with_dropped_frame(path: Path, frames: int = 11, dropped: int = 1) -> Path:
+    """An AVI of MPEG-4 frames at 10 frames/s in which frame `dropped` is missing: the muxer writes an empty chunk
+    in its place (as capture tools do for a frame they dropped), which the header counts and no decoder shows."""
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in (i for i in range(frames) if i != dropped):
+            image = np.full((48, 64, 3), 20 * index, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    return path
