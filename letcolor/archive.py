@@ -335,6 +335,8 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     source = Source.open(job.source, job.id_column)
     destination = ImagesDestination(job.destination) if job.images else ParquetDestination(job.destination)
     ids = source.ids()
+    if not ids:
+        raise ValueError(f"{job.source}: no photos there (image files, or rows of parquet files)")
     done = destination.done(ids)
     todo = [row_id for row_id in ids if row_id not in done]
     summary = Summary(todo=len(todo), skipped=len(ids) - len(todo))
@@ -409,12 +411,15 @@ def _rows(ray, source: Source, todo: list[str], job: Job):
 
 
 def check_paths(source: str, destination: str) -> None:
-    """ValueError where DST is SRC or one holds the other (an output could land on an input); DST must be local."""
+    """ValueError where DST is SRC or one holds the other (an output could land on an input) or is a file; DST must
+    be local."""
     if "://" in destination:
         raise ValueError(f"-o {destination}: DST must be a local folder")
     if "://" in source and not source.startswith("file://"):
         return
     src = os.path.realpath(source.removeprefix("file://"))
     dst = os.path.realpath(destination)
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        raise ValueError(f"-o {destination}: is a file, not a folder")
     if os.path.commonpath([src, dst]) in (src, dst):
         raise ValueError(f"-o {destination} and {source} overlap: DST must be outside SRC, and SRC outside DST")

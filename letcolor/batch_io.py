@@ -16,12 +16,14 @@ from PIL import Image
 FOLDER_PREFIX = "letcolor-"
 ZIP_NAME = "letcolor-results.zip"
 PREVIEW_SIDE = 512
-MAX_STEM_LENGTH = 100  # file names stay far below the file system's 255 bytes
+MAX_STEM_BYTES = 100  # file names stay far below the file system's 255 bytes (in UTF-8: a CJK character takes 3)
 
 
 def result_name(photo_name: str, suffix: str = ".png") -> str:
-    """`photo.jpg` -> `photo_color.png`: the stem of a file name or path, without control characters, shortened."""
-    stem = re.sub(r"[\x00-\x1f\x7f]", "", Path(photo_name).stem)[:MAX_STEM_LENGTH] or "photo"
+    """`photo.jpg` -> `photo_color.png`: the stem of a file name or path, without control characters, shortened to
+    whole characters within MAX_STEM_BYTES."""
+    stem = re.sub(r"[\x00-\x1f\x7f]", "", Path(photo_name).stem)
+    stem = stem.encode("utf-8", "ignore")[:MAX_STEM_BYTES].decode("utf-8", "ignore") or "photo"
     return f"{stem}_color{suffix}"
 
 

@@ -43,17 +43,30 @@ def image_suffixes() -> set[str]:
     return {suffix.lower() for suffix in Image.registered_extensions()}
 
 
-def expand_inputs(patterns: list[str]) -> Iterator[Path]:
-    """Files as given; a folder's image files (by extension, not recursive); glob patterns' matches."""
-    suffixes = image_suffixes() | VIDEO_SUFFIXES
+def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
+    """The files to colorize, each once (the first time it is named): files as given, a folder's image and video
+    files (by extension, not recursive), glob patterns' matches. And the folders and patterns that give none."""
+    files, unmatched, seen = [], [], set()
     for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-        elif path.exists() or not glob.has_magic(pattern):
-            yield path  # a missing file is reported when it is read
-        else:
-            yield from sorted(Path(match) for match in glob.glob(pattern, recursive=True) if Path(match).is_file())
+        matches = list(_matches(pattern))
+        if not matches:
+            unmatched.append(pattern)
+        for path in matches:
+            if (resolved := path.resolve()) not in seen:
+                seen.add(resolved)
+                files.append(path)
+    return files, unmatched
+
+
+def _matches(pattern: str) -> Iterator[Path]:
+    suffixes = image_suffixes() | VIDEO_SUFFIXES
+    path = Path(pattern)
+    if path.is_dir():
+        yield from sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    elif path.exists() or not glob.has_magic(pattern):
+        yield path  # a missing file is reported when it is read
+    else:
+        yield from sorted(Path(match) for match in glob.glob(pattern, recursive=True) if Path(match).is_file())
 
 
 def image_suffix(source: Path, has_alpha: bool) -> str:
@@ -137,10 +150,12 @@ def run_colorize(args: argparse.Namespace) -> int:
     except ValueError as error:  # InvalidImageError (the reference) is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    sources = list(expand_inputs(args.inputs))
+    sources, unmatched = expand_inputs(args.inputs)
     if not sources:
         print(f"error: no input images in {' '.join(args.inputs)}", file=sys.stderr)
         return EXIT_SOME_FAILED
+    for pattern in unmatched:
+        print(f"skipped: {pattern}: no image or video files there", file=sys.stderr)
     try:
         colorizer = Colorizer.from_pretrained(args.model, args.device, engine=args.engine)
         hints = photo_hints(args.hints, sources, colorizer) if args.hints else None
@@ -156,13 +171,15 @@ def run_colorize(args: argparse.Namespace) -> int:
         failed += colorize_videos(colorizer, videos, args.output, options, args.video_mode, args.batch_size, taken)
     kind = "images" if not videos else "videos" if not images else "files"
     print(f"colorized {len(sources) - failed} of {len(sources)} {kind} into {args.output}", file=sys.stderr)
-    return EXIT_SOME_FAILED if failed else 0
+    return EXIT_SOME_FAILED if failed or unmatched else 0
 
 
 def photo_hints(path: Path, sources: list[Path], colorizer: Colorizer) -> Hints:
     """The hints file read for the one input photo; ValueError where it cannot be used."""
-    if len(sources) != 1 or is_video_path(sources[0]):
+    if len(sources) != 1:
         raise ValueError(f"--hints: give exactly one input photo ({len(sources)} inputs given)")
+    if is_video_path(sources[0]):
+        raise ValueError(f"--hints: hints are for photos, and {sources[0]} is a video")
     if not colorizer.takes_hints:
         raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
     return Hints.parse(path, load_image(sources[0]).size)  # the size after the photo's EXIF orientation

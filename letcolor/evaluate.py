@@ -10,6 +10,7 @@ the same points: it shifts the automatic result's a,b toward each hint, weighted
 import argparse
 import io
 import json
+import os
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
@@ -95,6 +96,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def network_side(text: str) -> int:
+    value = int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 (pixels), got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
     parser.add_argument("--images", required=True, help="folder of colour photos, or a datasets dataset (path or id)")
@@ -121,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="photos per model call (default: 16)")
     parser.add_argument(
-        "--max-side", type=positive_int, default=512, help="longest side the network sees (default: 512)"
+        "--max-side", type=network_side, default=512, help="longest side the network sees (default: 512)"
     )
     parser.add_argument(
         "--fast",
@@ -157,16 +165,38 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     figure_rows = []
     try:
+        prepare_outputs(args)
         report = evaluation_report(args, figure_rows)
-    except (InputNotFound, NoUsablePhotos) as error:
+    except (InputNotFound, NoUsablePhotos, OutputNotWritable) as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(error, InputNotFound) else EXIT_NOTHING_USABLE
+        return EXIT_NOTHING_USABLE if isinstance(error, NoUsablePhotos) else EXIT_USAGE
     print(markdown_table(report))
     if args.output:
         args.output.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     if args.figure:
         comparison_figure(figure_rows).save(args.figure)
     return 0
+
+
+class OutputNotWritable(ValueError):
+    pass
+
+
+def prepare_outputs(args: argparse.Namespace) -> None:
+    """Before any photo is scored: the folders of -o and --figure made, and a format known for --figure's name;
+    OutputNotWritable where they cannot be written (a report lost after an hour's run)."""
+    Image.init()
+    if args.figure and args.figure.suffix.lower() not in Image.registered_extensions():
+        raise OutputNotWritable(f"--figure {args.figure}: name it with an image extension, such as .png")
+    for path in (args.output, args.figure):
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputNotWritable(f"{path}: cannot create its folder ({error.strerror or error})") from error
+        if path.is_dir() or not os.access(path.parent, os.W_OK):
+            raise OutputNotWritable(f"{path}: cannot be written (a folder, or in a folder not writable)")
 
 
 def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None) -> dict:

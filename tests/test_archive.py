@@ -235,6 +235,20 @@ def test_a_destination_inside_the_source_is_refused(tiny_model_dir, tmp_path, ca
     assert "DST must be outside SRC" in capsys.readouterr().err
 
 
+def test_a_destination_file_and_a_source_without_photos_are_refused_before_ray(tmp_path, capsys, monkeypatch):
+    """The first ran the whole job, then failed with a traceback at the first shard; the second reported success."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "empty").mkdir()
+    Image.new("L", (32, 32)).save(tmp_path / "photos" / "a.png")
+    (tmp_path / "out.txt").write_text("a file")
+    assert cli.main(["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "out.txt")]) == 2
+    assert "-o " + str(tmp_path / "out.txt") + ": is a file, not a folder" in capsys.readouterr().err
+    assert cli.main(["colorize-dataset", str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'empty'}: no photos there" in capsys.readouterr().err
+    assert (tmp_path / "out.txt").read_text() == "a file" and not (tmp_path / "out").exists()
+
+
 def test_without_ray_the_command_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
     (tmp_path / "photos").mkdir()

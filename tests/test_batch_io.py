@@ -19,6 +19,7 @@ from letcolor.batch_io import BatchFolder, new_result_folder, remove_stale_folde
         (".jpg", ".jpg_color.png"),  # a dot file's stem is its whole name
         ("", "photo_color.png"),
         ("x" * 300 + ".png", "x" * 100 + "_color.png"),
+        ("写" * 83 + ".jpg", "写" * 33 + "_color.png"),  # 3 bytes each: within 100 bytes (it was cut at 100 characters)
     ],
 )
 def test_results_are_named_after_the_photo(photo_name, expected):
@@ -30,6 +31,7 @@ def test_a_result_is_written_as_a_png_named_after_the_photo(examples_dir, tmp_pa
     path = save_result(image, "my photo.jpeg", tmp_path)
     assert path.name == "my photo_color.png" and path.parent.parent == tmp_path
     assert Image.open(path).format == "PNG" and Image.open(path).size == image.size
+    assert save_result(image, "写" * 83 + ".jpg", tmp_path).exists()  # a 253-byte name: its result was 259 (OSError)
 
 
 def test_a_completed_batch_keeps_its_zip_and_previews(examples_dir, tmp_path):

@@ -174,6 +174,31 @@ def test_nothing_to_colorize_is_a_failure(tiny_model_dir, tmp_path, capsys):
     assert "no input images" in capsys.readouterr().err
 
 
+def test_a_folder_or_pattern_that_gives_no_file_is_reported_and_the_rest_written(photos, tiny_model_dir, tmp_path,
+                                                                                capsys):  # fmt: skip
+    """They used to vanish: the run said "colorized 1 of 1" and exited 0 over a mistyped pattern."""
+    (tmp_path / "empty").mkdir()
+    nothing = [str(tmp_path / "nomatch" / "*.jpg"), str(tmp_path / "empty")]
+    arguments = ["colorize", str(photos / "chelsea.png"), *nothing, "-o", str(tmp_path / "out")]
+    assert cli.main([*arguments, "--model", str(tiny_model_dir)]) == cli.EXIT_SOME_FAILED
+    errors = capsys.readouterr().err
+    assert all(f"skipped: {pattern}: no image or video files there" in errors for pattern in nothing)
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["chelsea.png"]
+
+
+@pytest.mark.parametrize("batch_size", ["1", "8"])
+def test_a_file_named_twice_is_colorized_once(photos, tiny_model_dir, tmp_path, capsys, batch_size):
+    """Named, then again through its folder and a glob: it was counted each time, and written once or twice
+    depending on the batch size."""
+    chelsea = str(photos / "chelsea.png")
+    arguments = ["colorize", chelsea, chelsea, str(photos), str(photos / "chelsea.*"), "-o", str(tmp_path / "out")]
+    assert cli.main([*arguments, "--model", str(tiny_model_dir), "--batch-size", batch_size]) == cli.EXIT_SOME_FAILED
+    assert "colorized 3 of 4 images" in capsys.readouterr().err  # the corrupt JPEG fails
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "chelsea.png", "historical_a.png", "historical_b.jpg"
+    ]  # fmt: skip
+
+
 def test_module_entry_point_reports_a_missing_model_without_traceback(photos, tmp_path):
     command = [sys.executable, "-m", "letcolor", "colorize", str(photos), "-o", str(tmp_path / "out")]
     completed = subprocess.run([*command, "--model", str(tmp_path / "no-model")], capture_output=True, text=True)

@@ -119,6 +119,25 @@ def test_an_input_that_is_neither_a_folder_nor_a_dataset_is_a_usage_error(tmp_pa
     assert "not a folder of images, nor a dataset" in capsys.readouterr().err
 
 
+def test_outputs_that_cannot_be_written_are_refused_before_the_run(photo_folder, tiny_model_dir, tmp_path, capsys,
+                                                                    monkeypatch):  # fmt: skip
+    """A report in a missing folder, a figure without an image extension: tracebacks after the whole run, the report
+    lost. Now the first folder is made, the second name refused at once; as is a network side below 8."""
+    monkeypatch.setattr("letcolor.evaluate.evaluation_report", lambda *args: pytest.fail("the run started"))
+    code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--figure", tmp_path / "figure")
+    assert code == 2 and f"--figure {tmp_path / 'figure'}: name it with an image extension" in capsys.readouterr().err
+    (tmp_path / "taken").write_text("a file where a folder would be")
+    code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "-o", tmp_path / "taken" / "r.json")
+    assert code == 2 and "cannot create its folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--max-side", "4")
+    assert "must be at least 8" in capsys.readouterr().err
+    monkeypatch.undo()
+    code, report = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--no-ablation", "-o",
+                                tmp_path / "new" / "folder" / "report.json")  # fmt: skip
+    assert code == 0 and report["per_image"]
+
+
 def test_no_usable_photo_is_an_error(tmp_path, examples_dir, tiny_model_dir, capsys):
     (tmp_path / "broken.png").write_bytes((examples_dir / "coffee.png").read_bytes()[:3000])
     code, _ = run_evaluate("--model", tiny_model_dir, "--images", tmp_path, "-o", tmp_path / "report.json")
