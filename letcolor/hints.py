@@ -61,7 +61,7 @@ class Hints:
             raise InvalidHintsError(f"hint points must be a list of (x, y, colour), got {type(points).__name__}")
         if len(points) > MAX_POINTS:
             raise InvalidHintsError(f"{len(points)} hint points, more than the {MAX_POINTS} allowed")
-        return cls(size, tuple(_point(number, point, size) for number, point in enumerate(points, 1)))
+        return cls(tuple(size), tuple(_point(number, point, size) for number, point in enumerate(points, 1)))
 
     @classmethod
     def from_layer(cls, layer: Image.Image | np.ndarray, size: tuple[int, int]) -> "Hints":
@@ -96,7 +96,7 @@ class Hints:
         if path.suffix.lower() == ".json":
             try:
                 points = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            except (OSError, ValueError, RecursionError) as error:  # not UTF-8, not JSON; nested too deep
                 raise InvalidHintsError(f"{path}: not a readable JSON list of hint points ({error})") from error
             return cls.from_points(points, size)
         try:
@@ -136,8 +136,8 @@ class Hints:
         photo_width, photo_height = self.size
         xs = torch.tensor([point[0] for point in self.points], dtype=torch.float64)
         ys = torch.tensor([point[1] for point in self.points], dtype=torch.float64)
-        columns = (xs * width / photo_width).long().clamp(0, width - 1)
-        rows = (ys * height / photo_height).long().clamp(0, height - 1)
+        columns = ((xs + 0.5) * width / photo_width).long().clamp(0, width - 1)  # the pixel's centre
+        rows = ((ys + 0.5) * height / photo_height).long().clamp(0, height - 1)
         return rows, columns, torch.tensor([point[2] for point in self.points], dtype=torch.uint8)
 
 
@@ -159,7 +159,8 @@ def _point(number: int, point, size: tuple[int, int]) -> tuple[float, float, Col
         raise InvalidHintsError(f"hint {number}: x and y must be numbers, got {x!r:.20} and {y!r:.20}")
     width, height = size
     if not (0 <= x < width and 0 <= y < height):
-        raise InvalidHintsError(f"hint {number} at ({x:g}, {y:g}) is outside the {width}x{height} photo")
+        where = ", ".join(f"{v:g}" if isinstance(v, float | np.floating) else f"{str(v):.20}" for v in (x, y))
+        raise InvalidHintsError(f"hint {number} at ({where}) is outside the {width}x{height} photo")
     return float(x), float(y), parse_colour(colour)
 
 

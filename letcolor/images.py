@@ -18,6 +18,7 @@ ImageSource = str | Path | Image.Image | np.ndarray
 # Modes converted by PIL to one the pipeline reads directly.
 _CONVERSIONS = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB"}
 _GRAY_WHITE_LEVELS = {"L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
+FLOAT_PIXEL_SLACK = 0.01
 SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
 
 
@@ -116,16 +117,45 @@ def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
         image.load()
     except (OSError, SyntaxError) as error:
         raise InvalidImageError(f"{name}: cannot decode the image ({error})") from error
-    if image.mode == "F" and not np.isfinite(np.asarray(image)).all():
-        raise InvalidImageError(f"{name}: the image has NaN or infinite values")
-    # A camera's MPO JPEG holds the photo first and previews or a stereo partner after it: nothing to warn about.
-    frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1
-    warnings = (f"{name}: has {frames} frames (animated or multi-page); only the first was colorized",)
+    if image.mode == "F":
+        _check_float_pixels(np.asarray(image), f"{name}: the image")
+    warnings = _frames_warning(image, name)
     if owned:
         ImageOps.exif_transpose(image, in_place=True)
     else:
         image = ImageOps.exif_transpose(image)
-    return LoadedImage(image, warnings if frames > 1 else ())
+    return LoadedImage(image, warnings)
+
+
+def _frames_warning(image: Image.Image, name: str) -> tuple[str, ...]:
+    """A warning where the image has more frames than the one colorized: the current one, the first unless a
+    caller's image was moved to another."""
+    if image.format == "MPO":  # a camera's MPO JPEG: the photo, then previews or a stereo partner: nothing to warn
+        return ()
+    current = image.tell()
+    shown = "the first" if current == 0 else f"frame {current + 1}"
+    try:
+        frames = getattr(image, "n_frames", 1)  # decodes the later frames' headers
+    except Exception as error:  # a damaged later frame: IndexError, struct.error, SyntaxError, TypeError...
+        try:
+            image.seek(current)
+            image.load()
+        except Exception as reload_error:
+            raise InvalidImageError(f"{name}: cannot decode the image ({reload_error})") from error
+        return (f"{name}: its frames after the first are damaged ({type(error).__name__}); only {shown} was colorized",)
+    return (f"{name}: has {frames} frames (animated or multi-page); only {shown} was colorized",) if frames > 1 else ()
+
+
+def _check_float_pixels(values: np.ndarray, what: str) -> None:
+    """Float pixels must be finite and in [0, 1] (a little outside, as rounding leaves, is clipped): 0-255 values
+    would come out a white photo."""
+    if not np.isfinite(values).all():
+        raise InvalidImageError(f"{what} has NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if low < -FLOAT_PIXEL_SLACK or high > 1 + FLOAT_PIXEL_SLACK:
+        raise InvalidImageError(
+            f"{what} has float pixels from {low:.4g} to {high:.4g}: they must be in [0, 1] (8-bit values? divide by 255)"
+        )
 
 
 def _image_from_array(array: np.ndarray) -> Image.Image:
@@ -136,8 +166,7 @@ def _image_from_array(array: np.ndarray) -> Image.Image:
     if array.size == 0:
         raise InvalidImageError(f"the array is empty (shape {array.shape})")
     if array.dtype.kind == "f":
-        if not np.isfinite(array).all():
-            raise InvalidImageError("the array has NaN or infinite values")
+        _check_float_pixels(array, "the array")
         array = np.clip(array, 0, 1).astype(np.float32)
         if array.ndim == 3:
             array = np.round(array * 255).astype(np.uint8)

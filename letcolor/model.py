@@ -330,8 +330,9 @@ class HintPropagation(nn.Module):
 
     def windows(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The `window_matrices` of a grid of that size, and each window's -CONFIDENCE_GAIN x its pixels at H/2 (R,
-        1, 1, 1): made once for the last grid size seen (a video's frames, a photo colorized again with new hints)."""
-        key = (height, width, device)
+        1, 1, 1): made once for the last grid size seen (a video's frames, a photo colorized again with new hints), and
+        again outside inference mode (tensors made in it cannot be saved for a backward pass)."""
+        key = (height, width, device, torch.is_inference_mode_enabled())
         windows = self._windows.get(key)
         if windows is None:
             radii = torch.tensor(self.RADII, device=device)

@@ -35,6 +35,9 @@ DEFAULT_MAX_SIDE = 512
 MIN_NETWORK_SIDE = 192
 # The local branch never sees more pixels than this, whatever `max_side` (None = native size) asks for.
 NETWORK_PIXEL_BUDGET = 2048 * 2048
+# Nor a side longer than this: the hint propagation's window matrices grow with the square of a side (12 MB a side
+# here; a 1x80000 strip at native size took 3.9 GB).
+MAX_NETWORK_SIDE = 8192
 PALETTE_SAMPLE_SIDE = 256  # the reference's ab statistics are taken at most at this size
 TOP_SCENES = 5
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -128,11 +131,12 @@ def load_model(name_or_path: str | Path | None = None) -> LetThereBeColor:
 def network_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
     """The local branch's input size, rounded to a multiple of 8: with `max_side`, a shorter side of at least
     MIN_NETWORK_SIDE (small images are enlarged) and a longer side of at most `max_side`; with None, the native size.
-    Never more pixels than the budget."""
+    Never more pixels than the budget, nor a side longer than MAX_NETWORK_SIDE (a side is at least 8, so without that
+    limit a thin strip's longer side would keep the budget's scale and its area go 8 times over the budget)."""
     scale = 1.0
     if max_side is not None:
         scale = min(max(1.0, MIN_NETWORK_SIDE / min(height, width)), max_side / max(height, width))
-    scale = min(scale, math.sqrt(NETWORK_PIXEL_BUDGET / (height * width)))
+    scale = min(scale, math.sqrt(NETWORK_PIXEL_BUDGET / (height * width)), MAX_NETWORK_SIDE / max(height, width))
     return max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8)
 
 

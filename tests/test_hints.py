@@ -6,6 +6,7 @@ import subprocess
 import sys
 import zlib
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 from conftest import EXAMPLES, PACKED_PRECISIONS
 from PIL import Image
 
-from letcolor import Colorizer
+from letcolor import Colorizer, cli
 from letcolor.color import AB_RANGE, rgb_to_lab
 from letcolor.hints import Hints, InvalidHintsError, parse_colour, points_from_truth, simulate_hints
 from letcolor.inference import OneDNNConv, Speedups
@@ -42,7 +43,7 @@ def test_points_hint_a_small_square_around_the_cell_that_covers_them():
     hints = Hints.from_points([(0, 0, "#ff0000"), (639.9, 426.5, (0, 0, 255)), (320, 213, [0, 128, 0])], (640, 427))
     encoded = hints.encode(80, 120)  # a shorter side of 80: squares of 3 x 3 cells, clipped at the edges
     assert encoded.shape == (1, 3, 80, 120)
-    centres = [((0, 0), (255, 0, 0)), ((79, 119), (0, 0, 255)), ((39, 60), (0, 128, 0))]
+    centres = [((0, 0), (255, 0, 0)), ((79, 119), (0, 0, 255)), ((40, 60), (0, 128, 0))]
     assert hinted_cells(encoded) == sorted(cell for centre, _ in centres for cell in square(*centre, 1, 80, 120))
     for centre, colour in centres:
         for row, column in square(*centre, 1, 80, 120):
@@ -54,8 +55,20 @@ def test_a_points_square_grows_with_the_network_input():
     """As far as the largest hint patch in training (5 px at a shorter side of 256), relative to the shorter side."""
     for (height, width), reach in (((80, 120), 1), ((256, 384), 2), ((344, 512), 3), ((1024, 1536), 8)):
         encoded = Hints.from_points([(320, 213, "#00ff00")], (640, 427)).encode(height, width)
-        centre = (int(213 * height / 427), int(320 * width / 640))
+        centre = (int(213.5 * height / 427), int(320.5 * width / 640))  # the pixel's centre
         assert hinted_cells(encoded) == square(*centre, reach, height, width)
+
+
+def test_a_point_lands_on_its_pixels_centre_where_a_painted_pixel_lands():
+    """A point at pixel (9, 9) of a 10x10 photo enlarged to 192x192 covered cells 170-174, the corner of the pixel's
+    cells (173-191): it mostly hinted pixel 8."""
+    layer = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    layer.putpixel((9, 9), (255, 0, 0, 255))
+    painted = hinted_cells(Hints.from_layer(layer, (10, 10)).encode(192, 192))
+    point = hinted_cells(Hints.from_points([(9, 9, "#ff0000")], (10, 10)).encode(192, 192))
+    (top, left), (bottom, right) = painted[0], painted[-1]
+    centre = point[len(point) // 2]
+    assert centre == ((top + bottom) // 2, (left + right) // 2) == (182, 182)  # the pixel's centre: 182.4
 
 
 def test_points_whose_squares_meet_give_their_mean_colour_there():
@@ -123,6 +136,27 @@ def test_bad_hints_are_clear_errors(hints, message):
         Hints.parse(hints, (640, 427))
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, "not a readable JSON list of hint points"),  # RecursionError
+        ("[[1" + "0" * 400 + ', 5, "#ff0000"]]', r"hint 1 at \(10000000000000000000, 5\) is outside"),  # OverflowError
+        ('[[3.5, 5, "#ff0000"]]\xff', "not a readable JSON list"),
+    ],
+)
+def test_a_malformed_hints_file_is_a_clear_error(tmp_path, text, message):
+    """Deep nesting and a 400-digit coordinate raised RecursionError and OverflowError (a traceback in the CLI)."""
+    path = tmp_path / "hints.json"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(InvalidHintsError, match=message):
+        Hints.parse(path, (640, 427))
+
+
+def test_hints_made_for_a_size_given_as_a_list_are_used():
+    hints = Hints.from_points([(1, 2, "#ff0000")], [640, 427])
+    assert Hints.parse(hints, (640, 427)) is hints  # "hints made for a [640, 427] photo given for a (640, 427) one"
+
+
 def test_bad_hint_files_are_clear_errors(tmp_path):
     (tmp_path / "bad.json").write_text("[[1, 2,")
     (tmp_path / "notes.txt").write_text("not an image")
@@ -176,6 +210,19 @@ def test_the_bundled_model_without_hints_colours_exactly_as_its_automatic_layers
     for engine in ("torch", "onnxruntime"):
         plain, hinted = (Colorizer(model, "cpu", engine=engine) for model in (automatic_model(), bundled))
         assert np.array_equal(np.asarray(hinted(PHOTO).image), np.asarray(plain(PHOTO).image))
+
+
+def test_a_model_run_in_inference_mode_then_trains_at_the_same_size():
+    """The propagation's window matrices, cached by size, were inference tensors: the training step then failed."""
+    model = load_model()
+    l, l224 = torch.rand(1, 1, 64, 64), torch.rand(1, 1, 224, 224)
+    hints = Hints.from_points([(10, 10, "#ff0000")], (64, 64)).encode(64, 64)
+    with torch.inference_mode():
+        model(l, l224, hints=hints)
+    model.train()
+    output = model(l, l224, hints=hints)
+    output[0].sum().backward()
+    assert model.colorization.propagation.gates.weight.grad.abs().sum() > 0
 
 
 def test_zero_initialised_hint_inputs_compute_todays_output_exactly():
@@ -473,7 +520,7 @@ def test_points_from_truth_take_the_photos_own_colours():
     assert len(points) == 5 and all(photo.getpixel((x, y)) == colour for x, y, colour in points)
 
 
-def test_cli_hints_for_one_photo(tmp_path):
+def test_cli_hints_for_one_photo(tmp_path, capsys):
     model_dir = tmp_path / "model"
     live_hint_model().save_pretrained(model_dir)
     (tmp_path / "hints.json").write_text(json.dumps([[600, 400, "#00ff00"]]))
@@ -482,10 +529,15 @@ def test_cli_hints_for_one_photo(tmp_path):
         subprocess.run([*command, "-o", str(tmp_path / name), *extra], check=True, capture_output=True)
     plain, hinted = (np.asarray(Image.open(tmp_path / name / "china.jpg"), float) for name in ("plain", "hinted"))
     assert np.abs(plain - hinted)[380:420, 580:620].max() > 10 and np.abs(plain - hinted)[:200, :300].max() < 4
-    two = subprocess.run([*command, str(PHOTO), "-o", str(tmp_path / "two"), "--hints", str(tmp_path / "hints.json")],
+    other = PHOTO.with_name("coffee.png")
+    two = subprocess.run([*command, str(other), "-o", str(tmp_path / "two"), "--hints", str(tmp_path / "hints.json")],
                          capture_output=True, text=True)  # fmt: skip
     assert two.returncode == 2 and "exactly one input photo" in two.stderr
     (tmp_path / "far.json").write_text(json.dumps([[9999, 1, "#00ff00"]]))
     far = subprocess.run([*command, "-o", str(tmp_path / "far"), "--hints", str(tmp_path / "far.json")],
                          capture_output=True, text=True)  # fmt: skip
     assert far.returncode == 2 and "outside the 640x427 photo" in far.stderr and not (tmp_path / "far").exists()
+    video = Path(__file__).parent / "data" / "camvid_drive_cut.mp4"
+    hinted_video = ["colorize", str(video), "-o", str(tmp_path / "video"), "--hints", str(tmp_path / "hints.json")]
+    assert cli.main([*hinted_video, "--model", str(model_dir)]) == cli.EXIT_USAGE
+    assert f"--hints: hints are for photos, and {video} is a video" in capsys.readouterr().err  # "1 inputs given"

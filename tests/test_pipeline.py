@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from letcolor import color, fullres, inference, pipeline, threads
 from letcolor.bench import calibrate_batchnorm
-from letcolor.images import MAX_IMAGE_PIXELS, InvalidImageError, image_pixels, load_image
+from letcolor.images import MAX_IMAGE_PIXELS, InvalidImageError, image_pixels, load_image, read_image
 from letcolor.inference import OneDNNConv, Precision, Speedups
 from letcolor.pipeline import Colorizer, ModelNotFoundError, network_size
 
@@ -175,14 +175,26 @@ def test_odd_sizes_through_the_pipeline(colorizer, mode_files, height, width):
 
 @pytest.mark.parametrize("max_side", [8, 256, 512, None])
 def test_network_size_respects_max_side_and_the_pixel_budget(max_side):
-    for height, width in [(1, 1), (7, 13), (100, 60), (427, 640), (1536, 2048), (9000, 12000)]:
+    thin = [(1, 4_000_000), (5, 20_000_000), (80_000, 1)]  # (8, 4000000) at native size: 8x the budget
+    for height, width in [(1, 1), (7, 13), (100, 60), (427, 640), (1536, 2048), (9000, 12000), *thin]:
         network_height, network_width = network_size(height, width, max_side)
         assert network_height % 8 == 0 and network_width % 8 == 0 and min(network_height, network_width) >= 8
-        limit = max(8, max_side or max(height, width))
+        limit = min(max(8, max_side or max(height, width)), pipeline.MAX_NETWORK_SIDE)
         assert max(network_height, network_width) <= limit + 4  # within max_side (None: the native size) + rounding
         assert network_height * network_width <= pipeline.NETWORK_PIXEL_BUDGET * 1.01
         if min(network_height, network_width) > 64:
             assert abs(network_height / network_width - height / width) < 0.05
+
+
+def test_hints_on_a_thin_strip_at_native_size_keep_the_network_input_small():
+    """A 1x80000 strip (a few kB as PNG) with one hint took 3.9 GB at native size: the network saw 8x80000 and the
+    hint propagation's window matrices grow with the square of a side."""
+    colorizer = Colorizer.from_pretrained(pipeline.BUNDLED_MODEL_DIR, engine="torch")
+    strip = Image.fromarray(np.full((1, 80_000), 128, np.uint8))
+    (ab,) = colorizer.predict_ab([strip], max_side=None)
+    assert ab.shape[-1] * 2 <= pipeline.MAX_NETWORK_SIDE
+    hinted = colorizer(strip, hints=[(40_000, 0, "#ff0000")], max_side=None).image
+    assert hinted.size == strip.size and hinted.getpixel((40_000, 0))[0] > hinted.getpixel((40_000, 0))[2] + 20
 
 
 def test_small_photos_are_enlarged_to_the_minimum_side_within_max_side():
@@ -309,6 +321,34 @@ def test_an_animated_or_multipage_file_gives_its_first_frame_and_says_so(coloriz
     np.testing.assert_array_equal(np.asarray(result.image), np.asarray(expected.image))
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+@pytest.mark.parametrize("suffix", [".gif", ".tif"])
+def test_a_file_whose_later_frames_are_damaged_gives_its_first_frame_and_says_so(colorizer, examples_dir, tmp_path,
+                                                                                  suffix):  # fmt: skip
+    """Counting its frames raised IndexError, struct.error, SyntaxError or TypeError: one such file in a folder ended
+    the whole CLI run with a traceback."""
+    first, second = (frame.resize((64, 48)) for frame in frames_of(examples_dir))
+    data = save(first, tmp_path / f"whole{suffix}", save_all=True, append_images=[second]).read_bytes()
+    damaged, warned = tmp_path / f"damaged{suffix}", []
+    for cut in range(len(data) // 2, len(data), 3):  # cuts from inside the first frame to inside the second
+        damaged.write_bytes(data[:cut])
+        try:
+            warnings = read_image(damaged).warnings
+        except InvalidImageError:
+            continue
+        warned += [warning for warning in warnings if "frames after the first are damaged" in warning]
+    assert warned and all(warning.endswith("only the first was colorized") for warning in warned)
+
+
+def test_the_warning_names_the_frame_a_callers_image_was_moved_to(colorizer, examples_dir, tmp_path):
+    first, second = frames_of(examples_dir)
+    path = save(first, tmp_path / "frames.gif", save_all=True, append_images=[second.resize(first.size)])
+    image = Image.open(path)
+    image.seek(1)
+    assert colorizer(image).warnings == ("the input image: has 2 frames (animated or multi-page); only frame 2 was "
+                                         "colorized",)  # fmt: skip
+
+
 def test_single_frame_files_and_camera_mpo_files_give_no_warning(colorizer, examples_dir, tmp_path):
     first, second = frames_of(examples_dir)
     mpo = save(first.convert("RGB"), tmp_path / "camera.mpo", format="MPO", save_all=True, append_images=[second])
@@ -326,6 +366,8 @@ def test_single_frame_files_and_camera_mpo_files_give_no_warning(colorizer, exam
         np.full((4, 4), np.nan),
         Image.fromarray(np.array([[0.5, np.nan], [0.1, 0.2]], np.float32), mode="F"),
         Image.fromarray(np.array([[0.5, np.inf], [0.1, 0.2]], np.float32), mode="F"),
+        np.array([[0.0, 128.0], [255.0, 30.0]], np.float32),  # 8-bit values as floats: came out a white photo
+        Image.fromarray(np.array([[0.0, 128.0], [255.0, 30.0]], np.float32), mode="F"),  # as convert("F") makes them
         Image.new("L", (0, 3)),
         Image.new("HSV", (4, 4)),
         42,
@@ -337,6 +379,8 @@ def test_single_frame_files_and_camera_mpo_files_give_no_warning(colorizer, exam
         "NaN",
         "mode F NaN",
         "mode F inf",
+        "floats of 0-255",
+        "mode F of 0-255",
         "empty image",
         "HSV mode",
         "not an image type",
