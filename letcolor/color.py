@@ -1,8 +1,8 @@
 """sRGB (D65) <-> CIE L*a*b* in torch, and the network's input/target scalings.
 
-Every function takes tensors of shape (..., 3, H, W) or (..., 3) with channels in dim -3 for images;
-see `channel_dim`. All operations are element-wise or over the channel axis, so they run batched on any
-device and are differentiable.
+Every function takes tensors of shape (..., 3, H, W), channels in dim -3, or of any shape with the channels in the
+dimension its `dim` argument names (dim=-1 for colours (..., 3)). All operations are element-wise or over the channel
+axis, so they run batched on any device and are differentiable.
 """
 
 import torch

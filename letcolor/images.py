@@ -154,7 +154,8 @@ def _check_float_pixels(values: np.ndarray, what: str) -> None:
     low, high = float(values.min()), float(values.max())
     if low < -FLOAT_PIXEL_SLACK or high > 1 + FLOAT_PIXEL_SLACK:
         raise InvalidImageError(
-            f"{what} has float pixels from {low:.4g} to {high:.4g}: they must be in [0, 1] (8-bit values? divide by 255)"
+            f"{what} has float pixels from {low:.4g} to {high:.4g}: they must be in [0, 1] (8-bit values? divide by "
+            "255)"
         )
 
 

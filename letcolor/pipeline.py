@@ -255,10 +255,12 @@ class Colorizer:
         reference: an image whose scene vector replaces each input's (paper 4.5, style transfer).
         palette_strength: p in [0, 1] also pulls the ab mean and spread of each result towards the reference's.
         max_side: the local branch's longest side; a smaller image is enlarged to a shorter side of MIN_NETWORK_SIDE
-            within it (None: native size, up to NETWORK_PIXEL_BUDGET pixels).
+            within it (None: native size, up to NETWORK_PIXEL_BUDGET pixels and MAX_NETWORK_SIDE a side).
         refine: filter the colours with L as the guide, so that they follow the photo's edges (`letcolor.refine`).
         Raises InvalidImageError for an input that is not a usable image, InvalidHintsError for hints that cannot be
-        used, ValueError for bad options."""
+        used, ValueError for bad options, TypeError where `images` is one image rather than a list."""
+        if isinstance(images, str | Path | Image.Image | np.ndarray):  # a path's characters would be read as paths
+            raise TypeError(f"batch takes a list of images, got one {type(images).__name__}: call the Colorizer on it")
         options = Options(use_global, global_strength, reference, palette_strength, max_side, refine)
         loaded = [read_image(image) for image in images]
         parsed = self.parse_hints(hints, [each.image.size for each in loaded])
@@ -288,7 +290,7 @@ class Colorizer:
 
     def predict_ab(self, images: list[ImageSource], **options) -> list[torch.Tensor]:
         """Each image's predicted ab in Lab units, (1, 2, h/2, w/2) at the network's resolution, before upsampling
-        (for measurements). The options are those of `batch`."""
+        (for measurements). The options are those of `batch`, without hints."""
         options = Options(**options)
         with torch.inference_mode():
             prepared = [self.prepare(image_pixels(load_image(image)), options.max_side) for image in images]

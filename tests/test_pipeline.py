@@ -391,6 +391,13 @@ def test_bad_in_memory_inputs_raise_invalid_image_error(colorizer, source):
         colorizer(source)
 
 
+def test_batch_of_one_image_rather_than_a_list_is_a_type_error(colorizer, examples_dir):
+    """A path given to batch was read character by character: 'l: not a readable image'."""
+    for one in (str(examples_dir / "chelsea.png"), examples_dir / "chelsea.png", photo(examples_dir, "chelsea.png")):
+        with pytest.raises(TypeError, match="batch takes a list of images"):
+            colorizer.batch(one)
+
+
 def test_invalid_image_error_is_a_value_error():
     assert issubclass(InvalidImageError, ValueError)
 
