@@ -81,7 +81,7 @@ def load_colorizer() -> tuple[Colorizer | None, str]:
     """The colorizer (on $LETCOLOR_ENGINE's engine), or None and the reason there is none."""
     try:
         return Colorizer.from_pretrained(engine=engine_from_environment()), ""
-    except (ModelError, ValueError) as err:  # ValueError: an engine that is unknown or not installed
+    except (ModelError, ValueError, OSError) as err:  # ValueError: an engine that is unknown or not installed
         return None, str(err)
 
 

@@ -13,10 +13,18 @@ example photos shipped with letcolor; the convolutions that read the inputs and 
 `letcolor.inference.to_bfloat16` and for the same reasons. Cached beside the float32 graphs.
 """
 
+import atexit
+import contextlib
 import copy
+import functools
+import json
 import os
+import shutil
 import tempfile
+import time
+import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import onnxruntime
@@ -30,6 +38,9 @@ from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, GlobalOutput, Le
 EXPORT_VERSION = 7  # bump when the graphs (their inputs, outputs, layers) or the export change
 OPSET = 17
 GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "colorize_automatic.onnx"
+MANIFEST = "complete.json"  # an entry's graphs and their sizes, written last
+SCRATCH_PREFIX = ".partial-"
+STALE_SCRATCH_SECONDS = 3600
 
 
 class _GlobalBranch(nn.Module):
@@ -91,34 +102,89 @@ def graph_names(folder: Path) -> list[str]:
 
 
 def cached_export(model: LetThereBeColor, cache: Path | None = None) -> Path:
-    """The folder of the model's graphs in the cache, exported first if it is not there; a folder appears whole or
-    not at all (exported beside it, then renamed), so concurrent processes never read half a graph."""
+    """The folder of the model's graphs in the cache, exported first if it is not there (`_cached_graphs`)."""
     folder = (cache or cache_dir("onnx")) / weights_key(model, EXPORT_VERSION)
-    if not (folder / LOCAL_GRAPH).is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
-            try:
-                os.replace(export(model, Path(scratch) / "graphs"), folder)
-            except OSError:  # another process put it there first
-                if not (folder / LOCAL_GRAPH).is_file():
-                    raise
-    return folder
+    return _cached_graphs(folder, lambda destination: export(model, destination))
 
 
 def cached_int8(model: LetThereBeColor, cache: Path | None = None) -> Path:
     """The folder of the model's int8 graphs in the cache, quantized first if it is not there."""
     float_graphs = cached_export(model, cache)
     folder = float_graphs.with_name(f"{float_graphs.name}-int8")
-    if not (folder / LOCAL_GRAPH).is_file():
-        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
-            quantized = Path(scratch) / "graphs"
-            quantized.mkdir()
-            _quantize(float_graphs, quantized, model.takes_hints)
-            try:
-                os.replace(quantized, folder)
-            except OSError:  # another process put it there first
-                if not (folder / LOCAL_GRAPH).is_file():
-                    raise
+    return _cached_graphs(folder, lambda destination: _quantize(float_graphs, destination, model.takes_hints))
+
+
+def _cached_graphs(folder: Path, make: Callable[[Path], object]) -> Path:
+    """`folder` where it holds a whole entry (`_whole`), else made by `make(destination)` in a scratch folder beside
+    it and renamed, so that concurrent processes never read half an entry; a broken entry (a graph missing or cut
+    short, an interrupted copy) is replaced. Where the cache cannot be written (read-only, full, not a folder), the
+    graphs are made for this process only, in a temporary folder, with a warning."""
+    if _whole(folder):
+        return folder
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_scratch(folder.parent)
+        with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=folder.parent) as scratch:
+            _put(_made(Path(scratch) / "graphs", make), folder)
+    except OSError as error:
+        if _whole(folder):
+            return folder
+        warnings.warn(f"cannot keep ONNX graphs in {folder.parent} ({error}): made for this process only", stacklevel=3)
+        return _made(_process_folder() / folder.name, make)
+    return folder
+
+
+def _made(destination: Path, make: Callable[[Path], object]) -> Path:
+    """`make(destination)`, then the manifest of what it wrote (each graph's size), written last."""
+    destination.mkdir(parents=True, exist_ok=True)
+    make(destination)
+    sizes = {name: (destination / name).stat().st_size for name in graph_names(destination)}
+    (destination / MANIFEST).write_text(json.dumps(sizes))
+    return destination
+
+
+def _whole(folder: Path) -> bool:
+    """Whether `folder` holds every graph its manifest names, at the size it names."""
+    try:
+        sizes = json.loads((folder / MANIFEST).read_text())
+        return LOCAL_GRAPH in sizes and all((folder / name).stat().st_size == size for name, size in sizes.items())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _put(made: Path, folder: Path) -> None:
+    """Renames `made` to `folder`; a broken entry there is moved aside first, one that another process just made
+    whole is kept."""
+    try:
+        os.replace(made, folder)
+        return
+    except OSError:
+        if _whole(folder):
+            return
+    broken = folder.with_name(f"{SCRATCH_PREFIX}broken-{uuid.uuid4().hex}")
+    with contextlib.suppress(FileNotFoundError):  # another process moved it first
+        os.replace(folder, broken)
+    shutil.rmtree(broken, ignore_errors=True)
+    try:
+        os.replace(made, folder)
+    except OSError:
+        if not _whole(folder):
+            raise
+
+
+def _remove_stale_scratch(parent: Path) -> None:
+    """Scratch folders that a killed process left (an export is a few seconds: an hour-old one is abandoned)."""
+    oldest = time.time() - STALE_SCRATCH_SECONDS
+    for scratch in parent.glob(f"{SCRATCH_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if scratch.stat().st_mtime < oldest:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+@functools.cache
+def _process_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="letcolor-graphs-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
 
 
@@ -133,6 +199,9 @@ def _quantize(float_graphs: Path, destination: Path, takes_hints: bool) -> None:
         def get_next(self) -> dict | None:
             return next(self.feeds, None)
 
+    # quantize_static writes a shape-inferred copy beside each graph it reads, under a fixed name: it reads private
+    # copies, never the shared float32 entry (two processes quantizing at once deleted each other's copy)
+    float_graphs = Path(shutil.copytree(float_graphs, destination.parent / "float32"))
     global_feeds, local_feeds = _calibration_feeds(float_graphs, takes_hints)
     automatic_feeds = [{"l": feeds["l"], "vectors": feeds["vectors"]} for feeds in local_feeds]
     all_feeds = {GLOBAL_GRAPH: global_feeds, LOCAL_GRAPH: local_feeds, AUTOMATIC_GRAPH: automatic_feeds}

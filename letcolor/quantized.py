@@ -135,8 +135,8 @@ def _observer_state(observed: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
 
 
 def _load_observers(observed: dict[str, nn.Module], path: Path) -> bool:
-    """Whether the observers took the state kept in `path`: not when there is none, or it is unreadable or not of
-    these runs."""
+    """Whether the observers took the state kept in `path`: not when there is none, or it is unreadable, not of
+    these runs, or not finite."""
     try:
         kept = load_file(path)
     except (OSError, SafetensorError):
@@ -144,6 +144,8 @@ def _load_observers(observed: dict[str, nn.Module], path: Path) -> bool:
     expected = _observer_state(observed)
     if kept.keys() != expected.keys() or any(kept[key].shape != expected[key].shape for key in kept):
         return False
+    if not all(value.isfinite().all() for value in kept.values() if value.is_floating_point()):
+        return False  # (NaN ranges would quantize every photo to gray)
     for name, run in observed.items():
         run.load_state_dict({key.removeprefix(f"{name}."): kept[key] for key in kept if key.startswith(f"{name}.")},
                             strict=False)  # fmt: skip

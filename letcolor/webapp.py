@@ -52,8 +52,8 @@ def max_pixels_from_environment() -> int:
         megapixels = float(text)
     except ValueError:
         megapixels = math.nan
-    if not 0 < megapixels <= 100:
-        raise ValueError(f"{MAX_PIXELS_ENV_VAR} must be a number of megapixels in (0, 100], got {text!r}")
+    if not 0.01 <= megapixels <= 100:  # (1e-7 passed a check of (0, 100] and refused every photo: 0 pixels)
+        raise ValueError(f"{MAX_PIXELS_ENV_VAR} must be a number of megapixels in [0.01, 100], got {text!r}")
     return round(megapixels * 1_000_000)
 
 
@@ -85,9 +85,16 @@ class Upload:
 
 
 def _number(value, parameter: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _fits_a_float(value):
         raise ValueError(f"{parameter} must be a finite number, got {value!r:.100}")
     return float(value)
+
+
+def _fits_a_float(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # a JSON integer of 400 digits
+        return False
 
 
 @dataclass(frozen=True)
@@ -289,9 +296,12 @@ def public(message: str, uploads: Iterable[Upload | None]) -> str:
 
 @contextmanager
 def user_messages(*uploads: Upload | None):
-    """Re-raises a ValueError (InvalidImageError included) naming the user's files instead of the server's copies."""
+    """Re-raises a ValueError (InvalidImageError included) naming the user's files instead of the server's copies,
+    and an upload that is gone (never there, or removed by the app's hourly sweep) as a ValueError."""
     try:
         yield
+    except FileNotFoundError as error:
+        raise ValueError(public(f"{error.filename}: the uploaded file is gone; upload it again", uploads)) from error
     except ValueError as error:
         message = public(str(error), uploads)
         if message == str(error):

@@ -32,7 +32,7 @@ from letcolor.bench_app import app_server
 from letcolor.pipeline import BUNDLED_MODEL_DIR, Colorizer
 from letcolor.video import colorize_video, probe, read_frames
 from letcolor.video_bench import write_clip, write_pan
-from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS, Upload, WebColorizer
+from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS, Settings, Upload, WebColorizer
 
 CAMVID_CUT = ROOT / "tests" / "data" / "camvid_drive_cut.mp4"
 DEFAULTS = {
@@ -280,6 +280,7 @@ def test_a_photo_over_the_apps_pixel_limit_is_refused_from_its_header(client, ex
         ("max_side", "512", "max_side must be a finite number, got '512'"),
         ("max_side", True, "max_side must be a finite number, got True"),
         ("max_side", 100, "max_side must be from 256 to 1024 (pixels), got 100"),
+        ("max_side", 10**400, "max_side must be a finite number, got 1000000"),  # was OverflowError's message
         ("strength", None, "strength must be a finite number, got None"),
         ("strength", 3, "global_strength must be in [0, 2], got 3.0"),
         ("palette_strength", 0.5, "palette_strength > 0 needs a reference image"),
@@ -364,6 +365,15 @@ def test_the_editors_paint_becomes_one_hint_layer_of_the_upright_photos_size(tmp
     assert painted.getchannel("A").getbbox() == (0, 0, 10, 5)  # the rim is gone
     Image.new("RGBA", (60, 80)).save(tmp_path / "empty.png")
     assert web.painted_hints(Upload(stored, "turned.jpg"), [Upload(tmp_path / "empty.png", "empty.png")]) is None
+
+
+def test_an_upload_that_is_gone_is_named_by_the_users_file_name(colorizer, tmp_path):
+    """A video upload removed by the hourly sweep (or never there) gave FileNotFoundError with the server's path."""
+    web = WebColorizer(colorizer, 10_000, tmp_path)
+    gone = Upload(tmp_path / "uploads" / "a1b2" / "clip.mp4", "clip.mp4")
+    settings = Settings.from_api(True, 1.0, 0.0, 512, False)
+    with pytest.raises(ValueError, match=r"^clip\.mp4: the uploaded file is gone; upload it again$"):
+        web.colorize_video(gone, None, settings, "shot")
 
 
 def test_hints_for_a_model_without_hint_inputs_are_a_clear_error(client, examples_dir, tmp_path):
@@ -482,7 +492,7 @@ def test_a_bad_pixel_limit_stops_python_app_py_with_a_clear_message(tiny_model_d
     assert done.returncode == 1
     assert (
         done.stderr.strip()
-        == "app.py: LETCOLOR_APP_MAX_MEGAPIXELS must be a number of megapixels in (0, 100], got 'lots'"
+        == "app.py: LETCOLOR_APP_MAX_MEGAPIXELS must be a number of megapixels in [0.01, 100], got 'lots'"
     )
 
 

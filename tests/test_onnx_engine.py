@@ -1,7 +1,9 @@
 """The ONNX Runtime engine: export with dynamic sizes (and hint inputs), agreement with torch on real photos, the
 cache of exported graphs, a machine without onnxruntime, and --engine in the CLI and the app."""
 
+import os
 import sys
+import time
 
 import numpy as np
 import onnx
@@ -110,6 +112,54 @@ def test_the_graphs_are_exported_once_per_weights(cache, monkeypatch):
         model.colorization.layers[-2].bias.add_(0.1)  # changed weights: a new export
     assert onnx_engine.OnnxRuntimeNetwork(model).folder != first
     assert len(list(cache.iterdir())) == 2
+
+
+def test_a_broken_entry_is_exported_again_and_stale_scratch_folders_are_swept(cache):
+    """A truncated, missing or empty graph, or a half-copied folder, failed every later start (a raw ONNX Runtime
+    error, or 'Directory not empty'); a killed export's scratch folder stayed forever."""
+    model = make_tiny_model()
+    folder = onnx_engine.OnnxRuntimeNetwork(model).folder
+    whole = {path.name: path.read_bytes() for path in folder.iterdir()}
+    l, vectors = torch.rand(1, 1, 64, 64), torch.rand(1, model.null_global.shape[0])
+    expected = onnx_engine.OnnxRuntimeNetwork(model).colorize(l, vectors)
+    stale, fresh = cache / ".partial-killed", cache / ".partial-running"
+    for scratch in (stale, fresh):
+        (scratch / "graphs").mkdir(parents=True)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    damages = {
+        "truncated": lambda: (folder / "colorize.onnx").write_bytes(whole["colorize.onnx"][:5000]),
+        "empty": lambda: (folder / "global.onnx").write_bytes(b""),
+        "missing": lambda: (folder / "colorize.onnx").unlink(),
+    }
+    for damage in damages.values():
+        damage()
+        network = onnx_engine.OnnxRuntimeNetwork(model)
+        assert network.folder == folder and {path.name: path.read_bytes() for path in folder.iterdir()} == whole
+        assert torch.equal(network.colorize(l, vectors), expected)
+    assert not stale.exists() and fresh.exists()
+    assert sorted(path.name for path in cache.iterdir()) == sorted([folder.name, fresh.name])
+
+
+def test_a_cache_that_cannot_be_written_gives_graphs_for_this_process_with_a_warning(tmp_path, monkeypatch):
+    """The app died at start with OSError (a read-only or full cache, a home that cannot be written)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "a-file" / "cache"))
+    model = make_tiny_model()
+    with pytest.warns(UserWarning, match="cannot keep ONNX graphs in .*a-file.*: made for this process only"):
+        network = onnx_engine.OnnxRuntimeNetwork(model)
+    assert network.folder.is_dir() and not str(network.folder).startswith(str(tmp_path))
+    ab = network.colorize(torch.rand(1, 1, 64, 64), torch.rand(1, model.null_global.shape[0]))
+    assert ab.shape == (1, 2, 32, 32)
+
+
+def test_int8_quantizing_writes_nothing_into_the_shared_float32_entry():
+    """ONNX Runtime's quantizer wrote a shape-inferred copy beside each float32 graph under a fixed name, then
+    deleted it: two processes quantizing at once deleted each other's copy (FileNotFoundError)."""
+    model = make_tiny_model()
+    float_graphs = onnx_engine.cached_export(model)
+    before = float_graphs.stat().st_mtime_ns, sorted(path.name for path in float_graphs.iterdir())
+    onnx_engine.cached_int8(model)
+    assert (float_graphs.stat().st_mtime_ns, sorted(path.name for path in float_graphs.iterdir())) == before
 
 
 def test_without_onnxruntime_the_engine_is_a_clear_error_and_torch_still_works(monkeypatch):
