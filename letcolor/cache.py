@@ -1,5 +1,6 @@
 """The cache of what letcolor derives once from a model's weights and keeps (ONNX graphs, int8 calibrations):
-`$LETCOLOR_CACHE`, else `~/.cache/letcolor`, one folder per kind, entries named by a SHA-256 of the weights."""
+`$LETCOLOR_CACHE`, else `$XDG_CACHE_HOME/letcolor` or `~/.cache/letcolor`, one folder per kind, entries named by a
+SHA-256 of the weights."""
 
 import hashlib
 import json
@@ -16,10 +17,13 @@ CACHE_ENV_VAR = "LETCOLOR_CACHE"
 
 
 def cache_dir(kind: str) -> Path:
-    """The folder of one kind of entries: under $LETCOLOR_CACHE, else ~/.cache/letcolor, else (a user without a home
-    directory, as a container run under a bare user id) the temporary folder's letcolor-cache."""
+    """The folder of one kind of entries: under $LETCOLOR_CACHE, else $XDG_CACHE_HOME/letcolor, else
+    ~/.cache/letcolor, else (a user without a home directory, as a container run under a bare user id) the temporary
+    folder's letcolor-cache."""
     if os.environ.get(CACHE_ENV_VAR):
         return Path(os.environ[CACHE_ENV_VAR]) / kind
+    if os.path.isabs(os.environ.get("XDG_CACHE_HOME", "")):  # the XDG rule: a relative path is ignored
+        return Path(os.environ["XDG_CACHE_HOME"]) / "letcolor" / kind
     try:
         return Path.home() / ".cache" / "letcolor" / kind
     except RuntimeError:  # no HOME and no password entry to find one in

@@ -68,7 +68,10 @@ class Hints:
         """An RGBA image (or HxWx4 uint8 array) of the photo's size whose pixels with alpha > 0 are hints."""
         if isinstance(layer, np.ndarray):
             if layer.dtype != np.uint8 or layer.ndim != 3 or layer.shape[2] != 4:
-                raise InvalidHintsError(f"a hint layer array must be HxWx4 uint8, got {layer.dtype} {layer.shape}")
+                raise InvalidHintsError(
+                    f"a hint layer array must be HxWx4 uint8, got {layer.dtype} {layer.shape} (points go in a list of "
+                    "(x, y, colour))"
+                )
             layer = Image.fromarray(layer, "RGBA")
         if not isinstance(layer, Image.Image):
             raise InvalidHintsError(f"a hint layer must be an RGBA image, got {type(layer).__name__}")

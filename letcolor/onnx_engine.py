@@ -4,8 +4,8 @@ Two graphs per model: the global branch on (N, 1, 224, 224) inputs, giving the s
 the local path on (N, 1, H, W) inputs with the scene vectors (and, for a model with hints, the hint channels), giving
 the sigmoid ab at (N, 2, H/2, W/2); N, H and W are dynamic. A model with hints has a third: its local path without
 hint inputs, for photos without hints, which so skip the hint layers' work as they do in torch. They are exported
-once per model and kept in the cache (`letcolor.cache`: `$LETCOLOR_CACHE`, else `~/.cache/letcolor`), under the
-SHA-256 of the weights, the config and EXPORT_VERSION.
+once per model and kept in the cache (`letcolor.cache`), under the SHA-256 of the weights, the config and
+EXPORT_VERSION, with a manifest of the graphs' sizes written last (`_cached_graphs`).
 The engine takes and returns float32 torch tensors, as `letcolor.inference.InferenceNetwork` does.
 
 int8 (`int8=True`): every graph quantized statically by ONNX Runtime (QDQ, weights per channel), calibrated on the

@@ -17,7 +17,7 @@ from torch.ao.nn.intrinsic.quantized import ConvReLU2d
 from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
 from letcolor import Colorizer, cli, engines, quantized
-from letcolor.cache import CACHE_ENV_VAR
+from letcolor.cache import CACHE_ENV_VAR, cache_dir
 from letcolor.calibration import CALIBRATION_PHOTOS
 from letcolor.inference import OneDNNConv, Speedups
 from letcolor.pipeline import load_model
@@ -130,6 +130,7 @@ def test_the_calibration_is_kept_per_weights_and_made_again_when_unreadable(tmp_
 def test_without_a_home_directory_the_calibration_is_kept_in_the_temporary_folder(tmp_path, monkeypatch):
     """A container run under a user id with no password entry and no HOME: Path.home() raises."""
     monkeypatch.delenv(CACHE_ENV_VAR)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.delenv("HOME", raising=False)
     monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -137,6 +138,16 @@ def test_without_a_home_directory_the_calibration_is_kept_in_the_temporary_folde
         Path.home()
     assert Colorizer.from_pretrained(None, "cpu", engine="torch-int8").engine == "torch-int8"
     assert len(list((tmp_path / "letcolor-cache" / "int8").iterdir())) == 1
+
+
+def test_the_cache_follows_xdg_cache_home_unless_letcolor_cache_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv(CACHE_ENV_VAR)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir("onnx") == tmp_path / "xdg" / "letcolor" / "onnx"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # not absolute: ignored, as the XDG rules say
+    assert cache_dir("onnx") == Path.home() / ".cache" / "letcolor" / "onnx"
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "chosen"))
+    assert cache_dir("int8") == tmp_path / "chosen" / "int8"
 
 
 def test_auto_takes_int8_on_cpus_with_avx512_bf16_and_no_amx(monkeypatch):
