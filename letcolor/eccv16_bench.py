@@ -97,9 +97,9 @@ def letcolor_end_to_end(colorizer: Colorizer, path: Path) -> None:
     colorizer(path).image.save(io.BytesIO(), format="JPEG", quality=95)
 
 
-def median_seconds(function, repeats: int) -> float:
-    for _ in range(3):
-        function()  # warm-up: oneDNN picks its kernels
+def median_seconds(function, repeats: int, warmups: int) -> float:
+    for _ in range(warmups):
+        function()  # oneDNN picks its kernels
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -111,16 +111,18 @@ def median_seconds(function, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per pipeline (median; default 20)")
+    parser.add_argument("--warmups", type=int, default=3, help="untimed runs first, per pipeline (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as directory, torch.inference_mode():
         path = write_inputs(BENCH_PHOTO, [(SIZE, SIZE)], Path(directory))[SIZE, SIZE]
         colorizer = Colorizer(random_model(1.0, ACCURACY_PHOTOS))
-        ours = median_seconds(lambda: letcolor_end_to_end(colorizer, path), args.repeats)
+        ours = median_seconds(lambda: letcolor_end_to_end(colorizer, path), args.repeats, args.warmups)
         runners = {setting: eccv16_runner(setting, Path(directory)) for setting in SETTINGS}
         theirs = {
-            s: median_seconds(lambda r=run: eccv16_end_to_end(r, path), args.repeats) for s, run in runners.items()
+            s: median_seconds(lambda r=run: eccv16_end_to_end(r, path), args.repeats, args.warmups)
+            for s, run in runners.items()
         }
     print(f"{SIZE}x{SIZE} JPEG in, JPEG out, {args.threads} threads, median of {args.repeats} runs")
     print("| pipeline | ms | letcolor / this |\n|---|---|---|")

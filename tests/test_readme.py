@@ -38,8 +38,13 @@ PHOTOS = {
     "photos/colour_two.jpg": "china.jpg",
 }
 VIDEOS = ("film.mov", "film.mp4")
-# Quick settings appended to each training command, and the shared corpora replaced by their shipped cuts.
-QUICK_TRAINING = ["--steps", "1", "--val-images", "4", "--precise-bn-batches", "0", "--workers", "0"]
+# Quick settings appended to each training, evaluation and benchmark command (the last of a repeated option wins),
+# and the shared corpora replaced by their shipped cuts.
+QUICK_SETTINGS = {
+    "train": ["--steps", "1", "--val-images", "4", "--precise-bn-batches", "0", "--workers", "0"],
+    "evaluate": ["--limit", "12"],  # of the cut's 256 validation photos: 55 of block 5's 92 s
+    "bench": ["--repeats", "1"],
+}
 
 
 def readme_blocks() -> list[tuple[str, str, int]]:
@@ -102,13 +107,17 @@ def shell_commands(code: str) -> list[list[str]]:
 
 def as_runnable(command: list[str]) -> list[str]:
     """The command as this checkout runs it: `python`/`letcolor` by this interpreter, the shared corpora by their
-    shipped cuts, the bundled model by its directory."""
+    shipped cuts, the bundled model by its directory, with QUICK_SETTINGS."""
     if command[0] == "letcolor":
         command = ["python", "-m", "letcolor", *command[1:]]
     command = [sys.executable if part == "python" else part for part in command]
     command = [part.replace("../shared/data", str(TEST_DATA)) for part in command]
     command = [str(BUNDLED_MODEL_DIR) if part == "letcolor/pretrained" else part for part in command]
-    return [*command, *QUICK_TRAINING] if command[1:3] == ["-m", "train"] else command
+    if command[1:3] == ["-m", "train"]:
+        return [*command, *QUICK_SETTINGS["train"]]
+    if command[1:3] == ["-m", "letcolor"] and command[3] in QUICK_SETTINGS:
+        return [*command, *QUICK_SETTINGS[command[3]]]
+    return command
 
 
 def test_every_block_is_one_that_a_test_here_runs():
