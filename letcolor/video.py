@@ -279,10 +279,14 @@ class _Writer:
         self.video = self.container.add_stream("libx264", rate=rate, options=x264_options())
         self.video.width, self.video.height = template.codec_context.width, template.codec_context.height
         self.video.pix_fmt = "yuv420p"
-        self.video.time_base = template.time_base
+        if template.time_base:  # the encoder's ticks too: at 1 / the mean rate, a variable rate's frames collided
+            self.video.time_base = self.video.codec_context.time_base = template.time_base
+        if template.sample_aspect_ratio:  # an anamorphic (DVD, DV, broadcast) clip keeps its display shape
+            self.video.codec_context.sample_aspect_ratio = template.sample_aspect_ratio
         if rotation:
             self.video.set_display_rotation(rotation)
         self.audio = {stream.index: self._audio_stream(stream) for stream in audio}
+        self.samples_sent: dict[int, int] = {}  # per re-encoded audio stream: its start, then the samples sent
         self.last_pts: int | None = None
 
     def _audio_stream(self, stream: av.AudioStream) -> tuple[av.AudioStream, bool]:
@@ -301,7 +305,11 @@ class _Writer:
                 self.container.mux(packet)
             return
         for frame in packet.decode():
-            frame.pts = None  # the encoder numbers samples itself
+            # numbered in samples from the source's start (a track that starts late keeps its offset)
+            start = round(frame.time * frame.sample_rate) if frame.time is not None else 0
+            sent = self.samples_sent.setdefault(packet.stream.index, start)
+            frame.pts, frame.time_base = sent, Fraction(1, frame.sample_rate)
+            self.samples_sent[packet.stream.index] = sent + frame.samples
             self.container.mux(output.encode(frame))
 
     def frame(self, rgb: np.ndarray, source: av.VideoFrame) -> None:

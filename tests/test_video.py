@@ -13,13 +13,16 @@ from conftest import make_tiny_model
 from PIL import Image
 from video_clips import (
     SAMPLE_RATE,
+    anamorphic,
     audio_packets,
     display_rotation,
     edit_listed,
     size_switching,
     truncated_faststart,
     with_dropped_frame,
+    with_late_pcm,
     with_sine,
+    with_stall,
 )
 
 import letcolor.video
@@ -273,6 +276,33 @@ def test_videos_whose_header_counts_frames_never_shown_are_whole(colorizer, tmp_
         assert shown == probe(video).frames - hidden
         colorize_video(colorizer, video, tmp_path / f"{video.stem}-out.mp4", mode=mode)
         assert len(list(read_frames(tmp_path / f"{video.stem}-out.mp4"))) == shown
+
+
+def first_times(path: Path) -> dict[str, float]:
+    with av.open(str(path)) as container:
+        return {kind: float(next(container.decode(**{kind: 0})).time) for kind in ("video", "audio")}
+
+
+def test_a_variable_frame_rate_keeps_every_timestamp_and_an_anamorphic_clip_its_shape(colorizer, tmp_path):
+    """A phone's stall (frames 10-29 of 50 missing at 30 frames/s): the encoder's ticks were 1/18 s, so frames
+    collided (an MP4 could not be written; an MKV got duplicate timestamps). A DVD clip's 4:3 pixels were lost."""
+    stall, wide = with_stall(tmp_path / "stall.mp4"), anamorphic(tmp_path / "wide.mp4")
+    for suffix in (".mp4", ".mkv"):
+        colorize_video(colorizer, stall, tmp_path / f"stall-out{suffix}", mode="frame")
+        times = [frame.time for frame in av.open(str(tmp_path / f"stall-out{suffix}")).decode(video=0)]
+        expected = [frame.time for frame in av.open(str(stall)).decode(video=0)]
+        assert times == pytest.approx(expected, abs=0.001)  # (an MKV counts milliseconds)
+    colorize_video(colorizer, wide, tmp_path / "wide-out.mp4", mode="frame")
+    with av.open(str(tmp_path / "wide-out.mp4")) as container:
+        assert container.streams.video[0].sample_aspect_ratio == Fraction(4, 3)
+
+
+def test_re_encoded_audio_keeps_its_start(colorizer, tmp_path):
+    """PCM in an MKV, re-encoded to AAC for an MP4, restarted at 0: a track starting at 1 s played 1 s early."""
+    late = with_late_pcm(CAMVID_CUT, tmp_path / "late.mkv")
+    assert first_times(late)["audio"] == pytest.approx(1.0)
+    colorize_video(colorizer, late, tmp_path / "late-out.mp4", mode="frame")
+    assert first_times(tmp_path / "late-out.mp4")["audio"] == pytest.approx(1.0, abs=0.03)  # AAC's priming: 21 ms
 
 
 def test_the_video_is_written_under_a_new_name_that_no_file_had(colorizer, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """Clips with sound for the video tests: a video remuxed with a sine soundtrack, and its audio packets."""
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -102,4 +103,52 @@ def with_dropped_frame(path: Path, frames: int = 11, dropped: int = 1) -> Path:
             frame.pts = index
             output.mux(stream.encode(frame))
         output.mux(stream.encode(None))
+    return path
+
+
+def with_stall(path: Path, rate: int = 30, missing: range = range(10, 30), frames: int = 50) -> Path:
+    """An MP4 at `rate` frames/s (time base 1/90000) whose camera skipped the `missing` frames: a variable frame rate,
+    as phones and screen recorders write (a mean rate of 18 here)."""
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream("libx264", rate=rate, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 90000)
+        for index in (i for i in range(frames) if i not in missing):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * index, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = index * 90000 // rate, Fraction(1, 90000)
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    return path
+
+
+def anamorphic(path: Path, pixel_aspect: Fraction = Fraction(4, 3)) -> Path:
+    """A 64x48 H.264 MP4 whose pixels are `pixel_aspect` wide (shown at 16:9), as DVD and DV clips are stored."""
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = pixel_aspect
+        for index in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 30 * index, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 10)
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    return path
+
+
+def with_late_pcm(video: Path, path: Path, start: float = 1.0) -> Path:
+    """The video's packets remuxed into an MKV with a PCM sine soundtrack that starts `start` seconds in."""
+    with av.open(str(video)) as source, av.open(str(path), "w") as output:
+        video_out = output.add_stream_from_template(source.streams.video[0])
+        audio = output.add_stream("pcm_s16le", rate=SAMPLE_RATE)
+        for packet in source.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = video_out
+                output.mux(packet)
+        sine = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.int16)[None]
+        for first in range(0, sine.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(sine[:, first : first + 1024]), "s16", "mono")
+            frame.sample_rate, frame.time_base = SAMPLE_RATE, Fraction(1, SAMPLE_RATE)
+            frame.pts = round(start * SAMPLE_RATE) + first
+            output.mux(audio.encode(frame))
+        output.mux(audio.encode(None))
     return path
