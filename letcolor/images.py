@@ -180,13 +180,18 @@ def _image_from_array(array: np.ndarray) -> Image.Image:
 
 def image_pixels(image: Image.Image) -> Pixels:
     """The pixels of a `load_image` result as a tensor (gray or sRGB), with the alpha channel apart."""
+    keyed = "transparency" in image.info  # a palette's transparent entry, or a PNG's colour key (tRNS)
     if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        image = image.convert("RGBA" if keyed else "RGB")
+    elif image.mode in ("L", "RGB") and keyed:
+        image = image.convert(f"{image.mode}A")
     image = image.convert(_CONVERSIONS[image.mode]) if image.mode in _CONVERSIONS else image
     alpha = image.getchannel("A") if image.mode in ("LA", "RGBA") else None
     if image.mode in ("LA", "RGBA"):
         image = image.convert(image.mode[:-1])
     array = np.array(image)
+    if keyed and image.mode in _GRAY_WHITE_LEVELS and alpha is None:  # 16-bit gray: Pillow keeps no alpha for it
+        alpha = Image.fromarray(np.where(array == image.info["transparency"], 0, 255).astype(np.uint8))
     values = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))  # torch: native order only
     if image.mode == "RGB":
         return Pixels(values.permute(2, 0, 1), 255, alpha)

@@ -149,7 +149,8 @@ def _global_input(lightness_full: torch.Tensor) -> torch.Tensor:
 
 
 def palette_of(image: Image.Image, device: torch.device) -> _Palette:
-    """Mean and standard deviation of a and b over a reduced copy of a loaded image (zero for a gray image)."""
+    """Mean and standard deviation of a and b over a reduced copy of a loaded image (zero for a gray image), each
+    pixel weighted by its alpha (a cut-out's transparent background, often black, is not its colour)."""
     small = image.copy()
     small.thumbnail((PALETTE_SAMPLE_SIDE, PALETTE_SAMPLE_SIDE))
     pixels = image_pixels(small)
@@ -157,7 +158,12 @@ def palette_of(image: Image.Image, device: torch.device) -> _Palette:
         zero = torch.zeros((1, 2, 1, 1), device=device)
         return _Palette(zero, zero)
     ab = rgb_to_lab(pixels.values[None].to(device).float() / pixels.white_level)[:, 1:]
-    return _Palette(ab.mean((2, 3), keepdim=True), ab.std((2, 3), keepdim=True, correction=0))
+    weights = torch.ones_like(ab[:, :1])
+    if pixels.alpha is not None and pixels.alpha.getbbox() is not None:  # (wholly transparent: every pixel alike)
+        weights = torch.from_numpy(np.asarray(pixels.alpha, np.float32) / 255)[None, None].to(device)
+    mean = (ab * weights).sum((2, 3), keepdim=True) / weights.sum()
+    variance = ((ab - mean).square() * weights).sum((2, 3), keepdim=True) / weights.sum()
+    return _Palette(mean, variance.sqrt())
 
 
 def transfer_palette(ab: torch.Tensor, palette: _Palette, strength: float) -> torch.Tensor:

@@ -67,6 +67,8 @@ def make_mode_files(examples_dir, directory) -> dict[str, tuple]:
     la.putalpha(Image.linear_gradient("L").resize(gray.size))
     sixteen = Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257)
     palette = colour.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    keyed = np.asarray(gray).copy()
+    keyed[:20, :30] = 0  # transparent where 0, by a PNG's colour key (tRNS)
     exif = Image.Exif()
     exif[0x0112] = 6  # shown turned 90 degrees clockwise from how it is stored
     files = {
@@ -76,6 +78,13 @@ def make_mode_files(examples_dir, directory) -> dict[str, tuple]:
         "RGBA": examples_dir / "historical_a.png",
         "P": save(palette, directory / "palette.png"),
         "P+transparency": save(palette, directory / "palette-t.png", transparency=0),
+        "L+transparency": save(Image.fromarray(keyed), directory / "gray-t.png", transparency=0),
+        "RGB+transparency": save(
+            Image.fromarray(np.stack([keyed] * 3, -1)), directory / "rgb-t.png", transparency=(0, 0, 0)
+        ),
+        "I;16+transparency": save(
+            Image.fromarray(keyed.astype(np.uint16) * 257), directory / "sixteen-t.png", transparency=0
+        ),
         "CMYK": save(colour.convert("CMYK"), directory / "cmyk.jpg", quality=95),
         "I;16": save(sixteen, directory / "sixteen.png"),
         "I": save(sixteen.convert("I"), directory / "int32.tif"),
@@ -92,19 +101,24 @@ def mode_files(examples_dir, tmp_path_factory):
 
 
 MODES = ["L", "LA", "RGB", "RGBA", "P", "P+transparency", "CMYK", "I;16", "I", "F", "1", "EXIF"]
+KEYED = ["L+transparency", "RGB+transparency", "I;16+transparency"]  # came out opaque
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODES + KEYED)
 def test_output_keeps_size_mode_alpha_and_lightness(colorizer, mode_files, mode):
     path, shown = mode_files[mode]
     with Image.open(path) as stored:
-        assert mode in ("EXIF", "P+transparency") or stored.mode == mode
+        assert mode in ("EXIF", "P+transparency") or stored.mode == mode.removesuffix("+transparency")
     output = colorizer(path).image
     assert output.size == shown.size
     has_alpha = shown.mode in ("LA", "RGBA") or "transparency" in shown.info
     assert output.mode == ("RGBA" if has_alpha else "RGB")
     if shown.mode in ("LA", "RGBA"):
         assert np.array_equal(np.asarray(output.getchannel("A")), np.asarray(shown.getchannel("A")))
+    if mode in KEYED:
+        key = np.asarray(shown)[..., 0] if shown.mode == "RGB" else np.asarray(shown)
+        transparent = key == (shown.info["transparency"][0] if shown.mode == "RGB" else shown.info["transparency"])
+        assert np.array_equal(np.asarray(output.getchannel("A")), np.where(transparent, 0, 255))
     # The output keeps the input's L (up to 8-bit rounding and gamut clipping), so it also has its orientation.
     output_l, input_l = lightness_of(output), lightness_of(shown)
     assert np.corrcoef(output_l.ravel(), input_l.ravel())[0, 1] > 0.95
@@ -246,6 +260,20 @@ def test_palette_strength_moves_ab_mean_and_spread_to_the_references(colorizer, 
     assert torch.allclose(statistics[1.0][1], reference_ab.std((0, 1), correction=0), atol=1.0)
     for own, halfway, target in zip(statistics[0.0], statistics[0.5], statistics[1.0], strict=True):
         assert torch.allclose(halfway, (own + target) / 2, atol=1e-3)
+
+
+def test_a_cut_out_references_palette_is_its_opaque_pixels(colorizer, examples_dir):
+    """The coffee photo's left half on a transparent black canvas: its black pixels counted, and the palette was a
+    grayer mean with a spread from the black."""
+    image, coffee = photo(examples_dir, "historical_c.jpg"), photo(examples_dir, "coffee.png")
+    half = coffee.crop((0, 0, coffee.width // 2, coffee.height))
+    cut_out = Image.new("RGBA", coffee.size, (0, 0, 0, 0))
+    cut_out.paste(half, (0, 0))
+    ab = colorizer.predict_ab([image], reference=cut_out, palette_strength=1.0)[0]
+    half_ab = color.rgb_to_lab(torch.from_numpy(np.asarray(half, dtype=np.float32) / 255), dim=-1)[..., 1:]
+    mean, spread = ab_statistics(ab)
+    assert torch.allclose(mean, half_ab.mean((0, 1)), atol=1.0)
+    assert torch.allclose(spread, half_ab.std((0, 1), correction=0), atol=1.0)
 
 
 @pytest.mark.parametrize(
