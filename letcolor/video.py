@@ -45,6 +45,8 @@ from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".ogv"}
 OUTPUT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv"}  # containers that hold H.264
 BROWSER_SUFFIXES = {".mp4", ".m4v"}  # outputs for browsers: their audio must be a codec that browsers play
+# FFmpeg's MOV muxer lists these among its codecs but refuses them when writing ("opus only supported in MP4")
+MOV_REFUSED_AUDIO = {"opus", "flac"}
 BROWSER_AUDIO_CODECS = {"aac", "mp3", "opus", "flac"}
 MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are refused from the stream's header, before decoding
 DEFAULT_BATCH_SIZE = 8
@@ -292,8 +294,9 @@ class _Writer:
     def _audio_stream(self, stream: av.AudioStream) -> tuple[av.AudioStream, bool]:
         """(output stream, whether packets are copied: else decoded and re-encoded to AAC)."""
         codec = stream.codec_context.codec.canonical_name  # the format, not the decoder (mp3, not mp3float)
-        for_browsers = self.path.suffix.lower() in BROWSER_SUFFIXES
-        if codec in self.container.supported_codecs and (codec in BROWSER_AUDIO_CODECS or not for_browsers):
+        suffix = self.path.suffix.lower()
+        takes = codec in self.container.supported_codecs and not (suffix == ".mov" and codec in MOV_REFUSED_AUDIO)
+        if takes and (codec in BROWSER_AUDIO_CODECS or suffix not in BROWSER_SUFFIXES):
             return self.container.add_stream_from_template(stream), True
         return self.container.add_stream("aac", rate=stream.codec_context.sample_rate), False
 

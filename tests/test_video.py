@@ -99,6 +99,15 @@ def test_real_clip_keeps_frames_size_rate_duration_and_lightness(colorizer, tmp_
     assert (lightness(colour) - lightness(gray)).abs().mean() < 3
 
 
+@pytest.mark.parametrize("codec", ["libopus", "flac"])
+def test_audio_a_mov_cannot_hold_is_re_encoded_to_aac(colorizer, pan, tmp_path, codec):
+    """FFmpeg's MOV muxer lists Opus and FLAC but refuses them when writing: the video failed after its first pass."""
+    source = with_sine(pan[0], tmp_path / "with-sound.mkv", codec, rate=48000)
+    colorize_video(colorizer, source, tmp_path / "out.mov", mode="frame")
+    with av.open(str(tmp_path / "out.mov")) as container:
+        assert container.streams.audio[0].codec_context.name == "aac"
+
+
 @pytest.mark.parametrize("codec", ["aac", "mp3"])
 def test_audio_packets_are_copied_unchanged(colorizer, pan, tmp_path, codec):
     source = with_sine(pan[0], tmp_path / "with-sound.mp4", codec)
