@@ -791,3 +791,72 @@ def test_a_run_with_hints_that_nothing_reads_is_a_usage_error(scene_data, tmp_pa
         parse_args(cli(scene_data, tmp_path / "run", "--hints", "5", "--no-hint-conv"))
     assert stopped.value.code == 2 and "--no-hint-conv needs --hint-propagation" in capsys.readouterr().err
     assert parse_args(cli(scene_data, tmp_path / "run", "--hints", "5", "--no-hint-conv", "--hint-propagation"))
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--batch-size", "0"),  # hung for ever
+        ("--alpha", "1/0"),  # ZeroDivisionError
+        ("--lr", "-1"),
+        ("--lr", "inf"),
+        ("--log-every", "0"),  # ZeroDivisionError at the first step
+        ("--checkpoint-every", "0"),
+        ("--val-images", "0"),  # read the whole validation split
+        ("--workers", "-1"),
+        ("--dataset-weights", "inf"),
+        ("--global-dropout", "2"),  # accepted
+        ("--hints", "nan"),  # accepted
+    ],
+)
+def test_settings_out_of_range_are_usage_errors(scene_data, tmp_path, option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(cli(scene_data, tmp_path, *option))
+    assert exit_info.value.code == 2 and option[0] in capsys.readouterr().err
+
+
+def run_main(monkeypatch, argv: list[str]) -> int:
+    from train.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["python -m train", *argv])
+    return main()
+
+
+def test_a_dataset_split_or_column_that_cannot_be_read_is_one_line_and_exit_2(scene_data, tmp_path, monkeypatch,
+                                                                             capsys):  # fmt: skip
+    """Each was a traceback (FileNotFoundError, ValueError) and exit 1."""
+    quick = ("--steps", "1", "--precise-bn-batches", "0", "--workers", "0")
+    for argv, message in [
+        (cli(tmp_path / "missing", tmp_path / "a", *quick), "missing, split 'train': cannot be read"),
+        (cli(scene_data, tmp_path / "b", *quick, "--split", "nope"), "split 'nope': cannot be read (Bad split"),
+        (cli(scene_data, tmp_path / "c", *quick, "--val-split", "nope"), "split 'nope': cannot be read"),
+        (cli(scene_data, tmp_path / "d", *quick, "--image-column", "nope"), "no column 'nope'"),
+    ]:
+        assert run_main(monkeypatch, argv) == 2
+        errors = capsys.readouterr().err
+        assert message in errors and "Traceback" not in errors and errors.count("\n") == 1
+
+
+def test_a_new_run_into_a_finished_runs_folder_is_refused(scene_data, tmp_path, monkeypatch, capsys):
+    """It overwrote the final model, checkpoint and card, and mixed both runs' rows in metrics.jsonl."""
+    quick = ("--steps", "1", "--precise-bn-batches", "0", "--workers", "0", "--val-images", "4")
+    assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick)) == 0
+    final = (tmp_path / "final" / WEIGHTS_NAME).read_bytes()
+    capsys.readouterr()
+    assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--seed", "1")) == 2
+    assert "holds a run already: continue it with --resume" in capsys.readouterr().err
+    assert (tmp_path / "final" / WEIGHTS_NAME).read_bytes() == final
+    (tmp_path / "file").write_text("not a folder")
+    assert run_main(monkeypatch, cli(scene_data, tmp_path / "file", *quick)) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_weights_that_diverge_stop_the_run_and_are_never_saved(scene_data, tmp_path, monkeypatch, capsys):
+    """At --lr 1e30 the run exited 0 and saved a final model with NaN in most of its tensors."""
+    quick = ("--steps", "3", "--precise-bn-batches", "0", "--workers", "0", "--val-images", "4", "--lr", "1e30")
+    assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--checkpoint-every", "1")) == 1
+    assert "training diverged" in capsys.readouterr().err
+    assert not (tmp_path / "final").exists()
+    with safe_open(str(tmp_path / CHECKPOINT_NAME), framework="pt") as kept:  # the last one with finite weights
+        weights = [kept.get_tensor(name) for name in kept.keys() if name.startswith("model/")]
+    assert weights and all(weight.isfinite().all() for weight in weights if weight.is_floating_point())

@@ -1,6 +1,7 @@
 """python -m train: train the Let there be Color! network on a streamed Hub-layout dataset (see --help)."""
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -8,8 +9,8 @@ from fractions import Fraction
 
 from letcolor.model import ModelError
 from train.checkpoint import CheckpointError
-from train.data import MIN_CHROMA_STD
-from train.loop import DEFAULT_LR, SetupError, train
+from train.data import MIN_CHROMA_STD, DataError
+from train.loop import DEFAULT_LR, DivergedError, SetupError, train
 from train.losses import DEFAULT_PSNR_FLOOR
 
 # Places365-Standard (1.8 M train images at 256x256, 365 scene classes) as parquet on the Hub.
@@ -18,8 +19,34 @@ PLACES365 = "Andron00e/Places365-custom"
 
 
 def fraction(text: str) -> float:
-    """A float that may be written as a fraction, e.g. 1/300."""
-    return float(Fraction(text))
+    """A non-negative float that may be written as a fraction, e.g. 1/300."""
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError) as error:
+        raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from error
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def at_least(least: int):
+    """An argparse type: an integer of at least `least`."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {text}")
+        return value
+
+    parse.__name__ = "integer"  # argparse's "invalid integer value: 'x'"
+    return parse
+
+
+def learning_rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < math.inf:  # (0: a run that changes nothing, as tests of warm starts use)
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
 
 
 def default_workers() -> int:
@@ -43,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--val-split", default="validation")
     data.add_argument("--image-column", default="image")
     data.add_argument("--label-column", default="label", help="a ClassLabel column; '' trains without labels")
-    data.add_argument("--workers", type=int, default=default_workers(), help="DataLoader workers per process")
+    data.add_argument("--workers", type=at_least(0), default=default_workers(), help="DataLoader workers per process")
     data.add_argument(
         "--min-chroma-std",
         type=float,
@@ -52,17 +79,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "32x32 thumbnail: grayscale and near-gray ones (paper 3.4); 0 keeps every photo",
     )
     data.add_argument(
-        "--val-images", type=int, default=256, help="validation images per dataset (the first of its --val-split)"
+        "--val-images",
+        type=at_least(1),
+        default=256,
+        help="validation images per dataset (the first of its --val-split)",
     )
     model = parser.add_argument_group("model and optimization")
     model.add_argument(
         "--init-from", metavar="MODEL", help="start from a saved model (dir or Hub id), widened if narrower"
     )
     model.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = the paper)")
-    model.add_argument("--batch-size", type=int, default=128, help="per process (paper: 128)")
-    model.add_argument("--steps", type=int, default=100_000, help="total optimizer steps (resume included)")
+    model.add_argument("--batch-size", type=at_least(1), default=128, help="per process (paper: 128)")
+    model.add_argument("--steps", type=at_least(1), default=100_000, help="total optimizer steps (resume included)")
     model.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="adadelta")
-    model.add_argument("--lr", type=float, help="default: 1.0 for adadelta, 1e-3 for adamw")
+    model.add_argument("--lr", type=learning_rate, help="default: 1.0 for adadelta, 1e-3 for adamw")
     model.add_argument(
         "--lr-schedule",
         choices=["constant", "linear"],
@@ -97,7 +127,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weight each image's error by its inverse, following the mean per-photo PSNR instead of the pooled MSE; "
         f"images with an RMS ab error under FLOOR Lab units (default {DEFAULT_PSNR_FLOOR:g}) weigh no more",
     )
-    model.add_argument("--prior-images", type=int, default=4096, help="training crops that estimate the ab prior")
+    model.add_argument(
+        "--prior-images", type=at_least(1), default=4096, help="training crops that estimate the ab prior"
+    )
     model.add_argument("--global-dropout", type=float, default=0.0, help="global-feature dropout probability")
     model.add_argument(
         "--hints",
@@ -146,7 +178,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the last step's weights",
     )
     model.add_argument(
-        "--precise-bn-batches", type=int, default=100, help="training batches that set the final BatchNorm statistics"
+        "--precise-bn-batches",
+        type=at_least(0),
+        default=100,
+        help="training batches that set the final BatchNorm statistics",
     )
     model.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     model.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -154,9 +189,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run = parser.add_argument_group("run")
     run.add_argument("--output", required=True, help="run directory: metrics, grids, checkpoint, final model")
     run.add_argument("--max-minutes", type=float, help="stop after this much training time (resume included)")
-    run.add_argument("--log-every", type=int, default=10)
-    run.add_argument("--val-every", type=int, default=500)
-    run.add_argument("--checkpoint-every", type=int, default=500)
+    run.add_argument("--log-every", type=at_least(1), default=10)
+    run.add_argument("--val-every", type=at_least(1), default=500)
+    run.add_argument("--checkpoint-every", type=at_least(1), default=500)
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.safetensors")
     run.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     run.add_argument("--push-to-hub", metavar="REPO", help="upload OUTPUT/final to this Hub model repo at the end")
@@ -166,11 +201,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.label_column = args.label_column or None
     args.dataset = args.dataset or [PLACES365]
     args.dataset_weights = args.dataset_weights or [1.0] * len(args.dataset)
-    if len(args.dataset_weights) != len(args.dataset) or min(args.dataset_weights) <= 0:
+    if len(args.dataset_weights) != len(args.dataset) or not all(0 < w < math.inf for w in args.dataset_weights):
         parser.error(f"--dataset-weights: {len(args.dataset)} positive weights needed, one per --dataset")
     if not 0 <= args.ema < 1:
         parser.error("--ema: a decay in [0, 1)")
-    if args.hints and (args.hints < 1 or not 0 <= args.hint_free < 1):
+    if not 0 <= args.global_dropout < 1:
+        parser.error("--global-dropout: a probability in [0, 1)")
+    if args.hints and (not 1 <= args.hints < math.inf or not 0 <= args.hint_free < 1):
         parser.error("--hints: a mean of at least 1 point, and --hint-free a share in [0, 1)")
     if (args.hint_propagation or args.hint_layers_only) and not args.hints:
         parser.error("--hint-propagation and --hint-layers-only need --hints")
@@ -183,12 +220,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> int:
-    """Runs training; a bad checkpoint, model or setting is one line on stderr and exit code 2."""
+    """Runs training; a bad checkpoint, model, dataset or setting is one line on stderr and exit code 2, weights
+    that diverged exit code 1."""
     try:
         train(parse_args())
-    except (CheckpointError, ModelError, SetupError) as error:
+    except (CheckpointError, ModelError, SetupError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except DivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

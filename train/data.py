@@ -63,11 +63,23 @@ class Batch:
         return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.worker, self.stream_state, self.skipped)
 
 
+class DataError(ValueError):
+    """A dataset, split or column that the run names and cannot read."""
+
+
+def streamed_split(dataset: str, split: str) -> IterableDataset:
+    """`load_dataset(dataset, split=split, streaming=True)`; DataError where there is no such dataset or split."""
+    try:
+        return load_dataset(dataset, split=split, streaming=True)
+    except (FileNotFoundError, ValueError) as error:  # no data files there; "Bad split: ..."
+        raise DataError(f"{dataset}, split {split!r}: cannot be read ({error})") from error
+
+
 def open_stream(spec: StreamSpec, source: Source) -> IterableDataset:
     """One dataset's split as a stream with undecoded images, this rank's part only."""
-    stream = load_dataset(source.dataset, split=spec.split, streaming=True)
+    stream = streamed_split(source.dataset, spec.split)
     if spec.image_column not in stream.features:
-        raise ValueError(f"{source.dataset}: no column {spec.image_column!r}; columns: {list(stream.features)}")
+        raise DataError(f"{source.dataset}: no column {spec.image_column!r}; columns: {list(stream.features)}")
     stream = stream.cast_column(spec.image_column, Image(decode=False))
     if spec.world_size > 1:
         stream = split_dataset_by_node(stream, rank=spec.rank, world_size=spec.world_size)
@@ -84,7 +96,7 @@ def model_label(example: dict, source: Source) -> int:
 
 def source_class_names(source: Source, split: str) -> list[str]:
     """The label names from the dataset's ClassLabel feature; empty when it has none (or no label column)."""
-    features = load_dataset(source.dataset, split=split, streaming=True).features
+    features = streamed_split(source.dataset, split).features
     feature = features.get(source.label_column) if source.label_column else None
     return list(feature.names) if isinstance(feature, ClassLabel) else []
 

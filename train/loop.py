@@ -38,6 +38,10 @@ class SetupError(ValueError):
     """A run that cannot start as asked (e.g. --init-from a model that does not fit the run)."""
 
 
+class DivergedError(RuntimeError):
+    """The weights stopped being finite numbers: nothing more is saved."""
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -187,6 +191,7 @@ class Trainer:
         self.precision = resolve_precision(args.precision, self.device)
         self.autocast = autocast_for(self.device, self.precision)
         self.output = Path(args.output)
+        check_output(self.output, args.resume)
         if context.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
         sources, names = self.labelled_sources()
@@ -308,6 +313,7 @@ class Trainer:
             tqdm.write(message)
 
     def checkpoint(self) -> None:
+        self.check_finite()
         streams = gather_objects(self.context, {str(w): s for w, s in self.worker_states.items()})
         if not self.context.is_main:
             return
@@ -531,7 +537,15 @@ class Trainer:
             shown = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if value)
             self.print(f"step {self.step} validation {name}: {shown}")
 
+    def check_finite(self) -> None:
+        """DivergedError where a weight is NaN or infinite (checked where the loss is logged and before anything is
+        saved: the last checkpoint stays the last good one)."""
+        if not torch.stack([parameter.isfinite().all() for parameter in self.model.parameters()]).all():
+            raise DivergedError(f"the weights are no longer finite at step {self.step}: training diverged (a lower "
+                                "--lr?); nothing was saved from this step on")  # fmt: skip
+
     def log_training(self, window: "TrainingWindow", progress: tqdm) -> None:
+        self.check_finite()
         steps, seconds = window.steps, window.seconds()
         loss, mse, cross_entropy = (mean_over_ranks(self.context, window.take()) / steps).tolist()
         images_per_second = steps * self.args.batch_size * self.context.world_size / seconds
@@ -546,6 +560,7 @@ class Trainer:
         progress.set_postfix(loss=f"{loss:.4g}", img_s=f"{images_per_second:.1f}")
 
     def save_final(self) -> None:
+        self.check_finite()
         directory = self.output / "final"
         dtype = getattr(torch, self.args.save_dtype)
         stored = copy.deepcopy(self.shipped_model).to(device="cpu", dtype=dtype, memory_format=torch.contiguous_format)
@@ -572,6 +587,15 @@ class Trainer:
 def dataset_name(dataset: str) -> str:
     """A short name for a dataset id or directory: its last path part."""
     return dataset.rstrip("/").rsplit("/", 1)[-1]
+
+
+def check_output(output: Path, resume: bool) -> None:
+    """SetupError where --output is a file, or holds a run (a checkpoint or a final model) that a new run without
+    --resume would overwrite."""
+    if output.exists() and not output.is_dir():
+        raise SetupError(f"--output {output}: is a file, not a folder")
+    if not resume and ((output / CHECKPOINT_NAME).is_file() or (output / "final").exists()):
+        raise SetupError(f"--output {output} holds a run already: continue it with --resume, or choose another folder")
 
 
 def train(args) -> None:
