@@ -860,3 +860,18 @@ def test_weights_that_diverge_stop_the_run_and_are_never_saved(scene_data, tmp_p
     with safe_open(str(tmp_path / CHECKPOINT_NAME), framework="pt") as kept:  # the last one with finite weights
         weights = [kept.get_tensor(name) for name in kept.keys() if name.startswith("model/")]
     assert weights and all(weight.isfinite().all() for weight in weights if weight.is_floating_point())
+
+
+def test_a_resume_with_another_optimizer_or_datasets_is_refused(scene_data, everyday_data, tmp_path, monkeypatch,
+                                                                  capsys):  # fmt: skip
+    """AdamW after Adadelta crashed at the first step (KeyError 'betas'), two datasets after one in the data
+    stream; another --hint-layer-lr was replaced by the saved one without a word."""
+    quick = ("--steps", "1", "--precise-bn-batches", "0", "--workers", "0", "--val-images", "4")
+    assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--checkpoint-every", "1")) == 0
+    for changed, message in [
+        (("--optimizer", "adamw"), "made with --optimizer adadelta"),
+        (("--dataset", str(everyday_data)), f"made with --dataset ['{scene_data}']"),
+    ]:
+        capsys.readouterr()
+        assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--steps", "2", "--resume", *changed)) == 2
+        assert message in capsys.readouterr().err

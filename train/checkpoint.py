@@ -98,6 +98,24 @@ def save_checkpoint(
     return path
 
 
+RESUMED_AS_SAVED = ("optimizer", "dataset", "hint_layer_lr")  # what a resumed run must repeat: its state holds them
+
+
+def check_resumable(path: Path, args) -> None:
+    """CheckpointError where the run's RESUMED_AS_SAVED settings differ from those the checkpoint was made with
+    (another optimizer's state crashed the first step; another dataset count, the data stream; another hint-layer
+    multiplier was silently replaced by the saved one)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            saved = json.loads((file.metadata() or {})[STATE_KEY]).get("args", {})
+    except (SafetensorError, OSError, KeyError, ValueError) as error:
+        raise CheckpointError(f"cannot resume from {path}: {error}") from error
+    changed = [name for name in RESUMED_AS_SAVED if name in saved and saved[name] != getattr(args, name)]
+    if changed:
+        made = ", ".join(f"--{name.replace('_', '-')} {saved[name]}" for name in changed)
+        raise CheckpointError(f"cannot resume from {path}: it was made with {made}; resume with the same")
+
+
 def load_checkpoint(
     path: Path,
     model: torch.nn.Module,

@@ -20,7 +20,7 @@ from letcolor.hints import simulate_hints
 from letcolor.model import WEIGHTS_NAME, LetThereBeColor
 from train.average import WeightAverage
 from train.card import hardware_description, model_card
-from train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint
 from train.data import Source, StreamSpec, source_class_names, train_loader, validation_images
 from train.distributed import Distributed, any_rank, gather_objects, init_distributed, mean_over_ranks, shutdown
 from train.hub import push_to_hub
@@ -289,6 +289,7 @@ class Trainer:
         if not path.is_file():
             self.print(f"--resume: no {path} yet, starting from step 0")
             return
+        check_resumable(path, self.args)
         saved = load_checkpoint(path, self.model, self.optimizer, self.scaler, self.average)
         self.step, self.wall_seconds = saved["step"], saved["wall_seconds"]
         if self.average and "average_updates" in saved:
