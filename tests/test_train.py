@@ -4,6 +4,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -875,3 +876,14 @@ def test_a_resume_with_another_optimizer_or_datasets_is_refused(scene_data, ever
         capsys.readouterr()
         assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--steps", "2", "--resume", *changed)) == 2
         assert message in capsys.readouterr().err
+
+
+def test_two_datasets_of_the_same_name_are_both_validated(scene_data, tmp_path):
+    """org1/scenes and org2/scenes shared one validation slot: one of them was dropped from the metrics."""
+    twins = []
+    for owner in ("org1", "org2"):
+        twins.append(tmp_path / owner / "scenes")
+        shutil.copytree(scene_data, twins[-1])
+    quick = ("--steps", "1", "--precise-bn-batches", "0", "--workers", "0", "--val-images", "4")
+    train(parse_args(cli(twins, tmp_path / "run", *quick)))
+    assert set(metrics(tmp_path / "run", "validation")[-1]["datasets"]) == {"scenes", "scenes-2"}

@@ -500,7 +500,11 @@ class Trainer:
             )
             images, labels, skipped = validation_images(spec, self.args.val_images)
             self.print(f"validation: {len(images)} images of {source.dataset} {self.args.val_split!r} ({skipped=})")
-            validation_sets[dataset_name(source.dataset)] = images, labels
+            name, copies = dataset_name(source.dataset), 1
+            while name in validation_sets:  # org1/places and org2/places: places, places-2
+                copies += 1
+                name = f"{dataset_name(source.dataset)}-{copies}"
+            validation_sets[name] = images, labels
         return validation_sets
 
     def run_validation(self, validation_sets: dict[str, tuple], stop: StopRequest | None = None) -> None:
