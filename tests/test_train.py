@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -887,3 +888,29 @@ def test_two_datasets_of_the_same_name_are_both_validated(scene_data, tmp_path):
     quick = ("--steps", "1", "--precise-bn-batches", "0", "--workers", "0", "--val-images", "4")
     train(parse_args(cli(twins, tmp_path / "run", *quick)))
     assert set(metrics(tmp_path / "run", "validation")[-1]["datasets"]) == {"scenes", "scenes-2"}
+
+
+def gray_copy(table: pa.Table) -> pa.Table:
+    """The table with every image made gray (RGB PNGs of equal channels): photos that training skips."""
+    images = table.column("image").to_pylist()
+    for image in images:
+        buffer = io.BytesIO()
+        Image.open(io.BytesIO(image["bytes"])).convert("L").convert("RGB").save(buffer, format="PNG")
+        image["bytes"] = buffer.getvalue()
+    field = table.schema.field("image")
+    return table.set_column(table.schema.get_field_index("image"), field, pa.array(images, type=field.type))
+
+
+def test_a_split_without_a_usable_photo_is_an_error(scene_data, tmp_path, monkeypatch, capsys):
+    """A training split of gray photos trained 0 steps, exited 0 and saved an untrained model ("0 images seen"); a
+    validation split of them was a traceback."""
+    dataset = tmp_path / "gray-train"
+    shutil.copytree(scene_data, dataset)
+    for shard in (dataset / "data").glob("train-*.parquet"):
+        pq.write_table(gray_copy(pq.read_table(shard)), shard)
+    quick = ("--steps", "2", "--precise-bn-batches", "0", "--workers", "0", "--val-images", "4")
+    assert run_main(monkeypatch, cli(dataset, tmp_path / "run", *quick)) == 2
+    assert "no usable photo in --split 'train'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "final").exists()
+    assert run_main(monkeypatch, cli(dataset, tmp_path / "run2", *quick, "--val-split", "train")) == 2
+    assert "split 'train' has no usable images" in capsys.readouterr().err

@@ -289,5 +289,5 @@ def validation_images(spec: StreamSpec, limit: int) -> tuple[torch.Tensor, torch
     examples.close()  # now, not at interpreter exit, where `datasets`' parquet reader fails noisily
     if not images:
         names = ", ".join(source.dataset for source in spec.sources)
-        raise ValueError(f"{names}: split {spec.split!r} has no usable images")
+        raise DataError(f"{names}: split {spec.split!r} has no usable images")
     return torch.stack(images), torch.tensor(labels), skipped

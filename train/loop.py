@@ -21,7 +21,7 @@ from letcolor.model import WEIGHTS_NAME, LetThereBeColor
 from train.average import WeightAverage
 from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint
-from train.data import Source, StreamSpec, source_class_names, train_loader, validation_images
+from train.data import DataError, Source, StreamSpec, source_class_names, train_loader, validation_images
 from train.distributed import Distributed, any_rank, gather_objects, init_distributed, mean_over_ranks, shutdown
 from train.hub import push_to_hub
 from train.losses import ColourRarity, ab_histogram, colorization_losses, lab_batch
@@ -397,6 +397,7 @@ class Trainer:
         )
         window = TrainingWindow(self.device)
         started = time.perf_counter() - self.wall_seconds
+        first_step = self.step
         for batch in loader:
             window.add(self.train_step(batch.images, batch.labels))
             self.worker_states[batch.worker] = batch.stream_state
@@ -418,6 +419,9 @@ class Trainer:
         if window.steps:
             self.log_training(window, progress)
         progress.close()
+        if self.step == first_step:  # (else it exited 0 with an untrained model, "0 images seen")
+            raise DataError(f"no usable photo in --split {self.args.split!r} of {', '.join(self.args.dataset)} "
+                            f"(skipped: {self.skipped or 'none'})")  # fmt: skip
 
     def finish(self, stop: StopRequest, validation_sets: dict[str, tuple]) -> None:
         """PreciseBN, the last validation, the checkpoint and the final model; a signal stops it between the parts."""
