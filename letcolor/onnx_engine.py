@@ -130,7 +130,8 @@ def _cached_graphs(folder: Path, make: Callable[[Path], object]) -> Path:
         if _whole(folder):
             return folder
         warnings.warn(f"cannot keep ONNX graphs in {folder.parent} ({error}): made for this process only", stacklevel=3)
-        return _made(_process_folder() / folder.name, make)
+        private = _process_folder() / folder.name
+        return private if _whole(private) else _made(private, make)
     return folder
 
 
@@ -201,7 +202,7 @@ def _quantize(float_graphs: Path, destination: Path, takes_hints: bool) -> None:
 
     # quantize_static writes a shape-inferred copy beside each graph it reads, under a fixed name: it reads private
     # copies, never the shared float32 entry (two processes quantizing at once deleted each other's copy)
-    float_graphs = Path(shutil.copytree(float_graphs, destination.parent / "float32"))
+    float_graphs = Path(shutil.copytree(float_graphs, f"{destination}-float32", dirs_exist_ok=True))
     global_feeds, local_feeds = _calibration_feeds(float_graphs, takes_hints)
     automatic_feeds = [{"l": feeds["l"], "vectors": feeds["vectors"]} for feeds in local_feeds]
     all_feeds = {GLOBAL_GRAPH: global_feeds, LOCAL_GRAPH: local_feeds, AUTOMATIC_GRAPH: automatic_feeds}

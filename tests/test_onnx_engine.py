@@ -150,6 +150,12 @@ def test_a_cache_that_cannot_be_written_gives_graphs_for_this_process_with_a_war
     assert network.folder.is_dir() and not str(network.folder).startswith(str(tmp_path))
     ab = network.colorize(torch.rand(1, 1, 64, 64), torch.rand(1, model.null_global.shape[0]))
     assert ab.shape == (1, 2, 32, 32)
+    with monkeypatch.context() as patch, pytest.warns(UserWarning):
+        patch.setattr(onnx_engine, "export", lambda *args: pytest.fail("exported again"))
+        assert onnx_engine.OnnxRuntimeNetwork(model).folder == network.folder  # kept for the process
+    with pytest.warns(UserWarning):
+        int8 = onnx_engine.OnnxRuntimeNetwork(model, int8=True)
+    assert int8.colorize(torch.rand(1, 1, 64, 64), torch.rand(1, model.null_global.shape[0])).shape == ab.shape
 
 
 def test_int8_quantizing_writes_nothing_into_the_shared_float32_entry():
