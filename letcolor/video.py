@@ -309,7 +309,7 @@ class _Writer:
             return
         for frame in packet.decode():
             # numbered in samples from the source's start (a track that starts late keeps its offset)
-            start = round(frame.time * frame.sample_rate) if frame.time is not None else 0
+            start = max(0, round(frame.time * frame.sample_rate)) if frame.time is not None else 0
             sent = self.samples_sent.setdefault(packet.stream.index, start)
             frame.pts, frame.time_base = sent, Fraction(1, frame.sample_rate)
             self.samples_sent[packet.stream.index] = sent + frame.samples
