@@ -13,10 +13,12 @@ colorize and encode them, batch by batch; the driver writes what comes back:
 - with `--images`, DST is a folder tree that mirrors SRC's, and a row's error goes to DST/errors.jsonl.
 
 Exactly once: results are committed in shards (a parquet file, or an image file, written beside and then renamed),
-and a run skips the ids that DST already holds. After a crash, the same command finishes the work; every photo
-appears once. Ray is an optional extra (`pip install letcolor[cluster]`), imported only here.
+and a run skips the ids that DST already holds, errors too unless `--retry-errors` (their records are then removed
+first). After a crash, the same command finishes the work; every photo appears once. Ray is an optional extra
+(`pip install letcolor[cluster]`), imported only here.
 """
 
+import contextlib
 import io
 import json
 import math
@@ -29,6 +31,7 @@ from pathlib import PurePosixPath
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -66,9 +69,14 @@ class Source:
             raise ValueError(f"{url}: not a folder (give a folder of images or a parquet dataset)")
         files = sorted(filesystem.find(root))
         parquet = tuple(path for path in files if path.endswith(".parquet"))
+        images = tuple(path for path in files if PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES)
+        if parquet and images:
+            raise ValueError(
+                f"{url}: holds both parquet files ({len(parquet)}) and image files ({len(images)}); give a parquet "
+                "dataset's folder or a folder of images"
+            )
         if parquet:
             return cls(filesystem, root, parquet_files=parquet, id_column=id_column)
-        images = tuple(path for path in files if PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES)
         return cls(filesystem, root, image_paths=images, id_column=id_column)
 
     def ids(self) -> list[str]:
@@ -90,20 +98,25 @@ class Summary:
     rows: int = 0  # rows done (colorized, or recorded as errors)
     errors: int = 0
     skipped: int = 0  # already in DST
+    skipped_errors: int = 0  # of those, recorded as errors
     seconds: float = 0.0
 
     def line(self) -> str:
         rate = self.rows / self.seconds if self.seconds else 0.0
-        return (
-            f"{self.rows} rows done ({self.errors} errors) in {self.seconds:.1f} s, {rate:.2f} rows/s; "
-            f"{self.skipped} done before"
-        )
+        return f"{self.rows} rows done ({self.errors} errors) in {self.seconds:.1f} s, {rate:.2f} rows/s; {self.before}"
+
+    @property
+    def before(self) -> str:
+        """How many were done before, and how many of those were errors, which --retry-errors does again."""
+        if not self.skipped_errors:
+            return f"{self.skipped} done before"
+        return f"{self.skipped} done before ({self.skipped_errors} of them errors: --retry-errors does those again)"
 
 
 class ColorizeRows:
-    """A Ray Data actor: the model loaded once; each batch of rows (id, bytes, name) decoded, colorized and encoded
-    `network_batch` photos at a time (as the plain command does, and so memory follows --batch-size, not the call's
-    size); a bad row becomes an error instead of stopping the batch."""
+    """A Ray Data actor: the model loaded once; each batch of rows (id, bytes, name, read_error) decoded, colorized
+    and encoded `network_batch` photos at a time (as the plain command does, and so memory follows --batch-size, not
+    the call's size); a bad row becomes an error instead of stopping the batch."""
 
     def __init__(self, model: str | None, engine: str, device: str | None, options: dict, hints: str | None,
                  network_batch: int):  # fmt: skip
@@ -112,7 +125,8 @@ class ColorizeRows:
 
     def __call__(self, batch: dict) -> dict:
         ids = [str(row_id) for row_id in batch["id"]]
-        rows = list(zip(ids, batch["bytes"], batch["name"], strict=True))
+        read_errors = batch.get("read_error", [""] * len(ids))
+        rows = list(zip(ids, batch["bytes"], batch["name"], read_errors, strict=True))
         outcomes = {}
         for start in range(0, len(rows), self.network_batch):
             outcomes |= self.network_batch_outcomes(rows[start : start + self.network_batch])
@@ -121,7 +135,10 @@ class ColorizeRows:
     def network_batch_outcomes(self, rows: list[tuple]) -> dict[str, tuple]:
         """Each row's outcome: decoded (or failed), then the decoded rows colorized together."""
         outcomes, loaded = {}, {}
-        for row_id, data, name in rows:
+        for row_id, data, name, read_error in rows:
+            if read_error:
+                outcomes[row_id] = failed(read_error)
+                continue
             try:
                 loaded[row_id] = read_image_bytes(bytes(data or b""), str(name))
             except (ValueError, OSError) as problem:  # InvalidImageError names the photo
@@ -180,24 +197,26 @@ def failed(problem: Exception | str) -> tuple[bytes, str, str, str]:
 
 
 def read_files(batch: dict, filesystem: fsspec.AbstractFileSystem, root: str) -> dict:
-    """The read stage for a folder: each id's file read from SRC (a missing or unreadable one gives no bytes, and
-    the colorize stage records the error)."""
-    rows = {"id": [], "bytes": [], "name": []}
+    """The read stage for a folder: each id's file read from SRC (a missing or unreadable one gives no bytes and
+    its `read_error`, which the colorize stage records)."""
+    rows = {"id": [], "bytes": [], "name": [], "read_error": []}
     for row_id in batch["id"]:
+        data, problem = b"", ""
         try:
             data = filesystem.cat_file(str(PurePosixPath(root) / str(row_id)))
-        except OSError:
-            data = b""
+        except OSError as error:
+            problem = f"{row_id}: could not be read ({error})"
         rows["id"].append(str(row_id))
         rows["bytes"].append(data)
         rows["name"].append(str(row_id))
+        rows["read_error"].append(problem)
     return rows
 
 
 def read_row_groups(batch: dict, filesystem: fsspec.AbstractFileSystem, id_column: str, todo: frozenset) -> dict:
-    """The read stage for a parquet dataset: each (file, row group) read from SRC, as (id, bytes, name) rows
+    """The read stage for a parquet dataset: each (file, row group) read from SRC, as (id, bytes, name, read_error) rows
     without those already done."""
-    rows = {"id": [], "bytes": [], "name": []}
+    rows = {"id": [], "bytes": [], "name": [], "read_error": []}
     for path, group in zip(batch["file"], batch["row_group"], strict=True):
         with filesystem.open(str(path)) as file:
             table = pq.ParquetFile(file).read_row_group(int(group), columns=[id_column, "image"])
@@ -207,6 +226,7 @@ def read_row_groups(batch: dict, filesystem: fsspec.AbstractFileSystem, id_colum
                 rows["id"].append(str(row_id))
                 rows["bytes"].append(image.get("bytes") or b"")
                 rows["name"].append(image.get("path") or str(row_id))
+                rows["read_error"].append("")
     return rows
 
 
@@ -240,9 +260,35 @@ class ParquetDestination:
         for name in sorted(os.listdir(self.folder)) if os.path.isdir(self.folder) else []:
             if name.endswith(TEMPORARY_SUFFIX):
                 os.remove(os.path.join(self.folder, name))
-            if name.startswith(SHARD_PREFIX) and name.endswith(".parquet"):
-                committed.update(pq.read_table(os.path.join(self.folder, name), columns=["id"]).column(0).to_pylist())
+        for shard in self.shard_paths():
+            committed.update(pq.read_table(shard, columns=["id"]).column(0).to_pylist())
         return committed & set(ids)
+
+    def recorded_errors(self, ids: list[str]) -> set[str]:
+        failed_ids = set()
+        for shard in self.shard_paths():
+            table = pq.read_table(shard, columns=["id", "error"])
+            failed_ids.update(row["id"] for row in table.to_pylist() if row["error"])
+        return failed_ids & set(ids)
+
+    def forget_errors(self) -> None:
+        """Each committed shard's error rows removed (the shard rewritten beside and renamed, or removed if nothing
+        else is in it), so that a run does those rows again."""
+        for shard in self.shard_paths():
+            table = pq.read_table(shard)
+            kept = table.filter(pc.is_null(table.column("error")))
+            if kept.num_rows == table.num_rows:
+                continue
+            if kept.num_rows == 0:
+                os.remove(shard)
+                continue
+            scratch = os.path.join(self.folder, f".{uuid.uuid4().hex}{TEMPORARY_SUFFIX}")
+            pq.write_table(kept, scratch)
+            os.replace(scratch, shard)
+
+    def shard_paths(self) -> list[str]:
+        names = sorted(os.listdir(self.folder)) if os.path.isdir(self.folder) else []
+        return [os.path.join(self.folder, n) for n in names if n.startswith(SHARD_PREFIX) and n.endswith(".parquet")]
 
     def commit(self, rows: dict) -> None:
         images = [
@@ -280,12 +326,32 @@ class ImagesDestination:
             for name in names:
                 if name.endswith(TEMPORARY_SUFFIX):
                     os.remove(os.path.join(directory, name))
-        done = set()
+        written = {row_id for row_id in ids if any(os.path.isfile(self.output(row_id, s)) for s in self.SUFFIXES)}
+        return written | self.recorded_errors(ids)
+
+    def recorded_errors(self, ids: list[str]) -> set[str]:
         errors = os.path.join(self.folder, ERRORS_NAME)
-        if os.path.isfile(errors):
-            with open(errors) as file:
-                done.update(json.loads(line)["id"] for line in file if line.strip())
-        return done | {row_id for row_id in ids if any(os.path.isfile(self.output(row_id, s)) for s in self.SUFFIXES)}
+        if not os.path.isfile(errors):
+            return set()
+        with open(errors) as file:
+            return {json.loads(line)["id"] for line in file if line.strip()} & set(ids)
+
+    def forget_errors(self) -> None:
+        """The recorded errors removed, so that a run does those photos again."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.folder, ERRORS_NAME))
+
+    def check_names(self, ids: list[str]) -> None:
+        """ValueError where two ids could be written to the same file (photo.bmp -> photo.bmp.png, and photo.bmp.png
+        itself)."""
+        claimed = {}
+        for row_id in ids:
+            for output in {self.output(row_id, suffix) for suffix in self.SUFFIXES}:
+                if (other := claimed.setdefault(output, row_id)) != row_id:
+                    raise ValueError(
+                        f"{other} and {row_id} could both be written to {os.path.relpath(output, self.folder)}: "
+                        "rename one, or colorize into a parquet dataset (without --images)"
+                    )
 
     def commit(self, rows: dict) -> None:
         for row_id, image, suffix, error in zip(rows["id"], rows["image"], rows["suffix"], rows["error"], strict=True):
@@ -321,6 +387,7 @@ class Job:
     batch_size: int = 8  # photos per network batch; an actor call takes `rows_per_call` rows
     shard_rows: int = 512  # rows per committed parquet shard
     concurrency: int = 1
+    retry_errors: bool = False  # the ids with a recorded error are done again
     dry_run: bool = False
 
 
@@ -337,9 +404,15 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     ids = source.ids()
     if not ids:
         raise ValueError(f"{job.source}: no photos there (image files, or rows of parquet files)")
-    done = destination.done(ids)
+    if job.images:
+        destination.check_names(ids)
+    done, recorded_errors = destination.done(ids), destination.recorded_errors(ids)
+    if job.retry_errors:
+        done -= recorded_errors
+        if not job.dry_run:
+            destination.forget_errors()
     todo = [row_id for row_id in ids if row_id not in done]
-    summary = Summary(todo=len(todo), skipped=len(ids) - len(todo))
+    summary = Summary(todo=len(todo), skipped=len(ids) - len(todo), skipped_errors=len(recorded_errors & done))
     if job.dry_run or not todo:
         return summary
     ray = _ray()
@@ -390,9 +463,10 @@ def _ray():
 
 
 def _rows(ray, source: Source, todo: list[str], job: Job):
-    """The read stage: a Ray dataset of (id, bytes, name) rows to colorize, read by a pool of tasks (as many as the
-    model actors, at least 2), a batch of files or a parquet row group per call. It asks for no CPU of its own: it
-    waits on storage, while each model actor holds a CPU (on one CPU, a reading task that wanted one would never run).
+    """The read stage: a Ray dataset of (id, bytes, name, read_error) rows to colorize, read by a pool of tasks (as
+    many as the model actors, at least 2), a batch of files or a parquet row group per call. It asks for no CPU of its
+    own: it waits on storage, while each model actor holds a CPU (on one CPU, a reading task that wanted one would
+    never run).
     The pool's size matters: Ray starts a worker process (which imports torch) for each task running at once."""
     readers = ray.data.TaskPoolStrategy(size=max(2, job.concurrency))
     if source.image_paths:

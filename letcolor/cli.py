@@ -314,6 +314,7 @@ def add_archive_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--concurrency", type=int, default=1, help="model actors (default 1)")
     parser.add_argument("--shard-rows", type=int, default=512, help="rows per committed shard (default 512)")
+    parser.add_argument("--retry-errors", action="store_true", help="colorize again the photos recorded as errors")
     parser.add_argument("--dry-run", action="store_true", help="count the work and stop")
 
 
@@ -330,13 +331,14 @@ def run_archive(args: argparse.Namespace) -> int:
             args.source, args.output, images=args.images, model=args.model, engine=args.engine, device=args.device,
             options=vars(options), hints=args.hints, id_column=args.id_column, address=args.address,
             num_cpus=args.num_cpus, num_gpus_per_worker=args.num_gpus_per_worker, batch_size=args.batch_size,
-            shard_rows=args.shard_rows, concurrency=args.concurrency, dry_run=args.dry_run,
+            shard_rows=args.shard_rows, concurrency=args.concurrency, retry_errors=args.retry_errors,
+            dry_run=args.dry_run,
         )  # fmt: skip
         summary = colorize_dataset(job)
     except (ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{summary.todo} photos to colorize, {summary.skipped} done before" if args.dry_run else summary.line())
+    print(f"{summary.todo} photos to colorize, {summary.before}" if args.dry_run else summary.line())
     return EXIT_SOME_FAILED if summary.errors else 0
 
 

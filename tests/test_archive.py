@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +21,7 @@ from conftest import EVERYDAY, EXAMPLES, ROOT
 from PIL import Image
 
 from letcolor import cli
-from letcolor.archive import ColorizeRows, Job, rows_per_call
+from letcolor.archive import ColorizeRows, Job, ParquetDestination, read_files, rows_per_call
 
 pytestmark = pytest.mark.slow
 
@@ -138,6 +139,26 @@ def test_killed_mid_run_then_run_again_every_good_photo_is_there_once(archive, t
             assert len(row["classes"]) == 5
     errors = dict(zip(result["id"], result["error"], strict=True))
     assert errors["corrupt/declares-12000x12000.jpg"].endswith("12000x12000 is 144 MP, over the 100 MP limit")
+    counted = run(arguments + ["--dry-run"])
+    assert f"0 photos to colorize, {len(ids)} done before (3 of them errors: --retry-errors" in counted.stdout
+    assert "3 photos to colorize, 80 done before" in run(arguments + ["--dry-run", "--retry-errors"]).stdout
+
+
+def test_retrying_errors_removes_their_rows_from_committed_shards_and_keeps_the_rest(tmp_path):
+    destination = ParquetDestination(str(tmp_path))
+    good = (io.BytesIO(), ".png")
+    Image.new("RGB", (4, 4)).save(good[0], format="PNG")
+    for ids, errors in ((["a", "b"], ["", "b: not an image"]), (["c"], ["c: truncated"]), (["d"], [""])):
+        images = [b"" if error else good[0].getvalue() for error in errors]
+        destination.commit({"id": ids, "image": images, "suffix": [".png"] * len(ids), "classes": ["[]"] * len(ids),
+                            "error": errors})  # fmt: skip
+    ids = ["a", "b", "c", "d"]
+    assert destination.done(ids) == set(ids) and destination.recorded_errors(ids) == {"b", "c"}
+    destination.forget_errors()
+    assert destination.done(ids) == {"a", "d"} and destination.recorded_errors(ids) == set()
+    assert len(list((tmp_path / "data").glob("train-*.parquet"))) == 2  # c's shard held only its error
+    rows = datasets.load_dataset(str(tmp_path), split="train")
+    assert sorted(rows["id"]) == ["a", "d"] and all(image.size == (4, 4) for image in rows["image"])
 
 
 def test_a_model_worker_killed_mid_batch_is_replaced_and_no_row_is_lost_or_doubled(archive, tiny_model_dir, tmp_path):
@@ -177,7 +198,18 @@ def test_a_folder_becomes_a_mirrored_tree_of_images_and_its_inputs_are_untouched
         assert output.format == ("JPEG" if name.endswith(".jpg") else "PNG")
     assert "1950s/broken.jpg" in (destination / "errors.jsonl").read_text()
     again = run(command(source, destination, tiny_model_dir, "--images", "--dry-run"))
-    assert "0 photos to colorize, 4 done before" in again.stdout
+    assert "0 photos to colorize, 4 done before (1 of them errors" in again.stdout
+
+    Image.open(EXAMPLES / "china.jpg").save(source / "1950s" / "broken.jpg")  # the scan replaced by a good one
+    unchanged = tree_digest(destination)
+    retried = run(command(source, destination, tiny_model_dir, "--images", "--retry-errors"))
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert "1 rows done (0 errors)" in retried.stdout and "3 done before" in retried.stdout
+    assert not (destination / "errors.jsonl").exists()
+    assert Image.open(destination / "1950s" / "broken.jpg").size == Image.open(source / "1950s" / "broken.jpg").size
+    assert {name: tree_digest(destination)[name] for name in unchanged if name != "errors.jsonl"} == {
+        name: digest for name, digest in unchanged.items() if name != "errors.jsonl"
+    }  # the others are not written again
 
 
 def test_hints_per_photo_reach_the_colours(tmp_path):
@@ -247,6 +279,32 @@ def test_a_destination_file_and_a_source_without_photos_are_refused_before_ray(t
     assert cli.main(["colorize-dataset", str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
     assert f"{tmp_path / 'empty'}: no photos there" in capsys.readouterr().err
     assert (tmp_path / "out.txt").read_text() == "a file" and not (tmp_path / "out").exists()
+
+
+def test_ids_that_would_share_an_output_file_and_a_source_of_photos_and_parquet_are_refused_before_ray(
+    tmp_path, capsys, monkeypatch
+):
+    """The first wrote a.bmp's colours over a.bmp.png's (or the reverse) and counted both done; the second read the
+    stray parquet file as the dataset and lost every photo."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    (tmp_path / "photos").mkdir()
+    Image.new("L", (32, 32)).save(tmp_path / "photos" / "a.bmp")
+    Image.new("L", (32, 32)).save(tmp_path / "photos" / "a.bmp.png")
+    assert cli.main(["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), "--images"]) == 2
+    assert "a.bmp and a.bmp.png could both be written to a.bmp.png" in capsys.readouterr().err
+    (tmp_path / "photos" / "a.bmp.png").unlink()
+    pq.write_table(pa.table({"id": ["x"]}), tmp_path / "photos" / "index.parquet")
+    assert cli.main(["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "out")]) == 2
+    assert "holds both parquet files (1) and image files (1)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_that_cannot_be_read_is_recorded_with_the_reason(tiny_model_dir, tmp_path):
+    (tmp_path / "locked.jpg").mkdir()  # a read fails (IsADirectoryError), as a file on a flaky share can
+    rows = read_files({"id": ["locked.jpg"]}, fsspec.filesystem("file"), str(tmp_path))
+    actor = ColorizeRows(str(tiny_model_dir), "torch", "cpu", {"max_side": 128}, None, network_batch=2)
+    (error,) = actor(rows)["error"]
+    assert error.startswith("locked.jpg: could not be read (") and "Is a directory" in error
 
 
 def test_without_ray_the_command_says_what_to_install(tmp_path, monkeypatch, capsys):
