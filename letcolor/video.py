@@ -11,8 +11,9 @@ Modes:
 The shot mode reads the video twice (scene vectors and cuts, then colours); memory holds one batch of frames (and
 a few colorized ones waiting for the encoder, which runs on a thread of its own) and one scene vector per frame,
 whatever the video's length. The output keeps the frames' timestamps (so the frame count, frame rate and duration),
-is H.264 in yuv420p (what browsers play), and copies the audio packets unchanged (re-encoded to AAC only where the
-output container cannot hold the audio codec, or browsers could not play it in an MP4, as for PCM).
+is H.264 in yuv420p (what browsers play; an odd side gains a copy of its last row or column), and copies the audio
+packets unchanged (re-encoded to AAC only where the output container cannot hold the audio codec, or browsers could
+not play it in an MP4, as for PCM).
 """
 
 import functools
@@ -114,8 +115,6 @@ def _check_stream(stream: av.VideoStream, path: Path) -> None:
         raise InvalidVideoError(f"{path}: the video has no frame size")
     if width * height > MAX_FRAME_PIXELS:
         raise InvalidVideoError(f"{path}: {width}x{height} frames are over the {MAX_FRAME_PIXELS / 1e6:.1f} MP limit")
-    if width % 2 or height % 2:
-        raise InvalidVideoError(f"{path}: {width}x{height} has an odd side; H.264 in yuv420p needs even sides")
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -271,15 +270,24 @@ def _pixel_grid(height: int, width: int) -> np.ndarray:
     return grid
 
 
+def even_sides(rgb: np.ndarray) -> np.ndarray:
+    """A frame (H, W, 3) with an odd side padded by a copy of its last row or column: H.264 in yuv420p (what browsers
+    play) needs even sides, and a column of the photo's own is less visible than a black one."""
+    height, width = rgb.shape[:2]
+    return np.pad(rgb, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge") if height % 2 or width % 2 else rgb
+
+
 class _Writer:
-    """H.264 (yuv420p) video with the input's timestamps and display rotation, and its audio streams remuxed."""
+    """H.264 (yuv420p) video with the input's timestamps and display rotation, and its audio streams remuxed; odd
+    sides are padded to even (`even_sides`)."""
 
     def __init__(self, path: Path, template: av.VideoStream, audio: list[av.AudioStream], rotation: int):
         self.path = path
         self.container = av.open(str(path), "w", container_options={"movflags": "+faststart"})
         rate = template.average_rate or template.guessed_rate or 25
         self.video = self.container.add_stream("libx264", rate=rate, options=x264_options())
-        self.video.width, self.video.height = template.codec_context.width, template.codec_context.height
+        width, height = template.codec_context.width, template.codec_context.height
+        self.video.width, self.video.height = width + width % 2, height + height % 2
         self.video.pix_fmt = "yuv420p"
         if template.time_base:  # the encoder's ticks too: at 1 / the mean rate, a variable rate's frames collided
             self.video.time_base = self.video.codec_context.time_base = template.time_base
@@ -317,7 +325,7 @@ class _Writer:
 
     def frame(self, rgb: np.ndarray, source: av.VideoFrame) -> None:
         """Encodes a colorized frame (H, W, 3) 8-bit sRGB with `source`'s timestamps."""
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(even_sides(rgb), format="rgb24")
         pts = source.pts if source.pts is not None else (self.last_pts + 1 if self.last_pts is not None else 0)
         if self.last_pts is not None and pts <= self.last_pts:
             pts = self.last_pts + 1  # the encoder needs strictly increasing timestamps

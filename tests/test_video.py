@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_tiny_model
+from conftest import EXAMPLES, make_tiny_model
 from PIL import Image
 from video_clips import (
     SAMPLE_RATE,
@@ -410,17 +410,25 @@ def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_d
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_odd_frame_sizes_are_refused_before_decoding(colorizer, tmp_path):
+def test_odd_frame_sizes_gain_a_copy_of_their_last_row_and_column(colorizer, tmp_path):
+    """They were refused (H.264 in yuv420p needs even sides), and 853x480 is a common size."""
     odd = tmp_path / "odd.mkv"
+    photo = np.asarray(Image.open(EXAMPLES / "china.jpg").convert("L").resize((161, 121)))
     with av.open(str(odd), "w") as output:
         stream = output.add_stream("ffv1", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 161, 121, "yuv420p"
-        output.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((121, 161, 3), np.uint8), format="rgb24")))
+        stream.width, stream.height, stream.pix_fmt = 161, 121, "gray"
+        for _ in range(3):
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(photo, format="gray")))
         output.mux(stream.encode(None))
-    with pytest.raises(InvalidVideoError, match="odd side"):
-        probe(odd)
-    with pytest.raises(InvalidVideoError, match="odd side"):
-        colorize_video(colorizer, odd, tmp_path / "out.mp4")
+    assert (probe(odd).width, probe(odd).height) == (161, 121)
+    colorize_video(colorizer, odd, tmp_path / "out.mp4")
+    assert (probe(tmp_path / "out.mp4").width, probe(tmp_path / "out.mp4").height) == (162, 122)
+    frames = list(read_frames(tmp_path / "out.mp4"))
+    assert len(frames) == 3
+    lightness = np.asarray(Image.fromarray(frames[0]).convert("L"), dtype=float)
+    assert np.corrcoef(lightness[:121, :161].ravel(), photo.ravel())[0, 1] > 0.97  # the photo in place
+    assert np.abs(lightness[:, 161] - lightness[:, 160]).mean() < 3  # the copied column, not black
+    assert np.abs(lightness[121, :] - lightness[120, :]).mean() < 3
 
 
 def test_a_phone_videos_display_rotation_is_kept(colorizer, pan, tmp_path):
