@@ -174,15 +174,20 @@ def run_colorize(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failed or unmatched else 0
 
 
-def photo_hints(path: Path, sources: list[Path], colorizer: Colorizer) -> Hints:
-    """The hints file read for the one input photo; ValueError where it cannot be used."""
+def photo_hints(path: Path, sources: list[Path], colorizer: Colorizer) -> Hints | None:
+    """The hints file read for the one input photo (None where the photo cannot be read: it fails as it would
+    without hints); ValueError where the hints cannot be used."""
     if len(sources) != 1:
         raise ValueError(f"--hints: give exactly one input photo ({len(sources)} inputs given)")
     if is_video_path(sources[0]):
         raise ValueError(f"--hints: hints are for photos, and {sources[0]} is a video")
     if not colorizer.takes_hints:
         raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
-    return Hints.parse(path, load_image(sources[0]).size)  # the size after the photo's EXIF orientation
+    try:
+        size = load_image(sources[0]).size  # the size after the photo's EXIF orientation
+    except InvalidImageError:
+        return None
+    return Hints.parse(path, size)
 
 
 def make_output_folder(folder: Path) -> None:

@@ -19,6 +19,7 @@ from PIL import Image, ImageChops, UnidentifiedImageError
 from letcolor.color import HINT_CHANNELS, hint_ab, hint_input, rgb_to_lab
 
 MAX_POINTS = 10_000
+MAX_POINTS_FILE_BYTES = 4 * 2**20  # a JSON file of points: read whole, so bounded first
 # A point stands for the colour of a small patch around it, as the hints seen in training do (patches of 1 to 5 px
 # at a shorter side of 256): a square of cells reaching this far per 256 cells of the network input's shorter side,
 # as far as the largest training patch. Reaches of 0 to 3 cells on the first 60 validation photos of each corpus,
@@ -98,9 +99,12 @@ class Hints:
     def _from_file(cls, path: Path, size: tuple[int, int]) -> "Hints":
         if path.suffix.lower() == ".json":
             try:
-                points = json.loads(path.read_text())
+                too_large = path.stat().st_size > MAX_POINTS_FILE_BYTES
+                points = None if too_large else json.loads(path.read_text(encoding="utf-8-sig"))  # BOM or not
             except (OSError, ValueError, RecursionError) as error:  # not UTF-8, not JSON; nested too deep
                 raise InvalidHintsError(f"{path}: not a readable JSON list of hint points ({error})") from error
+            if too_large:
+                raise InvalidHintsError(f"{path}: over {MAX_POINTS_FILE_BYTES >> 20} MB, more than {MAX_POINTS} points")
             return cls.from_points(points, size)
         try:
             with Image.open(path) as layer:

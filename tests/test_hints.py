@@ -16,7 +16,14 @@ from PIL import Image
 
 from letcolor import Colorizer, cli
 from letcolor.color import AB_RANGE, rgb_to_lab
-from letcolor.hints import Hints, InvalidHintsError, parse_colour, points_from_truth, simulate_hints
+from letcolor.hints import (
+    MAX_POINTS_FILE_BYTES,
+    Hints,
+    InvalidHintsError,
+    parse_colour,
+    points_from_truth,
+    simulate_hints,
+)
 from letcolor.inference import OneDNNConv, Speedups
 from letcolor.model import HintPropagation, InvalidModelError, LetThereBeColor, slice_bins
 from letcolor.pipeline import load_model
@@ -149,6 +156,18 @@ def test_a_malformed_hints_file_is_a_clear_error(tmp_path, text, message):
     path = tmp_path / "hints.json"
     path.write_bytes(text.encode("latin-1"))
     with pytest.raises(InvalidHintsError, match=message):
+        Hints.parse(path, (640, 427))
+
+
+def test_a_hints_file_with_a_byte_order_mark_is_read_and_a_huge_one_refused_unread(tmp_path, monkeypatch):
+    """Windows Notepad's UTF-8 starts with a byte-order mark: refused before ("Unexpected UTF-8 BOM"). A huge file was
+    read whole before its points were counted."""
+    path = tmp_path / "hints.json"
+    path.write_text('[[3, 5, "#ff0000"]]', encoding="utf-8-sig")
+    assert Hints.parse(path, (640, 427)).points == ((3.0, 5.0, (255, 0, 0)),)
+    path.write_text(" " * (MAX_POINTS_FILE_BYTES + 1) + "[]")
+    monkeypatch.setattr(Path, "read_text", lambda *_, **__: pytest.fail("read"))
+    with pytest.raises(InvalidHintsError, match="over 4 MB"):
         Hints.parse(path, (640, 427))
 
 
@@ -541,3 +560,7 @@ def test_cli_hints_for_one_photo(tmp_path, capsys):
     hinted_video = ["colorize", str(video), "-o", str(tmp_path / "video"), "--hints", str(tmp_path / "hints.json")]
     assert cli.main([*hinted_video, "--model", str(model_dir)]) == cli.EXIT_USAGE
     assert f"--hints: hints are for photos, and {video} is a video" in capsys.readouterr().err  # "1 inputs given"
+    (tmp_path / "torn.jpg").write_bytes(PHOTO.read_bytes()[:2000])  # the photo fails, as it would without hints
+    torn = [str(tmp_path / "torn.jpg"), "-o", str(tmp_path / "torn"), "--hints", str(tmp_path / "hints.json")]
+    assert cli.main(["colorize", *torn, "--model", str(model_dir)]) == cli.EXIT_SOME_FAILED  # was 2, a usage error
+    assert "torn.jpg" in capsys.readouterr().err
