@@ -29,6 +29,13 @@ AB_RANGE = 110.0
 L_RANGE = 100.0
 
 
+# XYZ relative to the white (XYZ = white * f^-1(f)) -> linear sRGB: inverted once, in float64 (torch inverts no
+# half-precision matrix)
+RELATIVE_XYZ_TO_RGB = (
+    torch.linalg.inv(torch.tensor(RGB_TO_XYZ, dtype=torch.float64)) * torch.tensor(WHITE_D65, dtype=torch.float64)
+).tolist()
+
+
 def _matrix(rows, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(rows, dtype=like.dtype, device=like.device)
 
@@ -75,9 +82,7 @@ def lab_to_linear_rgb(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
     l, a, b = lab.movedim(dim, -1).unbind(-1)
     fy = (l + 16) / 116
     f = torch.stack((fy + a / 500, fy, fy - b / 200), dim=-1)
-    white = torch.tensor(WHITE_D65, dtype=lab.dtype, device=lab.device)
-    relative_xyz_to_rgb = torch.linalg.inv(_matrix(RGB_TO_XYZ, lab)) * white  # XYZ = white * f^-1(f)
-    return _apply_matrix(relative_xyz_to_rgb, _lab_f_inverse(f).movedim(-1, dim), dim)
+    return _apply_matrix(_matrix(RELATIVE_XYZ_TO_RGB, lab), _lab_f_inverse(f).movedim(-1, dim), dim)
 
 
 def rgb_to_lightness(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:

@@ -52,6 +52,17 @@ def test_round_trip_over_the_whole_gamut(grid):
     assert (back - rgb).abs().max() < 1e-3
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_lab_to_rgb_in_other_precisions(grid, dtype):
+    """Half precisions raised "linalg.inv: Low precision dtypes not supported"."""
+    lab = color.rgb_to_lab(torch.from_numpy(grid).float(), dim=-1)
+    back = color.lab_to_rgb(lab.to(dtype), dim=-1)
+    assert back.dtype == dtype
+    error = (back.double() - torch.from_numpy(grid)).abs()
+    mean_tolerance = {torch.bfloat16: 0.01, torch.float16: 0.002, torch.float64: 1e-5}[dtype]  # bf16: 8-bit mantissas
+    assert error.mean() < mean_tolerance and error.max() < 0.2
+
+
 def test_image_layout_channels_in_dim_minus_3():
     image = torch.rand(2, 3, 5, 7)
     lab = color.rgb_to_lab(image)
