@@ -742,6 +742,21 @@ def test_compact_copy_leaves_out_undecodable_photos_and_writes_nothing_for_a_wro
     assert not (tmp_path / "nothing").exists()
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (("--shards", "0"), "--shards must be at least 1"),  # ZeroDivisionError after creating the folder
+        (("--shards", "-2"), "--shards must be at least 1"),  # "succeeded" without a train split
+        (("--quality", "101"), "--quality in 0..100"),
+        (("--image-column", "nosuch"), "--image-column nosuch: not a column"),  # a pyarrow KeyError traceback
+    ],
+)
+def test_compact_copy_bad_options_are_usage_errors_and_write_nothing(everyday_data, tmp_path, options, message):
+    refused = compact(everyday_data, tmp_path / "compact", *options)
+    assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "compact").exists()
+
+
 def propagating_from(directory: Path) -> LetThereBeColor:
     """The saved hint model with the hint propagation added at zero (what --init-from does)."""
     saved = LetThereBeColor.from_pretrained(directory)

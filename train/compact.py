@@ -71,10 +71,17 @@ def main() -> None:
     parser.add_argument("--image-column", default="image")
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
+    for name in ("side", "shards", "processes", "train_rows"):
+        if (value := getattr(args, name)) is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.val_rows < 0 or not 0 <= args.quality <= 100:
+        parser.error("--val-rows must be at least 0 and --quality in 0..100")
     if args.destination.exists():
         raise SystemExit(f"{args.destination} exists: give a new directory")
     train = read_split(args.source, "train", args.train_rows)
     validation = read_split(args.source, "validation", args.val_rows)
+    if args.image_column not in train.column_names:
+        parser.error(f"--image-column {args.image_column}: not a column of the train split ({train.column_names})")
     photos = [(cell or {}).get("bytes") for cell in train.column(args.image_column).to_pylist()]
     encode = partial(reencoded, side=args.side, quality=args.quality)
     with ProcessPoolExecutor(args.processes) as pool:
