@@ -6,9 +6,10 @@ configurations take turns, one run each per round, so that a machine whose speed
 is timed at the default setting (max_side = DEFAULT_MAX_SIDE) and at native resolution (max_side = None); with
 --hints N and --refine, each configuration is also timed with N colour hints (a model that takes them: --model, or
 random hint inputs) and with edge-aware refinement. --engine compares engines on photos of 0.26, 1 and 4 MP and on
-short videos at 480p and 720p (frames/s, end to end). Without --model the network has random weights, with
-BatchNorm statistics taken from real photos so that activations have realistic scales: speed does not depend on
-the weights. Each configuration's ab error and output PSNR against torch float32 are measured on the same photos.
+short videos at 480p and 720p (frames/s, end to end). The model is colorize's (--model, $LETCOLOR_MODEL, else the
+bundled one); with --width W instead, a network of that width with random weights, with BatchNorm statistics taken
+from real photos so that activations have realistic scales: speed does not depend on the weights. Each
+configuration's ab error and output PSNR against torch float32 are measured on the same photos.
 """
 
 import argparse
@@ -222,8 +223,8 @@ def markdown_tables(rows: list[Row], names: list[str], errors: dict[str, tuple],
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model directory or Hub id (default: random weights, see --width)")
-    parser.add_argument("--width", type=float, default=1.0, help="width of the random model (1.0 = the paper's)")
+    parser.add_argument("--model", help="model directory or Hub id (default: $LETCOLOR_MODEL, then the bundled one)")
+    parser.add_argument("--width", type=float, help="instead of a model, random weights at this width (1 = paper's)")
     parser.add_argument(
         "--configs",
         help="comma-separated, the first is the baseline (default: all but compile and the engines; on a CPU without "
@@ -248,15 +249,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device) if args.device else default_device()
     names = [name.strip() for name in (args.engine or args.configs or default_configurations(device)).split(",")]
-    unknown = [name for name in names if name not in CONFIGURATIONS]
-    if unknown:
-        print(f"unknown configurations or engines {unknown}; known: {list(CONFIGURATIONS)}", file=sys.stderr)
+    try:
+        sizes = checked_settings(args, names)
+        hint_channels = 3 if args.hints else 0
+        model = random_model(args.width, ACCURACY_PHOTOS, 0, hint_channels) if args.width else load_model(args.model)
+    except (ValueError, argparse.ArgumentTypeError) as error:  # ModelError and InvalidImageError are ValueErrors
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    sizes = [parse_size(text) for text in (args.sizes or (ENGINE_SIZES if args.engine else DEFAULT_SIZES)).split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
-    hint_channels = 3 if args.hints else 0
-    model = load_model(args.model) if args.model else random_model(args.width, ACCURACY_PHOTOS, 0, hint_channels)
     if args.hints and not model.takes_hints:
         print(f"--hints: {NO_HINTS_MESSAGE}", file=sys.stderr)
         return 2
@@ -287,10 +288,26 @@ def run(args: argparse.Namespace) -> int:
             print(f"{row.label()}: {cells}", file=sys.stderr)
     setup = (
         f"JPEG file in, {args.format} out; {args.repeats} runs; {device}, {torch.get_num_threads()} threads; "
-        f"model width {model.width}{'' if args.model else ' (random weights)'}."
+        f"model width {model.width}{' (random weights)' if args.width else ''}."
     )
     print(markdown_tables(rows, [column.name for column in columns], errors, setup))
     return 0
+
+
+def checked_settings(args: argparse.Namespace, names: list[str]) -> list[tuple[int, int]]:
+    """The input sizes; ValueError (or ArgumentTypeError) for a setting that cannot be timed."""
+    unknown = [name for name in names if name not in CONFIGURATIONS]
+    if unknown:
+        raise ValueError(f"unknown configurations or engines {unknown}; known: {list(CONFIGURATIONS)}")
+    sizes = [parse_size(text) for text in (args.sizes or (ENGINE_SIZES if args.engine else DEFAULT_SIZES)).split(",")]
+    if min(min(size) for size in sizes) < 1 or args.repeats < 1 or args.hints < 0 or (args.threads or 1) < 1:
+        raise ValueError("--sizes must be at least 1x1, --repeats and --threads at least 1, --hints at least 0")
+    if args.model and args.width:
+        raise ValueError("--model or --width (random weights), not both")
+    if args.width is not None and args.width <= 0:
+        raise ValueError(f"--width must be above 0, got {args.width}")
+    load_image(args.photo)  # a bad photo: refused before the model is made
+    return sizes
 
 
 def write_clips(directory: Path) -> dict[tuple[int, int], Path]:

@@ -43,12 +43,16 @@ from letcolor.model import GLOBAL_INPUT_SIZE
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options
 
 # Container types read as video (by file extension); GIFs stay images.
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".ogv"}
+VIDEO_SUFFIXES = {
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".ogv",
+    ".3gp", ".3g2", ".mts", ".m2ts", ".vob", ".dv", ".mxf", ".asf",  # phones, camcorders, DVDs, broadcast
+}  # fmt: skip
 OUTPUT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv"}  # containers that hold H.264
 BROWSER_SUFFIXES = {".mp4", ".m4v"}  # outputs for browsers: their audio must be a codec that browsers play
 # FFmpeg's MOV muxer lists these among its codecs but refuses them when writing ("opus only supported in MP4")
 MOV_REFUSED_AUDIO = {"opus", "flac"}
 BROWSER_AUDIO_CODECS = {"aac", "mp3", "opus", "flac"}
+STILL_IMAGE_DEMUXERS = {"image2"}  # FFmpeg reads a JPEG as a one-frame video; other images come through *_pipe
 MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are refused from the stream's header, before decoding
 DEFAULT_BATCH_SIZE = 8
 WRITER_QUEUE_FRAMES = 4  # colorized frames waiting for the encoder (1-8 measured alike at 480p; 1 gained least)
@@ -106,6 +110,9 @@ def _open(path: Path) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise InvalidVideoError(f"{path}: has no video stream")
+    if container.format.name in STILL_IMAGE_DEMUXERS or container.format.name.endswith("_pipe"):
+        container.close()
+        raise InvalidVideoError(f"{path}: a still image, not a video (colorize it as a photo)")
     return container
 
 
@@ -434,6 +441,8 @@ def x264_options() -> dict[str, str]:
 
 def _checked_paths(source: str | Path, destination: str | Path) -> tuple[Path, Path]:
     source, destination = Path(source), Path(destination)
+    if source.is_dir():
+        raise InvalidVideoError(f"{source}: a folder, not a video file")
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file")
     if destination.suffix.lower() not in OUTPUT_SUFFIXES:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model
 from PIL import Image
 from test_model import BAD_MODELS, damaged_copy
 from video_clips import size_switching, truncated_faststart
@@ -311,7 +312,6 @@ def test_bench_compares_engines_on_photos_and_video(examples_dir, monkeypatch, c
     assert video_row.count(" fps (") == 2
     onnxruntime_psnr = next(line for line in table.splitlines() if line.startswith("| onnxruntime |")).split("|")[4]
     assert float(onnxruntime_psnr) > 50  # float32 in both engines
-    assert cli.main(["bench", "--engine", "torch,tensorflow"]) == 2  # unknown
 
 
 @pytest.mark.slow
@@ -322,6 +322,34 @@ def test_the_eccv16_comparison_prints_its_table(monkeypatch, capsys):
     table = capsys.readouterr().out
     assert "| letcolor, paper-size network (width 1.0), engine " in table
     assert table.count("| ECCV16, ") == 3
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--sizes", "10x"], "expected WIDTHxHEIGHT, got '10x'"),  # each of these was a traceback and exit 1
+        (["--sizes", "0x0"], "--sizes must be at least 1x1"),
+        (["--repeats", "0"], "--repeats and --threads at least 1"),
+        (["--photo", "missing.jpg"], "missing.jpg"),
+        (["--width", "0.5", "--model", "m"], "--model or --width"),
+        (["--engine", "torch,tensorflow"], "unknown configurations or engines ['tensorflow']"),
+    ],
+)
+def test_bench_bad_settings_are_one_line_and_exit_2(options, message, capsys):
+    assert cli.main(["bench", *options]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+
+
+@pytest.mark.slow
+def test_bench_times_the_default_model_without_model_or_width(tiny_model_dir, examples_dir, monkeypatch, capsys):
+    """It timed random weights of the paper's width, and the README's `--model letcolor/pretrained` worked only in the
+    checkout's root folder."""
+    monkeypatch.setenv("LETCOLOR_MODEL", str(tiny_model_dir))
+    monkeypatch.setattr(bench, "ACCURACY_PHOTOS", [examples_dir / "historical_b.jpg"])
+    assert cli.main(["bench", "--sizes", "64x48", "--repeats", "1", "--configs", "fp32"]) == 0
+    table = capsys.readouterr().out
+    assert f"model width {make_tiny_model().width}." in table and "random weights" not in table
 
 
 def test_bench_hints_need_a_model_that_takes_them(tiny_model_dir, capsys):
@@ -363,7 +391,7 @@ def test_an_animated_gif_says_only_its_first_frame_was_colorized(examples_dir, t
 
 
 def test_videos_next_to_images_each_reported_on_its_own_line(photos, tiny_model_dir, examples_dir, tmp_path, capsys):
-    clip = photos / "pan.mov"
+    clip = photos / "pan.3gp"  # a phone's container: it was called "not a readable image"
     write_pan(examples_dir / "coffee.png", clip, size=(96, 64), frames=6)
     (photos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
     output = tmp_path / "out"

@@ -383,13 +383,19 @@ def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_d
         output.mux(stream.encode(None))
     existing = tmp_path / "existing.mp4"
     existing.write_bytes(b"an earlier result")
-    for bad, reason in [(notes, "not a readable video"), (truncated, "not a readable video"), (sound_only, "no video")]:
+    still = tmp_path / "still.jpg"  # FFmpeg reads a JPEG as a one-frame video: one was written, 40 ms long
+    Image.open(examples_dir / "china.jpg").save(still)
+    cases = [(notes, "not a readable video"), (truncated, "not a readable video"), (sound_only, "no video"),
+             (still, "a still image, not a video"), (tmp_path, "a folder, not a video file")]  # fmt: skip
+    for bad, reason in cases:
         with pytest.raises(InvalidVideoError, match=reason) as error:
             colorize_video(colorizer, bad, existing)
         assert bad.name in str(error.value)
         assert isinstance(error.value, ValueError)
     assert existing.read_bytes() == b"an earlier result"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.mp4", "notes.mp4", "sound.m4a", "truncated.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "existing.mp4", "notes.mp4", "sound.m4a", "still.jpg", "truncated.mp4"
+    ]  # fmt: skip
     with pytest.raises(ValueError, match="overwrite the input"):
         colorize_video(colorizer, pan[0], pan[0])
     with pytest.raises(ValueError, match="output must be one of"):
