@@ -464,6 +464,12 @@ def mix_global(null: torch.Tensor, features: torch.Tensor, use_global: bool, str
     return null + strength * (features - null)
 
 
+def is_local_path(name: str) -> bool:
+    """Whether a model's name can only be a path (absolute, ./ or ../, ~, a trailing slash, more than one slash), never
+    a Hub id (owner/name)."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.endswith(("/", "\\")) or name.count("/") > 1
+
+
 class LetThereBeColor(
     nn.Module,
     PyTorchModelHubMixin,
@@ -572,6 +578,10 @@ class LetThereBeColor(
         directory = Path(pretrained_model_name_or_path)
         if directory.is_dir() and not (directory / CONFIG_NAME).is_file():
             raise InvalidModelError(f"{directory} has no {CONFIG_NAME}")
+        if directory.exists() and not directory.is_dir():
+            raise InvalidModelError(f"{directory} is a file, not a model directory")
+        if not directory.exists() and is_local_path(str(pretrained_model_name_or_path)):
+            raise FileNotFoundError(f"{directory}: no such model directory")  # not asked of the Hub: not an id
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except HFValidationError:

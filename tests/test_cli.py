@@ -369,6 +369,23 @@ def test_a_bad_model_is_one_line_and_exit_2(photos, tiny_model_dir, tmp_path, da
     )
 
 
+@pytest.mark.parametrize(
+    "model, message",
+    [("photo", "is a file, not a model directory"), ("my-model/", "no such model directory"),
+     ("./my-model", "no such model directory"), ("runs/a/final", "no such model directory")],
+)  # fmt: skip
+def test_a_model_that_can_only_be_a_path_is_never_asked_of_the_hub(
+    photos, tmp_path, monkeypatch, capsys, model, message
+):
+    """Each was asked of the Hub (26 s of retries offline) and ended in a message about Hub id syntax or the Hub."""
+    monkeypatch.chdir(photos)
+    model = "historical_b.jpg" if model == "photo" else model
+    monkeypatch.setattr(pipeline.LetThereBeColor, "_from_pretrained", lambda **_: pytest.fail("asked of the Hub"))
+    assert cli.main(["colorize", "historical_b.jpg", "-o", str(tmp_path / "out"), "--model", model]) == 2
+    error = capsys.readouterr().err
+    assert message in error and model in error and "Hub id" not in error.splitlines()[0]
+
+
 def test_a_float_image_with_nan_is_skipped_and_the_rest_written(photos, tiny_model_dir, tmp_path, capsys):
     values = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)
     values[10, 10] = np.nan
