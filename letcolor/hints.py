@@ -26,6 +26,7 @@ MAX_POINTS_FILE_BYTES = 4 * 2**20  # a JSON file of points: read whole, so bound
 # shorter sides about 200 (run C's model, 10 points): +0.7, +1.7, +1.9 and +1.8 dB over no hints.
 POINT_REACH_AT_256 = 2
 _HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+_SHORT_HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{3}")
 
 Colour = tuple[int, int, int]
 
@@ -35,9 +36,14 @@ class InvalidHintsError(ValueError):
 
 
 def parse_colour(colour) -> Colour:
-    """A colour as "#rrggbb" or an (r, g, b) triple of integers 0-255 -> (r, g, b); InvalidHintsError otherwise."""
+    """A colour as "#rrggbb" (or CSS's short "#rgb") or an (r, g, b) triple of integers 0-255 (a list, tuple or numpy
+    array: an RGB photo's `array[y, x]`) -> (r, g, b); InvalidHintsError otherwise."""
+    if isinstance(colour, str) and _SHORT_HEX_COLOUR.fullmatch(colour):
+        colour = "#" + "".join(digit * 2 for digit in colour[1:])
     if isinstance(colour, str) and _HEX_COLOUR.fullmatch(colour):
         return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    if isinstance(colour, np.ndarray) and colour.ndim == 1:
+        colour = colour.tolist()
     if (
         isinstance(colour, list | tuple)
         and len(colour) == 3

@@ -171,6 +171,16 @@ def test_a_hints_file_with_a_byte_order_mark_is_read_and_a_huge_one_refused_unre
         Hints.parse(path, (640, 427))
 
 
+def test_colours_as_a_numpy_pixel_or_short_hex_are_taken():
+    """An RGB array's `array[y, x]` and "#f00" were refused."""
+    pixel = np.asarray(Image.open(PHOTO).convert("RGB"))[40, 30]
+    hints = Hints.from_points([(30, 40, pixel), (1, 2, "#f80")], (640, 427))
+    assert hints.points == ((30.0, 40.0, tuple(int(v) for v in pixel)), (1.0, 2.0, (255, 136, 0)))
+    for bad in (np.array([0.5, 0.2, 0.1]), np.zeros((3, 1), np.uint8), "#ff00"):
+        with pytest.raises(InvalidHintsError, match="'#rrggbb' or three integers"):
+            parse_colour(bad)
+
+
 def test_hints_made_for_a_size_given_as_a_list_are_used():
     hints = Hints.from_points([(1, 2, "#ff0000")], [640, 427])
     assert Hints.parse(hints, (640, 427)) is hints  # "hints made for a [640, 427] photo given for a (640, 427) one"
