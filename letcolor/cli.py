@@ -89,7 +89,10 @@ def output_path(source: Path, output_dir: Path, suffix: str, taken: set[Path]) -
 
 
 def max_side_argument(text: str) -> int | None:
-    return None if text == "native" else int(text)
+    try:
+        return None if text == "native" else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'native', got {text!r}") from None
 
 
 def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +155,7 @@ def run_colorize(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     sources, unmatched = expand_inputs(args.inputs)
     if not sources:
-        print(f"error: no input images in {' '.join(args.inputs)}", file=sys.stderr)
+        print(f"error: no input images or videos in {' '.join(args.inputs)}", file=sys.stderr)
         return EXIT_SOME_FAILED
     for pattern in unmatched:
         print(f"skipped: {pattern}: no image or video files there", file=sys.stderr)
@@ -277,7 +280,9 @@ def add_evaluate_command(commands) -> None:
         if error.name != "letcolor.evaluate":
             raise
         return
-    parser = commands.add_parser("evaluate", help="measure colorization quality on a dataset")
+    parser = commands.add_parser(
+        "evaluate", help="measure colorization quality on a dataset", description=evaluate.__doc__.split("\n\n")[0]
+    )
     evaluate.add_arguments(parser)
     parser.set_defaults(run=evaluate.run)
 
@@ -389,9 +394,9 @@ def program_name() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=program_name(), description="Colorize black-and-white photos.")
+    parser = argparse.ArgumentParser(prog=program_name(), description="Colorize black-and-white photos and videos.")
     commands = parser.add_subparsers(dest="command", required=True)
-    colorize = commands.add_parser("colorize", help="colorize image files", description=COLORIZE_DESCRIPTION)
+    colorize = commands.add_parser("colorize", help="colorize photos and videos", description=COLORIZE_DESCRIPTION)
     add_colorize_arguments(colorize)
     colorize.set_defaults(run=run_colorize)
     add_evaluate_command(commands)

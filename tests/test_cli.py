@@ -163,6 +163,13 @@ def test_bad_options_exit_2_with_the_reason(photos, tiny_model_dir, tmp_path, ca
     assert message in capsys.readouterr().err
 
 
+def test_a_max_side_that_is_not_a_number_names_what_it_takes(capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["colorize", "photo.jpg", "-o", "out", "--max-side", "abc"])
+    assert exit_status.value.code == 2
+    assert "--max-side: expected a number of pixels or 'native', got 'abc'" in capsys.readouterr().err  # not a name
+
+
 def test_bad_reference_exits_2(photos, tiny_model_dir, tmp_path, capsys):
     arguments = ["--model", str(tiny_model_dir), "--reference", str(photos / "corrupt.jpg")]
     assert cli.main(["colorize", str(photos), "-o", str(tmp_path / "out"), *arguments]) == cli.EXIT_USAGE
@@ -172,7 +179,7 @@ def test_bad_reference_exits_2(photos, tiny_model_dir, tmp_path, capsys):
 def test_nothing_to_colorize_is_a_failure(tiny_model_dir, tmp_path, capsys):
     arguments = ["colorize", str(tmp_path / "*.jpg"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]
     assert cli.main(arguments) == cli.EXIT_SOME_FAILED
-    assert "no input images" in capsys.readouterr().err
+    assert "no input images or videos" in capsys.readouterr().err
 
 
 def test_a_folder_or_pattern_that_gives_no_file_is_reported_and_the_rest_written(photos, tiny_model_dir, tmp_path,
