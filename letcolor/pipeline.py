@@ -22,7 +22,7 @@ from PIL import Image
 
 from letcolor.color import lightness_to_input, rgb_to_lab, target_to_ab
 from letcolor.engines import DEFAULT_ENGINE, make_network, resolve_engine
-from letcolor.fullres import compose, lightness
+from letcolor.fullres import compose, input_luma, lightness
 from letcolor.hints import Hints, HintSource, InvalidHintsError
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image, read_image
 from letcolor.inference import Speedups
@@ -77,6 +77,7 @@ class PreparedImage:
     """An image ready for the network (see `Colorizer.prepare`)."""
 
     lightness: torch.Tensor  # (1, 1, H, W) L* at full resolution, on the CPU
+    luma: np.ndarray  # (H, W) the input's Rec. 601 luma, which the output keeps (`letcolor.fullres.input_luma`)
     alpha: Image.Image | None
     network_input: torch.Tensor  # (1, 1, h, w), h and w multiples of 8
     global_input: torch.Tensor | None  # (1, 1, 224, 224); None when not asked for
@@ -278,7 +279,10 @@ class Colorizer:
             ab, probabilities = self._predict(prepared, options)
             return [
                 ColorizationResult(
-                    compose(each.lightness, each_ab, each.alpha), self._top_scenes(probs), probs, source.warnings
+                    compose(each.lightness, each_ab, each.alpha, each.luma),
+                    self._top_scenes(probs),
+                    probs,
+                    source.warnings,
                 )
                 for each, each_ab, probs, source in zip(prepared, ab, probabilities, loaded, strict=True)
             ]
@@ -323,7 +327,7 @@ class Colorizer:
         network_input = lightness_to_input(_resize(full, size)).to(self.device)
         encoded = hints.encode(*size, self.device) if hints else None
         global_input = _global_input(full).to(self.device) if scene else None
-        return PreparedImage(full, pixels.alpha, network_input, global_input, encoded)
+        return PreparedImage(full, input_luma(pixels), pixels.alpha, network_input, global_input, encoded)
 
     def scene_features(self, image: Image.Image) -> torch.Tensor:
         """The scene vector (1, C) of a loaded image (a reference, paper 4.5)."""

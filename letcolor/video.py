@@ -645,7 +645,7 @@ def _render(colorizer, source, destination, options, reference, reference_featur
                 for offset, (frame, each, each_ab) in enumerate(zip(batch, prepared, ab, strict=True)):
                     if carry is not None:
                         each_ab = carry(each_ab, each.network_input, bool(plan.cuts[index + offset]))
-                    writer.frame(compose_rgb_8bit(each.lightness, each_ab), frame)
+                    writer.frame(compose_rgb_8bit(each.lightness, each_ab, each.luma), frame)
                 index += len(batch)
                 counter.add(len(batch))
             if index == 0:
