@@ -21,8 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-from gradio_client import Client, handle_file
+try:
+    import httpx
+    from gradio_client import Client, handle_file
+except ImportError as error:  # an installed letcolor without the app: this tool serves a checkout's app.py
+    raise SystemExit(
+        f"python -m letcolor.bench_app runs in a checkout, with pip install -r requirements.txt ({error})"
+    ) from None
 
 from letcolor.bench import BENCH_PHOTO, write_inputs
 from letcolor.webapp import MAX_PIXELS_ENV_VAR, MAX_SIDE_RANGE, max_pixels_from_environment
@@ -138,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo", type=Path, default=BENCH_PHOTO, help="the photo fitted to the largest size")
     parser.add_argument("--only", help="run only the scenarios whose name contains this text")
     args = parser.parse_args(argv)
+    if not APP.is_file():
+        parser.error(f"runs in a checkout of letcolor: it serves its app.py, and {APP} is not there")
     max_pixels = max_pixels_from_environment()
     env = {MAX_PIXELS_ENV_VAR: str(max_pixels / 1e6)} | ({"LETCOLOR_MODEL": args.model} if args.model else {})
     size = largest_size(max_pixels)

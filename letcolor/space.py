@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only check; exit 1 when README.md is out of date")
     args = parser.parse_args(argv)
+    if not SPACE_YAML.is_file():
+        parser.error(f"runs in a checkout of letcolor: it rewrites its README.md from space.yaml, not at {SPACE_YAML}")
     if not args.check:
         write_front_matter(README, SPACE_YAML)
         return 0

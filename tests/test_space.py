@@ -3,6 +3,8 @@
 import re
 import shutil
 
+import pytest
+
 from letcolor import space
 from letcolor.space import README, ROOT, front_matter_matches, load_space_metadata, write_front_matter
 
@@ -35,6 +37,18 @@ def test_check_command_exit_status(tmp_path, monkeypatch):
     readme.write_text(readme.read_text(encoding="utf-8").replace("app_file: app.py", "app_file: main.py", 1))
     monkeypatch.setattr(space, "README", readme)
     assert space.main(["--check"]) == 1
+
+
+def test_outside_a_checkout_the_commands_say_where_they_run(tmp_path, monkeypatch, capsys):
+    """Installed, space.py ended in a FileNotFoundError traceback about site-packages/README.md."""
+    from letcolor import bench_app
+
+    monkeypatch.setattr(space, "SPACE_YAML", tmp_path / "space.yaml")
+    monkeypatch.setattr(bench_app, "APP", tmp_path / "app.py")
+    for main in (space.main, bench_app.main):
+        with pytest.raises(SystemExit) as exit_status:
+            main([])
+        assert exit_status.value.code == 2 and "runs in a checkout of letcolor" in capsys.readouterr().err
 
 
 def test_space_metadata_fits_the_project():
