@@ -6,6 +6,7 @@ from letcolor.images import InvalidImageError
 from letcolor.model import LetThereBeColor
 from letcolor.pipeline import (
     BUNDLED_MODEL_DIR,
+    EXAMPLES_DIR,
     ColorizationResult,
     Colorizer,
     InvalidModelError,
@@ -16,6 +17,7 @@ from letcolor.video import colorize_video
 
 __all__ = [
     "BUNDLED_MODEL_DIR",
+    "EXAMPLES_DIR",
     "ColorizationResult",
     "Colorizer",
     "Hints",

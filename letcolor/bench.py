@@ -35,11 +35,10 @@ from letcolor.inference import Precision, Speedups, cpu_has_fast_bfloat16
 from letcolor.memory import PeakMemory
 from letcolor.metrics import psnr
 from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, LetThereBeColor
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, default_device, load_model
+from letcolor.pipeline import DEFAULT_MAX_SIDE, EXAMPLES_DIR, Colorizer, default_device, load_model
 from letcolor.video import colorize_video
 from letcolor.video_bench import PAN_PHOTOS, write_pan
 
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 BENCH_PHOTO = EXAMPLES_DIR / "historical_c.jpg"
 ACCURACY_PHOTOS = sorted(EXAMPLES_DIR.glob("historical_*"))
 DEFAULT_SIZES = "256x256,512x512,1024x1024,2048x1536"

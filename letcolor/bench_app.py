@@ -30,10 +30,11 @@ except ImportError as error:  # an installed letcolor without the app: this tool
     ) from None
 
 from letcolor.bench import BENCH_PHOTO, write_inputs
+from letcolor.pipeline import EXAMPLES_DIR
 from letcolor.webapp import MAX_PIXELS_ENV_VAR, MAX_SIDE_RANGE, max_pixels_from_environment
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-WARM_UP_PHOTO = Path(__file__).resolve().parent / "examples" / "chelsea_gray.png"
+WARM_UP_PHOTO = EXAMPLES_DIR / "chelsea_gray.png"
 START_TIMEOUT_SECONDS = 300
 
 

@@ -22,7 +22,7 @@ from letcolor.hints import Hints
 from letcolor.images import InvalidImageError, load_image, read_image
 from letcolor.inference import Speedups
 from letcolor.model import NO_HINTS_MESSAGE
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options, load_model
+from letcolor.pipeline import DEFAULT_MAX_SIDE, EXAMPLES_DIR, Colorizer, ModelError, Options, load_model
 from letcolor.video import VIDEO_SUFFIXES, InvalidVideoError, Mode, colorize_video, is_video_path
 
 COLORIZE_DESCRIPTION = (
@@ -352,7 +352,7 @@ def run_archive(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if summary.errors else 0
 
 
-AGREEMENT_PHOTOS = [Path(__file__).resolve().parent / "examples" / name for name in ("china.jpg", "chelsea_gray.png")]
+AGREEMENT_PHOTOS = [EXAMPLES_DIR / name for name in ("china.jpg", "chelsea_gray.png")]
 EXPORT_HELP = (
     "Writes the model's network as two ONNX graphs with dynamic batch, height and width: global.onnx (L at 224x224 "
     "-> scene vectors and class logits) and colorize.onnx (L, scene vectors and, for a model with hints, the hint "

@@ -21,10 +21,9 @@ from PIL import Image
 from letcolor.images import load_image
 from letcolor.memory import PeakMemory
 from letcolor.metrics import colorfulness, pan_flicker
-from letcolor.pipeline import Colorizer
+from letcolor.pipeline import EXAMPLES_DIR, Colorizer
 from letcolor.video import colorize_video, read_frames
 
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 PAN_PHOTOS = ["china.jpg", "coffee.png", "rocket.jpg", "historical_b.jpg", "historical_c.jpg", "historical_e.jpg"]
 PAN_SIZE = (320, 240)
 PAN_FRAMES = 24

@@ -79,10 +79,12 @@ def test_the_installed_api_loads_the_bundled_model_from_another_directory(instal
         "import letcolor; from letcolor import Colorizer, LetThereBeColor; "
         "colorizer = Colorizer.from_pretrained(); "
         "model = LetThereBeColor.from_pretrained(letcolor.BUNDLED_MODEL_DIR); "
-        "print(letcolor.__file__); print(json.dumps([colorizer.class_names, model.class_names]))"
+        "print(letcolor.__file__); print(json.dumps([colorizer.class_names, model.class_names])); "
+        "print(colorizer(letcolor.EXAMPLES_DIR / 'china.jpg').image.size)"
     )
-    module, names = run([installed / "python", "-c", f"import json; {code}"], tmp_path).stdout.splitlines()
+    module, names, size = run([installed / "python", "-c", f"import json; {code}"], tmp_path).stdout.splitlines()
     assert Path(module).is_relative_to(installed.parent), "imported from the checkout, not the installed wheel"
+    assert size == str(Image.open(EXAMPLES / "china.jpg").size)  # the examples, found where letcolor is installed
     bundled = LetThereBeColor.from_pretrained(BUNDLED_MODEL_DIR).class_names
     assert json.loads(names) == [bundled, bundled] and len(bundled) > 1
 
