@@ -11,6 +11,7 @@ the Photo tab has an editor to paint them over the photo (/colorize's `hints`). 
 file is the UI.
 """
 
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,13 +86,20 @@ def load_colorizer() -> tuple[Colorizer | None, str]:
         return None, str(err)
 
 
+def user_error(message: str) -> gr.Error:
+    """A gr.Error for the user's mistake (a bad file, a bad setting): its message goes to the user, and to the log as
+    one line, not the traceback Gradio prints for a failure."""
+    print(f"refused: {message}", file=sys.stderr)
+    return gr.Error(message, print_exception=False)
+
+
 @contextmanager
 def shown_to_the_user():
-    """The web app's ValueErrors (a bad file, a bad setting) as gr.Errors, whose messages Gradio passes on."""
+    """The web app's ValueErrors as `user_error`s."""
     try:
         yield
     except ValueError as err:
-        raise gr.Error(str(err)) from err
+        raise user_error(str(err)) from err
 
 
 class Endpoints:
@@ -133,7 +141,7 @@ class Endpoints:
             model recognises (scenes, and subjects such as faces or dogs for the bundled model)
         """
         if image is None:
-            raise gr.Error("Upload a photo first.")
+            raise user_error("Upload a photo first.")
         web = self._require_model()
         with shown_to_the_user():
             settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
@@ -169,7 +177,7 @@ class Endpoints:
             and a report of what was colorized and what was skipped and why
         """
         if not files:
-            raise gr.Error("Upload some photos first.")
+            raise user_error("Upload some photos first.")
         web = self._require_model()
         with shown_to_the_user():
             photos = Upload.list_from_api(files, "files")
@@ -210,7 +218,7 @@ class Endpoints:
             the colorized video (an MP4 named after the video)
         """
         if video is None:
-            raise gr.Error("Upload a video first.")
+            raise user_error("Upload a video first.")
         web = self._require_model()
         with shown_to_the_user():
             settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
@@ -236,7 +244,7 @@ class Endpoints:
 
     def _require_model(self) -> WebColorizer:
         if self._web is None:
-            raise gr.Error(f"No colorization model is available. {self._model_problem}")
+            raise user_error(f"No colorization model is available. {self._model_problem}")
         return self._web
 
 

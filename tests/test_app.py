@@ -165,7 +165,8 @@ def test_api_lists_the_three_endpoints_with_their_parameters(app_url):
     assert [r["component"] for r in endpoints["/colorize_video"]["returns"]] == ["Video"]
 
 
-def test_a_corrupt_file_is_a_clear_error_and_the_server_carries_on(client, examples_dir, tmp_path):
+def test_a_corrupt_file_is_a_clear_error_and_the_server_carries_on(client, examples_dir, tmp_path, capfd):
+    capfd.readouterr()
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     truncated = tmp_path / "truncated.jpg"
@@ -179,6 +180,8 @@ def test_a_corrupt_file_is_a_clear_error_and_the_server_carries_on(client, examp
         colorize(client, examples_dir / "chelsea_gray.png", reference=broken)
     image, _ = colorize(client, examples_dir / "coffee.png")
     assert image.size == (600, 400)
+    log = capfd.readouterr().err  # the server's: one line for each refused request, not 70 lines of tracebacks
+    assert "Traceback" not in log and log.count("refused: ") == 3 and "broken.jpg: not a readable image" in log
 
 
 @pytest.mark.slow
