@@ -29,7 +29,7 @@ from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import colour_ab, points_from_truth
 from letcolor.images import InvalidImageError, load_image
 from letcolor.inference import Precision, Speedups
-from letcolor.model import NO_HINTS_MESSAGE
+from letcolor.model import NO_HINTS_MESSAGE, is_local_path
 from letcolor.pipeline import Colorizer
 
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
@@ -46,6 +46,7 @@ PROPAGATION_LIGHTNESS = 10.0
 PROPAGATION_PRIOR = 0.05
 EXIT_NOTHING_USABLE, EXIT_USAGE = 1, 2  # as the rest of the CLI
 IMAGE_EXTENSIONS = frozenset(Image.registered_extensions())
+DATASET_SUFFIXES = IMAGE_EXTENSIONS | {".parquet", ".arrow", ".csv", ".jsonl"}  # what a local dataset holds
 # Speed-ups that keep float32 arithmetic (folded BatchNorm and memory layout change only rounding).
 EXACT_SPEEDUPS = Speedups(Precision.FLOAT32, fold_batchnorm=True, channels_last=True)
 
@@ -81,8 +82,16 @@ class ImageSource:
 
     @classmethod
     def parse(cls, location: str, split: str) -> "ImageSource":
-        if is_image_folder(Path(location)):
+        """InputNotFound, without asking the Hub, for a file or a path that is not there."""
+        path = Path(location)
+        if is_image_folder(path):
             return cls(location)
+        if path.is_file():
+            raise InputNotFound(f"{location}: a file; give a folder of colour photos or a dataset")
+        if not path.exists() and is_local_path(location):
+            raise InputNotFound(f"{location}: no such folder")
+        if path.is_dir() and not any(each.suffix.lower() in DATASET_SUFFIXES for each in path.rglob("*")):
+            raise InputNotFound(f"{location}: holds no image files, nor a dataset's data files")
         return cls(location, split, dataset_label_names(location, split))
 
     def samples(self) -> Iterator[Sample]:

@@ -4,6 +4,8 @@ import argparse
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import load_dataset
@@ -113,10 +115,25 @@ def test_the_mean_ab_of_a_folder_can_come_from_a_dataset(photo_folder, tiny_mode
     assert report["averages"].keys() == {"model", "gray", "mean_ab", "ground_truth"}
 
 
-def test_an_input_that_is_neither_a_folder_nor_a_dataset_is_a_usage_error(tmp_path, tiny_model_dir, capsys):
-    code, _ = run_evaluate("--model", tiny_model_dir, "--images", tmp_path / "missing", "-o", tmp_path / "report.json")
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing", "missing: no such folder"),  # these were asked of the Hub (offline: 26 s of retries)
+        ("photo.jpg", "photo.jpg: a file; give a folder of colour photos or a dataset"),
+        ("notes", "notes: holds no image files, nor a dataset's data files"),  # "Bad split: validation ['train']"
+        ("parquet", "not a folder of images, nor a dataset with a 'validation' split"),
+    ],
+)
+def test_an_input_that_is_neither_a_folder_nor_a_dataset_is_a_usage_error(tmp_path, tiny_model_dir, capsys, name,
+                                                                          message):  # fmt: skip
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "photo.jpg")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no photos here")
+    (tmp_path / "parquet" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"]}), tmp_path / "parquet" / "data" / "train-00000.parquet")  # no validation
+    code, _ = run_evaluate("--model", tiny_model_dir, "--images", tmp_path / name, "-o", tmp_path / "report.json")
     assert code == 2
-    assert "not a folder of images, nor a dataset" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_the_run(photo_folder, tiny_model_dir, tmp_path, capsys,
