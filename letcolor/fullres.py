@@ -112,7 +112,8 @@ def input_luma(pixels: Pixels) -> np.ndarray:
     values = pixels.values
     _, height, width = values.shape
     if values.dtype != torch.uint8:
-        return values[0].float().div(pixels.white_level).clamp_(0, 1).numpy()
+        weights = torch.from_numpy(LUMA_WEIGHTS[0]).view(-1, 1, 1) if values.shape[0] == 3 else 1
+        return (values.float().div(pixels.white_level) * weights).sum(0).clamp_(0, 1).numpy()
     if values.shape[0] == 1:
         return values[0].numpy()
     luma = np.empty((height, width), np.uint8)
