@@ -223,7 +223,7 @@ def test_cli_works_without_the_evaluate_module(monkeypatch):
 
 def test_evaluate_is_registered_from_its_module(monkeypatch):
     calls = []
-    fake = types.ModuleType("letcolor.evaluate")
+    fake = types.ModuleType("letcolor.evaluate", "A stand-in for the evaluation.")
     fake.add_arguments = lambda parser: parser.add_argument("--data")
     fake.run = lambda args: calls.append(args.data) or 0
     monkeypatch.setitem(sys.modules, "letcolor.evaluate", fake)
