@@ -133,7 +133,8 @@ def match_luma(rgb: np.ndarray, luma: np.ndarray) -> None:
     target = luma if luma.dtype == np.uint8 else cv2.convertScaleAbs(luma, alpha=255)
     for _ in range(2):
         shift = cv2.subtract(target, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), dtype=cv2.CV_16S)
-        up, down = cv2.convertScaleAbs(cv2.max(shift, 0)), cv2.convertScaleAbs(cv2.min(shift, 0))
+        # numpy's maximum: OpenCV takes a 1x1 array beside a scalar for a scalar
+        up, down = cv2.convertScaleAbs(np.maximum(shift, 0)), cv2.convertScaleAbs(np.minimum(shift, 0))
         cv2.add(rgb, cv2.merge([up, up, up]), dst=rgb)
         cv2.subtract(rgb, cv2.merge([down, down, down]), dst=rgb)
 
