@@ -146,10 +146,10 @@ def test_killed_mid_run_then_run_again_every_good_photo_is_there_once(archive, t
 
 def test_retrying_errors_removes_their_rows_from_committed_shards_and_keeps_the_rest(tmp_path):
     destination = ParquetDestination(str(tmp_path))
-    good = (io.BytesIO(), ".png")
-    Image.new("RGB", (4, 4)).save(good[0], format="PNG")
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG")
     for ids, errors in ((["a", "b"], ["", "b: not an image"]), (["c"], ["c: truncated"]), (["d"], [""])):
-        images = [b"" if error else good[0].getvalue() for error in errors]
+        images = [b"" if error else png.getvalue() for error in errors]
         destination.commit({"id": ids, "image": images, "suffix": [".png"] * len(ids), "classes": ["[]"] * len(ids),
                             "error": errors})  # fmt: skip
     ids = ["a", "b", "c", "d"]
