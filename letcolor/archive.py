@@ -254,22 +254,20 @@ class ParquetDestination:
         self.run = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.shards = 0
 
-    def done(self, ids: list[str]) -> set[str]:
-        """The ids that committed shards hold; a shard that a crash left half-written is removed."""
-        committed = set()
+    def progress(self, ids: list[str]) -> tuple[set[str], set[str]]:
+        """The ids that committed shards hold, and those of them recorded as errors (each shard read once); a shard
+        that a crash left half-written is removed."""
         for name in sorted(os.listdir(self.folder)) if os.path.isdir(self.folder) else []:
             if name.endswith(TEMPORARY_SUFFIX):
                 os.remove(os.path.join(self.folder, name))
+        committed, failed_ids = set(), set()
         for shard in self.shard_paths():
-            committed.update(pq.read_table(shard, columns=["id"]).column(0).to_pylist())
-        return committed & set(ids)
-
-    def recorded_errors(self, ids: list[str]) -> set[str]:
-        failed_ids = set()
-        for shard in self.shard_paths():
-            table = pq.read_table(shard, columns=["id", "error"])
-            failed_ids.update(row["id"] for row in table.to_pylist() if row["error"])
-        return failed_ids & set(ids)
+            for row in pq.read_table(shard, columns=["id", "error"]).to_pylist():
+                committed.add(row["id"])
+                if row["error"]:
+                    failed_ids.add(row["id"])
+        wanted = set(ids)
+        return committed & wanted, failed_ids & wanted
 
     def forget_errors(self) -> None:
         """Each committed shard's error rows removed (the shard rewritten beside and renamed, or removed if nothing
@@ -320,21 +318,19 @@ class ImagesDestination:
         keeps = PurePosixPath(row_id).suffix.lower() in self.SUFFIXES[suffix]
         return os.path.join(self.folder, row_id if keeps else f"{row_id}{suffix}")
 
-    def done(self, ids: list[str]) -> set[str]:
-        """The ids with an output file or a recorded error; a file that a crash left half-written is removed."""
+    def progress(self, ids: list[str]) -> tuple[set[str], set[str]]:
+        """The ids with an output file or a recorded error, and those with a recorded error; a file that a crash left
+        half-written is removed."""
         for directory, _, names in os.walk(self.folder):
             for name in names:
                 if name.endswith(TEMPORARY_SUFFIX):
                     os.remove(os.path.join(directory, name))
+        failed_ids = set()
+        if os.path.isfile(errors := os.path.join(self.folder, ERRORS_NAME)):
+            with open(errors) as file:
+                failed_ids = {json.loads(line)["id"] for line in file if line.strip()} & set(ids)
         written = {row_id for row_id in ids if any(os.path.isfile(self.output(row_id, s)) for s in self.SUFFIXES)}
-        return written | self.recorded_errors(ids)
-
-    def recorded_errors(self, ids: list[str]) -> set[str]:
-        errors = os.path.join(self.folder, ERRORS_NAME)
-        if not os.path.isfile(errors):
-            return set()
-        with open(errors) as file:
-            return {json.loads(line)["id"] for line in file if line.strip()} & set(ids)
+        return written | failed_ids, failed_ids
 
     def forget_errors(self) -> None:
         """The recorded errors removed, so that a run does those photos again."""
@@ -406,7 +402,7 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
         raise ValueError(f"{job.source}: no photos there (image files, or rows of parquet files)")
     if job.images:
         destination.check_names(ids)
-    done, recorded_errors = destination.done(ids), destination.recorded_errors(ids)
+    done, recorded_errors = destination.progress(ids)
     if job.retry_errors:
         done -= recorded_errors
         if not job.dry_run:

@@ -32,7 +32,6 @@ LIGHTNESS_STRIP_PIXELS = 1 << 20
 # Up to this size the output's ab is upsampled by one OpenCV call (8 bytes a pixel, 64 MB at most): at 1 MP, 0.5 ms
 # against 1.9 for the strips' row interpolation and widening, which bound the memory of larger photos.
 WHOLE_UPSAMPLE_PIXELS = 1 << 23
-LUMA_WEIGHTS = np.array([[0.299, 0.587, 0.114]], np.float32)  # Rec. 601 on gamma-encoded R, G, B
 
 
 def row_strips(height: int, width: int, pixels: int | None = None):
@@ -111,9 +110,8 @@ def input_luma(pixels: Pixels) -> np.ndarray:
     values), else float32 in [0, 1]."""
     values = pixels.values
     _, height, width = values.shape
-    if values.dtype != torch.uint8:
-        weights = torch.from_numpy(LUMA_WEIGHTS[0]).view(-1, 1, 1) if values.shape[0] == 3 else 1
-        return (values.float().div(pixels.white_level) * weights).sum(0).clamp_(0, 1).numpy()
+    if values.dtype != torch.uint8:  # 16-bit, 32-bit or float gray (colour pixels are always 8-bit)
+        return values[0].float().div(pixels.white_level).clamp_(0, 1).numpy()
     if values.shape[0] == 1:
         return values[0].numpy()
     luma = np.empty((height, width), np.uint8)

@@ -153,9 +153,9 @@ def test_retrying_errors_removes_their_rows_from_committed_shards_and_keeps_the_
         destination.commit({"id": ids, "image": images, "suffix": [".png"] * len(ids), "classes": ["[]"] * len(ids),
                             "error": errors})  # fmt: skip
     ids = ["a", "b", "c", "d"]
-    assert destination.done(ids) == set(ids) and destination.recorded_errors(ids) == {"b", "c"}
+    assert destination.progress(ids) == (set(ids), {"b", "c"})
     destination.forget_errors()
-    assert destination.done(ids) == {"a", "d"} and destination.recorded_errors(ids) == set()
+    assert destination.progress(ids) == ({"a", "d"}, set())
     assert len(list((tmp_path / "data").glob("train-*.parquet"))) == 2  # c's shard held only its error
     rows = datasets.load_dataset(str(tmp_path), split="train")
     assert sorted(rows["id"]) == ["a", "d"] and all(image.size == (4, 4) for image in rows["image"])
