@@ -36,11 +36,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from letcolor.engines import DEFAULT_ENGINE
-from letcolor.images import LoadedImage, read_image_bytes
+from letcolor.images import LoadedImage, image_suffixes, read_image_bytes
 from letcolor.model import NO_HINTS_MESSAGE
 from letcolor.pipeline import ColorizationResult, Colorizer, load_model
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 LOSSLESS = {"PNG", "TIFF", "BMP", "GIF"}  # kept lossless (as PNG); other formats become JPEG
 TOP_CLASSES = 5
 SHARD_PREFIX = "train-"
@@ -69,7 +68,7 @@ class Source:
             raise ValueError(f"{url}: not a folder (give a folder of images or a parquet dataset)")
         files = sorted(filesystem.find(root))
         parquet = tuple(path for path in files if path.endswith(".parquet"))
-        images = tuple(path for path in files if PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES)
+        images = tuple(path for path in files if PurePosixPath(path).suffix.lower() in image_suffixes())
         if parquet and images:
             raise ValueError(
                 f"{url}: holds both parquet files ({len(parquet)}) and image files ({len(images)}); give a parquet "

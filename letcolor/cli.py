@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from letcolor import bench
 from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import Hints
-from letcolor.images import InvalidImageError, load_image, read_image
+from letcolor.images import InvalidImageError, image_suffixes, load_image, read_image
 from letcolor.inference import Speedups
 from letcolor.model import NO_HINTS_MESSAGE
 from letcolor.pipeline import DEFAULT_MAX_SIDE, EXAMPLES_DIR, Colorizer, ModelError, Options, load_model
@@ -36,11 +35,6 @@ EXIT_USAGE = 2
 # Output formats kept from the input's extension; anything else is written as PNG.
 KEPT_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
-
-
-def image_suffixes() -> set[str]:
-    Image.init()
-    return {suffix.lower() for suffix in Image.registered_extensions()}
 
 
 def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:

@@ -27,7 +27,7 @@ from letcolor import metrics
 from letcolor.color import lab_to_rgb, rgb_to_lab, rgb_to_lightness
 from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import colour_ab, points_from_truth
-from letcolor.images import InvalidImageError, load_image
+from letcolor.images import InvalidImageError, image_suffixes, load_image
 from letcolor.inference import Precision, Speedups
 from letcolor.model import NO_HINTS_MESSAGE, is_local_path
 from letcolor.pipeline import Colorizer
@@ -45,8 +45,7 @@ PROPAGATION_DISTANCE = 0.1
 PROPAGATION_LIGHTNESS = 10.0
 PROPAGATION_PRIOR = 0.05
 EXIT_NOTHING_USABLE, EXIT_USAGE = 1, 2  # as the rest of the CLI
-IMAGE_EXTENSIONS = frozenset(Image.registered_extensions())
-DATASET_SUFFIXES = IMAGE_EXTENSIONS | {".parquet", ".arrow", ".csv", ".jsonl"}  # what a local dataset holds
+DATASET_SUFFIXES = image_suffixes() | {".parquet", ".arrow", ".csv", ".jsonl"}  # what a local dataset holds
 # Speed-ups that keep float32 arithmetic (folded BatchNorm and memory layout change only rounding).
 EXACT_SPEEDUPS = Speedups(Precision.FLOAT32, fold_batchnorm=True, channels_last=True)
 
@@ -253,7 +252,7 @@ def is_image_folder(path: Path) -> bool:
 
 def image_files(folder: Path) -> list[Path]:
     """The folder's image files (by extension, not recursive), in name order."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in image_suffixes())
 
 
 def open_color_photo(source: Path | bytes) -> Image.Image:

@@ -1,5 +1,6 @@
 """Reading input images: decoding, validation, EXIF orientation, and splitting off the alpha channel."""
 
+import functools
 import io
 import warnings
 from pathlib import Path
@@ -20,6 +21,14 @@ _CONVERSIONS = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB
 _GRAY_WHITE_LEVELS = {"L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
 FLOAT_PIXEL_SLACK = 0.01
 SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
+
+
+@functools.cache
+def image_suffixes() -> frozenset[str]:
+    """The file extensions (lower case, with the dot) of the image formats that Pillow reads: how the CLI, evaluation
+    and archive runs tell an image file in a folder (PDF and Palm, which Pillow only writes, are not)."""
+    Image.init()
+    return frozenset(suffix for suffix, form in Image.registered_extensions().items() if form not in ("PDF", "PALM"))
 
 
 class InvalidImageError(ValueError):

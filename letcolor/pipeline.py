@@ -9,7 +9,6 @@ output keeps every detail of the original.
 import math
 import numbers
 import os
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,17 +286,6 @@ class Colorizer:
                 )
                 for each, each_ab, probs, source in zip(prepared, ab, probabilities, loaded, strict=True)
             ]
-
-    def video(self, source: str | Path, destination: str | Path, **options):
-        """Deprecated: `letcolor.colorize_video(colorizer, source, destination, **options)`, which this calls."""
-        warnings.warn(
-            "Colorizer.video is deprecated; use letcolor.colorize_video(colorizer, source, destination, ...)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from letcolor.video import colorize_video  # only this shim imports the video module, which imports this one
-
-        return colorize_video(self, source, destination, **options)
 
     def predict_ab(self, images: list[ImageSource], **options) -> list[torch.Tensor]:
         """Each image's predicted ab in Lab units, (1, 2, h/2, w/2) at the network's resolution, before upsampling

@@ -21,7 +21,7 @@ from conftest import EVERYDAY, EXAMPLES, ROOT
 from PIL import Image
 
 from letcolor import cli
-from letcolor.archive import ColorizeRows, Job, ParquetDestination, read_files, rows_per_call
+from letcolor.archive import ColorizeRows, Job, ParquetDestination, Source, read_files, rows_per_call
 
 pytestmark = pytest.mark.slow
 
@@ -297,6 +297,17 @@ def test_ids_that_would_share_an_output_file_and_a_source_of_photos_and_parquet_
     assert cli.main(["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "out")]) == 2
     assert "holds both parquet files (1) and image files (1)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_colorize_and_colorize_dataset_take_the_same_files_of_a_folder(tmp_path):
+    photo = Image.open(EXAMPLES / "chelsea_gray.png")
+    for name in ("a.jpg", "b.PPM", "c.pcx", "d.tif"):
+        photo.convert("RGB").save(tmp_path / name)
+    photo.convert("RGB").save(tmp_path / "index.pdf")  # Pillow writes PDF and cannot read it
+    (tmp_path / "notes.txt").write_text("not a photo")
+    images = {"a.jpg", "b.PPM", "c.pcx", "d.tif"}
+    assert {Path(path).name for path in Source.open(str(tmp_path)).image_paths} == images
+    assert {path.name for path in cli.expand_inputs([str(tmp_path)])[0]} == images
 
 
 def test_a_file_that_cannot_be_read_is_recorded_with_the_reason(tiny_model_dir, tmp_path):

@@ -451,9 +451,3 @@ def test_a_phone_videos_display_rotation_is_kept(colorizer, pan, tmp_path):
     assert display_rotation(pan[0]) == 0
     colorize_video(colorizer, pan[0], tmp_path / "upright.mp4")
     assert display_rotation(tmp_path / "upright.mp4") == 0
-
-
-def test_the_deprecated_colorizer_video_warns_and_still_colorizes(colorizer, pan, tmp_path):
-    with pytest.warns(DeprecationWarning, match="use letcolor.colorize_video"):
-        info = colorizer.video(pan[0], tmp_path / "out.mp4", mode="frame")
-    assert info.frames == probe(tmp_path / "out.mp4").frames
