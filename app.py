@@ -18,9 +18,11 @@ from pathlib import Path
 import gradio as gr
 
 from letcolor.batch_io import remove_stale_folders
+from letcolor.memory import keep_large_buffers_off_the_heap
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options
 from letcolor.video import Mode
 from letcolor.webapp import (
+    MAX_BATCH_FILES,
     MAX_SIDE_RANGE,
     MAX_VIDEO_FRAMES,
     MAX_VIDEO_SECONDS,
@@ -30,14 +32,12 @@ from letcolor.webapp import (
     Upload,
     WebColorizer,
     engine_from_environment,
-    keep_large_buffers_off_the_heap,
     max_pixels_from_environment,
 )
 
 EXAMPLES = Path(__file__).resolve().parent / "letcolor" / "examples"  # licences in its LICENSES.md
 EXAMPLE_PHOTOS = ["chelsea_gray.png", "rocket_gray.png", "astronaut_gray.png", "china_gray.png", "coffee.png"]
 MAX_FILE_SIZE = "25mb"
-MAX_BATCH_FILES = 50
 # Sized for a 2-core CPU Space: each colorization uses both cores; a second slot lets a small photo through while a
 # large one runs, and more would only add memory.
 COLORIZE_CONCURRENCY = 2
@@ -181,8 +181,6 @@ class Endpoints:
         web = self._require_model()
         with shown_to_the_user():
             photos = Upload.list_from_api(files, "files")
-            if len(photos) > MAX_BATCH_FILES:
-                raise ValueError(f"At most {MAX_BATCH_FILES} photos per batch; got {len(photos)}.")
             settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
             reference = Upload.optional_from_api(reference, "reference")
             result = web.colorize_batch(

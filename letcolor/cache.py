@@ -3,6 +3,7 @@
 SHA-256 of the weights."""
 
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -14,6 +15,8 @@ import torch
 from letcolor.model import LetThereBeColor
 
 CACHE_ENV_VAR = "LETCOLOR_CACHE"
+# The model's config: its __init__ arguments, each kept on the model under its own name.
+CONFIG_NAMES = [name for name in inspect.signature(LetThereBeColor.__init__).parameters if name != "self"]
 
 
 def cache_dir(kind: str) -> Path:
@@ -33,7 +36,7 @@ def cache_dir(kind: str) -> Path:
 def weights_key(model: LetThereBeColor, version: object) -> str:
     """SHA-256 of the weights (names, shapes, dtypes, bytes), the config and `version` (JSON: how what is cached is
     made, so that a change there makes new entries)."""
-    config = [model.num_classes, model.class_names, model.width, model.hint_channels, model.hint_propagation]
+    config = [getattr(model, name) for name in CONFIG_NAMES]
     digest = hashlib.sha256(json.dumps([version, config]).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())

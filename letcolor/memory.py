@@ -1,4 +1,4 @@
-"""Peak memory of a block of code, for the benchmarks."""
+"""Peak memory of a block of code, for the benchmarks; and handing freed memory back to the system (glibc)."""
 
 import ctypes
 import gc
@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 SAMPLE_SECONDS = 0.002
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 class PeakMemory:
@@ -22,7 +23,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
         elif _resident_bytes() is not None:
-            _return_free_memory()
+            return_freed_memory()
             self._start = self._peak = _resident_bytes()
             self._sampler = threading.Thread(target=self._sample, daemon=True)
             self._sampler.start()
@@ -48,10 +49,27 @@ def _resident_bytes() -> int | None:
         return None
 
 
-def _return_free_memory() -> None:
-    """Hands freed heap memory back to the OS (glibc), so that each measurement starts from the same level."""
-    gc.collect()
+def _glibc():
+    """The C library where it is glibc (Linux), else None."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        libc = ctypes.CDLL("libc.so.6")
     except OSError:
-        pass
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+def keep_large_buffers_off_the_heap() -> None:
+    """Makes glibc map every allocation of 8 MiB or more on its own (M_MMAP_THRESHOLD), so that freeing it returns it
+    to the system. glibc otherwise raises that threshold after the first such buffers are freed, and a refused 4K
+    stream's decoded frames then stayed in the server's heap: it settled 50 to 80 MB larger. Call it at start-up; a
+    no-op without glibc. (Measured: a 1 MP photo takes the same time through the app with it and without.)"""
+    if libc := _glibc():
+        libc.mallopt(M_MMAP_THRESHOLD, 8 * 1024 * 1024)
+
+
+def return_freed_memory() -> None:
+    """Frees what only reference cycles hold (a refused video's traceback holds its frames), then hands the heap's
+    free pages back to the system (glibc's malloc_trim; a no-op elsewhere)."""
+    gc.collect()
+    if libc := _glibc():
+        libc.malloc_trim(0)

@@ -5,8 +5,6 @@ Every message names the user's files, never the server's copies. Bad requests ra
 reports each bad photo and colorizes the rest.
 """
 
-import ctypes
-import gc
 import math
 import numbers
 import os
@@ -20,6 +18,7 @@ from PIL import Image
 from letcolor.batch_io import BatchFolder, remove_stale_folders, result_folder, result_name, save_result
 from letcolor.engines import DEFAULT_ENGINE
 from letcolor.images import InvalidImageError, check_image_file, load_image, upright_size
+from letcolor.memory import return_freed_memory
 from letcolor.pipeline import Colorizer, Options
 from letcolor.video import VideoInfo, colorize_video, probe
 
@@ -28,11 +27,11 @@ ENGINE_ENV_VAR = "LETCOLOR_ENGINE"
 DEFAULT_MAX_MEGAPIXELS = 25  # a 6000x4000 photo; the library's own limit (100 MP) is for trusted callers
 MAX_SIDE_RANGE = (256, 1024)  # the processing-resolution slider's range, also enforced over the API
 RESULT_LIFETIME_SECONDS = 3600  # the app deletes its result files this long after making them
+MAX_BATCH_FILES = 50  # photos in one batch
 # Videos, sized for a 2-core CPU Space (about 3 frames/s at 720p): checked from the header, before decoding.
 MAX_VIDEO_SECONDS = 20
 MAX_VIDEO_FRAMES = 600
 MAX_VIDEO_SIDES = (1280, 720)  # long side, short side: 720p
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 # A brush stroke's anti-aliased rim: pixels this transparent are dropped from painted hints, since their colour is
 # only approximate once the browser's canvas has premultiplied and rounded it.
 PAINT_MIN_ALPHA = 128
@@ -176,7 +175,10 @@ class WebColorizer:
     def colorize_batch(
         self, files: list[Upload], reference: Upload | None, settings: Settings, progress: Callable = iter
     ) -> BatchResult:
-        """Colorizes each file in turn; a bad one is skipped and reported. Raises ValueError if none is usable."""
+        """Colorizes each file in turn; a bad one is skipped and reported. Raises ValueError if none is usable or
+        there are more than MAX_BATCH_FILES."""
+        if len(files) > MAX_BATCH_FILES:
+            raise ValueError(f"At most {MAX_BATCH_FILES} photos per batch; got {len(files)}.")
         with user_messages(reference):
             options = self._options(settings, reference)
         remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
@@ -236,32 +238,6 @@ def _laid_over(below: Image.Image | None, layer: Image.Image) -> Image.Image:
     if below is None:
         return layer
     return Image.alpha_composite(below, layer.resize(below.size, Image.Resampling.NEAREST))
-
-
-def _glibc():
-    """The C library where it is glibc (Linux), else None."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None
-
-
-def keep_large_buffers_off_the_heap() -> None:
-    """Makes glibc map every allocation of 8 MiB or more on its own (M_MMAP_THRESHOLD), so that freeing it returns it
-    to the system. glibc otherwise raises that threshold after the first such buffers are freed, and a refused 4K
-    stream's decoded frames then stayed in the server's heap: it settled 50 to 80 MB larger. Call it at start-up; a
-    no-op without glibc. (Measured: a 1 MP photo takes the same time through the app with it and without.)"""
-    if libc := _glibc():
-        libc.mallopt(M_MMAP_THRESHOLD, 8 * 1024 * 1024)
-
-
-def return_freed_memory() -> None:
-    """Frees what only reference cycles hold (a refused video's traceback holds its frames), then hands the heap's
-    free pages back to the system (glibc's malloc_trim; a no-op elsewhere)."""
-    gc.collect()
-    if libc := _glibc():
-        libc.malloc_trim(0)
 
 
 def check_video_limits(info: VideoInfo, name: str) -> None:

@@ -32,7 +32,7 @@ from letcolor.bench_app import app_server
 from letcolor.pipeline import BUNDLED_MODEL_DIR, Colorizer
 from letcolor.video import colorize_video, probe, read_frames
 from letcolor.video_bench import write_clip, write_pan
-from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS, Settings, Upload, WebColorizer
+from letcolor.webapp import DEFAULT_MAX_MEGAPIXELS, MAX_BATCH_FILES, Settings, Upload, WebColorizer
 
 CAMVID_CUT = ROOT / "tests" / "data" / "camvid_drive_cut.mp4"
 DEFAULTS = {
@@ -237,6 +237,15 @@ def test_a_failing_batch_leaves_no_zip_behind(client, examples_dir, tmp_path, up
     before = result_files(upload_dir)
     with pytest.raises(AppError, match=r"Colorized 0 of 2 photos\.(.|\n)*- broken\.jpg: not a readable image"):
         colorize_batch(client, [broken, header_only_jpeg(tmp_path / "huge.jpg", 10000, 10000)])
+    assert result_files(upload_dir) == before
+
+
+def test_a_batch_over_the_file_limit_is_refused_before_any_is_colorized(client, tmp_path, upload_dir):
+    photo = tmp_path / "small.png"
+    Image.new("L", (16, 16), 90).save(photo)
+    before = result_files(upload_dir)
+    with pytest.raises(AppError, match=rf"^At most {MAX_BATCH_FILES} photos per batch; got {MAX_BATCH_FILES + 1}\.$"):
+        colorize_batch(client, [photo] * (MAX_BATCH_FILES + 1))
     assert result_files(upload_dir) == before
 
 

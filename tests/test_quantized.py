@@ -17,7 +17,7 @@ from torch.ao.nn.intrinsic.quantized import ConvReLU2d
 from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 
 from letcolor import Colorizer, cli, engines, quantized
-from letcolor.cache import CACHE_ENV_VAR, cache_dir
+from letcolor.cache import CACHE_ENV_VAR, CONFIG_NAMES, cache_dir, weights_key
 from letcolor.calibration import CALIBRATION_PHOTOS
 from letcolor.inference import OneDNNConv, Speedups
 from letcolor.pipeline import load_model
@@ -138,6 +138,17 @@ def test_without_a_home_directory_the_calibration_is_kept_in_the_temporary_folde
         Path.home()
     assert Colorizer.from_pretrained(None, "cpu", engine="torch-int8").engine == "torch-int8"
     assert len(list((tmp_path / "letcolor-cache" / "int8").iterdir())) == 1
+
+
+def test_every_config_argument_of_the_model_is_in_the_cache_key(tiny_model):
+    assert CONFIG_NAMES == ["num_classes", "class_names", "width", "hint_channels", "hint_propagation"]
+    key = weights_key(tiny_model, 1)
+    for name in CONFIG_NAMES:
+        kept = getattr(tiny_model, name)
+        setattr(tiny_model, name, ["changed"])
+        assert weights_key(tiny_model, 1) != key, name
+        setattr(tiny_model, name, kept)
+    assert weights_key(tiny_model, 1) == key != weights_key(tiny_model, 2)
 
 
 def test_the_cache_follows_xdg_cache_home_unless_letcolor_cache_is_set(tmp_path, monkeypatch):
