@@ -20,7 +20,7 @@ from tqdm import tqdm
 from letcolor import bench
 from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import Hints
-from letcolor.images import InvalidImageError, image_suffixes, load_image, read_image
+from letcolor.images import ImageSource, InvalidImageError, image_suffixes, load_image, read_image
 from letcolor.inference import Speedups
 from letcolor.metrics import psnr
 from letcolor.model import NO_HINTS_MESSAGE
@@ -95,6 +95,26 @@ def max_side_argument(text: str) -> int | None:
 def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for the results")
+    add_model_and_colour_arguments(parser)
+    parser.add_argument(
+        "--hints",
+        type=Path,
+        metavar="FILE",
+        help='colour hints for the one input photo (a model that takes hints): a JSON list of [x, y, "#rrggbb"] '
+        "points in the photo's pixels, or an RGBA image of the photo's size whose painted pixels (alpha > 0) are hints",
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="images or frames per network batch (default 4)")
+    parser.add_argument(
+        "--video-mode",
+        choices=[mode.value for mode in Mode],
+        default=Mode.SHOT.value,
+        help="videos: one scene vector per shot and colours carried along the motion (shot, default), or each frame "
+        "on its own (frame)",
+    )
+
+
+def add_model_and_colour_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, where it runs and the colour options, as colorize and colorize-dataset take them."""
     parser.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
     parser.add_argument("--no-global", action="store_true", help="ignore the global (scene) features")
     parser.add_argument("--strength", type=float, default=1.0, help="global feature strength in [0, 2] (default 1)")
@@ -112,23 +132,12 @@ def add_colorize_arguments(parser: argparse.ArgumentParser) -> None:
         default=Options.refine,
         help="edge-aware colour refinement: colours follow the photo's edges, blotches merge into their regions",
     )
-    parser.add_argument(
-        "--hints",
-        type=Path,
-        metavar="FILE",
-        help='colour hints for the one input photo (a model that takes hints): a JSON list of [x, y, "#rrggbb"] '
-        "points in the photo's pixels, or an RGBA image of the photo's size whose painted pixels (alpha > 0) are hints",
-    )
-    parser.add_argument("--batch-size", type=int, default=4, help="images or frames per network batch (default 4)")
-    parser.add_argument(
-        "--video-mode",
-        choices=[mode.value for mode in Mode],
-        default=Mode.SHOT.value,
-        help="videos: one scene vector per shot and colours carried along the motion (shot, default), or each frame "
-        "on its own (frame)",
-    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     add_engine_argument(parser)
+
+
+def colour_options(args: argparse.Namespace, reference: ImageSource | None) -> Options:
+    return Options(not args.no_global, args.strength, reference, args.palette, args.max_side, args.refine)
 
 
 def add_engine_argument(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +153,7 @@ def add_engine_argument(parser: argparse.ArgumentParser) -> None:
 def run_colorize(args: argparse.Namespace) -> int:
     try:
         reference = load_image(args.reference) if args.reference else None
-        options = Options(not args.no_global, args.strength, reference, args.palette, args.max_side, args.refine)
+        options = colour_options(args, reference)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     except ValueError as error:  # InvalidImageError (the reference) is a ValueError
@@ -301,15 +310,7 @@ def add_archive_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hints", metavar="DIR", help="colour hints per photo (a model that takes hints): DIR/<id>.json or <id>.png"
     )
-    parser.add_argument("--model", help="model directory or Hugging Face Hub id (default: $LETCOLOR_MODEL, bundled)")
-    parser.add_argument("--no-global", action="store_true", help="ignore the global (scene) features")
-    parser.add_argument("--strength", type=float, default=1.0, help="global feature strength in [0, 2] (default 1)")
-    parser.add_argument("--reference", help="image whose global features (style) are used instead")
-    parser.add_argument("--palette", type=float, default=0.0, help="pull colours towards the reference's, in [0, 1]")
-    parser.add_argument("--max-side", type=max_side_argument, default=DEFAULT_MAX_SIDE, help="as for colorize")
-    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=Options.refine, help="as colorize")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    add_engine_argument(parser)
+    add_model_and_colour_arguments(parser)
     parser.add_argument("--address", help="a Ray cluster's address (default: start Ray on this machine)")
     parser.add_argument("--num-cpus", type=int, help="CPUs for Ray on this machine (default: all)")
     parser.add_argument("--num-gpus-per-worker", type=float, default=0.0, help="GPUs for each model actor")
@@ -329,7 +330,7 @@ def run_archive(args: argparse.Namespace) -> int:
     try:
         from letcolor.archive import Job, colorize_dataset
 
-        options = Options(not args.no_global, args.strength, args.reference, args.palette, args.max_side, args.refine)
+        options = colour_options(args, args.reference)
         if args.reference:
             load_image(args.reference)  # a bad reference: refused before Ray starts
         if min(args.batch_size, args.concurrency, args.shard_rows) < 1:
