@@ -14,6 +14,7 @@ file is the UI.
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 
@@ -280,103 +281,152 @@ def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels:
             gr.Markdown(f"**No colorization model is available, so the app cannot colorize yet.** {model_problem}")
         with gr.Row():
             with gr.Column(scale=3):
-                with gr.Tab("Photo"):
-                    with gr.Row():
-                        image = gr.Image(
-                            type="filepath",
-                            sources=["upload", "clipboard", "webcam"],
-                            label="Black-and-white photo",
-                            elem_id="photo",
-                        )
-                        comparison = gr.ImageSlider(label="Before / after", interactive=False, elem_id="comparison")
-                    with gr.Row():
-                        colorize_button = gr.Button("Colorize", variant="primary")
-                        download = gr.DownloadButton("Download full-resolution PNG", interactive=False)
-                    scenes = gr.Label(
-                        num_top_classes=5, label="What the model recognises (its classes, top 5)", elem_id="scenes"
-                    )
-                    result = gr.Image(type="filepath", format="png", label="Colorized photo", visible=False)
-                    hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
-                    hint_editor = hint_controls(colorizer)
-                    gr.Examples([[str(EXAMPLES / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
-                with gr.Tab("Batch"):
-                    files = gr.File(file_count="multiple", file_types=["image"], label="Photos", elem_id="batch-files")
-                    batch_button = gr.Button("Colorize all", variant="primary")
-                    report = gr.Markdown(label="Report", elem_id="batch-report")
-                    gallery = gr.Gallery(label="Results (previews)", columns=4, elem_id="batch-gallery")
-                    archive = gr.File(label="Results (zip of full-resolution PNGs)", elem_id="batch-zip")
-                with gr.Tab("Video"):
-                    gr.Markdown(VIDEO_LIMITS, elem_id="video-limits")
-                    with gr.Row():
-                        video = gr.Video(sources=["upload"], label="Black-and-white video", elem_id="video")
-                        video_result = gr.Video(label="Colorized video", interactive=False, elem_id="video-result")
-                    video_mode = gr.Radio(
-                        [("Steady: one palette per shot, colours follow the motion", Mode.SHOT.value),
-                         ("Each frame on its own (flickers)", Mode.FRAME.value)],
-                        value=Mode.SHOT.value,
-                        label="Mode",
-                    )  # fmt: skip
-                    with gr.Row():
-                        video_button = gr.Button("Colorize video", variant="primary")
-                        video_download_button = gr.DownloadButton("Download MP4", interactive=False)
+                photo, batch, video = photo_tab(colorizer), batch_tab(), video_tab()
                 gr.Markdown(limits_note(max_pixels), elem_id="limits")
             with gr.Column(scale=1):
                 controls = settings_controls()
-
-        if hint_editor:
-            colorize = colorize_button.click(
-                endpoints.painted_hints,
-                inputs=[image, hint_editor],
-                outputs=hint_file,
-                preprocess=False,
-                api_visibility="private",
-            ).success
-            image.change(
-                photo_to_paint_on, inputs=image, outputs=hint_editor, preprocess=False, api_visibility="private"
-            )
-        else:
-            colorize = colorize_button.click
-        colorize(
-            endpoints.colorize,
-            inputs=[image, *controls, hint_file],
-            outputs=[result, scenes],
-            api_name="colorize",
-            preprocess=False,
-            concurrency_limit=COLORIZE_CONCURRENCY,
-        ).success(
-            before_after,
-            inputs=[image, result],
-            outputs=[comparison, download],
-            preprocess=False,
-            queue=False,
-            api_visibility="private",
-        )
-        image.change(no_photo_result, outputs=[comparison, download, scenes], queue=False, api_visibility="private")
-        batch_button.click(
-            endpoints.colorize_batch,
-            inputs=[files, *controls],
-            outputs=[archive, gallery, report],
-            api_name="colorize_batch",
-            preprocess=False,
-            concurrency_limit=BATCH_CONCURRENCY,
-        )
-        files.change(no_batch_result, outputs=[archive, gallery, report], queue=False, api_visibility="private")
-        video_button.click(
-            endpoints.colorize_video,
-            inputs=[video, *controls, video_mode],
-            outputs=video_result,
-            api_name="colorize_video",
-            preprocess=False,
-            concurrency_limit=VIDEO_CONCURRENCY,
-        ).success(
-            video_download,
-            inputs=video_result,
-            outputs=video_download_button,
-            preprocess=False,
-            queue=False,
-            api_visibility="private",
-        )
+        wire_photo_tab(photo, controls, endpoints)
+        wire_batch_tab(batch, controls, endpoints)
+        wire_video_tab(video, controls, endpoints)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+
+
+class PhotoTab(NamedTuple):
+    image: gr.Image
+    comparison: gr.ImageSlider
+    colorize_button: gr.Button
+    download: gr.DownloadButton
+    scenes: gr.Label
+    result: gr.Image
+    hint_file: gr.File
+    hint_editor: gr.ImageEditor | None
+
+
+def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
+    with gr.Tab("Photo"):
+        with gr.Row():
+            image = gr.Image(
+                type="filepath",
+                sources=["upload", "clipboard", "webcam"],
+                label="Black-and-white photo",
+                elem_id="photo",
+            )
+            comparison = gr.ImageSlider(label="Before / after", interactive=False, elem_id="comparison")
+        with gr.Row():
+            colorize_button = gr.Button("Colorize", variant="primary")
+            download = gr.DownloadButton("Download full-resolution PNG", interactive=False)
+        scenes = gr.Label(num_top_classes=5, label="What the model recognises (its classes, top 5)", elem_id="scenes")
+        result = gr.Image(type="filepath", format="png", label="Colorized photo", visible=False)
+        hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
+        hint_editor = hint_controls(colorizer)
+        gr.Examples([[str(EXAMPLES / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
+    return PhotoTab(image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor)
+
+
+def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
+    """Colorize: the painted hints first (a model that takes them), then the photo, then the before/after."""
+    if tab.hint_editor:
+        colorize = tab.colorize_button.click(
+            endpoints.painted_hints,
+            inputs=[tab.image, tab.hint_editor],
+            outputs=tab.hint_file,
+            preprocess=False,
+            api_visibility="private",
+        ).success
+        tab.image.change(
+            photo_to_paint_on, inputs=tab.image, outputs=tab.hint_editor, preprocess=False, api_visibility="private"
+        )
+    else:
+        colorize = tab.colorize_button.click
+    colorize(
+        endpoints.colorize,
+        inputs=[tab.image, *controls, tab.hint_file],
+        outputs=[tab.result, tab.scenes],
+        api_name="colorize",
+        preprocess=False,
+        concurrency_limit=COLORIZE_CONCURRENCY,
+    ).success(
+        before_after,
+        inputs=[tab.image, tab.result],
+        outputs=[tab.comparison, tab.download],
+        preprocess=False,
+        queue=False,
+        api_visibility="private",
+    )
+    tab.image.change(
+        no_photo_result, outputs=[tab.comparison, tab.download, tab.scenes], queue=False, api_visibility="private"
+    )
+
+
+class BatchTab(NamedTuple):
+    files: gr.File
+    button: gr.Button
+    report: gr.Markdown
+    gallery: gr.Gallery
+    archive: gr.File
+
+
+def batch_tab() -> BatchTab:
+    with gr.Tab("Batch"):
+        files = gr.File(file_count="multiple", file_types=["image"], label="Photos", elem_id="batch-files")
+        button = gr.Button("Colorize all", variant="primary")
+        report = gr.Markdown(label="Report", elem_id="batch-report")
+        gallery = gr.Gallery(label="Results (previews)", columns=4, elem_id="batch-gallery")
+        archive = gr.File(label="Results (zip of full-resolution PNGs)", elem_id="batch-zip")
+    return BatchTab(files, button, report, gallery, archive)
+
+
+def wire_batch_tab(tab: BatchTab, controls: list, endpoints: Endpoints) -> None:
+    tab.button.click(
+        endpoints.colorize_batch,
+        inputs=[tab.files, *controls],
+        outputs=[tab.archive, tab.gallery, tab.report],
+        api_name="colorize_batch",
+        preprocess=False,
+        concurrency_limit=BATCH_CONCURRENCY,
+    )
+    tab.files.change(
+        no_batch_result, outputs=[tab.archive, tab.gallery, tab.report], queue=False, api_visibility="private"
+    )
+
+
+class VideoTab(NamedTuple):
+    video: gr.Video
+    result: gr.Video
+    mode: gr.Radio
+    button: gr.Button
+    download: gr.DownloadButton
+
+
+def video_tab() -> VideoTab:
+    with gr.Tab("Video"):
+        gr.Markdown(VIDEO_LIMITS, elem_id="video-limits")
+        with gr.Row():
+            video = gr.Video(sources=["upload"], label="Black-and-white video", elem_id="video")
+            result = gr.Video(label="Colorized video", interactive=False, elem_id="video-result")
+        mode = gr.Radio(
+            [("Steady: one palette per shot, colours follow the motion", Mode.SHOT.value),
+             ("Each frame on its own (flickers)", Mode.FRAME.value)],
+            value=Mode.SHOT.value,
+            label="Mode",
+        )  # fmt: skip
+        with gr.Row():
+            button = gr.Button("Colorize video", variant="primary")
+            download = gr.DownloadButton("Download MP4", interactive=False)
+    return VideoTab(video, result, mode, button, download)
+
+
+def wire_video_tab(tab: VideoTab, controls: list, endpoints: Endpoints) -> None:
+    tab.button.click(
+        endpoints.colorize_video,
+        inputs=[tab.video, *controls, tab.mode],
+        outputs=tab.result,
+        api_name="colorize_video",
+        preprocess=False,
+        concurrency_limit=VIDEO_CONCURRENCY,
+    ).success(
+        video_download, inputs=tab.result, outputs=tab.download, preprocess=False, queue=False, api_visibility="private"
+    )
 
 
 def hint_controls(colorizer: Colorizer | None) -> gr.ImageEditor | None:

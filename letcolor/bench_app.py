@@ -38,10 +38,10 @@ WARM_UP_PHOTO = EXAMPLES_DIR / "chelsea_gray.png"
 START_TIMEOUT_SECONDS = 300
 
 
-def largest_size(max_pixels: int, aspect: float = 1.5) -> tuple[int, int]:
-    """The largest width x height of the given aspect ratio within `max_pixels`."""
-    height = math.isqrt(int(max_pixels / aspect))
-    width = int(height * aspect)
+def largest_size(max_pixels: int) -> tuple[int, int]:
+    """The largest width x height of aspect ratio 3:2 within `max_pixels`."""
+    height = math.isqrt(int(max_pixels / 1.5))
+    width = int(height * 1.5)
     while width * height > max_pixels:
         width -= 1
     return width, height

@@ -38,6 +38,7 @@ MODEL, NO_GLOBAL, GRAY, MEAN_AB = "model", "model_no_global", "gray", "mean_ab"
 REFINED = "model_refined"
 HINTED, PROPAGATION = "model_hints", "propagation_hints"  # + the number of points, e.g. model_hints10
 HINT_FIDELITY_UNITS = 10  # Lab ab units
+FIGURE_ROW_HEIGHT = 192  # pixels
 # The propagation baseline's weights: a gaussian in distance (sigma a share of the longer side) times a gaussian in
 # L difference; the automatic colour keeps weight PROPAGATION_PRIOR, so far from every hint nothing changes.
 PROPAGATION_SIDE = 256  # the shift is computed at most at this size, then upsampled
@@ -513,8 +514,9 @@ def propagated(automatic: torch.Tensor, points: list) -> torch.Tensor:
     return (lab_to_rgb(shifted) * 255).round() / 255
 
 
-def comparison_figure(rows: list[tuple[torch.Tensor, ...]], height: int = 192) -> Image.Image:
-    """Rows of images side by side, each scaled to `height`, on a white sheet."""
+def comparison_figure(rows: list[tuple[torch.Tensor, ...]]) -> Image.Image:
+    """Rows of images side by side, each scaled to FIGURE_ROW_HEIGHT, on a white sheet."""
+    height = FIGURE_ROW_HEIGHT
     tiles = [[tensor_to_image(image) for image in row] for row in rows]
     tiles = [[tile.resize((round(tile.width * height / tile.height), height)) for tile in row] for row in tiles]
     gap = 4

@@ -93,7 +93,6 @@ class VideoInfo:
     frames: int  # as declared by the container (0 if it does not say)
     fps: Fraction
     duration: float  # seconds (0 if the container does not say)
-    audio_streams: int
 
 
 def is_video_path(path: str | Path) -> bool:
@@ -136,10 +135,7 @@ def _info(container: av.container.InputContainer, path: Path) -> VideoInfo:
     _check_stream(stream, path)
     fps = stream.average_rate or stream.guessed_rate or Fraction(0)
     duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
-    return VideoInfo(
-        stream.codec_context.width, stream.codec_context.height, stream.frames, Fraction(fps), duration,
-        len(container.streams.audio),
-    )  # fmt: skip
+    return VideoInfo(stream.codec_context.width, stream.codec_context.height, stream.frames, Fraction(fps), duration)
 
 
 def _decoding_errors(path: Path, packets: Iterator) -> Iterator:

@@ -29,6 +29,7 @@ PAN_SIZE = (320, 240)
 PAN_FRAMES = 24
 PAN_STEP = (3, 1)  # px per frame (x, y): not a multiple of the network's 8 px grid, as in a real pan
 FPS = 10
+CLIP_CRF = 12  # x264's quality of the written clips: near lossless
 MODES = {
     "frame": {"mode": "frame"},
     "shot, vector only": {"mode": "shot", "flow_blend": 0.0},
@@ -38,10 +39,10 @@ THROUGHPUT_SIZES = {"480p": (854, 480), "720p": (1280, 720)}
 MEMORY_LENGTHS = (25, 100, 400)
 
 
-def write_clip(path: Path, frames: Iterable[np.ndarray], fps: int = FPS, crf: int = 12) -> None:
+def write_clip(path: Path, frames: Iterable[np.ndarray], fps: int = FPS) -> None:
     """(H, W, 3) uint8 frames as an H.264 yuv420p file."""
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(CLIP_CRF)})
         stream.pix_fmt = "yuv420p"
         for index, array in enumerate(frames):
             if index == 0:
@@ -55,7 +56,7 @@ def pan_offsets(frames: int, step: tuple[int, int] = PAN_STEP) -> torch.Tensor:
     return torch.arange(frames)[:, None] * torch.tensor(step)
 
 
-def write_pan(photo: Path, path: Path, size=PAN_SIZE, frames=PAN_FRAMES, step=PAN_STEP, fps=FPS) -> torch.Tensor:
+def write_pan(photo: Path, path: Path, size=PAN_SIZE, frames=PAN_FRAMES, step=PAN_STEP) -> torch.Tensor:
     """A clip panning over the photo (enlarged if it is too small for the pan); returns the frames' offsets."""
     offsets = pan_offsets(frames, step)
     needed_width, needed_height = size[0] + int(offsets[-1, 0]), size[1] + int(offsets[-1, 1])
@@ -65,7 +66,7 @@ def write_pan(photo: Path, path: Path, size=PAN_SIZE, frames=PAN_FRAMES, step=PA
         image = image.resize((round(image.width * scale + 0.5), round(image.height * scale + 0.5)), Image.LANCZOS)
     array = np.asarray(image)
     width, height = size
-    write_clip(path, (array[y : y + height, x : x + width] for x, y in offsets.tolist()), fps)
+    write_clip(path, (array[y : y + height, x : x + width] for x, y in offsets.tolist()))
     return offsets
 
 
@@ -121,10 +122,10 @@ def throughput_table(colorizer: Colorizer, directory: Path, frames: int, repeats
     return table
 
 
-def memory_table(colorizer: Colorizer, directory: Path, lengths=MEMORY_LENGTHS) -> str:
+def memory_table(colorizer: Colorizer, directory: Path) -> str:
     """Peak memory above idle of the default mode on pans of different lengths: it must not grow with the length."""
     table = "| frames (320x240) | peak memory above idle (MB) |\n|---|---|\n"
-    for index, frames in enumerate(lengths):
+    for index, frames in enumerate(MEMORY_LENGTHS):
         clip = directory / f"long-{frames}.mp4"
         write_pan(EXAMPLES_DIR / PAN_PHOTOS[3], clip, frames=frames, step=(1, 1))
         if index == 0:

@@ -56,6 +56,20 @@ def default_workers() -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    for add_arguments in (add_data_arguments, add_model_arguments, add_hint_arguments, add_run_arguments):
+        add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.command = shlex.join(["python", "-m", "train", *argv])
+    args.label_column = args.label_column or None
+    args.dataset = args.dataset or [PLACES365]
+    args.dataset_weights = args.dataset_weights or [1.0] * len(args.dataset)
+    args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
+    check_args(parser, args)
+    return args
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset",
@@ -84,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=256,
         help="validation images per dataset (the first of its --val-split)",
     )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and optimization")
     model.add_argument(
         "--init-from", metavar="MODEL", help="start from a saved model (dir or Hub id), widened if narrower"
@@ -132,44 +149,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     model.add_argument("--global-dropout", type=float, default=0.0, help="global-feature dropout probability")
     model.add_argument(
-        "--hints",
-        type=float,
-        default=0.0,
-        metavar="MEAN",
-        help="train a model that takes local colour hints: each training image gets points simulated from its true "
-        "colours, MEAN on average where it gets any (a geometric draw); 0 = no hint inputs (the paper)",
-    )
-    model.add_argument(
-        "--hint-free", type=float, default=0.25, metavar="P", help="with --hints, the share of images given none"
-    )
-    model.add_argument(
-        "--hint-layer-lr",
-        type=float,
-        default=1.0,
-        metavar="MULT",
-        help="the layers that read the hint inputs (their conv, and --hint-propagation's) learn at MULT x --lr "
-        "(default 1)",
-    )
-    model.add_argument(
-        "--hint-propagation",
-        action="store_true",
-        help="with --hints, also spread what the output misses at the hints over nearby pixels (of any lightness, "
-        "then of like lightness), by learned gates (HintPropagation)",
-    )
-    model.add_argument(
-        "--hint-conv",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="with --hints, the low-level features read the hints beside L (default); --no-hint-conv: only "
-        "--hint-propagation reads them",
-    )
-    model.add_argument(
-        "--hint-layers-only",
-        action="store_true",
-        help="with --hints, train only the layers that read the hints (with --init-from: the output without hints "
-        "stays the saved model's, bit for bit); no BatchNorm re-estimation",
-    )
-    model.add_argument(
         "--ema",
         type=float,
         default=0.0,
@@ -186,6 +165,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     model.add_argument("--compile", action="store_true", help="torch.compile the model")
     model.add_argument("--seed", type=int, default=0)
+
+
+def add_hint_arguments(parser: argparse.ArgumentParser) -> None:
+    hints = parser.add_argument_group("colour hints")
+    hints.add_argument(
+        "--hints",
+        type=float,
+        default=0.0,
+        metavar="MEAN",
+        help="train a model that takes local colour hints: each training image gets points simulated from its true "
+        "colours, MEAN on average where it gets any (a geometric draw); 0 = no hint inputs (the paper)",
+    )
+    hints.add_argument(
+        "--hint-free", type=float, default=0.25, metavar="P", help="with --hints, the share of images given none"
+    )
+    hints.add_argument(
+        "--hint-layer-lr",
+        type=float,
+        default=1.0,
+        metavar="MULT",
+        help="the layers that read the hint inputs (their conv, and --hint-propagation's) learn at MULT x --lr "
+        "(default 1)",
+    )
+    hints.add_argument(
+        "--hint-propagation",
+        action="store_true",
+        help="with --hints, also spread what the output misses at the hints over nearby pixels (of any lightness, "
+        "then of like lightness), by learned gates (HintPropagation)",
+    )
+    hints.add_argument(
+        "--hint-conv",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --hints, the low-level features read the hints beside L (default); --no-hint-conv: only "
+        "--hint-propagation reads them",
+    )
+    hints.add_argument(
+        "--hint-layers-only",
+        action="store_true",
+        help="with --hints, train only the layers that read the hints (with --init-from: the output without hints "
+        "stays the saved model's, bit for bit); no BatchNorm re-estimation",
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--output", required=True, help="run directory: metrics, grids, checkpoint, final model")
     run.add_argument("--max-minutes", type=float, help="stop after this much training time (resume included)")
@@ -195,12 +219,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.safetensors")
     run.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     run.add_argument("--push-to-hub", metavar="REPO", help="upload OUTPUT/final to this Hub model repo at the end")
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    args.command = shlex.join(["python", "-m", "train", *argv])
-    args.label_column = args.label_column or None
-    args.dataset = args.dataset or [PLACES365]
-    args.dataset_weights = args.dataset_weights or [1.0] * len(args.dataset)
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Settings that argparse cannot check one by one: parser.error (exit 2) for any that do not fit."""
     if len(args.dataset_weights) != len(args.dataset) or not all(0 < w < math.inf for w in args.dataset_weights):
         parser.error(f"--dataset-weights: {len(args.dataset)} positive weights needed, one per --dataset")
     if not 0 <= args.ema < 1:
@@ -215,8 +237,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--no-hint-conv needs --hint-propagation: something must read the hints")
     if not 0 < args.rebalance <= 1:
         parser.error("--rebalance: a mix in (0, 1]")
-    args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
-    return args
 
 
 def main() -> int:
