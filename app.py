@@ -13,14 +13,13 @@ file is the UI.
 
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
 
 from letcolor.batch_io import remove_stale_folders
 from letcolor.memory import keep_large_buffers_off_the_heap
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options
+from letcolor.pipeline import DEFAULT_MAX_SIDE, EXAMPLES_DIR, Colorizer, ModelError, Options
 from letcolor.video import Mode
 from letcolor.webapp import (
     MAX_BATCH_FILES,
@@ -36,7 +35,6 @@ from letcolor.webapp import (
     max_pixels_from_environment,
 )
 
-EXAMPLES = Path(__file__).resolve().parent / "letcolor" / "examples"  # licences in its LICENSES.md
 EXAMPLE_PHOTOS = ["chelsea_gray.png", "rocket_gray.png", "astronaut_gray.png", "china_gray.png", "coffee.png"]
 MAX_FILE_SIZE = "25mb"
 # Sized for a 2-core CPU Space: each colorization uses both cores; a second slot lets a small photo through while a
@@ -319,7 +317,7 @@ def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
         result = gr.Image(type="filepath", format="png", label="Colorized photo", visible=False)
         hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
         hint_editor = hint_controls(colorizer)
-        gr.Examples([[str(EXAMPLES / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
+        gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
     return PhotoTab(image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor)
 
 
