@@ -28,6 +28,7 @@ from train_data import VALIDATION_ROWS, make_scene_dataset
 from letcolor.color import AB_RANGE
 from letcolor.model import WEIGHTS_NAME, InvalidModelError, LetThereBeColor
 from letcolor.pipeline import load_model
+from train import loop
 from train.__main__ import parse_args
 from train.average import WeightAverage
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
@@ -929,3 +930,12 @@ def test_a_split_without_a_usable_photo_is_an_error(scene_data, tmp_path, monkey
     assert not (tmp_path / "run" / "final").exists()
     assert run_main(monkeypatch, cli(dataset, tmp_path / "run2", *quick, "--val-split", "train")) == 2
     assert "split 'train' has no usable images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fast_bfloat16", [True, False])
+def test_auto_precision_trains_in_bfloat16_where_inference_finds_it_fast(monkeypatch, fast_bfloat16):
+    """On an AVX512 CPU without bfloat16 instructions, oneDNN emulates it (slower): training asked oneDNN whether it
+    runs bfloat16 at all, inference whether it runs it fast."""
+    monkeypatch.setattr(loop, "cpu_has_fast_bfloat16", lambda: fast_bfloat16)
+    assert loop.resolve_precision("auto", torch.device("cpu")) == ("bf16" if fast_bfloat16 else "fp32")
+    assert loop.resolve_precision("fp16", torch.device("cpu")) == "fp16"

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from letcolor.color import HINT_CHANNELS
 from letcolor.hints import simulate_hints
+from letcolor.inference import cpu_has_fast_bfloat16
 from letcolor.model import WEIGHTS_NAME, LetThereBeColor
 from train.average import WeightAverage
 from train.card import hardware_description, model_card
@@ -56,12 +57,13 @@ def pick_device(context: Distributed) -> torch.device:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """`auto`: bf16 where the hardware has it (on CPU, AMX/AVX512-BF16 made training ~3x faster), else fp32."""
+    """`auto`: bf16 where the hardware has it (on CPU, AMX/AVX512-BF16 made training ~3x faster; the same test as
+    inference's, `cpu_has_fast_bfloat16`: where bfloat16 is only emulated it is slower), else fp32."""
     if requested != "auto":
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bfloat16() else "fp32"
 
 
 def autocast_for(device: torch.device, precision: str):
