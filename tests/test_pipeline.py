@@ -245,6 +245,35 @@ def test_options_each_change_the_output(colorizer, examples_dir):
     assert np.array_equal(np.asarray(no_global), np.asarray(strength_0))
 
 
+def scene_vectors_given(colorizer, monkeypatch, image, **options) -> torch.Tensor:
+    """The scene vectors that reach the local path when colorizing `image` with these options."""
+    seen, colorize = [], colorizer.network.colorize
+    monkeypatch.setattr(colorizer.network, "colorize", lambda l, g, hints: seen.append(g) or colorize(l, g, hints))
+    colorizer(image, **options)
+    monkeypatch.setattr(colorizer.network, "colorize", colorize)
+    return torch.cat(seen)
+
+
+def test_the_scene_vector_is_mixed_with_the_null_one_by_the_strength(examples_dir, monkeypatch):
+    """g_null + s (g - g_null) (paper 4.4), the null vector alone without global features; a reference's own vector
+    in place of the photo's (paper 4.5)."""
+    model = calibrate_batchnorm(make_tiny_model(), sorted(examples_dir.glob("historical_*")))
+    with torch.no_grad():
+        model.null_global.uniform_(-1, 1)  # a trained model's is not zero
+    colorizer = Colorizer(model)
+    image, reference = photo(examples_dir, "historical_c.jpg"), photo(examples_dir, "coffee.png")
+    own = scene_vectors_given(colorizer, monkeypatch, image)
+    null = model.null_global.expand_as(own)
+    assert not torch.allclose(own, null, atol=1e-3)
+    assert torch.allclose(scene_vectors_given(colorizer, monkeypatch, image, use_global=False), null)
+    for strength in (0.5, 1.5, 2.0):
+        mixed = scene_vectors_given(colorizer, monkeypatch, image, global_strength=strength)
+        assert torch.allclose(mixed, null + strength * (own - null), atol=1e-5), strength
+    from_reference = scene_vectors_given(colorizer, monkeypatch, image, reference=reference)
+    assert torch.allclose(from_reference, scene_vectors_given(colorizer, monkeypatch, reference), atol=1e-5)
+    assert not torch.allclose(from_reference, own, atol=1e-3)
+
+
 def ab_statistics(ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ab.mean((0, 2, 3)), ab.std((0, 2, 3), correction=0)
 

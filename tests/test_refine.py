@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import EXAMPLES
 
 from letcolor import Colorizer
-from letcolor.refine import box_mean, guided_filter
+from letcolor.refine import box_mean, guided_filter, refine_ab
 
 
 @pytest.mark.parametrize("radius", [1, 4, 30])
@@ -29,6 +29,19 @@ def test_colour_follows_the_guides_edges_and_a_blotch_in_a_flat_region_merges():
     refined = guided_filter(guide, ab, radius=8)
     assert refined[0, 0, :, 28:32].abs().max() < 1 and (refined[0, 0, :, 32:36] - 40).abs().max() < 1
     assert refined[0, 1, 10:16, 8:14].max() < 0.4 * 30
+
+
+def test_the_pipelines_refinement_keeps_a_colour_edge_where_the_network_input_has_a_lightness_edge():
+    """refine_ab guides by the network input (at twice ab's size): a colour step on a lightness edge survives (a
+    blur that ignored the guide would halve it), one where the lightness is flat is smoothed."""
+    network_input = torch.full((1, 1, 256, 256), 0.3)
+    network_input[..., 128:] = 0.8
+    ab = torch.zeros((1, 2, 128, 128))
+    ab[:, 0, :, 64:] = 40.0  # on the lightness edge
+    ab[:, 1, 64:, :] = 40.0  # across it, where L is flat above and below
+    refined = refine_ab(ab, network_input)
+    assert (refined[0, 0, :, 64] - refined[0, 0, :, 63]).min() > 0.8 * 40
+    assert (refined[0, 1, 64, :] - refined[0, 1, 63, :]).max() < 0.5 * 40
 
 
 def test_refine_changes_the_colours_not_the_size_or_the_lightness(tiny_model):

@@ -206,6 +206,16 @@ def test_default_mode_flickers_less_than_per_frame_at_the_same_colourfulness(exa
     assert np.mean(colour["shot"]) >= 0.8 * np.mean(colour["frame"])
 
 
+@pytest.mark.slow
+def test_more_weight_on_the_carried_colours_flickers_less(examples_dir, pan, tmp_path):
+    colorizer = Colorizer.from_pretrained()
+    flicker = {}
+    for flow_blend in (0.3, 0.9):
+        colorize_video(colorizer, pan[0], tmp_path / "out.mp4", flow_blend=flow_blend)
+        flicker[flow_blend] = pan_flicker(frames_tensor(tmp_path / "out.mp4"), pan[1]).mean().item()
+    assert flicker[0.9] < 0.8 * flicker[0.3], flicker
+
+
 def test_every_option_and_progress(colorizer, pan, examples_dir, tmp_path):
     calls = []
     info = colorize_video(
