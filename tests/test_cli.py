@@ -72,6 +72,20 @@ def test_files_and_globs_with_every_option(photos, tiny_model_dir, examples_dir,
     assert sorted(path.name for path in output.iterdir()) == ["chelsea.png", "historical_b.jpg"]
 
 
+def test_the_batch_size_does_not_change_the_colours(examples_dir, tiny_model_dir, tmp_path):
+    """Three photos of one size, so that they go through the network together in a batch of 3."""
+    names = [f"part_{left}.png" for left in (0, 100, 200)]
+    with Image.open(examples_dir / "china.jpg") as photo:
+        for name, left in zip(names, (0, 100, 200), strict=True):
+            photo.crop((left, 0, left + 160, 120)).save(tmp_path / name)
+    for size in ("1", "3"):
+        options = ["-o", str(tmp_path / size), "--model", str(tiny_model_dir), "--batch-size", size]
+        assert cli.main(["colorize", *(str(tmp_path / name) for name in names), *options]) == 0
+    for name in names:
+        one, three = (np.asarray(Image.open(tmp_path / size / name), dtype=int) for size in ("1", "3"))
+        assert one.shape == three.shape and np.abs(one - three).max() <= 1, name
+
+
 def test_same_names_from_two_folders_do_not_overwrite(photos, tiny_model_dir, tmp_path):
     twin = tmp_path / "twin"
     shutil.copytree(photos, twin)

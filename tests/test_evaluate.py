@@ -200,7 +200,7 @@ def test_scores_agree_with_scikit_images_psnr_ssim_and_lab(photo_folder, tiny_mo
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     code, report = run_evaluate(
-        "--model", tiny_model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "--no-ablation",
+        "--model", tiny_model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "--no-ablation", "--refine",
         "-o", tmp_path / "report.json",
     )  # fmt: skip
     assert code == 0
@@ -210,8 +210,12 @@ def test_scores_agree_with_scikit_images_psnr_ssim_and_lab(photo_folder, tiny_mo
         lab = rgb2lab(truth)
         lab[..., 1:] = 0
         gray = np.round(np.clip(lab2rgb(lab), 0, 1) * 255).astype(np.uint8)
-        model = np.asarray(colorizer(Image.fromarray(truth), max_side=int(MAX_SIDE)).image)
-        for method, output in (("gray", gray), ("model", model)):
+        model, refined = (
+            np.asarray(colorizer(Image.fromarray(truth), max_side=int(MAX_SIDE), refine=refine).image)
+            for refine in (False, True)
+        )
+        assert not np.array_equal(model, refined)
+        for method, output in (("gray", gray), ("model", model), (evaluate.REFINED, refined)):
             assert row[method]["psnr"] == pytest.approx(
                 peak_signal_noise_ratio(truth, output, data_range=255), abs=0.02
             )
