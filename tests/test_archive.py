@@ -14,13 +14,14 @@ from pathlib import Path
 
 import datasets
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import EVERYDAY, EXAMPLES, ROOT
 from PIL import Image
 
-from letcolor import cli
+from letcolor import Colorizer, cli
 from letcolor.archive import ColorizeRows, Job, ParquetDestination, Source, read_files, rows_per_call
 
 pytestmark = pytest.mark.slow
@@ -187,7 +188,9 @@ def test_a_folder_becomes_a_mirrored_tree_of_images_and_its_inputs_are_untouched
     (source / "1950s" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     before = tree_digest(source)
     destination = tmp_path / "colorized"
-    result = run(command(f"file://{source}", destination, tiny_model_dir, "--images"))
+    colour_options = ["--reference", str(EXAMPLES / "coffee.png"), "--strength", "1.5", "--palette", "0.3"]
+    colour_options += ["--refine", "--engine", "torch"]
+    result = run(command(f"file://{source}", destination, tiny_model_dir, "--images", *colour_options))
     assert result.returncode == 1, result.stderr[-3000:]
     assert tree_digest(source) == before
     written = {str(p.relative_to(destination)) for p in destination.rglob("*") if p.is_file()}
@@ -196,6 +199,11 @@ def test_a_folder_becomes_a_mirrored_tree_of_images_and_its_inputs_are_untouched
         output = Image.open(destination / name)
         assert output.size == Image.open(source / original).size and output.mode == "RGB"
         assert output.format == ("JPEG" if name.endswith(".jpg") else "PNG")
+    colorizer = Colorizer.from_pretrained(tiny_model_dir, engine="torch")
+    options = {"reference": EXAMPLES / "coffee.png", "global_strength": 1.5, "palette_strength": 0.3, "refine": True}
+    for name, original in [("1950s/summer/cat.png", "1950s/summer/cat.png"), ("scan.tif.png", "scan.tif")]:
+        expected = np.asarray(colorizer(source / original, max_side=128, **options).image.convert("RGB"), dtype=int)
+        assert np.abs(np.asarray(Image.open(destination / name), dtype=int) - expected).max() <= 1, name
     assert "1950s/broken.jpg" in (destination / "errors.jsonl").read_text()
     again = run(command(source, destination, tiny_model_dir, "--images", "--dry-run"))
     assert "0 photos to colorize, 4 done before (1 of them errors" in again.stdout
