@@ -239,14 +239,15 @@ def test_hints_are_scored_for_the_model_and_the_propagation_baseline(photo_folde
     live_hint_model().save_pretrained(model_dir)
     code, report = run_evaluate(
         "--model", model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "--no-ablation",
-        "--hints", "0", "1", "4", "-o", tmp_path / "report.json",
+        "--hints", "0", "1", "4", "--hint-seed", "3", "-o", tmp_path / "report.json",
     )  # fmt: skip
-    assert code == 0 and report["settings"]["hints"] == [0, 1, 4]
+    assert code == 0 and report["settings"]["hints"] == [0, 1, 4] and report["settings"]["hint_seed"] == 3
     colorizer = Colorizer.from_pretrained(model_dir, speedups=evaluate.EXACT_SPEEDUPS)
     for row in report["per_image"]:
         photo = Image.open(photo_folder / row["id"]).convert("RGB")
-        points = evaluate.simulated_points(evaluate.Sample(row["id"], -1, photo), 4, seed=0)
-        assert points[:1] == evaluate.simulated_points(evaluate.Sample(row["id"], -1, photo), 1, seed=0)
+        points = evaluate.simulated_points(evaluate.Sample(row["id"], -1, photo), 4, seed=3)
+        assert points[:1] == evaluate.simulated_points(evaluate.Sample(row["id"], -1, photo), 1, seed=3)
+        assert points != evaluate.simulated_points(evaluate.Sample(row["id"], -1, photo), 4, seed=0)
         hinted = colorizer(photo, hints=points, max_side=int(MAX_SIDE)).image
         assert row["model_hints4"]["psnr"] == pytest.approx(
             metrics.psnr(as_tensor(hinted), as_tensor(photo)).item(), abs=1e-4
