@@ -266,6 +266,14 @@ def read_video_tensor(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.stack(list(read_frames(path)))).permute(0, 3, 1, 2).float() / 255
 
 
+@pytest.mark.parametrize("mode", ["shot", "frame"])
+def test_the_batch_size_does_not_change_the_frames(colorizer, mode, tmp_path):
+    for batch_size in (1, 5):
+        colorize_video(colorizer, CAMVID_CUT, tmp_path / f"{batch_size}.mp4", mode=mode, batch_size=batch_size)
+    one, five = (read_video_tensor(tmp_path / f"{batch_size}.mp4") for batch_size in (1, 5))
+    assert one.shape == five.shape and (one - five).abs().max() * 255 <= 2
+
+
 def test_the_same_video_colorized_again_gives_the_same_frames(colorizer, tmp_path):
     """Before x264 was kept off its AVX-512 kernels, on AVX-512 CPUs nearly every run differed (up to 32 levels)."""
     outputs = []
