@@ -26,15 +26,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from letcolor.color import lightness_to_input
 from letcolor.engines import ENGINES
-from letcolor.fullres import lightness
+from letcolor.fullres import global_input, lightness
 from letcolor.hints import points_from_truth
 from letcolor.images import image_pixels, load_image
 from letcolor.inference import Precision, Speedups, cpu_has_fast_bfloat16
 from letcolor.memory import PeakMemory
 from letcolor.metrics import psnr
-from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, LetThereBeColor
+from letcolor.model import NO_HINTS_MESSAGE, LetThereBeColor
 from letcolor.pipeline import DEFAULT_MAX_SIDE, EXAMPLES_DIR, Colorizer, default_device, load_model
 from letcolor.video import colorize_video
 from letcolor.video_bench import PAN_PHOTOS, write_pan
@@ -62,7 +61,7 @@ NOISE_FLOOR = "(baseline, input +-0.5 gray level noise)"
 
 def calibrate_batchnorm(model: LetThereBeColor, photos: list[Path]) -> LetThereBeColor:
     """Sets every BatchNorm's running statistics to those of the photos' 224x224 network inputs (in place)."""
-    inputs = torch.cat([_network_input_224(photo) for photo in photos])
+    inputs = torch.cat([global_input(lightness(image_pixels(load_image(photo)))) for photo in photos])
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()
@@ -76,12 +75,6 @@ def random_model(width: float, photos: list[Path], seed: int = 0, hint_channels:
     """A randomly initialised model (365 classes) with BatchNorm statistics calibrated on the photos."""
     torch.manual_seed(seed)
     return calibrate_batchnorm(LetThereBeColor(width=width, hint_channels=hint_channels), photos)
-
-
-def _network_input_224(photo: Path) -> torch.Tensor:
-    full = lightness(image_pixels(load_image(photo)))
-    size = (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE)
-    return lightness_to_input(torch.nn.functional.interpolate(full, size=size, mode="bilinear", antialias=True))
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -6,12 +6,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from letcolor.color import lightness_to_input
-from letcolor.fullres import lightness
+from letcolor.fullres import global_input, lightness, network_input
 from letcolor.images import image_pixels, load_image
-from letcolor.model import GLOBAL_INPUT_SIZE
 
 CALIBRATION_PHOTOS = sorted(
     path for path in (Path(__file__).resolve().parent / "examples").iterdir() if path.suffix in (".jpg", ".png")
@@ -28,10 +25,9 @@ def calibration_inputs() -> list[CalibrationInput]:
     """The network inputs of each calibration photo."""
     inputs = []
     for photo in CALIBRATION_PHOTOS:
-        l = lightness_to_input(lightness(image_pixels(load_image(photo))))
-        height, width = l.shape[-2:]
+        full = lightness(image_pixels(load_image(photo)))
+        height, width = full.shape[-2:]
         scale = CALIBRATION_SIDE / max(height, width)
         size = (max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8))
-        l224 = F.interpolate(l, size=(GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE), mode="bilinear", antialias=True)
-        inputs.append(CalibrationInput(l224, F.interpolate(l, size=size, mode="bilinear", antialias=True)))
+        inputs.append(CalibrationInput(global_input(full), network_input(full, size)))
     return inputs

@@ -1,4 +1,5 @@
-"""Full-resolution conversions between stored pixels and Lab: the input's L* and the output's 8-bit sRGB.
+"""Full-resolution conversions between stored pixels and Lab: the input's L* (and the network's inputs resized from
+it) and the output's 8-bit sRGB.
 
 They touch every pixel of the original (the network sees a downscaled copy), so for large photos they cost more
 than the network. Both run on the CPU in OpenCV's vectorized loops (at 1 MP, 2 threads: L* of a colour photo 9 ->
@@ -20,10 +21,19 @@ from functools import cache
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from letcolor.color import LAB_EPSILON, LAB_KAPPA, LUMINANCE_WEIGHTS, gray_to_lightness, srgb_to_linear
+from letcolor.color import (
+    LAB_EPSILON,
+    LAB_KAPPA,
+    LUMINANCE_WEIGHTS,
+    gray_to_lightness,
+    lightness_to_input,
+    srgb_to_linear,
+)
 from letcolor.images import Pixels
+from letcolor.model import GLOBAL_INPUT_SIZE
 
 STRIP_PIXELS = 1 << 18
 # L* takes strips 4x as large (20 bytes a pixel of intermediates, 20 MB): at 1 MP, one strip took 2.8 ms where four
@@ -103,6 +113,17 @@ def lightness(pixels: Pixels) -> torch.Tensor:
     for rows in row_strips(height, width, LIGHTNESS_STRIP_PIXELS):
         result[0, 0, rows] = _strip_lightness(pixels.values[:, rows], pixels.white_level)
     return result
+
+
+def network_input(lightness_full: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The network's input (N, 1, *size) in [0, 1] from full-resolution L* (N, 1, H, W), resized with antialiasing."""
+    resized = F.interpolate(lightness_full, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return lightness_to_input(resized)
+
+
+def global_input(lightness_full: torch.Tensor) -> torch.Tensor:
+    """The global branch's input: the whole photo at GLOBAL_INPUT_SIZE x GLOBAL_INPUT_SIZE (paper 3.2)."""
+    return network_input(lightness_full, (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE))
 
 
 def input_luma(pixels: Pixels) -> np.ndarray:

@@ -15,17 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError
 from PIL import Image
 
-from letcolor.color import lightness_to_input, rgb_to_lab, target_to_ab
+from letcolor.color import rgb_to_lab, target_to_ab
 from letcolor.engines import DEFAULT_ENGINE, make_network, resolve_engine
-from letcolor.fullres import compose, input_luma, lightness
+from letcolor.fullres import compose, global_input, input_luma, lightness, network_input
 from letcolor.hints import Hints, HintSource, InvalidHintsError
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image, read_image
 from letcolor.inference import Speedups
-from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, InvalidModelError, LetThereBeColor, ModelError
+from letcolor.model import NO_HINTS_MESSAGE, InvalidModelError, LetThereBeColor, ModelError
 from letcolor.refine import refine_ab
 
 DEFAULT_MAX_SIDE = 512
@@ -139,14 +138,6 @@ def network_size(height: int, width: int, max_side: int | None) -> tuple[int, in
         scale = min(max(1.0, MIN_NETWORK_SIDE / min(height, width)), max_side / max(height, width))
     scale = min(scale, math.sqrt(NETWORK_PIXEL_BUDGET / (height * width)), MAX_NETWORK_SIDE / max(height, width))
     return max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8)
-
-
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def _global_input(lightness_full: torch.Tensor) -> torch.Tensor:
-    return lightness_to_input(_resize(lightness_full, (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE)))
 
 
 def palette_of(image: Image.Image, device: torch.device) -> _Palette:
@@ -313,14 +304,14 @@ class Colorizer:
         branch's input only with `scene` (a caller that has the scene vector already skips it)."""
         full = lightness(pixels)
         size = network_size(*full.shape[-2:], max_side)
-        network_input = lightness_to_input(_resize(full, size)).to(self.device)
+        local_input = network_input(full, size).to(self.device)
         encoded = hints.encode(*size, self.device) if hints else None
-        global_input = _global_input(full).to(self.device) if scene else None
-        return PreparedImage(full, input_luma(pixels), pixels.alpha, network_input, global_input, encoded)
+        scene_input = global_input(full).to(self.device) if scene else None
+        return PreparedImage(full, input_luma(pixels), pixels.alpha, local_input, scene_input, encoded)
 
     def scene_features(self, image: Image.Image) -> torch.Tensor:
         """The scene vector (1, C) of a loaded image (a reference, paper 4.5)."""
-        return self.network.global_output(_global_input(lightness(image_pixels(image))).to(self.device)).features
+        return self.network.global_output(global_input(lightness(image_pixels(image))).to(self.device)).features
 
     def ab_from_features(
         self, prepared: list[PreparedImage], features: torch.Tensor, options: Options, reference: Image.Image | None
