@@ -18,8 +18,9 @@ from typing import NamedTuple
 import gradio as gr
 
 from letcolor.batch_io import remove_stale_folders
+from letcolor.images import EXAMPLES_DIR
 from letcolor.memory import keep_large_buffers_off_the_heap
-from letcolor.pipeline import DEFAULT_MAX_SIDE, EXAMPLES_DIR, Colorizer, ModelError, Options
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options
 from letcolor.video import Mode
 from letcolor.webapp import (
     MAX_BATCH_FILES,

@@ -2,11 +2,10 @@
 
 from letcolor import threads  # noqa: F401  (first: it configures OpenMP before torch loads)
 from letcolor.hints import Hints, InvalidHintsError
-from letcolor.images import InvalidImageError
+from letcolor.images import EXAMPLES_DIR, InvalidImageError
 from letcolor.model import LetThereBeColor
 from letcolor.pipeline import (
     BUNDLED_MODEL_DIR,
-    EXAMPLES_DIR,
     ColorizationResult,
     Colorizer,
     InvalidModelError,

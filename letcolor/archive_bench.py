@@ -23,7 +23,7 @@ from PIL import Image
 
 from letcolor import cli
 from letcolor.archive import Job, colorize_dataset
-from letcolor.pipeline import EXAMPLES_DIR
+from letcolor.images import EXAMPLES_DIR
 
 SIZES = {"as is": (None, 100), "1 MP": (1_000_000, 50)}  # (pixels, N)
 

@@ -29,12 +29,12 @@ from PIL import Image, ImageOps
 from letcolor.engines import ENGINES
 from letcolor.fullres import global_input, lightness
 from letcolor.hints import points_from_truth
-from letcolor.images import image_pixels, load_image
+from letcolor.images import EXAMPLES_DIR, image_pixels, load_image
 from letcolor.inference import Precision, Speedups, cpu_has_fast_bfloat16
 from letcolor.memory import PeakMemory
 from letcolor.metrics import psnr
 from letcolor.model import NO_HINTS_MESSAGE, LetThereBeColor
-from letcolor.pipeline import DEFAULT_MAX_SIDE, EXAMPLES_DIR, Colorizer, default_device, load_model
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, default_device, load_model
 from letcolor.video import colorize_video
 from letcolor.video_bench import PAN_PHOTOS, write_pan
 

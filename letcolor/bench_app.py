@@ -30,7 +30,7 @@ except ImportError as error:  # an installed letcolor without the app: this tool
     ) from None
 
 from letcolor.bench import BENCH_PHOTO, write_inputs
-from letcolor.pipeline import EXAMPLES_DIR
+from letcolor.images import EXAMPLES_DIR
 from letcolor.webapp import MAX_PIXELS_ENV_VAR, MAX_SIDE_RANGE, max_pixels_from_environment
 
 APP = Path(__file__).resolve().parent.parent / "app.py"

@@ -2,17 +2,14 @@
 splits), as network inputs: L at 224x224 for the global branch and at a longer side of CALIBRATION_SIDE for the local
 path."""
 
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from letcolor.fullres import global_input, lightness, network_input
-from letcolor.images import image_pixels, load_image
+from letcolor.images import EXAMPLES_DIR, image_pixels, load_image
 
-CALIBRATION_PHOTOS = sorted(
-    path for path in (Path(__file__).resolve().parent / "examples").iterdir() if path.suffix in (".jpg", ".png")
-)
+CALIBRATION_PHOTOS = sorted(path for path in EXAMPLES_DIR.iterdir() if path.suffix in (".jpg", ".png"))
 CALIBRATION_SIDE = 256
 
 

@@ -20,11 +20,11 @@ from tqdm import tqdm
 from letcolor import bench
 from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import Hints
-from letcolor.images import ImageSource, InvalidImageError, image_suffixes, load_image, read_image
+from letcolor.images import EXAMPLES_DIR, ImageSource, InvalidImageError, image_suffixes, load_image, read_image
 from letcolor.inference import Speedups
 from letcolor.metrics import psnr
 from letcolor.model import NO_HINTS_MESSAGE
-from letcolor.pipeline import DEFAULT_MAX_SIDE, EXAMPLES_DIR, Colorizer, ModelError, Options, load_model
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options, load_model
 from letcolor.video import VIDEO_SUFFIXES, InvalidVideoError, Mode, colorize_video, is_video_path
 
 COLORIZE_DESCRIPTION = (

@@ -13,6 +13,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 # Larger images are refused from their header, before decoding (decompression bombs). PIL's own limit
 # (Image.MAX_IMAGE_PIXELS) is global state that applications may change, so this module checks its own.
 MAX_IMAGE_PIXELS = 100_000_000
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"  # the example photos that ship with letcolor
 
 ImageSource = str | Path | Image.Image | np.ndarray
 

@@ -39,7 +39,6 @@ MAX_NETWORK_SIDE = 8192
 PALETTE_SAMPLE_SIDE = 256  # the reference's ab statistics are taken at most at this size
 TOP_SCENES = 5
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"  # the example photos that ship with letcolor
 MODEL_ENV_VAR = "LETCOLOR_MODEL"
 HOW_TO_PASS_A_MODEL = (
     f"Pass one with --model (CLI) or name_or_path (Python), or set {MODEL_ENV_VAR}: a local directory holding "

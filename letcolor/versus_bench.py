@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from letcolor.bench import write_inputs
-from letcolor.pipeline import EXAMPLES_DIR
+from letcolor.images import EXAMPLES_DIR
 from letcolor.video_bench import PAN_PHOTOS, write_pan
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from letcolor.images import load_image
+from letcolor.images import EXAMPLES_DIR, load_image
 from letcolor.memory import PeakMemory
 from letcolor.metrics import colorfulness, pan_flicker
-from letcolor.pipeline import EXAMPLES_DIR, Colorizer
+from letcolor.pipeline import Colorizer
 from letcolor.video import colorize_video, read_frames
 
 PAN_PHOTOS = ["china.jpg", "coffee.png", "rocket.jpg", "historical_b.jpg", "historical_c.jpg", "historical_e.jpg"]
