@@ -495,6 +495,10 @@ def test_scenes_are_the_top_five_probabilities(colorizer, model, examples_dir):
     result = colorizer(photo(examples_dir, "china.jpg"))
     probabilities = result.scene_probabilities
     assert probabilities.shape == (model.num_classes,) and abs(probabilities.sum() - 1) < 1e-5
+    with torch.no_grad():  # the global branch's own softmax, on the photo's L at 224 x 224
+        l224 = fullres.global_input(fullres.lightness(image_pixels(photo(examples_dir, "china.jpg"))))
+        expected = model.global_features(l224).scene_logits.softmax(dim=1)[0].numpy()
+    assert np.allclose(probabilities, expected, atol=0.01)  # the default engine runs the global branch in int8
     top = np.argsort(probabilities)[::-1][: pipeline.TOP_SCENES]
     assert list(result.scenes) == [model.class_names[i] for i in top]
     assert list(result.scenes.values()) == pytest.approx(probabilities[top].tolist())
