@@ -32,7 +32,7 @@ from letcolor.hints import points_from_truth
 from letcolor.images import EXAMPLES_DIR, image_pixels, load_image
 from letcolor.inference import Precision, Speedups, cpu_has_fast_bfloat16
 from letcolor.memory import PeakMemory
-from letcolor.metrics import psnr
+from letcolor.metrics import image_tensor, psnr
 from letcolor.model import NO_HINTS_MESSAGE, LetThereBeColor
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, default_device, load_model
 from letcolor.video import colorize_video
@@ -185,11 +185,7 @@ def output_psnr(colorizer: Colorizer, reference: list[torch.Tensor]) -> float:
 
 
 def output_rgb(colorizer: Colorizer) -> list[torch.Tensor]:
-    return [image_to_tensor(colorizer(photo).image) for photo in ACCURACY_PHOTOS]
-
-
-def image_to_tensor(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    return [image_tensor(colorizer(photo).image) for photo in ACCURACY_PHOTOS]
 
 
 def _cell_mb(peak: int | None) -> str:

@@ -12,9 +12,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
 from tqdm import tqdm
 
 from letcolor import bench
@@ -22,7 +19,7 @@ from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import Hints
 from letcolor.images import EXAMPLES_DIR, ImageSource, InvalidImageError, image_suffixes, load_image, read_image
 from letcolor.inference import Speedups
-from letcolor.metrics import psnr
+from letcolor.metrics import image_tensor, psnr
 from letcolor.model import NO_HINTS_MESSAGE
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options, load_model
 from letcolor.video import VIDEO_SUFFIXES, InvalidVideoError, Mode, colorize_video, is_video_path
@@ -379,15 +376,10 @@ def run_export(args: argparse.Namespace) -> int:
     exact = Colorizer(model, "cpu", Speedups(fold_batchnorm=True), engine="torch")
     runtime = Colorizer(model, "cpu", engine="onnxruntime")
     for photo in AGREEMENT_PHOTOS:
-        pixels = [rgb_tensor(colorizer(photo).image) for colorizer in (exact, runtime)]
+        pixels = [image_tensor(colorizer(photo).image) for colorizer in (exact, runtime)]
         print(f"{photo.name}: onnxruntime against torch float32, PSNR {psnr(*pixels).item():.1f} dB")
     print(f"wrote {', '.join(str(args.output / name) for name in names)}")
     return 0
-
-
-def rgb_tensor(image: Image.Image) -> torch.Tensor:
-    """An image as metrics take it: (1, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)[None] / 255
 
 
 def program_name() -> str:

@@ -347,16 +347,11 @@ def chunks(items: Iterable, size: int) -> Iterator[list]:
 # Baselines
 
 
-def image_to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (1, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0).float() / 255
-
-
 def mean_ab_of(images: Iterable[Image.Image]) -> tuple[float, float]:
     """The mean a and b over every pixel of the images."""
     total, pixels = torch.zeros(2, dtype=torch.float64), 0
     for image in images:
-        ab = rgb_to_lab(image_to_tensor(image))[0, 1:].flatten(1)
+        ab = rgb_to_lab(metrics.image_tensor(image))[0, 1:].flatten(1)
         total += ab.double().sum(1)
         pixels += ab.shape[1]
     if not pixels:
@@ -452,9 +447,9 @@ def score_batch(
         runs[f"{HINTED}{count}"] = colorizer.batch(images, hints=hints, max_side=args.max_side)
     rows = []
     for index, sample in enumerate(batch):
-        target = image_to_tensor(sample.image)
+        target = metrics.image_tensor(sample.image)
         lightness = rgb_to_lightness(target)
-        predictions = {method: image_to_tensor(results[index].image) for method, results in runs.items()}
+        predictions = {method: metrics.image_tensor(results[index].image) for method, results in runs.items()}
         predictions |= {GRAY: with_constant_ab(lightness, (0.0, 0.0)), MEAN_AB: with_constant_ab(lightness, mean_ab)}
         for count in counts:
             predictions[f"{PROPAGATION}{count}"] = propagated(predictions[MODEL], points[index][:count])

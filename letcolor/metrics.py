@@ -5,8 +5,10 @@ A target of shape (1, 3, H, W) is compared with every one of N predictions.
 PSNR and SSIM are computed on the 8-bit values (inputs are rounded to the 256 levels first), as for saved images.
 """
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from letcolor.color import rgb_to_lab
 
@@ -15,6 +17,11 @@ SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 AUC_MAX_THRESHOLD = 150  # Lab ab units (Zhang, Isola and Efros 2016)
+
+
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image as the metrics take it: RGB (1, 3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
 
 
 def to_8bit(rgb: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import pytest
 from conftest import EXAMPLES, ROOT
 from PIL import Image
 
-from letcolor import BUNDLED_MODEL_DIR, LetThereBeColor, evaluate, metrics
+from letcolor import BUNDLED_MODEL_DIR, LetThereBeColor, metrics
 from letcolor.video import read_frames
 
 # What is not a source file of the checkout: built or run here, or a virtual environment.
@@ -97,7 +97,7 @@ def test_the_letcolor_command_colorizes_a_photo_and_a_video_from_another_directo
     run([installed / "letcolor", "colorize", "photo.png", "-o", "out/"], tmp_path)
     written = Image.open(tmp_path / "out" / "photo.png")
     assert written.size == Image.open(photo).size
-    assert metrics.colorfulness(evaluate.image_to_tensor(written.convert("RGB"))).item() > 3
+    assert metrics.colorfulness(metrics.image_tensor(written)).item() > 3
     run([installed / "letcolor", "colorize", "clip.mp4", "-o", "out/"], tmp_path)
     assert len(list(read_frames(tmp_path / "out" / "clip.mp4"))) == len(list(read_frames(clip)))
     usage = run([installed / "letcolor", "--help"], tmp_path).stdout

@@ -17,7 +17,7 @@ MAX_WEIGHTS_BYTES = 24_000_000
 
 
 def colourfulness(image: Image.Image) -> float:
-    return metrics.colorfulness(evaluate.image_to_tensor(image)).item()
+    return metrics.colorfulness(metrics.image_tensor(image)).item()
 
 
 @pytest.fixture(autouse=True)
