@@ -53,6 +53,7 @@ BROWSER_SUFFIXES = {".mp4", ".m4v"}  # outputs for browsers: their audio must be
 MOV_REFUSED_AUDIO = {"opus", "flac"}
 BROWSER_AUDIO_CODECS = {"aac", "mp3", "opus", "flac"}
 STILL_IMAGE_DEMUXERS = {"image2"}  # FFmpeg reads a JPEG as a one-frame video; other images come through *_pipe
+EBML_HEADER_ID, MATROSKA_SEGMENT_ID = 0x1A45DFA3, 0x18538067  # Matroska and WebM files: the header, then the Segment
 MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are refused from the stream's header, before decoding
 DEFAULT_BATCH_SIZE = 8
 WRITER_QUEUE_FRAMES = 4  # colorized frames waiting for the encoder (1-8 measured alike at 480p; 1 gained least)
@@ -112,7 +113,45 @@ def _open(path: Path) -> av.container.InputContainer:
     if container.format.name in STILL_IMAGE_DEMUXERS or container.format.name.endswith("_pipe"):
         container.close()
         raise InvalidVideoError(f"{path}: a still image, not a video (colorize it as a photo)")
+    if container.format.name.startswith("matroska"):
+        declared, size = _matroska_declared_bytes(path), path.stat().st_size
+        if declared is not None and size < declared:
+            container.close()
+            raise InvalidVideoError(
+                f"{path}: the file ends at byte {size} of the {declared} its header declares (truncated or damaged)"
+            )
     return container
+
+
+def _matroska_declared_bytes(path: Path) -> int | None:
+    """Where a Matroska or WebM file's header says it ends (its Segment's end), or None where it does not say (a live
+    recording's unknown size) or the header cannot be read. Matroska declares no frame count: FFmpeg reads a truncated
+    file to its last whole frame without an error, as a shorter video."""
+    with path.open("rb") as file:
+        header = file.read(4096)
+    try:
+        element, offset = _ebml_number(header, 0, marker=True)
+        size, offset = _ebml_number(header, offset, marker=False)
+        if element != EBML_HEADER_ID or size is None:
+            return None
+        element, offset = _ebml_number(header, offset + size, marker=True)
+        size, offset = _ebml_number(header, offset, marker=False)
+    except IndexError:  # a header longer than read, or cut short
+        return None
+    return offset + size if element == MATROSKA_SEGMENT_ID and size is not None else None
+
+
+def _ebml_number(data: bytes, offset: int, marker: bool) -> tuple[int | None, int]:
+    """The EBML variable-length number at `offset` (an element ID with its length `marker` bits, or a size without
+    them: None for an unknown size, all value bits 1) and the offset after it."""
+    length = 9 - data[offset].bit_length()  # one more than the first byte's leading zeros
+    if length > 8 or offset + length > len(data):
+        raise IndexError("not an EBML number")
+    value = int.from_bytes(data[offset : offset + length], "big")
+    if marker:
+        return value, offset + length
+    value &= (1 << 7 * length) - 1
+    return (None if value == (1 << 7 * length) - 1 else value), offset + length
 
 
 def _check_stream(stream: av.VideoStream, path: Path) -> None:

@@ -17,6 +17,7 @@ from video_clips import (
     audio_packets,
     display_rotation,
     edit_listed,
+    matroska,
     size_switching,
     truncated_faststart,
     with_dropped_frame,
@@ -292,6 +293,35 @@ def test_a_truncated_video_whose_index_declares_more_frames_is_refused(colorizer
     with pytest.raises(InvalidVideoError, match="ends after 4 of the 12 frames its header declares"):
         colorize_video(colorizer, truncated, tmp_path / "out.mp4", mode=mode)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cut.mp4"]
+
+
+@pytest.mark.parametrize(("name", "codec"), [("cut.mkv", "libx264"), ("cut.webm", "libvpx")])
+def test_a_truncated_matroska_or_webm_video_is_refused(colorizer, name, codec, tmp_path):
+    """Matroska declares no frame count, but its Segment's size in bytes: cut at 60%, it used to come out silently
+    as a shorter video (6 of 12 frames in MKV, 5 in WebM)."""
+    whole = matroska(CAMVID_CUT, tmp_path / f"whole-{name}", codec)
+    truncated = tmp_path / name
+    truncated.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    with av.open(str(truncated)) as container:  # FFmpeg alone decodes its first frames without an error
+        assert container.streams.video[0].frames == 0 and 0 < len(list(container.decode(video=0))) < 12
+    with pytest.raises(InvalidVideoError, match=rf"ends at byte {truncated.stat().st_size} of the "
+                       rf"{whole.stat().st_size} its header declares \(truncated or damaged\)"):  # fmt: skip
+        colorize_video(colorizer, truncated, tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+    colorize_video(colorizer, whole, tmp_path / "whole.mp4")
+    assert len(list(read_frames(tmp_path / "whole.mp4"))) == 12
+
+
+def test_a_matroska_stream_of_unknown_size_is_read_to_its_end(colorizer, tmp_path):
+    """A live recording's Segment has an unknown size (all value bits 1): nothing to check it against."""
+    data = bytearray(matroska(CAMVID_CUT, tmp_path / "known.mkv").read_bytes())
+    start = data.index(bytes.fromhex("18538067")) + 4
+    assert data[start] == 0x01  # an 8-byte size: unknown is 0x01 then seven 0xff
+    data[start + 1 : start + 8] = b"\xff" * 7
+    live = tmp_path / "live.mkv"
+    live.write_bytes(bytes(data))
+    colorize_video(colorizer, live, tmp_path / "out.mp4")
+    assert len(list(read_frames(tmp_path / "out.mp4"))) == 12
 
 
 def test_videos_whose_header_counts_frames_never_shown_are_whole(colorizer, tmp_path):

@@ -49,6 +49,22 @@ def truncated_faststart(video: Path, path: Path, keep: float = 0.6) -> Path:
     return path
 
 
+def matroska(video: Path, path: Path, codec: str = "libx264") -> Path:
+    """The video re-encoded into Matroska (or WebM, by `path`'s suffix): the header declares the Segment's size in
+    bytes, not a frame count."""
+    with av.open(str(video)) as source, av.open(str(path), "w") as output:
+        stream = output.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = (
+            source.streams.video[0].width,
+            source.streams.video[0].height,
+            "yuv420p",
+        )
+        for frame in source.decode(video=0):
+            output.mux(stream.encode(frame.reformat(format="yuv420p")))
+        output.mux(stream.encode(None))
+    return path
+
+
 def size_switching(path: Path, segments: list[tuple[int, int, int]]) -> Path:
     """An MPEG-TS stream of H.264 segments (width, height, frames) one after the other, at 10 frames/s: where the
     first segment is long enough, its header says the first segment's size."""
