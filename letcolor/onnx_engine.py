@@ -10,7 +10,8 @@ The engine takes and returns float32 torch tensors, as `letcolor.inference.Infer
 
 int8 (`int8=True`): every graph quantized statically by ONNX Runtime (QDQ, weights per channel), calibrated on the
 example photos shipped with letcolor; the convolutions that read the inputs and the last one stay in float32, as in
-`letcolor.inference.to_bfloat16` and for the same reasons. Cached beside the float32 graphs.
+`letcolor.inference.to_bfloat16` and for the same reasons, and so do the hint layers, as in `letcolor.quantized`.
+Cached beside the float32 graphs.
 """
 
 import atexit
@@ -35,7 +36,7 @@ from letcolor.cache import cache_dir, weights_key
 from letcolor.color import HINT_CHANNELS
 from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, GlobalOutput, LetThereBeColor, mix_global
 
-EXPORT_VERSION = 7  # bump when the graphs (their inputs, outputs, layers) or the export change
+EXPORT_VERSION = 8  # bump when the graphs (their inputs, outputs, layers) or the export change
 OPSET = 17
 GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "colorize_automatic.onnx"
 MANIFEST = "complete.json"  # an entry's graphs and their sizes, written last
@@ -208,10 +209,12 @@ def _quantize(float_graphs: Path, destination: Path, takes_hints: bool) -> None:
     all_feeds = {GLOBAL_GRAPH: global_feeds, LOCAL_GRAPH: local_feeds, AUTOMATIC_GRAPH: automatic_feeds}
     for name in graph_names(float_graphs):
         feeds = all_feeds[name]
-        convs = [node.name for node in onnx.load(str(float_graphs / name)).graph.node if node.op_type == "Conv"]
-        kept = [convs[0], *(conv for conv in convs if "hint_conv" in conv or "propagation" in conv)]
-        if name != GLOBAL_GRAPH:
-            kept.append(convs[-1])
+        nodes = onnx.load(str(float_graphs / name)).graph.node
+        # as in torch-int8, every node of the hint layers stays in float32: calibrated without hints, the
+        # propagation's activations would have a zero range, and the hints would be lost
+        hint_nodes = [node.name for node in nodes if "hint_conv" in node.name or "propagation" in node.name]
+        convs = [node.name for node in nodes if node.op_type == "Conv" and node.name not in hint_nodes]
+        kept = [convs[0], *hint_nodes, *([convs[-1]] if name != GLOBAL_GRAPH else [])]  # the inputs', ab logits'
         quantize_static(
             str(float_graphs / name), str(destination / name), Feeds(feeds), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept,

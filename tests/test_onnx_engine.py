@@ -101,6 +101,26 @@ def test_int8_graphs_keep_the_input_and_output_convolutions_in_float_and_the_col
         assert psnr(int8(photo).image, exact(photo).image) > 38
 
 
+def test_int8_honours_hints_as_torch_float32_does():
+    """The hint propagation and the ab logits' conv stay in float32, as in torch-int8: quantized after a calibration
+    without hints, the propagation's activations had a zero range and the hints were ignored (and the logits' conv
+    was taken for the propagation's last)."""
+    graph = onnx.load(str(onnx_engine.cached_int8(load_model()) / onnx_engine.LOCAL_GRAPH)).graph
+    quantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    logits_and_gates = ("/colorization/layers.6/Conv", "/colorization/propagation/Conv_1")
+    assert {node.input[1] for node in graph.node if node.name in logits_and_gates}.isdisjoint(quantized)  # weights
+    quantizers = [node.name for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert quantizers and not [name for name in quantizers if "propagation" in name]
+    exact = Colorizer.from_pretrained(None, "cpu", Speedups(fold_batchnorm=True), engine="torch")
+    int8 = Colorizer.from_pretrained(None, "cpu", engine="onnxruntime-int8")
+    photo = Image.open(EXAMPLES / "chelsea_gray.png")
+    width, height = photo.size
+    points = [(width // 4, height // 3, "#d02020"), (3 * width // 4, 2 * height // 3, "#2040d0")]
+    hinted, expected, automatic = int8(photo, hints=points).image, exact(photo, hints=points).image, int8(photo).image
+    assert psnr(hinted, expected) > 38
+    assert psnr(hinted, automatic) < psnr(hinted, expected)  # the hints changed the colours, as in float32
+
+
 def test_the_graphs_are_exported_once_per_weights(cache, monkeypatch):
     model = load_model()
     first = onnx_engine.OnnxRuntimeNetwork(model).folder
