@@ -17,7 +17,15 @@ from tqdm import tqdm
 from letcolor import bench
 from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import Hints
-from letcolor.images import EXAMPLES_DIR, ImageSource, InvalidImageError, image_suffixes, load_image, read_image
+from letcolor.images import (
+    EXAMPLES_DIR,
+    ImageSource,
+    InvalidImageError,
+    image_suffixes,
+    load_image,
+    read_image,
+    upright_size,
+)
 from letcolor.inference import Speedups
 from letcolor.metrics import image_tensor, psnr
 from letcolor.model import NO_HINTS_MESSAGE
@@ -169,7 +177,8 @@ def run_colorize(args: argparse.Namespace) -> int:
     except ValueError as error:  # includes InvalidModelError and InvalidHintsError; a model not found: see main
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    taken = {source.resolve() for source in sources}  # no output may land on an input
+    read = [*sources, *(Path(path) for path in (args.hints, args.reference) if path)]
+    taken = {path.resolve() for path in read}  # no output may land on an input, its hints or its reference
     videos = [source for source in sources if is_video_path(source)]
     images = [source for source in sources if not is_video_path(source)]
     failed = colorize_files(colorizer, images, args.output, options, args.batch_size, taken, hints) if images else 0
@@ -190,7 +199,7 @@ def photo_hints(path: Path, sources: list[Path], colorizer: Colorizer) -> Hints 
     if not colorizer.takes_hints:
         raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
     try:
-        size = load_image(sources[0]).size  # the size after the photo's EXIF orientation
+        size = upright_size(sources[0])  # from the header, after the photo's EXIF orientation
     except InvalidImageError:
         return None
     return Hints.parse(path, size)

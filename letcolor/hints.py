@@ -8,6 +8,7 @@ hints of their RGB colour, as a paint layer gives them. Only a hint's a and b co
 """
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,12 +112,12 @@ class Hints:
                 raise InvalidHintsError(f"{path}: not a readable JSON list of hint points ({error})") from error
             if too_large:
                 raise InvalidHintsError(f"{path}: over {MAX_POINTS_FILE_BYTES >> 20} MB, more than {MAX_POINTS} points")
-            return cls.from_points(points, size)
+            return _naming(path, cls.from_points, points, size)
         try:
             with Image.open(path) as layer:
                 _check_layer_size(layer.size, size, str(path))  # from the header: never decoded if wrong
                 layer.load()
-                return cls.from_layer(layer, size)
+                return _naming(path, cls.from_layer, layer, size)
         except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as error:
             raise InvalidHintsError(f"{path}: neither a JSON list of points nor a readable image ({error})") from error
 
@@ -157,6 +158,14 @@ class Hints:
 HintSource = Hints | list | tuple | str | Path | Image.Image | np.ndarray
 
 
+def _naming(path: Path, parse, *args) -> Hints:
+    """`parse(*args)`, its InvalidHintsError naming the file that the hints came from."""
+    try:
+        return parse(*args)
+    except InvalidHintsError as error:
+        raise InvalidHintsError(f"{path}: {error}") from None
+
+
 def _check_layer_size(layer_size: tuple[int, int], size: tuple[int, int], name: str = "the hint layer") -> None:
     if tuple(layer_size) != tuple(size):
         raise InvalidHintsError(f"{name} is {layer_size[0]}x{layer_size[1]}, not the photo's {size[0]}x{size[1]}")
@@ -168,13 +177,22 @@ def _point(number: int, point, size: tuple[int, int]) -> tuple[float, float, Col
     if not isinstance(point, list | tuple) or len(point) != 3:
         raise InvalidHintsError(f"hint {number} must be (x, y, colour), got {point!r:.80}")
     x, y, colour = point
-    if not all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in (x, y)):
+    if not all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in (x, y)):
         raise InvalidHintsError(f"hint {number}: x and y must be numbers, got {x!r:.20} and {y!r:.20}")
     width, height = size
     if not (0 <= x < width and 0 <= y < height):
-        where = ", ".join(f"{v:g}" if isinstance(v, float | np.floating) else f"{str(v):.20}" for v in (x, y))
+        where = ", ".join(_coordinate_text(v) for v in (x, y))
         raise InvalidHintsError(f"hint {number} at ({where}) is outside the {width}x{height} photo")
     return float(x), float(y), parse_colour(colour)
+
+
+def _coordinate_text(value: int | float) -> str:
+    """A coordinate for a message; an integer too long for str() (4300 digits at most) by its order of magnitude."""
+    if isinstance(value, float | np.floating):
+        return f"{value:g}"
+    if abs(value) < 10**15:
+        return str(value)
+    return f"{'-' if value < 0 else ''}~1e{math.floor(math.log10(abs(int(value))))}"  # log10 takes any int
 
 
 def _painted_cells(layer: Image.Image, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -132,6 +132,8 @@ def test_hints_from_files(tmp_path):
         ([(1, 2)], r"must be \(x, y, colour\)"),
         ([("1", 2, "#ffffff")], "must be numbers"),
         ([(float("nan"), 2, "#ffffff")], "outside"),
+        ([(10**5000, -(10**20), "#ffffff")], r"hint 1 at \(~1e5000, -~1e20\) is outside"),  # str() refuses 4300+ digits
+        ([(np.complex128(3 + 5j), 2, "#ffffff")], "must be numbers"),  # its imaginary part was dropped
         ({"x": 1}, "must be a list"),
         (Image.new("RGBA", (64, 64)), "the hint layer is 64x64, not the photo's 640x427"),
         (Image.new("RGB", (640, 427)), "needs an alpha channel"),
@@ -147,12 +149,13 @@ def test_bad_hints_are_clear_errors(hints, message):
     "text, message",
     [
         ("[" * 100_000 + "]" * 100_000, "not a readable JSON list of hint points"),  # RecursionError
-        ("[[1" + "0" * 400 + ', 5, "#ff0000"]]', r"hint 1 at \(10000000000000000000, 5\) is outside"),  # OverflowError
+        ("[[1" + "0" * 400 + ', 5, "#ff0000"]]', r"hints.json: hint 1 at \(~1e400, 5\) is outside"),  # OverflowError
         ('[[3.5, 5, "#ff0000"]]\xff', "not a readable JSON list"),
     ],
 )
 def test_a_malformed_hints_file_is_a_clear_error(tmp_path, text, message):
-    """Deep nesting and a 400-digit coordinate raised RecursionError and OverflowError (a traceback in the CLI)."""
+    """Deep nesting and a 400-digit coordinate raised RecursionError and OverflowError (a traceback in the CLI); an
+    error in a file's points names the file."""
     path = tmp_path / "hints.json"
     path.write_bytes(text.encode("latin-1"))
     with pytest.raises(InvalidHintsError, match=message):
@@ -574,3 +577,20 @@ def test_cli_hints_for_one_photo(tmp_path, capsys):
     torn = [str(tmp_path / "torn.jpg"), "-o", str(tmp_path / "torn"), "--hints", str(tmp_path / "hints.json")]
     assert cli.main(["colorize", *torn, "--model", str(model_dir)]) == cli.EXIT_SOME_FAILED  # was 2, a usage error
     assert "torn.jpg" in capsys.readouterr().err
+
+
+def test_cli_never_writes_over_its_hints_or_reference(tmp_path):
+    """A paint layer or a reference in the output folder, under the name the output would take, was replaced by the
+    colorized photo: only the input photos were kept from the outputs' names."""
+    photo = tmp_path / "photo.png"
+    Image.open(PHOTO).convert("L").resize((160, 107)).save(photo)
+    layer = Image.new("RGBA", (160, 107))
+    layer.paste((0, 200, 0, 255), (20, 20, 50, 50))
+    for option, kept_file in (("--hints", layer), ("--reference", Image.open(EXAMPLES / "coffee.png"))):
+        output = tmp_path / option.strip("-")
+        output.mkdir()
+        kept_file.save(output / "photo.png")
+        before = (output / "photo.png").read_bytes()
+        assert cli.main(["colorize", str(photo), "-o", str(output), option, str(output / "photo.png")]) == 0
+        assert (output / "photo.png").read_bytes() == before
+        assert Image.open(output / "photo_color.png").size == (160, 107)
