@@ -10,7 +10,7 @@ hints of their RGB colour, as a paint layer gives them. Only a hint's a and b co
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +92,11 @@ class Hints:
     def parse(cls, hints: "HintSource", size: tuple[int, int]) -> "Hints":
         """Hints for a photo of `size` from points, a layer (image or array), a JSON file of points or an image file
         of a layer; InvalidHintsError if they cannot be used."""
-        if isinstance(hints, Hints):
-            if hints.size != tuple(size):
-                raise InvalidHintsError(f"hints made for a {hints.size} photo given for a {tuple(size)} one")
-            return hints
+        if isinstance(hints, Hints):  # made by its constructor, unchecked: checked as its points and layer would be
+            if tuple(hints.size) != tuple(size):
+                raise InvalidHintsError(f"hints made for a {tuple(hints.size)} photo given for a {tuple(size)} one")
+            layer = None if hints.layer is None else cls.from_layer(hints.layer, size).layer
+            return replace(cls.from_points(list(hints.points), size), layer=layer)
         if isinstance(hints, str | Path):
             return cls._from_file(Path(hints), size)
         if isinstance(hints, Image.Image | np.ndarray):
@@ -104,6 +105,8 @@ class Hints:
 
     @classmethod
     def _from_file(cls, path: Path, size: tuple[int, int]) -> "Hints":
+        if not path.exists():
+            raise InvalidHintsError(f"{path}: no such file (hints given as a string name a JSON file or an image)")
         if path.suffix.lower() == ".json":
             try:
                 too_large = path.stat().st_size > MAX_POINTS_FILE_BYTES

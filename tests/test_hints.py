@@ -138,6 +138,11 @@ def test_hints_from_files(tmp_path):
         (Image.new("RGBA", (64, 64)), "the hint layer is 64x64, not the photo's 640x427"),
         (Image.new("RGB", (640, 427)), "needs an alpha channel"),
         (np.zeros((427, 640, 3), np.uint8), "HxWx4 uint8"),
+        ('[[1, 1, "#ff0000"]]', r"no such file \(hints given as a string name a JSON file or an image\)"),
+        (Hints((640, 427), ((700.0, 1.0, (255, 0, 0)),)), "outside the 640x427 photo"),  # made unchecked: was clamped
+        (Hints((640, 427), ((1.0, 1.0, "red"),)), "'#rrggbb' or three integers"),  # failed inside torch
+        (Hints((640, 427), layer=Image.new("RGB", (640, 427))), "needs an alpha channel"),  # failed inside Pillow
+        (Hints((64, 64)), r"hints made for a \(64, 64\) photo given for a \(640, 427\) one"),
     ],
 )
 def test_bad_hints_are_clear_errors(hints, message):
@@ -186,7 +191,7 @@ def test_colours_as_a_numpy_pixel_or_short_hex_are_taken():
 
 def test_hints_made_for_a_size_given_as_a_list_are_used():
     hints = Hints.from_points([(1, 2, "#ff0000")], [640, 427])
-    assert Hints.parse(hints, (640, 427)) is hints  # "hints made for a [640, 427] photo given for a (640, 427) one"
+    assert Hints.parse(hints, (640, 427)) == hints  # "hints made for a [640, 427] photo given for a (640, 427) one"
 
 
 def test_bad_hint_files_are_clear_errors(tmp_path):
