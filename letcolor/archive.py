@@ -15,7 +15,7 @@ colorize and encode them, batch by batch; the driver writes what comes back:
 Exactly once: results are committed in shards (a parquet file, or an image file, written beside and then renamed),
 and a run skips the ids that DST already holds, errors too unless `--retry-errors` (their records are then removed
 first). After a crash, the same command finishes the work; every photo appears once. Ray is an optional extra
-(`pip install letcolor[cluster]`), imported only here.
+(`pip install '.[cluster]'` in the checkout), imported only here.
 """
 
 import contextlib
@@ -453,7 +453,9 @@ def _ray():
     try:
         import ray
     except ImportError as error:
-        raise ImportError("colorize-dataset needs Ray Data: pip install 'letcolor[cluster]'") from error
+        raise ImportError(
+            "colorize-dataset needs Ray Data: pip install '.[cluster]' in letcolor's checkout, or 'ray[data]'"
+        ) from error
     return ray
 
 

@@ -274,7 +274,8 @@ def colorize_videos(colorizer: Colorizer, sources: list[Path], output_dir: Path,
     failed = 0
     for source in sources:
         path = output_path(source, output_dir, ".mp4", taken)
-        with tqdm(unit="frame", desc=source.name, disable=None) as bar:
+        passes = "" if mode == Mode.FRAME else " (2 passes)"  # the shot mode reads the video twice
+        with tqdm(unit="frame", desc=f"{source.name}{passes}", disable=None) as bar:
             try:
                 colorize_video(colorizer, source, path, mode=mode, batch_size=batch_size, progress=FrameProgress(bar),
                                **vars(options))  # fmt: skip
@@ -304,7 +305,7 @@ ARCHIVE_HELP = (
     "image column; local or an fsspec URL) into DST (a Hub-layout parquet dataset: id, image, classes, error; or, "
     "with --images, a folder tree mirroring SRC's) on Ray Data. Results are committed in shards; the same command "
     "run again skips what DST holds, so after a crash it finishes the work with each photo once. Needs Ray Data: "
-    "pip install 'letcolor[cluster]'."
+    "pip install '.[cluster]' in letcolor's checkout, or 'ray[data]'."
 )
 
 

@@ -21,7 +21,7 @@ AUC_MAX_THRESHOLD = 150  # Lab ab units (Zhang, Isola and Efros 2016)
 
 def image_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL image as the metrics take it: RGB (1, 3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None].float() / 255  # a writable copy
 
 
 def to_8bit(rgb: torch.Tensor) -> torch.Tensor:

@@ -331,4 +331,4 @@ def test_without_ray_the_command_says_what_to_install(tmp_path, monkeypatch, cap
     (tmp_path / "photos").mkdir()
     Image.new("L", (32, 32)).save(tmp_path / "photos" / "a.png")
     assert cli.main(["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "out")]) == 2
-    assert "pip install 'letcolor[cluster]'" in capsys.readouterr().err
+    assert "pip install '.[cluster]' in letcolor's checkout, or 'ray[data]'" in capsys.readouterr().err
