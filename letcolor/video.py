@@ -74,6 +74,7 @@ CUT_CONTRAST = 3.0
 CUT_WINDOW = 5
 FLOW_BLEND = 0.8  # weight of the colours carried along the motion where the flow is reliable
 FLOW_CHECK_PIXELS = 1.0  # forward-backward disagreement (ab-grid pixels) above which the flow is not trusted
+FLOW_MIN_SIDE = 12  # DIS optical flow refuses smaller frames (a sliver of a video, 256x4 at H/2): nothing is carried
 
 ProgressCallback = Callable[[int, int], None]  # (frames done, frames in all passes, 0 if unknown)
 
@@ -280,7 +281,8 @@ class MotionCarry:
         """ab (1, 2, h, w) of a frame whose network input is (1, 1, 2h, 2w) -> the blended ab."""
         gray = _half_size_gray(network_input)
         current = np.ascontiguousarray(ab[0].permute(1, 2, 0).cpu().numpy())
-        if not cut and self.previous_gray is not None and self.previous_gray.shape == gray.shape:
+        carried = not cut and self.previous_gray is not None and self.previous_gray.shape == gray.shape
+        if carried and min(gray.shape) >= FLOW_MIN_SIDE:
             current = self._blend(current, gray)
         self.previous_gray, self.previous_ab = gray, current
         return torch.from_numpy(current).permute(2, 0, 1)[None].to(ab.device)

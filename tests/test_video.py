@@ -208,6 +208,17 @@ def test_default_mode_flickers_less_than_per_frame_at_the_same_colourfulness(exa
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("size", [(16, 1000), (1000, 16)])
+def test_a_very_narrow_video_is_colorized_in_the_shot_mode(colorizer, examples_dir, size, tmp_path):
+    """Its half-size network input (256x4) is below the 12 pixels that DIS optical flow needs on a side: the motion
+    carry failed with an OpenCV error (a traceback that stopped the CLI's other files), not an InvalidVideoError."""
+    narrow = tmp_path / "narrow.mp4"
+    write_pan(examples_dir / "china.jpg", narrow, size=size, frames=3)
+    colorize_video(colorizer, narrow, tmp_path / "out.mp4")
+    frames = np.stack(list(read_frames(tmp_path / "out.mp4")))
+    assert frames.shape == (3, size[1], size[0], 3) and frames.std(axis=-1).mean() > 1  # colour, not gray
+
+
 def test_more_weight_on_the_carried_colours_flickers_less(examples_dir, pan, tmp_path):
     colorizer = Colorizer.from_pretrained()
     flicker = {}
