@@ -351,6 +351,16 @@ def first_audio_time(path: Path) -> float:
         return float(next(container.decode(audio=0)).time)
 
 
+def test_a_pause_before_the_last_frame_keeps_the_duration(colorizer, tmp_path):
+    """A screen recording that pauses before its last frame (at 1.97 s): with x264's B-frames the MP4's track ended at
+    the last frame in decode order (0.4 s), and a player stopped there."""
+    paused = with_stall(tmp_path / "paused.mp4", missing=range(12, 59), frames=60)
+    colorize_video(colorizer, paused, tmp_path / "out.mp4")
+    output, source = stream_facts(tmp_path / "out.mp4"), stream_facts(paused)
+    assert output["timestamps"] == pytest.approx(source["timestamps"]) and source["timestamps"][-1] > 1.9
+    assert output["duration"] == pytest.approx(source["duration"], abs=1000)  # microseconds
+
+
 def test_a_variable_frame_rate_keeps_every_timestamp_and_an_anamorphic_clip_its_shape(colorizer, tmp_path):
     """A phone's stall (frames 10-29 of 50 missing at 30 frames/s): the encoder's ticks were 1/18 s, so frames
     collided (an MP4 could not be written; an MKV got duplicate timestamps). A DVD clip's 4:3 pixels were lost."""
