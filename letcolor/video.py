@@ -52,6 +52,9 @@ BROWSER_SUFFIXES = {".mp4", ".m4v"}  # outputs for browsers: their audio must be
 # FFmpeg's MOV muxer lists these among its codecs but refuses them when writing ("opus only supported in MP4")
 MOV_REFUSED_AUDIO = {"opus", "flac"}
 BROWSER_AUDIO_CODECS = {"aac", "mp3", "opus", "flac"}
+# the rates AAC can hold; audio at another rate is re-encoded at the next one up (37.8 kHz CD-ROM XA audio: 44.1)
+AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+AAC_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1"}  # by channels; else stereo
 STILL_IMAGE_DEMUXERS = {"image2"}  # FFmpeg reads a JPEG as a one-frame video; other images come through *_pipe
 EBML_HEADER_ID, MATROSKA_SEGMENT_ID = 0x1A45DFA3, 0x18538067  # Matroska and WebM files: the header, then the Segment
 MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are refused from the stream's header, before decoding
@@ -353,7 +356,11 @@ class _Writer:
         takes = codec in self.container.supported_codecs and not (suffix == ".mov" and codec in MOV_REFUSED_AUDIO)
         if takes and (codec in BROWSER_AUDIO_CODECS or suffix not in BROWSER_SUFFIXES):
             return self.container.add_stream_from_template(stream), True
-        return self.container.add_stream("aac", rate=stream.codec_context.sample_rate), False
+        source = stream.codec_context
+        rate = min((rate for rate in AAC_SAMPLE_RATES if rate >= source.sample_rate), default=max(AAC_SAMPLE_RATES))
+        named = source.layout.name in AAC_LAYOUTS.values()  # PCM in Matroska says only "2 channels": mapped by count
+        layout = source.layout.name if named else AAC_LAYOUTS.get(source.channels, "stereo")
+        return self.container.add_stream("aac", rate=rate, layout=layout), False
 
     def audio_packet(self, packet: av.Packet) -> None:
         output, copied = self.audio[packet.stream.index]

@@ -130,6 +130,22 @@ def test_audio_browsers_cannot_play_in_an_mp4_is_reencoded_to_aac(colorizer, pan
     assert seconds == pytest.approx(1.2, abs=0.05)
 
 
+@pytest.mark.parametrize(("rate", "layout", "aac_rate"), [(37800, "stereo", 44100), (48000, "mono", 48000),
+                                                          (48000, "5.1", 48000)])  # fmt: skip
+def test_pcm_in_matroska_keeps_its_channels_in_aac_at_a_rate_aac_holds(colorizer, pan, tmp_path, rate, layout,
+                                                                       aac_rate):  # fmt: skip
+    """Matroska's PCM declares only a channel count ("1 channels"): re-encoded to AAC, mono and 5.1 became stereo, and
+    a rate that AAC cannot hold (37.8 kHz) failed as "could not be encoded"."""
+    source = with_sine(pan[0], tmp_path / "pcm.mkv", "pcm_s16le", rate=rate, layout=layout)
+    colorize_video(colorizer, source, tmp_path / "out.mp4", mode="frame")
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        audio = container.streams.audio[0]
+        assert (audio.codec_context.name, audio.sample_rate) == ("aac", aac_rate)
+        assert audio.codec_context.layout.nb_channels == av.AudioLayout(layout).nb_channels
+        seconds = sum(frame.samples for frame in container.decode(audio)) / audio.sample_rate
+    assert seconds == pytest.approx(1.2, abs=0.05)
+
+
 @pytest.mark.parametrize(
     "options",
     [

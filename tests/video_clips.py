@@ -9,19 +9,22 @@ import numpy as np
 SAMPLE_RATE = 44100
 
 
-def with_sine(video: Path, path: Path, codec: str = "aac", seconds: float = 1.2, rate: int = SAMPLE_RATE) -> Path:
-    """The video's packets remuxed with a 440 Hz sine soundtrack encoded with `codec` (Opus: at 48000 Hz only)."""
+def with_sine(video: Path, path: Path, codec: str = "aac", seconds: float = 1.2, rate: int = SAMPLE_RATE,
+              layout: str = "mono") -> Path:  # fmt: skip
+    """The video's packets remuxed with a 440 Hz sine soundtrack encoded with `codec` (Opus: at 48000 Hz only), the
+    same in each channel of `layout`."""
     with av.open(str(video)) as source, av.open(str(path), "w") as output:
         video_out = output.add_stream_from_template(source.streams.video[0])
-        audio = output.add_stream(codec, rate=rate)
+        audio = output.add_stream(codec, rate=rate, layout=layout)
         for packet in source.demux(video=0):
             if packet.dts is not None:
                 packet.stream = video_out
                 output.mux(packet)
         t = np.arange(int(rate * seconds)) / rate
-        sine = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        channels = av.AudioLayout(layout).nb_channels
+        sine = np.tile((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), (channels, 1))
         for start in range(0, sine.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(sine[:, start : start + 1024]), "flt", "mono")
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(sine[:, start : start + 1024]), "fltp", layout)
             frame.sample_rate, frame.pts = rate, start
             output.mux(audio.encode(frame))
         output.mux(audio.encode(None))
