@@ -503,6 +503,10 @@ def _checked_paths(source: str | Path, destination: str | Path) -> tuple[Path, P
         raise ValueError(f"{destination}: the output must be one of {sorted(OUTPUT_SUFFIXES)} (H.264)")
     if destination.exists() and destination.resolve() == source.resolve():
         raise ValueError(f"{destination}: the output would overwrite the input")
+    if destination.is_dir():
+        raise IsADirectoryError(f"{destination}: a folder, not a file for the output")
+    if not destination.parent.is_dir():
+        raise FileNotFoundError(f"{destination.parent}: no such folder for the output")
     return source, destination
 
 

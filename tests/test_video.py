@@ -351,6 +351,16 @@ def test_a_matroska_stream_of_unknown_size_is_read_to_its_end(colorizer, tmp_pat
     assert len(list(read_frames(tmp_path / "out.mp4"))) == 12
 
 
+def test_an_output_in_a_missing_folder_or_on_a_folder_is_refused_before_any_work(colorizer, tmp_path, monkeypatch):
+    """Both failed after the whole first pass, naming the hidden partial file (.letcolor-....mp4), not the output."""
+    monkeypatch.setattr(letcolor.video, "_plan", lambda *args: pytest.fail("the first pass ran"))
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"folder.mp4: a folder, not a file for the output"):
+        colorize_video(colorizer, CAMVID_CUT, tmp_path / "folder.mp4")
+    with pytest.raises(FileNotFoundError, match=r"missing: no such folder for the output"):
+        colorize_video(colorizer, CAMVID_CUT, tmp_path / "missing" / "out.mp4")
+
+
 def test_videos_whose_header_counts_frames_never_shown_are_whole(colorizer, tmp_path):
     """An MP4 whose edit list hides its first 3 frames, an AVI with an empty chunk for a dropped frame: their frames
     span the declared duration. Both used to be refused as truncated (in either mode: each pass checks)."""
