@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageChops, UnidentifiedImageError
+from PIL import Image, ImageChops
 
 from letcolor.color import HINT_CHANNELS, hint_ab, hint_input, rgb_to_lab
+from letcolor.images import DECODING_ERRORS, read_formats
 
 MAX_POINTS = 10_000
 MAX_POINTS_FILE_BYTES = 4 * 2**20  # a JSON file of points: read whole, so bounded first
@@ -117,11 +118,11 @@ class Hints:
                 raise InvalidHintsError(f"{path}: over {MAX_POINTS_FILE_BYTES >> 20} MB, more than {MAX_POINTS} points")
             return _naming(path, cls.from_points, points, size)
         try:
-            with Image.open(path) as layer:
+            with Image.open(path, formats=read_formats()) as layer:
                 _check_layer_size(layer.size, size, str(path))  # from the header: never decoded if wrong
                 layer.load()
                 return _naming(path, cls.from_layer, layer, size)
-        except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as error:
+        except (*DECODING_ERRORS, Image.DecompressionBombError) as error:
             raise InvalidHintsError(f"{path}: neither a JSON list of points nor a readable image ({error})") from error
 
     def __bool__(self) -> bool:

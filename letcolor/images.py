@@ -2,6 +2,7 @@
 
 import functools
 import io
+import struct
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -13,6 +14,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 # Larger images are refused from their header, before decoding (decompression bombs). PIL's own limit
 # (Image.MAX_IMAGE_PIXELS) is global state that applications may change, so this module checks its own.
 MAX_IMAGE_PIXELS = 100_000_000
+NOT_AN_IMAGE = "not a readable image (not a format letcolor reads, or corrupt; icons, ICO and ICNS, are not read)"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"  # the example photos that ship with letcolor
 
 ImageSource = str | Path | Image.Image | np.ndarray
@@ -24,12 +26,26 @@ FLOAT_PIXEL_SLACK = 0.01
 SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
 
 
+# Icons: Pillow decodes their images while opening them (to learn their sizes), before any size can be checked, so a
+# small ICO holding a 13000x13000 PNG took 650 MB; they are not read.
+DECODED_ON_OPEN = ("ICO", "ICNS")
+# What Pillow raises for a damaged file besides OSError: a truncated TIFF or PPM "buffer is not large enough"
+# (ValueError), a QOI IndexError, a bad header's SyntaxError or struct.error.
+DECODING_ERRORS = (OSError, SyntaxError, ValueError, IndexError, EOFError, struct.error)
+
+
+@functools.cache
+def read_formats() -> tuple[str, ...]:
+    """The image formats read: those Pillow opens, but the icons (`DECODED_ON_OPEN`)."""
+    Image.init()
+    return tuple(form for form in Image.OPEN if form not in DECODED_ON_OPEN)
+
+
 @functools.cache
 def image_suffixes() -> frozenset[str]:
-    """The file extensions (lower case, with the dot) of the image formats that Pillow reads: how the CLI, evaluation
-    and archive runs tell an image file in a folder (PDF and Palm, which Pillow only writes, are not)."""
-    Image.init()
-    return frozenset(suffix for suffix, form in Image.registered_extensions().items() if form not in ("PDF", "PALM"))
+    """The file extensions (lower case, with the dot) of the image formats read (`read_formats`): how the CLI,
+    evaluation and archive runs tell an image file in a folder (PDF and Palm, which Pillow only writes, are not)."""
+    return frozenset(suffix for suffix, form in Image.registered_extensions().items() if form in read_formats())
 
 
 class InvalidImageError(ValueError):
@@ -72,10 +88,10 @@ def read_image_bytes(data: bytes, name: str) -> tuple[LoadedImage, str | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=read_formats())
     except UnidentifiedImageError as error:
-        raise InvalidImageError(f"{name}: not a readable image (not a format Pillow knows, or corrupt)") from error
-    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
+        raise InvalidImageError(f"{name}: {NOT_AN_IMAGE}") from error
+    except (*DECODING_ERRORS, Image.DecompressionBombError) as error:
         raise InvalidImageError(f"{name}: not a readable image ({error})") from error
     with image:
         return _decoded(image, name), image.format
@@ -112,8 +128,10 @@ def _open_file(path: Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
-            return Image.open(path)
-    except (OSError, Image.DecompressionBombError, SyntaxError) as error:  # SyntaxError: some malformed headers
+            return Image.open(path, formats=read_formats())
+    except UnidentifiedImageError as error:
+        raise InvalidImageError(f"{path}: {NOT_AN_IMAGE}") from error
+    except (*DECODING_ERRORS, Image.DecompressionBombError) as error:
         raise InvalidImageError(f"{path}: not a readable image ({error})") from error
 
 
@@ -125,8 +143,8 @@ def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
         raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
     try:
         image.load()
-    except (OSError, SyntaxError) as error:
-        raise InvalidImageError(f"{name}: cannot decode the image ({error})") from error
+    except DECODING_ERRORS as error:
+        raise InvalidImageError(f"{name}: cannot decode the image ({error or type(error).__name__})") from error
     if image.mode == "F":
         _check_float_pixels(np.asarray(image), f"{name}: the image")
     warnings = _frames_warning(image, name)

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from conftest import PACKED_PRECISIONS, make_tiny_model
 from huggingface_hub import constants as hub_constants
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from letcolor import color, fullres, inference, pipeline, threads
 from letcolor.bench import calibrate_batchnorm
-from letcolor.images import MAX_IMAGE_PIXELS, InvalidImageError, image_pixels, load_image, read_image
+from letcolor.hints import Hints, InvalidHintsError
+from letcolor.images import MAX_IMAGE_PIXELS, InvalidImageError, image_pixels, load_image, read_image, read_image_bytes
 from letcolor.inference import OneDNNConv, Precision, Speedups
 from letcolor.pipeline import Colorizer, ModelNotFoundError, network_size
 
@@ -346,7 +348,26 @@ BAD_FILES = {
     "over our limit": lambda examples, d: png_header_only(d / "large.png", 12000, 9000),
     "decompression bomb": lambda examples, d: png_header_only(d / "bomb.png", 100000, 100000),
     "missing": lambda examples, d: None,
+    "truncated TIFF": lambda examples, d: half_of(examples / "chelsea_gray.png", d / "cut.tif"),  # ValueError
+    "truncated PPM": lambda examples, d: half_of(examples / "chelsea_gray.png", d / "cut.ppm"),  # ValueError
+    "truncated QOI": lambda examples, d: half_of(examples / "chelsea_gray.png", d / "cut.qoi"),  # IndexError
+    "icon holding a large PNG": lambda examples, d: icon_of(png_header_only(d / "large.png", 6000, 6000), d),
 }
+
+
+def half_of(photo: Path, path: Path) -> None:
+    """`photo` saved in `path`'s format, the file then cut to half its bytes: Pillow raised ValueError or IndexError
+    from decoding, which passed as neither a clear error nor a photo that a batch skips."""
+    Image.open(photo).convert("RGB").save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def icon_of(png: Path, folder: Path) -> None:
+    """An ICO file whose one image is `png` (Pillow decoded it whole while opening the file: 650 MB for 13000x13000)."""
+    data = png.read_bytes()
+    png.unlink()
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(data), 22)
+    folder.joinpath("icon.ico").write_bytes(struct.pack("<HHH", 0, 1, 1) + entry + data)
 
 
 @pytest.mark.parametrize("kind", BAD_FILES)
@@ -355,6 +376,18 @@ def test_bad_files_raise_invalid_image_error(colorizer, examples_dir, tmp_path, 
     path = next(tmp_path.iterdir(), tmp_path / "missing.jpg")
     with pytest.raises(InvalidImageError, match=str(path.name)):
         colorizer(path)
+
+
+def test_an_icon_is_refused_before_pillow_decodes_its_image(tmp_path, monkeypatch):
+    """Pillow decodes an ICO's PNG while opening the file, before any size check: a 657 KB icon holding a 13000x13000
+    PNG took 650 MB in every app endpoint (photo, batch, reference, hint layer)."""
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("the icon's PNG was decoded"))
+    icon_of(png_header_only(tmp_path / "large.png", 13000, 13000), tmp_path)
+    for read in (load_image, lambda path: read_image_bytes(path.read_bytes(), path.name)):
+        with pytest.raises(InvalidImageError, match=r"icon.ico: not a readable image .*icons, ICO and ICNS, are not"):
+            read(tmp_path / "icon.ico")
+    with pytest.raises(InvalidHintsError, match="icon.ico: neither a JSON list of points nor a readable image"):
+        Hints.parse(tmp_path / "icon.ico", (13000, 13000))
 
 
 def test_the_pixel_limit_is_the_documented_one(tmp_path):
