@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from huggingface_hub.errors import HFValidationError
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model
 from torch import nn
 
@@ -26,6 +26,7 @@ from letcolor.color import HINT_CHANNELS
 
 GLOBAL_INPUT_SIZE = 224  # the global branch's fixed input side (paper 3.2)
 WEIGHTS_NAME = "model.safetensors"
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors' names
 CONFIG_NAME = "config.json"
 MAX_CLASSES = 100_000  # far above any scene or object label set; a config asking for more is broken
 MAX_WIDTH = 4.0
@@ -49,12 +50,48 @@ def check_config(num_classes, class_names, width, hint_channels=0, hint_propagat
         raise InvalidModelError(f"class_names must be a list of strings, got {class_names!r:.200}")
     if class_names and len(class_names) != num_classes:
         raise InvalidModelError(f"{len(class_names)} class_names given for num_classes={num_classes}")
+    if twice := sorted({name for name in class_names if class_names.count(name) > 1}):
+        raise InvalidModelError(f"class_names must differ (scene probabilities are keyed by them): {twice}")
     if isinstance(width, bool) or not isinstance(width, Real) or not 0 < width <= MAX_WIDTH or math.isnan(width):
         raise InvalidModelError(f"width must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
-    if isinstance(hint_channels, bool) or hint_channels not in (0, HINT_CHANNELS):
+    if not isinstance(hint_channels, int) or isinstance(hint_channels, bool) or hint_channels not in (0, HINT_CHANNELS):
         raise InvalidModelError(f"hint_channels must be 0 (no hints) or {HINT_CHANNELS}, got {hint_channels!r}")
     if not isinstance(hint_propagation, bool):
         raise InvalidModelError(f"hint_propagation must be true or false, got {hint_propagation!r}")
+
+
+def check_stored_tensors(model: nn.Module, weights: str) -> None:
+    """InvalidModelError unless the weights file holds the model's tensors, of its shapes, floating point (but the
+    BatchNorms' step counts), read from the file's header: a config of another width allocated gigabytes before the
+    load refused it, and integer weights were cast without a word."""
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    with safe_open(weights, framework="pt") as stored:
+        tensors = {name: stored.get_slice(name) for name in stored.keys()}
+        shapes = {name: tuple(tensor.get_shape()) for name, tensor in tensors.items()}
+        integers = [name for name, tensor in tensors.items() if tensor.get_dtype() not in FLOAT_DTYPES]
+    if set(shapes) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+        raise InvalidModelError(
+            f"the weights do not fit config.json: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    if wrong := [name for name in expected if shapes[name] != expected[name]]:
+        name = wrong[0]
+        raise InvalidModelError(
+            f"the weights do not fit config.json: {name} is {list(shapes[name])}, the config makes "
+            f"{list(expected[name])} ({len(wrong)} tensors differ)"
+        )
+    if integers := [name for name in integers if not name.endswith("num_batches_tracked")]:
+        raise InvalidModelError(f"the weights must be floating point: {integers[0]} is not")
+
+
+def check_values(model: nn.Module) -> None:
+    """InvalidModelError for weights that cannot be right: not finite, or a BatchNorm's variance below zero (the
+    outputs were NaN on one engine, gray or wrong colours on another)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InvalidModelError(f"the weights hold NaN or infinite values ({name})")
+        if name.endswith("running_var") and (tensor < 0).any():
+            raise InvalidModelError(f"the weights hold a negative BatchNorm variance ({name})")
 
 
 def channels(paper_channels: int, width: float) -> int:
@@ -610,7 +647,6 @@ class LetThereBeColor(
         unknown = set(config or {}) - set(cls._hub_mixin_init_parameters)
         if unknown:
             raise InvalidModelError(f"config.json has unknown keys {sorted(unknown)}")
-        model = cls(**model_kwargs)
         if Path(model_id).is_dir():
             weights = Path(model_id) / WEIGHTS_NAME
             if not weights.is_file():
@@ -625,5 +661,9 @@ class LetThereBeColor(
                 token=token,
                 local_files_only=local_files_only,
             )
+        with torch.device("meta"):  # shapes only: a config that does not fit the weights allocates nothing
+            check_stored_tensors(cls(**model_kwargs), str(weights))
+        model = cls(**model_kwargs)
         load_model(model, str(weights), strict=True, device=map_location)
+        check_values(model)
         return model.eval()
