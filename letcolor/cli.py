@@ -373,13 +373,14 @@ def run_export(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"error: export-onnx needs {error.name}: pip install onnx onnxruntime", file=sys.stderr)
         return EXIT_USAGE
-    if args.output.exists() and not args.output.is_dir():
-        print(f"error: -o {args.output} is a file, not a folder", file=sys.stderr)
+    try:
+        make_output_folder(args.output)  # before the export's work
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     model = load_model(args.model)
     graphs = onnx_engine.cached_export(model)  # the very graphs that the onnxruntime engine runs
     onnx_engine.check(graphs)
-    args.output.mkdir(parents=True, exist_ok=True)
     names = onnx_engine.graph_names(graphs)
     for name in names:
         shutil.copyfile(graphs / name, args.output / name)

@@ -276,6 +276,16 @@ def test_cli_engine_and_export(tmp_path, capsys):
         onnx.checker.check_model(str(tmp_path / "graphs" / name))  # model takes hints: its automatic path too
 
 
+def test_export_to_a_folder_that_cannot_be_made_is_a_usage_error_before_any_work(tmp_path, capsys, monkeypatch):
+    """Under a file: a NotADirectoryError traceback, after the model was loaded and its graphs exported."""
+    monkeypatch.setattr(cli, "load_model", lambda *args: pytest.fail("the model was loaded"))
+    (tmp_path / "file").write_text("")
+    assert cli.main(["export-onnx", "-o", str(tmp_path / "file" / "graphs")]) == cli.EXIT_USAGE
+    assert f"-o {tmp_path / 'file' / 'graphs'}: cannot create the folder" in capsys.readouterr().err
+    assert cli.main(["export-onnx", "-o", str(tmp_path / "file")]) == cli.EXIT_USAGE
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_the_app_runs_on_the_engine_that_letcolor_engine_names(monkeypatch, tiny_model_dir):
     from gradio_client import Client, handle_file
