@@ -26,7 +26,7 @@ from tqdm import tqdm
 from letcolor import metrics
 from letcolor.color import lab_to_rgb, rgb_to_lab, rgb_to_lightness
 from letcolor.engines import DEFAULT_ENGINE, ENGINES
-from letcolor.hints import colour_ab, points_from_truth
+from letcolor.hints import MAX_POINTS, colour_ab, points_from_truth
 from letcolor.images import InvalidImageError, image_suffixes, load_image
 from letcolor.inference import Precision, Speedups
 from letcolor.model import NO_HINTS_MESSAGE, is_local_path
@@ -197,9 +197,12 @@ def prepare_outputs(args: argparse.Namespace) -> None:
     Image.init()
     if args.figure and args.figure.suffix.lower() not in Image.registered_extensions():
         raise OutputNotWritable(f"--figure {args.figure}: name it with an image extension, such as .png")
+    inputs = Path(args.images).resolve()
     for path in (args.output, args.figure):
         if path is None:
             continue
+        if path.is_file() and (path.resolve() == inputs or inputs in path.resolve().parents):
+            raise OutputNotWritable(f"{path}: a file of the inputs ({args.images}), which it would overwrite")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -210,12 +213,15 @@ def prepare_outputs(args: argparse.Namespace) -> None:
 
 def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None) -> dict:
     """The per-image scores of every method, their averages, the skipped inputs and the run's settings."""
+    if not all(0 <= count <= MAX_POINTS for count in args.hints):
+        raise InputNotFound(f"--hints: point counts must be from 0 to {MAX_POINTS}")
     speedups = None if args.fast else EXACT_SPEEDUPS
-    colorizer = Colorizer.from_pretrained(args.model, args.device, speedups=speedups, engine=args.engine)
+    try:
+        colorizer = Colorizer.from_pretrained(args.model, args.device, speedups=speedups, engine=args.engine)
+    except ValueError as error:  # a device that is not there, a model that is not valid
+        raise InputNotFound(str(error)) from error
     if any(args.hints) and not colorizer.takes_hints:
         raise InputNotFound(f"--hints: {NO_HINTS_MESSAGE}")
-    if any(count < 0 for count in args.hints):
-        raise InputNotFound("--hints: point counts must be 0 or more")
     source = ImageSource.parse(args.images, args.split)
     mean_ab, mean_ab_origin = baseline_mean_ab(args, source)
     rows, skipped = score_photos(colorizer, source, args, mean_ab, figure_rows if figure_rows is not None else [])
@@ -298,7 +304,7 @@ def image_column(features) -> str:
 
     columns = [name for name, feature in (features or {}).items() if isinstance(feature, ImageFeature)]
     if not columns:
-        raise ValueError("the dataset has no image column")
+        raise InputNotFound("the dataset has no image column")
     return columns[0]
 
 

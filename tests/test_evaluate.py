@@ -146,10 +146,20 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_run(photo_folder,
     (tmp_path / "taken").write_text("a file where a folder would be")
     code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "-o", tmp_path / "taken" / "r.json")
     assert code == 2 and "cannot create its folder" in capsys.readouterr().err
+    photo = next(path for path in sorted(photo_folder.iterdir()) if path.suffix == ".png")
+    before = photo.read_bytes()
+    for option in ("-o", "--figure"):  # the report or the figure written over a photo (a dataset's parquet too)
+        code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, option, photo)
+        assert code == 2 and f"{photo}: a file of the inputs ({photo_folder})" in capsys.readouterr().err
+    assert photo.read_bytes() == before
     with pytest.raises(SystemExit):
         run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--max-side", "4")
     assert "must be at least 8" in capsys.readouterr().err
     monkeypatch.undo()
+    code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--hints", "10001")  # was a traceback
+    assert code == 2 and "--hints: point counts must be from 0 to 10000" in capsys.readouterr().err
+    code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--device", "tpu")  # was a traceback
+    assert code == 2 and "unknown device 'tpu'" in capsys.readouterr().err
     code, report = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--no-ablation", "-o",
                                 tmp_path / "new" / "folder" / "report.json")  # fmt: skip
     assert code == 0 and report["per_image"]
