@@ -288,7 +288,8 @@ def checked_settings(args: argparse.Namespace, names: list[str]) -> list[tuple[i
     if unknown:
         raise ValueError(f"unknown configurations or engines {unknown}; known: {list(CONFIGURATIONS)}")
     sizes = [parse_size(text) for text in (args.sizes or (ENGINE_SIZES if args.engine else DEFAULT_SIZES)).split(",")]
-    if min(min(size) for size in sizes) < 1 or args.repeats < 1 or args.hints < 0 or (args.threads or 1) < 1:
+    threads = 1 if args.threads is None else args.threads
+    if min(min(size) for size in sizes) < 1 or args.repeats < 1 or args.hints < 0 or threads < 1:
         raise ValueError("--sizes must be at least 1x1, --repeats and --threads at least 1, --hints at least 0")
     if args.model and args.width:
         raise ValueError("--model or --width (random weights), not both")

@@ -351,6 +351,7 @@ def test_the_eccv16_comparison_prints_its_table(monkeypatch, capsys):
         (["--sizes", "10x"], "expected WIDTHxHEIGHT, got '10x'"),  # each of these was a traceback and exit 1
         (["--sizes", "0x0"], "--sizes must be at least 1x1"),
         (["--repeats", "0"], "--repeats and --threads at least 1"),
+        (["--threads", "0"], "--repeats and --threads at least 1"),  # ran, on the default threads
         (["--photo", "missing.jpg"], "missing.jpg"),
         (["--width", "0.5", "--model", "m"], "--model or --width"),
         (["--engine", "torch,tensorflow"], "unknown configurations or engines ['tensorflow']"),

@@ -825,6 +825,10 @@ def test_a_run_with_hints_that_nothing_reads_is_a_usage_error(scene_data, tmp_pa
         ("--dataset-weights", "inf"),
         ("--global-dropout", "2"),  # accepted
         ("--hints", "nan"),  # accepted
+        ("--chroma-weight", "nan"),  # diverged at the second step ("a lower --lr?")
+        ("--spread-weight", "-1"),  # accepted
+        ("--max-minutes", "0"),  # 0 and -1 trained a step; NaN was ignored
+        ("--max-minutes", "nan"),
     ],
 )
 def test_settings_out_of_range_are_usage_errors(scene_data, tmp_path, option, capsys):
@@ -867,6 +871,11 @@ def test_a_new_run_into_a_finished_runs_folder_is_refused(scene_data, tmp_path, 
     (tmp_path / "file").write_text("not a folder")
     assert run_main(monkeypatch, cli(scene_data, tmp_path / "file", *quick)) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+    # the run's files were written into the dataset, or into the model it started from
+    for output, extra in ((scene_data, ()), (tmp_path / "final" / "run", ("--init-from", str(tmp_path / "final")))):
+        assert run_main(monkeypatch, cli(scene_data, output, *quick, *extra)) == 2
+        assert f"--output {output}: inside an input" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "final").iterdir()) == ["README.md", "config.json", WEIGHTS_NAME]
 
 
 def test_weights_that_diverge_stop_the_run_and_are_never_saved(scene_data, tmp_path, monkeypatch, capsys):

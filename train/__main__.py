@@ -42,10 +42,19 @@ def at_least(least: int):
     return parse
 
 
-def learning_rate(text: str) -> float:
+def non_negative(text: str) -> float:
+    """A finite float of at least 0 (a learning rate of 0: a run that changes nothing, as tests of warm starts use);
+    NaN is refused here, not after the run's first steps."""
     value = float(text)
-    if not 0 <= value < math.inf:  # (0: a run that changes nothing, as tests of warm starts use)
+    if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value
 
 
@@ -109,7 +118,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--batch-size", type=at_least(1), default=128, help="per process (paper: 128)")
     model.add_argument("--steps", type=at_least(1), default=100_000, help="total optimizer steps (resume included)")
     model.add_argument("--optimizer", choices=sorted(DEFAULT_LR), default="adadelta")
-    model.add_argument("--lr", type=learning_rate, help="default: 1.0 for adadelta, 1e-3 for adamw")
+    model.add_argument("--lr", type=non_negative, help="default: 1.0 for adadelta, 1e-3 for adamw")
     model.add_argument(
         "--lr-schedule",
         choices=["constant", "linear"],
@@ -118,11 +127,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--alpha", type=fraction, default=1 / 300, help="weight of the scene cross-entropy")
     model.add_argument(
-        "--chroma-weight", type=float, default=0.0, help="weight of the per-image mean-chroma gap (0 = the paper)"
+        "--chroma-weight", type=non_negative, default=0.0, help="weight of the per-image mean-chroma gap (0: the paper)"
     )
     model.add_argument(
         "--spread-weight",
-        type=float,
+        type=non_negative,
         default=0.0,
         help="weight of the per-image gap in the spatial standard deviation of a and b (0 = off)",
     )
@@ -212,7 +221,7 @@ def add_hint_arguments(parser: argparse.ArgumentParser) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--output", required=True, help="run directory: metrics, grids, checkpoint, final model")
-    run.add_argument("--max-minutes", type=float, help="stop after this much training time (resume included)")
+    run.add_argument("--max-minutes", type=positive, help="stop after this much training time (resume included)")
     run.add_argument("--log-every", type=at_least(1), default=10)
     run.add_argument("--val-every", type=at_least(1), default=500)
     run.add_argument("--checkpoint-every", type=at_least(1), default=500)

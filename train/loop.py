@@ -193,7 +193,7 @@ class Trainer:
         self.precision = resolve_precision(args.precision, self.device)
         self.autocast = autocast_for(self.device, self.precision)
         self.output = Path(args.output)
-        check_output(self.output, args.resume)
+        check_output(self.output, args.resume, [*args.dataset, *([args.init_from] if args.init_from else [])])
         if context.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
         sources, names = self.labelled_sources()
@@ -600,11 +600,15 @@ def dataset_name(dataset: str) -> str:
     return dataset.rstrip("/").rsplit("/", 1)[-1]
 
 
-def check_output(output: Path, resume: bool) -> None:
-    """SetupError where --output is a file, or holds a run (a checkpoint or a final model) that a new run without
-    --resume would overwrite."""
+def check_output(output: Path, resume: bool, inputs: list[str]) -> None:
+    """SetupError where --output is a file, is or lies in a local input (a dataset, the --init-from model: the run's
+    files were written among them), or holds a run (a checkpoint or a final model) that a new run without --resume
+    would overwrite."""
     if output.exists() and not output.is_dir():
         raise SetupError(f"--output {output}: is a file, not a folder")
+    for folder in (Path(each).resolve() for each in inputs if Path(each).is_dir()):
+        if output.resolve() == folder or folder in output.resolve().parents:
+            raise SetupError(f"--output {output}: inside an input, {folder}; choose a folder of its own")
     if not resume and ((output / CHECKPOINT_NAME).is_file() or (output / "final").exists()):
         raise SetupError(f"--output {output} holds a run already: continue it with --resume, or choose another folder")
 
