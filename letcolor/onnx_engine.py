@@ -5,7 +5,7 @@ the local path on (N, 1, H, W) inputs with the scene vectors (and, for a model w
 the sigmoid ab at (N, 2, H/2, W/2); N, H and W are dynamic. A model with hints has a third: its local path without
 hint inputs, for photos without hints, which so skip the hint layers' work as they do in torch. They are exported
 once per model and kept in the cache (`letcolor.cache`), under the SHA-256 of the weights, the config and
-EXPORT_VERSION, with a manifest of the graphs' sizes written last (`_cached_graphs`).
+EXPORT_VERSION, with a manifest of the graphs' sizes and hashes written last (`_cached_graphs`).
 The engine takes and returns float32 torch tensors, as `letcolor.inference.InferenceNetwork` does.
 
 int8 (`int8=True`): every graph quantized statically by ONNX Runtime (QDQ, weights per channel), calibrated on the
@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import copy
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -137,21 +138,32 @@ def _cached_graphs(folder: Path, make: Callable[[Path], object]) -> Path:
 
 
 def _made(destination: Path, make: Callable[[Path], object]) -> Path:
-    """`make(destination)`, then the manifest of what it wrote (each graph's size), written last."""
+    """`make(destination)`, then the manifest of what it wrote (each graph's size and SHA-256), written last."""
     destination.mkdir(parents=True, exist_ok=True)
     make(destination)
-    sizes = {name: (destination / name).stat().st_size for name in graph_names(destination)}
-    (destination / MANIFEST).write_text(json.dumps(sizes))
+    graphs = {
+        name: [(destination / name).stat().st_size, _digest(destination / name)] for name in graph_names(destination)
+    }
+    (destination / MANIFEST).write_text(json.dumps(graphs))
     return destination
 
 
 def _whole(folder: Path) -> bool:
-    """Whether `folder` holds every graph its manifest names, at the size it names."""
+    """Whether `folder` holds the global and local graphs and every graph its manifest names, of the size and SHA-256
+    it names (a graph's size alone passed one zero-filled by a power cut, or overwritten)."""
     try:
-        sizes = json.loads((folder / MANIFEST).read_text())
-        return LOCAL_GRAPH in sizes and all((folder / name).stat().st_size == size for name, size in sizes.items())
-    except (OSError, ValueError, AttributeError):
+        graphs = json.loads((folder / MANIFEST).read_text())
+        if not {GLOBAL_GRAPH, LOCAL_GRAPH} <= graphs.keys():
+            return False
+        sized = all((folder / name).stat().st_size == size for name, (size, _) in graphs.items())
+        return sized and all(_digest(folder / name) == digest for name, (_, digest) in graphs.items())
+    except (OSError, ValueError, TypeError, AttributeError):
         return False
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _put(made: Path, folder: Path) -> None:

@@ -146,9 +146,22 @@ def _load_observers(observed: dict[str, nn.Module], path: Path) -> bool:
         return False
     if not all(value.isfinite().all() for value in kept.values() if value.is_floating_point()):
         return False  # (NaN ranges would quantize every photo to gray)
+    if not _as_calibrated(kept):
+        return False
     for name, run in observed.items():
         run.load_state_dict({key.removeprefix(f"{name}."): kept[key] for key in kept if key.startswith(f"{name}.")},
                             strict=False)  # fmt: skip
+    return True
+
+
+def _as_calibrated(kept: dict[str, torch.Tensor]) -> bool:
+    """Whether observer states are as a calibration leaves them: each range in order, each histogram of counts, not
+    empty (zeroed, a photo took 33 s and came out in other colours; negated, torch failed on the range)."""
+    for key, value in kept.items():
+        if key.endswith("min_val") and (value > kept[key.removesuffix("min_val") + "max_val"]).any():
+            return False
+        if key.endswith("histogram") and ((value < 0).any() or value.sum() <= 0):
+            return False
     return True
 
 

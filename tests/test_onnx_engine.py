@@ -1,9 +1,11 @@
 """The ONNX Runtime engine: export with dynamic sizes (and hint inputs), agreement with torch on real photos, the
 cache of exported graphs, a machine without onnxruntime, and --engine in the CLI and the app."""
 
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -150,6 +152,9 @@ def test_a_broken_entry_is_exported_again_and_stale_scratch_folders_are_swept(ca
         "truncated": lambda: (folder / "colorize.onnx").write_bytes(whole["colorize.onnx"][:5000]),
         "empty": lambda: (folder / "global.onnx").write_bytes(b""),
         "missing": lambda: (folder / "colorize.onnx").unlink(),
+        # of the right size but zero-filled (a power cut before the data reached the disk): trusted, an ONNX error
+        "zeroed": lambda: (folder / "colorize.onnx").write_bytes(bytes(len(whole["colorize.onnx"]))),
+        "unlisted": lambda: unlisted_global_graph(folder),
     }
     for damage in damages.values():
         damage()
@@ -158,6 +163,14 @@ def test_a_broken_entry_is_exported_again_and_stale_scratch_folders_are_swept(ca
         assert torch.equal(network.colorize(l, vectors), expected)
     assert not stale.exists() and fresh.exists()
     assert sorted(path.name for path in cache.iterdir()) == sorted([folder.name, fresh.name])
+
+
+def unlisted_global_graph(folder: Path) -> None:
+    """The global graph gone, and gone from the manifest too."""
+    manifest = json.loads((folder / onnx_engine.MANIFEST).read_text())
+    del manifest[onnx_engine.GLOBAL_GRAPH]
+    (folder / onnx_engine.MANIFEST).write_text(json.dumps(manifest))
+    (folder / onnx_engine.GLOBAL_GRAPH).unlink()
 
 
 def test_a_cache_that_cannot_be_written_gives_graphs_for_this_process_with_a_warning(tmp_path, monkeypatch):
