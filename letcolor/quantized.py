@@ -136,7 +136,7 @@ def _observer_state(observed: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
 
 def _load_observers(observed: dict[str, nn.Module], path: Path) -> bool:
     """Whether the observers took the state kept in `path`: not when there is none, or it is unreadable, not of
-    these runs, or not finite."""
+    these runs, not finite, or not as a calibration leaves it (`_as_calibrated`)."""
     try:
         kept = load_file(path)
     except (OSError, SafetensorError):
