@@ -612,6 +612,8 @@ class LetThereBeColor(
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "LetThereBeColor":
         """A saved model (local directory or Hub id). Raises InvalidModelError for anything that is not a valid
         letcolor model; a directory or Hub id that cannot be found raises the Hub's or the OS's error."""
+        if str(pretrained_model_name_or_path).startswith("~"):  # a shell leaves a quoted or --model=~/x unexpanded
+            pretrained_model_name_or_path = Path(pretrained_model_name_or_path).expanduser()
         directory = Path(pretrained_model_name_or_path)
         if directory.is_dir() and not (directory / CONFIG_NAME).is_file():
             raise InvalidModelError(f"{directory} has no {CONFIG_NAME}")

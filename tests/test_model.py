@@ -246,6 +246,15 @@ def test_a_config_wider_than_its_weights_is_refused_before_the_model_is_made(tin
     assert set(made) == {"meta"}  # the shapes were compared on a model of no memory
 
 
+def test_a_model_path_from_the_home_folder_is_expanded(tiny_model_dir, tmp_path, monkeypatch):
+    """`--model=~/models/x` reaches the program unexpanded: "~/models/x: no such model directory"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "x")
+    expected = LetThereBeColor.from_pretrained(tiny_model_dir).state_dict()
+    loaded = LetThereBeColor.from_pretrained("~/models/x").state_dict()
+    assert all(torch.equal(expected[name], tensor) for name, tensor in loaded.items())
+
+
 def test_a_folder_without_config_is_not_a_model(tiny_model_dir, tmp_path):
     model_dir = damaged_copy(tiny_model_dir, tmp_path / "model", {}, None)
     (model_dir / "config.json").unlink()
