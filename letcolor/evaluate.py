@@ -318,14 +318,21 @@ def dataset_label_names(name: str, split: str) -> tuple[str, ...]:
 
 def dataset_samples(name: str, split: str) -> Iterator[Sample]:
     """The split's rows, streamed, with images decoded here so that one bad image does not end the stream."""
+    import pyarrow
     from datasets import Image as ImageFeature
 
     dataset = stream_split(name, split)
     column = image_column(dataset.features)
     dataset = dataset.cast_column(column, ImageFeature(decode=False))
-    for index, row in enumerate(dataset):
-        encoded = row[column]
-        label = row.get("label")
+    rows = enumerate(dataset)
+    while True:
+        try:
+            index, row = next(rows)
+        except StopIteration:
+            return
+        except pyarrow.ArrowException as error:  # an empty parquet file: "BatchSize must be greater than 0"
+            raise InputNotFound(f"{name}: split {split!r} cannot be read ({error})") from error
+        encoded, label = row[column], row.get("label")
         yield load_sample(
             str(row.get("id", index)),
             encoded["bytes"] or Path(encoded["path"]),

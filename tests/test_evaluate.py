@@ -2,6 +2,7 @@
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +17,9 @@ from letcolor.color import rgb_to_lab
 from letcolor.model import LetThereBeColor
 
 MAX_SIDE = "128"
+
+
+EVERYDAY_CUT = Path(__file__).parent / "data" / "letcolor-everyday" / "data" / "validation-00000-of-00001.parquet"
 
 
 def run_evaluate(*argv) -> tuple[int, dict]:
@@ -122,6 +126,8 @@ def test_the_mean_ab_of_a_folder_can_come_from_a_dataset(photo_folder, tiny_mode
         ("photo.jpg", "photo.jpg: a file; give a folder of colour photos or a dataset"),
         ("notes", "notes: holds no image files, nor a dataset's data files"),  # "Bad split: validation ['train']"
         ("parquet", "not a folder of images, nor a dataset with a 'validation' split"),
+        ("no images", "the dataset has no image column"),  # these two were tracebacks (ValueError, ArrowInvalid)
+        ("empty", "split 'train' cannot be read (BatchSize must be greater than 0"),
     ],
 )
 def test_an_input_that_is_neither_a_folder_nor_a_dataset_is_a_usage_error(tmp_path, tiny_model_dir, capsys, name,
@@ -131,6 +137,11 @@ def test_an_input_that_is_neither_a_folder_nor_a_dataset_is_a_usage_error(tmp_pa
     (tmp_path / "notes" / "readme.txt").write_text("no photos here")
     (tmp_path / "parquet" / "data").mkdir(parents=True)
     pq.write_table(pa.table({"id": ["a"]}), tmp_path / "parquet" / "data" / "train-00000.parquet")  # no validation
+    for split in ("train", "validation"):
+        (tmp_path / "no images" / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": ["a"]}), tmp_path / "no images" / "data" / f"{split}-00000.parquet")
+        (tmp_path / "empty" / "data").mkdir(parents=True, exist_ok=True)  # one row group of no rows
+        pq.write_table(pq.read_table(EVERYDAY_CUT).slice(0, 0), tmp_path / "empty" / "data" / f"{split}-00000.parquet")
     code, _ = run_evaluate("--model", tiny_model_dir, "--images", tmp_path / name, "-o", tmp_path / "report.json")
     assert code == 2
     assert message in capsys.readouterr().err
