@@ -338,15 +338,20 @@ class ImagesDestination:
 
     def check_names(self, ids: list[str]) -> None:
         """ValueError where two ids could be written to the same file (photo.bmp -> photo.bmp.png, and photo.bmp.png
-        itself)."""
+        itself), or one id's file would be another's folder (a.png and a.png/b.png: every run failed on it)."""
         claimed = {}
         for row_id in ids:
             for output in {self.output(row_id, suffix) for suffix in self.SUFFIXES}:
                 if (other := claimed.setdefault(output, row_id)) != row_id:
-                    raise ValueError(
-                        f"{other} and {row_id} could both be written to {os.path.relpath(output, self.folder)}: "
-                        "rename one, or colorize into a parquet dataset (without --images)"
-                    )
+                    self._clash(other, row_id, f"could both be written to {os.path.relpath(output, self.folder)}")
+        for output, row_id in claimed.items():
+            for folder in PurePosixPath(os.path.relpath(output, self.folder)).parents:
+                if (other := claimed.get(os.path.join(self.folder, folder))) is not None:
+                    self._clash(other, row_id, f"clash: {folder} would be both a file and a folder")
+
+    @staticmethod
+    def _clash(first: str, second: str, how: str) -> None:
+        raise ValueError(f"{first} and {second} {how}: rename one, or colorize into a parquet dataset (not --images)")
 
     def commit(self, rows: dict) -> None:
         for row_id, image, suffix, error in zip(rows["id"], rows["image"], rows["suffix"], rows["error"], strict=True):
@@ -386,6 +391,20 @@ class Job:
     dry_run: bool = False
 
 
+def check_ids(ids: list[str], as_paths: bool) -> None:
+    """ValueError for an id given twice (both rows were colorized, and in a folder tree the second replaced the
+    first), and, where ids name files (--images, --hints), one that is empty, absolute or climbs out with ".." (a
+    parquet row's id ../x.png was written outside DST)."""
+    seen = set()
+    for row_id in ids:
+        if row_id in seen:
+            raise ValueError(f"the id {row_id!r} is given twice in SRC: give each photo an id of its own")
+        seen.add(row_id)
+        path = PurePosixPath(row_id)
+        if as_paths and (not row_id or path.is_absolute() or ".." in path.parts or "\\" in row_id):
+            raise ValueError(f"the id {row_id!r} cannot name a file inside DST (empty, absolute, or with '..')")
+
+
 def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     """Colorizes every photo of job.source that job.destination does not hold yet (see the module's docstring);
     ValueError for a bad SRC or DST, ImportError when Ray Data is not installed."""
@@ -399,6 +418,7 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     ids = source.ids()
     if not ids:
         raise ValueError(f"{job.source}: no photos there (image files, or rows of parquet files)")
+    check_ids(ids, as_paths=job.images or bool(job.hints))
     if job.images:
         destination.check_names(ids)
     done, recorded_errors = destination.progress(ids)

@@ -289,6 +289,31 @@ def test_a_destination_file_and_a_source_without_photos_are_refused_before_ray(t
     assert (tmp_path / "out.txt").read_text() == "a file" and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("ids", "images", "message"),
+    [
+        (["a", "../escape.png"], True, "the id '../escape.png' cannot name a file inside DST"),  # written outside DST
+        (["a", "/tmp/absolute.png"], True, "the id '/tmp/absolute.png' cannot name a file inside DST"),
+        (["a.png", "a.png/b.png"], True, "a.png and a.png/b.png clash: a.png would be both a file and a folder"),
+        (["dup", "dup"], False, "the id 'dup' is given twice in SRC"),  # both colorized, two rows for one id
+    ],
+)
+def test_parquet_ids_that_cannot_each_name_one_output_are_refused_before_ray(tmp_path, capsys, monkeypatch, ids,
+                                                                            images, message):  # fmt: skip
+    """A parquet row's id names its file under --images: ../escape.png was written outside DST, a.png/b.png failed
+    every run once a.png was written (FileExistsError), and a repeated id was colorized twice."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    png = io.BytesIO()
+    Image.new("L", (16, 16)).save(png, format="PNG")
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    rows = {"id": ids, "image": [{"bytes": png.getvalue(), "path": None}] * len(ids)}
+    pq.write_table(pa.table(rows), tmp_path / "src" / "data" / "train-00000.parquet")
+    argv = ["colorize-dataset", str(tmp_path / "src"), "-o", str(tmp_path / "out"), *(["--images"] if images else [])]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["src"]
+
+
 def test_ids_that_would_share_an_output_file_and_a_source_of_photos_and_parquet_are_refused_before_ray(
     tmp_path, capsys, monkeypatch
 ):
