@@ -401,7 +401,7 @@ def check_ids(ids: list[str], as_paths: bool) -> None:
             raise ValueError(f"the id {row_id!r} is given twice in SRC: give each photo an id of its own")
         seen.add(row_id)
         path = PurePosixPath(row_id)
-        if as_paths and (not row_id or path.is_absolute() or ".." in path.parts or "\\" in row_id):
+        if as_paths and (not row_id or path.is_absolute() or ".." in path.parts):
             raise ValueError(f"the id {row_id!r} cannot name a file inside DST (empty, absolute, or with '..')")
 
 
