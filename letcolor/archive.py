@@ -304,6 +304,26 @@ class ParquetDestination:
         self.shards += 1
 
 
+def _recorded_errors(path: str) -> set[str]:
+    """The ids in an errors.jsonl file; a line that a crash cut short is left out (that photo is done again), where
+    it stopped every later run with a JSON error."""
+    ids = set()
+    with contextlib.suppress(FileNotFoundError), open(path) as file:
+        for line in file:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                ids.add(json.loads(line)["id"])
+    return ids
+
+
+def _append_line(path: str, record: dict) -> None:
+    """Appends `record` as a JSON line; a last line that a crash cut short is ended first (or it would swallow this)."""
+    with open(path, "ab+") as file:  # (appends go to the end whatever the position read from)
+        end = file.seek(0, os.SEEK_END)
+        file.seek(max(end - 1, 0))
+        torn = end > 0 and file.read(1) != b"\n"
+        file.write(b"\n" * torn + json.dumps(record).encode() + b"\n")
+
+
 class ImagesDestination:
     """DST as a folder tree that mirrors SRC's: each photo at its id's path (a suffix added where the format written
     is not the name's: photo.tif -> photo.tif.png), written beside and renamed; errors appended to DST/errors.jsonl."""
@@ -324,10 +344,7 @@ class ImagesDestination:
             for name in names:
                 if name.endswith(TEMPORARY_SUFFIX):
                     os.remove(os.path.join(directory, name))
-        failed_ids = set()
-        if os.path.isfile(errors := os.path.join(self.folder, ERRORS_NAME)):
-            with open(errors) as file:
-                failed_ids = {json.loads(line)["id"] for line in file if line.strip()} & set(ids)
+        failed_ids = _recorded_errors(os.path.join(self.folder, ERRORS_NAME)) & set(ids)
         written = {row_id for row_id in ids if any(os.path.isfile(self.output(row_id, s)) for s in self.SUFFIXES)}
         return written | failed_ids, failed_ids
 
@@ -357,8 +374,7 @@ class ImagesDestination:
         for row_id, image, suffix, error in zip(rows["id"], rows["image"], rows["suffix"], rows["error"], strict=True):
             if error:
                 os.makedirs(self.folder, exist_ok=True)
-                with open(os.path.join(self.folder, ERRORS_NAME), "a") as file:
-                    file.write(json.dumps({"id": row_id, "error": error}) + "\n")
+                _append_line(os.path.join(self.folder, ERRORS_NAME), {"id": row_id, "error": error})
                 continue
             final = self.output(row_id, suffix)
             os.makedirs(os.path.dirname(final), exist_ok=True)

@@ -22,7 +22,7 @@ from conftest import EVERYDAY, EXAMPLES, ROOT
 from PIL import Image
 
 from letcolor import Colorizer, cli
-from letcolor.archive import ColorizeRows, Job, ParquetDestination, Source, read_files, rows_per_call
+from letcolor.archive import ColorizeRows, ImagesDestination, Job, ParquetDestination, Source, read_files, rows_per_call
 
 pytestmark = pytest.mark.slow
 
@@ -218,6 +218,16 @@ def test_a_folder_becomes_a_mirrored_tree_of_images_and_its_inputs_are_untouched
     assert {name: tree_digest(destination)[name] for name in unchanged if name != "errors.jsonl"} == {
         name: digest for name, digest in unchanged.items() if name != "errors.jsonl"
     }  # the others are not written again
+
+
+def test_an_errors_line_that_a_crash_cut_short_is_done_again_and_ended_before_the_next(tmp_path):
+    """A crash mid-append left '{"id": "tru': every later run stopped with a JSON error until it was edited."""
+    destination = ImagesDestination(str(tmp_path))
+    (tmp_path / "errors.jsonl").write_text('{"id": "a.png", "error": "not an image"}\n{"id": "tru')
+    done, failed = destination.progress(["a.png", "b.png", "truncated.png"])
+    assert done == failed == {"a.png"}
+    destination.commit({"id": ["b.png"], "image": [b""], "suffix": [".png"], "error": ["b.png: not an image"]})
+    assert destination.progress(["a.png", "b.png", "truncated.png"])[1] == {"a.png", "b.png"}
 
 
 def test_hints_per_photo_reach_the_colours(tmp_path):
