@@ -74,7 +74,7 @@ def load_image(source: ImageSource) -> Image.Image:
 def read_image(source: ImageSource) -> LoadedImage:
     """`load_image`'s image and its warnings: an animated or multi-page file gives its first frame and says so."""
     if isinstance(source, str | Path):
-        with _open_file(Path(source)) as image:
+        with _opened(Path(source), str(source)) as image:
             return _decoded(image, str(source))
     if isinstance(source, Image.Image):
         return _decoded(source, "the input image", owned=False)
@@ -85,29 +85,21 @@ def read_image(source: ImageSource) -> LoadedImage:
 
 def read_image_bytes(data: bytes, name: str) -> tuple[LoadedImage, str | None]:
     """`read_image` for an encoded image held in memory (`name` names it in errors), and its format ("PNG", ...)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
-            image = Image.open(io.BytesIO(data), formats=read_formats())
-    except UnidentifiedImageError as error:
-        raise InvalidImageError(f"{name}: {NOT_AN_IMAGE}") from error
-    except (*DECODING_ERRORS, Image.DecompressionBombError) as error:
-        raise InvalidImageError(f"{name}: not a readable image ({error})") from error
-    with image:
+    with _opened(io.BytesIO(data), name) as image:
         return _decoded(image, name), image.format
 
 
 def check_image_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     """Refuses a file that is not an image or declares more than `max_pixels` pixels (InvalidImageError), from its
     header alone: nothing is decoded."""
-    with _open_file(Path(path)) as image:
+    with _opened(Path(path), str(path)) as image:
         _check_size(image.size, str(path), max_pixels)
 
 
 def upright_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """The image file's (width, height) after its EXIF orientation, from its header (InvalidImageError as in
     `check_image_file`)."""
-    with _open_file(Path(path)) as image:
+    with _opened(Path(path), str(path)) as image:
         _check_size(image.size, str(path), max_pixels)
         turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a quarter turn
         return image.size[::-1] if turned else image.size
@@ -123,16 +115,16 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int = MAX_IMAGE_PI
         )
 
 
-def _open_file(path: Path) -> Image.Image:
+def _opened(source: Path | io.BytesIO, name: str) -> Image.Image:
     """Opens lazily: only the header is read, so the size is checked before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
-            return Image.open(path, formats=read_formats())
+            return Image.open(source, formats=read_formats())
     except UnidentifiedImageError as error:
-        raise InvalidImageError(f"{path}: {NOT_AN_IMAGE}") from error
+        raise InvalidImageError(f"{name}: {NOT_AN_IMAGE}") from error
     except (*DECODING_ERRORS, Image.DecompressionBombError) as error:
-        raise InvalidImageError(f"{path}: not a readable image ({error})") from error
+        raise InvalidImageError(f"{name}: not a readable image ({error})") from error
 
 
 def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
