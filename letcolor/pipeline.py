@@ -113,6 +113,8 @@ def load_model(name_or_path: str | Path | None = None) -> LetThereBeColor:
     """Loads a model from a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model.
     Raises ModelNotFoundError (nothing there) or InvalidModelError (something there, but not a valid model); both are
     ModelErrors."""
+    if isinstance(name_or_path, str) and not name_or_path.strip():  # not None: a name left empty by mistake
+        raise ModelNotFoundError(f"The model name is empty. {HOW_TO_PASS_A_MODEL}")
     bundled = BUNDLED_MODEL_DIR if BUNDLED_MODEL_DIR.is_dir() else None
     source = name_or_path or os.environ.get(MODEL_ENV_VAR) or bundled
     if source is None:

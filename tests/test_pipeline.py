@@ -559,6 +559,13 @@ def test_default_model_comes_from_the_environment_then_the_bundled_directory(tin
     assert Colorizer.from_pretrained().class_names == make_tiny_model().class_names
 
 
+def test_an_empty_model_name_is_an_error_not_the_default_model(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(pipeline, "BUNDLED_MODEL_DIR", tiny_model_dir)
+    for empty in ("", "  "):
+        with pytest.raises(ModelNotFoundError, match="model name is empty"):
+            Colorizer.from_pretrained(empty)
+
+
 def test_missing_directory_or_uncached_hub_model_offline_is_model_not_found(tmp_path, monkeypatch):
     with pytest.raises(ModelNotFoundError, match="--model"):
         Colorizer.from_pretrained(tmp_path / "no-such-model")
