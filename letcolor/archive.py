@@ -84,8 +84,21 @@ class Source:
         ids = []
         for path in self.parquet_files:
             with self.filesystem.open(path) as file:
-                ids += [str(value) for value in pq.read_table(file, columns=[self.id_column]).column(0).to_pylist()]
+                self.check_columns(path, pq.read_schema(file).names)
+                values = pq.read_table(file, columns=[self.id_column]).column(0).to_pylist()
+            if None in values:  # str() would make it the id "None"
+                row = values.index(None)
+                raise ValueError(f"{path}: row {row} has no {self.id_column} (null): give each photo one")
+            ids += [str(value) for value in values]
         return ids
+
+    def check_columns(self, path: str, names: list[str]) -> None:
+        missing = [name for name in (self.id_column, "image") if name not in names]
+        if missing:
+            raise ValueError(
+                f"{path}: no column {' nor '.join(map(repr, missing))} (it has {', '.join(names)}); a dataset needs an "
+                "image column and an id column (--id-column)"
+            )
 
     def relative(self, path: str) -> str:
         return str(PurePosixPath(path).relative_to(PurePosixPath(self.root)))

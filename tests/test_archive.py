@@ -306,6 +306,7 @@ def test_a_destination_file_and_a_source_without_photos_are_refused_before_ray(t
         (["a", "/tmp/absolute.png"], True, "the id '/tmp/absolute.png' cannot name a file inside DST"),
         (["a.png", "a.png/b.png"], True, "a.png and a.png/b.png clash: a.png would be both a file and a folder"),
         (["dup", "dup"], False, "the id 'dup' is given twice in SRC"),  # both colorized, two rows for one id
+        (["a", None], False, "row 1 has no id (null)"),  # became the id "None"
     ],
 )
 def test_parquet_ids_that_cannot_each_name_one_output_are_refused_before_ray(tmp_path, capsys, monkeypatch, ids,
@@ -322,6 +323,19 @@ def test_parquet_ids_that_cannot_each_name_one_output_are_refused_before_ray(tmp
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["src"]
+
+
+def test_a_dataset_without_its_id_or_image_column_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    """Both failed with Arrow's "No match for FieldRef.Name(id)" and a schema dump, the image column's only in Ray."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"name": ["a"]}), tmp_path / "src" / "data" / "train-00000.parquet")
+    argv = ["colorize-dataset", str(tmp_path / "src"), "-o", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    assert "no column 'id' nor 'image' (it has name)" in capsys.readouterr().err
+    assert cli.main([*argv, "--id-column", "name"]) == 2
+    assert "no column 'image' (it has name)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_ids_that_would_share_an_output_file_and_a_source_of_photos_and_parquet_are_refused_before_ray(
