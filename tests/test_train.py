@@ -376,6 +376,32 @@ assert all(torch.equal(loaded.state_dict()[k], v) for k, v in expected.state_dic
 
 
 @pytest.mark.slow
+def test_a_failed_push_says_so_and_resume_uploads_the_saved_model(scene_data, tmp_path):
+    """The push at the end of a run failed with a traceback, and --resume then said "nothing left to do" and exited 0
+    without uploading."""
+    command = [sys.executable, "-m", "train", *cli(scene_data, tmp_path / "run", "--steps", "2")]
+    command += ["--push-to-hub", "letcolor/run"]
+    env = {**subprocess_env(), "HF_TOKEN": "hf_test", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1"}
+    unreachable = {**env, "HF_ENDPOINT": "http://127.0.0.1:9"}
+    result = subprocess.run(command, env=unreachable, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "could not upload" in result.stderr and "--resume uploads it" in result.stderr
+    assert (tmp_path / "run" / "final" / WEIGHTS_NAME).is_file()
+    with FakeHub() as hub:
+        again = {**env, "HF_ENDPOINT": hub.endpoint}
+        result = subprocess.run([*command, "--resume"], env=again, cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert sorted(hub.state.repos["letcolor/run"]) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_a_bad_hub_repo_id_is_refused_before_training(scene_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:  # it failed after the whole run, with a traceback
+        parse_args(cli(scene_data, tmp_path / "run", "--push-to-hub", "me/not valid!"))
+    assert exit_status.value.code == 2 and "--push-to-hub: Repo id must use alphanumeric" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
 def test_bench_prints_the_table(scene_data):
     command = [sys.executable, "-m", "train.bench", "--dataset", str(scene_data), "--width", "0.125"]
     command += ["--batch-size", "4", "--steps", "1", "--warmup", "0", "--workers", "0"]

@@ -10,6 +10,7 @@ from fractions import Fraction
 from letcolor.model import ModelError
 from train.checkpoint import CheckpointError
 from train.data import MIN_CHROMA_STD, DataError
+from train.hub import PushError, repo_id
 from train.loop import DEFAULT_LR, DivergedError, SetupError, train
 from train.losses import DEFAULT_PSNR_FLOOR
 
@@ -227,7 +228,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--checkpoint-every", type=at_least(1), default=500)
     run.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.safetensors")
     run.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    run.add_argument("--push-to-hub", metavar="REPO", help="upload OUTPUT/final to this Hub model repo at the end")
+    run.add_argument(
+        "--push-to-hub", type=repo_id, metavar="REPO", help="upload OUTPUT/final to this Hub model repo at the end"
+    )
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -250,13 +253,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def main() -> int:
     """Runs training; a bad checkpoint, model, dataset or setting is one line on stderr and exit code 2, weights
-    that diverged exit code 1."""
+    that diverged or an upload that failed exit code 1."""
     try:
         train(parse_args())
     except (CheckpointError, ModelError, SetupError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except DivergedError as error:
+    except (DivergedError, PushError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -24,7 +24,7 @@ from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint
 from train.data import DataError, Source, StreamSpec, source_class_names, train_loader, validation_images
 from train.distributed import Distributed, any_rank, gather_objects, init_distributed, mean_over_ranks, shutdown
-from train.hub import push_to_hub
+from train.hub import PushError, push_to_hub
 from train.losses import ColourRarity, ab_histogram, colorization_losses, lab_batch
 from train.monitor import MetricsLog
 from train.validate import mean_metrics, save_grid, validate
@@ -382,6 +382,8 @@ class Trainer:
             self.print(f"the run finished at step {self.step}: nothing left to do (raise --steps to train on)")
             if self.context.is_main and not (self.output / "final" / WEIGHTS_NAME).is_file():
                 self.save_final()
+            elif self.context.is_main:
+                self.publish(self.output / "final")  # an upload that failed at the end of the run, again
             return
         validation_sets = self.load_validation()
         with StopRequest() as stop:
@@ -590,9 +592,18 @@ class Trainer:
         (directory / "README.md").write_text(card)
         self.log.close()
         self.print(f"saved the model to {directory}")
-        if self.args.push_to_hub:
+        self.publish(directory)
+
+    def publish(self, directory: Path) -> None:
+        """Upload the final model where --push-to-hub asks; a PushError says how to try again."""
+        if not self.args.push_to_hub:
+            return
+        try:
             url = push_to_hub(directory, self.args.push_to_hub)
-            self.print(f"pushed the model to {url}")
+        except PushError as error:
+            again = "the same command with --resume uploads it"
+            raise PushError(f"{error}\nthe model is saved in {directory}: {again}") from error
+        self.print(f"pushed the model to {url}")
 
 
 def dataset_name(dataset: str) -> str:
