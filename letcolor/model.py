@@ -501,6 +501,19 @@ def mix_global(null: torch.Tensor, features: torch.Tensor, use_global: bool, str
     return null + strength * (features - null)
 
 
+HUB_LOADING_OPTIONS = {"force_download", "token", "cache_dir", "local_files_only", "revision", "map_location", "strict"}
+
+
+def check_loading_options(options: dict, config_names) -> None:
+    """TypeError or ValueError for `from_pretrained` options that it does not take (they failed inside the model's
+    constructor, reported as an invalid model) or that it cannot honour."""
+    unknown = set(options) - HUB_LOADING_OPTIONS - set(config_names)
+    if unknown:
+        raise TypeError(f"from_pretrained() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    if options.get("strict", True) is not True:
+        raise ValueError("from_pretrained(strict=False) is not supported: letcolor's weights are loaded strictly")
+
+
 def is_local_path(name: str) -> bool:
     """Whether a model's name can only be a path (absolute, ./ or ../, ~, a trailing slash, more than one slash), never
     a Hub id (owner/name)."""
@@ -612,8 +625,12 @@ class LetThereBeColor(
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "LetThereBeColor":
         """A saved model (local directory or Hub id). Raises InvalidModelError for anything that is not a valid
         letcolor model; a directory or Hub id that cannot be found raises the Hub's or the OS's error."""
+        check_loading_options(kwargs, cls._hub_mixin_init_parameters)
         if str(pretrained_model_name_or_path).startswith("~"):  # a shell leaves a quoted or --model=~/x unexpanded
-            pretrained_model_name_or_path = Path(pretrained_model_name_or_path).expanduser()
+            try:
+                pretrained_model_name_or_path = Path(pretrained_model_name_or_path).expanduser()
+            except RuntimeError as error:  # ~user of no such user
+                raise FileNotFoundError(f"{pretrained_model_name_or_path}: {error}") from error
         directory = Path(pretrained_model_name_or_path)
         if directory.is_dir() and not (directory / CONFIG_NAME).is_file():
             raise InvalidModelError(f"{directory} has no {CONFIG_NAME}")
@@ -642,6 +659,7 @@ class LetThereBeColor(
         local_files_only: bool,
         token: str | bool | None,
         map_location: str = "cpu",
+        strict: bool = True,  # always: check_loading_options refuses False
         config: dict | None = None,
         **model_kwargs,
     ) -> "LetThereBeColor":
@@ -663,9 +681,11 @@ class LetThereBeColor(
                 token=token,
                 local_files_only=local_files_only,
             )
+        if config is None:  # the mixin goes on without one that the Hub does not have (a directory's is checked first)
+            raise InvalidModelError(f"{model_id} has no {CONFIG_NAME} (or it could not be fetched)")
         with torch.device("meta"):  # shapes only: a config that does not fit the weights allocates nothing
             check_stored_tensors(cls(**model_kwargs), str(weights))
         model = cls(**model_kwargs)
-        load_model(model, str(weights), strict=True, device=map_location)
+        load_model(model, str(weights), strict=True)
         check_values(model)
-        return model.eval()
+        return model.to(map_location).eval()

@@ -1,12 +1,16 @@
 """The network: its layer list (paper Table 1), shapes for odd sizes, the fusion layer, and safetensors round trips."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from fake_hub import FakeHub
 from safetensors.torch import load, load_file, save, save_file
 
 from letcolor import Colorizer, ModelError
@@ -260,3 +264,36 @@ def test_a_folder_without_config_is_not_a_model(tiny_model_dir, tmp_path):
     (model_dir / "config.json").unlink()
     with pytest.raises(InvalidModelError, match="no config.json"):
         LetThereBeColor.from_pretrained(model_dir)
+
+
+def test_a_hub_repo_without_config_is_not_a_model(tiny_model_dir, tmp_path):
+    """The mixin went on without the config that the Hub did not have: "the weights do not fit config.json", or,
+    for weights of the default shapes, a model loaded with default settings."""
+    load = "from letcolor.model import LetThereBeColor\nLetThereBeColor.from_pretrained('letcolor/weights-only')"
+    with FakeHub() as hub:
+        hub.state.repos["letcolor/weights-only"] = {
+            "model.safetensors": (tiny_model_dir / "model.safetensors").read_bytes()
+        }
+        hub.state.commits["letcolor/weights-only"] = "0" * 40
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path), "HF_HUB_DISABLE_XET": "1"}
+        result = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True, text=True, timeout=120)
+    assert (
+        "InvalidModelError: letcolor/weights-only: not a valid letcolor model: letcolor/weights-only has no config.json"
+        in result.stderr
+    )
+
+
+def test_loading_options_that_cannot_be_honoured_are_the_callers_errors_not_an_invalid_model(tiny_model_dir):
+    """Each was reported as "not a valid letcolor model" (the model's constructor got them), and map_location was
+    ignored: the model stayed on the CPU."""
+    with pytest.raises(TypeError, match="unexpected keyword arguments: device"):
+        LetThereBeColor.from_pretrained(tiny_model_dir, device="cpu")
+    with pytest.raises(ValueError, match="strict=False"):
+        LetThereBeColor.from_pretrained(tiny_model_dir, strict=False)
+    model = LetThereBeColor.from_pretrained(tiny_model_dir, map_location="meta", strict=True)
+    assert {parameter.device.type for parameter in model.parameters()} == {"meta"}
+
+
+def test_a_home_folder_of_no_user_is_a_missing_model(monkeypatch):
+    with pytest.raises(FileNotFoundError, match="~no-such-user-1234/model"):  # a RuntimeError from expanduser
+        LetThereBeColor.from_pretrained("~no-such-user-1234/model")
