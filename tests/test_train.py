@@ -928,6 +928,9 @@ def test_a_resume_with_another_optimizer_or_datasets_is_refused(scene_data, ever
         capsys.readouterr()
         assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--steps", "2", "--resume", *changed)) == 2
         assert message in capsys.readouterr().err
+    capsys.readouterr()  # other settings may change (a lower --lr to finish), but not in silence
+    assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--steps", "2", "--resume", "--lr", "0.25")) == 0
+    assert "settings changed since the checkpoint: --lr 1.0 -> 0.25\n" in capsys.readouterr().out
 
 
 def test_two_datasets_of_the_same_name_are_both_validated(scene_data, tmp_path):

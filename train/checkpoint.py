@@ -99,12 +99,16 @@ def save_checkpoint(
 
 
 RESUMED_AS_SAVED = ("optimizer", "dataset", "hint_layer_lr")  # what a resumed run must repeat: its state holds them
+# what a resumed run may change without a word: how long it runs, what it logs and writes
+RUN_CONTROLS = {"resume", "steps", "max_minutes", "log_every", "val_every", "checkpoint_every", "workers", "save_dtype"}
 
 
-def check_resumable(path: Path, args) -> None:
+def check_resumable(path: Path, args) -> list[str]:
     """CheckpointError where the run's RESUMED_AS_SAVED settings differ from those the checkpoint was made with
     (another optimizer's state crashed the first step; another dataset count, the data stream; another hint-layer
-    multiplier was silently replaced by the saved one)."""
+    multiplier was silently replaced by the saved one). Returns the other settings that differ, beyond RUN_CONTROLS,
+    --push-to-hub and the command line itself, as "--name SAVED -> NOW": allowed (a lower --lr to finish a run),
+    but no longer the uninterrupted run that the model card's command describes."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as file:
             saved = json.loads((file.metadata() or {})[STATE_KEY]).get("args", {})
@@ -114,6 +118,9 @@ def check_resumable(path: Path, args) -> None:
     if changed:
         made = ", ".join(f"--{name.replace('_', '-')} {saved[name]}" for name in changed)
         raise CheckpointError(f"cannot resume from {path}: it was made with {made}; resume with the same")
+    now = json.loads(json.dumps(vars(args)))  # as the checkpoint holds them: tuples as lists
+    others = sorted(set(saved) & set(now) - RUN_CONTROLS - {"push_to_hub", "command", "output"})
+    return [f"--{name.replace('_', '-')} {saved[name]} -> {now[name]}" for name in others if saved[name] != now[name]]
 
 
 def load_checkpoint(

@@ -291,7 +291,9 @@ class Trainer:
         if not path.is_file():
             self.print(f"--resume: no {path} yet, starting from step 0")
             return
-        check_resumable(path, self.args)
+        changed = check_resumable(path, self.args)
+        if changed:
+            self.print(f"--resume: settings changed since the checkpoint: {', '.join(changed)}")
         saved = load_checkpoint(path, self.model, self.optimizer, self.scaler, self.average)
         self.step, self.wall_seconds = saved["step"], saved["wall_seconds"]
         if self.average and "average_updates" in saved:
