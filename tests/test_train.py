@@ -4,6 +4,7 @@ import io
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from train_data import VALIDATION_ROWS, make_scene_dataset
 from letcolor.color import AB_RANGE
 from letcolor.model import WEIGHTS_NAME, InvalidModelError, LetThereBeColor
 from letcolor.pipeline import load_model
-from train import loop
+from train import data, loop
 from train.__main__ import parse_args
 from train.average import WeightAverage
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
@@ -462,6 +463,40 @@ def test_a_dataset_without_labels_trains_colour_only(scene_data, everyday_data, 
     assert trainer.model.class_names == [] and trainer.model.num_classes == 1
     labels = torch.cat([batch.labels for batch in itertools.islice(TrainBatches(trainer.train_spec, 8), 4)])
     assert set(labels.tolist()) == {-1}
+
+
+def test_a_label_that_its_classlabel_does_not_name_is_no_label():
+    """Label 99 of a ClassLabel of 2 names crashed the run mid-way with an IndexError (exit 1: "diverged")."""
+    source = Source("x", class_ids=[0, 1])
+    assert [model_label({"label": label}, source) for label in (0, 1, 2, 99, -1, None)] == [0, 1, -1, -1, -1, -1]
+
+
+def test_a_thin_strip_is_cut_to_a_bounded_shape_before_it_is_resized(monkeypatch):
+    """A 2x4000 strip was resized whole to 256x512000 (0.5 GB, 6.5 s) for one 224 crop."""
+    resized = []
+    resize = data.resize_shorter_side
+    monkeypatch.setattr(
+        data, "resize_shorter_side", lambda image, side: resized.append(image.size) or resize(image, side)
+    )
+    strip = Image.fromarray(np.random.default_rng(0).integers(0, 256, (4000, 2, 3), dtype=np.uint8))
+    for image in (strip, strip.transpose(Image.Transpose.TRANSPOSE)):
+        assert data.random_crop(image, random.Random(0)).size == data.center_crop(image).size == (224, 224)
+    assert resized and all(max(size) <= data.MAX_ASPECT * min(size) for size in resized)
+
+
+def test_a_folder_of_images_trains_as_datasets_reads_it(tmp_path):
+    """Rows of a folder of images name their files (no bytes): every photo was skipped as an "empty image"."""
+    for split, count in (("train", 4), ("validation", 2)):
+        for number, name in enumerate(["coffee.png", "chelsea.png", "astronaut.png", "coffee.png"][:count]):
+            kind = ("cats", "mugs")[number % 2]
+            (tmp_path / "folder" / split / kind).mkdir(parents=True, exist_ok=True)
+            Image.open(EXAMPLES / name).convert("RGB").resize((96, 64)).save(
+                tmp_path / "folder" / split / kind / f"{number}.jpg"
+            )
+    quick = ("--steps", "1", "--precise-bn-batches", "0", "--workers", "0", "--val-images", "2")
+    train(parse_args(cli(tmp_path / "folder", tmp_path / "run", *quick)))
+    assert metrics(tmp_path / "run", "validation")[-1]["images"] == 2
+    assert LetThereBeColor.from_pretrained(tmp_path / "run" / "final").class_names == ["cats", "mugs"]
 
 
 @pytest.mark.slow

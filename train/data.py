@@ -5,6 +5,7 @@ import contextlib
 import io
 import random
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from datasets import ClassLabel, Image, IterableDataset, load_dataset
 from datasets import config as datasets_config
 from datasets.distributed import split_dataset_by_node
+from datasets.utils.file_utils import xopen
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
@@ -23,6 +25,8 @@ SHUFFLE_BUFFER = 1000
 # tint) is skipped. A colour photo of a gray street or a gray car is such a photo too: --min-chroma-std sets it.
 THUMBNAIL_SIDE = 32
 MIN_CHROMA_STD = 3.0
+MAX_ASPECT = 4  # longer side over shorter side, beyond which a photo is cut before it is resized (`within_aspect`)
+MAX_IMAGE_FILE_BYTES = 256 << 20  # an image that a row names by its path: read whole, so bounded
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, PILImage.DecompressionBombError)
 
 
@@ -87,9 +91,10 @@ def open_stream(spec: StreamSpec, source: Source) -> IterableDataset:
 
 
 def model_label(example: dict, source: Source) -> int:
-    """The row's class among the model's class names (via the source's `class_ids`), -1 where it has none."""
+    """The row's class among the model's class names (via the source's `class_ids`), -1 where it has none or one
+    that its ClassLabel does not name (a corrupt row: it crashed the run mid-way with an IndexError)."""
     label = example.get(source.label_column) if source.label_column else None
-    if label is None or label < 0:
+    if label is None or label < 0 or (source.class_ids is not None and label >= len(source.class_ids)):
         return -1
     return source.class_ids[label] if source.class_ids else int(label)
 
@@ -102,8 +107,14 @@ def source_class_names(source: Source, split: str) -> list[str]:
 
 
 def decode_image(cell: dict | None) -> PILImage.Image:
-    """An RGB image from an undecoded `Image` cell; raises one of DECODE_ERRORS for anything unusable."""
-    data = (cell or {}).get("bytes")
+    """An RGB image from an undecoded `Image` cell, its bytes or the file its path names (a folder of images, as
+    `datasets` reads one); raises one of DECODE_ERRORS for anything unusable."""
+    data, path = (cell or {}).get("bytes"), (cell or {}).get("path")
+    if not data and path:
+        with xopen(path, "rb") as file:  # local, or remote as datasets streams it
+            data = file.read(MAX_IMAGE_FILE_BYTES + 1)
+        if len(data) > MAX_IMAGE_FILE_BYTES:
+            raise ValueError(f"{path}: over {MAX_IMAGE_FILE_BYTES >> 20} MB")
     if not data:
         raise ValueError("empty image")
     with PILImage.open(io.BytesIO(data)) as image:
@@ -118,6 +129,18 @@ def is_colourful(image: PILImage.Image, min_chroma_std: float = MIN_CHROMA_STD) 
     return float(chroma.reshape(-1, 2).std(axis=0).max()) >= min_chroma_std
 
 
+def within_aspect(image: PILImage.Image, position: Callable[[], float]) -> PILImage.Image:
+    """The image cut along its longer side to at most MAX_ASPECT times its shorter side, at `position()` (in [0, 1])
+    of the room left: resized whole, a 2x4000 strip became 256x512000 (0.5 GB, 6.5 s) for one 224 crop."""
+    limit = MAX_ASPECT * min(image.size)
+    if max(image.size) <= limit:
+        return image
+    start = round((max(image.size) - limit) * position())
+    if image.width > image.height:
+        return image.crop((start, 0, start + limit, image.height))
+    return image.crop((0, start, image.width, start + limit))
+
+
 def resize_shorter_side(image: PILImage.Image, side: int) -> PILImage.Image:
     scale = side / min(image.size)
     size = (max(side, round(image.width * scale)), max(side, round(image.height * scale)))
@@ -126,14 +149,14 @@ def resize_shorter_side(image: PILImage.Image, side: int) -> PILImage.Image:
 
 def random_crop(image: PILImage.Image, rng: random.Random) -> PILImage.Image:
     """Paper 3.4 augmentation: resize (shorter side 256), a random 224 crop, a horizontal flip half the time."""
-    image = resize_shorter_side(image, RESIZE_SIDE)
+    image = resize_shorter_side(within_aspect(image, rng.random), RESIZE_SIDE)
     left, top = rng.randint(0, image.width - CROP_SIZE), rng.randint(0, image.height - CROP_SIZE)
     image = image.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
     return image.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
 
 
 def center_crop(image: PILImage.Image) -> PILImage.Image:
-    image = resize_shorter_side(image, RESIZE_SIDE)
+    image = resize_shorter_side(within_aspect(image, lambda: 0.5), RESIZE_SIDE)
     left, top = (image.width - CROP_SIZE) // 2, (image.height - CROP_SIZE) // 2
     return image.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
 
