@@ -6,7 +6,7 @@ sent a few tens of MB (an accelerator reached by copying the working tree).
 Train rows (the first --train-rows, or all) are re-encoded as WebP at a shorter side of at most --side and written
 as --shards parquet files; the first --val-rows validation rows are copied unchanged, so that validation on the
 copy measures the same photos as on the original. Columns, features (label names) and README.md are kept; train
-photos that cannot be decoded are left out (and counted). Nothing is written until every photo is encoded.
+photos that cannot be decoded or encoded are left out (and counted). Nothing is written until every photo is encoded.
 """
 
 import argparse
@@ -20,22 +20,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from train.data import DECODE_ERRORS
+from train.data import DECODE_ERRORS, within_aspect
 
 
 def reencoded(data: bytes | None, side: int, quality: int) -> bytes | None:
-    """The photo as WebP, its shorter side at most `side` px; None if it cannot be decoded."""
+    """The photo as WebP, its shorter side at most `side` px and cut to the shape that training takes
+    (`within_aspect`, centred: WebP holds at most 16383 px a side); None if it cannot be decoded or encoded."""
     try:
         with Image.open(io.BytesIO(data or b"")) as image:
-            image = image.convert("RGB")
+            image = within_aspect(image.convert("RGB"), lambda: 0.5)
+        scale = side / min(image.size)
+        if scale < 1:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        output = io.BytesIO()
+        image.save(output, "WEBP", quality=quality, method=4)
     except DECODE_ERRORS:
         return None
-    scale = side / min(image.size)
-    if scale < 1:
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS)
-    output = io.BytesIO()
-    image.save(output, "WEBP", quality=quality, method=4)
     return output.getvalue()
 
 
@@ -99,7 +100,7 @@ def main() -> None:
     size = sum(path.stat().st_size for path in (args.destination / "data").iterdir())
     left_out = len(images) - len(decoded)
     print(f"{args.destination}: {len(train)} train rows in {shards} shards, {size / 1e6:.1f} MB in all; "
-          f"{left_out} photos that could not be decoded left out")  # fmt: skip
+          f"{left_out} photos that could not be decoded or encoded left out")  # fmt: skip
 
 
 if __name__ == "__main__":
