@@ -32,7 +32,9 @@ from letcolor.pipeline import load_model
 from train import data, loop
 from train.__main__ import parse_args
 from train.average import WeightAverage
+from train.card import hints_line
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
+from train.compact import reencoded
 from train.data import (
     Source,
     SourceEpochs,
@@ -465,6 +467,15 @@ def test_a_dataset_without_labels_trains_colour_only(scene_data, everyday_data, 
     assert set(labels.tolist()) == {-1}
 
 
+def test_the_cards_hints_line_names_the_hint_layers_that_the_run_has(scene_data, tmp_path):
+    """It named the hint convolution even for a run without one (--no-hint-conv)."""
+    args = parse_args(cli(scene_data, tmp_path, "--hints", "5", "--hint-propagation", "--no-hint-conv"))
+    assert hints_line(args).endswith("none on 25% of images, the hint propagation at 1x the learning rate")
+    args = parse_args(cli(scene_data, tmp_path, "--hints", "5", "--hint-propagation"))
+    assert "the hint convolution and propagation at 1x" in hints_line(args)
+    assert hints_line(parse_args(cli(scene_data, tmp_path))) == "no colour hints"
+
+
 def test_a_label_that_its_classlabel_does_not_name_is_no_label():
     """Label 99 of a ClassLabel of 2 names crashed the run mid-way with an IndexError (exit 1: "diverged")."""
     source = Source("x", class_ids=[0, 1])
@@ -793,9 +804,21 @@ def test_compact_copy_reencodes_train_photos_and_keeps_labels_and_validation(eve
     assert again.returncode != 0 and "exists" in again.stderr
 
 
+def test_compact_copy_keeps_a_panorama_longer_than_webp_holds():
+    """A 100x20000 panorama (its shorter side under --side: not resized) failed the whole copy: WebP "encoding error
+    5" (16383 px a side at most)."""
+    png = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 20000, 3), dtype=np.uint8)).save(png, "PNG")
+    with Image.open(io.BytesIO(reencoded(png.getvalue(), side=160, quality=65))) as copy:
+        assert copy.size == (400, 100)  # cut to the 4:1 that training takes
+
+
 def test_compact_copy_leaves_out_undecodable_photos_and_writes_nothing_for_a_wrong_source(corrupt_scene_data, tmp_path):
     made = compact(corrupt_scene_data, tmp_path / "compact", "--side", "64", "--shards", "40")
-    assert made.returncode == 0 and f"{len(CORRUPT_ROWS)} photos that could not be decoded left out" in made.stdout
+    assert (
+        made.returncode == 0
+        and f"{len(CORRUPT_ROWS)} photos that could not be decoded or encoded left out" in made.stdout
+    )
     shards = [pq.read_metadata(path).num_rows for path in (tmp_path / "compact" / "data").glob("train-*.parquet")]
     assert sum(shards) == 2 * 24 - len(CORRUPT_ROWS) and len(shards) == 40 and min(shards) >= 1  # none empty
 
@@ -966,6 +989,81 @@ def test_a_resume_with_another_optimizer_or_datasets_is_refused(scene_data, ever
     capsys.readouterr()  # other settings may change (a lower --lr to finish), but not in silence
     assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--steps", "2", "--resume", "--lr", "0.25")) == 0
     assert "settings changed since the checkpoint: --lr 1.0 -> 0.25\n" in capsys.readouterr().out
+
+
+QUICK = ("--precise-bn-batches", "0", "--workers", "0", "--val-images", "4")
+
+
+def test_resume_never_trains_over_a_finished_model_nor_logs_redone_steps_twice(scene_data, tmp_path, monkeypatch,
+                                                                                capsys):  # fmt: skip
+    """With final/ but no checkpoint, --resume trained from scratch over the finished model; a run stopped before
+    its first checkpoint, then resumed, logged its first steps twice."""
+    (tmp_path / "final").mkdir()
+    assert run_main(monkeypatch, cli(scene_data, tmp_path, *QUICK, "--steps", "1", "--resume")) == 2
+    assert "holds a finished model but no checkpoint.safetensors" in capsys.readouterr().err
+    assert not any((tmp_path / "final").iterdir())
+    (tmp_path / "final").rmdir()
+    log = loop.MetricsLog(tmp_path)
+    for step in (1, 2, 3):  # a run killed before its first checkpoint
+        log.write("train", step, {"loss": 1.0})
+    log.close()
+    train(parse_args(cli(scene_data, tmp_path, *QUICK, "--steps", "2", "--resume")))
+    assert [record["step"] for record in metrics(tmp_path, "train")] == [1, 2]
+
+
+def test_a_resume_whose_time_is_spent_has_nothing_left_to_do(scene_data, tmp_path):
+    """Each --resume with the same --max-minutes trained one more step and saved final/ again."""
+    options = (*QUICK, "--steps", "4", "--max-minutes", "1e-9")
+    train(parse_args(cli(scene_data, tmp_path, *options)))
+    weights = (tmp_path / "final" / WEIGHTS_NAME).read_bytes()
+    train(parse_args(cli(scene_data, tmp_path, *options, "--resume")))
+    assert checkpoint_state(tmp_path)["step"] == 1
+    assert (tmp_path / "final" / WEIGHTS_NAME).read_bytes() == weights
+
+
+def test_a_final_model_cut_short_leaves_no_final_folder(scene_data, tmp_path, monkeypatch):
+    """final/ was written in place: a run killed mid-write left a final/ that --resume took for finished."""
+
+    def killed(model, directory, **_):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LetThereBeColor, "save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(parse_args(cli(scene_data, tmp_path, *QUICK, "--steps", "1")))
+    assert not (tmp_path / "final").exists()
+    monkeypatch.undo()
+    train(parse_args(cli(scene_data, tmp_path, *QUICK, "--steps", "1", "--resume")))
+    assert LetThereBeColor.from_pretrained(tmp_path / "final").class_names
+
+
+def test_resume_in_fp16_from_a_run_without_it(scene_data, tmp_path):
+    """The checkpoint's empty GradScaler state failed: "The source state dict is empty"."""
+    train(parse_args(cli(scene_data, tmp_path, *QUICK, "--steps", "1", "--precision", "fp32")))
+    train(parse_args(cli(scene_data, tmp_path, *QUICK, "--steps", "2", "--precision", "fp16", "--resume")))
+    assert checkpoint_state(tmp_path)["step"] == 2
+
+
+def test_an_init_from_model_that_is_not_there_is_one_line_in_trains_terms(scene_data, tmp_path, monkeypatch, capsys):
+    """The message told to pass --model or set LETCOLOR_MODEL: inference's advice, not train's."""
+    missing = str(tmp_path / "no-such-model")
+    assert run_main(monkeypatch, cli(scene_data, tmp_path / "run", *QUICK, "--init-from", missing)) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --init-from: Cannot load the model {missing!r}") and "--model" not in error
+
+
+def test_a_labelled_model_warm_starts_a_colour_only_run_and_keeps_its_classes(scene_data, tiny_model_dir, tmp_path):
+    """Refused both ways: a model's classes had to be the run's first ones, and a colour-only run has none."""
+    options = (*QUICK, "--steps", "1", "--init-from", str(tiny_model_dir), "--label-column", "")
+    train(parse_args(cli(scene_data, tmp_path / "colour", *options)))
+    saved = LetThereBeColor.from_pretrained(tmp_path / "colour" / "final")
+    assert saved.class_names == LetThereBeColor.from_pretrained(tiny_model_dir).class_names
+    unnamed = tmp_path / "unnamed"  # a colour-only model of one unnamed class, into a labelled run
+    LetThereBeColor(num_classes=1, class_names=[], width=0.125).save_pretrained(unnamed)
+    train(parse_args(cli(scene_data, tmp_path / "labelled", *QUICK, "--steps", "1", "--init-from", str(unnamed))))
+    scene_names = source_class_names(Source(str(scene_data)), "train")
+    assert LetThereBeColor.from_pretrained(tmp_path / "labelled" / "final").class_names == scene_names
 
 
 def test_two_datasets_of_the_same_name_are_both_validated(scene_data, tmp_path):

@@ -88,10 +88,7 @@ def model_card(
         rebalance=args.rebalance,
         psnr_weighting=f"on, floor {args.psnr_weighting:g} Lab units" if args.psnr_weighting else "off",
         global_dropout=args.global_dropout,
-        hints=f"simulated colour hints: {args.hints:g} points on average, none on {args.hint_free:.0%} of images, "
-        f"the hint convolution at {args.hint_layer_lr:g}x the learning rate"
-        if args.hints
-        else "no colour hints",
+        hints=hints_line(args),
         weights=f"exponential moving average, decay {args.ema}" if args.ema else "the last step's",
         hardware=hardware,
         precision=precision,
@@ -116,3 +113,13 @@ def metric_table(metrics: dict) -> str:
 
 def format_metric(value) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def hints_line(args) -> str:
+    if not args.hints:
+        return "no colour hints"
+    layers = [name for name, used in (("convolution", args.hint_conv), ("propagation", args.hint_propagation)) if used]
+    return (
+        f"simulated colour hints: {args.hints:g} points on average, none on {args.hint_free:.0%} of images, the hint "
+        f"{' and '.join(layers)} at {args.hint_layer_lr:g}x the learning rate"
+    )

@@ -150,6 +150,8 @@ def restore_checkpoint(path: Path, model, optimizer, scaler, average) -> dict:
         average.model.load_state_dict(averaged)
     optimizer_tensors = {key: value for key, value in tensors.items() if key.startswith("optimizer/")}
     optimizer.load_state_dict(optimizer_state_from(optimizer_tensors, saved.pop("optimizer")))
-    scaler.load_state_dict(saved.pop("scaler"))
+    scaler_state = saved.pop("scaler")
+    if scaler_state:  # empty from a run without fp16: this one's scaler starts fresh
+        scaler.load_state_dict(scaler_state)
     restore_rng({key: value for key, value in tensors.items() if key.startswith("rng/")}, saved.pop("rng"))
     return saved

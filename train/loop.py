@@ -5,6 +5,7 @@ import copy
 import itertools
 import math
 import random
+import shutil
 import signal
 import time
 from dataclasses import replace
@@ -19,6 +20,7 @@ from letcolor.color import HINT_CHANNELS
 from letcolor.hints import simulate_hints
 from letcolor.inference import cpu_has_fast_bfloat16
 from letcolor.model import WEIGHTS_NAME, LetThereBeColor
+from letcolor.pipeline import ModelNotFoundError
 from train.average import WeightAverage
 from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint
@@ -244,10 +246,15 @@ class Trainer:
         beginning (a run that adds a dataset keeps the classifier's rows for the old classes; new rows start fresh).
         A narrower model is widened so that the network starts out computing exactly what it computed; hint layers
         that this run lacks are left out (the saved model's automatic network starts it)."""
-        pretrained, earlier_propagation = warm_start_model(name_or_path)
+        try:
+            pretrained, earlier_propagation = warm_start_model(name_or_path)
+        except ModelNotFoundError as error:  # its advice is inference's (--model, LETCOLOR_MODEL)
+            raise SetupError(f"--init-from: {str(error).splitlines()[0]}") from error
         known = pretrained.class_names
-        classes_fit = known == self.model.class_names[: len(known)] and (
-            bool(known) or pretrained.num_classes == self.model.num_classes
+        if known and not self.model.class_names:  # a colour-only run keeps the saved classes (it does not train them)
+            self.model = model_for(self.args, known)
+        classes_fit = (
+            known == self.model.class_names[: len(known)] if known else pretrained.num_classes <= self.model.num_classes
         )
         if pretrained.width > self.model.width or not classes_fit:
             raise SetupError(
@@ -380,8 +387,12 @@ class Trainer:
     def run(self) -> None:
         if self.args.resume:
             self.resume()
-        if self.finished and self.step >= self.args.steps:
-            self.print(f"the run finished at step {self.step}: nothing left to do (raise --steps to train on)")
+        if self.step == 0 and self.log:
+            self.log.drop_after(0)  # the rows of a run stopped before its first checkpoint
+        if self.finished and (self.step >= self.args.steps or self.out_of_time()):
+            self.print(
+                f"the run finished at step {self.step}: nothing left to do (raise --steps or --max-minutes to train on)"
+            )
             if self.context.is_main and not (self.output / "final" / WEIGHTS_NAME).is_file():
                 self.save_final()
             elif self.context.is_main:
@@ -389,7 +400,7 @@ class Trainer:
             return
         validation_sets = self.load_validation()
         with StopRequest() as stop:
-            if self.step < self.args.steps:
+            if self.step < self.args.steps and not self.out_of_time():
                 self.finished = False
                 self.train_steps(stop, validation_sets)
             self.finish(stop, validation_sets)
@@ -488,11 +499,13 @@ class Trainer:
         self.print(f"stopped by signal {stop.signal_number} at step {self.step}; checkpoint saved, --resume continues")
         raise SystemExit(128 + (stop.signal_number or signal.SIGTERM))
 
+    def out_of_time(self) -> bool:
+        return self.args.max_minutes is not None and self.wall_seconds >= 60 * self.args.max_minutes
+
     def stop_flags(self, stop: StopRequest) -> tuple[bool, bool]:
         """(signalled, out of time). Alone, checked every step; with other ranks all must agree, so they decide
         together at log intervals (a collective, hence a host sync)."""
-        out_of_time = self.args.max_minutes is not None and self.wall_seconds >= 60 * self.args.max_minutes
-        flags = (bool(stop.signal_number), out_of_time)
+        flags = (bool(stop.signal_number), self.out_of_time())
         if not self.context.enabled:
             return flags
         if self.step % self.args.log_every:
@@ -576,10 +589,11 @@ class Trainer:
 
     def save_final(self) -> None:
         self.check_finite()
-        directory = self.output / "final"
+        directory, partial = self.output / "final", self.output / ".final.partial"
+        shutil.rmtree(partial, ignore_errors=True)  # written whole, then renamed: never a half-written final/
         dtype = getattr(torch, self.args.save_dtype)
         stored = copy.deepcopy(self.shipped_model).to(device="cpu", dtype=dtype, memory_format=torch.contiguous_format)
-        stored.save_pretrained(directory)
+        stored.save_pretrained(partial)
         hardware = hardware_description(self.device, self.context.world_size)
         card = model_card(
             self.args,
@@ -591,7 +605,9 @@ class Trainer:
             self.wall_seconds,
             self.val_metrics,
         )
-        (directory / "README.md").write_text(card)
+        (partial / "README.md").write_text(card)
+        shutil.rmtree(directory, ignore_errors=True)
+        partial.rename(directory)
         self.log.close()
         self.print(f"saved the model to {directory}")
         self.publish(directory)
@@ -624,6 +640,11 @@ def check_output(output: Path, resume: bool, inputs: list[str]) -> None:
             raise SetupError(f"--output {output}: inside an input, {folder}; choose a folder of its own")
     if not resume and ((output / CHECKPOINT_NAME).is_file() or (output / "final").exists()):
         raise SetupError(f"--output {output} holds a run already: continue it with --resume, or choose another folder")
+    if resume and not (output / CHECKPOINT_NAME).is_file() and (output / "final").exists():
+        raise SetupError(
+            f"--output {output} holds a finished model but no {CHECKPOINT_NAME}: --resume cannot continue it (it would "
+            "train from scratch over it); choose another folder"
+        )
 
 
 def train(args) -> None:
