@@ -982,12 +982,14 @@ def test_a_resume_with_another_optimizer_or_datasets_is_refused(scene_data, ever
     for changed, message in [
         (("--optimizer", "adamw"), "made with --optimizer adadelta"),
         (("--dataset", str(everyday_data)), f"made with --dataset ['{scene_data}']"),
+        (("--split", "validation"), "made with --split train"),  # the streams' positions are the train split's
     ]:
         capsys.readouterr()
         assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--steps", "2", "--resume", *changed)) == 2
         assert message in capsys.readouterr().err
-    capsys.readouterr()  # other settings may change (a lower --lr to finish), but not in silence
-    assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--steps", "2", "--resume", "--lr", "0.25")) == 0
+    capsys.readouterr()  # other settings may change (a lower --lr to finish), but not in silence; the same folder
+    again = cli(f"{scene_data}/", tmp_path, *quick, "--steps", "2", "--resume", "--lr", "0.25")  # was "another"
+    assert run_main(monkeypatch, again) == 0
     assert "settings changed since the checkpoint: --lr 1.0 -> 0.25\n" in capsys.readouterr().out
 
 

@@ -98,7 +98,8 @@ def save_checkpoint(
     return path
 
 
-RESUMED_AS_SAVED = ("optimizer", "dataset", "hint_layer_lr")  # what a resumed run must repeat: its state holds them
+# what a resumed run must repeat: its state holds them (the optimizer's, the data streams' positions in the split)
+RESUMED_AS_SAVED = ("optimizer", "dataset", "split", "hint_layer_lr")
 # what a resumed run may change without a word: how long it runs, what it logs and writes
 RUN_CONTROLS = {"resume", "steps", "max_minutes", "log_every", "val_every", "checkpoint_every", "workers", "save_dtype"}
 
@@ -114,13 +115,25 @@ def check_resumable(path: Path, args) -> list[str]:
             saved = json.loads((file.metadata() or {})[STATE_KEY]).get("args", {})
     except (SafetensorError, OSError, KeyError, ValueError) as error:
         raise CheckpointError(f"cannot resume from {path}: {error}") from error
-    changed = [name for name in RESUMED_AS_SAVED if name in saved and saved[name] != getattr(args, name)]
+    changed = [name for name in RESUMED_AS_SAVED if name in saved and not same_setting(name, saved[name], args)]
     if changed:
         made = ", ".join(f"--{name.replace('_', '-')} {saved[name]}" for name in changed)
         raise CheckpointError(f"cannot resume from {path}: it was made with {made}; resume with the same")
     now = json.loads(json.dumps(vars(args)))  # as the checkpoint holds them: tuples as lists
-    others = sorted(set(saved) & set(now) - RUN_CONTROLS - {"push_to_hub", "command", "output"})
+    others = sorted(set(saved) & set(now) - RUN_CONTROLS - set(RESUMED_AS_SAVED) - {"push_to_hub", "command", "output"})
     return [f"--{name.replace('_', '-')} {saved[name]} -> {now[name]}" for name in others if saved[name] != now[name]]
+
+
+def same_setting(name: str, saved, args) -> bool:
+    """Whether the run's setting `name` is the `saved` one; datasets that are local folders compare by their real
+    paths (data/, ./data and /abs/data are one)."""
+    if name == "dataset":
+        return list(map(dataset_key, saved)) == list(map(dataset_key, args.dataset))
+    return saved == getattr(args, name)
+
+
+def dataset_key(dataset: str) -> str:
+    return str(Path(dataset).resolve()) if Path(dataset).exists() else dataset
 
 
 def load_checkpoint(
