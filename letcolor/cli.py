@@ -42,6 +42,7 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 # Output formats kept from the input's extension; anything else is written as PNG.
 KEPT_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}  # of those, the formats that Pillow writes with alpha
 SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
 
 
@@ -64,7 +65,10 @@ def _matches(pattern: str) -> Iterator[Path]:
     suffixes = image_suffixes() | VIDEO_SUFFIXES
     path = Path(pattern)
     if path.is_dir():
-        yield from sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        # hidden files left out, as globs leave them (macOS's ._x.jpg beside x.jpg is no photo)
+        yield from sorted(
+            p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+        )
     elif path.exists() or not glob.has_magic(pattern):
         yield path  # a missing file is reported when it is read
     else:
@@ -72,21 +76,46 @@ def _matches(pattern: str) -> Iterator[Path]:
 
 
 def image_suffix(source: Path, has_alpha: bool) -> str:
-    """The input's extension where its format can be kept (and hold the alpha channel), else .png."""
+    """The input's extension, as it is written, where its format can be kept (and hold the alpha channel: Pillow
+    writes a BMP without it), else .png."""
     suffix = source.suffix.lower()
-    if suffix not in KEPT_SUFFIXES or (has_alpha and suffix in {".jpg", ".jpeg"}):
+    if suffix not in KEPT_SUFFIXES or (has_alpha and suffix not in ALPHA_SUFFIXES):
         return ".png"
-    return suffix
+    return source.suffix
 
 
-def output_path(source: Path, output_dir: Path, suffix: str, taken: set[Path]) -> Path:
-    """OUTDIR/NAME + suffix, else NAME_color, NAME_color-1, ...: never a path in `taken` (this run's inputs and
-    outputs, resolved), so that an output never replaces an input."""
+class TakenPaths:
+    """The paths that no output may take: this run's inputs (their hints, the reference) and outputs. Compared
+    without case (a macOS or FAT disk holds IMG.JPG and IMG.jpg as one file) and, where the file exists, as a file
+    (a hard link is the same file under another name)."""
+
+    def __init__(self, paths: list[Path]):
+        self.names, self.files = set(), set()
+        for path in paths:
+            self.add(path)
+
+    def add(self, path: Path) -> None:
+        self.names.add(str(path.resolve()).casefold())
+        if path.exists():
+            self.files.add(self.identity(path))
+
+    def __contains__(self, path: Path) -> bool:
+        return str(path.resolve()).casefold() in self.names or (path.exists() and self.identity(path) in self.files)
+
+    @staticmethod
+    def identity(path: Path) -> tuple[int, int]:
+        status = path.stat()
+        return status.st_dev, status.st_ino
+
+
+def output_path(source: Path, output_dir: Path, suffix: str, taken: TakenPaths) -> Path:
+    """OUTDIR/NAME + suffix, else NAME_color, NAME_color-1, ...: never a path in `taken`, so that an output never
+    replaces an input (nor another output of the run)."""
     path, number = output_dir / f"{source.stem}{suffix}", 0
-    while path.resolve() in taken:
+    while path in taken:
         number += 1
         path = output_dir / f"{source.stem}_color{f'-{number - 1}' if number > 1 else ''}{suffix}"
-    taken.add(path.resolve())
+    taken.add(path)
     return path
 
 
@@ -178,7 +207,7 @@ def run_colorize(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     read = [*sources, *(Path(path) for path in (args.hints, args.reference) if path)]
-    taken = {path.resolve() for path in read}  # no output may land on an input, its hints or its reference
+    taken = TakenPaths(read)  # no output may land on an input, its hints or its reference
     videos = [source for source in sources if is_video_path(source)]
     images = [source for source in sources if not is_video_path(source)]
     failed = colorize_files(colorizer, images, args.output, options, args.batch_size, taken, hints) if images else 0
@@ -223,7 +252,7 @@ def colorize_files(
     output_dir: Path,
     options: Options,
     batch_size: int,
-    taken: set[Path],
+    taken: TakenPaths,
     hints: Hints | None = None,
 ) -> int:
     """Colorizes and writes the files batch by batch, never onto a path in `taken`; reports each one that fails;
@@ -248,7 +277,7 @@ def colorize_files(
             for source, result in zip(loaded, results, strict=True):
                 path = output_path(source, output_dir, image_suffix(source, result.image.mode == "RGBA"), taken)
                 try:
-                    result.image.save(path, **SAVE_OPTIONS.get(path.suffix, {}))
+                    result.image.save(path, **SAVE_OPTIONS.get(path.suffix.lower(), {}))
                 except OSError as error:
                     failed += 1
                     progress.write(f"could not write {path}: {error}", file=sys.stderr)
@@ -268,7 +297,7 @@ class FrameProgress:
 
 
 def colorize_videos(colorizer: Colorizer, sources: list[Path], output_dir: Path, options: Options, mode: str,
-                    batch_size: int, taken: set[Path]) -> int:  # fmt: skip
+                    batch_size: int, taken: TakenPaths) -> int:  # fmt: skip
     """Colorizes video files into H.264 MP4s, never onto a path in `taken`, a progress bar in frames each;
     returns how many failed."""
     failed = 0

@@ -120,6 +120,41 @@ def test_output_in_the_input_folder_never_replaces_a_photo(photos, tiny_model_di
     }
 
 
+def test_an_output_never_replaces_an_input_under_another_name(photos, tiny_model_dir, tmp_path):
+    """A hard link of the input in the output folder was written through (the input replaced), and an extension was
+    lower-cased (X.JPG -> X.jpg: the input itself on a macOS or FAT disk)."""
+    output = tmp_path / "out"
+    output.mkdir()
+    os.link(photos / "chelsea.png", output / "chelsea.png")
+    shutil.copy(photos / "historical_b.jpg", tmp_path / "X.JPG")
+    before = {path: path.read_bytes() for path in (photos / "chelsea.png", tmp_path / "X.JPG")}
+    options = ["--model", str(tiny_model_dir)]
+    assert cli.main(["colorize", str(photos / "chelsea.png"), "-o", str(output), *options]) == 0
+    assert cli.main(["colorize", str(tmp_path / "X.JPG"), "-o", str(tmp_path), *options]) == 0
+    assert all(path.read_bytes() == data for path, data in before.items())
+    assert sorted(path.name for path in output.iterdir()) == ["chelsea.png", "chelsea_color.png"]
+    assert sorted(path.name for path in tmp_path.glob("X*")) == ["X.JPG", "X_color.JPG"]  # not X.jpg
+
+
+def test_a_photo_with_alpha_in_a_format_that_drops_it_comes_out_as_png():
+    """An RGBA BMP (a 32-bit one with an alpha mask) came out as a BMP, which Pillow writes without its alpha."""
+    assert [cli.image_suffix(Path(name), has_alpha=True) for name in ("a.bmp", "a.JPG", "a.TIF", "a.webp")] == [
+        ".png",
+        ".png",
+        ".TIF",
+        ".webp",
+    ]
+    assert cli.image_suffix(Path("a.BMP"), has_alpha=False) == ".BMP"
+
+
+def test_a_folder_leaves_out_hidden_files_as_a_glob_does(photos, tiny_model_dir, tmp_path):
+    """macOS's AppleDouble ._chelsea.png (no image) was read as a photo, failed, and made the run exit 1."""
+    (photos / "corrupt.jpg").unlink()
+    (photos / "._chelsea.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert cli.main(["colorize", str(photos), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]) == 0
+    assert not any(path.name.startswith(".") for path in (tmp_path / "out").iterdir())
+
+
 def test_output_in_a_folder_of_the_inputs_never_replaces_a_photo(photos, tiny_model_dir):
     nested = photos / "colored"
     nested.mkdir()
