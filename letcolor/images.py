@@ -1,5 +1,6 @@
 """Reading input images: decoding, validation, EXIF orientation, and splitting off the alpha channel."""
 
+import contextlib
 import functools
 import io
 import struct
@@ -9,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 # Larger images are refused from their header, before decoding (decompression bombs). PIL's own limit
 # (Image.MAX_IMAGE_PIXELS) is global state that applications may change, so this module checks its own.
@@ -102,7 +103,15 @@ def upright_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[
     with _opened(Path(path), str(path)) as image:
         _check_size(image.size, str(path), max_pixels)
         turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a quarter turn
-        return image.size[::-1] if turned else image.size
+        return image.size[::-1] if turned and not _reported_upright(image) else image.size
+
+
+def _reported_upright(image: Image.Image) -> bool:
+    """Whether Pillow reports the image's size already turned by its orientation, as it does for a TIFF (12.3):
+    the width is the stored height."""
+    if image.format != "TIFF":
+        return False
+    return image.size == (image.tag_v2.get(TiffImagePlugin.IMAGELENGTH), image.tag_v2.get(TiffImagePlugin.IMAGEWIDTH))
 
 
 def _check_size(size: tuple[int, int], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
@@ -115,12 +124,24 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int = MAX_IMAGE_PI
         )
 
 
+@contextlib.contextmanager
+def _libtiff_for_every_tiff():
+    """Pillow (12.3) decodes an uncompressed TIFF of a quarter-turn orientation into stripes of the wrong size;
+    libtiff, which it uses for every compressed TIFF, decodes it right. Pillow picks the decoder as it opens."""
+    saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+    try:
+        yield
+    finally:
+        TiffImagePlugin.READ_LIBTIFF = saved
+
+
 def _opened(source: Path | io.BytesIO, name: str) -> Image.Image:
     """Opens lazily: only the header is read, so the size is checked before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
-            return Image.open(source, formats=read_formats())
+            with _libtiff_for_every_tiff():
+                return Image.open(source, formats=read_formats())
     except UnidentifiedImageError as error:
         raise InvalidImageError(f"{name}: {NOT_AN_IMAGE}") from error
     except (*DECODING_ERRORS, Image.DecompressionBombError) as error:

@@ -20,7 +20,15 @@ from PIL import Image, ImageOps, PngImagePlugin
 from letcolor import color, fullres, inference, pipeline, threads
 from letcolor.bench import calibrate_batchnorm
 from letcolor.hints import Hints, InvalidHintsError
-from letcolor.images import MAX_IMAGE_PIXELS, InvalidImageError, image_pixels, load_image, read_image, read_image_bytes
+from letcolor.images import (
+    MAX_IMAGE_PIXELS,
+    InvalidImageError,
+    image_pixels,
+    load_image,
+    read_image,
+    read_image_bytes,
+    upright_size,
+)
 from letcolor.inference import OneDNNConv, Precision, Speedups
 from letcolor.pipeline import Colorizer, ModelNotFoundError, network_size
 
@@ -135,6 +143,19 @@ def test_exif_rotated_file_shows_the_original_upright(mode_files, examples_dir):
         assert stored.size == original.size[::-1] and shown.size == original.size
     correlation = np.corrcoef(lightness_of(shown).ravel(), lightness_of(original).ravel())[0, 1]
     assert correlation > 0.99  # so the test above checks that the output is upright too
+
+
+@pytest.mark.parametrize("compression", ["tiff_lzw", "raw"])
+def test_a_tiff_of_a_quarter_turn_orientation_reads_upright(examples_dir, tmp_path, compression):
+    """Pillow (12.3) reports such a TIFF's size turned already: `upright_size` turned it back (a hint at the photo's
+    right was "outside" it); and an uncompressed one was decoded into stripes of the wrong size."""
+    upright = Image.open(examples_dir / "chelsea_gray.png").convert("L")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter counter-clockwise
+    path = tmp_path / "turned.tif"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, compression=compression)
+    assert upright_size(path) == upright.size
+    assert np.array_equal(np.asarray(load_image(path).convert("L")), np.asarray(upright))
 
 
 def test_a_callers_exif_rotated_image_is_turned_upright_without_being_changed(mode_files):
