@@ -122,6 +122,8 @@ class Hints:
                 _check_layer_size(layer.size, size, str(path))  # from the header: never decoded if wrong
                 layer.load()
                 return _naming(path, cls.from_layer, layer, size)
+        except InvalidHintsError:
+            raise  # a readable layer that cannot be used (a ValueError, as decoding errors are)
         except (*DECODING_ERRORS, Image.DecompressionBombError) as error:
             raise InvalidHintsError(f"{path}: neither a JSON list of points nor a readable image ({error})") from error
 

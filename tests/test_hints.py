@@ -217,6 +217,15 @@ def test_a_layer_file_of_another_size_is_refused_from_its_header(tmp_path):
         Hints.parse(tmp_path / "huge.png", (64, 64))
 
 
+def test_a_layer_file_without_alpha_says_so(tmp_path):
+    """It said "neither a JSON list of points nor a readable image": the layer's own error was taken for Pillow's."""
+    Image.new("RGB", (64, 64)).save(tmp_path / "opaque.png")
+    with pytest.raises(InvalidHintsError) as error:
+        Hints.parse(tmp_path / "opaque.png", (64, 64))
+    assert "opaque.png: a hint layer needs an alpha channel (RGBA)" in str(error.value)
+    assert "neither" not in str(error.value)
+
+
 def test_colours_parse_strictly():
     assert parse_colour("#FF8000") == (255, 128, 0) and parse_colour([0, 1, 2]) == (0, 1, 2)
     for bad in ("#ff80", "ff8000", (True, 0, 0), (1, 2), None):
