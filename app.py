@@ -130,7 +130,7 @@ class Endpoints:
             use_global: use the scene-level (global) features for the colours
             strength: how strongly the scene drives the colours, 0 to 2 (1: as trained)
             reference: optional photo whose scene drives the colours instead
-            palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
+            palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference; not with hints)
             max_side: processing resolution in pixels, 256 to 1024; the result is always full size
             refine: edge-aware colour refinement (colours follow the photo's edges)
             hints: optional colour hints, for a model that takes them: a JSON file of points [[x, y, "#rrggbb"],

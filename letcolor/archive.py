@@ -38,7 +38,7 @@ from tqdm import tqdm
 from letcolor.engines import DEFAULT_ENGINE
 from letcolor.images import LoadedImage, image_suffixes, read_image_bytes
 from letcolor.model import NO_HINTS_MESSAGE
-from letcolor.pipeline import ColorizationResult, Colorizer, load_model
+from letcolor.pipeline import PALETTE_WITH_HINTS, ColorizationResult, Colorizer, load_model
 
 LOSSLESS = {"PNG", "TIFF", "BMP", "GIF"}  # kept lossless (as PNG); other formats become JPEG
 TOP_CLASSES = 5
@@ -440,6 +440,8 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     check_paths(job.source, job.destination)
     if job.hints and not os.path.isdir(job.hints):
         raise ValueError(f"--hints {job.hints}: not a folder")
+    if job.hints and job.options.get("palette_strength", 0) > 0:
+        raise ValueError(f"--palette with --hints: {PALETTE_WITH_HINTS}")
     if job.hints and not load_model(job.model).takes_hints:
         raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
     source = Source.open(job.source, job.id_column)

@@ -29,7 +29,7 @@ from letcolor.images import (
 from letcolor.inference import Speedups
 from letcolor.metrics import image_tensor, psnr
 from letcolor.model import NO_HINTS_MESSAGE
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, ModelError, Options, load_model
+from letcolor.pipeline import DEFAULT_MAX_SIDE, PALETTE_WITH_HINTS, Colorizer, ModelError, Options, load_model
 from letcolor.video import VIDEO_SUFFIXES, InvalidVideoError, Mode, colorize_video, is_video_path
 
 COLORIZE_DESCRIPTION = (
@@ -190,6 +190,8 @@ def run_colorize(args: argparse.Namespace) -> int:
         options = colour_options(args, reference)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.hints and args.palette > 0:
+            raise ValueError(f"--palette with --hints: {PALETTE_WITH_HINTS}")
     except ValueError as error:  # InvalidImageError (the reference) is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -40,6 +40,11 @@ PALETTE_SAMPLE_SIDE = 256  # the reference's ab statistics are taken at most at 
 TOP_SCENES = 5
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "pretrained"
 MODEL_ENV_VAR = "LETCOLOR_MODEL"
+# The palette moves every pixel's a,b by one affine map per photo (`transfer_palette`): hinted colours too
+PALETTE_WITH_HINTS = (
+    "a palette strength cannot be used with colour hints: its pull toward the reference's colours would move the "
+    "hinted colours too (the reference's scene can: keep the reference, palette strength 0)"
+)
 HOW_TO_PASS_A_MODEL = (
     f"Pass one with --model (CLI) or name_or_path (Python), or set {MODEL_ENV_VAR}: a local directory holding "
     "config.json and model.safetensors (as written by save_pretrained) or a Hugging Face Hub model id."
@@ -252,7 +257,8 @@ class Colorizer:
         use_global: False replaces the scene vector by the model's "no global information" vector.
         global_strength: s in [0, 2] scales the scene vector's departure from that null vector (1 = as predicted).
         reference: an image whose scene vector replaces each input's (paper 4.5, style transfer).
-        palette_strength: p in [0, 1] also pulls the ab mean and spread of each result towards the reference's.
+        palette_strength: p in [0, 1] also pulls the ab mean and spread of each result towards the reference's (not
+            with hints: ValueError).
         max_side: the local branch's longest side; a smaller image is enlarged to a shorter side of MIN_NETWORK_SIDE
             within it (None: native size, up to NETWORK_PIXEL_BUDGET pixels and MAX_NETWORK_SIDE a side).
         refine: filter the colours with L as the guide, so that they follow the photo's edges (`letcolor.refine`).
@@ -263,6 +269,8 @@ class Colorizer:
         options = Options(use_global, global_strength, reference, palette_strength, max_side, refine)
         loaded = [read_image(image) for image in images]
         parsed = self.parse_hints(hints, [each.image.size for each in loaded])
+        if options.palette_strength > 0 and any(parsed):
+            raise ValueError(PALETTE_WITH_HINTS)
         with torch.inference_mode():
             prepared = [
                 self.prepare(image_pixels(each.image), max_side, each_hints)

@@ -325,6 +325,18 @@ def test_parquet_ids_that_cannot_each_name_one_output_are_refused_before_ray(tmp
     assert sorted(path.name for path in tmp_path.iterdir()) == ["src"]
 
 
+def test_hints_with_a_palette_are_refused_before_ray(tmp_path, capsys, monkeypatch):
+    """Every hinted photo failed alone, row by row, on the palette that would have moved its hinted colours."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    for folder in ("src", "hints"):
+        (tmp_path / folder).mkdir()
+    Image.new("L", (16, 16)).save(tmp_path / "src" / "a.png")
+    argv = ["colorize-dataset", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--hints", str(tmp_path / "hints")]
+    assert cli.main([*argv, "--reference", str(EXAMPLES / "coffee.png"), "--palette", "0.5"]) == 2
+    assert "--palette with --hints: a palette strength cannot be used with colour hints" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_dataset_without_its_id_or_image_column_is_refused_before_ray(tmp_path, capsys, monkeypatch):
     """Both failed with Arrow's "No match for FieldRef.Name(id)" and a schema dump, the image column's only in Ray."""
     monkeypatch.setitem(sys.modules, "ray", None)  # never reached

@@ -538,6 +538,8 @@ def test_batch_hints_go_to_their_own_image_and_work_with_a_reference():
     assert np.array_equal(np.asarray(one_batch[0].image), np.asarray(propagating(PHOTO, max_side=128).image))
     styled = colorizer(PHOTO, hints=[(10, 10, "#0000ff")], reference=EXAMPLES / "coffee.png", max_side=128)
     assert styled.image.size == (640, 427)
+    with pytest.raises(ValueError, match="palette strength cannot be used with colour hints"):  # it moved them
+        colorizer(PHOTO, hints=[(10, 10, "#0000ff")], reference=EXAMPLES / "coffee.png", palette_strength=0.5)
     with pytest.raises(InvalidHintsError, match="one entry"):
         colorizer.batch(photos, hints=[None])
 
@@ -608,3 +610,13 @@ def test_cli_never_writes_over_its_hints_or_reference(tmp_path):
         assert cli.main(["colorize", str(photo), "-o", str(output), option, str(output / "photo.png")]) == 0
         assert (output / "photo.png").read_bytes() == before
         assert Image.open(output / "photo_color.png").size == (160, 107)
+    arguments = [
+        "colorize",
+        str(photo),
+        "-o",
+        str(tmp_path / "palette"),
+        "--hints",
+        str(tmp_path / "hints" / "photo.png"),
+    ]
+    assert cli.main([*arguments, "--reference", str(EXAMPLES / "coffee.png"), "--palette", "0.5"]) == cli.EXIT_USAGE
+    assert not (tmp_path / "palette").exists()
