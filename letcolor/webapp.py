@@ -134,6 +134,9 @@ class BatchResult:
     report: str  # Markdown: how many were colorized, and each skipped photo or warning with its reason
 
 
+SHAPE_SLACK = 0.02  # how far the editor's canvas may stray from the photo's shape (its scaling rounds)
+
+
 class WebColorizer:
     """Colorizes uploads for the app: refuses images over `max_pixels` from their header, writes results under
     `result_dir` (the app's upload folder, whose files the app deletes on schedule)."""
@@ -164,6 +167,11 @@ class WebColorizer:
                 painted = _laid_over(painted, load_image(layer.path).convert("RGBA"))
         if painted is None or painted.getchannel("A").getextrema()[1] < PAINT_MIN_ALPHA:
             return None
+        if abs(painted.width * size[1] - painted.height * size[0]) > SHAPE_SLACK * painted.width * size[1]:
+            raise ValueError(  # the editor's "clear canvas" leaves a blank square: strokes there are blind
+                f"The paint ({painted.width}x{painted.height}) is not over the photo ({size[0]}x{size[1]}): was the "
+                "editor's canvas cleared? Upload the photo again and paint over it."
+            )
         alpha = painted.getchannel("A").point(lambda value: 255 if value >= PAINT_MIN_ALPHA else 0)
         painted.putalpha(alpha)
         remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)

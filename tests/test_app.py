@@ -377,6 +377,11 @@ def test_the_editors_paint_becomes_one_hint_layer_of_the_upright_photos_size(tmp
     assert painted.getchannel("A").getbbox() == (0, 0, 10, 5)  # the rim is gone
     Image.new("RGBA", (60, 80)).save(tmp_path / "empty.png")
     assert web.painted_hints(Upload(stored, "turned.jpg"), [Upload(tmp_path / "empty.png", "empty.png")]) is None
+    blind = Image.new("RGBA", (80, 80))  # the editor's square canvas once "clear canvas" took the photo away
+    blind.paste((30, 200, 30, 255), (30, 30, 50, 32))
+    blind.save(tmp_path / "blind.png")
+    with pytest.raises(ValueError, match="not over the photo .* was the editor's canvas cleared"):  # it was scaled
+        web.painted_hints(Upload(stored, "turned.jpg"), [Upload(tmp_path / "blind.png", "blind.png")])
 
 
 def test_an_upload_that_is_gone_is_named_by_the_users_file_name(colorizer, tmp_path):
