@@ -251,9 +251,17 @@ def video_download(result: dict):
     return gr.DownloadButton(value=result["path"], interactive=True)
 
 
-def before_after(image: dict, result: dict):
-    """UI only: the slider's pair and the download button, from the /colorize event's input and output."""
-    return (image["path"], result["path"]), gr.DownloadButton(value=result["path"], interactive=True)
+def before_after(image: dict | None, colorized: str | None, result: dict):
+    """UI only: the slider's pair and the download button, from the /colorize event's input and output; cleared
+    where the photo changed while it was colorized (`colorized`: the photo's path when Colorize was pressed)."""
+    if image is None or image["path"] != colorized:
+        return no_photo_result()
+    return (image["path"], result["path"]), gr.DownloadButton(value=result["path"], interactive=True), gr.skip()
+
+
+def photo_path(image: dict | None) -> str | None:
+    """UI only: the photo that Colorize was pressed for."""
+    return image["path"] if image else None
 
 
 def no_photo_result():
@@ -264,6 +272,11 @@ def no_photo_result():
 def photo_to_paint_on(image: dict | None):
     """UI only: the hint editor shows the photo, with nothing painted yet."""
     return {"background": image["path"], "layers": [], "composite": None} if image else None
+
+
+def no_video_result():
+    """UI only: a new or cleared video clears the last result."""
+    return None, gr.DownloadButton(value=None, interactive=False)
 
 
 def no_batch_result():
@@ -299,6 +312,7 @@ class PhotoTab(NamedTuple):
     result: gr.Image
     hint_file: gr.File
     hint_editor: gr.ImageEditor | None
+    colorized: gr.State  # the photo's path when Colorize was pressed
 
 
 def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
@@ -319,13 +333,17 @@ def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
         hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
         hint_editor = hint_controls(colorizer)
         gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
-    return PhotoTab(image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor)
+    colorized = gr.State()
+    return PhotoTab(image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized)
 
 
 def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
-    """Colorize: the painted hints first (a model that takes them), then the photo, then the before/after."""
+    """Colorize: the photo's path kept, the painted hints (a model that takes them), the photo, the before/after."""
+    pressed = tab.colorize_button.click(
+        photo_path, inputs=tab.image, outputs=tab.colorized, preprocess=False, queue=False, api_visibility="private"
+    )
     if tab.hint_editor:
-        colorize = tab.colorize_button.click(
+        colorize = pressed.then(
             endpoints.painted_hints,
             inputs=[tab.image, tab.hint_editor],
             outputs=tab.hint_file,
@@ -336,7 +354,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
             photo_to_paint_on, inputs=tab.image, outputs=tab.hint_editor, preprocess=False, api_visibility="private"
         )
     else:
-        colorize = tab.colorize_button.click
+        colorize = pressed.then
     colorize(
         endpoints.colorize,
         inputs=[tab.image, *controls, tab.hint_file],
@@ -346,8 +364,8 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         concurrency_limit=COLORIZE_CONCURRENCY,
     ).success(
         before_after,
-        inputs=[tab.image, tab.result],
-        outputs=[tab.comparison, tab.download],
+        inputs=[tab.image, tab.colorized, tab.result],
+        outputs=[tab.comparison, tab.download, tab.scenes],
         preprocess=False,
         queue=False,
         api_visibility="private",
@@ -426,6 +444,7 @@ def wire_video_tab(tab: VideoTab, controls: list, endpoints: Endpoints) -> None:
     ).success(
         video_download, inputs=tab.result, outputs=tab.download, preprocess=False, queue=False, api_visibility="private"
     )
+    tab.video.change(no_video_result, outputs=[tab.result, tab.download], queue=False, api_visibility="private")
 
 
 def hint_controls(colorizer: Colorizer | None) -> gr.ImageEditor | None:

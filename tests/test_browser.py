@@ -156,6 +156,13 @@ def test_video_tab_colorizes_a_clip_that_the_browser_plays(page, examples_dir, t
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "app-video.png", full_page=True)
 
+    other = tmp_path / "other.mp4"  # another clip: the last one's result goes (it stayed, downloadable)
+    write_pan(examples_dir / "chelsea.png", other, size=(96, 64), frames=5)
+    page.locator("#video").get_by_role("button", name="Clear").click()
+    page.locator("#video input[type=file]").set_input_files(other)
+    expect(result).to_have_count(0)
+    expect(page.get_by_role("button", name="Download MP4")).to_be_disabled()
+
 
 def lab_ab(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 sRGB -> (..., 2) a and b."""
