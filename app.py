@@ -226,7 +226,7 @@ class Endpoints:
                 reference,
                 settings,
                 mode,
-                lambda done, total: progress((done, total or None), desc="Colorizing", unit="frames"),
+                lambda done, total: progress((done, total or None), desc=VIDEO_PASSES.get(mode, ""), unit="frames"),
             )
         return str(output)
 
@@ -240,10 +240,23 @@ class Endpoints:
             path = web.painted_hints(Upload.from_api(image, "image"), layers)
         return str(path) if path else None
 
+    def shown_photo(self, image):
+        """UI only: the photo as the browser can show it (a PNG copy of a TIFF or a GIF), for the slider and editor."""
+        if image is None:
+            return None
+        if self._web is None:
+            return image["path"]
+        with shown_to_the_user():
+            return str(self._web.shown_photo(Upload.from_api(image, "image")))
+
     def _require_model(self) -> WebColorizer:
         if self._web is None:
             raise user_error(f"No colorization model is available. {self._model_problem}")
         return self._web
+
+
+# the shot mode reads the video twice, and its progress counts the frames of both passes
+VIDEO_PASSES = {Mode.SHOT.value: "Colorizing (2 passes)", Mode.FRAME.value: "Colorizing"}
 
 
 def video_download(result: dict):
@@ -251,12 +264,13 @@ def video_download(result: dict):
     return gr.DownloadButton(value=result["path"], interactive=True)
 
 
-def before_after(image: dict | None, colorized: str | None, result: dict):
-    """UI only: the slider's pair and the download button, from the /colorize event's input and output; cleared
-    where the photo changed while it was colorized (`colorized`: the photo's path when Colorize was pressed)."""
+def before_after(image: dict | None, colorized: str | None, shown: str | None, result: dict):
+    """UI only: the slider's pair (the photo as `shown`) and the download button, from the /colorize event's input
+    and output; cleared where the photo changed while it was colorized (`colorized`: its path when Colorize was
+    pressed)."""
     if image is None or image["path"] != colorized:
         return no_photo_result()
-    return (image["path"], result["path"]), gr.DownloadButton(value=result["path"], interactive=True), gr.skip()
+    return (shown, result["path"]), gr.DownloadButton(value=result["path"], interactive=True), gr.skip()
 
 
 def photo_path(image: dict | None) -> str | None:
@@ -269,9 +283,9 @@ def no_photo_result():
     return None, gr.DownloadButton(value=None, interactive=False), None
 
 
-def photo_to_paint_on(image: dict | None):
-    """UI only: the hint editor shows the photo, with nothing painted yet."""
-    return {"background": image["path"], "layers": [], "composite": None} if image else None
+def photo_to_paint_on(shown: str | None):
+    """UI only: the hint editor shows the photo (as `shown`), with nothing painted yet."""
+    return {"background": shown, "layers": [], "composite": None} if shown else None
 
 
 def no_video_result():
@@ -313,6 +327,7 @@ class PhotoTab(NamedTuple):
     hint_file: gr.File
     hint_editor: gr.ImageEditor | None
     colorized: gr.State  # the photo's path when Colorize was pressed
+    shown: gr.State  # the photo as the browser can show it (`Endpoints.shown_photo`)
 
 
 def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
@@ -333,8 +348,10 @@ def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
         hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
         hint_editor = hint_controls(colorizer)
         gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
-    colorized = gr.State()
-    return PhotoTab(image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized)
+    colorized, shown = gr.State(), gr.State()
+    return PhotoTab(
+        image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized, shown
+    )
 
 
 def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
@@ -350,9 +367,6 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
             preprocess=False,
             api_visibility="private",
         ).success
-        tab.image.change(
-            photo_to_paint_on, inputs=tab.image, outputs=tab.hint_editor, preprocess=False, api_visibility="private"
-        )
     else:
         colorize = pressed.then
     colorize(
@@ -364,7 +378,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         concurrency_limit=COLORIZE_CONCURRENCY,
     ).success(
         before_after,
-        inputs=[tab.image, tab.colorized, tab.result],
+        inputs=[tab.image, tab.colorized, tab.shown, tab.result],
         outputs=[tab.comparison, tab.download, tab.scenes],
         preprocess=False,
         queue=False,
@@ -373,6 +387,13 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
     tab.image.change(
         no_photo_result, outputs=[tab.comparison, tab.download, tab.scenes], queue=False, api_visibility="private"
     )
+    shown = tab.image.change(
+        endpoints.shown_photo, inputs=tab.image, outputs=tab.shown, preprocess=False, api_visibility="private"
+    )
+    if tab.hint_editor:
+        shown.success(
+            photo_to_paint_on, inputs=tab.shown, outputs=tab.hint_editor, preprocess=False, api_visibility="private"
+        )
 
 
 class BatchTab(NamedTuple):

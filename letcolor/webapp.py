@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from letcolor.batch_io import BatchFolder, remove_stale_folders, result_folder, result_name, save_result
 from letcolor.engines import DEFAULT_ENGINE
-from letcolor.images import InvalidImageError, check_image_file, load_image, upright_size
+from letcolor.images import InvalidImageError, check_image_file, image_pixels, load_image, upright_size
 from letcolor.memory import return_freed_memory
 from letcolor.pipeline import Colorizer, Options
 from letcolor.video import VideoInfo, colorize_video, probe
@@ -35,6 +36,7 @@ MAX_VIDEO_SIDES = (1280, 720)  # long side, short side: 720p
 # A brush stroke's anti-aliased rim: pixels this transparent are dropped from painted hints, since their colour is
 # only approximate once the browser's canvas has premultiplied and rounded it.
 PAINT_MIN_ALPHA = 128
+BROWSER_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}  # photos that every browser, and its canvas, draws
 
 
 def engine_from_environment() -> str:
@@ -156,6 +158,21 @@ class WebColorizer:
         path = save_result(result.image, image.name, self.result_dir)
         return PhotoResult(path, result.scenes, tuple(public(w, [image]) for w in result.warnings))
 
+    def shown_photo(self, image: Upload) -> Path:
+        """The photo as a browser can show it, for the before/after slider and the hint editor: itself in a format
+        that browsers draw (BROWSER_SUFFIXES), else an 8-bit PNG copy, upright (a TIFF scan, a GIF: the editor
+        could not draw them and the slider collapsed)."""
+        if Path(image.name).suffix.lower() in BROWSER_SUFFIXES:
+            return image.path
+        with user_messages(image):
+            self._check(image)
+            shown = eight_bit(load_image(image.path))
+        remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
+        with result_folder(self.result_dir, "shown") as folder:
+            path = folder / f"{Path(image.name).stem}.png"
+            shown.save(path)
+        return path
+
     def painted_hints(self, image: Upload, layers: list[Upload]) -> Path | None:
         """The image editor's paint layers, laid over each other and scaled to the photo's upright size, as one hint
         layer (a PNG in a result folder); None where nothing is painted."""
@@ -240,6 +257,17 @@ class WebColorizer:
         if reference is not None:
             self._check(reference)
         return settings.options(load_image(reference.path) if reference else None)
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """A `load_image` result as 8-bit gray or RGB (scaled from its white level: 16-bit and float scans), its alpha
+    kept."""
+    pixels = image_pixels(image)
+    values = (pixels.values.float() * (255 / pixels.white_level)).round().clamp(0, 255).to(torch.uint8)
+    shown = Image.fromarray(values.permute(1, 2, 0).squeeze(2).numpy())
+    if pixels.alpha is not None:
+        shown.putalpha(pixels.alpha)
+    return shown
 
 
 def _laid_over(below: Image.Image | None, layer: Image.Image) -> Image.Image:

@@ -387,10 +387,11 @@ def test_the_editors_paint_becomes_one_hint_layer_of_the_upright_photos_size(tmp
 def test_a_result_is_shown_beside_the_photo_it_was_made_from_only():
     """A photo changed while the last one was colorized was shown as "before" beside the last one's colours, and the
     download offered them."""
-    shown, download, scenes = app.before_after({"path": "/up/new.png"}, "/up/old.png", {"path": "/out/old_color.png"})
+    result = {"path": "/out/old_color.png"}
+    shown, download, scenes = app.before_after({"path": "/up/new.png"}, "/up/old.png", "/up/new.png", result)
     assert shown is None and not download.interactive and scenes is None
-    shown, download, _ = app.before_after({"path": "/up/old.png"}, "/up/old.png", {"path": "/out/old_color.png"})
-    assert shown == ("/up/old.png", "/out/old_color.png") and download.interactive
+    shown, download, _ = app.before_after({"path": "/up/old.tif"}, "/up/old.tif", "/shown/old.png", result)
+    assert shown == ("/shown/old.png", "/out/old_color.png") and download.interactive  # as the browser shows it
 
 
 def test_an_upload_that_is_gone_is_named_by_the_users_file_name(colorizer, tmp_path):

@@ -91,6 +91,22 @@ def test_upload_colorize_and_see_the_result_in_the_slider(page, examples_dir):
 
 
 @pytest.mark.slow
+def test_a_tiff_scan_is_shown_before_and_after(page, examples_dir, tmp_path):
+    """The slider's "before" was the TIFF itself, which browsers do not draw: a broken image, the slider collapsed."""
+    scan = tmp_path / "scan.tif"
+    Image.open(examples_dir / "chelsea_gray.png").convert("I;16").point(lambda value: value * 257).save(scan)
+    page.get_by_role("tab", name="Photo").click()
+    page.locator("#photo input[type=file]").set_input_files(scan)
+    page.get_by_role("button", name="Colorize", exact=True).click()
+    slider_images = page.locator("#comparison img")
+    expect(slider_images).to_have_count(2, timeout=30_000)
+    assert [after_width(slider_images.nth(i)) for i in range(2)] == [451, 451]
+    shown = Image.open(io.BytesIO(page.request.get(slider_images.nth(0).get_attribute("src")).body()))
+    gray = np.asarray(Image.open(examples_dir / "chelsea_gray.png").convert("L"), int)
+    assert np.abs(np.asarray(shown.convert("L"), int) - gray).max() <= 1  # the 16-bit levels scaled, not clipped
+
+
+@pytest.mark.slow
 def test_an_animation_gets_a_visible_warning(page, examples_dir, tmp_path):
     first = Image.open(examples_dir / "chelsea_gray.png").convert("L")
     walk = tmp_path / "walk.gif"
