@@ -90,17 +90,28 @@ class TakenPaths:
     (a hard link is the same file under another name)."""
 
     def __init__(self, paths: list[Path]):
-        self.names, self.files = set(), set()
+        self.names, self.files, self.owners = set(), set(), {}
         for path in paths:
             self.add(path)
 
+    def reserve(self, path: Path, owner: Path) -> None:
+        """`path` is `owner`'s own name in the output folder (x.png's out/x.png): no other input takes it first."""
+        self.owners.setdefault(self.key(path), owner)
+
+    def taken_for(self, path: Path, source: Path) -> bool:
+        return path in self or self.owners.get(self.key(path), source) != source
+
     def add(self, path: Path) -> None:
-        self.names.add(str(path.resolve()).casefold())
+        self.names.add(self.key(path))
         if path.exists():
             self.files.add(self.identity(path))
 
     def __contains__(self, path: Path) -> bool:
-        return str(path.resolve()).casefold() in self.names or (path.exists() and self.identity(path) in self.files)
+        return self.key(path) in self.names or (path.exists() and self.identity(path) in self.files)
+
+    @staticmethod
+    def key(path: Path) -> str:
+        return str(path.resolve()).casefold()
 
     @staticmethod
     def identity(path: Path) -> tuple[int, int]:
@@ -112,7 +123,7 @@ def output_path(source: Path, output_dir: Path, suffix: str, taken: TakenPaths) 
     """OUTDIR/NAME + suffix, else NAME_color, NAME_color-1, ...: never a path in `taken`, so that an output never
     replaces an input (nor another output of the run)."""
     path, number = output_dir / f"{source.stem}{suffix}", 0
-    while path in taken:
+    while taken.taken_for(path, source):
         number += 1
         path = output_dir / f"{source.stem}_color{f'-{number - 1}' if number > 1 else ''}{suffix}"
     taken.add(path)
@@ -170,8 +181,18 @@ def add_model_and_colour_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_argument(parser)
 
 
+OPTION_FLAGS = {"global_strength": "--strength", "palette_strength": "--palette", "max_side": "--max-side"}
+
+
 def colour_options(args: argparse.Namespace, reference: ImageSource | None) -> Options:
-    return Options(not args.no_global, args.strength, reference, args.palette, args.max_side, args.refine)
+    """The pipeline's options; a ValueError names the command line's flags, not the Python API's names."""
+    try:
+        return Options(not args.no_global, args.strength, reference, args.palette, args.max_side, args.refine)
+    except ValueError as error:
+        message = str(error).replace("reference image", "--reference").replace(" or None (native size)", " or native")
+        for name, flag in OPTION_FLAGS.items():
+            message = message.replace(name, flag)
+        raise ValueError(message) from error
 
 
 def add_engine_argument(parser: argparse.ArgumentParser) -> None:
@@ -210,6 +231,8 @@ def run_colorize(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     read = [*sources, *(Path(path) for path in (args.hints, args.reference) if path)]
     taken = TakenPaths(read)  # no output may land on an input, its hints or its reference
+    for source in sources:  # x.png's result is out/x.png even where x.gif's, which would be too, comes first
+        taken.reserve(args.output / source.name, source)
     videos = [source for source in sources if is_video_path(source)]
     images = [source for source in sources if not is_video_path(source)]
     failed = colorize_files(colorizer, images, args.output, options, args.batch_size, taken, hints) if images else 0

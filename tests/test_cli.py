@@ -136,6 +136,18 @@ def test_an_output_never_replaces_an_input_under_another_name(photos, tiny_model
     assert sorted(path.name for path in tmp_path.glob("X*")) == ["X.JPG", "X_color.JPG"]  # not X.jpg
 
 
+def test_a_photo_keeps_its_own_name_when_another_of_the_same_stem_comes_first(examples_dir, tiny_model_dir, tmp_path):
+    """x.gif, first in order, took out/x.png (a GIF comes out as PNG), and x.png's result became out/x_color.png."""
+    (tmp_path / "in").mkdir()
+    Image.open(examples_dir / "chelsea_gray.png").save(tmp_path / "in" / "x.png")  # 451 x 300
+    Image.open(examples_dir / "chelsea_gray.png").resize((200, 100)).save(tmp_path / "in" / "x.gif")
+    assert (
+        cli.main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]) == 0
+    )
+    assert Image.open(tmp_path / "out" / "x.png").size == (451, 300)
+    assert Image.open(tmp_path / "out" / "x_color.png").size == (200, 100)
+
+
 def test_a_photo_with_alpha_in_a_format_that_drops_it_comes_out_as_png():
     """An RGBA BMP (a 32-bit one with an alpha mask) came out as a BMP, which Pillow writes without its alpha."""
     assert [cli.image_suffix(Path(name), has_alpha=True) for name in ("a.bmp", "a.JPG", "a.TIF", "a.webp")] == [
@@ -169,6 +181,21 @@ def test_output_in_a_folder_of_the_inputs_never_replaces_a_photo(photos, tiny_mo
         "chelsea_color.png",
         "historical_a.png",
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--palette", "0.5"], "error: --palette > 0 needs a --reference"),
+        (["--strength", "3"], "error: --strength must be in [0, 2], got 3.0"),
+        (["--max-side", "7"], "error: --max-side must be an integer >= 8 or native, got 7"),
+    ],
+)
+def test_bad_colour_options_are_named_by_their_flags(photos, tiny_model_dir, tmp_path, capsys, options, message):
+    """They were named as the Python API names them: palette_strength, global_strength, max_side ... or None."""
+    arguments = ["colorize", str(photos / "chelsea.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]
+    assert cli.main([*arguments, *options]) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("target", ["file", "unwritable"])
