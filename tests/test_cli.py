@@ -225,20 +225,6 @@ def test_no_model_gives_the_clear_message_and_exit_code_2(photos, tmp_path, no_d
     assert "Traceback" not in errors and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(
-    "options, message",
-    [
-        (["--strength", "3"], "global_strength"),
-        (["--palette", "0.5"], "needs a reference"),
-        (["--max-side", "2"], "max_side"),
-    ],
-)
-def test_bad_options_exit_2_with_the_reason(photos, tiny_model_dir, tmp_path, capsys, options, message):
-    arguments = ["colorize", str(photos), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir), *options]
-    assert cli.main(arguments) == cli.EXIT_USAGE
-    assert message in capsys.readouterr().err
-
-
 def test_a_max_side_that_is_not_a_number_names_what_it_takes(capsys):
     with pytest.raises(SystemExit) as exit_status:
         cli.main(["colorize", "photo.jpg", "-o", "out", "--max-side", "abc"])
