@@ -20,6 +20,7 @@ import copy
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -227,10 +228,20 @@ def _quantize(float_graphs: Path, destination: Path, takes_hints: bool) -> None:
         hint_nodes = [node.name for node in nodes if "hint_conv" in node.name or "propagation" in node.name]
         convs = [node.name for node in nodes if node.op_type == "Conv" and node.name not in hint_nodes]
         kept = [convs[0], *hint_nodes, *([convs[-1]] if name != GLOBAL_GRAPH else [])]  # the inputs', ab logits'
-        quantize_static(
-            str(float_graphs / name), str(destination / name), Feeds(feeds), quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept,
-        )  # fmt: skip
+        with _without_warnings():  # "Please consider to run pre-processing", on the root logger, at every graph
+            quantize_static(
+                str(float_graphs / name), str(destination / name), Feeds(feeds), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept,
+            )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _without_warnings():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _calibration_feeds(float_graphs: Path, takes_hints: bool) -> tuple[list[dict], list[dict]]:

@@ -2,6 +2,7 @@
 cache of exported graphs, a machine without onnxruntime, and --engine in the CLI and the app."""
 
 import json
+import logging
 import os
 import sys
 import time
@@ -191,13 +192,17 @@ def test_a_cache_that_cannot_be_written_gives_graphs_for_this_process_with_a_war
     assert int8.colorize(torch.rand(1, 1, 64, 64), torch.rand(1, model.null_global.shape[0])).shape == ab.shape
 
 
-def test_int8_quantizing_writes_nothing_into_the_shared_float32_entry():
+def test_int8_quantizing_writes_nothing_into_the_shared_float32_entry(caplog):
     """ONNX Runtime's quantizer wrote a shape-inferred copy beside each float32 graph under a fixed name, then
-    deleted it: two processes quantizing at once deleted each other's copy (FileNotFoundError)."""
+    deleted it: two processes quantizing at once deleted each other's copy (FileNotFoundError). And it warned
+    "Please consider to run pre-processing" for every graph, on the root logger: six lines at the first run."""
     model = make_tiny_model()
     float_graphs = onnx_engine.cached_export(model)
     before = float_graphs.stat().st_mtime_ns, sorted(path.name for path in float_graphs.iterdir())
-    onnx_engine.cached_int8(model)
+    with caplog.at_level(logging.WARNING):
+        onnx_engine.cached_int8(model)
+    assert not [record for record in caplog.records if "pre-processing" in record.getMessage()]
+    assert logging.getLogger().isEnabledFor(logging.WARNING)  # warnings are back on after it
     assert (float_graphs.stat().st_mtime_ns, sorted(path.name for path in float_graphs.iterdir())) == before
 
 
