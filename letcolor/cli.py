@@ -8,10 +8,12 @@ import argparse
 import glob
 import os
 import shutil
+import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
 from letcolor import bench
@@ -43,6 +45,9 @@ EXIT_USAGE = 2
 # Output formats kept from the input's extension; anything else is written as PNG.
 KEPT_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}  # of those, the formats that Pillow writes with alpha
+DPI_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}  # ... with a resolution
+EXIF_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}  # ... with EXIF kept apart (a TIFF's tags are its layout too)
+EXIF_FORMATS = {"JPEG", "MPO", "PNG", "WEBP"}  # inputs whose EXIF is such a block
 SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
 
 
@@ -302,12 +307,27 @@ def colorize_files(
             for source, result in zip(loaded, results, strict=True):
                 path = output_path(source, output_dir, image_suffix(source, result.image.mode == "RGBA"), taken)
                 try:
-                    result.image.save(path, **SAVE_OPTIONS.get(path.suffix.lower(), {}))
+                    save_with_metadata(result.image, path, loaded[source])
                 except OSError as error:
                     failed += 1
                     progress.write(f"could not write {path}: {error}", file=sys.stderr)
                 progress.update()
     return failed
+
+
+def save_with_metadata(image: Image.Image, path: Path, original: Image.Image) -> None:
+    """`image` saved to `path` with the `original` photo's resolution and EXIF (dates, captions; its orientation,
+    applied already, is gone) where the format holds them; without them where Pillow cannot write them."""
+    suffix = path.suffix.lower()
+    options = SAVE_OPTIONS.get(suffix, {})
+    metadata = {"dpi": original.info.get("dpi") if suffix in DPI_SUFFIXES else None}
+    exif_kept = suffix in EXIF_SUFFIXES and original.format in EXIF_FORMATS  # a TIFF's "EXIF" is its own layout
+    metadata["exif"] = original.getexif() if exif_kept else None
+    metadata = {key: value for key, value in metadata.items() if value}
+    try:
+        image.save(path, **options, **metadata)
+    except (ValueError, TypeError, struct.error):  # an odd tag or resolution of the original
+        image.save(path, **options)
 
 
 class FrameProgress:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_model
-from PIL import Image
+from PIL import ExifTags, Image
 from test_model import BAD_MODELS, damaged_copy
 from video_clips import size_switching, truncated_faststart
 
@@ -146,6 +146,26 @@ def test_a_photo_keeps_its_own_name_when_another_of_the_same_stem_comes_first(ex
     )
     assert Image.open(tmp_path / "out" / "x.png").size == (451, 300)
     assert Image.open(tmp_path / "out" / "x_color.png").size == (200, 100)
+
+
+@pytest.mark.parametrize("name", ["scan.jpg", "scan.tif", "scan.png"])
+def test_a_scans_resolution_and_exif_are_kept_its_orientation_applied(examples_dir, tiny_model_dir, tmp_path, name):
+    """A 600-dpi scan came out at 72 (TIFF: 1) dpi, and its EXIF (a date, a caption) was dropped. (A TIFF's tags
+    are its layout as well: written whole into another TIFF they made it unreadable; it keeps its resolution.)"""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.DateTime] = "1931:05:02 10:00:00"
+    exif[ExifTags.Base.ImageDescription] = "Grandma at the fair"
+    Image.open(examples_dir / "chelsea_gray.png").convert("L").save(tmp_path / name, exif=exif, dpi=(600, 600))
+    arguments = ["colorize", str(tmp_path / name), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]
+    assert cli.main(arguments) == 0
+    with Image.open(tmp_path / "out" / name) as result:
+        assert result.size == (300, 451) and tuple(map(round, result.info["dpi"])) == (600, 600)
+        kept = result.getexif()
+    assert kept.get(ExifTags.Base.Orientation, 1) == 1  # turned upright once: not again by a viewer
+    if not name.endswith(".tif"):
+        assert kept[ExifTags.Base.DateTime] == "1931:05:02 10:00:00"
+        assert kept[ExifTags.Base.ImageDescription] == "Grandma at the fair"
 
 
 def test_a_photo_with_alpha_in_a_format_that_drops_it_comes_out_as_png():
