@@ -1053,6 +1053,7 @@ def test_an_init_from_model_that_is_not_there_is_one_line_in_trains_terms(scene_
     assert run_main(monkeypatch, cli(scene_data, tmp_path / "run", *QUICK, "--init-from", missing)) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: --init-from: Cannot load the model {missing!r}") and "--model" not in error
+    assert not (tmp_path / "run").exists()  # (it was made, empty, before the setup failed)
 
 
 def test_a_labelled_model_warm_starts_a_colour_only_run_and_keeps_its_classes(scene_data, tiny_model_dir, tmp_path):

@@ -196,8 +196,6 @@ class Trainer:
         self.autocast = autocast_for(self.device, self.precision)
         self.output = Path(args.output)
         check_output(self.output, args.resume, [*args.dataset, *([args.init_from] if args.init_from else [])])
-        if context.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
         sources, names = self.labelled_sources()
         self.train_spec = StreamSpec(
             sources, args.split, args.image_column, args.seed, context.rank, context.world_size, args.min_chroma_std
@@ -220,6 +218,8 @@ class Trainer:
         self.val_metrics: dict = {}
         self.training_model = self.wrap_model()
         self.rarity = self.colour_rarity() if args.rebalance < 1 else None
+        if context.is_main:  # once the data and the model are known to fit: a setup error leaves no empty folder
+            self.output.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(self.output) if context.is_main else None
 
     def labelled_sources(self) -> tuple[list[Source], list[str]]:
