@@ -133,7 +133,8 @@ class ColorizeRows:
     def __init__(self, model: str | None, engine: str, device: str | None, options: dict, hints: str | None,
                  network_batch: int):  # fmt: skip
         self.colorizer = Colorizer.from_pretrained(model, device, engine=engine)
-        self.options, self.hints, self.network_batch = options, hints, network_batch
+        reference = self.colorizer.reference(options.get("reference"))  # read once, not for each batch
+        self.options, self.hints, self.network_batch = {**options, "reference": reference}, hints, network_batch
 
     def __call__(self, batch: dict) -> dict:
         ids = [str(row_id) for row_id in batch["id"]]

@@ -58,6 +58,7 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "Options",
+    "Reference",
     "load_image",
     "load_model",
 ]
@@ -91,6 +92,15 @@ class PreparedImage:
 class _Palette:
     mean: torch.Tensor  # (1, 2, 1, 1) a and b of the reference
     std: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference photo as colorizing reads it (`Colorizer.reference`): its scene vector and its colours' mean and
+    spread. Made once, it serves any number of photos and frames without decoding the photo again."""
+
+    features: torch.Tensor  # (1, C) the scene vector
+    palette: _Palette
 
 
 def default_device() -> torch.device:
@@ -149,9 +159,9 @@ def network_size(height: int, width: int, max_side: int | None) -> tuple[int, in
 def palette_of(image: Image.Image, device: torch.device) -> _Palette:
     """Mean and standard deviation of a and b over a reduced copy of a loaded image (zero for a gray image), each
     pixel weighted by its alpha (a cut-out's transparent background, often black, is not its colour)."""
-    small = image.copy()
-    small.thumbnail((PALETTE_SAMPLE_SIDE, PALETTE_SAMPLE_SIDE))
-    pixels = image_pixels(small)
+    scale = min(1.0, PALETTE_SAMPLE_SIDE / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    pixels = image_pixels(image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0))  # as `thumbnail`, no copy
     if pixels.values.shape[0] == 1:
         zero = torch.zeros((1, 2, 1, 1), device=device)
         return _Palette(zero, zero)
@@ -177,7 +187,7 @@ class Options:
 
     use_global: bool = True
     global_strength: float = 1.0
-    reference: ImageSource | None = None
+    reference: ImageSource | Reference | None = None
     palette_strength: float = 0.0
     max_side: int | None = DEFAULT_MAX_SIDE
     refine: bool = False
@@ -243,7 +253,7 @@ class Colorizer:
         hints: list[HintSource | None] | None = None,
         use_global: bool = True,
         global_strength: float = 1.0,
-        reference: ImageSource | None = None,
+        reference: ImageSource | Reference | None = None,
         palette_strength: float = 0.0,
         max_side: int | None = DEFAULT_MAX_SIDE,
         refine: bool = Options.refine,
@@ -256,7 +266,8 @@ class Colorizer:
             model must take hints (its config's hint_channels or hint_propagation).
         use_global: False replaces the scene vector by the model's "no global information" vector.
         global_strength: s in [0, 2] scales the scene vector's departure from that null vector (1 = as predicted).
-        reference: an image whose scene vector replaces each input's (paper 4.5, style transfer).
+        reference: an image whose scene vector replaces each input's (paper 4.5, style transfer), or what
+            `reference` made of one (read once for many calls).
         palette_strength: p in [0, 1] also pulls the ab mean and spread of each result towards the reference's (not
             with hints: ValueError).
         max_side: the local branch's longest side; a smaller image is enlarged to a shorter side of MIN_NETWORK_SIDE
@@ -318,20 +329,25 @@ class Colorizer:
         scene_input = global_input(full).to(self.device) if scene else None
         return PreparedImage(full, input_luma(pixels), pixels.alpha, local_input, scene_input, encoded)
 
-    def scene_features(self, image: Image.Image) -> torch.Tensor:
-        """The scene vector (1, C) of a loaded image (a reference, paper 4.5)."""
-        return self.network.global_output(global_input(lightness(image_pixels(image))).to(self.device)).features
+    def reference(self, image: ImageSource | Reference | None) -> Reference | None:
+        """A reference photo (paper 4.5) read once: its scene vector and palette, for the `reference` option of
+        many calls (the photo is not decoded again for each); InvalidImageError for an unusable image."""
+        if image is None or isinstance(image, Reference):
+            return image
+        loaded = load_image(image)
+        with torch.inference_mode():
+            features = self.network.global_output(global_input(lightness(image_pixels(loaded))).to(self.device))
+            return Reference(features.features, palette_of(loaded, self.device))
 
     def ab_from_features(
-        self, prepared: list[PreparedImage], features: torch.Tensor, options: Options, reference: Image.Image | None
+        self, prepared: list[PreparedImage], features: torch.Tensor, options: Options, reference: Reference | None
     ) -> list[torch.Tensor]:
         """ab in Lab units at the network's output size for each input, given each input's scene vector (N, C) before
-        `use_global` and `global_strength` apply; `reference` is the loaded `options.reference` (for the palette)."""
+        `use_global` and `global_strength` apply; `reference` is `options.reference` read (for the palette)."""
         vectors = self.network.mix_global(features, options.use_global, options.global_strength)
         ab = [target_to_ab(target) for target in self._colorize(prepared, vectors)]
         if options.palette_strength > 0:
-            palette = palette_of(reference, self.device)
-            ab = [transfer_palette(each, palette, options.palette_strength) for each in ab]
+            ab = [transfer_palette(each, reference.palette, options.palette_strength) for each in ab]
         if options.refine:
             ab = [refine_ab(each, image.network_input) for each, image in zip(ab, prepared, strict=True)]
         return ab
@@ -342,9 +358,9 @@ class Colorizer:
             return [], np.zeros((0, len(self.class_names)))
         scene = self.network.global_output(torch.cat([each.global_input for each in prepared]))
         features = scene.features
-        reference = load_image(options.reference) if options.reference is not None else None
+        reference = self.reference(options.reference)
         if reference is not None:
-            features = self.scene_features(reference).expand_as(features)
+            features = reference.features.expand_as(features)
         ab = self.ab_from_features(prepared, features, options, reference)
         return ab, scene.scene_logits.softmax(dim=1).cpu().numpy()
 

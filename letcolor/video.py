@@ -38,9 +38,9 @@ from av.video.reformatter import VideoReformatter
 
 from letcolor.color import lightness_to_input
 from letcolor.fullres import compose_rgb_8bit, lightness
-from letcolor.images import ImageSource, Pixels, load_image
+from letcolor.images import ImageSource, Pixels
 from letcolor.model import GLOBAL_INPUT_SIZE
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options, Reference
 
 # Container types read as video (by file extension); GIFs stay images.
 VIDEO_SUFFIXES = {
@@ -518,7 +518,7 @@ def colorize_video(
     mode: Mode | str = Mode.SHOT,
     use_global: bool = True,
     global_strength: float = 1.0,
-    reference: ImageSource | None = None,
+    reference: ImageSource | Reference | None = None,
     palette_strength: float = 0.0,
     max_side: int | None = DEFAULT_MAX_SIDE,
     refine: bool = Options.refine,
@@ -545,9 +545,8 @@ def colorize_video(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     source, destination = _checked_paths(source, destination)
-    loaded_reference = load_image(reference) if reference is not None else None
+    reference = colorizer.reference(reference)
     with torch.inference_mode():
-        reference_features = colorizer.scene_features(loaded_reference) if loaded_reference is not None else None
         with _open(source) as container:  # the header and the first pass share one opening (each decodes frames)
             info = _info(container, source)
             if max_frames is not None and info.frames > max_frames:
@@ -555,11 +554,10 @@ def colorize_video(
             counter = _Counter(progress, info, 2 if mode == Mode.SHOT else 1, max_frames, source)
             plan = None
             if mode == Mode.SHOT:
-                plan = _plan(colorizer, container, source, batch_size, reference_features, counter)
+                plan = _plan(colorizer, container, source, batch_size, reference, counter)
         partial = _new_partial_file(destination)
         try:
-            _render(colorizer, source, partial, options, loaded_reference, reference_features, plan, flow_blend,
-                    batch_size, counter)  # fmt: skip
+            _render(colorizer, source, partial, options, reference, plan, flow_blend, batch_size, counter)
             os.replace(partial, destination)
         except av.FFmpegError as error:  # the encoder's; its message would name the partial output's path
             raise InvalidVideoError(f"{source}: the colorized video could not be encoded ({error.strerror})") from error
@@ -633,9 +631,9 @@ class _Counter:
             self.callback(self.done, self.total)
 
 
-def _batch_features(colorizer: Colorizer, global_inputs: torch.Tensor, reference: torch.Tensor | None):
+def _batch_features(colorizer: Colorizer, global_inputs: torch.Tensor, reference: Reference | None):
     if reference is not None:
-        return reference.expand(len(global_inputs), -1)
+        return reference.features.expand(len(global_inputs), -1)
     return colorizer.network.global_output(global_inputs.to(colorizer.device)).features
 
 
@@ -643,14 +641,14 @@ def plan_shots(
     colorizer: Colorizer,
     source: str | Path,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    reference_features: torch.Tensor | None = None,
+    reference: Reference | None = None,
 ) -> ShotPlan:
-    """The shot mode's first pass: every frame's cut flag and scene vector (the reference's, if given), then each
-    shot's median vector."""
+    """The shot mode's first pass: every frame's cut flag and scene vector (the reference's, if given: see
+    `Colorizer.reference`), then each shot's median vector."""
     source = Path(source)
     with _open(source) as container:
         counter = _Counter(None, _info(container, source), 1, None, source)
-        return _plan(colorizer, container, source, batch_size, reference_features, counter)
+        return _plan(colorizer, container, source, batch_size, reference, counter)
 
 
 def _plan(
@@ -658,7 +656,7 @@ def _plan(
     container: av.container.InputContainer,
     source: Path,
     batch_size: int,
-    reference_features: torch.Tensor | None,
+    reference: Reference | None,
     counter: "_Counter",
 ) -> ShotPlan:
     changes, features, previous, reformatter = [], [], None, VideoReformatter()
@@ -666,7 +664,7 @@ def _plan(
         global_inputs = torch.cat([scan_input(frame, reformatter) for frame in batch])
         thumbnails = _thumbnails(global_inputs)
         changes.append(thumbnail_changes(thumbnails, previous))
-        features.append(_batch_features(colorizer, global_inputs, reference_features))
+        features.append(_batch_features(colorizer, global_inputs, reference))
         previous = thumbnails[-1]
         counter.add(len(batch))
     if not changes:
@@ -675,7 +673,7 @@ def _plan(
     return ShotPlan(cuts, shot_vectors(torch.cat(features), cuts))
 
 
-def _render(colorizer, source, destination, options, reference, reference_features, plan, flow_blend, batch_size,
+def _render(colorizer, source, destination, options, reference, plan, flow_blend, batch_size,
             counter) -> None:  # fmt: skip
     """The colorizing pass: decode, colorize a batch, carry colours along the motion, encode; audio remuxed."""
     carry = MotionCarry(flow_blend) if plan is not None and flow_blend > 0 else None
@@ -696,7 +694,7 @@ def _render(colorizer, source, destination, options, reference, reference_featur
                 prepared = [colorizer.prepare(each, options.max_side, scene=plan is None) for each in pixels]
                 if plan is None:
                     global_inputs = torch.cat([each.global_input for each in prepared])
-                    features = _batch_features(colorizer, global_inputs, reference_features)
+                    features = _batch_features(colorizer, global_inputs, reference)
                 else:
                     features = plan.features[index : index + len(batch)]
                 ab = colorizer.ab_from_features(prepared, features, options, reference)

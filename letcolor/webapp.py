@@ -256,7 +256,7 @@ class WebColorizer:
         """The pipeline's options, with the reference photo decoded (once, for all photos of a batch)."""
         if reference is not None:
             self._check(reference)
-        return settings.options(load_image(reference.path) if reference else None)
+        return settings.options(self.colorizer.reference(reference.path) if reference else None)
 
 
 def eight_bit(image: Image.Image) -> Image.Image:

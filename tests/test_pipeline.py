@@ -268,6 +268,17 @@ def test_options_each_change_the_output(colorizer, examples_dir):
     assert np.array_equal(np.asarray(no_global), np.asarray(strength_0))
 
 
+def test_a_reference_read_once_colorizes_as_the_photo_itself(colorizer, examples_dir, tmp_path):
+    image, path = photo(examples_dir, "historical_c.jpg"), examples_dir / "coffee.png"
+    reference = colorizer.reference(path)
+    for options in ({}, {"palette_strength": 0.5}, {"use_global": False, "palette_strength": 1.0}):
+        from_path = colorizer(image, reference=path, **options).image
+        assert np.array_equal(np.asarray(colorizer(image, reference=reference, **options).image), np.asarray(from_path))
+    (tmp_path / "corrupt.png").write_bytes(path.read_bytes()[:500])
+    with pytest.raises(InvalidImageError, match="corrupt.png"):
+        colorizer.reference(tmp_path / "corrupt.png")
+
+
 def scene_vectors_given(colorizer, monkeypatch, image, **options) -> torch.Tensor:
     """The scene vectors that reach the local path when colorizing `image` with these options."""
     seen, colorize = [], colorizer.network.colorize
