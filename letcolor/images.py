@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
 # Larger images are refused from their header, before decoding (decompression bombs). PIL's own limit
 # (Image.MAX_IMAGE_PIXELS) is global state that applications may change, so this module checks its own.
@@ -25,6 +25,7 @@ _CONVERSIONS = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB
 _GRAY_WHITE_LEVELS = {"L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1}
 FLOAT_PIXEL_SLACK = 0.01
 SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
+_SRGB = ImageCms.createProfile("sRGB")
 
 
 # Icons: Pillow decodes their images while opening them (to learn their sizes), before any size can be checked, so a
@@ -219,6 +220,26 @@ def _image_from_array(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
+def in_srgb(image: Image.Image) -> Image.Image:
+    """An 8-bit gray or RGB image's pixels in sRGB, through its ICC profile where it has one of another space (an
+    Adobe RGB photo, a scan's gray curve); as they are without one, or with one that cannot be read or is not of the
+    image's kind (taken as sRGB, as browsers do). 16-bit images keep theirs unapplied."""
+    data, kind = image.info.get("icc_profile"), {"L": "GRAY", "RGB": "RGB"}.get(image.mode)
+    if not data or kind is None:
+        return image
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(data))
+        if profile.profile.xcolor_space.strip() != kind or ImageCms.getProfileDescription(profile).startswith("sRGB"):
+            return image
+        if image.mode == "L":  # through a table of the 256 levels: the transform of a whole photo is slow
+            ramp = Image.frombytes("L", (256, 1), bytes(range(256)))
+            levels = ImageCms.profileToProfile(ramp, profile, _SRGB, outputMode="RGB").convert("L")
+            return image.point(list(levels.tobytes()))
+        return ImageCms.profileToProfile(image, profile, _SRGB, outputMode="RGB")
+    except (OSError, ImageCms.PyCMSError):
+        return image
+
+
 def image_pixels(image: Image.Image) -> Pixels:
     """The pixels of a `load_image` result as a tensor (gray or sRGB), with the alpha channel apart."""
     keyed = "transparency" in image.info  # a palette's transparent entry, or a PNG's colour key (tRNS)
@@ -230,7 +251,7 @@ def image_pixels(image: Image.Image) -> Pixels:
     alpha = image.getchannel("A") if image.mode in ("LA", "RGBA") else None
     if image.mode in ("LA", "RGBA"):
         image = image.convert(image.mode[:-1])
-    array = np.array(image)
+    array = np.array(in_srgb(image))
     if keyed and image.mode in _GRAY_WHITE_LEVELS and alpha is None:  # 16-bit gray: Pillow keeps no alpha for it
         alpha = Image.fromarray(np.where(array == image.info["transparency"], 0, 255).astype(np.uint8))
     values = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))  # torch: native order only

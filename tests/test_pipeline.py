@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from conftest import PACKED_PRECISIONS, make_tiny_model
 from huggingface_hub import constants as hub_constants
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from letcolor import color, fullres, inference, pipeline, threads
 from letcolor.bench import calibrate_batchnorm
@@ -134,6 +134,40 @@ def test_output_keeps_size_mode_alpha_and_lightness(colorizer, mode_files, mode)
     assert np.corrcoef(output_l.ravel(), input_l.ravel())[0, 1] > 0.95
     if mode != "1":  # black and white only: colour at L* = 0 or 100 is all out of gamut, so clipping changes L*
         assert np.median(np.abs(output_l - input_l)) < 0.5
+
+
+PROFILES = Path(__file__).resolve().parent / "data"  # ICC profiles of icc-profiles-free (Zlib licence)
+
+
+@pytest.mark.parametrize(
+    "name, profile", [("china.jpg", "compatibleWithAdobeRGB1998.icc"), ("china_gray.png", "Gray-CIE_L.icc")]
+)
+def test_a_photo_with_a_colour_profile_is_read_in_srgb(examples_dir, tmp_path, colorizer, name, profile):
+    """Pixels were read as sRGB whatever the photo's profile said: an Adobe RGB photo came out duller, a scan whose
+    gray levels are L* darker. The photo is re-encoded in the profile's space and tagged with it, as an editor saves
+    it: it must read as the original."""
+    original, tagged = Image.open(examples_dir / name), ImageCms.getOpenProfile(str(PROFILES / profile))
+    encoded = ImageCms.profileToProfile(
+        original.convert("RGB"), ImageCms.createProfile("sRGB"), tagged, outputMode=original.mode
+    )
+    encoded.save(tmp_path / "tagged.png", icc_profile=tagged.tobytes())
+    truth = image_pixels(original).values.int()  # china_gray.png's sRGB profile is an RGB one: not for gray, unread
+    assert (torch.from_numpy(np.array(encoded)).int() - truth.movedim(0, -1).squeeze(-1)).abs().float().mean() > 2.5
+    read = image_pixels(load_image(tmp_path / "tagged.png")).values.int()
+    assert (read - truth).abs().float().mean() < 0.7 and (read - truth).abs().max() <= 4
+    del encoded.info["icc_profile"]  # (the transform's output is tagged)
+    encoded.save(tmp_path / "untagged.png")  # its pixels taken as sRGB, as they were
+    gray = np.asarray(original.convert("L"), dtype=float)  # which the output keeps
+    tagged, untagged = (np.asarray(colorizer(tmp_path / f"{kind}.png").image.convert("L"), dtype=float) - gray
+                        for kind in ("tagged", "untagged"))  # fmt: skip
+    assert np.abs(tagged).mean() < 0.7 and np.abs(untagged).mean() > 2
+
+
+def test_a_colour_profile_that_cannot_be_read_leaves_the_pixels_as_they_are(examples_dir):
+    original = Image.open(examples_dir / "china.jpg")
+    damaged = original.copy()
+    damaged.info["icc_profile"] = original.info["icc_profile"][:100]
+    assert torch.equal(image_pixels(damaged).values, torch.from_numpy(np.array(original)).permute(2, 0, 1))
 
 
 def test_exif_rotated_file_shows_the_original_upright(mode_files, examples_dir):
@@ -701,7 +735,9 @@ def test_the_8bit_composition_of_video_frames_is_within_a_few_levels_of_the_floa
     ab = Colorizer.from_pretrained(None).predict_ab([rgb])[0]
     exact = torch.from_numpy(fullres.compose_rgb(l, ab)).float()
     fast = torch.from_numpy(fullres.compose_rgb_8bit(l, ab)).float()
-    assert (fast - exact).abs().max() <= 4 and 10 * torch.log10(255**2 / (fast - exact).square().mean()) > 48
+    assert (fast - exact).abs().max() <= 4
+    if height * width > 1:  # (one pixel 2 levels off, as on a CPU with bf16, is 47 dB)
+        assert 10 * torch.log10(255**2 / (fast - exact).square().mean()) > 48
 
 
 def gray_round_trip_error(output: Image.Image, gray: Image.Image) -> np.ndarray:
