@@ -42,6 +42,7 @@ LIGHTNESS_STRIP_PIXELS = 1 << 20
 # Up to this size the output's ab is upsampled by one OpenCV call (8 bytes a pixel, 64 MB at most): at 1 MP, 0.5 ms
 # against 1.9 for the strips' row interpolation and widening, which bound the memory of larger photos.
 WHOLE_UPSAMPLE_PIXELS = 1 << 23
+REC601_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # the luma of R, G and B, as OpenCV and PIL take it
 
 
 def row_strips(height: int, width: int, pixels: int | None = None):
@@ -147,8 +148,9 @@ def match_luma(rgb: np.ndarray, luma: np.ndarray) -> None:
     luma is `luma`'s (h, w, uint8, or float32 in [0, 1]), within [0, 255]. The colour's L* from the gray input was
     taken as if the gray were luminance, which darkens saturated colours (a red of luma 76 came out at L* 32, not 53);
     on the validation splits, with 10 points, the shift gained 0.15 to 0.3 dB, as much as solving each pixel's L* for
-    that luma (within 0.06). Twice, so that what one channel could not take (clipped) goes to the others; in 8-bit
-    OpenCV operations (a third of the time of the same in float32)."""
+    that luma (within 0.06). Twice, so that what one channel could not take (clipped) goes to the others, in 8-bit
+    OpenCV operations (a third of the time of the same in float32); then the few pixels still off are solved exactly
+    (`_match_clipped`)."""
     target = luma if luma.dtype == np.uint8 else cv2.convertScaleAbs(luma, alpha=255)
     for _ in range(2):
         shift = cv2.subtract(target, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), dtype=cv2.CV_16S)
@@ -156,6 +158,23 @@ def match_luma(rgb: np.ndarray, luma: np.ndarray) -> None:
         up, down = cv2.convertScaleAbs(np.maximum(shift, 0)), cv2.convertScaleAbs(np.minimum(shift, 0))
         cv2.add(rgb, cv2.merge([up, up, up]), dst=rgb)
         cv2.subtract(rgb, cv2.merge([down, down, down]), dst=rgb)
+    _match_clipped(rgb, target)
+
+
+def _match_clipped(rgb: np.ndarray, target: np.ndarray) -> None:
+    """The pixels of `rgb` still more than a level off the `target` luma (uint8, in place): where a channel clipped,
+    each shift moved the luma by the weight of the others only (a saturated hint's colour was 6 levels off, white with
+    some colour 12). At most three steps solve them: each shifts every channel by what is missing over the weight of
+    those that can still move (the others stay clipped), until it is found or one more channel clips."""
+    rows, columns = np.nonzero(cv2.absdiff(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), target) > 1)
+    if rows.size == 0:
+        return
+    pixels, goal = rgb[rows, columns].astype(np.float32), target[rows, columns].astype(np.float32)
+    for _ in range(3):
+        missing = goal - pixels @ REC601_WEIGHTS
+        movable = np.where(missing[:, None] > 0, pixels < 255, pixels > 0) @ REC601_WEIGHTS
+        pixels = np.clip(pixels + (missing / np.maximum(movable, 1e-3))[:, None], 0, 255)
+    rgb[rows, columns] = np.rint(pixels).astype(np.uint8)
 
 
 def _upsample_rows(ab: np.ndarray, height: int, width: int, rows: slice, out: np.ndarray) -> None:

@@ -31,6 +31,10 @@ _SRGB = ImageCms.createProfile("sRGB")
 # Icons: Pillow decodes their images while opening them (to learn their sizes), before any size can be checked, so a
 # small ICO holding a 13000x13000 PNG took 650 MB; they are not read.
 DECODED_ON_OPEN = ("ICO", "ICNS")
+MAX_TILE_PIXELS = 1024 * 1024  # a TIFF's tiles may be larger than the image, up to this (256 or 512 a side is usual)
+# A TIFF's pages are counted in time that grows with their square (Pillow checks each new page against every earlier
+# one): 100,000 pages of 1x1 (10 MB) took 72 s. More than this many are not counted.
+MAX_COUNTED_FRAMES = 1000
 # What Pillow raises for a damaged file besides OSError: a truncated TIFF or PPM "buffer is not large enough"
 # (ValueError), a QOI IndexError, a bad header's SyntaxError or struct.error.
 DECODING_ERRORS = (OSError, SyntaxError, ValueError, IndexError, EOFError, struct.error)
@@ -95,14 +99,14 @@ def check_image_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> No
     """Refuses a file that is not an image or declares more than `max_pixels` pixels (InvalidImageError), from its
     header alone: nothing is decoded."""
     with _opened(Path(path), str(path)) as image:
-        _check_size(image.size, str(path), max_pixels)
+        _check_header(image, str(path), max_pixels)
 
 
 def upright_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """The image file's (width, height) after its EXIF orientation, from its header (InvalidImageError as in
     `check_image_file`)."""
     with _opened(Path(path), str(path)) as image:
-        _check_size(image.size, str(path), max_pixels)
+        _check_header(image, str(path), max_pixels)
         turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a quarter turn
         return image.size[::-1] if turned and not _reported_upright(image) else image.size
 
@@ -113,6 +117,16 @@ def _reported_upright(image: Image.Image) -> bool:
     if image.format != "TIFF":
         return False
     return image.size == (image.tag_v2.get(TiffImagePlugin.IMAGELENGTH), image.tag_v2.get(TiffImagePlugin.IMAGEWIDTH))
+
+
+def _check_header(image: Image.Image, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """`_check_size`, and for a TIFF the size of its tiles, which libtiff allocates whole: a 226-byte 64x64 TIFF
+    declaring one 46336x46336 tile took 2.3 GB."""
+    _check_size(image.size, name, max_pixels)
+    if image.format == "TIFF":
+        tile = (image.tag_v2.get(TiffImagePlugin.TILEWIDTH, 0), image.tag_v2.get(TiffImagePlugin.TILELENGTH, 0))
+        if tile[0] * tile[1] > max(image.width * image.height, MAX_TILE_PIXELS):
+            raise InvalidImageError(f"{name}: a {image.width}x{image.height} TIFF of {tile[0]}x{tile[1]} tiles")
 
 
 def _check_size(size: tuple[int, int], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
@@ -152,7 +166,7 @@ def _opened(source: Path | io.BytesIO, name: str) -> Image.Image:
 def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
     """The loaded image, turned upright: in place where this module opened or made it, else as a new image (the
     caller's is never changed)."""
-    _check_size(image.size, name)
+    _check_header(image, name)
     if image.mode not in SUPPORTED_MODES:
         raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
     try:
@@ -161,6 +175,10 @@ def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
         raise InvalidImageError(f"{name}: cannot decode the image ({error or type(error).__name__})") from error
     if image.mode == "F":
         _check_float_pixels(np.asarray(image), f"{name}: the image")
+    if image.mode == "I" and not 0 <= (extrema := image.getextrema())[0] <= extrema[1] <= 65535:
+        raise InvalidImageError(
+            f"{name}: 32-bit integer pixels from {extrema[0]} to {extrema[1]}: letcolor reads 0-65535 (16-bit) gray"
+        )
     warnings = _frames_warning(image, name)
     if owned:
         ImageOps.exif_transpose(image, in_place=True)
@@ -177,7 +195,7 @@ def _frames_warning(image: Image.Image, name: str) -> tuple[str, ...]:
     current = image.tell()
     shown = "the first" if current == 0 else f"frame {current + 1}"
     try:
-        frames = getattr(image, "n_frames", 1)  # decodes the later frames' headers
+        frames = _frame_count(image)  # decodes the later frames' headers
     except Exception as error:  # a damaged later frame: IndexError, struct.error, SyntaxError, TypeError...
         try:
             image.seek(current)
@@ -185,7 +203,23 @@ def _frames_warning(image: Image.Image, name: str) -> tuple[str, ...]:
         except Exception as reload_error:
             raise InvalidImageError(f"{name}: cannot decode the image ({reload_error})") from error
         return (f"{name}: its frames after the first are damaged ({type(error).__name__}); only {shown} was colorized",)
-    return (f"{name}: has {frames} frames (animated or multi-page); only {shown} was colorized",) if frames > 1 else ()
+    return (f"{name}: has {frames} frames (animated or multi-page); only {shown} was colorized",) if frames != 1 else ()
+
+
+def _frame_count(image: Image.Image) -> int | str:
+    """How many frames the image has: "over MAX_COUNTED_FRAMES" for a TIFF of more pages; the current one kept."""
+    if image.format != "TIFF" or not getattr(image, "is_animated", False):
+        return getattr(image, "n_frames", 1)
+    current, count = image.tell(), 1
+    try:
+        while count <= MAX_COUNTED_FRAMES:
+            image.seek(count)
+            count += 1
+    except EOFError:
+        pass
+    finally:
+        image.seek(current)
+    return count if count <= MAX_COUNTED_FRAMES else f"over {MAX_COUNTED_FRAMES}"
 
 
 def _check_float_pixels(values: np.ndarray, what: str) -> None:
