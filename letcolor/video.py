@@ -219,18 +219,23 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
         yield batch
 
 
-def _rgb(frame: av.VideoFrame, reformatter: VideoReformatter, size: tuple[int, int] | None = None) -> Pixels:
+def _rgb(
+    frame: av.VideoFrame, reformatter: VideoReformatter, path: Path, size: tuple[int, int] | None = None
+) -> Pixels:
     """The frame's sRGB pixels, resized (area average) to `size` (width, height) if given. One reformatter serves a
     whole pass: it keeps FFmpeg's converter, which frame.to_ndarray would set up again for every frame (2x slower)."""
     width, height = size or (None, None)
-    rgb = reformatter.reformat(frame, width, height, "rgb24", interpolation="AREA").to_ndarray()
+    try:
+        rgb = reformatter.reformat(frame, width, height, "rgb24", interpolation="AREA").to_ndarray()
+    except av.FFmpegError as error:  # a pixel format that FFmpeg decodes but cannot convert, as rgb4
+        raise InvalidVideoError(f"{path}: its {frame.format.name} frames cannot be converted ({error})") from error
     return Pixels(torch.from_numpy(rgb).permute(2, 0, 1), 255, None)
 
 
-def scan_input(frame: av.VideoFrame, reformatter: VideoReformatter) -> torch.Tensor:
+def scan_input(frame: av.VideoFrame, reformatter: VideoReformatter, path: Path) -> torch.Tensor:
     """The global branch's input (1, 1, 224, 224) for a frame, shrunk by FFmpeg before L* is taken: the first pass
     never converts full-size frames."""
-    return lightness_to_input(lightness(_rgb(frame, reformatter, (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE))))
+    return lightness_to_input(lightness(_rgb(frame, reformatter, path, (GLOBAL_INPUT_SIZE, GLOBAL_INPUT_SIZE))))
 
 
 def _thumbnails(global_inputs: torch.Tensor) -> torch.Tensor:
@@ -661,7 +666,7 @@ def _plan(
 ) -> ShotPlan:
     changes, features, previous, reformatter = [], [], None, VideoReformatter()
     for batch in _batches(counter.frames(_decoded(container, source)), batch_size):
-        global_inputs = torch.cat([scan_input(frame, reformatter) for frame in batch])
+        global_inputs = torch.cat([scan_input(frame, reformatter, source) for frame in batch])
         thumbnails = _thumbnails(global_inputs)
         changes.append(thumbnail_changes(thumbnails, previous))
         features.append(_batch_features(colorizer, global_inputs, reference))
@@ -689,7 +694,7 @@ def _render(colorizer, source, destination, options, reference, plan, flow_blend
             for batch in _batches(counter.frames(_demux(container, stream, writer, source)), batch_size):
                 if plan is not None and index + len(batch) > len(plan.cuts):
                     raise InvalidVideoError(f"{source}: decoded more frames than in the first pass")
-                pixels = [_rgb(frame, reformatter) for frame in batch]
+                pixels = [_rgb(frame, reformatter, source) for frame in batch]
                 # the shot mode's scene vectors come from the first pass: no global input needed
                 prepared = [colorizer.prepare(each, options.max_side, scene=plan is None) for each in pixels]
                 if plan is None:

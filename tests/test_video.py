@@ -223,6 +223,24 @@ def test_default_mode_flickers_less_than_per_frame_at_the_same_colourfulness(exa
     assert np.mean(colour["shot"]) >= 0.8 * np.mean(colour["frame"])
 
 
+@pytest.mark.parametrize("mode", ["shot", "frame"])
+def test_frames_that_ffmpeg_decodes_but_cannot_convert_are_a_clear_error(colorizer, mode, tmp_path):
+    """A raw rgb4 video: PyAV's OSError ("Operation not supported") escaped the shot mode's first pass, unnamed, and
+    the frame mode said the output "could not be encoded"."""
+    path = tmp_path / "rgb4.mkv"  # a NUT file: FFmpeg reads a container by its content
+    with av.open(str(path), "w", format="nut") as container:
+        stream = container.add_stream("rawvideo", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb4"
+        for index in range(3):
+            frame = av.VideoFrame(64, 48, "rgb4")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with pytest.raises(InvalidVideoError, match=f"{path}: its rgb4 frames cannot be converted"):
+        colorize_video(colorizer, path, tmp_path / "out.mp4", mode=mode)
+    assert not (tmp_path / "out.mp4").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [(16, 1000), (1000, 16)])
 def test_a_very_narrow_video_is_colorized_in_the_shot_mode(colorizer, examples_dir, size, tmp_path):
