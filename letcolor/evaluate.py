@@ -8,7 +8,6 @@ the same points: it shifts the automatic result's a,b toward each hint, weighted
 """
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -27,7 +26,7 @@ from letcolor import metrics
 from letcolor.color import lab_to_rgb, rgb_to_lab, rgb_to_lightness
 from letcolor.engines import DEFAULT_ENGINE, ENGINES
 from letcolor.hints import MAX_POINTS, colour_ab, points_from_truth
-from letcolor.images import InvalidImageError, image_suffixes, load_image
+from letcolor.images import InvalidImageError, image_suffixes, load_image, read_image_bytes
 from letcolor.inference import Precision, Speedups
 from letcolor.model import NO_HINTS_MESSAGE, is_local_path
 from letcolor.pipeline import Colorizer
@@ -265,8 +264,8 @@ def image_files(folder: Path) -> list[Path]:
 def open_color_photo(source: Path | bytes) -> Image.Image:
     """A file or encoded image -> an upright RGB image; raises BadImage for undecodable, tiny or grayscale inputs."""
     try:
-        image = load_image(source if isinstance(source, Path) else Image.open(io.BytesIO(source)))
-    except (InvalidImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+        image = load_image(source) if isinstance(source, Path) else read_image_bytes(source, "the photo")[0].image
+    except InvalidImageError as error:
         raise BadImage(f"cannot decode: {error}") from error
     rgb = image.convert("RGB")
     if min(rgb.size) < metrics.SSIM_WINDOW:

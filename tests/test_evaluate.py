@@ -52,6 +52,19 @@ def photo_folder(tmp_path, examples_dir):
     return folder
 
 
+@pytest.mark.parametrize("form", ["file", "bytes"])
+def test_a_photo_is_read_as_every_entry_point_reads_it(examples_dir, tmp_path, form):
+    """A dataset row's bytes were opened by plain PIL: an icon was decoded whole as it opened (a 0.5 MB ICO holding a
+    13000x13000 PNG took 1 GB before its size was checked), and a TIFF skipped libtiff."""
+    icon = tmp_path / "icon.ico"
+    Image.open(examples_dir / "chelsea.png").save(icon, sizes=[(64, 64)])
+    with pytest.raises(evaluate.BadImage, match="icons, ICO and ICNS, are not read"):
+        evaluate.open_color_photo(icon if form == "file" else icon.read_bytes())
+    chelsea = examples_dir / "chelsea.png"
+    photo = evaluate.open_color_photo(chelsea if form == "file" else chelsea.read_bytes())
+    assert np.array_equal(np.asarray(photo), np.asarray(Image.open(chelsea).convert("RGB")))
+
+
 def test_a_folder_is_scored_against_the_originals_with_both_baselines(photo_folder, tiny_model_dir, tmp_path, capsys):
     code, report = run_evaluate(
         "--model", tiny_model_dir, "--images", photo_folder, "--max-side", MAX_SIDE, "-o", tmp_path / "report.json"
