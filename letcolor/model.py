@@ -10,6 +10,7 @@ the global branch always sees L with no hints, so the scene vector of one image 
 """
 
 import math
+from collections import Counter
 from numbers import Real
 from pathlib import Path
 from typing import NamedTuple
@@ -50,7 +51,7 @@ def check_config(num_classes, class_names, width, hint_channels=0, hint_propagat
         raise InvalidModelError(f"class_names must be a list of strings, got {class_names!r:.200}")
     if class_names and len(class_names) != num_classes:
         raise InvalidModelError(f"{len(class_names)} class_names given for num_classes={num_classes}")
-    if twice := sorted({name for name in class_names if class_names.count(name) > 1}):
+    if twice := sorted(name for name, count in Counter(class_names).items() if count > 1):
         raise InvalidModelError(f"class_names must differ (scene probabilities are keyed by them): {twice}")
     if isinstance(width, bool) or not isinstance(width, Real) or not 0 < width <= MAX_WIDTH or math.isnan(width):
         raise InvalidModelError(f"width must be a number in (0, {MAX_WIDTH:g}], got {width!r}")
