@@ -196,6 +196,21 @@ def test_a_scans_resolution_and_exif_are_kept_its_orientation_applied(examples_d
         assert kept[ExifTags.Base.ImageDescription] == "Grandma at the fair"
 
 
+@pytest.mark.parametrize(
+    ("compression", "mode", "kept"),
+    [("tiff_lzw", "L", "tiff_lzw"), ("tiff_adobe_deflate", "L", "tiff_adobe_deflate"), ("raw", "L", "raw"),
+     ("jpeg", "L", "jpeg"), ("group4", "1", "tiff_lzw")],
+)  # fmt: skip
+def test_a_tiff_keeps_its_compression_where_it_holds_colour(examples_dir, tiny_model_dir, tmp_path, compression, mode,
+                                                           kept):  # fmt: skip
+    """Every TIFF came out uncompressed: a 600-dpi page five times the size of its LZW input."""
+    Image.open(examples_dir / "chelsea_gray.png").convert(mode).save(tmp_path / "scan.tif", compression=compression)
+    arguments = ["colorize", str(tmp_path / "scan.tif"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]
+    assert cli.main(arguments) == 0
+    with Image.open(tmp_path / "out" / "scan.tif") as result:
+        assert result.info["compression"] == kept and result.mode == "RGB" and result.size == (451, 300)
+
+
 def test_a_photo_with_alpha_in_a_format_that_drops_it_comes_out_as_png():
     """An RGBA BMP (a 32-bit one with an alpha mask) came out as a BMP, which Pillow writes without its alpha."""
     assert [cli.image_suffix(Path(name), has_alpha=True) for name in ("a.bmp", "a.JPG", "a.TIF", "a.webp")] == [
