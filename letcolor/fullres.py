@@ -166,9 +166,10 @@ def _match_clipped(rgb: np.ndarray, target: np.ndarray) -> None:
     each shift moved the luma by the weight of the others only (a saturated hint's colour was 6 levels off, white with
     some colour 12). At most three steps solve them: each shifts every channel by what is missing over the weight of
     those that can still move (the others stay clipped), until it is found or one more channel clips."""
-    rows, columns = np.nonzero(cv2.absdiff(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), target) > 1)
-    if rows.size == 0:
+    off = np.flatnonzero(cv2.absdiff(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), target) > 1)  # (np.nonzero: 10x slower)
+    if off.size == 0:
         return
+    rows, columns = np.divmod(off, rgb.shape[1])
     pixels, goal = rgb[rows, columns].astype(np.float32), target[rows, columns].astype(np.float32)
     for _ in range(3):
         missing = goal - pixels @ REC601_WEIGHTS
