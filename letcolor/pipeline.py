@@ -10,7 +10,7 @@ import math
 import numbers
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -97,10 +97,12 @@ class _Palette:
 @dataclass(frozen=True)
 class Reference:
     """A reference photo as colorizing reads it (`Colorizer.reference`): its scene vector and its colours' mean and
-    spread. Made once, it serves any number of photos and frames without decoding the photo again."""
+    spread. Made once, it serves any number of photos and frames of the Colorizer that made it without decoding the
+    photo again."""
 
     features: torch.Tensor  # (1, C) the scene vector
     palette: _Palette
+    made_by: object = field(repr=False, compare=False)  # the Colorizer's: another model's vector would mean nothing
 
 
 def default_device() -> torch.device:
@@ -332,12 +334,14 @@ class Colorizer:
     def reference(self, image: ImageSource | Reference | None) -> Reference | None:
         """A reference photo (paper 4.5) read once: its scene vector and palette, for the `reference` option of
         many calls (the photo is not decoded again for each); InvalidImageError for an unusable image."""
+        if isinstance(image, Reference) and image.made_by is not self.network:
+            raise ValueError("the reference was read by another Colorizer: read it with this one's reference()")
         if image is None or isinstance(image, Reference):
             return image
         loaded = load_image(image)
         with torch.inference_mode():
             features = self.network.global_output(global_input(lightness(image_pixels(loaded))).to(self.device))
-            return Reference(features.features, palette_of(loaded, self.device))
+            return Reference(features.features, palette_of(loaded, self.device), self.network)
 
     def ab_from_features(
         self, prepared: list[PreparedImage], features: torch.Tensor, options: Options, reference: Reference | None

@@ -313,6 +313,8 @@ def test_a_reference_read_once_colorizes_as_the_photo_itself(colorizer, examples
     (tmp_path / "corrupt.png").write_bytes(path.read_bytes()[:500])
     with pytest.raises(InvalidImageError, match="corrupt.png"):
         colorizer.reference(tmp_path / "corrupt.png")
+    with pytest.raises(ValueError, match="read by another Colorizer"):  # its vector is another network's
+        Colorizer(make_tiny_model(seed=1))(image, reference=reference)
 
 
 def scene_vectors_given(colorizer, monkeypatch, image, **options) -> torch.Tensor:
