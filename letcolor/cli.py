@@ -317,7 +317,8 @@ def colorize_files(
 
 def photo_batches(sources: list[Path], batch_size: int, progress: tqdm) -> Iterator[dict[Path, Image.Image]]:
     """The photos that can be read, in batches of at most `batch_size` photos and BATCH_PIXELS pixels (or one
-    photo); each that cannot be read is reported and counted done on `progress`, with each one's warnings."""
+    photo); each that cannot be read is reported and counted done on `progress`, with each one's warnings. The photo
+    after a batch is read before the batch is handed out (its size decides): one more photo is held."""
     batch, pixels = {}, 0
     for source in sources:
         try:

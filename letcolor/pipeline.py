@@ -94,7 +94,7 @@ class _Palette:
     std: torch.Tensor
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Reference:
     """A reference photo as colorizing reads it (`Colorizer.reference`): its scene vector and its colours' mean and
     spread. Made once, it serves any number of photos and frames of the Colorizer that made it without decoding the
@@ -161,12 +161,12 @@ def network_size(height: int, width: int, max_side: int | None) -> tuple[int, in
 def palette_of(image: Image.Image, device: torch.device) -> _Palette:
     """Mean and standard deviation of a and b over a reduced copy of a loaded image (zero for a gray image), each
     pixel weighted by its alpha (a cut-out's transparent background, often black, is not its colour)."""
+    if Image.getmodebase(image.mode) == "L":  # (16-bit gray cannot be reduced as below)
+        zero = torch.zeros((1, 2, 1, 1), device=device)
+        return _Palette(zero, zero)
     scale = min(1.0, PALETTE_SAMPLE_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     pixels = image_pixels(image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0))  # as `thumbnail`, no copy
-    if pixels.values.shape[0] == 1:
-        zero = torch.zeros((1, 2, 1, 1), device=device)
-        return _Palette(zero, zero)
     ab = rgb_to_lab(pixels.values[None].to(device).float() / pixels.white_level)[:, 1:]
     weights = torch.ones_like(ab[:, :1])
     if pixels.alpha is not None and pixels.alpha.getbbox() is not None:  # (wholly transparent: every pixel alike)

@@ -650,7 +650,7 @@ def plan_shots(
 ) -> ShotPlan:
     """The shot mode's first pass: every frame's cut flag and scene vector (the reference's, if given: see
     `Colorizer.reference`), then each shot's median vector."""
-    source = Path(source)
+    source, reference = Path(source), colorizer.reference(reference)
     with _open(source) as container:
         counter = _Counter(None, _info(container, source), 1, None, source)
         return _plan(colorizer, container, source, batch_size, reference, counter)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import load_dataset
-from PIL import Image
+from PIL import Image, ImageCms
 
 from letcolor import Colorizer, evaluate, hint_plot, metrics
 from letcolor.color import rgb_to_lab
@@ -63,6 +63,45 @@ def test_a_photo_is_read_as_every_entry_point_reads_it(examples_dir, tmp_path, f
     chelsea = examples_dir / "chelsea.png"
     photo = evaluate.open_color_photo(chelsea if form == "file" else chelsea.read_bytes())
     assert np.array_equal(np.asarray(photo), np.asarray(Image.open(chelsea).convert("RGB")))
+
+
+def test_a_large_photo_is_scored_reduced_and_batches_hold_so_many_pixels(examples_dir, tiny_model_dir, tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    """Every metric ran at full resolution for every method at once: a 24 MP photo took 11 GB, a 100 MP one ran out
+    of memory; and a batch held 16 photos whatever their size."""
+    monkeypatch.setattr(evaluate, "MAX_SCORED_PIXELS", 200 * 150)
+    (tmp_path / "large").mkdir()
+    (tmp_path / "reduced").mkdir()
+    chelsea = Image.open(examples_dir / "chelsea.png").convert("RGB")  # 451 x 300
+    chelsea.save(tmp_path / "large" / "chelsea.png")
+    chelsea.resize((212, 141), Image.Resampling.BOX).save(tmp_path / "reduced" / "chelsea.png")
+    options = ["--model", tiny_model_dir, "--max-side", MAX_SIDE, "--no-ablation"]
+    reports = [
+        run_evaluate(*options, "--images", tmp_path / folder, "-o", tmp_path / f"{folder}.json")[1]
+        for folder in ("large", "reduced")
+    ]
+    assert reports[0]["per_image"][0]["model"] == reports[1]["per_image"][0]["model"]
+    assert reports[0]["settings"]["max_scored_pixels"] == 200 * 150
+    photos = [
+        evaluate.Sample(str(i), -1, Image.new("RGB", size)) for i, size in enumerate([(100, 100)] * 3 + [(300, 300)])
+    ]
+    sizes = [[sample.id for sample in chunk] for chunk in evaluate.chunks(photos, 2, 250 * 250)]
+    assert sizes == [["0", "1"], ["2"], ["3"]]  # two photos at most, and a larger one alone
+
+
+def test_a_photo_with_a_colour_profile_is_scored_in_srgb(examples_dir, tiny_model_dir, tmp_path):
+    """The model read it through its profile (Adobe RGB), but its scores compared with the raw pixels: worse."""
+    tagged = ImageCms.getOpenProfile(str(Path(__file__).parent / "data" / "compatibleWithAdobeRGB1998.icc"))
+    chelsea = Image.open(examples_dir / "chelsea.png").convert("RGB")
+    adobe = ImageCms.profileToProfile(chelsea, ImageCms.createProfile("sRGB"), tagged, outputMode="RGB")
+    for folder, photo, profile in [("adobe", adobe, tagged.tobytes()), ("srgb", ImageCms.profileToProfile(
+            adobe, tagged, ImageCms.createProfile("sRGB"), outputMode="RGB"), None)]:  # fmt: skip
+        (tmp_path / folder).mkdir()
+        photo.save(tmp_path / folder / "chelsea.png", icc_profile=profile)
+    options = ["--model", tiny_model_dir, "--max-side", MAX_SIDE, "--no-ablation"]
+    rows = [run_evaluate(*options, "--images", tmp_path / folder, "-o", tmp_path / f"{folder}.json")[1]["per_image"]
+            for folder in ("adobe", "srgb")]  # fmt: skip
+    assert rows[0][0]["model"] == rows[1][0]["model"] and rows[0][0]["gray"] == rows[1][0]["gray"]
 
 
 def test_a_folder_is_scored_against_the_originals_with_both_baselines(photo_folder, tiny_model_dir, tmp_path, capsys):

@@ -315,6 +315,9 @@ def test_a_reference_read_once_colorizes_as_the_photo_itself(colorizer, examples
         colorizer.reference(tmp_path / "corrupt.png")
     with pytest.raises(ValueError, match="read by another Colorizer"):  # its vector is another network's
         Colorizer(make_tiny_model(seed=1))(image, reference=reference)
+    scan = Image.fromarray(np.linspace(0, 65535, 300 * 400).astype(np.uint16).reshape(300, 400))  # 16-bit gray
+    for options in ({}, {"palette_strength": 0.5}):  # its palette failed ("image has wrong mode") when read whole
+        assert colorizer(image, reference=scan, **options).image.size == image.size
 
 
 def scene_vectors_given(colorizer, monkeypatch, image, **options) -> torch.Tensor:

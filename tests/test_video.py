@@ -177,6 +177,10 @@ def test_cuts_split_shots_and_each_shot_has_one_scene_vector(colorizer, examples
     assert torch.equal(plan.features[8:], plan.features[8:9].expand(6, -1))
     assert not torch.allclose(plan.features[0], plan.features[8])
     assert not plan_shots(colorizer, CAMVID_CUT).cuts[1:].any()  # a real drive is one shot
+    with pytest.raises(ValueError, match="read by another Colorizer"):
+        plan_shots(
+            colorizer, CAMVID_CUT, reference=Colorizer(make_tiny_model(seed=1)).reference(EXAMPLES / "coffee.png")
+        )
 
 
 def textured_frames(shift: int) -> tuple[np.ndarray, np.ndarray]:
