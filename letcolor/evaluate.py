@@ -51,6 +51,7 @@ DATASET_SUFFIXES = image_suffixes() | {".parquet", ".arrow", ".csv", ".jsonl"}  
 EXACT_SPEEDUPS = Speedups(Precision.FLOAT32, fold_batchnorm=True, channels_last=True)
 MAX_SCORED_PIXELS = 4_000_000  # larger photos are scored reduced to this (the network reads them at --max-side)
 SCORED_BATCH_PIXELS = 16_000_000  # and a batch holds at most this many pixels of photos
+SCORED_AT_ONCE_PIXELS = 4_000_000  # a photo's methods are scored together up to this many pixels in all
 
 
 class BadImage(Exception):
@@ -421,21 +422,28 @@ def scene_label_map(label_names: tuple[str, ...], class_names: list[str]) -> dic
 
 
 def score_image(target: torch.Tensor, predictions: dict[str, torch.Tensor]) -> dict:
-    """Per-method metrics of one photo (1, 3, H, W) against its colorizations, one method at a time (at once, a 4 MP
-    photo's SSIM maps of a dozen methods took 3 GB)."""
+    """Per-method metrics of one photo (1, 3, H, W) against its colorizations, as many methods at once as
+    SCORED_AT_ONCE_PIXELS allows (all at once, a 4 MP photo's SSIM maps of a dozen methods took 3 GB)."""
     truth = metrics.colorfulness(target).item()
-    per_method = {method: method_scores(each, target, truth) for method, each in predictions.items()}
+    methods, per_method = list(predictions), {}
+    at_once = max(1, SCORED_AT_ONCE_PIXELS // (target.shape[-2] * target.shape[-1]))
+    for start in range(0, len(methods), at_once):
+        group = methods[start : start + at_once]
+        per_method |= method_scores(torch.cat([predictions[method] for method in group]), target, truth, group)
     return {"ground_truth_colorfulness": truth, **per_method}
 
 
-def method_scores(prediction: torch.Tensor, target: torch.Tensor, truth_colorfulness: float) -> dict[str, float]:
-    colorfulness = metrics.colorfulness(prediction).item()
+def method_scores(candidates: torch.Tensor, target: torch.Tensor, truth: float, methods: list[str]) -> dict:
+    """The metrics of each candidate (N, 3, H, W) against the target, by method name."""
+    scores = {
+        "psnr": metrics.psnr(candidates, target),
+        "ssim": metrics.ssim(candidates, target),
+        "auc": metrics.ab_auc(candidates, target),
+        "colorfulness": metrics.colorfulness(candidates),
+    }
+    scores["colorfulness_gap"] = scores["colorfulness"] - truth
     return {
-        "psnr": metrics.psnr(prediction, target).item(),
-        "ssim": metrics.ssim(prediction, target).item(),
-        "auc": metrics.ab_auc(prediction, target).item(),
-        "colorfulness": colorfulness,
-        "colorfulness_gap": colorfulness - truth_colorfulness,
+        method: {metric: values[row].item() for metric, values in scores.items()} for row, method in enumerate(methods)
     }
 
 
