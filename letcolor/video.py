@@ -161,6 +161,8 @@ def _ebml_number(data: bytes, offset: int, marker: bool) -> tuple[int | None, in
 
 
 def _check_stream(stream: av.VideoStream, path: Path) -> None:
+    if stream.codec_context is None:  # a codec that FFmpeg does not know
+        raise InvalidVideoError(f"{path}: the video's codec is not one that FFmpeg knows")
     width, height = stream.codec_context.width, stream.codec_context.height
     if width < 1 or height < 1:
         raise InvalidVideoError(f"{path}: the video has no frame size")
@@ -687,7 +689,7 @@ def _render(colorizer, source, destination, options, reference, plan, flow_blend
         stream = container.streams.video[0]
         _check_stream(stream, source)
         stream.thread_type = "AUTO"
-        audio = list(container.streams.audio)
+        audio = _known_audio(container)
         writer = _BackgroundWriter(_WriterOnFirstFrame(lambda rotation: _Writer(destination, stream, audio, rotation)))
         completed = False
         try:
@@ -720,11 +722,20 @@ def _render(colorizer, source, destination, options, reference, plan, flow_blend
 
 def _demux(container, stream, writer: _WriterOnFirstFrame, source: Path) -> Iterator[av.VideoFrame]:
     """The video's frames, in order; audio packets go to the writer as they are read."""
-    for packet in _decoding_errors(source, container.demux(stream, *container.streams.audio)):
+    for packet in _decoding_errors(source, container.demux(stream, *_known_audio(container))):
         if packet.stream.type == "audio":
             writer.audio_packet(packet)
             continue
-        yield from _decoding_errors(source, iter(packet.decode()))
+        yield from _decoding_errors(source, _decoded_packet(packet))
+
+
+def _known_audio(container: av.container.InputContainer) -> list[av.AudioStream]:
+    """The audio streams kept: those of a codec that FFmpeg knows (another has no codec context to copy)."""
+    return [stream for stream in container.streams.audio if stream.codec_context is not None]
+
+
+def _decoded_packet(packet: av.Packet) -> Iterator[av.VideoFrame]:
+    yield from packet.decode()  # (a generator: a corrupt packet's error is raised inside `_decoding_errors`)
 
 
 __all__ = [

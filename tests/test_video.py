@@ -24,6 +24,7 @@ from video_clips import (
     with_late_pcm,
     with_sine,
     with_stall,
+    with_unknown_codec,
 )
 
 import letcolor.video
@@ -243,6 +244,37 @@ def test_frames_that_ffmpeg_decodes_but_cannot_convert_are_a_clear_error(coloriz
     with pytest.raises(InvalidVideoError, match=f"{path}: its rgb4 frames cannot be converted"):
         colorize_video(colorizer, path, tmp_path / "out.mp4", mode=mode)
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_track_of_a_codec_ffmpeg_does_not_know_is_left_out_or_refused(colorizer, tmp_path):
+    """PyAV gives such a stream no codec context: an AttributeError traceback stopped the CLI's other files."""
+    odd_audio = with_unknown_codec(CAMVID_CUT, tmp_path / "odd-audio.mkv", "audio")
+    colorize_video(colorizer, odd_audio, tmp_path / "out.mp4", mode="frame")
+    with av.open(str(tmp_path / "out.mp4")) as output:
+        assert len(output.streams.video) == 1 and not output.streams.audio
+    odd_video = with_unknown_codec(CAMVID_CUT, tmp_path / "odd-video.mkv", "video")
+    with pytest.raises(InvalidVideoError, match=f"{odd_video}: the video's codec is not one that FFmpeg knows"):
+        colorize_video(colorizer, odd_video, tmp_path / "out2.mp4")
+
+
+@pytest.mark.parametrize("mode", ["shot", "frame"])
+def test_a_corrupt_packet_is_reported_as_a_corrupt_video_in_both_modes(colorizer, mode, tmp_path):
+    """The frame mode said "the colorized video could not be encoded": the packet's decoding error escaped the
+    decoding's handler."""
+    with av.open(str(tmp_path / "corrupt.mkv"), "w") as container:  # raw frames, the third cut short
+        stream = container.add_stream("rawvideo", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "gray"
+        for index in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32), 40 * index, np.uint8), format="gray")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                if index == 2:
+                    short = av.Packet(bytes(packet)[:100])
+                    short.time_base, short.pts, short.dts = packet.time_base, packet.pts, packet.dts
+                    short.stream, packet = stream, short
+                container.mux(packet)
+    with pytest.raises(InvalidVideoError, match="corrupt.mkv: the video is corrupt"):
+        colorize_video(colorizer, tmp_path / "corrupt.mkv", tmp_path / "out.mp4", mode=mode)
 
 
 @pytest.mark.slow

@@ -171,3 +171,15 @@ def with_late_pcm(video: Path, path: Path, start: float = 1.0) -> Path:
             output.mux(audio.encode(frame))
         output.mux(audio.encode(None))
     return path
+
+
+def with_unknown_codec(video: Path, path: Path, track: str) -> Path:
+    """The video in Matroska with PCM sound, the audio or the video track's codec ID renamed to one that FFmpeg does
+    not know (PyAV then gives the stream no codec context)."""
+    data = with_sine(video, path.with_name(f"pcm-{path.name}"), "pcm_s16le").read_bytes()
+    known, unknown = {"audio": (b"A_PCM/INT/LIT", b"A_QQQ/INT/LIT"), "video": (b"V_MPEG4/ISO/AVC", b"V_QQQQQ/ISO/AVC")}[
+        track
+    ]
+    assert known in data
+    path.write_bytes(data.replace(known, unknown))
+    return path
