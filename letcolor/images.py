@@ -32,9 +32,6 @@ _SRGB = ImageCms.createProfile("sRGB")
 # small ICO holding a 13000x13000 PNG took 650 MB; they are not read.
 DECODED_ON_OPEN = ("ICO", "ICNS")
 MAX_TILE_PIXELS = 1024 * 1024  # a TIFF's tiles may be larger than the image, up to this (256 or 512 a side is usual)
-# A TIFF's pages are counted in time that grows with their square (Pillow checks each new page against every earlier
-# one): 100,000 pages of 1x1 (10 MB) took 72 s. More than this many are not counted.
-MAX_COUNTED_FRAMES = 1000
 # What Pillow raises for a damaged file besides OSError: a truncated TIFF or PPM "buffer is not large enough"
 # (ValueError), a QOI IndexError, a bad header's SyntaxError or struct.error.
 DECODING_ERRORS = (OSError, SyntaxError, ValueError, IndexError, EOFError, struct.error)
@@ -169,6 +166,11 @@ def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
     _check_header(image, name)
     if image.mode not in SUPPORTED_MODES:
         raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
+    with _libtiff_for_every_tiff():  # seeking a page sets it up again, as exif_transpose loading it does
+        return _loaded_upright(image, name, owned)
+
+
+def _loaded_upright(image: Image.Image, name: str, owned: bool) -> LoadedImage:
     try:
         image.load()
     except DECODING_ERRORS as error:
@@ -190,8 +192,8 @@ def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
 def _frames_warning(image: Image.Image, name: str) -> tuple[str, ...]:
     """A warning where the image has more frames than the one colorized: the current one, the first unless a
     caller's image was moved to another."""
-    if image.format == "MPO":  # a camera's MPO JPEG: the photo, then previews or a stereo partner: nothing to warn
-        return ()
+    if image.format in ("MPO", "PSD"):  # a camera's MPO JPEG: the photo, then previews or a stereo partner; a PSD's
+        return ()  # "frames" are its layers, and its flattened image is what is read
     current = image.tell()
     shown = "the first" if current == 0 else f"frame {current + 1}"
     try:
@@ -207,19 +209,12 @@ def _frames_warning(image: Image.Image, name: str) -> tuple[str, ...]:
 
 
 def _frame_count(image: Image.Image) -> int | str:
-    """How many frames the image has: "over MAX_COUNTED_FRAMES" for a TIFF of more pages; the current one kept."""
-    if image.format != "TIFF" or not getattr(image, "is_animated", False):
-        return getattr(image, "n_frames", 1)
-    current, count = image.tell(), 1
-    try:
-        while count <= MAX_COUNTED_FRAMES:
-            image.seek(count)
-            count += 1
-    except EOFError:
-        pass
-    finally:
-        image.seek(current)
-    return count if count <= MAX_COUNTED_FRAMES else f"over {MAX_COUNTED_FRAMES}"
+    """How many frames the image has; for a TIFF of several pages, "several": Pillow counts pages by reading each
+    one's tags, in time that grows with their square (100,000 1x1 pages: 72 s), and with the tags' size (1,100 pages
+    sharing one table of 250,000 strips: 0.7 s each)."""
+    if image.format == "TIFF":
+        return "several" if getattr(image, "is_animated", False) else 1
+    return getattr(image, "n_frames", 1)
 
 
 def _check_float_pixels(values: np.ndarray, what: str) -> None:
@@ -257,7 +252,7 @@ def _image_from_array(array: np.ndarray) -> Image.Image:
 def in_srgb(image: Image.Image) -> Image.Image:
     """An 8-bit gray or RGB image's pixels in sRGB, through its ICC profile where it has one of another space (an
     Adobe RGB photo, a scan's gray curve); as they are without one, or with one that cannot be read or is not of the
-    image's kind (taken as sRGB, as browsers do). 16-bit images keep theirs unapplied."""
+    image's kind (taken as sRGB, as browsers do). 16-bit and CMYK images keep theirs unapplied."""
     data, kind = image.info.get("icc_profile"), {"L": "GRAY", "RGB": "RGB"}.get(image.mode)
     if not data or kind is None:
         return image
@@ -270,7 +265,7 @@ def in_srgb(image: Image.Image) -> Image.Image:
             levels = ImageCms.profileToProfile(ramp, profile, _SRGB, outputMode="RGB").convert("L")
             return image.point(list(levels.tobytes()))
         return ImageCms.profileToProfile(image, profile, _SRGB, outputMode="RGB")
-    except (OSError, ImageCms.PyCMSError):
+    except (OSError, ValueError, ImageCms.PyCMSError):  # (a colour space of bytes that are not ASCII: ValueError)
         return image
 
 
@@ -281,7 +276,11 @@ def image_pixels(image: Image.Image) -> Pixels:
         image = image.convert("RGBA" if keyed else "RGB")
     elif image.mode in ("L", "RGB") and keyed:
         image = image.convert(f"{image.mode}A")
-    image = image.convert(_CONVERSIONS[image.mode]) if image.mode in _CONVERSIONS else image
+    if image.mode in _CONVERSIONS:
+        converted = image.convert(_CONVERSIONS[image.mode])
+        if image.mode == "CMYK":  # its profile is not for the RGB of Pillow's plain conversion
+            converted.info.pop("icc_profile", None)
+        image = converted
     alpha = image.getchannel("A") if image.mode in ("LA", "RGBA") else None
     if image.mode in ("LA", "RGBA"):
         image = image.convert(image.mode[:-1])

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from conftest import PACKED_PRECISIONS, make_tiny_model
 from huggingface_hub import constants as hub_constants
-from PIL import Image, ImageCms, ImageOps, PngImagePlugin
+from PIL import ExifTags, Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin
 
 from letcolor import color, fullres, inference, pipeline, threads
 from letcolor.bench import calibrate_batchnorm
 from letcolor.hints import Hints, InvalidHintsError
 from letcolor.images import (
-    MAX_COUNTED_FRAMES,
     MAX_IMAGE_PIXELS,
     InvalidImageError,
     check_image_file,
@@ -165,11 +164,20 @@ def test_a_photo_with_a_colour_profile_is_read_in_srgb(examples_dir, tmp_path, c
     assert np.abs(tagged).mean() < 0.7 and np.abs(untagged).mean() > 2
 
 
-def test_a_colour_profile_that_cannot_be_read_leaves_the_pixels_as_they_are(examples_dir):
+def test_a_colour_profile_that_cannot_be_read_or_is_not_the_images_leaves_the_pixels_as_they_are(examples_dir):
+    """A colour space of bytes that are not ASCII raised a UnicodeDecodeError (a traceback in the CLI, a whole app
+    batch refused); a CMYK photo's RGB profile was applied to Pillow's plain conversion of it (28 levels off)."""
     original = Image.open(examples_dir / "china.jpg")
-    damaged = original.copy()
-    damaged.info["icc_profile"] = original.info["icc_profile"][:100]
-    assert torch.equal(image_pixels(damaged).values, torch.from_numpy(np.array(original)).permute(2, 0, 1))
+    adobe = (Path(__file__).resolve().parent / "data" / "compatibleWithAdobeRGB1998.icc").read_bytes()
+    as_is = torch.from_numpy(np.array(original)).permute(2, 0, 1)
+    for profile in (adobe[:100], adobe[:16] + b"\xa7GB " + adobe[20:]):  # cut short; a colour space not in ASCII
+        damaged = original.copy()
+        damaged.info["icc_profile"] = profile
+        assert torch.equal(image_pixels(damaged).values, as_is)
+    cmyk = original.convert("CMYK")
+    cmyk.info["icc_profile"] = adobe
+    plain = torch.from_numpy(np.array(original.convert("CMYK").convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(image_pixels(cmyk).values, plain)
 
 
 def test_exif_rotated_file_shows_the_original_upright(mode_files, examples_dir):
@@ -479,20 +487,43 @@ def test_an_animated_or_multipage_file_gives_its_first_frame_and_says_so(coloriz
     path = save(first, tmp_path / f"frames{suffix}", save_all=True, append_images=[second.resize(first.size)])
     assert Image.open(path).n_frames == 2
     result = colorizer(path)
-    assert result.warnings == (f"{path}: has 2 frames (animated or multi-page); only the first was colorized",)
+    frames = "several" if suffix == ".tif" else 2  # (a TIFF's pages are not counted)
+    assert result.warnings == (f"{path}: has {frames} frames (animated or multi-page); only the first was colorized",)
     expected = colorizer(Image.open(path).copy())  # the first frame, as a single image
     np.testing.assert_array_equal(np.asarray(result.image), np.asarray(expected.image))
 
 
-def test_a_tiff_of_thousands_of_pages_is_counted_up_to_a_limit(colorizer, tmp_path):
-    """Pillow counts a TIFF's pages in time that grows with their square: 100,000 pages of 1x1 (10 MB) took 72 s, in
-    every entry point, the app's too, for a warning."""
-    pages = [Image.new("L", (8, 8), level % 256) for level in range(MAX_COUNTED_FRAMES + 2)]
+def test_a_tiff_of_many_pages_is_not_counted_and_a_psd_has_no_frames(colorizer, tmp_path):
+    """Pillow counts a TIFF's pages by reading each one's tags, in time that grows with their square (100,000 pages
+    of 1x1, 10 MB: 72 s) and with the tags' size, in every entry point, the app's too, for a warning. A PSD's layers
+    were taken for frames: "has 0 frames; only frame 2 was colorized"."""
+    pages = [Image.new("L", (8, 8), level % 256) for level in range(1200)]
     path = save(pages[0], tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
-    warning = f"{path}: has over {MAX_COUNTED_FRAMES} frames (animated or multi-page); only the first was colorized"
+    warning = f"{path}: has several frames (animated or multi-page); only the first was colorized"
     assert colorizer(path).warnings == (warning,)
-    save(pages[0], tmp_path / "few.tif", save_all=True, append_images=pages[1:3])
-    assert "has 3 frames" in colorizer(tmp_path / "few.tif").warnings[0]
+    composite = np.arange(64 * 96, dtype=np.uint8).reshape(64, 96)
+    header = b"8BPS" + struct.pack(">H", 1) + bytes(6) + struct.pack(">HIIHH", 1, 64, 96, 8, 1) + bytes(12)
+    (tmp_path / "flat.psd").write_bytes(header + struct.pack(">H", 0) + composite.tobytes())  # gray, no layers
+    result = colorizer(tmp_path / "flat.psd")
+    assert result.warnings == ()
+    assert np.array_equal(np.asarray(result.image), np.asarray(colorizer(Image.fromarray(composite)).image))
+
+
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_a_multipage_uncompressed_tiff_of_a_quarter_turn_is_read_upright(colorizer, tmp_path, orientation):
+    """Its first page was set up again by Pillow's own decoder when later pages were counted, and came out 200x60,
+    garbled, where its header said 60x200."""
+    gray = np.zeros((60, 200), np.uint8)
+    gray[:, 100:], gray[:20] = 220, 128
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[ExifTags.Base.Orientation] = orientation
+    path = tmp_path / "scan.tif"
+    Image.fromarray(gray).save(path, tiffinfo=tags, save_all=True, append_images=[Image.new("L", (50, 30))])
+    one_page = tmp_path / "one.tif"  # read right alone
+    Image.fromarray(gray).save(one_page, tiffinfo=tags)
+    assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_image(one_page)))
+    assert load_image(path).size == (60, 200) == upright_size(path)
+    assert colorizer(path).image.size == (60, 200)
 
 
 def tiled_tiff(width: int, height: int, tile: int) -> bytes:
@@ -548,8 +579,10 @@ def test_a_file_whose_later_frames_are_damaged_gives_its_first_frame_and_says_so
             warnings = read_image(damaged).warnings
         except InvalidImageError:
             continue
-        warned += [warning for warning in warnings if "frames after the first are damaged" in warning]
-    assert warned and all(warning.endswith("only the first was colorized") for warning in warned)
+        warned += warnings
+    said = "frames after the first are damaged" if suffix == ".gif" else "has several frames"  # (TIFF: pages unread)
+    assert any(said in warning for warning in warned)
+    assert all(warning.endswith("only the first was colorized") for warning in warned)
 
 
 def test_the_warning_names_the_frame_a_callers_image_was_moved_to(colorizer, examples_dir, tmp_path):
