@@ -5,6 +5,7 @@ Exit codes: 0 success; 1 some inputs could not be colorized (each is reported, t
 """
 
 import argparse
+import functools
 import glob
 import os
 import shutil
@@ -504,8 +505,12 @@ def program_name() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=program_name(), description="Colorize black-and-white photos and videos.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # No abbreviated options: `--mode frame` was taken for `--model frame` (then 40 s of Hub retries for "frame")
+    parser = argparse.ArgumentParser(
+        prog=program_name(), description="Colorize black-and-white photos and videos.", allow_abbrev=False
+    )
+    without_abbreviations = functools.partial(argparse.ArgumentParser, allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=without_abbreviations)
     colorize = commands.add_parser("colorize", help="colorize photos and videos", description=COLORIZE_DESCRIPTION)
     add_colorize_arguments(colorize)
     colorize.set_defaults(run=run_colorize)

@@ -288,6 +288,14 @@ def test_no_model_gives_the_clear_message_and_exit_code_2(photos, tmp_path, no_d
     assert "Traceback" not in errors and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", [["colorize", "photo.jpg", "-o", "out"], ["evaluate", "--images", "photos"]])
+def test_an_abbreviated_option_is_not_taken_for_another(command, capsys):
+    """`--mode frame` was taken for `--model frame`: a model named "frame", 40 s of Hub retries, then "not found"."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command, "--mode", "frame"])
+    assert exit_info.value.code == cli.EXIT_USAGE and "unrecognized arguments: --mode frame" in capsys.readouterr().err
+
+
 def test_a_max_side_that_is_not_a_number_names_what_it_takes(capsys):
     with pytest.raises(SystemExit) as exit_status:
         cli.main(["colorize", "photo.jpg", "-o", "out", "--max-side", "abc"])

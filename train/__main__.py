@@ -65,7 +65,7 @@ def default_workers() -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__, allow_abbrev=False)
     for add_arguments in (add_data_arguments, add_model_arguments, add_hint_arguments, add_run_arguments):
         add_arguments(parser)
     argv = sys.argv[1:] if argv is None else argv
