@@ -290,4 +290,14 @@ def image_pixels(image: Image.Image) -> Pixels:
     values = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))  # torch: native order only
     if image.mode == "RGB":
         return Pixels(values.permute(2, 0, 1), 255, alpha)
-    return Pixels(values[None], _GRAY_WHITE_LEVELS[image.mode], alpha)
+    return Pixels(values[None], _gray_white_level(image), alpha)
+
+
+def _gray_white_level(image: Image.Image) -> float:
+    """The value of white in a gray image: a TIFF of 10 or 12 bits a sample (Pillow's I;16, of values to 1023 or 4095)
+    has its own (it came out almost black)."""
+    bits = image.tag_v2.get(TiffImagePlugin.BITSPERSAMPLE) if isinstance(image, TiffImagePlugin.TiffImageFile) else None
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    if image.mode.startswith("I;16") and isinstance(bits, int) and 8 < bits < 16:
+        return 2**bits - 1
+    return _GRAY_WHITE_LEVELS[image.mode]

@@ -552,6 +552,21 @@ def test_a_tiff_of_tiles_far_larger_than_itself_is_refused_from_its_header(tmp_p
     assert load_image(tmp_path / "small.tif").size == (64, 64)
 
 
+def test_a_12_bit_tiff_is_read_with_its_own_white(colorizer, tmp_path):
+    """Pillow reads it as I;16 of values to 4095, which were taken as 16-bit: its white came out 6% gray."""
+    levels = np.tile(np.linspace(0, 4095, 256).round().astype(np.uint16), (32, 1))
+    pairs = levels.reshape(-1, 2).astype(np.uint32)  # two 12-bit samples in three bytes, first the high bits
+    packed = np.stack([pairs[:, 0] >> 4, (pairs[:, 0] & 15) << 4 | pairs[:, 1] >> 8, pairs[:, 1] & 255], 1)
+    entries = [(256, 256), (257, 32), (258, 12), (259, 1), (262, 1), (273, 8 + 2 + 12 * 8 + 4), (278, 32),
+               (279, packed.size)]  # fmt: skip
+    directory = struct.pack("<H", 8) + b"".join(struct.pack("<HHII", tag, 4, 1, value) for tag, value in entries)
+    (tmp_path / "scan12.tif").write_bytes(
+        b"II*\0" + struct.pack("<I", 8) + directory + bytes(4) + packed.astype(np.uint8).tobytes()
+    )
+    gray = np.asarray(colorizer(tmp_path / "scan12.tif").image.convert("L"), dtype=float)
+    assert np.abs(gray - levels / 4095 * 255).max() <= 1.5
+
+
 def test_32_bit_integer_pixels_beyond_16_bits_are_refused_not_clipped(colorizer, tmp_path):
     """They were read with white at 65535 and clipped: a TIFF of 0 to 1,000,000 came out 88% white, no warning."""
     for name, low, high in [("bright", 0, 1_000_000), ("negative", -50_000, 20_000)]:
