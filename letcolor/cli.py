@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from PIL import Image
+from PIL import ExifTags, Image
 from tqdm import tqdm
 
 from letcolor import bench
@@ -346,7 +346,7 @@ def save_with_metadata(image: Image.Image, path: Path, original: Image.Image) ->
     options = SAVE_OPTIONS.get(suffix, {})
     metadata = {"dpi": original.info.get("dpi") if suffix in DPI_SUFFIXES else None}
     exif_kept = suffix in EXIF_SUFFIXES and original.format in EXIF_FORMATS  # a TIFF's "EXIF" is its own layout
-    metadata["exif"] = original.getexif() if exif_kept else None
+    metadata["exif"] = srgb_exif(original.getexif()) if exif_kept else None
     if suffix in (".tif", ".tiff") and original.format == "TIFF":
         metadata["compression"] = tiff_compression(original.info.get("compression", "raw"))
         metadata["quality"] = 95 if metadata["compression"] == "jpeg" else None
@@ -355,6 +355,15 @@ def save_with_metadata(image: Image.Image, path: Path, original: Image.Image) ->
         image.save(path, **options, **metadata)
     except (ValueError, TypeError, struct.error):  # an odd tag or resolution of the original
         image.save(path, **options)
+
+
+def srgb_exif(exif: Image.Exif) -> Image.Exif:
+    """The EXIF of an output, which is sRGB (its input's profile applied): a colour space said "uncalibrated" (an
+    Adobe RGB camera's) is sRGB now."""
+    details = exif.get_ifd(ExifTags.IFD.Exif)
+    if ExifTags.Base.ColorSpace in details:
+        details[ExifTags.Base.ColorSpace] = 1  # sRGB
+    return exif
 
 
 def tiff_compression(compression: str) -> str:

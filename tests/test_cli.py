@@ -178,12 +178,14 @@ def test_a_photo_keeps_its_own_name_when_another_of_the_same_stem_comes_first(ex
 
 @pytest.mark.parametrize("name", ["scan.jpg", "scan.tif", "scan.png"])
 def test_a_scans_resolution_and_exif_are_kept_its_orientation_applied(examples_dir, tiny_model_dir, tmp_path, name):
-    """A 600-dpi scan came out at 72 (TIFF: 1) dpi, and its EXIF (a date, a caption) was dropped. (A TIFF's tags
-    are its layout as well: written whole into another TIFF they made it unreadable; it keeps its resolution.)"""
+    """A 600-dpi scan came out at 72 (TIFF: 1) dpi, and its EXIF (a date, a caption) was dropped; then its EXIF
+    colour space, "uncalibrated", was kept for an output in sRGB. (A TIFF's tags are its layout as well: written whole
+    into another TIFF they made it unreadable; it keeps its resolution.)"""
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = 6
     exif[ExifTags.Base.DateTime] = "1931:05:02 10:00:00"
     exif[ExifTags.Base.ImageDescription] = "Grandma at the fair"
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.ColorSpace] = 0xFFFF  # uncalibrated: an Adobe RGB camera's
     Image.open(examples_dir / "chelsea_gray.png").convert("L").save(tmp_path / name, exif=exif, dpi=(600, 600))
     arguments = ["colorize", str(tmp_path / name), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]
     assert cli.main(arguments) == 0
@@ -194,6 +196,7 @@ def test_a_scans_resolution_and_exif_are_kept_its_orientation_applied(examples_d
     if not name.endswith(".tif"):
         assert kept[ExifTags.Base.DateTime] == "1931:05:02 10:00:00"
         assert kept[ExifTags.Base.ImageDescription] == "Grandma at the fair"
+        assert kept.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.ColorSpace] == 1  # sRGB now, its profile applied
 
 
 @pytest.mark.parametrize(
