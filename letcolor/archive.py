@@ -26,7 +26,7 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 import fsspec
@@ -38,7 +38,16 @@ from tqdm import tqdm
 from letcolor.engines import DEFAULT_ENGINE
 from letcolor.images import LoadedImage, image_suffixes, read_image_bytes
 from letcolor.model import NO_HINTS_MESSAGE
-from letcolor.pipeline import PALETTE_WITH_HINTS, ColorizationResult, Colorizer, load_model
+from letcolor.pipeline import (
+    BUNDLED_MODEL_DIR,
+    MODEL_ENV_VAR,
+    PALETTE_WITH_HINTS,
+    ColorizationResult,
+    Colorizer,
+    ModelError,
+    load_model,
+    usable_device,
+)
 
 LOSSLESS = {"PNG", "TIFF", "BMP", "GIF"}  # kept lossless (as PNG); other formats become JPEG
 TOP_CLASSES = 5
@@ -372,7 +381,7 @@ class ImagesDestination:
         itself), or one id's file would be another's folder (a.png and a.png/b.png: every run failed on it)."""
         claimed = {}
         for row_id in ids:
-            for output in {self.output(row_id, suffix) for suffix in self.SUFFIXES}:
+            for output in {os.path.normpath(self.output(row_id, suffix)) for suffix in self.SUFFIXES}:  # x, ./x
                 if (other := claimed.setdefault(output, row_id)) != row_id:
                     self._clash(other, row_id, f"could both be written to {os.path.relpath(output, self.folder)}")
         for output, row_id in claimed.items():
@@ -421,6 +430,26 @@ class Job:
     dry_run: bool = False
 
 
+def for_workers(job: Job) -> Job:
+    """The job with what the workers read named as they can find it: they run in another folder, and in another
+    environment on a cluster (a relative --hints was silently not found, a relative --model or --reference failed, and
+    $LETCOLOR_MODEL was this process's alone). Hub model ids and URLs are left as they are."""
+    model = job.model or os.environ.get(MODEL_ENV_VAR) or str(BUNDLED_MODEL_DIR)
+    reference = job.options.get("reference")
+    return replace(
+        job,
+        model=local_or_as_is(model),
+        hints=job.hints and os.path.abspath(job.hints),
+        options={**job.options, "reference": reference and local_or_as_is(str(reference))},
+    )
+
+
+def local_or_as_is(name: str) -> str:
+    """An existing local file or folder as an absolute path; anything else (a Hub id, a URL) as it is."""
+    path = os.path.expanduser(name)
+    return os.path.abspath(path) if os.path.exists(path) else name
+
+
 def check_ids(ids: list[str], as_paths: bool) -> None:
     """ValueError for an id given twice (both rows were colorized, and in a folder tree the second replaced the
     first), and, where ids name files (--images, --hints), one that is empty, absolute or climbs out with ".." (a
@@ -443,7 +472,13 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
         raise ValueError(f"--hints {job.hints}: not a folder")
     if job.hints and job.options.get("palette_strength", 0) > 0:
         raise ValueError(f"--palette with --hints: {PALETTE_WITH_HINTS}")
-    if job.hints and not load_model(job.model).takes_hints:
+    job = for_workers(job)
+    try:
+        takes_hints = load_model(job.model).takes_hints  # a bad model or device: refused before Ray, not in an actor
+        usable_device(job.device)
+    except ModelError as error:
+        raise ValueError(str(error)) from error
+    if job.hints and not takes_hints:
         raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
     source = Source.open(job.source, job.id_column)
     destination = ImagesDestination(job.destination) if job.images else ParquetDestination(job.destination)

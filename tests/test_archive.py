@@ -18,11 +18,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from conftest import EVERYDAY, EXAMPLES, ROOT
 from PIL import Image
 
-from letcolor import Colorizer, cli
-from letcolor.archive import ColorizeRows, ImagesDestination, Job, ParquetDestination, Source, read_files, rows_per_call
+from letcolor import Colorizer, cli, pipeline
+from letcolor.archive import (
+    ColorizeRows,
+    ImagesDestination,
+    Job,
+    ParquetDestination,
+    Source,
+    for_workers,
+    read_files,
+    rows_per_call,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -305,6 +315,7 @@ def test_a_destination_file_and_a_source_without_photos_are_refused_before_ray(t
         (["a", "../escape.png"], True, "the id '../escape.png' cannot name a file inside DST"),  # written outside DST
         (["a", "/tmp/absolute.png"], True, "the id '/tmp/absolute.png' cannot name a file inside DST"),
         (["a.png", "a.png/b.png"], True, "a.png and a.png/b.png clash: a.png would be both a file and a folder"),
+        (["x.png", "./x.png"], True, "x.png and ./x.png could both be written to x.png"),  # one photo was lost
         (["dup", "dup"], False, "the id 'dup' is given twice in SRC"),  # both colorized, two rows for one id
         (["a", None], False, "row 1 has no id (null)"),  # became the id "None"
     ],
@@ -323,6 +334,36 @@ def test_parquet_ids_that_cannot_each_name_one_output_are_refused_before_ray(tmp
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["src"]
+
+
+def test_what_the_workers_read_is_named_as_they_can_find_it(tmp_path, monkeypatch):
+    """On a cluster the workers run in another folder and environment: a relative --hints was silently not found (the
+    photos came out without their hints), a relative --model or --reference failed in an actor, and $LETCOLOR_MODEL
+    was the driver's alone (the workers used the bundled model)."""
+    monkeypatch.chdir(tmp_path)
+    for folder in ("hints", "my-model"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "ref.png").write_bytes((EXAMPLES / "coffee.png").read_bytes())
+    job = Job("src", "out", model="my-model", hints="hints", options={"reference": "ref.png", "refine": True})
+    ready = for_workers(job)
+    assert (ready.model, ready.hints) == (str(tmp_path / "my-model"), str(tmp_path / "hints"))
+    assert ready.options == {"reference": str(tmp_path / "ref.png"), "refine": True}
+    monkeypatch.setenv(pipeline.MODEL_ENV_VAR, "my-model")
+    assert for_workers(Job("src", "out")).model == str(tmp_path / "my-model")
+    assert for_workers(Job("src", "out", model="owner/hub-model")).model == "owner/hub-model"
+
+
+@pytest.mark.parametrize(("option", "message"), [(["--model", "no-such-model/"], "Cannot load the model"),
+                                                 (["--device", "cuda"], "CUDA")])  # fmt: skip
+def test_a_bad_model_or_device_is_refused_before_ray(tmp_path, capsys, monkeypatch, option, message):
+    """Both failed in the actor: a Ray traceback of 338 lines ending in ActorDiedError, exit 1."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "src").mkdir()
+    Image.new("L", (16, 16)).save(tmp_path / "src" / "a.png")
+    argv = ["colorize-dataset", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--images", *option]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_hints_with_a_palette_are_refused_before_ray(tmp_path, capsys, monkeypatch):
