@@ -436,11 +436,13 @@ def for_workers(job: Job) -> Job:
     $LETCOLOR_MODEL was this process's alone). Hub model ids and URLs are left as they are."""
     model = job.model or os.environ.get(MODEL_ENV_VAR) or str(BUNDLED_MODEL_DIR)
     reference = job.options.get("reference")
+    if isinstance(reference, str | os.PathLike):  # (not an image given by the Python API)
+        reference = local_or_as_is(os.fspath(reference))
     return replace(
         job,
         model=local_or_as_is(model),
         hints=job.hints and os.path.abspath(job.hints),
-        options={**job.options, "reference": reference and local_or_as_is(str(reference))},
+        options={**job.options, "reference": reference},
     )
 
 

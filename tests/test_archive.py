@@ -351,6 +351,8 @@ def test_what_the_workers_read_is_named_as_they_can_find_it(tmp_path, monkeypatc
     monkeypatch.setenv(pipeline.MODEL_ENV_VAR, "my-model")
     assert for_workers(Job("src", "out")).model == str(tmp_path / "my-model")
     assert for_workers(Job("src", "out", model="owner/hub-model")).model == "owner/hub-model"
+    photo = Image.open(EXAMPLES / "coffee.png")  # a reference given as an image (the Python API) stays one
+    assert for_workers(Job("src", "out", options={"reference": photo})).options["reference"] is photo
 
 
 @pytest.mark.parametrize(("option", "message"), [(["--model", "no-such-model/"], "Cannot load the model"),
