@@ -33,7 +33,15 @@ from letcolor.images import (
 from letcolor.inference import Speedups
 from letcolor.metrics import image_tensor, psnr
 from letcolor.model import NO_HINTS_MESSAGE
-from letcolor.pipeline import DEFAULT_MAX_SIDE, PALETTE_WITH_HINTS, Colorizer, ModelError, Options, load_model
+from letcolor.pipeline import (
+    DEFAULT_MAX_SIDE,
+    PALETTE_WITH_HINTS,
+    Colorizer,
+    ModelError,
+    Options,
+    batches_within,
+    load_model,
+)
 from letcolor.video import VIDEO_SUFFIXES, InvalidVideoError, Mode, colorize_video, is_video_path
 
 COLORIZE_DESCRIPTION = (
@@ -318,9 +326,14 @@ def colorize_files(
 
 def photo_batches(sources: list[Path], batch_size: int, progress: tqdm) -> Iterator[dict[Path, Image.Image]]:
     """The photos that can be read, in batches of at most `batch_size` photos and BATCH_PIXELS pixels (or one
-    photo); each that cannot be read is reported and counted done on `progress`, with each one's warnings. The photo
-    after a batch is read before the batch is handed out (its size decides): one more photo is held."""
-    batch, pixels = {}, 0
+    photo). The photo after a batch is read before the batch is handed out (its size decides): one more is held."""
+    for batch in batches_within(readable_photos(sources, progress), batch_size, BATCH_PIXELS, photo_pixels):
+        yield dict(batch)
+
+
+def readable_photos(sources: list[Path], progress: tqdm) -> Iterator[tuple[Path, Image.Image]]:
+    """Each photo that can be read; each that cannot is reported and counted done on `progress`, with each one's
+    warnings."""
     for source in sources:
         try:
             read = read_image(source)
@@ -330,13 +343,11 @@ def photo_batches(sources: list[Path], batch_size: int, progress: tqdm) -> Itera
             continue
         for warning in read.warnings:
             progress.write(f"warning: {warning}", file=sys.stderr)
-        area = read.image.width * read.image.height
-        if batch and (len(batch) == batch_size or pixels + area > BATCH_PIXELS):
-            yield batch
-            batch, pixels = {}, 0
-        batch[source], pixels = read.image, pixels + area
-    if batch:
-        yield batch
+        yield source, read.image
+
+
+def photo_pixels(photo: tuple[Path, Image.Image]) -> int:
+    return photo[1].width * photo[1].height
 
 
 def save_with_metadata(image: Image.Image, path: Path, original: Image.Image) -> None:

@@ -30,7 +30,7 @@ from letcolor.hints import MAX_POINTS, colour_ab, points_from_truth
 from letcolor.images import InvalidImageError, image_suffixes, in_srgb, load_image, read_image_bytes
 from letcolor.inference import Precision, Speedups
 from letcolor.model import NO_HINTS_MESSAGE, is_local_path
-from letcolor.pipeline import Colorizer
+from letcolor.pipeline import Colorizer, batches_within
 
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
 HINT_METRICS = ("hint_error", "hinted_within_10")
@@ -290,6 +290,10 @@ def within_scored_pixels(rgb: Image.Image) -> Image.Image:
     return rgb.resize((max(1, int(rgb.width * scale)), max(1, int(rgb.height * scale))), Image.Resampling.BOX)
 
 
+def photo_pixels(sample: Sample) -> int:
+    return sample.image.width * sample.image.height
+
+
 def load_sample(sample_id: str, encoded: Path | bytes, label: int, source: str | None = None) -> Sample:
     try:
         return Sample(sample_id, label, open_color_photo(encoded), source=source)
@@ -362,20 +366,6 @@ def usable(samples: Iterable[Sample], skipped: list[dict]) -> Iterator[Sample]:
             skipped.append({"id": sample.id, "reason": sample.problem})
         else:
             yield sample
-
-
-def chunks(photos: Iterable[Sample], size: int, pixels: int) -> Iterator[list[Sample]]:
-    """The photos in lists of at most `size` photos and `pixels` pixels (or one photo)."""
-    chunk, total = [], 0
-    for photo in photos:
-        area = photo.image.width * photo.image.height
-        if chunk and (len(chunk) == size or total + area > pixels):
-            yield chunk
-            chunk, total = [], 0
-        chunk.append(photo)
-        total += area
-    if chunk:
-        yield chunk
 
 
 # Baselines
@@ -467,7 +457,7 @@ def score_photos(
     skipped, rows = [], []
     photos = usable(islice(source.samples(), args.limit), skipped)
     with tqdm(desc="evaluate", unit="img") as progress:
-        for batch in chunks(photos, args.batch_size, SCORED_BATCH_PIXELS):
+        for batch in batches_within(photos, args.batch_size, SCORED_BATCH_PIXELS, photo_pixels):
             rows += score_batch(colorizer, batch, args, mean_ab, label_map, source.label_names, figure_rows)
             progress.update(len(batch))
     return rows, skipped

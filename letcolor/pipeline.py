@@ -10,8 +10,10 @@ import math
 import numbers
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from letcolor.inference import Speedups
 from letcolor.model import NO_HINTS_MESSAGE, InvalidModelError, LetThereBeColor, ModelError
 from letcolor.refine import refine_ab
 
+T = TypeVar("T")
 DEFAULT_MAX_SIDE = 512
 # The network was trained on photos scaled to a shorter side of 256, and colours small ones better a little enlarged:
 # on the 150 px validation photos of letcolor-scenes, +0.14 dB at 192 (model card, "Processing size").
@@ -156,6 +159,20 @@ def network_size(height: int, width: int, max_side: int | None) -> tuple[int, in
         scale = min(max(1.0, MIN_NETWORK_SIDE / min(height, width)), max_side / max(height, width))
     scale = min(scale, math.sqrt(NETWORK_PIXEL_BUDGET / (height * width)), MAX_NETWORK_SIDE / max(height, width))
     return max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8)
+
+
+def batches_within(items: Iterable[T], size: int, pixels: int, area: Callable[[T], int]) -> Iterator[list[T]]:
+    """The items in lists of at most `size` items and `pixels` pixels in all (or one larger item), `area` giving each
+    item's pixels: batches of photos held whole at once stay bounded in memory."""
+    batch, total = [], 0
+    for item in items:
+        if batch and (len(batch) == size or total + area(item) > pixels):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += area(item)
+    if batch:
+        yield batch
 
 
 def palette_of(image: Image.Image, device: torch.device) -> _Palette:

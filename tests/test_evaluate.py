@@ -15,6 +15,7 @@ from PIL import Image, ImageCms
 from letcolor import Colorizer, evaluate, hint_plot, metrics
 from letcolor.color import rgb_to_lab
 from letcolor.model import LetThereBeColor
+from letcolor.pipeline import batches_within
 
 MAX_SIDE = "128"
 
@@ -85,7 +86,7 @@ def test_a_large_photo_is_scored_reduced_and_batches_hold_so_many_pixels(example
     photos = [
         evaluate.Sample(str(i), -1, Image.new("RGB", size)) for i, size in enumerate([(100, 100)] * 3 + [(300, 300)])
     ]
-    sizes = [[sample.id for sample in chunk] for chunk in evaluate.chunks(photos, 2, 250 * 250)]
+    sizes = [[sample.id for sample in chunk] for chunk in batches_within(photos, 2, 250 * 250, evaluate.photo_pixels)]
     assert sizes == [["0", "1"], ["2"], ["3"]]  # two photos at most, and a larger one alone
 
 
