@@ -99,7 +99,8 @@ class VideoInfo:
     height: int
     frames: int  # as declared by the container (0 if it does not say)
     fps: Fraction
-    duration: float  # seconds (0 if the container does not say)
+    duration: float  # the video's seconds (0 if the container does not say)
+    sound_duration: float = 0.0  # the longest audio stream's seconds (0 if none)
 
 
 def is_video_path(path: str | Path) -> bool:
@@ -181,8 +182,14 @@ def _info(container: av.container.InputContainer, path: Path) -> VideoInfo:
     stream = container.streams.video[0]
     _check_stream(stream, path)
     fps = stream.average_rate or stream.guessed_rate or Fraction(0)
-    duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
-    return VideoInfo(stream.codec_context.width, stream.codec_context.height, stream.frames, Fraction(fps), duration)
+    sound = max((_seconds(audio, container) for audio in _known_audio(container)), default=0.0)
+    size = stream.codec_context.width, stream.codec_context.height
+    return VideoInfo(*size, stream.frames, Fraction(fps), _seconds(stream, container), sound)
+
+
+def _seconds(stream: av.stream.Stream, container: av.container.InputContainer) -> float:
+    """A stream's duration, or the container's (its longest stream's) where the stream does not say."""
+    return float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
 
 
 def _decoding_errors(path: Path, packets: Iterator) -> Iterator:

@@ -283,9 +283,10 @@ def check_video_limits(info: VideoInfo, name: str) -> None:
         raise ValueError(
             f"{name}: {info.width}x{info.height} is over the {MAX_VIDEO_SIDES[0]}x{MAX_VIDEO_SIDES[1]} limit."
         )
-    if info.duration > MAX_VIDEO_SECONDS or info.frames > MAX_VIDEO_FRAMES:
+    seconds = max(info.duration, info.sound_duration)  # the sound is copied or encoded to its end
+    if seconds > MAX_VIDEO_SECONDS or info.frames > MAX_VIDEO_FRAMES:
         raise ValueError(
-            f"{name}: {info.duration:.1f} s, {info.frames} frames; the limit is {MAX_VIDEO_SECONDS} s and "
+            f"{name}: {seconds:.1f} s, {info.frames} frames; the limit is {MAX_VIDEO_SECONDS} s and "
             f"{MAX_VIDEO_FRAMES} frames."
         )
 

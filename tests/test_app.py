@@ -552,7 +552,9 @@ def test_colorize_video_refuses_videos_over_the_limits_by_name(client, app_url, 
     notes.write_text("shopping list")
     truncated = truncated_faststart(CAMVID_CUT, tmp_path / "truncated.mp4")
     switching = size_switching(tmp_path / "switching.ts", [(320, 240, 20), (1920, 1080, 2)])  # header: 320x240
+    long_sound = with_sine(CAMVID_CUT, tmp_path / "long_sound.mp4", seconds=25)  # 12 frames, 25 s of sound
     for bad, reason in [(large, "1920x1080 is over the 1280x720 limit"), (long, "601 frames"),
+                        (long_sound, r"long_sound.mp4: 25\.\d s, 12 frames"),
                         (notes, "notes.mp4: not a readable video"), (truncated, "ends after 4 of the 12 frames"),
                         (switching, "frame 21 is 1920x1080, not the 320x240")]:  # fmt: skip
         with pytest.raises(AppError, match=reason) as error:
