@@ -14,18 +14,22 @@ colorize and encode them, batch by batch; the driver writes what comes back:
 
 Exactly once: results are committed in shards (a parquet file, or an image file, written beside and then renamed),
 and a run skips the ids that DST already holds, errors too unless `--retry-errors` (their records are then removed
-first). After a crash, the same command finishes the work; every photo appears once. Ray is an optional extra
-(`pip install '.[cluster]'` in the checkout), imported only here.
+first). After a crash, the same command finishes the work; every photo appears once. One run at a time writes a DST
+(`writing_into`). Ray is an optional extra (`pip install '.[cluster]'` in the checkout), imported only here.
 """
 
 import contextlib
+import fcntl
 import io
 import json
 import math
 import os
+import socket
 import sys
 import time
+import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
@@ -54,10 +58,12 @@ TOP_CLASSES = 5
 SHARD_PREFIX = "train-"
 ERRORS_NAME = "errors.jsonl"
 TEMPORARY_SUFFIX = ".letcolor-partial"  # a shard or file being written, renamed when complete
+LOCK_NAME = ".colorize-dataset.lock"  # held by the run writing DST (see `writing_into`)
 # Rows per actor call (see rows_per_call): Ray pays for each call (a task, its blocks through the object store) on
 # the same CPUs. At 2 CPUs here, calls of 8 small photos lost a fifth of the actors' time to it; calls of 32, a
 # twentieth.
 ROWS_PER_CALL = 32
+ADDRESS_TIMEOUT = 10  # seconds for a cluster's head to answer (ray.init retries for minutes)
 
 
 @dataclass(frozen=True)
@@ -482,6 +488,7 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
         raise ValueError(str(error)) from error
     if job.hints and not takes_hints:
         raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
+    check_address(job.address)
     source = Source.open(job.source, job.id_column)
     destination = ImagesDestination(job.destination) if job.images else ParquetDestination(job.destination)
     ids = source.ids()
@@ -490,6 +497,41 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     check_ids(ids, as_paths=job.images or bool(job.hints))
     if job.images:
         destination.check_names(ids)
+    with writing_into(job.destination, create=not job.dry_run):
+        return _colorize_the_rest(job, source, destination, ids, progress)
+
+
+@contextlib.contextmanager
+def writing_into(destination: str, create: bool) -> Iterator[None]:
+    """DST's lock held for a run (a dry run's too: reading progress removes half-written files); ValueError while
+    another run holds it (two runs at once would both do the photos left). The system releases it when a run dies
+    (NFS clients share it between machines); a run that ends removes its file."""
+    if not create and not os.path.isdir(destination):
+        yield
+        return
+    os.makedirs(destination, exist_ok=True)
+    path = os.path.join(destination, LOCK_NAME)
+    with open(path, "a") as lock:
+        if not _locked(lock, path):
+            raise ValueError(
+                f"-o {destination}: another colorize-dataset run is writing there; run this one when it has ended"
+            )
+        try:
+            yield
+        finally:
+            os.remove(path)
+
+
+def _locked(lock, path: str) -> bool:
+    """Whether this process now holds the lock of the file `lock`, still at `path` (not removed by a run ending)."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return os.path.exists(path) and os.path.samestat(os.fstat(lock.fileno()), os.stat(path))
+
+
+def _colorize_the_rest(job: Job, source: Source, destination, ids: list[str], progress: bool) -> Summary:
     done, recorded_errors = destination.progress(ids)
     if job.retry_errors:
         done -= recorded_errors
@@ -529,6 +571,27 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
             bar.set_postfix(errors=summary.errors, rows_s=f"{summary.rows / (time.monotonic() - start):.2f}")
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def check_address(address: str | None) -> None:
+    """ValueError where nothing answers at a cluster's HOST:PORT (or ray://HOST:PORT); Ray's own names ("auto",
+    "local") and addresses without a port are left to Ray."""
+    if address is None or address in ("auto", "local"):
+        return
+    parts = urllib.parse.urlsplit(address if "://" in address else f"//{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"--address {address}: not HOST:PORT") from None
+    if parts.hostname is None or port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, port), timeout=ADDRESS_TIMEOUT).close()
+    except OSError as error:
+        raise ValueError(
+            f"--address {address}: no Ray cluster answers there ({error.strerror or error}); start one with `ray start "
+            "--head` there, or leave --address out to start Ray on this machine"
+        ) from None
 
 
 def rows_per_call(job: Job, rows: int) -> int:

@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ from PIL import Image
 
 from letcolor import Colorizer, cli, pipeline
 from letcolor.archive import (
+    LOCK_NAME,
+    TEMPORARY_SUFFIX,
     ColorizeRows,
     ImagesDestination,
     Job,
@@ -336,6 +339,43 @@ def test_parquet_ids_that_cannot_each_name_one_output_are_refused_before_ray(tmp
     assert sorted(path.name for path in tmp_path.iterdir()) == ["src"]
 
 
+HOLD_THE_LOCK = """
+import sys, time
+from letcolor.archive import writing_into
+with writing_into(sys.argv[1], create=True):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_into_the_same_destination_is_refused_until_the_first_ends_or_dies(tmp_path, capsys,
+                                                                                        monkeypatch):  # fmt: skip
+    """Two runs into one DST at once both colorized the photos left (each of their rows twice), and each removed the
+    other's half-written shards as a crash's leftovers."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    (tmp_path / "photos").mkdir()
+    Image.new("L", (32, 32)).save(tmp_path / "photos" / "a.png")
+    destination = tmp_path / "out"
+    (destination / "data").mkdir(parents=True)
+    being_written = destination / "data" / f".shard{TEMPORARY_SUFFIX}"
+    being_written.write_bytes(b"half a shard")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(destination)], env=environment,
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert first.stdout.readline() == "held\n"
+        for extra in ([], ["--dry-run"]):
+            assert cli.main(["colorize-dataset", str(tmp_path / "photos"), "-o", str(destination), *extra]) == 2
+            assert "another colorize-dataset run is writing there" in capsys.readouterr().err
+        assert being_written.read_bytes() == b"half a shard"
+    finally:
+        first.kill()
+        first.wait()
+    assert cli.main(["colorize-dataset", str(tmp_path / "photos"), "-o", str(destination), "--dry-run"]) == 0
+    assert "1 photos to colorize" in capsys.readouterr().out
+    assert not being_written.exists() and not (destination / LOCK_NAME).exists()
+
+
 def test_what_the_workers_read_is_named_as_they_can_find_it(tmp_path, monkeypatch):
     """On a cluster the workers run in another folder and environment: a relative --hints was silently not found (the
     photos came out without their hints), a relative --model or --reference failed in an actor, and $LETCOLOR_MODEL
@@ -353,6 +393,21 @@ def test_what_the_workers_read_is_named_as_they_can_find_it(tmp_path, monkeypatc
     assert for_workers(Job("src", "out", model="owner/hub-model")).model == "owner/hub-model"
     photo = Image.open(EXAMPLES / "coffee.png")  # a reference given as an image (the Python API) stays one
     assert for_workers(Job("src", "out", options={"reference": photo})).options["reference"] is photo
+
+
+def test_an_address_where_no_cluster_answers_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    """ray.init retried such an address for minutes, logging a warning every 5 seconds."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    (tmp_path / "photos").mkdir()
+    Image.new("L", (32, 32)).save(tmp_path / "photos" / "a.png")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # closed at once: nothing listens there
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}", "no-such-host.invalid:6379"):
+        argv = ["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), "--address", address]
+        assert cli.main(argv) == 2
+        assert f"--address {address}: no Ray cluster answers there" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(("option", "message"), [(["--model", "no-such-model/"], "Cannot load the model"),
