@@ -26,6 +26,37 @@ _GRAY_WHITE_LEVELS = {"L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "
 FLOAT_PIXEL_SLACK = 0.01
 SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
 _SRGB = ImageCms.createProfile("sRGB")
+_PROFILE_KINDS = {"L": "GRAY", "I;16": "GRAY", "I;16L": "GRAY", "I;16B": "GRAY", "RGB": "RGB"}
+
+
+def _s15_fixed16(*values: float) -> bytes:
+    return b"".join(struct.pack(">i", round(value * 65536)) for value in values)
+
+
+def _icc_text(text: str) -> bytes:
+    encoded = text.encode("utf-16-be")
+    return b"mluc" + bytes(4) + struct.pack(">II", 1, 12) + b"enUS" + struct.pack(">II", len(encoded), 28) + encoded
+
+
+def _srgb_gray_profile() -> ImageCms.ImageCmsProfile:
+    """A gray ICC profile (v4) whose levels follow the sRGB curve: what gray levels are taken as, and where a gray
+    scan's own profile takes them (Pillow makes no gray profile, and an RGB output would round 16-bit levels to 8)."""
+    d50 = _s15_fixed16(0.9642, 1.0, 0.8249)
+    srgb_curve = (
+        b"para" + bytes(4) + struct.pack(">HH", 3, 0) + _s15_fixed16(2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
+    )
+    tags = [(b"desc", _icc_text("sRGB gray")), (b"cprt", _icc_text("No copyright")),
+            (b"wtpt", b"XYZ " + bytes(4) + d50), (b"kTRC", srgb_curve)]  # fmt: skip
+    start, table, data = 132 + 12 * len(tags), b"", b""
+    for signature, body in tags:
+        table += signature + struct.pack(">II", start + len(data), len(body))
+        data += body + bytes(-len(body) % 4)
+    header = struct.pack(">I", start + len(data)) + b"lcms" + struct.pack(">I", 0x04300000) + b"mntrGRAYXYZ "
+    header += bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48)
+    return ImageCms.ImageCmsProfile(io.BytesIO(header + struct.pack(">I", len(tags)) + table + data))
+
+
+_SRGB_GRAY = _srgb_gray_profile()
 
 
 # Icons: Pillow decodes their images while opening them (to learn their sizes), before any size can be checked, so a
@@ -250,23 +281,33 @@ def _image_from_array(array: np.ndarray) -> Image.Image:
 
 
 def in_srgb(image: Image.Image) -> Image.Image:
-    """An 8-bit gray or RGB image's pixels in sRGB, through its ICC profile where it has one of another space (an
-    Adobe RGB photo, a scan's gray curve); as they are without one, or with one that cannot be read or is not of the
-    image's kind (taken as sRGB, as browsers do). 16-bit and CMYK images keep theirs unapplied."""
-    data, kind = image.info.get("icc_profile"), {"L": "GRAY", "RGB": "RGB"}.get(image.mode)
-    if not data or kind is None:
+    """An 8-bit gray or RGB image's, or a 16-bit gray one's, pixels in sRGB, through its ICC profile where it has one
+    of another space (an Adobe RGB photo, a scan's gray curve); as they are without one, or with one that cannot be
+    read or is not of the image's kind (taken as sRGB, as browsers do). 10- and 12-bit, 32-bit, float and CMYK images
+    keep theirs unapplied."""
+    data, kind = image.info.get("icc_profile"), _PROFILE_KINDS.get(image.mode)
+    if not data or kind is None or (kind == "GRAY" and _gray_white_level(image) not in (255, 65535)):
         return image
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(data))
         if profile.profile.xcolor_space.strip() != kind or ImageCms.getProfileDescription(profile).startswith("sRGB"):
             return image
-        if image.mode == "L":  # through a table of the 256 levels: the transform of a whole photo is slow
-            ramp = Image.frombytes("L", (256, 1), bytes(range(256)))
-            levels = ImageCms.profileToProfile(ramp, profile, _SRGB, outputMode="RGB").convert("L")
-            return image.point(list(levels.tobytes()))
+        if kind == "GRAY":
+            return _through_gray_levels(image, profile)
         return ImageCms.profileToProfile(image, profile, _SRGB, outputMode="RGB")
     except (OSError, ValueError, ImageCms.PyCMSError):  # (a colour space of bytes that are not ASCII: ValueError)
         return image
+
+
+def _through_gray_levels(image: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:
+    """A gray image through a table of its levels' transforms from `profile` to sRGB's curve: transforming a whole
+    photo is slow."""
+    if image.mode == "L":
+        ramp = Image.frombytes("L", (256, 1), bytes(range(256)))
+        return image.point(list(ImageCms.profileToProfile(ramp, profile, _SRGB_GRAY, outputMode="L").tobytes()))
+    ramp = Image.fromarray(np.arange(65536, dtype=np.uint16).reshape(256, 256))
+    levels = np.asarray(ImageCms.profileToProfile(ramp, profile, _SRGB_GRAY, outputMode="I;16")).ravel()
+    return Image.fromarray(levels[np.asarray(image)])
 
 
 def image_pixels(image: Image.Image) -> Pixels:

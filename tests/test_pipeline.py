@@ -164,6 +164,23 @@ def test_a_photo_with_a_colour_profile_is_read_in_srgb(examples_dir, tmp_path, c
     assert np.abs(tagged).mean() < 0.7 and np.abs(untagged).mean() > 2
 
 
+def test_a_16_bit_gray_scan_with_a_colour_profile_is_read_in_srgb(examples_dir, tmp_path):
+    """16-bit gray images' profiles were left unapplied: a 16-bit scan whose levels are L* (as the profile says) read
+    darker than the same scan in 8 bits. Encoded here from the CIE's formula, not through a profile."""
+    truth = np.asarray(Image.open(examples_dir / "china_gray.png").convert("L"), dtype=float)
+    srgb = truth / 255
+    luminance = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    lightness = np.where(luminance > (6 / 29) ** 3, 116 * np.cbrt(luminance) - 16, 24389 / 27 * luminance)
+    profile = (PROFILES / "Gray-CIE_L.icc").read_bytes()
+    Image.fromarray(np.round(lightness / 100 * 65535).astype(np.uint16)).save(
+        tmp_path / "scan.png", icc_profile=profile
+    )
+    read = image_pixels(load_image(tmp_path / "scan.png"))
+    assert read.white_level == 65535
+    levels = read.values[0].numpy() / 257
+    assert np.abs(levels - truth).mean() < 0.1 and np.abs(levels - truth).max() < 0.6
+
+
 def test_a_colour_profile_that_cannot_be_read_or_is_not_the_images_leaves_the_pixels_as_they_are(examples_dir):
     """A colour space of bytes that are not ASCII raised a UnicodeDecodeError (a traceback in the CLI, a whole app
     batch refused); a CMYK photo's RGB profile was applied to Pillow's plain conversion of it (28 levels off)."""
