@@ -326,7 +326,7 @@ def colorize_files(
 
 def photo_batches(sources: list[Path], batch_size: int, progress: tqdm) -> Iterator[dict[Path, Image.Image]]:
     """The photos that can be read, in batches of at most `batch_size` photos and BATCH_PIXELS pixels (or one
-    photo). The photo after a batch is read before the batch is handed out (its size decides): one more is held."""
+    photo). The photo after a batch under those limits is read before the batch is handed out (its size decides)."""
     for batch in batches_within(readable_photos(sources, progress), batch_size, BATCH_PIXELS, photo_pixels):
         yield dict(batch)
 

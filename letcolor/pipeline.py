@@ -163,14 +163,18 @@ def network_size(height: int, width: int, max_side: int | None) -> tuple[int, in
 
 def batches_within(items: Iterable[T], size: int, pixels: int, area: Callable[[T], int]) -> Iterator[list[T]]:
     """The items in lists of at most `size` items and `pixels` pixels in all (or one larger item), `area` giving each
-    item's pixels: batches of photos held whole at once stay bounded in memory."""
+    item's pixels: batches of photos held whole at once stay bounded in memory. A full batch is handed out before the
+    next item is taken (a large photo was read while the one before it was colorized)."""
     batch, total = [], 0
     for item in items:
-        if batch and (len(batch) == size or total + area(item) > pixels):
+        if batch and total + area(item) > pixels:
             yield batch
             batch, total = [], 0
         batch.append(item)
         total += area(item)
+        if len(batch) == size or total >= pixels:
+            yield batch
+            batch, total = [], 0
     if batch:
         yield batch
 

@@ -909,3 +909,17 @@ def test_gray_lightness_tables_match_gray_to_lightness(mode_files, mode):
     image = ImageOps.exif_transpose(Image.open(mode_files[mode][0]))
     l = fullres.lightness(image_pixels(image))[0, 0].numpy()
     assert np.abs(l - lightness_of(image)).max() < 1e-3
+
+
+def test_a_full_batch_is_handed_out_before_the_next_photo_is_read():
+    """The photo after a full batch was read (decoded whole) before the batch was colorized: an 8000x6000 photo was
+    held beside the one being colorized."""
+    taken = []
+
+    def photos():
+        for area in (100, 100, 500, 50, 50, 50):
+            taken.append(area)
+            yield area
+
+    handed_out = [(batch, len(taken)) for batch in pipeline.batches_within(photos(), 2, 300, lambda area: area)]
+    assert handed_out == [([100, 100], 2), ([500], 3), ([50, 50], 5), ([50], 6)]
