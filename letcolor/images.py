@@ -26,6 +26,7 @@ _GRAY_WHITE_LEVELS = {"L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "
 FLOAT_PIXEL_SLACK = 0.01
 SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
 _SRGB = ImageCms.createProfile("sRGB")
+TIFF_NEW_SUBFILE_TYPE, TIFF_SUB_IFDS = 254, 330  # tags: what an image is (bit 0: reduced resolution), sub-images
 _PROFILE_KINDS = {"L": "GRAY", "I;16": "GRAY", "I;16L": "GRAY", "I;16B": "GRAY", "RGB": "RGB"}
 
 
@@ -212,7 +213,7 @@ def _loaded_upright(image: Image.Image, name: str, owned: bool) -> LoadedImage:
         raise InvalidImageError(
             f"{name}: 32-bit integer pixels from {extrema[0]} to {extrema[1]}: letcolor reads 0-65535 (16-bit) gray"
         )
-    warnings = _frames_warning(image, name)
+    warnings = _frames_warning(image, name) + _preview_warning(image, name)
     if owned:
         ImageOps.exif_transpose(image, in_place=True)
     else:
@@ -237,6 +238,18 @@ def _frames_warning(image: Image.Image, name: str) -> tuple[str, ...]:
             raise InvalidImageError(f"{name}: cannot decode the image ({reload_error})") from error
         return (f"{name}: its frames after the first are damaged ({type(error).__name__}); only {shown} was colorized",)
     return (f"{name}: has {frames} frames (animated or multi-page); only {shown} was colorized",) if frames != 1 else ()
+
+
+def _preview_warning(image: Image.Image, name: str) -> tuple[str, ...]:
+    """A warning where a TIFF's image is marked as a reduced-resolution copy of one in its sub-images (a DNG's
+    preview: Pillow does not read sub-images)."""
+    if not isinstance(image, TiffImagePlugin.TiffImageFile):
+        return ()
+    subfile_type, sub_images = image.tag_v2.get(TIFF_NEW_SUBFILE_TYPE), image.tag_v2.get(TIFF_SUB_IFDS)
+    if not sub_images or not isinstance(subfile_type, int) or not subfile_type & 1:
+        return ()
+    return (f"{name}: its {image.width}x{image.height} image is a reduced-resolution preview of one in a sub-image (as "
+            "in a DNG raw file, which letcolor does not read); the preview was colorized",)  # fmt: skip
 
 
 def _frame_count(image: Image.Image) -> int | str:

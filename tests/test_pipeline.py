@@ -526,6 +526,22 @@ def test_a_tiff_of_many_pages_is_not_counted_and_a_psd_has_no_frames(colorizer, 
     assert np.array_equal(np.asarray(result.image), np.asarray(colorizer(Image.fromarray(composite)).image))
 
 
+def test_a_tiffs_preview_of_an_image_in_a_sub_image_is_colorized_with_a_warning(colorizer, examples_dir, tmp_path):
+    """A DNG-like TIFF (a small preview first, marked reduced-resolution, the image in a SubIFD, which Pillow does not
+    read) gave its preview as if it were the photo, without a word."""
+    preview = photo(examples_dir, "china_gray.png").resize((160, 107))
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[254], tags[330] = 1, 8  # NewSubfileType: reduced resolution; SubIFDs (Pillow reads no further)
+    preview.save(tmp_path / "scan.tif", tiffinfo=tags)
+    result = colorizer(tmp_path / "scan.tif")
+    assert result.image.size == (160, 107)
+    assert result.warnings == (f"{tmp_path / 'scan.tif'}: its 160x107 image is a reduced-resolution preview of one in "
+                               "a sub-image (as in a DNG raw file, which letcolor does not read); the preview was "
+                               "colorized",)  # fmt: skip
+    preview.save(tmp_path / "page.tif")
+    assert colorizer(tmp_path / "page.tif").warnings == ()
+
+
 @pytest.mark.parametrize("orientation", [5, 6, 7, 8])
 def test_a_multipage_uncompressed_tiff_of_a_quarter_turn_is_read_upright(colorizer, tmp_path, orientation):
     """Its first page was set up again by Pillow's own decoder when later pages were counted, and came out 200x60,
