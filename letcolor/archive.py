@@ -78,7 +78,10 @@ class Source:
 
     @classmethod
     def open(cls, url: str, id_column: str = "id") -> "Source":
-        filesystem, root = fsspec.core.url_to_fs(url)
+        if "://" in url:
+            filesystem, root = fsspec.core.url_to_fs(url)
+        else:  # a local path: fsspec would read "::" in it as URLs chained
+            filesystem, root = fsspec.filesystem("file"), os.path.abspath(url)
         if not filesystem.isdir(root):
             raise ValueError(f"{url}: not a folder (give a folder of images or a parquet dataset)")
         files = sorted(filesystem.find(root))

@@ -395,6 +395,16 @@ def test_what_the_workers_read_is_named_as_they_can_find_it(tmp_path, monkeypatc
     assert for_workers(Job("src", "out", options={"reference": photo})).options["reference"] is photo
 
 
+def test_a_local_folder_with_colons_in_its_name_is_read_as_a_folder(tmp_path, capsys):
+    """fsspec read "scans::1950" as two URLs chained: "not a folder"."""
+    folder = tmp_path / "scans::1950"
+    folder.mkdir()
+    Image.new("L", (16, 16)).save(folder / "a.png")
+    assert cli.main(["colorize-dataset", str(folder), "-o", str(tmp_path / "out"), "--dry-run"]) == 0
+    assert "1 photos to colorize, 0 done before" in capsys.readouterr().out
+    assert Source.open(str(folder)).ids() == ["a.png"]
+
+
 def test_an_address_where_no_cluster_answers_is_refused_before_ray(tmp_path, capsys, monkeypatch):
     """ray.init retried such an address for minutes, logging a warning every 5 seconds."""
     monkeypatch.setitem(sys.modules, "ray", None)  # never reached
