@@ -23,6 +23,7 @@ FUSION = "fusion.conv.weight"  # its inputs are the mid-level channels, then the
 # A hint propagation the saved network lacks keeps its fresh weights: its own scale starts at zero, which keeps the
 # output the saved network's, and gates at zero would not learn (a zero hidden layer passes no gradient).
 PROPAGATION = "colorization.propagation."
+GATE_INPUTS = PROPAGATION + "gate_hidden.weight"  # its inputs are the last features' channels, then the levels'
 
 
 def embed(saved: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
@@ -50,9 +51,19 @@ def widened_weights(saved: LetThereBeColor, fresh: LetThereBeColor) -> dict[str,
             weights[name] = torch.zeros_like(tensor)
         elif groups:
             weights[name] = embed(old.unflatten(1, groups), tensor.unflatten(1, groups)).flatten(1, 2)
+        elif name == GATE_INPUTS:
+            weights[name] = embed_gate_inputs(old, tensor, levels=fresh.colorization.propagation.gates.out_channels)
         else:
             weights[name] = embed(old, tensor)
     return weights
+
+
+def embed_gate_inputs(saved: torch.Tensor, fresh: torch.Tensor, levels: int) -> torch.Tensor:
+    """`embed` of the propagation's first gate conv, its two runs of inputs each on its own: the features widen, the
+    levels' summaries (3 a level) follow them (one block put the saved summaries' weights on new features)."""
+    runs = [(saved.shape[1] - 3 * levels, 3 * levels), (fresh.shape[1] - 3 * levels, 3 * levels)]
+    parts = zip(saved.split(runs[0], dim=1), fresh.split(runs[1], dim=1), strict=True)
+    return torch.cat([embed(old, new) for old, new in parts], dim=1)
 
 
 def with_earlier_propagation(directory: Path) -> LetThereBeColor:
