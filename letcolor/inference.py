@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from letcolor import tracing
 from letcolor.model import GlobalOutput, LetThereBeColor
 
 
@@ -204,7 +205,7 @@ class InferenceNetwork:
 
     def global_output(self, l224: torch.Tensor) -> GlobalOutput:
         """Scene vectors and logits for network inputs (N, 1, 224, 224)."""
-        with self._autocast():
+        with tracing.calls(), self._autocast():
             output = self.model.global_features(self._input(l224))
         return GlobalOutput(output.features.float(), output.scene_logits.float())
 
@@ -216,6 +217,6 @@ class InferenceNetwork:
     ) -> torch.Tensor:
         """Sigmoid ab at half resolution for network inputs (N, 1, H, W), H and W multiples of 8, and hint channels
         (N, 3, H, W) or None."""
-        with self._autocast():
+        with tracing.calls(), self._autocast():
             ab = self.model.colorize(self._input(l), global_vectors.to(self.activations_dtype), hints)
         return ab.float().contiguous()

@@ -34,6 +34,7 @@ import onnxruntime
 import torch
 from torch import nn
 
+from letcolor import tracing
 from letcolor.cache import cache_dir, weights_key
 from letcolor.color import HINT_CHANNELS
 from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, GlobalOutput, LetThereBeColor, mix_global
@@ -79,7 +80,7 @@ def export(model: LetThereBeColor, directory: str | Path) -> Path:
     local_axes = {"l": spatial, "vectors": {0: "n"}, "ab": {0: "n", 2: "half_height", 3: "half_width"}}
     if model.takes_hints:
         local_axes["hints"] = spatial
-    with warnings.catch_warnings():
+    with tracing.tracing(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             _GlobalBranch(model).eval(), (l224,), directory / GLOBAL_GRAPH, input_names=["l224"],

@@ -24,6 +24,7 @@ from torch import nn
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+from letcolor import tracing
 from letcolor.cache import cache_dir, weights_key, write_file_atomically
 from letcolor.calibration import calibration_inputs
 from letcolor.inference import CPU_CALL_PIXELS, fold_batchnorm, use_onednn
@@ -105,7 +106,7 @@ def quantize(model: LetThereBeColor) -> LetThereBeColor:
     quantized.fusion = SplitFusion(quantized.fusion.conv)
     torch.backends.quantized.engine = BACKEND
     kept = cache_dir("int8") / f"{weights_key(model, ['int8', CALIBRATION_VERSION, torch.__version__])}.safetensors"
-    with warnings.catch_warnings(), _no_stack_traces():
+    with tracing.tracing(), warnings.catch_warnings(), _no_stack_traces():
         warnings.simplefilter("ignore")  # torch.ao's notices of its coming deprecation
         observed = {name: _observed(run) for name, run in quantized_runs(quantized).items()}
         if not _load_observers(observed, kept):
@@ -199,7 +200,7 @@ class Int8Network:
 
     def global_output(self, l224: torch.Tensor) -> GlobalOutput:
         """Scene vectors and logits for network inputs (N, 1, 224, 224)."""
-        with torch.inference_mode():
+        with tracing.calls(), torch.inference_mode():
             output = self.model.global_features(_channels_last(l224))
         return GlobalOutput(output.features, output.scene_logits)
 
@@ -210,7 +211,7 @@ class Int8Network:
         self, l: torch.Tensor, global_vectors: torch.Tensor, hints: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Sigmoid ab at half resolution for network inputs (N, 1, H, W) and hint channels (N, 3, H, W) or None."""
-        with torch.inference_mode():
+        with tracing.calls(), torch.inference_mode():
             ab = self.model.colorize(_channels_last(l), global_vectors.float(), hints)
         return ab.contiguous()
 

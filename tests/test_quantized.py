@@ -4,6 +4,8 @@ calibrated on (with and without hints), the split fusion layer, auto's choice, a
 import io
 import pwd
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +179,25 @@ def test_cli_engine_torch_int8(tmp_path, int8):
     assert cli.main(["colorize", str(photo), "-o", str(tmp_path), "--engine", "torch-int8"]) == 0
     written = Image.open((tmp_path / photo.name).with_suffix(".png")).convert("RGB")
     assert np.array_equal(np.asarray(written), np.asarray(int8(photo).image))  # calibrated alike: the same output
+
+
+def test_torch_int8_colorizers_are_built_while_another_colorizes_in_another_thread(exact, examples_dir):
+    """Building one traces its model (FX), which patches every module call in the process: a Colorizer colorizing
+    meanwhile failed ("module is not installed as a submodule", 4 runs in 5), and so did two builds at once."""
+    photo = Image.open(examples_dir / "chelsea_gray.png").resize((160, 106))
+    expected = np.asarray(exact(photo).image)
+    built, outputs, building = [], [], threading.Event()
+
+    def build():
+        building.set()
+        built.append(np.asarray(Colorizer.from_pretrained(None, "cpu", engine="torch-int8")(photo).image))
+
+    with ThreadPoolExecutor(3) as pool:
+        builds = [pool.submit(build) for _ in range(4)]
+        building.wait()
+        while not all(each.done() for each in builds):
+            outputs.append(np.asarray(exact(photo).image))
+        for each in builds:
+            each.result()
+    assert len(outputs) > 3 and all(np.array_equal(output, expected) for output in outputs)
+    assert all(np.array_equal(output, built[0]) for output in built)
