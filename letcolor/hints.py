@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageChops
 
 from letcolor.color import HINT_CHANNELS, hint_ab, hint_input, rgb_to_lab
-from letcolor.images import DECODING_ERRORS, read_formats
+from letcolor.images import DECODING_ERRORS, InvalidImageError, check_image_file, read_formats
 
 MAX_POINTS = 10_000
 MAX_POINTS_FILE_BYTES = 4 * 2**20  # a JSON file of points: read whole, so bounded first
@@ -120,10 +120,13 @@ class Hints:
         try:
             with Image.open(path, formats=read_formats()) as layer:
                 _check_layer_size(layer.size, size, str(path))  # from the header: never decoded if wrong
+                check_image_file(path)  # nor if it declares too much otherwise (a TIFF's tiles)
                 layer.load()
                 return _naming(path, cls.from_layer, layer, size)
         except InvalidHintsError:
             raise  # a readable layer that cannot be used (a ValueError, as decoding errors are)
+        except InvalidImageError as error:
+            raise InvalidHintsError(str(error)) from error
         except (*DECODING_ERRORS, Image.DecompressionBombError) as error:
             raise InvalidHintsError(f"{path}: neither a JSON list of points nor a readable image ({error})") from error
 

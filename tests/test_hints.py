@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLES, PACKED_PRECISIONS
+from crafted import tiled_tiff
 from PIL import Image
 
 from letcolor import Colorizer, cli
@@ -215,6 +216,14 @@ def test_a_layer_file_of_another_size_is_refused_from_its_header(tmp_path):
     png_declaring((12_000, 12_000), tmp_path / "huge.png")  # 144 MP: decoding would take 576 MB
     with pytest.raises(InvalidHintsError, match="huge.png is 12000x12000, not the photo's 64x64"):
         Hints.parse(tmp_path / "huge.png", (64, 64))
+
+
+def test_a_layer_file_declaring_huge_tiles_is_refused_from_its_header(tmp_path):
+    """A 226-byte TIFF of the photo's size declaring one 46336x46336 tile took 2.3 GB as a hint layer (the app's
+    /colorize too), though photos and references were refused from their header."""
+    (tmp_path / "layer.tif").write_bytes(tiled_tiff(451, 300, 46336))
+    with pytest.raises(InvalidHintsError, match="layer.tif: a 451x300 TIFF of 46336x46336 tiles"):
+        Hints.parse(tmp_path / "layer.tif", (451, 300))
 
 
 def test_a_layer_file_without_alpha_says_so(tmp_path):

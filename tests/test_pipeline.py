@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import PACKED_PRECISIONS, make_tiny_model
+from crafted import tiled_tiff
 from huggingface_hub import constants as hub_constants
 from PIL import ExifTags, Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin
 
@@ -557,22 +558,6 @@ def test_a_multipage_uncompressed_tiff_of_a_quarter_turn_is_read_upright(coloriz
     assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_image(one_page)))
     assert load_image(path).size == (60, 200) == upright_size(path)
     assert colorizer(path).image.size == (60, 200)
-
-
-def tiled_tiff(width: int, height: int, tile: int) -> bytes:
-    """A gray TIFF of one deflate tile of tile x tile pixels (holding 64 KB of zeros), as libtiff reads it."""
-    data, entries = zlib.compress(bytes(65536)), []
-    tiles = -(-width // tile) * -(-height // tile)
-    layout = 8 + 2 + 12 * 10 + 4  # the header, then the directory of 10 entries; the tiles' offsets and sizes
-    for tag, kind, value in [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
-                             (322, 4, tile), (323, 4, tile)]:  # fmt: skip
-        entries.append(struct.pack("<HHII", tag, kind, 1, value))
-    offsets = [layout + 8 * tiles] * tiles
-    entries.append(struct.pack("<HHII", 324, 4, tiles, layout if tiles > 1 else offsets[0]))
-    entries.append(struct.pack("<HHII", 325, 4, tiles, layout + 4 * tiles if tiles > 1 else len(data)))
-    directory = struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
-    tables = struct.pack(f"<{tiles}I", *offsets) + struct.pack(f"<{tiles}I", *[len(data)] * tiles)
-    return b"II*\0" + struct.pack("<I", 8) + directory + tables + data
 
 
 def test_a_tiff_of_tiles_far_larger_than_itself_is_refused_from_its_header(tmp_path):

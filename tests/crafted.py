@@ -1,0 +1,20 @@
+"""Crafted files: small inputs whose headers declare far more than they hold."""
+
+import struct
+import zlib
+
+
+def tiled_tiff(width: int, height: int, tile: int) -> bytes:
+    """A gray TIFF of one deflate tile of tile x tile pixels (holding 64 KB of zeros), as libtiff reads it."""
+    data, entries = zlib.compress(bytes(65536)), []
+    tiles = -(-width // tile) * -(-height // tile)
+    layout = 8 + 2 + 12 * 10 + 4  # the header, then the directory of 10 entries; the tiles' offsets and sizes
+    for tag, kind, value in [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1), (277, 3, 1),
+                             (322, 4, tile), (323, 4, tile)]:  # fmt: skip
+        entries.append(struct.pack("<HHII", tag, kind, 1, value))
+    offsets = [layout + 8 * tiles] * tiles
+    entries.append(struct.pack("<HHII", 324, 4, tiles, layout if tiles > 1 else offsets[0]))
+    entries.append(struct.pack("<HHII", 325, 4, tiles, layout + 4 * tiles if tiles > 1 else len(data)))
+    directory = struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
+    tables = struct.pack(f"<{tiles}I", *offsets) + struct.pack(f"<{tiles}I", *[len(data)] * tiles)
+    return b"II*\0" + struct.pack("<I", 8) + directory + tables + data
