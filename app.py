@@ -241,13 +241,24 @@ class Endpoints:
         return str(path) if path else None
 
     def shown_photo(self, image):
-        """UI only: the photo as the browser can show it (a PNG copy of a TIFF or a GIF), for the slider and editor."""
+        """UI only: the photo as the browser can show it (a PNG copy of a TIFF or a GIF), for the slider and editor,
+        with the upload's path: {"photo": ..., "shown": ...}."""
         if image is None:
             return None
         if self._web is None:
-            return image["path"]
+            return {"photo": image["path"], "shown": image["path"]}
         with shown_to_the_user():
-            return str(self._web.shown_photo(Upload.from_api(image, "image")))
+            return {"photo": image["path"], "shown": str(self._web.shown_photo(Upload.from_api(image, "image")))}
+
+    def before_after(self, image: dict | None, colorized: str | None, shown: dict | None, result: dict):
+        """UI only: the slider's pair (the photo as `shown`) and the download button, from the /colorize event's
+        input and output; cleared where the photo changed while it was colorized (`colorized`: its path when Colorize
+        was pressed). `shown` may still be an earlier photo's (made one at a time for all users): then it is made."""
+        if image is None or image["path"] != colorized:
+            return no_photo_result()
+        if not shown or shown["photo"] != colorized:
+            shown = self.shown_photo(image)
+        return (shown["shown"], result["path"]), gr.DownloadButton(value=result["path"], interactive=True), gr.skip()
 
     def _require_model(self) -> WebColorizer:
         if self._web is None:
@@ -264,15 +275,6 @@ def video_download(result: dict):
     return gr.DownloadButton(value=result["path"], interactive=True)
 
 
-def before_after(image: dict | None, colorized: str | None, shown: str | None, result: dict):
-    """UI only: the slider's pair (the photo as `shown`) and the download button, from the /colorize event's input
-    and output; cleared where the photo changed while it was colorized (`colorized`: its path when Colorize was
-    pressed)."""
-    if image is None or image["path"] != colorized:
-        return no_photo_result()
-    return (shown, result["path"]), gr.DownloadButton(value=result["path"], interactive=True), gr.skip()
-
-
 def photo_path(image: dict | None) -> str | None:
     """UI only: the photo that Colorize was pressed for."""
     return image["path"] if image else None
@@ -283,9 +285,16 @@ def no_photo_result():
     return None, gr.DownloadButton(value=None, interactive=False), None
 
 
-def photo_to_paint_on(shown: str | None):
-    """UI only: the hint editor shows the photo (as `shown`), with nothing painted yet."""
-    return {"background": shown, "layers": [], "composite": None} if shown else None
+def photo_to_paint_on(image: dict | None, shown: dict | None):
+    """UI only: the hint editor shows the photo (as `shown`), with nothing painted yet; not a photo since replaced."""
+    if not image or not shown or shown["photo"] != image["path"]:
+        return gr.skip()
+    return {"background": shown["shown"], "layers": [], "composite": None}
+
+
+def nothing_to_paint_on():
+    """UI only: a new or cleared photo clears the hint editor at once (its own copy of the photo comes later)."""
+    return None
 
 
 def no_video_result():
@@ -377,7 +386,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         preprocess=False,
         concurrency_limit=COLORIZE_CONCURRENCY,
     ).success(
-        before_after,
+        endpoints.before_after,
         inputs=[tab.image, tab.colorized, tab.shown, tab.result],
         outputs=[tab.comparison, tab.download, tab.scenes],
         preprocess=False,
@@ -390,9 +399,14 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
     shown = tab.image.change(
         endpoints.shown_photo, inputs=tab.image, outputs=tab.shown, preprocess=False, api_visibility="private"
     )
-    if tab.hint_editor:
+    if tab.hint_editor:  # strokes on the last photo must never reach the next
+        tab.image.change(nothing_to_paint_on, outputs=tab.hint_editor, queue=False, api_visibility="private")
         shown.success(
-            photo_to_paint_on, inputs=tab.shown, outputs=tab.hint_editor, preprocess=False, api_visibility="private"
+            photo_to_paint_on,
+            inputs=[tab.image, tab.shown],
+            outputs=tab.hint_editor,
+            preprocess=False,
+            api_visibility="private",
         )
 
 

@@ -14,6 +14,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
@@ -384,14 +385,31 @@ def test_the_editors_paint_becomes_one_hint_layer_of_the_upright_photos_size(tmp
         web.painted_hints(Upload(stored, "turned.jpg"), [Upload(tmp_path / "blind.png", "blind.png")])
 
 
-def test_a_result_is_shown_beside_the_photo_it_was_made_from_only():
+def test_a_result_is_shown_beside_the_photo_it_was_made_from_only(colorizer, examples_dir, tmp_path, monkeypatch):
     """A photo changed while the last one was colorized was shown as "before" beside the last one's colours, and the
-    download offered them."""
+    download offered them; the browser's copy of a photo still an earlier one's (made one at a time for all users)
+    was paired with the new photo's result."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    endpoints = app.Endpoints(colorizer, "", 10_000_000)
     result = {"path": "/out/old_color.png"}
-    shown, download, scenes = app.before_after({"path": "/up/new.png"}, "/up/old.png", "/up/new.png", result)
+    new = {"photo": "/up/new.png", "shown": "/up/new.png"}
+    shown, download, scenes = endpoints.before_after({"path": "/up/new.png"}, "/up/old.png", new, result)
     assert shown is None and not download.interactive and scenes is None
-    shown, download, _ = app.before_after({"path": "/up/old.tif"}, "/up/old.tif", "/shown/old.png", result)
+    old = {"photo": "/up/old.tif", "shown": "/shown/old.png"}
+    shown, download, _ = endpoints.before_after({"path": "/up/old.tif"}, "/up/old.tif", old, result)
     assert shown == ("/shown/old.png", "/out/old_color.png") and download.interactive  # as the browser shows it
+    scan = tmp_path / "scan.tif"
+    Image.open(examples_dir / "chelsea_gray.png").save(scan)
+    shown, download, _ = endpoints.before_after({"path": str(scan)}, str(scan), old, result)
+    assert shown[0].endswith("scan.png") and Image.open(shown[0]).size == (451, 300) and download.interactive
+
+
+def test_the_hint_editor_takes_only_the_current_photos_copy():
+    """The editor's photo and strokes were replaced only when the photo's copy was made, one at a time for all users:
+    strokes on the last photo were colorized with a new photo of nearly its shape."""
+    current = {"path": "/up/b.png"}
+    assert app.photo_to_paint_on(current, {"photo": "/up/a.png", "shown": "/up/a.png"}) == gr.skip()
+    assert app.photo_to_paint_on(current, {"photo": "/up/b.png", "shown": "/up/b.png"})["background"] == "/up/b.png"
 
 
 def test_an_upload_that_is_gone_is_named_by_the_users_file_name(colorizer, tmp_path):

@@ -224,6 +224,39 @@ def test_a_painted_stroke_turns_the_region_under_it_toward_its_colour(browser, e
     assert distance(hinted) < distance(plain) - 10, "the region did not turn toward the stroke's colour"
 
 
+@pytest.mark.slow
+def test_strokes_and_the_slider_follow_the_photo_while_another_users_scan_is_copied(browser, examples_dir, tmp_path):
+    """The editor's strokes and the slider's "before" were replaced only once the new photo's browser copy was made,
+    one at a time for all users: while another user's large TIFF was copied, a photo taken after painting on another
+    of nearly its shape was colorized with the old strokes, and shown beside the old photo."""
+    chelsea, rocket = examples_dir / "chelsea_gray.png", examples_dir / "rocket_gray.png"  # 451x300, 640x427
+    Image.open(chelsea).resize((6000, 4000)).save(tmp_path / "scan.tif")  # its PNG copy takes seconds
+    with served_app(BUNDLED_MODEL_DIR) as url:
+        painter, other = (browser.new_page(viewport={"width": 1400, "height": 1400}) for _ in range(2))
+        for page in (painter, other):
+            page.goto(url)
+        painter.locator("#photo input[type=file]").set_input_files(chelsea)
+        editor = painter.locator("#hint-editor")
+        expect(editor.locator("canvas")).to_have_count(2)
+        editor.get_by_role("button", name="Brush", exact=True).click()
+        zoom = float(editor.get_by_text(re.compile(r"^\d+%$")).inner_text().rstrip("%")) / 100
+        paint_band(painter, centred_box(editor.locator("canvas").last.bounding_box(), 451 * zoom, 300 * zoom),
+                   left=0.2, right=0.45, top=0.15, bottom=0.3)  # fmt: skip
+        other.locator("#photo input[type=file]").set_input_files(tmp_path / "scan.tif")
+        painter.wait_for_timeout(500)  # the scan's copy is being made
+        painter.locator("#photo input[type=file]").set_input_files(rocket)
+        painter.get_by_role("button", name="Colorize", exact=True).click()
+        slider = painter.locator("#comparison img")
+        expect(slider).to_have_count(2, timeout=60_000)
+        before, after = (slider.nth(i).get_attribute("src") for i in range(2))
+        colorized = np.asarray(Image.open(io.BytesIO(painter.request.get(after).body())).convert("RGB"), int)
+        for page in (painter, other):
+            page.close()
+    assert before.endswith(rocket.name)
+    plain = np.asarray(Colorizer.from_pretrained(BUNDLED_MODEL_DIR)(rocket).image, int)
+    assert colorized.shape == plain.shape and np.abs(colorized - plain).max() <= 1  # no strokes
+
+
 def centred_box(canvas: dict, width: float, height: float) -> dict:
     """Where the editor shows the photo: centred on its canvas, at its zoom."""
     x, y = canvas["x"] + (canvas["width"] - width) / 2, canvas["y"] + (canvas["height"] - height) / 2
