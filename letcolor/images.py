@@ -140,6 +140,13 @@ def upright_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[
         return image.size[::-1] if turned and not _reported_upright(image) else image.size
 
 
+def exif_orientation(path: str | Path) -> int:
+    """The image file's EXIF orientation (1: as stored), from its header."""
+    with _opened(Path(path), str(path)) as image:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return orientation if orientation in range(1, 9) else 1
+
+
 def _reported_upright(image: Image.Image) -> bool:
     """Whether Pillow reports the image's size already turned by its orientation, as it does for a TIFF (12.3):
     the width is the stored height."""

@@ -18,7 +18,14 @@ from PIL import Image
 
 from letcolor.batch_io import BatchFolder, remove_stale_folders, result_folder, result_name, save_result
 from letcolor.engines import DEFAULT_ENGINE
-from letcolor.images import InvalidImageError, check_image_file, image_pixels, load_image, upright_size
+from letcolor.images import (
+    InvalidImageError,
+    check_image_file,
+    exif_orientation,
+    image_pixels,
+    load_image,
+    upright_size,
+)
 from letcolor.memory import return_freed_memory
 from letcolor.pipeline import Colorizer, Options
 from letcolor.video import VideoInfo, colorize_video, probe
@@ -160,11 +167,13 @@ class WebColorizer:
 
     def shown_photo(self, image: Upload) -> Path:
         """The photo as a browser can show it, for the before/after slider and the hint editor: itself in a format
-        that browsers draw (BROWSER_SUFFIXES), else an 8-bit PNG copy, upright (a TIFF scan, a GIF: the editor
-        could not draw them and the slider collapsed)."""
-        if Path(image.name).suffix.lower() in BROWSER_SUFFIXES:
-            return image.path
+        that browsers draw (BROWSER_SUFFIXES) and turn by its EXIF orientation, else an 8-bit PNG copy, upright (a
+        TIFF scan, a GIF: the editor could not draw them and the slider collapsed; a turned WebP, which browsers draw
+        as stored: the slider showed it turned against its result, and paint on it was refused)."""
+        suffix = Path(image.name).suffix.lower()
         with user_messages(image):
+            if suffix in BROWSER_SUFFIXES and (suffix != ".webp" or exif_orientation(image.path) == 1):
+                return image.path
             self._check(image)
             shown = eight_bit(load_image(image.path))
         remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)

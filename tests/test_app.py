@@ -23,7 +23,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from PIL import Image
+from PIL import ExifTags, Image
 from served_app import app_process, served_app
 from video_clips import audio_packets, size_switching, truncated_faststart, with_sine
 
@@ -402,6 +402,21 @@ def test_a_result_is_shown_beside_the_photo_it_was_made_from_only(colorizer, exa
     Image.open(examples_dir / "chelsea_gray.png").save(scan)
     shown, download, _ = endpoints.before_after({"path": str(scan)}, str(scan), old, result)
     assert shown[0].endswith("scan.png") and Image.open(shown[0]).size == (451, 300) and download.interactive
+
+
+def test_a_turned_webp_is_shown_upright_and_a_turned_jpeg_as_it_is(colorizer, examples_dir, tmp_path):
+    """Browsers draw a WebP as stored, whatever its EXIF orientation (JPEG and PNG they turn): the slider showed it
+    turned against its result, and paint on it was refused as "not over the photo"."""
+    web = WebColorizer(colorizer, 10_000_000, tmp_path)
+    stored = Image.open(examples_dir / "chelsea_gray.png")  # 451 x 300
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # a quarter turn: upright, 300 x 451
+    for name in ("turned.webp", "turned.jpg", "plain.webp"):
+        stored.save(tmp_path / name, exif=exif if name.startswith("turned") else Image.Exif())
+    shown = web.shown_photo(Upload(tmp_path / "turned.webp", "turned.webp"))
+    assert shown.suffix == ".png" and Image.open(shown).size == (300, 451)
+    for name in ("turned.jpg", "plain.webp"):
+        assert web.shown_photo(Upload(tmp_path / name, name)) == tmp_path / name
 
 
 def test_the_hint_editor_takes_only_the_current_photos_copy():
