@@ -124,6 +124,19 @@ def test_int8_honours_hints_as_torch_float32_does():
     assert psnr(hinted, automatic) < psnr(hinted, expected)  # the hints changed the colours, as in float32
 
 
+def test_a_photo_without_hints_comes_out_the_same_beside_a_hinted_one_in_a_batch():
+    """Its zero hint channels went through the int8 hint graph, where zero hints are not the automatic graph: with a
+    model of hint filters, a photo without hints moved by up to 35 levels when a hinted photo shared its batch."""
+    from test_hints import live_hint_model
+
+    int8 = Colorizer(live_hint_model(), "cpu", engine="onnxruntime-int8")
+    photo = Image.open(EXAMPLES / "chelsea_gray.png")
+    alone = np.asarray(int8(photo).image, int)
+    beside, hinted = int8.batch([photo, photo.copy()], hints=[None, [(40, 40, "#d02020"), (300, 200, "#2040d0")]])
+    assert np.array_equal(np.asarray(beside.image, int), alone)
+    assert np.abs(np.asarray(hinted.image, int) - alone).max() > 20  # the hints are at work
+
+
 def test_the_graphs_are_exported_once_per_weights(cache, monkeypatch):
     model = load_model()
     first = onnx_engine.OnnxRuntimeNetwork(model).folder
