@@ -108,6 +108,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def network_side(text: str) -> int:
     value = int(text)
     if value < 8:
@@ -158,7 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also score the model (it must take hints) and the propagation baseline given N points per photo at "
         "random pixels with their true colours (e.g. --hints 1 2 5 10 20)",
     )
-    parser.add_argument("--hint-seed", type=int, default=0, help="seed of the simulated points (default: 0)")
+    parser.add_argument("--hint-seed", type=seed, default=0, help="seed of the simulated points (default: 0)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
         "--engine", choices=ENGINES, default=DEFAULT_ENGINE, help=f"what runs the network (default {DEFAULT_ENGINE})"

@@ -219,6 +219,9 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_run(photo_folder,
     with pytest.raises(SystemExit):
         run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--max-side", "4")
     assert "must be at least 8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a numpy traceback after the first batch
+        run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--hints", "2", "--hint-seed", "-1")
+    assert "--hint-seed: must be 0 or more" in capsys.readouterr().err
     monkeypatch.undo()
     code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--hints", "10001")  # was a traceback
     assert code == 2 and "--hints: point counts must be from 0 to 10000" in capsys.readouterr().err

@@ -920,6 +920,12 @@ def test_a_run_with_hints_that_nothing_reads_is_a_usage_error(scene_data, tmp_pa
         ("--spread-weight", "-1"),  # accepted
         ("--max-minutes", "0"),  # 0 and -1 trained a step; NaN was ignored
         ("--max-minutes", "nan"),
+        ("--seed", "-1"),  # a numpy traceback
+        ("--seed", str(2**32)),
+        ("--hint-layer-lr", "nan"),  # diverged after the first steps
+        ("--hint-layer-lr", "-1"),  # gradient ascent on the hint layers
+        ("--psnr-weighting", "nan"),  # taken as off
+        ("--min-chroma-std", "-5"),  # taken as 0
     ],
 )
 def test_settings_out_of_range_are_usage_errors(scene_data, tmp_path, option, capsys):

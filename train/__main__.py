@@ -59,6 +59,14 @@ def positive(text: str) -> float:
     return value
 
 
+def seed(text: str) -> int:
+    """A seed that every random generator of a run takes (numpy's legacy one: below 2^32)."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2^32 - 1, got {text}")
+    return value
+
+
 def default_workers() -> int:
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, min(8, (os.cpu_count() or 2) // (2 * local_processes)))
@@ -97,7 +105,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--workers", type=at_least(0), default=default_workers(), help="DataLoader workers per process")
     data.add_argument(
         "--min-chroma-std",
-        type=float,
+        type=non_negative,
         default=MIN_CHROMA_STD,
         help="skip photos (in training and validation) whose chroma varies less than this, in YCbCr units on a "
         "32x32 thumbnail: grayscale and near-gray ones (paper 3.4); 0 keeps every photo",
@@ -146,7 +154,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--psnr-weighting",
-        type=float,
+        type=non_negative,
         nargs="?",
         const=DEFAULT_PSNR_FLOOR,
         default=0.0,
@@ -174,7 +182,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     model.add_argument("--compile", action="store_true", help="torch.compile the model")
-    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--seed", type=seed, default=0)
 
 
 def add_hint_arguments(parser: argparse.ArgumentParser) -> None:
@@ -192,7 +200,7 @@ def add_hint_arguments(parser: argparse.ArgumentParser) -> None:
     )
     hints.add_argument(
         "--hint-layer-lr",
-        type=float,
+        type=non_negative,
         default=1.0,
         metavar="MULT",
         help="the layers that read the hint inputs (their conv, and --hint-propagation's) learn at MULT x --lr "
