@@ -288,6 +288,8 @@ def _image_from_array(array: np.ndarray) -> Image.Image:
         raise InvalidImageError(f"expected an HxW, HxWx3 or HxWx4 array, got shape {array.shape}")
     if array.size == 0:
         raise InvalidImageError(f"the array is empty (shape {array.shape})")
+    if not array.dtype.isnative:  # big-endian samples, as a file's raw bytes give them
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype.kind == "f":
         _check_float_pixels(array, "the array")
         array = np.clip(array, 0, 1).astype(np.float32)

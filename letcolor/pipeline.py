@@ -219,10 +219,10 @@ class Options:
         for name in ("use_global", "refine"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if not 0 <= self.global_strength <= 2:
-            raise ValueError(f"global_strength must be in [0, 2], got {self.global_strength}")
-        if not 0 <= self.palette_strength <= 1:
-            raise ValueError(f"palette_strength must be in [0, 1], got {self.palette_strength}")
+        for name, high in (("global_strength", 2), ("palette_strength", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= high:
+                raise ValueError(f"{name} must be a number in [0, {high}], got {value!r}")
         if self.palette_strength > 0 and self.reference is None:
             raise ValueError("palette_strength > 0 needs a reference image")
         side = self.max_side

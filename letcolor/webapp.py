@@ -126,7 +126,11 @@ class Settings:
         return cls(use_global, strength, palette_strength, round(side), refine)
 
     def options(self, reference) -> Options:
-        return Options(self.use_global, self.strength, reference, self.palette_strength, self.max_side, self.refine)
+        """The pipeline's options; a ValueError names the API's parameters (strength, not global_strength)."""
+        try:
+            return Options(self.use_global, self.strength, reference, self.palette_strength, self.max_side, self.refine)
+        except ValueError as error:
+            raise ValueError(str(error).replace("global_strength", "strength")) from error
 
 
 @dataclass(frozen=True)

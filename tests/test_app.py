@@ -295,7 +295,7 @@ def test_a_photo_over_the_apps_pixel_limit_is_refused_from_its_header(client, ex
         ("max_side", 100, "max_side must be from 256 to 1024 (pixels), got 100"),
         ("max_side", 10**400, "max_side must be a finite number, got 1000000"),  # was OverflowError's message
         ("strength", None, "strength must be a finite number, got None"),
-        ("strength", 3, "global_strength must be in [0, 2], got 3.0"),
+        ("strength", 3, "strength must be a number in [0, 2], got 3.0"),  # named global_strength
         ("palette_strength", 0.5, "palette_strength > 0 needs a reference image"),
         ("use_global", "yes", "use_global must be True or False, got 'yes'"),
         ("refine", 1, "refine must be True or False, got 1"),

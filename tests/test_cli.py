@@ -253,7 +253,7 @@ def test_output_in_a_folder_of_the_inputs_never_replaces_a_photo(photos, tiny_mo
     ("options", "message"),
     [
         (["--palette", "0.5"], "error: --palette > 0 needs a --reference"),
-        (["--strength", "3"], "error: --strength must be in [0, 2], got 3.0"),
+        (["--strength", "3"], "error: --strength must be a number in [0, 2], got 3.0"),
         (["--max-side", "7"], "error: --max-side must be an integer >= 8 or native, got 7"),
     ],
 )

@@ -246,6 +246,8 @@ ARRAYS = {
     "HxWx3 uint8": lambda g: np.repeat(g[..., None], 3, axis=2),
     "HxWx4 uint8": lambda g: np.dstack((g, g, g, np.full_like(g, 200))),
     "HxW uint16": lambda g: g.astype(np.uint16) * 257,
+    "HxW big-endian uint16": lambda g: (g.astype(np.uint16) * 257).astype(">u2"),  # was "unsupported type >u2"
+    "HxWx3 big-endian float32": lambda g: np.repeat(g[..., None], 3, axis=2).astype(">f4") / 255,
     "HxWx3 uint16": lambda g: np.repeat(g[..., None], 3, axis=2).astype(np.uint16) * 257,
     "HxW float": lambda g: g / 255.0,
     "HxWx3 float32": lambda g: np.repeat(g[..., None], 3, axis=2).astype(np.float32) / 255,
@@ -411,6 +413,8 @@ def test_a_cut_out_references_palette_is_its_opaque_pixels(colorizer, examples_d
     [
         ({"global_strength": 2.5}, "global_strength"),
         ({"global_strength": -0.1}, "global_strength"),
+        ({"global_strength": "1"}, "global_strength must be a number"),  # a TypeError
+        ({"global_strength": None}, "global_strength must be a number"),
         ({"palette_strength": 0.5}, "needs a reference"),
         ({"palette_strength": 1.5, "reference": np.zeros((8, 8), np.uint8)}, "palette_strength"),
         ({"max_side": 4}, "max_side"),
