@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import io
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -127,14 +128,14 @@ def read_image_bytes(data: bytes, name: str) -> tuple[LoadedImage, str | None]:
 def check_image_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
     """Refuses a file that is not an image or declares more than `max_pixels` pixels (InvalidImageError), from its
     header alone: nothing is decoded."""
-    with _opened(Path(path), str(path)) as image:
+    with _opened(Path(path), str(path), max_pixels) as image:
         _check_header(image, str(path), max_pixels)
 
 
 def upright_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """The image file's (width, height) after its EXIF orientation, from its header (InvalidImageError as in
     `check_image_file`)."""
-    with _opened(Path(path), str(path)) as image:
+    with _opened(Path(path), str(path), max_pixels) as image:
         _check_header(image, str(path), max_pixels)
         turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a quarter turn
         return image.size[::-1] if turned and not _reported_upright(image) else image.size
@@ -186,7 +187,7 @@ def _libtiff_for_every_tiff():
         TiffImagePlugin.READ_LIBTIFF = saved
 
 
-def _opened(source: Path | io.BytesIO, name: str) -> Image.Image:
+def _opened(source: Path | io.BytesIO, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Opens lazily: only the header is read, so the size is checked before decoding."""
     try:
         with warnings.catch_warnings():
@@ -195,7 +196,11 @@ def _opened(source: Path | io.BytesIO, name: str) -> Image.Image:
                 return Image.open(source, formats=read_formats())
     except UnidentifiedImageError as error:
         raise InvalidImageError(f"{name}: {NOT_AN_IMAGE}") from error
-    except (*DECODING_ERRORS, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS, far above ours
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        declared = f"is {int(pixels[1]) / 1e6:.3g} MP" if pixels else "declares too many pixels"
+        raise InvalidImageError(f"{name}: {declared}, over the {max_pixels / 1e6:.3g} MP limit") from error
+    except DECODING_ERRORS as error:
         raise InvalidImageError(f"{name}: not a readable image ({error})") from error
 
 

@@ -497,6 +497,11 @@ def test_the_pixel_limit_is_the_documented_one(tmp_path):
     assert 12000 * 9000 > MAX_IMAGE_PIXELS > Image.MAX_IMAGE_PIXELS  # ours is checked, PIL's only warns below 2x
     with pytest.raises(InvalidImageError, match=f"is 108 MP, over the {MAX_IMAGE_PIXELS / 1e6:.3g} MP limit"):
         load_image(png_header_only(tmp_path / "large.png", 12000, 9000))
+    huge = png_header_only(tmp_path / "huge.png", 20000, 10000)  # over Pillow's own limit: its "DOS attack" message
+    with pytest.raises(InvalidImageError, match=f"huge.png: is 200 MP, over the {MAX_IMAGE_PIXELS / 1e6:.3g} MP limit"):
+        load_image(huge)
+    with pytest.raises(InvalidImageError, match="huge.png: is 200 MP, over the 25 MP limit"):  # the app's
+        check_image_file(huge, 25_000_000)
 
 
 def frames_of(examples_dir) -> list[Image.Image]:
