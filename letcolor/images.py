@@ -5,6 +5,7 @@ import functools
 import io
 import re
 import struct
+import threading
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +28,7 @@ _GRAY_WHITE_LEVELS = {"L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "
 FLOAT_PIXEL_SLACK = 0.01
 SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
 _SRGB = ImageCms.createProfile("sRGB")
+_CALLERS_IMAGES = threading.Lock()  # Pillow's lazy loading (and seeking frames) is not thread-safe
 TIFF_NEW_SUBFILE_TYPE, TIFF_SUB_IFDS = 254, 330  # tags: what an image is (bit 0: reduced resolution), sub-images
 _PROFILE_KINDS = {"L": "GRAY", "I;16": "GRAY", "I;16L": "GRAY", "I;16B": "GRAY", "RGB": "RGB"}
 
@@ -113,7 +115,8 @@ def read_image(source: ImageSource) -> LoadedImage:
         with _opened(Path(source), str(source)) as image:
             return _decoded(image, str(source))
     if isinstance(source, Image.Image):
-        return _decoded(source, "the input image", owned=False)
+        with _CALLERS_IMAGES:  # one caller's image, perhaps not loaded yet, may be read by several threads at once
+            return _decoded(source, "the input image", owned=False)
     if isinstance(source, np.ndarray):
         return _decoded(_image_from_array(source), "the input array")
     raise InvalidImageError(f"expected a path, PIL image or numpy array, got {type(source).__name__}")

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -933,3 +934,14 @@ def test_a_full_batch_is_handed_out_before_the_next_photo_is_read():
 
     handed_out = [(batch, len(taken)) for batch in pipeline.batches_within(photos(), 2, 300, lambda area: area)]
     assert handed_out == [([100, 100], 2), ([500], 3), ([50, 50], 5), ([50], 6)]
+
+
+def test_one_photo_opened_lazily_can_be_colorized_by_several_threads_at_once(colorizer, examples_dir):
+    """Pillow's lazy loading is not thread-safe: 11 calls in 20 failed ("cannot decode the image (I/O operation on
+    closed file)", or an AssertionError), as photos and as references, though the file was whole."""
+    expected = np.asarray(colorizer(examples_dir / "china_gray.png", max_side=64).image)
+    for _ in range(3):
+        shared = Image.open(examples_dir / "china_gray.png")  # its pixels not read yet
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda photo: colorizer(photo, max_side=64), [shared] * 4))
+        assert all(np.array_equal(np.asarray(result.image), expected) for result in results)
