@@ -46,7 +46,7 @@ QUEUE_SIZE = 20
 # Videos on a 2-core CPU Space: 600 frames of 720p take 2 to 4 minutes (2.6 to 5.5 frames/s in the README).
 VIDEO_CONCURRENCY = 1
 VIDEO_LIMITS = (
-    f"Videos up to {MAX_VIDEO_SECONDS} s and {MAX_VIDEO_FRAMES} frames, at most {MAX_VIDEO_SIDES[0]}x"
+    f"Videos up to {MAX_VIDEO_SECONDS} s (sound included) and {MAX_VIDEO_FRAMES} frames, at most {MAX_VIDEO_SIDES[0]}x"
     f"{MAX_VIDEO_SIDES[1]} (720p), {MAX_FILE_SIZE.upper()}. The result is an H.264 MP4 of the same size, frame rate "
     "and length, with the sound kept."
 )
