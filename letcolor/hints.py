@@ -18,7 +18,13 @@ import torch
 from PIL import Image, ImageChops
 
 from letcolor.color import HINT_CHANNELS, hint_ab, hint_input, rgb_to_lab
-from letcolor.images import DECODING_ERRORS, InvalidImageError, check_image_file, read_formats
+from letcolor.images import (
+    DECODING_ERRORS,
+    InvalidImageError,
+    check_image_file,
+    open_header,
+    reading_callers_image,
+)
 
 MAX_POINTS = 10_000
 MAX_POINTS_FILE_BYTES = 4 * 2**20  # a JSON file of points: read whole, so bounded first
@@ -87,7 +93,8 @@ class Hints:
         if layer.mode not in ("RGBA", "LA", "PA", "P") or (layer.mode == "P" and "transparency" not in layer.info):
             raise InvalidHintsError(f"a hint layer needs an alpha channel (RGBA), got mode {layer.mode}")
         _check_layer_size(layer.size, size)
-        return cls(tuple(size), layer=layer.convert("RGBA"))
+        with reading_callers_image():
+            return cls(tuple(size), layer=layer.convert("RGBA"))
 
     @classmethod
     def parse(cls, hints: "HintSource", size: tuple[int, int]) -> "Hints":
@@ -118,7 +125,11 @@ class Hints:
                 raise InvalidHintsError(f"{path}: over {MAX_POINTS_FILE_BYTES >> 20} MB, more than {MAX_POINTS} points")
             return _naming(path, cls.from_points, points, size)
         try:
-            with Image.open(path, formats=read_formats()) as layer:
+            layer = open_header(path)
+        except InvalidImageError as error:
+            raise InvalidHintsError(f"{path}: neither a JSON list of points nor a readable image ({error})") from error
+        try:
+            with layer:
                 _check_layer_size(layer.size, size, str(path))  # from the header: never decoded if wrong
                 check_image_file(path)  # nor if it declares too much otherwise (a TIFF's tiles)
                 layer.load()
@@ -127,8 +138,8 @@ class Hints:
             raise  # a readable layer that cannot be used (a ValueError, as decoding errors are)
         except InvalidImageError as error:
             raise InvalidHintsError(str(error)) from error
-        except (*DECODING_ERRORS, Image.DecompressionBombError) as error:
-            raise InvalidHintsError(f"{path}: neither a JSON list of points nor a readable image ({error})") from error
+        except DECODING_ERRORS as error:
+            raise InvalidHintsError(f"{path}: not a readable image ({error})") from error
 
     def __bool__(self) -> bool:
         return bool(self.points) or self.layer is not None

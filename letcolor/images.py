@@ -7,6 +7,7 @@ import re
 import struct
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,7 +29,7 @@ _GRAY_WHITE_LEVELS = {"L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "
 FLOAT_PIXEL_SLACK = 0.01
 SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
 _SRGB = ImageCms.createProfile("sRGB")
-_CALLERS_IMAGES = threading.Lock()  # Pillow's lazy loading (and seeking frames) is not thread-safe
+_CALLERS_IMAGES = threading.Lock()  # see `reading_callers_image`
 TIFF_NEW_SUBFILE_TYPE, TIFF_SUB_IFDS = 254, 330  # tags: what an image is (bit 0: reduced resolution), sub-images
 _PROFILE_KINDS = {"L": "GRAY", "I;16": "GRAY", "I;16L": "GRAY", "I;16B": "GRAY", "RGB": "RGB"}
 
@@ -115,11 +116,25 @@ def read_image(source: ImageSource) -> LoadedImage:
         with _opened(Path(source), str(source)) as image:
             return _decoded(image, str(source))
     if isinstance(source, Image.Image):
-        with _CALLERS_IMAGES:  # one caller's image, perhaps not loaded yet, may be read by several threads at once
+        with reading_callers_image():
             return _decoded(source, "the input image", owned=False)
     if isinstance(source, np.ndarray):
         return _decoded(_image_from_array(source), "the input array")
     raise InvalidImageError(f"expected a path, PIL image or numpy array, got {type(source).__name__}")
+
+
+@contextlib.contextmanager
+def reading_callers_image() -> Iterator[None]:
+    """Held while a caller's image is read: one image, perhaps not loaded yet, may be passed by several threads at
+    once, and Pillow's lazy loading (and seeking frames) is not thread-safe."""
+    with _CALLERS_IMAGES:
+        yield
+
+
+def open_header(path: str | Path) -> Image.Image:
+    """The image file opened lazily (its header read, nothing decoded); InvalidImageError where it is not an image
+    letcolor reads, or declares more pixels than Pillow opens."""
+    return _opened(Path(path), str(path))
 
 
 def read_image_bytes(data: bytes, name: str) -> tuple[LoadedImage, str | None]:
@@ -355,9 +370,10 @@ def image_pixels(image: Image.Image) -> Pixels:
     alpha = image.getchannel("A") if image.mode in ("LA", "RGBA") else None
     if image.mode in ("LA", "RGBA"):
         image = image.convert(image.mode[:-1])
-    array = np.array(in_srgb(image))
     if keyed and image.mode in _GRAY_WHITE_LEVELS and alpha is None:  # 16-bit gray: Pillow keeps no alpha for it
-        alpha = Image.fromarray(np.where(array == image.info["transparency"], 0, 255).astype(np.uint8))
+        key = image.info["transparency"]  # a stored level: before the profile is applied
+        alpha = Image.fromarray(np.where(np.array(image) == key, 0, 255).astype(np.uint8))
+    array = np.array(in_srgb(image))
     values = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))  # torch: native order only
     if image.mode == "RGB":
         return Pixels(values.permute(2, 0, 1), 255, alpha)

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -224,6 +225,26 @@ def test_a_layer_file_declaring_huge_tiles_is_refused_from_its_header(tmp_path):
     (tmp_path / "layer.tif").write_bytes(tiled_tiff(451, 300, 46336))
     with pytest.raises(InvalidHintsError, match="layer.tif: a 451x300 TIFF of 46336x46336 tiles"):
         Hints.parse(tmp_path / "layer.tif", (451, 300))
+
+
+def test_a_layer_file_over_pillows_own_limit_is_refused_as_over_letcolors(tmp_path):
+    """It said "could be decompression bomb DOS attack"."""
+    png_declaring((20_000, 10_000), tmp_path / "huge.png")
+    with pytest.raises(InvalidHintsError, match="huge.png: is 200 MP, over the 100 MP limit"):
+        Hints.parse(tmp_path / "huge.png", (64, 64))
+
+
+def test_one_layer_opened_lazily_can_be_parsed_by_several_threads_at_once(tmp_path):
+    """Pillow's lazy loading is not thread-safe: 10 tries in 10 failed ("broken PNG file")."""
+    painted = np.zeros((1500, 1500, 4), np.uint8)
+    painted[100:200, 100:400] = (200, 30, 30, 255)
+    Image.fromarray(painted).save(tmp_path / "layer.png")
+    expected = Hints.parse(tmp_path / "layer.png", (1500, 1500)).encode(64, 64)
+    for _ in range(3):
+        shared = Image.open(tmp_path / "layer.png")  # its pixels not read yet
+        with ThreadPoolExecutor(4) as pool:
+            parsed = list(pool.map(lambda layer: Hints.parse(layer, (1500, 1500)), [shared] * 4))
+        assert all(torch.equal(hints.encode(64, 64), expected) for hints in parsed)
 
 
 def test_a_layer_file_without_alpha_says_so(tmp_path):

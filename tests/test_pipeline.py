@@ -181,6 +181,10 @@ def test_a_16_bit_gray_scan_with_a_colour_profile_is_read_in_srgb(examples_dir, 
     assert read.white_level == 65535
     levels = read.values[0].numpy() / 257
     assert np.abs(levels - truth).mean() < 0.1 and np.abs(levels - truth).max() < 0.6
+    keyed = np.full((4, 4), 30000, np.uint16)
+    keyed[0] = 20000  # a PNG's colour key (tRNS) marks the stored level 20000 transparent, not the level it becomes
+    Image.fromarray(keyed).save(tmp_path / "keyed.png", transparency=20000, icc_profile=profile)
+    assert np.asarray(image_pixels(load_image(tmp_path / "keyed.png")).alpha)[:, 0].tolist() == [0, 255, 255, 255]
 
 
 def test_a_colour_profile_that_cannot_be_read_or_is_not_the_images_leaves_the_pixels_as_they_are(examples_dir):
