@@ -253,12 +253,13 @@ class Endpoints:
     def before_after(self, image: dict | None, colorized: str | None, shown: dict | None, result: dict):
         """UI only: the slider's pair (the photo as `shown`) and the download button, from the /colorize event's
         input and output; cleared where the photo changed while it was colorized (`colorized`: its path when Colorize
-        was pressed). `shown` may still be an earlier photo's (made one at a time for all users): then it is made."""
+        was pressed). `shown` may still be an earlier photo's (made one at a time for all users): then it is made,
+        and kept as `shown`."""
         if image is None or image["path"] != colorized:
-            return no_photo_result()
-        if not shown or shown["photo"] != colorized:
-            shown = self.shown_photo(image)
-        return (shown["shown"], result["path"]), gr.DownloadButton(value=result["path"], interactive=True), gr.skip()
+            return *no_photo_result(), gr.skip()
+        made = None if shown and shown["photo"] == colorized else self.shown_photo(image)
+        pair = ((made or shown)["shown"], result["path"])
+        return pair, gr.DownloadButton(value=result["path"], interactive=True), gr.skip(), made or gr.skip()
 
     def _require_model(self) -> WebColorizer:
         if self._web is None:
@@ -386,21 +387,24 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         preprocess=False,
         concurrency_limit=COLORIZE_CONCURRENCY,
     ).success(
-        endpoints.before_after,
+        endpoints.before_after,  # queued: where the browser's copy of the photo is not made yet, it makes it
         inputs=[tab.image, tab.colorized, tab.shown, tab.result],
-        outputs=[tab.comparison, tab.download, tab.scenes],
+        outputs=[tab.comparison, tab.download, tab.scenes, tab.shown],
         preprocess=False,
-        queue=False,
         api_visibility="private",
     )
     tab.image.change(
         no_photo_result, outputs=[tab.comparison, tab.download, tab.scenes], queue=False, api_visibility="private"
     )
-    shown = tab.image.change(
+    if tab.hint_editor:  # strokes on the last photo must never reach the next: the editor is cleared first
+        cleared = tab.image.change(nothing_to_paint_on, outputs=tab.hint_editor, queue=False, api_visibility="private")
+        after_change = cleared.then
+    else:
+        after_change = tab.image.change
+    shown = after_change(
         endpoints.shown_photo, inputs=tab.image, outputs=tab.shown, preprocess=False, api_visibility="private"
     )
-    if tab.hint_editor:  # strokes on the last photo must never reach the next
-        tab.image.change(nothing_to_paint_on, outputs=tab.hint_editor, queue=False, api_visibility="private")
+    if tab.hint_editor:
         shown.success(
             photo_to_paint_on,
             inputs=[tab.image, tab.shown],

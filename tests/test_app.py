@@ -393,15 +393,17 @@ def test_a_result_is_shown_beside_the_photo_it_was_made_from_only(colorizer, exa
     endpoints = app.Endpoints(colorizer, "", 10_000_000)
     result = {"path": "/out/old_color.png"}
     new = {"photo": "/up/new.png", "shown": "/up/new.png"}
-    shown, download, scenes = endpoints.before_after({"path": "/up/new.png"}, "/up/old.png", new, result)
+    shown, download, scenes, _ = endpoints.before_after({"path": "/up/new.png"}, "/up/old.png", new, result)
     assert shown is None and not download.interactive and scenes is None
     old = {"photo": "/up/old.tif", "shown": "/shown/old.png"}
-    shown, download, _ = endpoints.before_after({"path": "/up/old.tif"}, "/up/old.tif", old, result)
+    shown, download, _, kept = endpoints.before_after({"path": "/up/old.tif"}, "/up/old.tif", old, result)
     assert shown == ("/shown/old.png", "/out/old_color.png") and download.interactive  # as the browser shows it
+    assert kept == gr.skip()
     scan = tmp_path / "scan.tif"
     Image.open(examples_dir / "chelsea_gray.png").save(scan)
-    shown, download, _ = endpoints.before_after({"path": str(scan)}, str(scan), old, result)
+    shown, download, _, kept = endpoints.before_after({"path": str(scan)}, str(scan), old, result)
     assert shown[0].endswith("scan.png") and Image.open(shown[0]).size == (451, 300) and download.interactive
+    assert kept == {"photo": str(scan), "shown": shown[0]}  # not made again
 
 
 def test_a_turned_webp_is_shown_upright_and_a_turned_jpeg_as_it_is(colorizer, examples_dir, tmp_path):
