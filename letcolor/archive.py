@@ -49,6 +49,7 @@ from letcolor.pipeline import (
     ColorizationResult,
     Colorizer,
     ModelError,
+    Options,
     load_model,
     usable_device,
 )
@@ -78,10 +79,11 @@ class Source:
 
     @classmethod
     def open(cls, url: str, id_column: str = "id") -> "Source":
-        if "://" in url:
+        if "://" in url and not url.startswith("file://"):
             filesystem, root = fsspec.core.url_to_fs(url)
         else:  # a local path: fsspec would read "::" in it as URLs chained
-            filesystem, root = fsspec.filesystem("file"), os.path.abspath(url)
+            local = os.path.expanduser(url.removeprefix("file://"))
+            filesystem, root = fsspec.filesystem("file"), os.path.abspath(local)
         if not filesystem.isdir(root):
             raise ValueError(f"{url}: not a folder (give a folder of images or a parquet dataset)")
         files = sorted(filesystem.find(root))
@@ -479,6 +481,10 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     """Colorizes every photo of job.source that job.destination does not hold yet (see the module's docstring);
     ValueError for a bad SRC or DST, ImportError when Ray Data is not installed."""
     check_paths(job.source, job.destination)
+    try:
+        Options(**job.options)  # values of the wrong kind: ValueErrors now, as the Python API gives them
+    except TypeError as error:
+        raise ValueError(f"options: {error}") from None
     if job.hints and not os.path.isdir(job.hints):
         raise ValueError(f"--hints {job.hints}: not a folder")
     if job.hints and job.options.get("palette_strength", 0) > 0:
@@ -491,7 +497,8 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
         raise ValueError(str(error)) from error
     if job.hints and not takes_hints:
         raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
-    check_address(job.address)
+    if not job.dry_run:
+        check_address(job.address)
     source = Source.open(job.source, job.id_column)
     destination = ImagesDestination(job.destination) if job.images else ParquetDestination(job.destination)
     ids = source.ids()
@@ -507,31 +514,49 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
 @contextlib.contextmanager
 def writing_into(destination: str, create: bool) -> Iterator[None]:
     """DST's lock held for a run (a dry run's too: reading progress removes half-written files); ValueError while
-    another run holds it (two runs at once would both do the photos left). The system releases it when a run dies
-    (NFS clients share it between machines); a run that ends removes its file."""
+    another run holds it (two runs at once would both do the photos left), or where DST cannot take it (a dry run of
+    a DST it cannot write to goes on without). The system releases it when a run dies (NFS clients share it between
+    machines); a run that ends removes its file."""
     if not create and not os.path.isdir(destination):
         yield
         return
-    os.makedirs(destination, exist_ok=True)
     path = os.path.join(destination, LOCK_NAME)
-    with open(path, "a") as lock:
-        if not _locked(lock, path):
-            raise ValueError(
-                f"-o {destination}: another colorize-dataset run is writing there; run this one when it has ended"
-            )
+    try:
+        os.makedirs(destination, exist_ok=True)
+        lock = locked(path)
+    except OSError as error:
+        if create:
+            raise ValueError(f"-o {destination}: cannot hold a lock there ({error.strerror or error})") from None
+        yield
+        return
+    if lock is None:
+        raise ValueError(
+            f"-o {destination}: another colorize-dataset run is writing there; run this one when it has ended"
+        )
+    with lock:
         try:
             yield
         finally:
             os.remove(path)
 
 
-def _locked(lock, path: str) -> bool:
-    """Whether this process now holds the lock of the file `lock`, still at `path` (not removed by a run ending)."""
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return os.path.exists(path) and os.path.samestat(os.fstat(lock.fileno()), os.stat(path))
+def locked(path: str, tries: int = 5) -> io.TextIOWrapper | None:
+    """The lock file at `path`, open and locked by this process; None while another process holds it. A file that
+    the run ending removed between opening and locking it is opened again."""
+    for _ in range(tries):
+        lock = open(path, "a")  # noqa: SIM115 (held open for the run)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            return None
+        except OSError:
+            lock.close()
+            raise
+        if os.path.exists(path) and os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
+            return lock
+        lock.close()
+    return None
 
 
 def _colorize_the_rest(job: Job, source: Source, destination, ids: list[str], progress: bool) -> Summary:
@@ -643,7 +668,7 @@ def check_paths(source: str, destination: str) -> None:
         raise ValueError(f"-o {destination}: DST must be a local folder")
     if "://" in source and not source.startswith("file://"):
         return
-    src = os.path.realpath(source.removeprefix("file://"))
+    src = os.path.realpath(os.path.expanduser(source.removeprefix("file://")))
     dst = os.path.realpath(destination)
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise ValueError(f"-o {destination}: is a file, not a folder")

@@ -41,8 +41,10 @@ def tracing() -> Iterator[None]:
     global _tracer, _tracers_waiting
     with _state:
         _tracers_waiting += 1
-        _state.wait_for(lambda: _tracer is None and _calls == 0)
-        _tracers_waiting -= 1
+        try:
+            _state.wait_for(lambda: _tracer is None and _calls == 0)
+        finally:  # (interrupted while waiting: calls must not wait for it for ever)
+            _tracers_waiting -= 1
         _tracer = threading.get_ident()
     try:
         yield

@@ -4,6 +4,7 @@ with SIGKILL and the command run again, a folder of images mirrored with --image
 Each run starts Ray (a few seconds) and colorizes with the tiny test model."""
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -32,7 +33,9 @@ from letcolor.archive import (
     Job,
     ParquetDestination,
     Source,
+    colorize_dataset,
     for_workers,
+    locked,
     read_files,
     rows_per_call,
 )
@@ -395,14 +398,42 @@ def test_what_the_workers_read_is_named_as_they_can_find_it(tmp_path, monkeypatc
     assert for_workers(Job("src", "out", options={"reference": photo})).options["reference"] is photo
 
 
-def test_a_local_folder_with_colons_in_its_name_is_read_as_a_folder(tmp_path, capsys):
-    """fsspec read "scans::1950" as two URLs chained: "not a folder"."""
+def test_a_local_folder_with_colons_in_its_name_is_read_as_a_folder(tmp_path, capsys, monkeypatch):
+    """fsspec read "scans::1950" as two URLs chained: "not a folder"; a home folder's "~" is expanded, as fsspec
+    did."""
     folder = tmp_path / "scans::1950"
     folder.mkdir()
     Image.new("L", (16, 16)).save(folder / "a.png")
     assert cli.main(["colorize-dataset", str(folder), "-o", str(tmp_path / "out"), "--dry-run"]) == 0
     assert "1 photos to colorize, 0 done before" in capsys.readouterr().out
-    assert Source.open(str(folder)).ids() == ["a.png"]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in (str(folder), f"file://{folder}", "~/scans::1950"):
+        assert Source.open(name).ids() == ["a.png"], name
+
+
+def test_a_lock_file_removed_between_opening_and_locking_it_is_opened_again(tmp_path, monkeypatch):
+    """A run starting as another ended was refused as if that one were still writing."""
+    path, flock, ended = str(tmp_path / LOCK_NAME), fcntl.flock, []
+
+    def flock_after_the_other_run_ended(file, operation):
+        if not ended:
+            ended.append(os.remove(path))  # the run that held it ends: its file goes
+        return flock(file, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_other_run_ended)
+    with locked(path) as lock:
+        assert os.path.samestat(os.fstat(lock.fileno()), os.stat(path)) and ended
+
+
+def test_options_of_the_wrong_kind_are_refused_before_ray(tmp_path, monkeypatch):
+    """A TypeError ('>' not supported between NoneType and int), where the Python API gives a ValueError."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    (tmp_path / "photos").mkdir()
+    Image.new("L", (16, 16)).save(tmp_path / "photos" / "a.png")
+    for options, message in [({"palette_strength": None}, "palette_strength must be a number"),
+                             ({"strength": 1.5}, "options: .* unexpected keyword argument 'strength'")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            colorize_dataset(Job(str(tmp_path / "photos"), str(tmp_path / "out"), hints=str(tmp_path), options=options))
 
 
 def test_an_address_where_no_cluster_answers_is_refused_before_ray(tmp_path, capsys, monkeypatch):
