@@ -133,13 +133,10 @@ class Endpoints:
             palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference; not with hints)
             max_side: processing resolution in pixels, 256 to 1024; the result is always full size
             refine: edge-aware colour refinement (colours follow the photo's edges)
-            hints: optional colour hints, for a model that takes them: a JSON file of points [[x, y, "#rrggbb"],
-                ...] in the photo's pixels, or a PNG of the photo's size whose painted (not transparent) pixels are
-                hints of their colour
+            hints: optional colour hints (a model that takes them): a JSON file of points [[x, y, "#rrggbb"], ...] in the photo's pixels, or a PNG of the photo's size whose painted pixels are hints of their colour
         Returns:
-            the colorized photo at full resolution (a PNG named after the photo) and the top 5 of the classes the
-            model recognises (scenes, and subjects such as faces or dogs for the bundled model)
-        """
+            the colorized photo at full resolution (a PNG named after the photo) and the top 5 classes the model recognises (scenes, and subjects such as faces or dogs)
+        """  # noqa: E501 (Gradio reads one line per argument for the MCP tools)
         if image is None:
             raise user_error("Upload a photo first.")
         web = self._require_model()
@@ -173,9 +170,8 @@ class Endpoints:
             max_side: processing resolution in pixels, 256 to 1024; the results are always full size
             refine: edge-aware colour refinement (colours follow the photo's edges)
         Returns:
-            a zip with one full-resolution PNG per photo (photo.jpg gives photo_color.png), previews of the results,
-            and a report of what was colorized and what was skipped and why
-        """
+            a zip with one full-resolution PNG per photo (photo.jpg gives photo_color.png), previews of them and a report of what was colorized or skipped and why
+        """  # noqa: E501 (Gradio reads one line per argument for the MCP tools)
         if not files:
             raise user_error("Upload some photos first.")
         web = self._require_model()
@@ -210,11 +206,10 @@ class Endpoints:
             palette_strength: 0 to 1, pull the colours toward the reference's (needs a reference)
             max_side: processing resolution in pixels, 256 to 1024; the result is always full size
             refine: edge-aware colour refinement (colours follow the photo's edges)
-            mode: "shot" (steady: one palette per shot, colours carried along the motion) or "frame" (each frame on
-                its own)
+            mode: "shot" (steady: one palette per shot, colours carried along the motion) or "frame" (each frame on its own)
         Returns:
             the colorized video (an MP4 named after the video)
-        """
+        """  # noqa: E501 (Gradio reads one line per argument for the MCP tools)
         if video is None:
             raise user_error("Upload a video first.")
         web = self._require_model()

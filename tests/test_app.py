@@ -482,6 +482,10 @@ def test_an_mcp_client_colorizes_a_photo(app_url, colorizer, examples_dir, with_
     assert set(tools) == {"colorize", "colorize_batch", "colorize_video"}
     assert tools["colorize"].description.startswith("Colorize a black-and-white photo")
     assert tools["colorize"].inputSchema["required"] == ["image"]
+    hints = tools["colorize"].inputSchema["properties"]["hints"]["description"]  # were cut at the docstring's lines
+    assert "a PNG of the photo's size whose painted pixels are hints of their colour" in hints
+    video_mode = tools["colorize_video"].inputSchema["properties"]["mode"]["description"]
+    assert video_mode.endswith('or "frame" (each frame on its own)')
     assert not result.isError
     texts = " ".join(item.text for item in result.content if item.type == "text")
     url = re.search(r"http://\S+?_color\.png", texts).group()  # the full-resolution PNG, named after the upload
