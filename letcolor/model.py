@@ -9,6 +9,7 @@ hint's a and b and a mask, zero where there is none (`letcolor.color.hint_input`
 the global branch always sees L with no hints, so the scene vector of one image can still drive another.
 """
 
+import json
 import math
 from collections import Counter
 from numbers import Real
@@ -513,6 +514,25 @@ def check_loading_options(options: dict, config_names) -> None:
         raise TypeError(f"from_pretrained() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     if options.get("strict", True) is not True:
         raise ValueError("from_pretrained(strict=False) is not supported: letcolor's weights are loaded strictly")
+    if "map_location" in options:  # (a bad one was reported as an invalid model, after loading it)
+        try:
+            device = torch.device(options["map_location"])
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"map_location: {error}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"map_location={options['map_location']!r}: CUDA is not available here")
+
+
+def check_config_file(path: Path) -> None:
+    """InvalidModelError for a model directory's config.json that is missing or not a JSON object."""
+    if not path.is_file():
+        raise InvalidModelError(f"{path.parent} has no {CONFIG_NAME}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InvalidModelError(f"{path}: not a readable JSON file ({error})") from error
+    if not isinstance(config, dict):
+        raise InvalidModelError(f"{path} must be a JSON object of the model's settings, not a {type(config).__name__}")
 
 
 def is_local_path(name: str) -> bool:
@@ -633,11 +653,12 @@ class LetThereBeColor(
             except RuntimeError as error:  # ~user of no such user
                 raise FileNotFoundError(f"{pretrained_model_name_or_path}: {error}") from error
         directory = Path(pretrained_model_name_or_path)
-        if directory.is_dir() and not (directory / CONFIG_NAME).is_file():
-            raise InvalidModelError(f"{directory} has no {CONFIG_NAME}")
+        if directory.is_dir():
+            check_config_file(directory / CONFIG_NAME)
         if directory.exists() and not directory.is_dir():
             raise InvalidModelError(f"{directory} is a file, not a model directory")
-        if not directory.exists() and is_local_path(str(pretrained_model_name_or_path)):
+        local = isinstance(pretrained_model_name_or_path, Path) or is_local_path(str(pretrained_model_name_or_path))
+        if not directory.exists() and local:
             raise FileNotFoundError(f"{directory}: no such model directory")  # not asked of the Hub: not an id
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -670,8 +691,8 @@ class LetThereBeColor(
             raise InvalidModelError(f"config.json has unknown keys {sorted(unknown)}")
         if Path(model_id).is_dir():
             weights = Path(model_id) / WEIGHTS_NAME
-            if not weights.is_file():
-                raise FileNotFoundError(f"{model_id} has no {WEIGHTS_NAME}")
+            if not weights.is_file():  # something is there: not a model
+                raise InvalidModelError(f"{model_id} has no {WEIGHTS_NAME} (letcolor reads safetensors weights only)")
         else:
             weights = hf_hub_download(
                 repo_id=model_id,

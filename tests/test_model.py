@@ -17,7 +17,7 @@ from letcolor import Colorizer, ModelError
 from letcolor.fullres import lightness
 from letcolor.images import image_pixels, load_image
 from letcolor.model import InvalidModelError, LetThereBeColor
-from letcolor.pipeline import network_size
+from letcolor.pipeline import load_model, network_size
 
 # The paper's layers: (kind, in channels, out channels). 3x3 convs have no bias and a BatchNorm (scale and shift);
 # the fusion conv (1x1) and the output conv have a bias; every FC layer has a bias.
@@ -185,10 +185,24 @@ def test_missing_tensor_fails_loudly(tiny_model, tmp_path):
 
 
 def test_missing_weights_file_fails_loudly(tiny_model, tmp_path):
+    """A directory with its config but no weights is something, not nothing: it was a ModelNotFoundError ("not a
+    model directory, nor a Hub model id"), as was one holding a pickle instead."""
     tiny_model.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
-        LetThereBeColor.from_pretrained(tmp_path)
+    with pytest.raises(InvalidModelError, match="has no model.safetensors"):
+        load_model(tmp_path)
+
+
+def test_loading_options_that_cannot_be_honoured_and_a_missing_path_are_named(tiny_model_dir, tmp_path):
+    """A bad map_location said the (valid) model was not valid, "cuda" without CUDA was a bare AssertionError, and a
+    Path to nothing was asked of the Hub as an id."""
+    with pytest.raises(ValueError, match="map_location"):
+        LetThereBeColor.from_pretrained(tiny_model_dir, map_location="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="map_location='cuda': CUDA is not available"):
+            LetThereBeColor.from_pretrained(tiny_model_dir, map_location="cuda")
+    with pytest.raises(FileNotFoundError, match="no such model directory"):
+        LetThereBeColor.from_pretrained(Path("my_models/run1"))
 
 
 BAD_MODELS = {
@@ -201,7 +215,7 @@ BAD_MODELS = {
     "class names twice": ({"class_names": ["a", "b", "a", "c", "b"]}, None, r"must differ .*: \['a', 'b'\]"),
     "hint channels not an integer": ({"hint_channels": 3.0}, None, "hint_channels must be 0"),  # failed inside torch
     "config that is not JSON": ("{width: 1", None, "Expecting property name"),
-    "config that is a list": ("[1, 2]", None, "not a valid letcolor model"),
+    "config that is a list": ("[1, 2]", None, "config.json must be a JSON object"),  # 'list' object has no 'items'
     # loaded before: NaN colours (onnxruntime), gray (torch) or cyan (torch-int8); integers cast to float in silence
     "NaN weights": ({}, lambda weights: edited(weights, "null_global", float("nan")), "NaN or infinite values"),
     "negative variance": ({}, lambda weights: edited(weights, "running_var", -1.0), "negative BatchNorm variance"),
