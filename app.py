@@ -288,9 +288,10 @@ def photo_to_paint_on(image: dict | None, shown: dict | None):
     return {"background": shown["shown"], "layers": [], "composite": None}
 
 
-def nothing_to_paint_on():
-    """UI only: a new or cleared photo clears the hint editor at once (its own copy of the photo comes later)."""
-    return None
+def nothing_to_paint_on(shown: dict | None):
+    """UI only: a new or cleared photo clears the hint editor at once (its own copy of the photo comes later), where
+    it holds an earlier photo (`shown`: an update of an empty editor redraws it under a user opening its colours)."""
+    return None if shown else gr.skip()
 
 
 def no_video_result():
@@ -392,7 +393,14 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         no_photo_result, outputs=[tab.comparison, tab.download, tab.scenes], queue=False, api_visibility="private"
     )
     if tab.hint_editor:  # strokes on the last photo must never reach the next: the editor is cleared first
-        cleared = tab.image.change(nothing_to_paint_on, outputs=tab.hint_editor, queue=False, api_visibility="private")
+        cleared = tab.image.change(
+            nothing_to_paint_on,
+            inputs=tab.shown,
+            outputs=tab.hint_editor,
+            preprocess=False,
+            queue=False,
+            api_visibility="private",
+        )
         after_change = cleared.then
     else:
         after_change = tab.image.change

@@ -427,6 +427,8 @@ def test_the_hint_editor_takes_only_the_current_photos_copy():
     current = {"path": "/up/b.png"}
     assert app.photo_to_paint_on(current, {"photo": "/up/a.png", "shown": "/up/a.png"}) == gr.skip()
     assert app.photo_to_paint_on(current, {"photo": "/up/b.png", "shown": "/up/b.png"})["background"] == "/up/b.png"
+    assert app.nothing_to_paint_on({"photo": "/up/a.png", "shown": "/up/a.png"}) is None  # cleared at once
+    assert app.nothing_to_paint_on(None) == gr.skip()  # an empty editor is not redrawn
 
 
 def test_an_upload_that_is_gone_is_named_by_the_users_file_name(colorizer, tmp_path):
