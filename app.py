@@ -226,8 +226,9 @@ class Endpoints:
         return str(output)
 
     def painted_hints(self, image, editor):
-        """UI only: the hint editor's paint layers as one hint layer for /colorize (None if nothing is painted)."""
-        if image is None or not editor or not editor.get("layers"):
+        """UI only: the hint editor's paint layers as one hint layer for /colorize (None if nothing is painted, or
+        if it was painted on no photo: the editor left blank by a removed photo, before the next one's copy is set)."""
+        if image is None or not editor or not editor.get("layers") or not editor.get("background"):
             return None
         web = self._require_model()
         with shown_to_the_user():

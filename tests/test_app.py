@@ -431,6 +431,21 @@ def test_the_hint_editor_takes_only_the_current_photos_copy():
     assert app.nothing_to_paint_on(None) == gr.skip()  # an empty editor is not redrawn
 
 
+def test_strokes_on_the_blank_editor_of_a_removed_photo_are_not_hints(colorizer, examples_dir, tmp_path, monkeypatch):
+    """Painted after "Remove Image", they reached the next photo where it was colorized before its copy was set in
+    the editor (a square photo passed the shape check): hints the user never saw on it."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    endpoints = app.Endpoints(colorizer, "", 10_000_000)
+    stroke = Image.new("RGBA", (512, 512))
+    stroke.paste((200, 30, 30, 255), (300, 300, 400, 330))
+    stroke.save(tmp_path / "layer.png")
+    photo = {"path": str(examples_dir / "astronaut_gray.png")}
+    layers = [{"path": str(tmp_path / "layer.png")}]
+    assert endpoints.painted_hints(photo, {"background": None, "layers": layers, "composite": None}) is None
+    background = {"path": str(examples_dir / "astronaut_gray.png")}
+    assert endpoints.painted_hints(photo, {"background": background, "layers": layers, "composite": None})
+
+
 def test_an_upload_that_is_gone_is_named_by_the_users_file_name(colorizer, tmp_path):
     """A video upload removed by the hourly sweep (or never there) gave FileNotFoundError with the server's path."""
     web = WebColorizer(colorizer, 10_000, tmp_path)
