@@ -21,7 +21,7 @@ from letcolor.color import HINT_CHANNELS, hint_ab, hint_input, rgb_to_lab
 from letcolor.images import (
     DECODING_ERRORS,
     InvalidImageError,
-    check_image_file,
+    check_header,
     open_header,
     reading_callers_image,
 )
@@ -131,7 +131,7 @@ class Hints:
         try:
             with layer:
                 _check_layer_size(layer.size, size, str(path))  # from the header: never decoded if wrong
-                check_image_file(path)  # nor if it declares too much otherwise (a TIFF's tiles)
+                check_header(layer, str(path))  # nor if it declares too much otherwise (a TIFF's tiles)
                 layer.load()
                 return _naming(path, cls.from_layer, layer, size)
         except InvalidHintsError:

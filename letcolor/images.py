@@ -147,14 +147,14 @@ def check_image_file(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> No
     """Refuses a file that is not an image or declares more than `max_pixels` pixels (InvalidImageError), from its
     header alone: nothing is decoded."""
     with _opened(Path(path), str(path), max_pixels) as image:
-        _check_header(image, str(path), max_pixels)
+        check_header(image, str(path), max_pixels)
 
 
 def upright_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """The image file's (width, height) after its EXIF orientation, from its header (InvalidImageError as in
     `check_image_file`)."""
     with _opened(Path(path), str(path), max_pixels) as image:
-        _check_header(image, str(path), max_pixels)
+        check_header(image, str(path), max_pixels)
         turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a quarter turn
         return image.size[::-1] if turned and not _reported_upright(image) else image.size
 
@@ -174,9 +174,9 @@ def _reported_upright(image: Image.Image) -> bool:
     return image.size == (image.tag_v2.get(TiffImagePlugin.IMAGELENGTH), image.tag_v2.get(TiffImagePlugin.IMAGEWIDTH))
 
 
-def _check_header(image: Image.Image, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-    """`_check_size`, and for a TIFF the size of its tiles, which libtiff allocates whole: a 226-byte 64x64 TIFF
-    declaring one 46336x46336 tile took 2.3 GB."""
+def check_header(image: Image.Image, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """InvalidImageError for an opened image that declares too much: its size (`_check_size`), and for a TIFF its
+    tiles, which libtiff allocates whole (a 226-byte 64x64 TIFF declaring one 46336x46336 tile took 2.3 GB)."""
     _check_size(image.size, name, max_pixels)
     if image.format == "TIFF":
         tile = (image.tag_v2.get(TiffImagePlugin.TILEWIDTH, 0), image.tag_v2.get(TiffImagePlugin.TILELENGTH, 0))
@@ -225,7 +225,7 @@ def _opened(source: Path | io.BytesIO, name: str, max_pixels: int = MAX_IMAGE_PI
 def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
     """The loaded image, turned upright: in place where this module opened or made it, else as a new image (the
     caller's is never changed)."""
-    _check_header(image, name)
+    check_header(image, name)
     if image.mode not in SUPPORTED_MODES:
         raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
     with _libtiff_for_every_tiff():  # seeking a page sets it up again, as exif_transpose loading it does
