@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
-from huggingface_hub.errors import HFValidationError
+from huggingface_hub.errors import HFValidationError, RemoteEntryNotFoundError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model
 from torch import nn
@@ -692,19 +692,22 @@ class LetThereBeColor(
         if Path(model_id).is_dir():
             weights = Path(model_id) / WEIGHTS_NAME
             if not weights.is_file():  # something is there: not a model
-                raise InvalidModelError(f"{model_id} has no {WEIGHTS_NAME} (letcolor reads safetensors weights only)")
+                raise InvalidModelError(f"it has no {WEIGHTS_NAME} (letcolor reads safetensors weights only)")
         else:
-            weights = hf_hub_download(
-                repo_id=model_id,
-                filename=WEIGHTS_NAME,
-                revision=revision,
-                cache_dir=cache_dir,
-                force_download=force_download,
-                token=token,
-                local_files_only=local_files_only,
-            )
+            try:
+                weights = hf_hub_download(
+                    repo_id=model_id,
+                    filename=WEIGHTS_NAME,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    token=token,
+                    local_files_only=local_files_only,
+                )
+            except RemoteEntryNotFoundError as error:  # the repo is there (its config too): not a model
+                raise InvalidModelError(f"it has no {WEIGHTS_NAME}") from error
         if config is None:  # the mixin goes on without one that the Hub does not have (a directory's is checked first)
-            raise InvalidModelError(f"{model_id} has no {CONFIG_NAME} (or it could not be fetched)")
+            raise InvalidModelError(f"it has no {CONFIG_NAME} (or it could not be fetched)")
         with torch.device("meta"):  # shapes only: a config that does not fit the weights allocates nothing
             check_stored_tensors(cls(**model_kwargs), str(weights))
         model = cls(**model_kwargs)

@@ -247,6 +247,11 @@ class Colorizer:
         speedups: Speedups | None = None,
         engine: str = DEFAULT_ENGINE,
     ):
+        if not isinstance(model, LetThereBeColor):
+            raise TypeError(
+                f"Colorizer takes a LetThereBeColor model, not a {type(model).__name__}: for a directory or Hub id, "
+                "use Colorizer.from_pretrained(name_or_path)"
+            )
         self.device = usable_device(device)
         self.speedups = speedups or Speedups.default_for(self.device)
         self.class_names = list(model.class_names)

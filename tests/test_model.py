@@ -189,8 +189,10 @@ def test_missing_weights_file_fails_loudly(tiny_model, tmp_path):
     model directory, nor a Hub model id"), as was one holding a pickle instead."""
     tiny_model.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").unlink()
-    with pytest.raises(InvalidModelError, match="has no model.safetensors"):
+    with pytest.raises(InvalidModelError) as error:
         load_model(tmp_path)
+    named_once = f"{tmp_path}: not a valid letcolor model: it has no model.safetensors (letcolor reads safetensors"
+    assert str(error.value) == named_once + " weights only)"  # the folder was named twice
 
 
 def test_loading_options_that_cannot_be_honoured_and_a_missing_path_are_named(tiny_model_dir, tmp_path):
@@ -292,9 +294,21 @@ def test_a_hub_repo_without_config_is_not_a_model(tiny_model_dir, tmp_path):
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path), "HF_HUB_DISABLE_XET": "1"}
         result = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True, text=True, timeout=120)
     assert (
-        "InvalidModelError: letcolor/weights-only: not a valid letcolor model: letcolor/weights-only has no config.json"
-        in result.stderr
+        "InvalidModelError: letcolor/weights-only: not a valid letcolor model: it has no config.json" in result.stderr
     )
+
+
+def test_a_hub_repo_without_weights_is_not_a_model(tiny_model_dir, tmp_path):
+    """It was a ModelNotFoundError (the Hub's "entry not found"): the repo and its config are there."""
+    load = "from letcolor.pipeline import load_model\nload_model('letcolor/config-only')"
+    with FakeHub() as hub:
+        hub.state.repos["letcolor/config-only"] = {"config.json": (tiny_model_dir / "config.json").read_bytes()}
+        hub.state.commits["letcolor/config-only"] = "0" * 40
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path), "HF_HUB_DISABLE_XET": "1"}
+        result = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True, text=True, timeout=120)
+    assert "InvalidModelError: letcolor/config-only: not a valid letcolor model: it has no model.safetensors" in (
+        result.stderr
+    ), result.stderr[-2000:]
 
 
 def test_loading_options_that_cannot_be_honoured_are_the_callers_errors_not_an_invalid_model(tiny_model_dir):

@@ -748,6 +748,13 @@ def test_from_pretrained_loads_a_directory(tiny_model, tiny_model_dir, mode_file
     assert np.array_equal(np.asarray(from_directory), np.asarray(Colorizer(tiny_model)(path).image))
 
 
+def test_a_path_given_to_the_colorizer_itself_says_to_use_from_pretrained(tiny_model_dir):
+    """Colorizer("letcolor/pretrained") failed with "'str' object has no attribute 'class_names'"."""
+    for name in (str(tiny_model_dir), tiny_model_dir):
+        with pytest.raises(TypeError, match=r"not a (str|PosixPath): .* use Colorizer.from_pretrained\(name_or_path\)"):
+            Colorizer(name)
+
+
 def test_default_model_comes_from_the_environment_then_the_bundled_directory(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "BUNDLED_MODEL_DIR", tmp_path / "not-installed")
     monkeypatch.delenv(pipeline.MODEL_ENV_VAR, raising=False)
