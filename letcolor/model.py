@@ -32,6 +32,26 @@ FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors' names
 CONFIG_NAME = "config.json"
 MAX_CLASSES = 100_000  # far above any scene or object label set; a config asking for more is broken
 MAX_WIDTH = 4.0
+# The card that save_pretrained writes for a model saved outside training (`train` writes its own, with the run).
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# A letcolor model
+
+A *Let there be Color!* network (Iizuka, Simo-Serra and Ishikawa, SIGGRAPH 2016: {{ paper_url }}) saved by letcolor
+({{ repo_url }}): it colorizes black-and-white photos and video. Its settings are in `config.json`, its weights in
+`model.safetensors`.
+
+```python
+from letcolor import Colorizer
+
+colorizer = Colorizer.from_pretrained("this model's directory or Hub id")
+colorizer("photo.jpg").image.save("colour.jpg")
+```
+
+This card was written by `save_pretrained`: it does not say how the model was trained or how good it is.
+"""
 NO_HINTS_MESSAGE = "this model takes no colour hints (its config has hint_channels 0 and hint_propagation false)"
 
 
@@ -550,6 +570,7 @@ class LetThereBeColor(
     license="mit",
     repo_url="https://github.com/letcolor/letcolor",
     paper_url="https://doi.org/10.1145/2897824.2925974",
+    model_card_template=MODEL_CARD_TEMPLATE,
 ):
     """The whole network (paper Fig. 2). Its `__init__` arguments are the model's config.
 

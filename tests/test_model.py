@@ -325,3 +325,17 @@ def test_loading_options_that_cannot_be_honoured_are_the_callers_errors_not_an_i
 def test_a_home_folder_of_no_user_is_a_missing_model(monkeypatch):
     with pytest.raises(FileNotFoundError, match="~no-such-user-1234/model"):  # a RuntimeError from expanduser
         LetThereBeColor.from_pretrained("~no-such-user-1234/model")
+
+
+def test_the_card_that_save_pretrained_writes_says_what_the_model_is_and_its_snippet_runs(
+    tiny_model, examples_dir, tmp_path, monkeypatch
+):
+    """It said "Docs: [More Information Needed]" and nothing of what the model does or how to use it."""
+    tiny_model.save_pretrained(tmp_path / "model")
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "[More Information Needed]" not in card and "colorizes black-and-white photos" in card
+    snippet = card.split("```python\n")[1].split("```")[0]
+    shutil.copy(examples_dir / "china_gray.png", tmp_path / "photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    exec(snippet.replace("this model's directory or Hub id", str(tmp_path / "model")), {})
+    assert load_image(tmp_path / "colour.jpg").mode == "RGB"
