@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import venv
 import zipfile
 from pathlib import Path
@@ -71,6 +72,24 @@ def test_the_wheel_holds_the_package_its_bundled_model_and_examples_and_nothing_
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     tops = {name.split("/")[0] for name in names}
     assert {top for top in tops if not top.endswith(".dist-info")} == {"letcolor"}
+
+
+@pytest.mark.slow
+def test_the_sdist_is_the_package_and_builds_the_same_wheel(wheel, tmp_path):
+    """It carried tests/test_*.py without conftest.py and tests/data: tests that could not run."""
+    source = tmp_path / "letcolor"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
+    build = "from setuptools import build_meta; print(build_meta.build_sdist('../sdist'))"
+    name = run([sys.executable, "-c", build], source).stdout.split()[-1]
+    with tarfile.open(tmp_path / "sdist" / name) as sdist:
+        names = {member.name.split("/", 1)[1] for member in sdist.getmembers() if "/" in member.name}
+        sdist.extractall(tmp_path / "unpacked", filter="data")
+    assert not any(name.startswith("tests") for name in names)
+    assert {"README.md", "LICENSE", "pyproject.toml", "letcolor/pretrained/model.safetensors"} <= names
+    unpacked = tmp_path / "unpacked" / name.removesuffix(".tar.gz")
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path, unpacked], unpacked)
+    (rebuilt,) = tmp_path.glob("letcolor-*.whl")
+    assert set(zipfile.ZipFile(rebuilt).namelist()) == set(zipfile.ZipFile(wheel).namelist())
 
 
 @pytest.mark.slow
