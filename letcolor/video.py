@@ -10,18 +10,21 @@ Modes:
 
 The shot mode reads the video twice (scene vectors and cuts, then colours); memory holds one batch of frames (and
 a few colorized ones waiting for the encoder, which runs on a thread of its own) and one scene vector per frame,
-whatever the video's length. The output keeps the frames' timestamps (so the frame count, frame rate and duration),
+whatever the video's length. The output keeps the frames' timestamps (so the frame count, frame rate and duration;
+put in order where the container gives them otherwise, see `Timeline`),
 is H.264 in yuv420p (what browsers play; an odd side gains a copy of its last row or column), and copies the audio
 packets unchanged (re-encoded to AAC only where the output container cannot hold the audio codec, or browsers could
 not play it in an MP4, as for PCM).
 """
 
 import functools
+import heapq
 import math
 import os
 import queue
 import secrets
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -59,6 +62,10 @@ STILL_IMAGE_DEMUXERS = {"image2"}  # FFmpeg reads a JPEG as a one-frame video; o
 EBML_HEADER_ID, MATROSKA_SEGMENT_ID = 0x1A45DFA3, 0x18538067  # Matroska and WebM files: the header, then the Segment
 MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are refused from the stream's header, before decoding
 DEFAULT_BATCH_SIZE = 8
+# FFmpeg's numbers for the output's matrix (SMPTE 170M, as BT.601), range (limited), primaries and transfer (BT.709, as
+# sRGB's, which the frames are in)
+OUTPUT_COLOUR_TAGS = (6, 1, 1, 1)
+REORDER_FRAMES = 4  # frames whose timestamps may come out of order (`Timeline`)
 WRITER_QUEUE_FRAMES = 4  # colorized frames waiting for the encoder (1-8 measured alike at 480p; 1 gained least)
 # CRF 18: visually near-lossless. veryfast: a third of medium's encoding time on a 2-core CPU, for larger files.
 H264_OPTIONS = {"crf": "18", "preset": "veryfast"}
@@ -114,9 +121,10 @@ def _open(path: Path) -> av.container.InputContainer:
         raise
     except (av.FFmpegError, OSError) as error:
         raise InvalidVideoError(f"{path}: not a readable video ({error})") from error
-    if not container.streams.video:
+    if video_stream(container) is None:
+        kind = "only a still picture (as cover art)" if container.streams.video else "no video stream"
         container.close()
-        raise InvalidVideoError(f"{path}: has no video stream")
+        raise InvalidVideoError(f"{path}: has {kind}")
     if container.format.name in STILL_IMAGE_DEMUXERS or container.format.name.endswith("_pipe"):
         container.close()
         raise InvalidVideoError(f"{path}: a still image, not a video (colorize it as a photo)")
@@ -128,6 +136,12 @@ def _open(path: Path) -> av.container.InputContainer:
                 f"{path}: the file ends at byte {size} of the {declared} its header declares (truncated or damaged)"
             )
     return container
+
+
+def video_stream(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The container's first video stream that is not a still picture attached to it (a song's cover art)."""
+    attached = av.stream.Disposition.attached_pic
+    return next((stream for stream in container.streams.video if not stream.disposition & attached), None)
 
 
 def _matroska_declared_bytes(path: Path) -> int | None:
@@ -179,7 +193,7 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def _info(container: av.container.InputContainer, path: Path) -> VideoInfo:
-    stream = container.streams.video[0]
+    stream = video_stream(container)
     _check_stream(stream, path)
     fps = stream.average_rate or stream.guessed_rate or Fraction(0)
     sound = max((_seconds(audio, container) for audio in _known_audio(container)), default=0.0)
@@ -205,7 +219,7 @@ def _video_frames(path: Path) -> Iterator[av.VideoFrame]:
 
 
 def _decoded(container: av.container.InputContainer, path: Path) -> Iterator[av.VideoFrame]:
-    stream = container.streams.video[0]
+    stream = video_stream(container)
     _check_stream(stream, path)
     stream.thread_type = "AUTO"
     yield from _decoding_errors(path, container.decode(stream))
@@ -340,6 +354,52 @@ def even_sides(rgb: np.ndarray) -> np.ndarray:
     return np.pad(rgb, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge") if height % 2 or width % 2 else rgb
 
 
+class Timeline:
+    """Strictly increasing timestamps for decoded frames, in their time base. Frames come in display order, but their
+    timestamps may not: containers that store no display times (AVI, ASF) give H.264 B-frames theirs out of order (put
+    back in order among REORDER_FRAMES frames: the encoder waits that many), a raw H.264 stream has none (each frame
+    follows the last by its duration), and recordings joined end to end (MPEG-TS joined with cat) start over (what
+    follows is shifted to follow on). Each was squeezed into a tick after the last frame, or shown for a tick."""
+
+    def __init__(self, frame_ticks: int):
+        self.frame_ticks = frame_ticks  # a frame's duration where it does not say
+        self.pending: list[int] = []  # a heap of the timestamps not handed out yet
+        self.shift, self.latest, self.last = 0, None, None
+
+    def add(self, pts: int | None, duration: int) -> None:
+        step = duration or self.frame_ticks
+        if pts is None:
+            pts = 0 if self.latest is None else self.latest + step
+        else:
+            pts += self.shift
+            if self.latest is not None and pts < self.latest - REORDER_FRAMES * step:  # started over
+                self.shift += self.latest + step - pts
+                pts = self.latest + step
+        self.latest = pts if self.latest is None else max(self.latest, pts)
+        heapq.heappush(self.pending, pts)
+
+    def next(self) -> int:
+        pts = heapq.heappop(self.pending)
+        self.last = pts if self.last is None or pts > self.last else self.last + 1  # the encoder needs them increasing
+        return self.last
+
+
+class AudioShift:
+    """A copied audio stream's packets shifted to follow on where the timestamps start over (`Timeline`): the muxer
+    refused them ("Invalid argument")."""
+
+    def __init__(self):
+        self.shift, self.end = 0, None
+
+    def follow_on(self, packet: av.Packet) -> None:
+        if self.end is not None and packet.dts + self.shift < self.end - (packet.duration or 0):
+            self.shift = self.end - packet.dts
+        packet.dts += self.shift
+        if packet.pts is not None:
+            packet.pts += self.shift
+        self.end = packet.dts + (packet.duration or 0)
+
+
 class _Writer:
     """H.264 (yuv420p) video with the input's timestamps and display rotation, and its audio streams remuxed; odd
     sides are padded to even (`even_sides`)."""
@@ -347,20 +407,25 @@ class _Writer:
     def __init__(self, path: Path, template: av.VideoStream, audio: list[av.AudioStream], rotation: int):
         self.path = path
         self.container = av.open(str(path), "w", container_options={"movflags": "+faststart"})
-        rate = template.average_rate or template.guessed_rate or 25
-        self.video = self.container.add_stream("libx264", rate=rate, options=x264_options())
+        self.rate = template.average_rate or template.guessed_rate or 25
+        self.video = self.container.add_stream("libx264", rate=self.rate, options=x264_options())
         width, height = template.codec_context.width, template.codec_context.height
         self.video.width, self.video.height = width + width % 2, height + height % 2
         self.video.pix_fmt = "yuv420p"
         if template.time_base:  # the encoder's ticks too: at 1 / the mean rate, a variable rate's frames collided
             self.video.time_base = self.video.codec_context.time_base = template.time_base
+        # What the conversion from RGB does (BT.601, limited range), tagged: players guessed BT.709 for HD video
+        tags = self.video.codec_context
+        tags.colorspace, tags.color_range, tags.color_primaries, tags.color_trc = OUTPUT_COLOUR_TAGS
         if template.sample_aspect_ratio:  # an anamorphic (DVD, DV, broadcast) clip keeps its display shape
             self.video.codec_context.sample_aspect_ratio = template.sample_aspect_ratio
         if rotation:
             self.video.set_display_rotation(rotation)
         self.audio = {stream.index: self._audio_stream(stream) for stream in audio}
         self.samples_sent: dict[int, int] = {}  # per re-encoded audio stream: its start, then the samples sent
-        self.last_pts: int | None = None
+        self.audio_shifts: dict[int, AudioShift] = {}  # per copied audio stream
+        self.timeline: Timeline | None = None  # made with the first frame, in its time base
+        self.waiting: deque[tuple[av.VideoFrame, int]] = deque()  # frames and their durations, waiting for their time
         self.durations: dict[int, int] = {}  # of the frames sent to the encoder, by their pts
 
     def _audio_stream(self, stream: av.AudioStream) -> tuple[av.AudioStream, bool]:
@@ -380,6 +445,7 @@ class _Writer:
         output, copied = self.audio[packet.stream.index]
         if copied:
             if packet.dts is not None:  # not the demuxer's end-of-stream marker
+                self.audio_shifts.setdefault(packet.stream.index, AudioShift()).follow_on(packet)
                 packet.stream = output
                 self.container.mux(packet)
             return
@@ -392,13 +458,20 @@ class _Writer:
             self.container.mux(output.encode(frame))
 
     def frame(self, rgb: np.ndarray, source: av.VideoFrame) -> None:
-        """Encodes a colorized frame (H, W, 3) 8-bit sRGB with `source`'s timestamps."""
+        """Encodes a colorized frame (H, W, 3) 8-bit sRGB at `source`'s time, once REORDER_FRAMES more have come
+        (`Timeline`)."""
         frame = av.VideoFrame.from_ndarray(even_sides(rgb), format="rgb24")
-        pts = source.pts if source.pts is not None else (self.last_pts + 1 if self.last_pts is not None else 0)
-        if self.last_pts is not None and pts <= self.last_pts:
-            pts = self.last_pts + 1  # the encoder needs strictly increasing timestamps
-        frame.pts, frame.time_base, self.last_pts = pts, source.time_base or self.video.time_base, pts
-        self.durations[pts] = source.duration or 0  # 0: unknown
+        frame.time_base = source.time_base or self.video.time_base
+        if self.timeline is None:
+            self.timeline = Timeline(max(1, round(1 / (self.rate * frame.time_base))))
+        self.timeline.add(source.pts, source.duration or 0)
+        self.waiting.append((frame, source.duration or 0))  # 0: unknown
+        if len(self.waiting) > REORDER_FRAMES:
+            self._encode(*self.waiting.popleft())
+
+    def _encode(self, frame: av.VideoFrame, duration: int) -> None:
+        frame.pts = self.timeline.next()
+        self.durations[frame.pts] = duration
         self._mux_video(self.video.encode(frame))
 
     def _mux_video(self, packets: list[av.Packet]) -> None:
@@ -409,6 +482,8 @@ class _Writer:
             self.container.mux(packet)
 
     def finish(self) -> None:
+        while self.waiting:
+            self._encode(*self.waiting.popleft())
         self._mux_video(self.video.encode(None))
         for output, copied in self.audio.values():
             if not copied:
@@ -693,7 +768,7 @@ def _render(colorizer, source, destination, options, reference, plan, flow_blend
     carry = MotionCarry(flow_blend) if plan is not None and flow_blend > 0 else None
     index, reformatter = 0, VideoReformatter()
     with _open(source) as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         _check_stream(stream, source)
         stream.thread_type = "AUTO"
         audio = _known_audio(container)

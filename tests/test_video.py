@@ -18,7 +18,9 @@ from video_clips import (
     display_rotation,
     edit_listed,
     matroska,
+    re_encoded,
     size_switching,
+    song_with_cover,
     truncated_faststart,
     with_dropped_frame,
     with_late_pcm,
@@ -455,6 +457,32 @@ def test_a_variable_frame_rate_keeps_every_timestamp_and_an_anamorphic_clip_its_
         assert container.streams.video[0].sample_aspect_ratio == Fraction(4, 3)
 
 
+@pytest.mark.parametrize("suffix, container", [(".avi", "avi"), (".wmv", "asf"), (".h264", "h264")])
+def test_frames_keep_their_times_where_the_container_gives_them_out_of_order_or_none(colorizer, tmp_path, suffix,
+                                                                                     container):  # fmt: skip
+    """AVI and ASF store no display times: H.264 B-frames' came out of order, and each that went back was moved a tick
+    after the last (a frame shown for a tick, the next for two frames' time); a raw H.264 stream has none: its 12
+    frames were squeezed into 12 ticks (0.1 ms)."""
+    source = re_encoded(CAMVID_CUT, tmp_path / f"drive{suffix}", container, bframes=2)
+    colorize_video(colorizer, source, tmp_path / "out.mp4", mode="frame")
+    times = stream_facts(tmp_path / "out.mp4")["timestamps"]
+    assert len(times) == 12 and np.allclose(np.diff(times), 0.1, atol=0.002), times  # 10 frames/s, evenly
+
+
+def test_recordings_joined_end_to_end_play_one_after_the_other_with_their_sound(colorizer, tmp_path):
+    """MPEG-TS recordings joined with cat start their timestamps over: the second's frames were each put a tick after
+    the first's last, and its sound, copied, could not be written ("Invalid argument")."""
+    part = re_encoded(CAMVID_CUT, tmp_path / "part.ts", "mpegts", audio="aac", seconds_of_audio=1.2)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(part.read_bytes() * 2)
+    colorize_video(colorizer, joined, tmp_path / "out.mp4")
+    times = stream_facts(tmp_path / "out.mp4")["timestamps"]
+    assert len(times) == 24 and np.allclose(np.diff(times), 0.1, atol=0.002), times
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        audio = container.streams.audio[0]
+        assert float(audio.duration * audio.time_base) == pytest.approx(2.4, abs=0.1)
+
+
 def test_re_encoded_audio_keeps_its_start(colorizer, tmp_path):
     """PCM in an MKV, re-encoded to AAC for an MP4, restarted at 0: a track starting at 1 s played 1 s early."""
     late = with_late_pcm(CAMVID_CUT, tmp_path / "late.mkv")
@@ -534,8 +562,10 @@ def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_d
     existing.write_bytes(b"an earlier result")
     still = tmp_path / "still.jpg"  # FFmpeg reads a JPEG as a one-frame video: one was written, 40 ms long
     Image.open(examples_dir / "china.jpg").save(still)
+    song = song_with_cover(tmp_path / "song.mp4", examples_dir / "china.jpg")  # was a one-frame video of its cover
     cases = [(notes, "not a readable video"), (truncated, "not a readable video"), (sound_only, "no video"),
-             (still, "a still image, not a video"), (tmp_path, "a folder, not a video file")]  # fmt: skip
+             (still, "a still image, not a video"), (tmp_path, "a folder, not a video file"),
+             (song, "only a still picture")]  # fmt: skip
     for bad, reason in cases:
         with pytest.raises(InvalidVideoError, match=reason) as error:
             colorize_video(colorizer, bad, existing)
@@ -543,7 +573,7 @@ def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_d
         assert isinstance(error.value, ValueError)
     assert existing.read_bytes() == b"an earlier result"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "existing.mp4", "notes.mp4", "sound.m4a", "still.jpg", "truncated.mp4"
+        "existing.mp4", "notes.mp4", "song.mp4", "sound.m4a", "still.jpg", "truncated.mp4"
     ]  # fmt: skip
     with pytest.raises(ValueError, match="overwrite the input"):
         colorize_video(colorizer, pan[0], pan[0])
@@ -600,3 +630,22 @@ def test_a_phone_videos_display_rotation_is_kept(colorizer, pan, tmp_path):
     assert display_rotation(pan[0]) == 0
     colorize_video(colorizer, pan[0], tmp_path / "upright.mp4")
     assert display_rotation(tmp_path / "upright.mp4") == 0
+
+
+def test_the_output_names_the_colour_matrix_its_frames_were_converted_with(examples_dir, tmp_path):
+    """Its colour space, range, primaries and transfer were unspecified: players guess BT.709 for HD video, while
+    the frames are converted to YUV with BT.601 (a saturated red shifted by 12 levels)."""
+    photo = np.asarray(Image.open(examples_dir / "coffee.png").convert("RGB").resize((160, 120)))
+    with av.open(str(CAMVID_CUT)) as source:
+        frames = list(source.decode(video=0))
+        writer = letcolor.video._Writer(tmp_path / "out.mp4", source.streams.video[0], [], 0)
+        for frame in frames:
+            writer.frame(photo, frame)
+        writer.finish()
+    with av.open(str(tmp_path / "out.mp4")) as output:
+        shown = next(output.decode(video=0))
+    assert (shown.colorspace, shown.color_range, shown.color_primaries, shown.color_trc) == (6, 1, 1, 1)
+    named = shown.reformat(format="rgb24", src_colorspace="ITU601").to_ndarray().astype(float)
+    other = shown.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray().astype(float)
+    shift = [np.abs(each.mean((0, 1)) - photo.mean((0, 1))).max() for each in (named, other)]  # in 8-bit levels
+    assert shift[0] < 2 and shift[1] > 4, shift

@@ -1,10 +1,12 @@
 """Clips with sound for the video tests: a video remuxed with a sine soundtrack, and its audio packets."""
 
+import io
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 SAMPLE_RATE = 44100
 
@@ -182,4 +184,50 @@ def with_unknown_codec(video: Path, path: Path, track: str) -> Path:
     ]
     assert known in data
     path.write_bytes(data.replace(known, unknown))
+    return path
+
+
+def re_encoded(video: Path, path: Path, container: str | None = None, bframes: int = 0, audio: str | None = None,
+               seconds_of_audio: float = 0.0) -> Path:  # fmt: skip
+    """The video's frames re-encoded in H.264 at 10 frames/s into `container` (FFmpeg's format name, else by the
+    suffix), with up to `bframes` B-frames, and `seconds_of_audio` of a 440 Hz sine in codec `audio` if given."""
+    with av.open(str(video)) as source, av.open(str(path), "w", format=container) as output:
+        stream = output.add_stream("libx264", rate=10, options={"preset": "veryfast", "bf": str(bframes)})
+        stream.width, stream.height = source.streams.video[0].width, source.streams.video[0].height
+        stream.pix_fmt = "yuv420p"
+        sound = output.add_stream(audio, rate=48000, layout="mono") if audio else None
+        for index, frame in enumerate(source.decode(video=0)):
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = index, Fraction(1, 10)
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+        if sound is not None:
+            samples = int(48000 * seconds_of_audio)
+            sine = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)[None]
+            for start in range(0, samples, 1024):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(sine[:, start : start + 1024]), "fltp", "mono")
+                frame.sample_rate, frame.pts = 48000, start
+                output.mux(sound.encode(frame))
+            output.mux(sound.encode(None))
+    return path
+
+
+def song_with_cover(path: Path, cover: Path) -> Path:
+    """A second of AAC sound with `cover` (a photo) as its cover art, an attached picture stream, as an M4A is."""
+    with av.open(str(path), "w", format="mp4") as output:
+        sound = output.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        picture = output.add_stream("png")
+        picture.width, picture.height, picture.pix_fmt = 64, 64, "rgb24"
+        picture.disposition = av.stream.Disposition.attached_pic
+        png = io.BytesIO()
+        Image.open(cover).convert("RGB").resize((64, 64)).save(png, "PNG")
+        packet = av.Packet(png.getvalue())
+        packet.stream, packet.pts, packet.dts, packet.time_base = picture, 0, 0, Fraction(1, 90000)
+        packet.is_keyframe = True
+        output.mux(packet)
+        for start in range(0, SAMPLE_RATE, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
+            frame.sample_rate, frame.pts = SAMPLE_RATE, start
+            output.mux(sound.encode(frame))
+        output.mux(sound.encode(None))
     return path
