@@ -9,9 +9,12 @@ import functools
 import glob
 import os
 import shutil
+import signal
 import struct
 import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,6 +55,7 @@ COLORIZE_DESCRIPTION = (
 )
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
 # Output formats kept from the input's extension; anything else is written as PNG.
 KEPT_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}  # of those, the formats that Pillow writes with alpha
@@ -553,7 +557,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with stopped_cleanly_by_sigterm():
+            return args.run(args)
     except ModelError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+@contextmanager
+def stopped_cleanly_by_sigterm() -> Iterator[None]:
+    """SIGTERM (`timeout`, `kill`, a service manager) exits as Ctrl-C does, through the same clean-up: it left a
+    video's partial output behind. Only where signals can be set (the main thread)."""
+
+    def exit_now(signal_number: int, frame) -> None:
+        raise SystemExit(128 + signal_number)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,13 +2,16 @@
 
 import contextlib
 import fcntl
+import functools
 import os
 import pty
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import termios
+import time
 import types
 from pathlib import Path
 
@@ -650,3 +653,27 @@ def test_each_colorize_option_reaches_the_output(
     without = np.asarray(colorizer(photo).image.convert("RGB"))
     np.testing.assert_array_equal(written, with_option)
     assert np.abs(written.astype(int) - without).mean() > 0.5
+
+
+@pytest.mark.parametrize("stop, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_video_stopped_by_sigterm_or_ctrl_c_leaves_nothing_and_says_so_in_one_line(
+    tiny_model_dir, examples_dir, tmp_path, stop, code
+):
+    """SIGTERM (`timeout`, `kill`) left the partial output, a hidden .letcolor-*.mp4, in the output folder; Ctrl-C
+    printed a KeyboardInterrupt traceback."""
+    clip, output = tmp_path / "pan.mp4", tmp_path / "out"
+    write_pan(examples_dir / "coffee.png", clip, size=(96, 64), frames=400)
+    output.mkdir()
+    command = [sys.executable, "-m", "letcolor", "colorize", str(clip), "-o", str(output), "--model"]
+    command += [str(tiny_model_dir), "--video-mode", "frame", "--max-side", "64", "--engine", "torch"]
+    # as a terminal starts it: SIGINT not ignored (a shell's background job would ignore it)
+    restore_sigint = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint) as process:
+        deadline = time.monotonic() + 120
+        while not any(output.iterdir()) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+        assert process.poll() is None, "the video was done before it could be stopped"
+        process.send_signal(stop)
+        errors = process.communicate(timeout=120)[1]
+    assert process.returncode == code and "Traceback" not in errors, errors[-2000:]
+    assert list(output.iterdir()) == []
