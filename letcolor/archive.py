@@ -29,6 +29,7 @@ import sys
 import time
 import urllib.parse
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
@@ -477,6 +478,19 @@ def check_ids(ids: list[str], as_paths: bool) -> None:
             raise ValueError(f"the id {row_id!r} cannot name a file inside DST (empty, absolute, or with '..')")
 
 
+def unused_hints(folder: str, ids: list[str]) -> list[str]:
+    """The hints files (.json, .png) in `folder` and below that name no photo id (`ColorizeRows.hints_of`): one named
+    after the photo without its extension was silently not used."""
+    ids, unused = set(ids), []
+    for directory, _, names in os.walk(folder):
+        for name in sorted(names):
+            path = os.path.relpath(os.path.join(directory, name), folder).replace(os.sep, "/")
+            stem, suffix = os.path.splitext(path)
+            if suffix in (".json", ".png") and stem not in ids:
+                unused.append(path)
+    return sorted(unused)
+
+
 def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     """Colorizes every photo of job.source that job.destination does not hold yet (see the module's docstring);
     ValueError for a bad SRC or DST, ImportError when Ray Data is not installed."""
@@ -505,6 +519,13 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
     if not ids:
         raise ValueError(f"{job.source}: no photos there (image files, or rows of parquet files)")
     check_ids(ids, as_paths=job.images or bool(job.hints))
+    if job.hints and (unused := unused_hints(job.hints, ids)):
+        shown = ", ".join(unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3 else "")
+        warnings.warn(
+            f"--hints {job.hints}: {len(unused)} hints files name no photo of SRC and are not used: {shown} (a "
+            "photo's hints are <id>.json or <id>.png, its id with its extension: photo.jpg.json)",
+            stacklevel=2,
+        )
     if job.images:
         destination.check_names(ids)
     with writing_into(job.destination, create=not job.dry_run):

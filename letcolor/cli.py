@@ -13,6 +13,7 @@ import signal
 import struct
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -479,7 +480,9 @@ def run_archive(args: argparse.Namespace) -> int:
             shard_rows=args.shard_rows, concurrency=args.concurrency, retry_errors=args.retry_errors,
             dry_run=args.dry_run,
         )  # fmt: skip
-        summary = colorize_dataset(job)
+        with warnings.catch_warnings():  # one line each, as the other warnings
+            warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
+            summary = colorize_dataset(job)
     except (ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

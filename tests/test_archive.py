@@ -532,3 +532,24 @@ def test_without_ray_the_command_says_what_to_install(tmp_path, monkeypatch, cap
     Image.new("L", (32, 32)).save(tmp_path / "photos" / "a.png")
     assert cli.main(["colorize-dataset", str(tmp_path / "photos"), "-o", str(tmp_path / "out")]) == 2
     assert "pip install '.[cluster]' in letcolor's checkout, or 'ray[data]'" in capsys.readouterr().err
+
+
+def test_hints_files_that_name_no_photo_are_named_in_a_warning_before_the_run(tmp_path, capsys, monkeypatch):
+    """`one.json` for `one.png` (its id is the file's name, extension included) was silently not used."""
+    from test_hints import live_hint_model
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # a dry run: never reached
+    model, source, hints = tmp_path / "hint-model", tmp_path / "src", tmp_path / "hints"
+    live_hint_model().save_pretrained(model)
+    (hints / "sub").mkdir(parents=True)
+    source.mkdir()
+    for name in ("one.png", "two.png"):
+        Image.open(EXAMPLES / "chelsea_gray.png").save(source / name)
+    for name in ("one.json", "two.png.json", "notes.txt"):
+        (hints / name).write_text('[[200, 150, "#2040e0"]]')
+    Image.new("RGBA", (4, 4)).save(hints / "sub" / "three.png.png")
+    argv = ["colorize-dataset", str(source), "-o", str(tmp_path / "out"), "--hints", str(hints), "--model", str(model)]
+    assert cli.main([*argv, "--dry-run"]) == 0
+    errors = capsys.readouterr().err
+    assert f"warning: --hints {hints}: 2 hints files name no photo of SRC and are not used: one.json, " in errors
+    assert "sub/three.png.png (a photo's hints are <id>.json or <id>.png" in errors
