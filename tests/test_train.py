@@ -322,6 +322,20 @@ def test_sigterm_checkpoints_and_resume_continues(scene_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_with_two_workers_resumes(scene_data, tmp_path):
+    """datasets restored each worker's saved position before splitting the shards between the workers: with two
+    workers, --resume failed in a worker with an IndexError and the trainer hung."""
+    command = [sys.executable, "-m", "train", *cli(scene_data, tmp_path, "--workers", "2", "--precise-bn-batches", "0")]
+    for steps in ("3", "5"):
+        run = subprocess.run([*command, "--steps", steps, "--resume"], cwd=ROOT, env=subprocess_env(),
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert "data stream restarts" not in run.stdout and "resumed from" in run.stdout
+    assert [record["step"] for record in metrics(tmp_path, "train")] == [1, 2, 3, 4, 5]
+    assert set(checkpoint_state(tmp_path)["data_streams"][0]) == {"0", "1"}
+
+
+@pytest.mark.slow
 def test_checkpoint_killed_mid_write_keeps_the_previous_one(tmp_path, tiny_model):
     optimizer = torch.optim.Adadelta(tiny_model.parameters())
     save_checkpoint(tmp_path, tiny_model, optimizer, torch.amp.GradScaler("cpu", enabled=False), {"step": 7})

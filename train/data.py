@@ -5,7 +5,7 @@ import contextlib
 import io
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,15 +79,24 @@ def streamed_split(dataset: str, split: str) -> IterableDataset:
         raise DataError(f"{dataset}, split {split!r}: cannot be read ({error})") from error
 
 
-def open_stream(spec: StreamSpec, source: Source) -> IterableDataset:
-    """One dataset's split as a stream with undecoded images, this rank's part only."""
+def open_stream(spec: StreamSpec, source: Source, worker: int = 0, workers: int = 1) -> IterableDataset:
+    """One dataset's split as a stream with undecoded images: this rank's part only, and of that, DataLoader worker
+    `worker`'s part of `workers` (read it with `rows`)."""
     stream = streamed_split(source.dataset, spec.split)
     if spec.image_column not in stream.features:
         raise DataError(f"{source.dataset}: no column {spec.image_column!r}; columns: {list(stream.features)}")
     stream = stream.cast_column(spec.image_column, Image(decode=False))
-    if spec.world_size > 1:
-        stream = split_dataset_by_node(stream, rank=spec.rank, world_size=spec.world_size)
+    if spec.world_size * workers > 1:
+        stream = split_dataset_by_node(stream, rank=spec.rank * workers + worker, world_size=spec.world_size * workers)
     return stream
+
+
+def rows(stream: IterableDataset) -> Iterator[dict]:
+    """The stream's rows, read as outside a DataLoader worker. Inside one, datasets (5.2) restores a saved position
+    before it splits the shards between the workers, and with two workers or more the saved state no longer fits
+    (an IndexError, then a hung trainer): each worker's part is split by `open_stream` instead."""
+    for batch in stream.iter(batch_size=1):
+        yield {column: values[0] for column, values in batch.items()}
 
 
 def model_label(example: dict, source: Source) -> int:
@@ -195,16 +204,17 @@ def no_sleep_at_stream_end():
 class SourceEpochs:
     """One dataset's shuffled stream in a DataLoader worker, epoch after epoch, from a saved position or the start."""
 
-    def __init__(self, spec: StreamSpec, source: Source, state: dict | None):
+    def __init__(self, spec: StreamSpec, source: Source, state: dict | None, worker: int = 0, workers: int = 1):
         self.source = source
-        self.stream = open_stream(spec, source).shuffle(seed=spec.seed, buffer_size=SHUFFLE_BUFFER)
+        stream = open_stream(spec, source, worker, workers)
+        self.stream = stream.shuffle(seed=spec.seed, buffer_size=SHUFFLE_BUFFER)
         if state:
             self.stream.set_epoch(state["epoch"])
             self.stream.load_state_dict(state)
         # A restored stream refills its shuffle buffer from the saved position on, so the rest of its epoch can be
         # empty (a small dataset read whole into the buffer): that alone does not make the dataset empty.
         self.resumed = bool(state)
-        self.examples = iter(self.stream)
+        self.examples = rows(self.stream)
         self.used_in_epoch = False
 
     def next_usable(self, prepare) -> tuple[torch.Tensor, int] | None:
@@ -221,7 +231,7 @@ class SourceEpochs:
                 return None
             self.resumed = self.used_in_epoch = False
             self.stream.set_epoch(self.stream.epoch + 1)
-            self.examples = iter(self.stream)
+            self.examples = rows(self.stream)
 
     def state(self) -> dict:
         return self.stream.state_dict()
@@ -241,11 +251,12 @@ class TrainBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info else 0
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
         state = self.worker_states.get(worker, {})
         saved = state.get("sources") or [None] * len(self.spec.sources)
         sources = [
-            SourceEpochs(self.spec, source, position) for source, position in zip(self.spec.sources, saved, strict=True)
+            SourceEpochs(self.spec, source, position, worker, workers)
+            for source, position in zip(self.spec.sources, saved, strict=True)
         ]
         weights = [source.weight for source in self.spec.sources]
         drawn = state.get("drawn", 0)
