@@ -335,6 +335,21 @@ def test_a_run_with_two_workers_resumes(scene_data, tmp_path):
     assert set(checkpoint_state(tmp_path)["data_streams"][0]) == {"0", "1"}
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_data_file_that_cannot_be_read_is_one_line_and_ends_the_run(scene_data, tmp_path, workers):
+    """With DataLoader workers, a worker's error left the other workers running (they ignore SIGTERM until the trainer
+    has checkpointed): the trainer printed a traceback and then hung at exit, joining them."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(scene_data, damaged)
+    shard = sorted((damaged / "data").glob("train-*.parquet"))[-1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    command = [sys.executable, "-m", "train", *cli(damaged, tmp_path / "run", "--workers", workers, "--steps", "50")]
+    run = subprocess.run([*command, "--precise-bn-batches", "0"], cwd=ROOT, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=240)  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert f"error: {damaged}: a data file could not be read (" in run.stderr
+
+
 @pytest.mark.slow
 def test_checkpoint_killed_mid_write_keeps_the_previous_one(tmp_path, tiny_model):
     optimizer = torch.optim.Adadelta(tiny_model.parameters())

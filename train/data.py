@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import torch
 from datasets import ClassLabel, Image, IterableDataset, load_dataset
 from datasets import config as datasets_config
@@ -91,12 +92,16 @@ def open_stream(spec: StreamSpec, source: Source, worker: int = 0, workers: int 
     return stream
 
 
-def rows(stream: IterableDataset) -> Iterator[dict]:
+def rows(stream: IterableDataset, dataset: str) -> Iterator[dict]:
     """The stream's rows, read as outside a DataLoader worker. Inside one, datasets (5.2) restores a saved position
     before it splits the shards between the workers, and with two workers or more the saved state no longer fits
-    (an IndexError, then a hung trainer): each worker's part is split by `open_stream` instead."""
-    for batch in stream.iter(batch_size=1):
-        yield {column: values[0] for column, values in batch.items()}
+    (an IndexError, then a hung trainer): each worker's part is split by `open_stream` instead. DataError for a data
+    file that cannot be read."""
+    try:
+        for batch in stream.iter(batch_size=1):
+            yield {column: values[0] for column, values in batch.items()}
+    except (OSError, pa.ArrowException) as error:
+        raise DataError(f"{dataset}: a data file could not be read ({' '.join(str(error).split())[:300]})") from error
 
 
 def model_label(example: dict, source: Source) -> int:
@@ -214,7 +219,7 @@ class SourceEpochs:
         # A restored stream refills its shuffle buffer from the saved position on, so the rest of its epoch can be
         # empty (a small dataset read whole into the buffer): that alone does not make the dataset empty.
         self.resumed = bool(state)
-        self.examples = rows(self.stream)
+        self.examples = rows(self.stream, self.source.dataset)
         self.used_in_epoch = False
 
     def next_usable(self, prepare) -> tuple[torch.Tensor, int] | None:
@@ -231,7 +236,7 @@ class SourceEpochs:
                 return None
             self.resumed = self.used_in_epoch = False
             self.stream.set_epoch(self.stream.epoch + 1)
-            self.examples = rows(self.stream)
+            self.examples = rows(self.stream, self.source.dataset)
 
     def state(self) -> dict:
         return self.stream.state_dict()
@@ -280,6 +285,22 @@ class TrainBatches(torch.utils.data.IterableDataset):
                 position = {"sources": [source.state() for source in sources], "drawn": drawn}
                 yield Batch(torch.stack(images), torch.tensor(labels), worker, position, dict(skipped))
                 images, labels = [], []
+
+
+@contextlib.contextmanager
+def loading(loader: torch.utils.data.DataLoader) -> Iterator[Iterator[Batch]]:
+    """The loader's batches, its workers stopped however the loop ends: they ignore SIGTERM (`ignore_interrupts`),
+    and workers that an error's traceback kept alive hung the trainer's exit, which terminates and then joins them. A
+    worker's DataError arrives with the worker's traceback in its message: only its own message is kept."""
+    batches = iter(loader)
+    try:
+        yield batches
+    except DataError as error:
+        raise DataError(str(error).rstrip().rsplit("DataError: ", 1)[-1]) from None
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # torch's own clean-up; none without workers
+        if shutdown is not None:
+            shutdown()
 
 
 def collate_batch(batch: Batch) -> Batch:

@@ -24,7 +24,15 @@ from letcolor.pipeline import ModelNotFoundError
 from train.average import WeightAverage
 from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint
-from train.data import DataError, Source, StreamSpec, source_class_names, train_loader, validation_images
+from train.data import (
+    DataError,
+    Source,
+    StreamSpec,
+    loading,
+    source_class_names,
+    train_loader,
+    validation_images,
+)
 from train.distributed import Distributed, any_rank, gather_objects, init_distributed, mean_over_ranks, shutdown
 from train.hub import PushError, push_to_hub
 from train.losses import ColourRarity, ab_histogram, colorization_losses, lab_batch
@@ -415,24 +423,25 @@ class Trainer:
         window = TrainingWindow(self.device)
         started = time.perf_counter() - self.wall_seconds
         first_step = self.step
-        for batch in loader:
-            window.add(self.train_step(batch.images, batch.labels))
-            self.worker_states[batch.worker] = batch.stream_state
-            self.skipped[batch.worker] = batch.skipped
-            self.step += 1
-            progress.update()
-            self.wall_seconds = time.perf_counter() - started
-            if self.step % self.args.log_every == 0:
-                self.log_training(window, progress)
-            if self.step % self.args.val_every == 0 and self.step < self.args.steps:
-                self.run_validation(validation_sets)
-            signalled, out_of_time = self.stop_flags(stop)
-            if signalled:
-                self.stop_on_signal(stop, progress)
-            if self.step >= self.args.steps or out_of_time:
-                break
-            if self.step % self.args.checkpoint_every == 0:
-                self.checkpoint()
+        with loading(loader) as batches:
+            for batch in batches:
+                window.add(self.train_step(batch.images, batch.labels))
+                self.worker_states[batch.worker] = batch.stream_state
+                self.skipped[batch.worker] = batch.skipped
+                self.step += 1
+                progress.update()
+                self.wall_seconds = time.perf_counter() - started
+                if self.step % self.args.log_every == 0:
+                    self.log_training(window, progress)
+                if self.step % self.args.val_every == 0 and self.step < self.args.steps:
+                    self.run_validation(validation_sets)
+                signalled, out_of_time = self.stop_flags(stop)
+                if signalled:
+                    self.stop_on_signal(stop, progress)
+                if self.step >= self.args.steps or out_of_time:
+                    break
+                if self.step % self.args.checkpoint_every == 0:
+                    self.checkpoint()
         if window.steps:
             self.log_training(window, progress)
         progress.close()
