@@ -30,7 +30,7 @@ from letcolor.hints import MAX_POINTS, colour_ab, points_from_truth
 from letcolor.images import InvalidImageError, image_suffixes, in_srgb, load_image, read_image_bytes
 from letcolor.inference import Precision, Speedups
 from letcolor.model import NO_HINTS_MESSAGE, is_local_path
-from letcolor.pipeline import Colorizer, batches_within
+from letcolor.pipeline import Colorizer, batches_within, model_source
 
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
 HINT_METRICS = ("hint_error", "hinted_within_10")
@@ -238,7 +238,7 @@ def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None)
     if not rows:
         raise NoUsablePhotos(f"no usable photos in {source.location}")
     return {
-        "model": args.model,
+        "model": str(model_source(args.model)),
         "input": source.location,
         "split": source.split,
         "settings": {
@@ -247,6 +247,7 @@ def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None)
             "ablation": args.ablation,
             "fast": args.fast,
             "device": str(colorizer.device),
+            "engine": colorizer.engine,
             "hints": args.hints,
             "hint_seed": args.hint_seed,
             "max_scored_pixels": MAX_SCORED_PIXELS,
@@ -655,7 +656,8 @@ def markdown_table(report: dict) -> str:
     split = f" ({report['split']})" if report["split"] else ""
     labelled = averages_[MODEL]["scene_labelled"]
     notes = (
-        f"{report['evaluated']} photos from {report['input']}{split}, {len(report['skipped'])} skipped; scene accuracy "
+        f"{report['evaluated']} photos from {report['input']}{split}, {len(report['skipped'])} skipped; model "
+        f"{report['model']} on {report['settings']['engine']}; scene accuracy "
         f"over the {labelled} photos whose label the model knows. SSIM: per RGB channel. Colorfulness: Hasler and "
         "Suesstrunk (2003); gap: mean |method - ground truth|. AuC: of the per-pixel ab error CDF over 0..150."
     )

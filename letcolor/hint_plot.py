@@ -91,16 +91,44 @@ def _line(draw: ImageDraw.ImageDraw, xy: list[tuple[float, float]], colour, dash
             )  # fmt: skip
 
 
+def legend_names(reports: list[dict]) -> list[str]:
+    """Each report's name in the legend: its dataset, with its model where two reports share a dataset (then also
+    their order, where they share both: each report keeps a line of its own)."""
+    datasets = [Path(report["input"]).name.removeprefix("letcolor-") for report in reports]
+    names = [
+        f"{dataset}, {Path(str(report['model'])).name}" if datasets.count(dataset) > 1 else dataset
+        for dataset, report in zip(datasets, reports, strict=True)
+    ]
+    return [f"{name} ({index})" if names.count(name) > 1 else name for index, name in enumerate(names, 1)]
+
+
+def read_report(path: Path) -> dict:
+    """A report of `evaluate --hints`; ValueError for anything else."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable JSON report ({error})") from None
+    if not isinstance(report, dict) or "averages" not in report or "input" not in report:
+        raise ValueError(f"{path}: not a report of python -m letcolor evaluate")
+    if not any(method.startswith(HINTED) for method in report["averages"]):
+        raise ValueError(f"{path}: a report without hinted scores (run evaluate with --hints N ...)")
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m letcolor.hint_plot", description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", type=Path, help="JSON reports of evaluate --hints")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
     args = parser.parse_args(argv)
-    reports = {}
-    for path in args.reports:
-        report = json.loads(path.read_text())
-        reports[Path(report["input"]).name.removeprefix("letcolor-")] = report
-    plot(reports, args.output)
+    if args.output.suffix.lower() != ".png":
+        parser.error(f"-o {args.output}: the plot is a PNG (.png)")
+    if not args.output.parent.is_dir():
+        parser.error(f"-o {args.output}: no folder {args.output.parent}")
+    try:
+        reports = [read_report(path) for path in args.reports]
+    except ValueError as error:
+        parser.error(str(error))
+    plot(dict(zip(legend_names(reports), reports, strict=True)), args.output)
 
 
 if __name__ == "__main__":

@@ -129,16 +129,22 @@ def usable_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def load_model(name_or_path: str | Path | None = None) -> LetThereBeColor:
-    """Loads a model from a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model.
-    Raises ModelNotFoundError (nothing there) or InvalidModelError (something there, but not a valid model); both are
-    ModelErrors."""
+def model_source(name_or_path: str | Path | None = None) -> str | Path:
+    """The directory or Hub id that `load_model(name_or_path)` loads (ModelNotFoundError where there is none)."""
     if isinstance(name_or_path, str) and not name_or_path.strip():  # not None: a name left empty by mistake
         raise ModelNotFoundError(f"The model name is empty. {HOW_TO_PASS_A_MODEL}")
     bundled = BUNDLED_MODEL_DIR if BUNDLED_MODEL_DIR.is_dir() else None
     source = name_or_path or os.environ.get(MODEL_ENV_VAR) or bundled
     if source is None:
         raise ModelNotFoundError(f"No default model is installed. {HOW_TO_PASS_A_MODEL}")
+    return source
+
+
+def load_model(name_or_path: str | Path | None = None) -> LetThereBeColor:
+    """Loads a model from a local directory or Hub id; None: $LETCOLOR_MODEL, then the bundled model.
+    Raises ModelNotFoundError (nothing there) or InvalidModelError (something there, but not a valid model); both are
+    ModelErrors."""
+    source = model_source(name_or_path)
     try:
         return LetThereBeColor.from_pretrained(source)
     except (FileNotFoundError, EntryNotFoundError, HfHubHTTPError, HFValidationError) as error:
