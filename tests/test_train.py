@@ -924,6 +924,25 @@ def test_a_short_run_with_hints_trains_the_hint_inputs(scene_data, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--hint-free", "5"), "--hint-free, --hint-layer-lr and --no-hint-conv need --hints"),
+        (("--hint-layer-lr", "10"), "need --hints"),
+        (("--no-hint-conv",), "need --hints"),
+        (("--hints", "3", "--hint-layers-only"), "--hint-layers-only needs --init-from"),
+    ],
+)
+def test_hint_settings_that_would_be_ignored_or_train_a_random_network_are_usage_errors(
+    scene_data, tmp_path, capsys, options, message
+):
+    """Each was accepted: settings for hints without --hints were ignored, and --hint-layers-only from scratch trained
+    the hint layers on a random, frozen network."""
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(cli(scene_data, tmp_path / "run", *options))
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_run_with_hints_that_nothing_reads_is_a_usage_error(scene_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         parse_args(cli(scene_data, tmp_path / "run", "--hints", "5", "--no-hint-conv"))
@@ -979,6 +998,7 @@ def test_a_dataset_split_or_column_that_cannot_be_read_is_one_line_and_exit_2(sc
         (cli(scene_data, tmp_path / "b", *quick, "--split", "nope"), "split 'nope': cannot be read (Bad split"),
         (cli(scene_data, tmp_path / "c", *quick, "--val-split", "nope"), "split 'nope': cannot be read"),
         (cli(scene_data, tmp_path / "d", *quick, "--image-column", "nope"), "no column 'nope'"),
+        (cli(scene_data, tmp_path / "e", *quick, "--label-column", "nope"), "'nope': no dataset has such a ClassLabel"),
     ]:
         assert run_main(monkeypatch, argv) == 2
         errors = capsys.readouterr().err

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 from letcolor.model import ModelError
 from train.checkpoint import CheckpointError
-from train.data import MIN_CHROMA_STD, DataError
+from train.data import DEFAULT_LABEL_COLUMN, MIN_CHROMA_STD, DataError
 from train.hub import PushError, repo_id
 from train.loop import DEFAULT_LR, DivergedError, SetupError, train
 from train.losses import DEFAULT_PSNR_FLOOR
@@ -101,7 +101,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--split", default="train")
     data.add_argument("--val-split", default="validation")
     data.add_argument("--image-column", default="image")
-    data.add_argument("--label-column", default="label", help="a ClassLabel column; '' trains without labels")
+    data.add_argument(
+        "--label-column", default=DEFAULT_LABEL_COLUMN, help="a ClassLabel column; '' trains without labels"
+    )
     data.add_argument("--workers", type=at_least(0), default=default_workers(), help="DataLoader workers per process")
     data.add_argument(
         "--min-chroma-std",
@@ -253,6 +255,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--hints: a mean of at least 1 point, and --hint-free a share in [0, 1)")
     if (args.hint_propagation or args.hint_layers_only) and not args.hints:
         parser.error("--hint-propagation and --hint-layers-only need --hints")
+    hint_settings = ("hint_free", "hint_layer_lr", "hint_conv")
+    if not args.hints and any(getattr(args, name) != parser.get_default(name) for name in hint_settings):
+        parser.error("--hint-free, --hint-layer-lr and --no-hint-conv need --hints (without it they would be ignored)")
+    if args.hint_layers_only and not args.init_from:
+        parser.error("--hint-layers-only needs --init-from: the layers that do not read the hints would stay random")
     if args.hints and not (args.hint_conv or args.hint_propagation):
         parser.error("--no-hint-conv needs --hint-propagation: something must read the hints")
     if not 0 < args.rebalance <= 1:

@@ -29,6 +29,7 @@ MIN_CHROMA_STD = 3.0
 MAX_ASPECT = 4  # longer side over shorter side, beyond which a photo is cut before it is resized (`within_aspect`)
 MAX_IMAGE_FILE_BYTES = 256 << 20  # an image that a row names by its path: read whole, so bounded
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, PILImage.DecompressionBombError)
+DEFAULT_LABEL_COLUMN = "label"
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Source:
     """One dataset of a training mix."""
 
     dataset: str
-    label_column: str | None = "label"  # a ClassLabel column; None trains on this dataset's colours only
+    label_column: str | None = DEFAULT_LABEL_COLUMN  # a ClassLabel column; None trains on this dataset's colours only
     weight: float = 1.0  # sampling weight among the sources
     class_ids: list[int] | None = None  # the model's class for each of this dataset's labels (None: the same)
 

@@ -25,6 +25,7 @@ from train.average import WeightAverage
 from train.card import hardware_description, model_card
 from train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint
 from train.data import (
+    DEFAULT_LABEL_COLUMN,
     DataError,
     Source,
     StreamSpec,
@@ -247,6 +248,8 @@ class Trainer:
                 )
                 source.label_column = None
             sources.append(source)
+        if self.args.label_column not in ("", DEFAULT_LABEL_COLUMN) and not names:  # named, and nowhere
+            raise DataError(f"--label-column {self.args.label_column!r}: no dataset has such a ClassLabel column")
         return sources, names
 
     def start_from(self, name_or_path: str) -> None:
