@@ -205,6 +205,30 @@ def test_linear_schedule_takes_the_learning_rate_to_zero_and_resumes_on_it(scene
     assert [record["lr"] for record in records] == pytest.approx([0.8, 0.6, 0.4, 0.2])
     card = (tmp_path / "final" / "README.md").read_text()
     assert "learning rate 0.8 (falling linearly to 0 at the last step)" in card
+    assert "Commands, in turn: `python -m train " in card and "--max-minutes 1e-9` (steps 1-1); then `" in card
+    assert "--resume` (steps 2-4)" in card
+
+
+def test_the_card_of_a_resumed_run_names_each_command_and_what_it_changed(scene_data, tmp_path):
+    """It gave the last command's settings as the whole run's (--lr 0.5 for steps that ran at 1.0), and the last
+    --resume command as the run's."""
+    train(parse_args(cli(scene_data, tmp_path, *QUICK, "--steps", "2")))
+    train(parse_args(cli(scene_data, tmp_path, *QUICK, "--steps", "3", "--resume", "--lr", "0.5")))
+    card = (tmp_path / "final" / "README.md").read_text()
+    assert "--steps 2` (steps 1-2); then `python -m train " in card
+    assert "--lr 0.5` (steps 3-3; changed: --lr 1.0 -> 0.5)" in card
+    assert "- Started from: random weights" in card
+
+
+def test_a_colour_only_run_and_one_from_a_saved_model_say_so_in_their_cards(scene_data, tmp_path):
+    """It said "Scene classes: 1 ()", and nothing of the model a run started from."""
+    train(parse_args(cli(scene_data, tmp_path / "colour", *QUICK, "--steps", "1", "--label-column", "")))
+    card = (tmp_path / "colour" / "final" / "README.md").read_text()
+    assert "- Scene classes: none (trained without labels" in card and "- Command: `python -m train " in card
+    saved = tmp_path / "colour" / "final"
+    train(parse_args(cli(scene_data, tmp_path / "warm", *QUICK, "--steps", "1", "--init-from", str(saved))))
+    card = (tmp_path / "warm" / "final" / "README.md").read_text()
+    assert f"- Started from: `{saved}` (widened where it was narrower)" in card
 
 
 @pytest.mark.slow

@@ -25,9 +25,10 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 
 ## Training
 
-- Command: `{command}`
+- {commands}
+- Started from: {start}
 - Data: {datasets}, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size}); {colour_filter}
-- Scene classes: {num_classes} ({class_preview})
+- Scene classes: {classes}
 - Optimizer: {optimizer}, learning rate {lr} ({lr_schedule}), alpha {alpha}, chroma weight {chroma_weight},
   colour spread weight {spread_weight}, rarity rebalancing mix {rebalance} (1 = plain MSE),
   per-image PSNR weighting {psnr_weighting}, global-feature dropout {global_dropout}, {hints}
@@ -58,7 +59,15 @@ def format_duration(seconds: float) -> str:
 
 
 def model_card(
-    args, model, step: int, world_size: int, hardware: str, precision: str, wall_seconds: float, metrics: dict
+    args,
+    model,
+    step: int,
+    world_size: int,
+    hardware: str,
+    precision: str,
+    wall_seconds: float,
+    metrics: dict,
+    history: list[dict],
 ) -> str:
     hub_datasets = [dataset for dataset in args.dataset if not Path(dataset).exists()]
     weights = zip(args.dataset, args.dataset_weights, strict=True)
@@ -69,13 +78,13 @@ def model_card(
         if hub_datasets
         else "",
         width_text=f"width {args.width}",
-        command=args.command,
+        commands=commands_line(history, step),
+        start=start_line(args),
         split=args.split,
         images=step * args.batch_size * world_size,
         steps=step,
         batch_size=args.batch_size,
-        num_classes=model.num_classes,
-        class_preview=", ".join(model.class_names[:8]) + (", ..." if len(model.class_names) > 8 else ""),
+        classes=classes_line(model),
         optimizer=args.optimizer,
         lr=args.lr,
         lr_schedule="falling linearly to 0 at the last step" if args.lr_schedule == "linear" else "constant",
@@ -97,6 +106,35 @@ def model_card(
         val_split=args.val_split,
         metric_table=metric_table(metrics),
     )
+
+
+def commands_line(history: list[dict], step: int) -> str:
+    """The command that trained the model, or each command of a resumed run with its steps and the settings it
+    changed (a card showed the last command's settings as the whole run's)."""
+    ends = [part["from_step"] for part in history[1:]] + [step]
+    parts = [(part, end) for part, end in zip(history, ends, strict=True) if end > part["from_step"]]
+    if len(parts) == 1 and not parts[0][0]["changed"]:
+        return f"Command: `{parts[0][0]['command']}`"
+    described = [
+        f"`{part['command']}` (steps {part['from_step'] + 1}-{end}"
+        + (f"; changed: {', '.join(part['changed'])})" if part["changed"] else ")")
+        for part, end in parts
+    ]
+    return "Commands, in turn: " + "; then ".join(described)
+
+
+def start_line(args) -> str:
+    if not args.init_from:
+        return "random weights"
+    frozen = "; only the layers that read the hints trained, the rest frozen" if args.hint_layers_only else ""
+    return f"`{args.init_from}` (widened where it was narrower){frozen}"
+
+
+def classes_line(model) -> str:
+    if not model.class_names:
+        return "none (trained without labels: no classification loss)"
+    preview = ", ".join(model.class_names[:8]) + (", ..." if len(model.class_names) > 8 else "")
+    return f"{model.num_classes} ({preview})"
 
 
 def metric_table(metrics: dict) -> str:

@@ -223,6 +223,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step, self.worker_states, self.skipped = 0, {}, {}
         self.wall_seconds = 0.0
+        self.history = [{"from_step": 0, "command": args.command, "changed": []}]  # each command's part of the run
         self.finished = False  # the final validation and checkpoint are done (a resume then has nothing to do)
         self.val_metrics: dict = {}
         self.training_model = self.wrap_model()
@@ -248,7 +249,7 @@ class Trainer:
                 )
                 source.label_column = None
             sources.append(source)
-        if self.args.label_column not in ("", DEFAULT_LABEL_COLUMN) and not names:  # named, and nowhere
+        if self.args.label_column not in (None, "", DEFAULT_LABEL_COLUMN) and not names:  # named, and nowhere
             raise DataError(f"--label-column {self.args.label_column!r}: no dataset has such a ClassLabel column")
         return sources, names
 
@@ -323,6 +324,9 @@ class Trainer:
             self.log.drop_after(self.step)
         self.val_metrics = saved.get("val_metrics", {})
         self.finished = saved.get("finished", False)
+        first = {"from_step": 0, "command": saved.get("args", {}).get("command", "?"), "changed": []}
+        self.history = [*saved.get("history", [first]), {"from_step": self.step, "command": self.args.command,
+                                                         "changed": changed}]  # fmt: skip
         streams = saved.get("data_streams", [])
         if len(streams) == self.context.world_size and saved.get("workers") == self.args.workers:
             self.worker_states = {int(worker): state for worker, state in streams[self.context.rank].items()}
@@ -348,6 +352,7 @@ class Trainer:
             "val_metrics": self.val_metrics,
             "finished": self.finished,
             "args": vars(self.args),
+            "history": self.history,
         }
         if self.average:
             state["average_updates"] = self.average.updates
@@ -616,6 +621,7 @@ class Trainer:
             self.precision,
             self.wall_seconds,
             self.val_metrics,
+            self.history,
         )
         (partial / "README.md").write_text(card)
         shutil.rmtree(directory, ignore_errors=True)
