@@ -207,6 +207,13 @@ def test_linear_schedule_takes_the_learning_rate_to_zero_and_resumes_on_it(scene
     assert "learning rate 0.8 (falling linearly to 0 at the last step)" in card
     assert "Commands, in turn: `python -m train " in card and "--max-minutes 1e-9` (steps 1-1); then `" in card
     assert "--resume` (steps 2-4)" in card
+    train(parse_args(cli(scene_data, tmp_path, *options, "--resume", "--steps", "6")))  # (the later --steps wins)
+    records = metrics(tmp_path, "train")
+    assert [record["lr"] for record in records][4:] == pytest.approx([0.8 * 2 / 6, 0.8 / 6])  # on the new schedule
+    assert (
+        "(steps 5-6; changed: --steps 4 -> 6 (where the linear schedule reaches 0))"
+        in (tmp_path / "final" / "README.md").read_text()
+    )  # it was reshaped without a word
 
 
 def test_the_card_of_a_resumed_run_names_each_command_and_what_it_changed(scene_data, tmp_path):

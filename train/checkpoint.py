@@ -121,7 +121,12 @@ def check_resumable(path: Path, args) -> list[str]:
         raise CheckpointError(f"cannot resume from {path}: it was made with {made}; resume with the same")
     now = json.loads(json.dumps(vars(args)))  # as the checkpoint holds them: tuples as lists
     others = sorted(set(saved) & set(now) - RUN_CONTROLS - set(RESUMED_AS_SAVED) - {"push_to_hub", "command", "output"})
-    return [f"--{name.replace('_', '-')} {saved[name]} -> {now[name]}" for name in others if saved[name] != now[name]]
+    changed = [
+        f"--{name.replace('_', '-')} {saved[name]} -> {now[name]}" for name in others if saved[name] != now[name]
+    ]
+    if now.get("lr_schedule") == "linear" and saved.get("steps", now["steps"]) != now["steps"]:
+        changed.append(f"--steps {saved['steps']} -> {now['steps']} (where the linear schedule reaches 0)")
+    return changed
 
 
 def same_setting(name: str, saved, args) -> bool:
