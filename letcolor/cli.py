@@ -290,6 +290,17 @@ def photo_hints(path: Path, sources: list[Path], colorizer: Colorizer) -> Hints 
     return Hints.parse(path, size)
 
 
+def check_output_folder(folder: Path) -> None:
+    """ValueError where OUTDIR could not be made or written, without making it."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"-o {folder}: is a file, not a folder")
+    existing = next(parent for parent in (folder, *folder.absolute().parents) if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(f"-o {folder}: cannot create the folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"-o {folder}: not writable")
+
+
 def make_output_folder(folder: Path) -> None:
     """Creates OUTDIR (and its parents); ValueError, with the reason, where that cannot be done."""
     if folder.exists() and not folder.is_dir():
@@ -507,11 +518,12 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"error: export-onnx needs {error.name}: pip install onnx onnxruntime", file=sys.stderr)
         return EXIT_USAGE
     try:
-        make_output_folder(args.output)  # before the export's work
+        check_output_folder(args.output)  # before the export's work
+        model = load_model(args.model)  # and a bad model before the folder is made
+        make_output_folder(args.output)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    model = load_model(args.model)
     graphs = onnx_engine.cached_export(model)  # the very graphs that the onnxruntime engine runs
     onnx_engine.check(graphs)
     names = onnx_engine.graph_names(graphs)

@@ -317,6 +317,12 @@ def test_export_to_a_folder_that_cannot_be_made_is_a_usage_error_before_any_work
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
+def test_an_export_of_a_model_that_is_not_there_makes_no_folder(tmp_path, capsys):
+    """The output folder was made, and left empty, before the model was found missing."""
+    assert cli.main(["export-onnx", "--model", str(tmp_path / "nothing"), "-o", str(tmp_path / "a" / "graphs")]) == 2
+    assert "no such model directory" in capsys.readouterr().err and not (tmp_path / "a").exists()
+
+
 @pytest.mark.slow
 def test_the_app_runs_on_the_engine_that_letcolor_engine_names(monkeypatch, tiny_model_dir):
     from gradio_client import Client, handle_file

@@ -1034,6 +1034,7 @@ def test_a_dataset_split_or_column_that_cannot_be_read_is_one_line_and_exit_2(sc
         assert run_main(monkeypatch, argv) == 2
         errors = capsys.readouterr().err
         assert message in errors and "Traceback" not in errors and errors.count("\n") == 1
+        assert not Path(argv[argv.index("--output") + 1]).exists()  # (a folder with an empty metrics.jsonl)
 
 
 def test_a_new_run_into_a_finished_runs_folder_is_refused(scene_data, tmp_path, monkeypatch, capsys):

@@ -30,6 +30,7 @@ from train.data import (
     Source,
     StreamSpec,
     loading,
+    open_stream,
     source_class_names,
     train_loader,
     validation_images,
@@ -228,6 +229,8 @@ class Trainer:
         self.val_metrics: dict = {}
         self.training_model = self.wrap_model()
         self.rarity = self.colour_rarity() if args.rebalance < 1 else None
+        for split, source in itertools.product((args.split, args.val_split), sources):
+            open_stream(StreamSpec([source], split, args.image_column), source)  # DataError: no such split or column
         if context.is_main:  # once the data and the model are known to fit: a setup error leaves no empty folder
             self.output.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(self.output) if context.is_main else None
