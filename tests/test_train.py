@@ -1030,6 +1030,7 @@ def test_a_dataset_split_or_column_that_cannot_be_read_is_one_line_and_exit_2(sc
         (cli(scene_data, tmp_path / "c", *quick, "--val-split", "nope"), "split 'nope': cannot be read"),
         (cli(scene_data, tmp_path / "d", *quick, "--image-column", "nope"), "no column 'nope'"),
         (cli(scene_data, tmp_path / "e", *quick, "--label-column", "nope"), "'nope': no dataset has such a ClassLabel"),
+        (cli(next(scene_data.glob("data/train-*")), tmp_path / "f", *quick), "a file; --dataset takes a folder"),
     ]:
         assert run_main(monkeypatch, argv) == 2
         errors = capsys.readouterr().err

@@ -3,6 +3,7 @@ workers into whole uint8 batches; colour conversion happens later, on the traini
 
 import contextlib
 import io
+import os
 import random
 import signal
 from collections.abc import Callable, Iterator
@@ -75,6 +76,8 @@ class DataError(ValueError):
 
 def streamed_split(dataset: str, split: str) -> IterableDataset:
     """`load_dataset(dataset, split=split, streaming=True)`; DataError where there is no such dataset or split."""
+    if os.path.isfile(dataset):
+        raise DataError(f"{dataset}: a file; --dataset takes a folder (its split's files in data/) or a Hub id")
     try:
         return load_dataset(dataset, split=split, streaming=True)
     except (FileNotFoundError, ValueError) as error:  # no data files there; "Bad split: ..."
