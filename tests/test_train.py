@@ -366,17 +366,24 @@ def test_a_run_with_two_workers_resumes(scene_data, tmp_path):
     assert set(checkpoint_state(tmp_path)["data_streams"][0]) == {"0", "1"}
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
-def test_a_data_file_that_cannot_be_read_is_one_line_and_ends_the_run(scene_data, tmp_path, workers):
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--workers", "0", "--steps", "50", "--precise-bn-batches", "0"),
+        ("--workers", "2", "--steps", "50", "--precise-bn-batches", "0"),  # in training
+        ("--workers", "2", "--steps", "1"),  # in the BatchNorm re-estimation after it
+        ("--workers", "2", "--rebalance", "0.5", "--precise-bn-batches", "0"),  # in the colour prior before it
+    ],
+)
+def test_a_data_file_that_cannot_be_read_is_one_line_and_ends_the_run(scene_data, tmp_path, options):
     """With DataLoader workers, a worker's error left the other workers running (they ignore SIGTERM until the trainer
     has checkpointed): the trainer printed a traceback and then hung at exit, joining them."""
     damaged = tmp_path / "damaged"
     shutil.copytree(scene_data, damaged)
     shard = sorted((damaged / "data").glob("train-*.parquet"))[-1]
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    command = [sys.executable, "-m", "train", *cli(damaged, tmp_path / "run", "--workers", workers, "--steps", "50")]
-    run = subprocess.run([*command, "--precise-bn-batches", "0"], cwd=ROOT, env=subprocess_env(), capture_output=True,
-                         text=True, timeout=240)  # fmt: skip
+    command = [sys.executable, "-m", "train", *cli(damaged, tmp_path / "run", *options)]
+    run = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert f"error: {damaged}: a data file could not be read (" in run.stderr
 
@@ -1208,3 +1215,17 @@ def test_auto_precision_trains_in_bfloat16_where_inference_finds_it_fast(monkeyp
     monkeypatch.setattr(loop, "cpu_has_fast_bfloat16", lambda: fast_bfloat16)
     assert loop.resolve_precision("auto", torch.device("cpu")) == ("bf16" if fast_bfloat16 else "fp32")
     assert loop.resolve_precision("fp16", torch.device("cpu")) == "fp16"
+
+
+@pytest.mark.parametrize(("shards", "workers", "shards_each"), [(3, 2, {2, 1}), (2, 3, {2})])
+def test_each_worker_reads_whole_shards_of_its_own_where_there_are_enough(scenes_dataset, tmp_path, shards, workers,
+                                                                           shards_each):  # fmt: skip
+    """Split one row in N whenever the shard count was not a multiple of the workers: each worker read every shard.
+    With fewer shards than workers, every worker still gets rows (each reads them all, keeping its own)."""
+    dataset = make_scene_dataset(scenes_dataset, tmp_path / "data", shards=shards, rows_per_shard=8)
+    source = Source(str(dataset))
+    streams = [open_stream(scenes(dataset), source, worker, workers) for worker in range(workers)]
+    assert {stream.num_shards for stream in streams} == shards_each
+    ids = [[row["id"] for row in data.rows(stream, str(dataset))] for stream in streams]
+    assert sorted(sum(ids, [])) == sorted(row["id"] for row in data.rows(open_stream(scenes(dataset), source), ""))
+    assert all(ids) and len(set(sum(ids, []))) == shards * 8

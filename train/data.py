@@ -91,8 +91,10 @@ def open_stream(spec: StreamSpec, source: Source, worker: int = 0, workers: int 
     if spec.image_column not in stream.features:
         raise DataError(f"{source.dataset}: no column {spec.image_column!r}; columns: {list(stream.features)}")
     stream = stream.cast_column(spec.image_column, Image(decode=False))
-    if spec.world_size * workers > 1:
-        stream = split_dataset_by_node(stream, rank=spec.rank * workers + worker, world_size=spec.world_size * workers)
+    parts = spec.world_size * workers
+    if parts > 1:  # whole shards where there are enough (else each part would read them all, keeping 1 row in N)
+        strategy = "shards" if stream.num_shards >= parts else "examples"
+        stream = split_dataset_by_node(stream, rank=spec.rank * workers + worker, world_size=parts, strategy=strategy)
     return stream
 
 

@@ -294,8 +294,9 @@ class Trainer:
         """Rarity weights from the ab histogram of the first --prior-images training crops (the same every start)."""
         spec = replace(self.train_spec, rank=0, world_size=1)
         loader = train_loader(spec, self.args.batch_size, self.args.workers, self.device.type == "cuda")
-        batches = itertools.islice(loader, max(1, self.args.prior_images // self.args.batch_size))
-        histogram = sum(ab_histogram(lab_batch(batch.images.to(self.device).float() / 255)[2]) for batch in batches)
+        with loading(loader) as batches:
+            first = itertools.islice(batches, max(1, self.args.prior_images // self.args.batch_size))
+            histogram = sum(ab_histogram(lab_batch(batch.images.to(self.device).float() / 255)[2]) for batch in first)
         return ColourRarity(histogram, self.args.rebalance)
 
     def wrap_model(self) -> torch.nn.Module:
@@ -491,8 +492,8 @@ class Trainer:
         loader = train_loader(self.train_spec, self.args.batch_size, self.args.workers, self.device.type == "cuda")
         model.train()
         done = 0
-        with torch.no_grad(), self.autocast:
-            for batch in itertools.islice(loader, self.args.precise_bn_batches):
+        with torch.no_grad(), self.autocast, loading(loader) as batches:
+            for batch in itertools.islice(batches, self.args.precise_bn_batches):
                 if stop.signal_number:
                     break
                 l_input, _, hints = self.network_batch(batch.images, draw=self.step + done)
