@@ -358,30 +358,50 @@ class Timeline:
     """Strictly increasing timestamps for decoded frames, in their time base. Frames come in display order, but their
     timestamps may not: containers that store no display times (AVI, ASF) give H.264 B-frames theirs out of order (put
     back in order among REORDER_FRAMES frames: the encoder waits that many), a raw H.264 stream has none (each frame
-    follows the last by its duration), and recordings joined end to end (MPEG-TS joined with cat) start over (what
-    follows is shifted to follow on). Each was squeezed into a tick after the last frame, or shown for a tick."""
+    follows the last by its duration), and recordings joined end to end (MPEG-TS joined with cat) start over: where
+    two frames in a row go back further, what follows is shifted to follow on (one such frame alone is a glitch, put
+    a tick after the last). Each was squeezed into a tick after the last frame, or shown for a tick."""
 
     def __init__(self, frame_ticks: int):
         self.frame_ticks = frame_ticks  # a frame's duration where it does not say
         self.pending: list[int] = []  # a heap of the timestamps not handed out yet
         self.shift, self.latest, self.last = 0, None, None
+        self.held: tuple[int | None, int] | None = None  # the last frame added: placed once the next is known
 
     def add(self, pts: int | None, duration: int) -> None:
-        step = duration or self.frame_ticks
-        if pts is None:
-            pts = 0 if self.latest is None else self.latest + step
-        else:
-            pts += self.shift
-            if self.latest is not None and pts < self.latest - REORDER_FRAMES * step:  # started over
-                self.shift += self.latest + step - pts
-                pts = self.latest + step
-        self.latest = pts if self.latest is None else max(self.latest, pts)
-        heapq.heappush(self.pending, pts)
+        if self.held is not None:
+            self._place(*self.held, following=pts)
+        self.held = pts, duration
 
     def next(self) -> int:
+        """The next frame's timestamp; the frames added number at least one more than those handed out (or all
+        were added: `finish`)."""
         pts = heapq.heappop(self.pending)
         self.last = pts if self.last is None or pts > self.last else self.last + 1  # the encoder needs them increasing
         return self.last
+
+    def finish(self) -> None:
+        if self.held is not None:
+            self._place(*self.held, following=None)
+            self.held = None
+
+    def _place(self, pts: int | None, duration: int, following: int | None) -> None:
+        step = duration or self.frame_ticks
+        if pts is None:
+            pts = 0 if self.latest is None else self.latest + step
+        elif self._goes_back(pts + self.shift, step):
+            if following is not None and self._goes_back(following + self.shift, step):  # started over
+                self.shift += self.latest + step - (pts + self.shift)
+                pts = self.latest + step - self.shift
+            else:
+                pts = self.latest + 1 - self.shift
+        pts += self.shift
+        self.latest = pts if self.latest is None else max(self.latest, pts)
+        heapq.heappush(self.pending, pts)
+
+    def _goes_back(self, pts: int, step: int) -> bool:
+        """Whether `pts` lies further back than B-frames' reordering reaches."""
+        return self.latest is not None and pts < self.latest - REORDER_FRAMES * step
 
 
 class AudioShift:
@@ -397,7 +417,7 @@ class AudioShift:
         packet.dts += self.shift
         if packet.pts is not None:
             packet.pts += self.shift
-        self.end = packet.dts + (packet.duration or 0)
+        self.end = packet.dts + max(packet.duration or 0, 1)
 
 
 class _Writer:
@@ -466,7 +486,7 @@ class _Writer:
             self.timeline = Timeline(max(1, round(1 / (self.rate * frame.time_base))))
         self.timeline.add(source.pts, source.duration or 0)
         self.waiting.append((frame, source.duration or 0))  # 0: unknown
-        if len(self.waiting) > REORDER_FRAMES:
+        if len(self.waiting) > REORDER_FRAMES + 1:  # (the timeline places a frame once the next is known)
             self._encode(*self.waiting.popleft())
 
     def _encode(self, frame: av.VideoFrame, duration: int) -> None:
@@ -482,6 +502,8 @@ class _Writer:
             self.container.mux(packet)
 
     def finish(self) -> None:
+        if self.timeline is not None:
+            self.timeline.finish()
         while self.waiting:
             self._encode(*self.waiting.popleft())
         self._mux_video(self.video.encode(None))

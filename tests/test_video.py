@@ -36,8 +36,11 @@ from letcolor.metrics import colorfulness, pan_flicker
 from letcolor.pipeline import Colorizer
 from letcolor.video import (
     FLOW_BLEND,
+    REORDER_FRAMES,
+    AudioShift,
     InvalidVideoError,
     MotionCarry,
+    Timeline,
     colorize_video,
     plan_shots,
     probe,
@@ -649,3 +652,35 @@ def test_the_output_names_the_colour_matrix_its_frames_were_converted_with(examp
     other = shown.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray().astype(float)
     shift = [np.abs(each.mean((0, 1)) - photo.mean((0, 1))).max() for each in (named, other)]  # in 8-bit levels
     assert shift[0] < 2 and shift[1] > 4, shift
+
+
+def handed_out(timestamps: list[int | None], step: int = 10) -> list[int]:
+    """What a Timeline gives frames of these timestamps, handed out as the writer does."""
+    timeline, out = Timeline(step), []
+    for index, pts in enumerate(timestamps, 1):
+        timeline.add(pts, step)
+        if index > REORDER_FRAMES + 1:
+            out.append(timeline.next())
+    timeline.finish()
+    return out + [timeline.next() for _ in range(len(timestamps) - len(out))]
+
+
+def test_one_frame_whose_timestamp_goes_back_is_a_glitch_two_are_a_restart():
+    """A review: one bad timestamp far back was taken for a restart, and the rest of the video came 15 frames late."""
+    glitch = [10 * n for n in range(30)]
+    glitch[15] = 0
+    assert handed_out(glitch) == [10 * n for n in range(15)] + [141] + [10 * n for n in range(16, 30)]
+    assert handed_out([10 * n for n in range(10)] * 2) == [10 * n for n in range(20)]
+    assert handed_out([10, 30, 20, 50, 40, 70, 60, 90, 80, 100]) == list(range(10, 101, 10))
+    assert handed_out([None] * 8) == list(range(0, 80, 10))
+
+
+def test_copied_sound_that_starts_over_follows_on_even_without_durations():
+    """Packets without a duration were shifted onto the last one's timestamp: the MP4 muxer refused them too."""
+    shift, placed = AudioShift(), []
+    for dts in (0, 1024, 2048, 0, 1024):
+        packet = av.Packet(b"\0")
+        packet.dts = packet.pts = dts
+        shift.follow_on(packet)
+        placed.append(packet.dts)
+    assert placed == [0, 1024, 2048, 2049, 3073]
