@@ -486,7 +486,7 @@ def unused_hints(folder: str, ids: list[str]) -> list[str]:
         for name in sorted(names):
             path = os.path.relpath(os.path.join(directory, name), folder).replace(os.sep, "/")
             stem, suffix = os.path.splitext(path)
-            if suffix in (".json", ".png") and stem not in ids:
+            if suffix in (".json", ".png") and stem not in ids and path not in ids:  # (hints beside their photos)
                 unused.append(path)
     return sorted(unused)
 

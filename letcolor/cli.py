@@ -57,6 +57,7 @@ COLORIZE_DESCRIPTION = (
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # and SIGTERM
 # Output formats kept from the input's extension; anything else is written as PNG.
 KEPT_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 ALPHA_SUFFIXES = {".png", ".webp", ".tif", ".tiff"}  # of those, the formats that Pillow writes with alpha
@@ -580,15 +581,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, as KeyboardInterrupt is for Ctrl-C (neither is an Exception: no handler
+    of a photo's errors takes it for one)."""
 
 
 @contextmanager
 def stopped_cleanly_by_sigterm() -> Iterator[None]:
-    """SIGTERM (`timeout`, `kill`, a service manager) exits as Ctrl-C does, through the same clean-up: it left a
+    """SIGTERM (`timeout`, `kill`, a service manager) stops as Ctrl-C does, through the same clean-up: it left a
     video's partial output behind. Only where signals can be set (the main thread)."""
 
     def exit_now(signal_number: int, frame) -> None:
-        raise SystemExit(128 + signal_number)
+        raise Terminated
 
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -553,3 +553,6 @@ def test_hints_files_that_name_no_photo_are_named_in_a_warning_before_the_run(tm
     errors = capsys.readouterr().err
     assert f"warning: --hints {hints}: 2 hints files name no photo of SRC and are not used: one.json, " in errors
     assert "sub/three.png.png (a photo's hints are <id>.json or <id>.png" in errors
+    (source / "two.png.json").write_text('[[200, 150, "#2040e0"]]')  # hints beside the photos: SRC is DIR
+    assert cli.main([*argv[:4], "--hints", str(source), "--model", str(model), "--dry-run"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the photos themselves are not unused hints files

@@ -676,4 +676,5 @@ def test_a_video_stopped_by_sigterm_or_ctrl_c_leaves_nothing_and_says_so_in_one_
         process.send_signal(stop)
         errors = process.communicate(timeout=120)[1]
     assert process.returncode == code and "Traceback" not in errors, errors[-2000:]
+    assert errors.splitlines()[-1] == ("terminated" if stop == signal.SIGTERM else "interrupted")
     assert list(output.iterdir()) == []
