@@ -108,6 +108,7 @@ class VideoInfo:
     fps: Fraction
     duration: float  # the video's seconds (0 if the container does not say)
     sound_duration: float = 0.0  # the longest audio stream's seconds (0 if none)
+    start: float | None = None  # when the video's duration starts, in seconds (None if the container does not say)
 
 
 def is_video_path(path: str | Path) -> bool:
@@ -198,7 +199,14 @@ def _info(container: av.container.InputContainer, path: Path) -> VideoInfo:
     fps = stream.average_rate or stream.guessed_rate or Fraction(0)
     sound = max((_seconds(audio, container) for audio in _known_audio(container)), default=0.0)
     size = stream.codec_context.width, stream.codec_context.height
-    return VideoInfo(*size, stream.frames, Fraction(fps), _seconds(stream, container), sound)
+    return VideoInfo(*size, stream.frames, Fraction(fps), _seconds(stream, container), sound, _start(stream, container))
+
+
+def _start(stream: av.stream.Stream, container: av.container.InputContainer) -> float | None:
+    """When the duration that `_seconds` gives starts."""
+    if stream.duration:
+        return float(stream.start_time * stream.time_base) if stream.start_time is not None else None
+    return container.start_time / 1e6 if container.start_time is not None else None
 
 
 def _seconds(stream: av.stream.Stream, container: av.container.InputContainer) -> float:
@@ -694,7 +702,8 @@ class _Counter:
     the header declared (a stream whose size changes could pass the header's limits), and, once decoding ends, that
     the video was not cut short (a truncated file decodes as a shorter video): as many frames as the header declared,
     or frames that span the declared duration. The header's count includes frames that are never shown (those an
-    MP4 edit list trims, an AVI's empty drop-frame chunks), so a video whose frames span its duration is whole."""
+    MP4 edit list trims, an AVI's empty drop-frame chunks), so a video whose frames reach the end of its duration is
+    whole."""
 
     def __init__(self, callback: ProgressCallback | None, info: VideoInfo, passes: int, max_frames: int | None,
                  source: Path):  # fmt: skip
@@ -712,18 +721,21 @@ class _Counter:
                     raise InvalidVideoError(f"{self.source}: {problem}")
                 first, last = first if first is not None else frame.time, frame.time
                 yield frame
-        if count < self.info.frames and not self._spans_duration(first, last):
+        if count < self.info.frames and not self._reaches_the_end(first, last):
             raise InvalidVideoError(
                 f"{self.source}: the video ends after {count} of the {self.info.frames} frames its header declares "
                 "(truncated or damaged)"
             )
 
-    def _spans_duration(self, first: float | None, last: float | None) -> bool:
-        """Whether frames shown from `first` to `last` (seconds) fill the declared duration, to half a frame."""
+    def _reaches_the_end(self, first: float | None, last: float | None) -> bool:
+        """Whether frames shown from `first` to `last` (seconds) reach the end of the declared duration, to half a
+        frame: a truncated file loses its end. One whose start lacks frames (a recording begun between keyframes,
+        decoded from the next one, as players show it) is whole."""
         fps, duration = float(self.info.fps), self.info.duration
         if first is None or last is None or not fps or not duration:
             return False
-        return last - first + 1 / fps >= duration - 0.5 / fps
+        start = self.info.start if self.info.start is not None else first
+        return last + 1 / fps >= start + duration - 0.5 / fps
 
     def _problem(self, frame: av.VideoFrame, count: int) -> str | None:
         if self.max_frames is not None and count > self.max_frames:

@@ -15,6 +15,7 @@ from video_clips import (
     SAMPLE_RATE,
     anamorphic,
     audio_packets,
+    begun_between_keyframes,
     display_rotation,
     edit_listed,
     matroska,
@@ -484,6 +485,16 @@ def test_recordings_joined_end_to_end_play_one_after_the_other_with_their_sound(
     with av.open(str(tmp_path / "out.mp4")) as container:
         audio = container.streams.audio[0]
         assert float(audio.duration * audio.time_base) == pytest.approx(2.4, abs=0.1)
+
+
+def test_a_recording_begun_between_keyframes_is_colorized_from_its_first_whole_frame(colorizer, tmp_path):
+    """Its first frames cannot be decoded, so fewer frames came than the header declares: it was refused as truncated,
+    where players show it from the next keyframe."""
+    begun = begun_between_keyframes(CAMVID_CUT, tmp_path / "begun.mp4")
+    source = stream_facts(begun)
+    assert len(source["timestamps"]) == 7 and probe(begun).frames == 10  # decoded from frame 5, of 10 declared
+    colorize_video(colorizer, begun, tmp_path / "out.mp4", mode="frame")
+    assert stream_facts(tmp_path / "out.mp4")["timestamps"] == pytest.approx(source["timestamps"])
 
 
 def test_re_encoded_audio_keeps_its_start(colorizer, tmp_path):

@@ -188,11 +188,13 @@ def with_unknown_codec(video: Path, path: Path, track: str) -> Path:
 
 
 def re_encoded(video: Path, path: Path, container: str | None = None, bframes: int = 0, audio: str | None = None,
-               seconds_of_audio: float = 0.0) -> Path:  # fmt: skip
+               seconds_of_audio: float = 0.0, options: dict | None = None) -> Path:  # fmt: skip
     """The video's frames re-encoded in H.264 at 10 frames/s into `container` (FFmpeg's format name, else by the
-    suffix), with up to `bframes` B-frames, and `seconds_of_audio` of a 440 Hz sine in codec `audio` if given."""
+    suffix), with up to `bframes` B-frames (and x264 `options`), and `seconds_of_audio` of a 440 Hz sine in codec
+    `audio` if given."""
     with av.open(str(video)) as source, av.open(str(path), "w", format=container) as output:
-        stream = output.add_stream("libx264", rate=10, options={"preset": "veryfast", "bf": str(bframes)})
+        x264 = {"preset": "veryfast", "bf": str(bframes), **(options or {})}
+        stream = output.add_stream("libx264", rate=10, options=x264)
         stream.width, stream.height = source.streams.video[0].width, source.streams.video[0].height
         stream.pix_fmt = "yuv420p"
         sound = output.add_stream(audio, rate=48000, layout="mono") if audio else None
@@ -230,4 +232,18 @@ def song_with_cover(path: Path, cover: Path) -> Path:
             frame.sample_rate, frame.pts = SAMPLE_RATE, start
             output.mux(sound.encode(frame))
         output.mux(sound.encode(None))
+    return path
+
+
+def begun_between_keyframes(video: Path, path: Path, dropped: int = 2) -> Path:
+    """The video re-encoded with a keyframe every 5 frames and no B-frames, then remuxed without its first `dropped`
+    packets: its first frames cannot be decoded (a recording begun between keyframes); the header declares the rest."""
+    encoded = re_encoded(video, path.with_name(f"gop-{path.name}"), options={"g": "5", "bf": "0"})
+    with av.open(str(encoded)) as source, av.open(str(path), "w") as output:
+        stream = output.add_stream_from_template(source.streams.video[0])
+        for index, packet in enumerate(packet for packet in source.demux(video=0) if packet.dts is not None):
+            if index >= dropped:
+                packet.stream = stream
+                output.mux(packet)
+    encoded.unlink()
     return path
