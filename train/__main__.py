@@ -1,4 +1,4 @@
-"""python -m train: train the Let there be Color! network on a streamed Hub-layout dataset (see --help)."""
+"""python -m train: train the Let there be Color! network on streamed Hub-layout datasets (local folders or Hub ids)."""
 
 import argparse
 import math
