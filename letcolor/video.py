@@ -486,7 +486,7 @@ class _Writer:
             self.container.mux(output.encode(frame))
 
     def frame(self, rgb: np.ndarray, source: av.VideoFrame) -> None:
-        """Encodes a colorized frame (H, W, 3) 8-bit sRGB at `source`'s time, once REORDER_FRAMES more have come
+        """Encodes a colorized frame (H, W, 3) 8-bit sRGB at `source`'s time, once REORDER_FRAMES + 1 more have come
         (`Timeline`)."""
         frame = av.VideoFrame.from_ndarray(even_sides(rgb), format="rgb24")
         frame.time_base = source.time_base or self.video.time_base
