@@ -304,14 +304,11 @@ def check_output_folder(folder: Path) -> None:
 
 def make_output_folder(folder: Path) -> None:
     """Creates OUTDIR (and its parents); ValueError, with the reason, where that cannot be done."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"-o {folder}: is a file, not a folder")
+    check_output_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"-o {folder}: cannot create the folder ({error.strerror or error})") from error
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"-o {folder}: not writable")
 
 
 def colorize_files(
@@ -519,8 +516,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"error: export-onnx needs {error.name}: pip install onnx onnxruntime", file=sys.stderr)
         return EXIT_USAGE
     try:
-        check_output_folder(args.output)  # before the export's work
-        model = load_model(args.model)  # and a bad model before the folder is made
+        check_output_folder(args.output)  # before the export's work, and a bad model before the folder is made
+        model = load_model(args.model)
         make_output_folder(args.output)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
