@@ -155,14 +155,23 @@ def upright_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[
     `check_image_file`)."""
     with _opened(Path(path), str(path), max_pixels) as image:
         check_header(image, str(path), max_pixels)
-        turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # a quarter turn
+        turned = (_orientation(image) or 1) in (5, 6, 7, 8)  # a quarter turn
         return image.size[::-1] if turned and not _reported_upright(image) else image.size
 
 
 def exif_orientation(path: str | Path) -> int:
-    """The image file's EXIF orientation (1: as stored), from its header."""
+    """The image file's EXIF orientation (1: as stored, also where its EXIF data is damaged), from its header."""
     with _opened(Path(path), str(path)) as image:
+        return _orientation(image) or 1
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The opened image's EXIF orientation (1: as stored), None where its EXIF data is damaged (Pillow raised a bare
+    "not a TIFF file" or struct.error for a PNG's or WebP's, which failed a whole batch)."""
+    try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except DECODING_ERRORS:
+        return None
     return orientation if orientation in range(1, 9) else 1
 
 
@@ -244,6 +253,9 @@ def _loaded_upright(image: Image.Image, name: str, owned: bool) -> LoadedImage:
             f"{name}: 32-bit integer pixels from {extrema[0]} to {extrema[1]}: letcolor reads 0-65535 (16-bit) gray"
         )
     warnings = _frames_warning(image, name) + _preview_warning(image, name)
+    if _orientation(image) is None:
+        warnings += (f"{name}: its EXIF data is damaged and was ignored (the photo is taken as stored, not turned)",)
+        return LoadedImage(image if owned else image.copy(), warnings)
     if owned:
         ImageOps.exif_transpose(image, in_place=True)
     else:

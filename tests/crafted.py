@@ -1,4 +1,4 @@
-"""Crafted files: small inputs whose headers declare far more than they hold."""
+"""Crafted files: small inputs whose headers declare far more than they hold, or hold damaged metadata."""
 
 import struct
 import zlib
@@ -18,3 +18,15 @@ def tiled_tiff(width: int, height: int, tile: int) -> bytes:
     directory = struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
     tables = struct.pack(f"<{tiles}I", *offsets) + struct.pack(f"<{tiles}I", *[len(data)] * tiles)
     return b"II*\0" + struct.pack("<I", 8) + directory + tables + data
+
+
+# EXIF blocks that Pillow fails to read: a bad byte order ("not a TIFF file"), and one that ends after its byte
+# order (struct.error)
+DAMAGED_EXIF = {"byte order": b"\xff\xff\xff\xff\x00\x00\x00\x08", "cut short": b"MM\x00*"}
+
+
+def png_with_exif(png: bytes, exif: bytes) -> bytes:
+    """The PNG with an eXIf chunk of `exif` before its image data."""
+    chunk = b"eXIf" + exif
+    at = png.index(b"IDAT") - 4
+    return png[:at] + struct.pack(">I", len(exif)) + chunk + struct.pack(">I", zlib.crc32(chunk)) + png[at:]

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import ROOT
+from crafted import DAMAGED_EXIF, png_with_exif
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from mcp import ClientSession
@@ -248,6 +249,19 @@ def test_a_batch_over_the_file_limit_is_refused_before_any_is_colorized(client, 
     with pytest.raises(AppError, match=rf"^At most {MAX_BATCH_FILES} photos per batch; got {MAX_BATCH_FILES + 1}\.$"):
         colorize_batch(client, [photo] * (MAX_BATCH_FILES + 1))
     assert result_files(upload_dir) == before
+
+
+def test_batch_colorizes_a_photo_whose_exif_is_damaged_and_notes_it(client, examples_dir, tmp_path):
+    """Pillow's bare "not a TIFF file" for a PNG's damaged EXIF failed the whole batch."""
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(png_with_exif((examples_dir / "chelsea_gray.png").read_bytes(), DAMAGED_EXIF["byte order"]))
+    _, _, report = colorize_batch(client, [examples_dir / "coffee.png", damaged])
+    assert report.splitlines() == [
+        "Colorized 2 of 2 photos.",
+        "",
+        "Notes:",
+        "- damaged.png: its EXIF data is damaged and was ignored (the photo is taken as stored, not turned)",
+    ]
 
 
 def test_batch_reports_an_animation_whose_first_frame_was_used(client, examples_dir, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import PACKED_PRECISIONS, make_tiny_model
-from crafted import tiled_tiff
+from crafted import DAMAGED_EXIF, png_with_exif, tiled_tiff
 from huggingface_hub import constants as hub_constants
 from PIL import ExifTags, Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin
 
@@ -26,6 +26,7 @@ from letcolor.images import (
     MAX_IMAGE_PIXELS,
     InvalidImageError,
     check_image_file,
+    exif_orientation,
     image_pixels,
     load_image,
     read_image,
@@ -210,6 +211,21 @@ def test_exif_rotated_file_shows_the_original_upright(mode_files, examples_dir):
         assert stored.size == original.size[::-1] and shown.size == original.size
     correlation = np.corrcoef(lightness_of(shown).ravel(), lightness_of(original).ravel())[0, 1]
     assert correlation > 0.99  # so the test above checks that the output is upright too
+
+
+@pytest.mark.parametrize("damage", DAMAGED_EXIF)
+def test_a_photo_whose_exif_is_damaged_is_colorized_as_stored_with_a_warning(colorizer, examples_dir, tmp_path, damage):
+    """Pillow's bare "not a TIFF file" or struct.error for a PNG's damaged EXIF block failed the photo, and with it a
+    whole batch in the app."""
+    gray = photo(examples_dir, "chelsea_gray.png").convert("L")
+    path = tmp_path / "damaged.png"
+    path.write_bytes(png_with_exif(save(gray, tmp_path / "plain.png").read_bytes(), DAMAGED_EXIF[damage]))
+    assert upright_size(path) == gray.size and exif_orientation(path) == 1
+    result = colorizer(path)
+    assert result.warnings == (
+        f"{path}: its EXIF data is damaged and was ignored (the photo is taken as stored, not turned)",
+    )
+    np.testing.assert_array_equal(np.asarray(result.image), np.asarray(colorizer(gray).image))
 
 
 @pytest.mark.parametrize("compression", ["tiff_lzw", "raw"])
