@@ -18,7 +18,7 @@ from PIL import ExifTags, Image, ImageCms, ImageOps, TiffImagePlugin, Unidentifi
 # Larger images are refused from their header, before decoding (decompression bombs). PIL's own limit
 # (Image.MAX_IMAGE_PIXELS) is global state that applications may change, so this module checks its own.
 MAX_IMAGE_PIXELS = 100_000_000
-NOT_AN_IMAGE = "not a readable image (not a format letcolor reads, or corrupt; icons, ICO and ICNS, are not read)"
+NOT_AN_IMAGE = "not a readable image (not a format letcolor reads, or corrupt; icons (ICO, ICNS) and EPS are not read)"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"  # the example photos that ship with letcolor
 
 ImageSource = str | Path | Image.Image | np.ndarray
@@ -64,9 +64,10 @@ def _srgb_gray_profile() -> ImageCms.ImageCmsProfile:
 _SRGB_GRAY = _srgb_gray_profile()
 
 
-# Icons: Pillow decodes their images while opening them (to learn their sizes), before any size can be checked, so a
-# small ICO holding a 13000x13000 PNG took 650 MB; they are not read.
-DECODED_ON_OPEN = ("ICO", "ICNS")
+# Not read. Icons: Pillow decodes their images while opening them (to learn their sizes), before any size can be
+# checked, so a small ICO holding a 13000x13000 PNG took 650 MB. EPS: Pillow runs Ghostscript on it, a PostScript
+# program from whoever sent the file.
+NOT_READ = ("ICO", "ICNS", "EPS")
 MAX_TILE_PIXELS = 1024 * 1024  # a TIFF's tiles may be larger than the image, up to this (256 or 512 a side is usual)
 # What Pillow raises for a damaged file besides OSError: a truncated TIFF or PPM "buffer is not large enough"
 # (ValueError), a QOI IndexError, a bad header's SyntaxError or struct.error.
@@ -75,9 +76,9 @@ DECODING_ERRORS = (OSError, SyntaxError, ValueError, IndexError, EOFError, struc
 
 @functools.cache
 def read_formats() -> tuple[str, ...]:
-    """The image formats read: those Pillow opens, but the icons (`DECODED_ON_OPEN`)."""
+    """The image formats read: those Pillow opens, but icons and EPS (`NOT_READ`)."""
     Image.init()
-    return tuple(form for form in Image.OPEN if form not in DECODED_ON_OPEN)
+    return tuple(form for form in Image.OPEN if form not in NOT_READ)
 
 
 @functools.cache

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from conftest import PACKED_PRECISIONS, make_tiny_model
 from crafted import DAMAGED_EXIF, png_with_exif, tiled_tiff
 from huggingface_hub import constants as hub_constants
-from PIL import ExifTags, Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin
+from PIL import EpsImagePlugin, ExifTags, Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin
 
 from letcolor import color, fullres, inference, pipeline, threads
 from letcolor.bench import calibrate_batchnorm
@@ -28,6 +28,7 @@ from letcolor.images import (
     check_image_file,
     exif_orientation,
     image_pixels,
+    image_suffixes,
     load_image,
     read_image,
     read_image_bytes,
@@ -508,10 +509,21 @@ def test_an_icon_is_refused_before_pillow_decodes_its_image(tmp_path, monkeypatc
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("the icon's PNG was decoded"))
     icon_of(png_header_only(tmp_path / "large.png", 13000, 13000), tmp_path)
     for read in (load_image, lambda path: read_image_bytes(path.read_bytes(), path.name)):
-        with pytest.raises(InvalidImageError, match=r"icon.ico: not a readable image .*icons, ICO and ICNS, are not"):
+        with pytest.raises(InvalidImageError, match=r"icon.ico: not a readable image .*icons \(ICO, ICNS\)"):
             read(tmp_path / "icon.ico")
     with pytest.raises(InvalidHintsError, match="icon.ico: neither a JSON list of points nor a readable image"):
         Hints.parse(tmp_path / "icon.ico", (13000, 13000))
+
+
+def test_an_eps_file_is_refused_without_running_ghostscript(tmp_path, monkeypatch):
+    """Pillow runs Ghostscript on an EPS file to decode it: a PostScript program from whoever sent the file."""
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: pytest.fail("Ghostscript was run"))
+    path = tmp_path / "drawing.eps"
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n0 setgray 0 0 16 16 rectfill showpage\n")
+    assert Image.open(path).format == "EPS"  # what Pillow would open
+    with pytest.raises(InvalidImageError, match=r"drawing.eps: not a readable image .*and EPS are not read"):
+        load_image(path)
+    assert ".eps" not in image_suffixes()  # not taken for a photo in a folder
 
 
 def test_the_pixel_limit_is_the_documented_one(tmp_path):
