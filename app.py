@@ -12,10 +12,12 @@ file is the UI.
 """
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import gradio as gr
+from gradio.context import LocalContext
 
 from letcolor.batch_io import remove_stale_folders
 from letcolor.images import EXAMPLES_DIR
@@ -102,6 +104,37 @@ def shown_to_the_user():
         raise user_error(str(err)) from err
 
 
+class Cancelled(Exception):
+    """The call's event was cancelled: its client pressed Stop, or left."""
+
+
+class CancelWatch:
+    """Stops a long call (a video, a batch) whose event was cancelled. Gradio frees a cancelled event's concurrency
+    slot at once but cannot stop a function that runs: the next video started beside the cancelled one, and a client
+    that submitted and cancelled ran any number at once, past VIDEO_CONCURRENCY. An event is taken as cancelled where
+    it was seen in Gradio's running jobs and is gone from them (a call from outside the queue is never stopped)."""
+
+    def __init__(self):
+        self.seen_running = False
+
+    def stop_if_cancelled(self) -> None:
+        queue, event_id = getattr(LocalContext.blocks.get(None), "_queue", None), LocalContext.event_id.get(None)
+        if queue is None or event_id is None:
+            return
+        running = any(event._id == event_id for job in queue.active_jobs if job for event in job)
+        if running:
+            self.seen_running = True
+        elif self.seen_running:
+            print("cancelled: stopped", file=sys.stderr)
+            raise Cancelled(event_id)
+
+    def each(self, items: list) -> Iterator:
+        """`items`, stopping before the next where the event was cancelled."""
+        for item in items:
+            self.stop_if_cancelled()
+            yield item
+
+
 class Endpoints:
     """The app's API functions; their parameter names are the API's parameter names, and their docstrings describe
     them as MCP tools."""
@@ -179,8 +212,9 @@ class Endpoints:
             photos = Upload.list_from_api(files, "files")
             settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
             reference = Upload.optional_from_api(reference, "reference")
+            watch = CancelWatch()
             result = web.colorize_batch(
-                photos, reference, settings, lambda items: progress.tqdm(items, desc="Colorizing")
+                photos, reference, settings, lambda items: progress.tqdm(watch.each(items), desc="Colorizing")
             )
         return str(result.archive), [(str(path), name) for path, name in result.previews], result.report
 
@@ -212,17 +246,16 @@ class Endpoints:
         """  # noqa: E501 (Gradio reads one line per argument for the MCP tools)
         if video is None:
             raise user_error("Upload a video first.")
-        web = self._require_model()
+        web, watch = self._require_model(), CancelWatch()
+
+        def frames_done(done: int, total: int) -> None:
+            watch.stop_if_cancelled()
+            progress((done, total or None), desc=VIDEO_PASSES.get(mode, ""), unit="frames")
+
         with shown_to_the_user():
             settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
             clip, reference = Upload.from_api(video, "video"), Upload.optional_from_api(reference, "reference")
-            output = web.colorize_video(
-                clip,
-                reference,
-                settings,
-                mode,
-                lambda done, total: progress((done, total or None), desc=VIDEO_PASSES.get(mode, ""), unit="frames"),
-            )
+            output = web.colorize_video(clip, reference, settings, mode, frames_done)
         return str(output)
 
     def painted_hints(self, image, editor):

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -630,6 +631,37 @@ def test_colorize_video_refuses_videos_over_the_limits_by_name(client, app_url, 
         with pytest.raises(AppError, match=reason) as error:
             client.predict(handle_file(bad), api_name="/colorize_video")
         assert bad.name in str(error.value) and str(tmp_path) not in str(error.value)
+
+
+def started_then_cancelled(client: Client, upload_dir: Path, kind: str, *inputs, api_name: str) -> set[Path]:
+    """Submits the call, cancels it once it has reported progress and made its result folder (`kind`), and gives
+    the app's result folders of that kind that are left 10 s later."""
+    folders = lambda: set(upload_dir.glob(f"{FOLDER_PREFIX}{kind}-*"))  # noqa: E731
+    before, settings = folders(), DEFAULTS | {"max_side": 1024, "refine": True}  # slow
+    job = client.submit(*inputs, **settings, api_name=api_name)
+    deadline = time.monotonic() + 60
+    while not (job.status().progress_data and folders() - before) and not job.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not job.done() and folders() - before, "the call did not start"
+    job.cancel()
+    deadline = time.monotonic() + 10  # the whole call takes far longer
+    while folders() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return folders() - before
+
+
+def test_a_cancelled_video_or_batch_stops_and_leaves_nothing_behind(client, upload_dir, examples_dir, tmp_path):
+    """Gradio frees a cancelled event's concurrency slot at once, but cannot stop a function that runs: a cancelled
+    video was colorized to its end beside the next one, past VIDEO_CONCURRENCY (one client ran four at once)."""
+    clip, small = tmp_path / "long.mp4", tmp_path / "small.mp4"
+    ramp = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None].repeat(480, axis=0).repeat(3, axis=2)
+    write_clip(clip, (np.roll(ramp, 4 * index, axis=1) for index in range(400)), fps=30)
+    assert started_then_cancelled(client, upload_dir, "video", handle_file(clip), api_name="/colorize_video") == set()
+    photos = [handle_file(examples_dir / "china.jpg")] * MAX_BATCH_FILES
+    assert started_then_cancelled(client, upload_dir, "batch", photos, api_name="/colorize_batch") == set()
+    write_clip(small, [ramp[:48, :64]] * 3)  # and the next call runs
+    result = video_path(client.predict(handle_file(small), **DEFAULTS, api_name="/colorize_video"))
+    assert len(list(read_frames(result))) == 3
 
 
 def resident_megabytes(pid: int) -> float:
