@@ -111,8 +111,9 @@ class Cancelled(Exception):
 class CancelWatch:
     """Stops a long call (a video, a batch) whose event was cancelled. Gradio frees a cancelled event's concurrency
     slot at once but cannot stop a function that runs: the next video started beside the cancelled one, and a client
-    that submitted and cancelled ran any number at once, past VIDEO_CONCURRENCY. An event is taken as cancelled where
-    it was seen in Gradio's running jobs and is gone from them (a call from outside the queue is never stopped)."""
+    that submitted and cancelled ran any number at once, past VIDEO_CONCURRENCY; one whose client left (a closed tab)
+    ran to its end. An event is taken as cancelled where it was seen in Gradio's running jobs and is gone from them or
+    marked as no longer alive (a call from outside the queue is never stopped)."""
 
     def __init__(self):
         self.seen_running = False
@@ -121,7 +122,7 @@ class CancelWatch:
         queue, event_id = getattr(LocalContext.blocks.get(None), "_queue", None), LocalContext.event_id.get(None)
         if queue is None or event_id is None:
             return
-        running = any(event._id == event_id for job in queue.active_jobs if job for event in job)
+        running = any(event._id == event_id and event.alive for job in queue.active_jobs if job for event in job)
         if running:
             self.seen_running = True
         elif self.seen_running:

@@ -5,6 +5,7 @@ The screenshot is kept in test-artifacts/ for a person to look at."""
 import io
 import re
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from playwright.sync_api import expect, sync_playwright
 from served_app import served_app
 
 from letcolor import BUNDLED_MODEL_DIR, Colorizer
+from letcolor.batch_io import FOLDER_PREFIX
 from letcolor.color import rgb_to_lab
-from letcolor.video_bench import write_pan
+from letcolor.video_bench import write_clip, write_pan
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -178,6 +180,30 @@ def test_video_tab_colorizes_a_clip_that_the_browser_plays(page, examples_dir, t
     page.locator("#video input[type=file]").set_input_files(other)
     expect(result).to_have_count(0)
     expect(page.get_by_role("button", name="Download MP4")).to_be_disabled()
+
+
+@pytest.mark.slow
+def test_a_video_whose_tab_is_closed_stops_and_leaves_nothing_behind(browser, tiny_model_dir, tmp_path, monkeypatch):
+    """Gradio marks a job whose client left as no longer alive but runs it to its end: a closed tab's video was
+    colorized in full, for no one, holding the one video slot's memory."""
+    uploads = tmp_path / "uploads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    clip = tmp_path / "long.mp4"
+    ramp = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None].repeat(480, axis=0).repeat(3, axis=2)
+    write_clip(clip, (np.roll(ramp, 4 * index, axis=1) for index in range(400)), fps=30)
+    videos = lambda: list(uploads.glob(f"{FOLDER_PREFIX}video-*"))  # noqa: E731
+    with browsing(browser, tiny_model_dir) as page:
+        page.get_by_role("tab", name="Video").click()
+        page.locator("#video input[type=file]").set_input_files(clip)
+        page.get_by_label("Edge-aware refinement").check()  # slower
+        page.get_by_role("button", name="Colorize video").click()
+        expect(page.get_by_text(re.compile(r"\d+/800 frames"))).to_be_visible(timeout=60_000)  # (both passes)
+        assert videos()
+        page.close()
+        deadline = time.monotonic() + 10  # the whole video takes far longer
+        while videos() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert videos() == []
 
 
 def lab_ab(rgb: np.ndarray) -> np.ndarray:
