@@ -644,6 +644,7 @@ def colorize_video(
     flow_blend: float = FLOW_BLEND,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_frames: int | None = None,
+    max_seconds: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> VideoInfo:
     """Colorizes a video file into `destination` (.mp4, .m4v, .mov or .mkv; H.264 yuv420p, audio copied).
@@ -651,7 +652,9 @@ def colorize_video(
     The options are those of `Colorizer.batch`, with the reference's scene vector used for every frame, and:
     mode: "shot" (one scene vector per shot, colours carried along the motion) or "frame" (each frame on its own).
     flow_blend: in [0, 1), the weight of the colours carried along the motion in "shot" mode (0: no carrying).
-    batch_size: frames per network batch; max_frames: refuse longer videos (InvalidVideoError), None: no limit.
+    batch_size: frames per network batch.
+    max_frames, max_seconds: refuse longer videos (InvalidVideoError; None: no limit), from the header, and as the
+        frames are decoded (a raw H.264 stream declares neither).
     progress: called with (frames done, frames to do in all passes, 0 if unknown) as frames are done.
     Returns the input's VideoInfo. Raises InvalidVideoError (a ValueError) for an input that is not a usable video,
     ValueError for bad options; the destination is only replaced once the output is complete."""
@@ -670,7 +673,9 @@ def colorize_video(
             info = _info(container, source)
             if max_frames is not None and info.frames > max_frames:
                 raise InvalidVideoError(f"{source}: {info.frames} frames, over the limit of {max_frames} frames")
-            counter = _Counter(progress, info, 2 if mode == Mode.SHOT else 1, max_frames, source)
+            if max_seconds is not None and info.duration > max_seconds:
+                raise InvalidVideoError(f"{source}: {info.duration:.1f} s, over the limit of {max_seconds:g} s")
+            counter = _Counter(progress, info, 2 if mode == Mode.SHOT else 1, source, max_frames, max_seconds)
             plan = None
             if mode == Mode.SHOT:
                 plan = _plan(colorizer, container, source, batch_size, reference, counter)
@@ -698,16 +703,18 @@ def _new_partial_file(destination: Path) -> Path:
 
 
 class _Counter:
-    """Counts frames for the progress callback, and checks every decoded frame: no more than max_frames, the size
-    the header declared (a stream whose size changes could pass the header's limits), and, once decoding ends, that
-    the video was not cut short (a truncated file decodes as a shorter video): as many frames as the header declared,
-    or frames that span the declared duration. The header's count includes frames that are never shown (those an
-    MP4 edit list trims, an AVI's empty drop-frame chunks), so a video whose frames reach the end of its duration is
-    whole."""
+    """Counts frames for the progress callback, and checks every decoded frame: within max_frames and max_seconds,
+    of the size the header declared (a stream whose size changes could pass the header's limits), and, once decoding
+    ends, that the video was not cut short (a truncated file decodes as a shorter video): as many frames as the header
+    declared, or frames that span the declared duration. The header's count includes frames that are never shown
+    (those an MP4 edit list trims, an AVI's empty drop-frame chunks), so a video whose frames reach the end of its
+    duration is whole."""
 
-    def __init__(self, callback: ProgressCallback | None, info: VideoInfo, passes: int, max_frames: int | None,
-                 source: Path):  # fmt: skip
-        self.callback, self.info, self.max_frames, self.source = callback, info, max_frames, source
+    def __init__(self, callback: ProgressCallback | None, info: VideoInfo, passes: int, source: Path,
+                 max_frames: int | None, max_seconds: float | None):  # fmt: skip
+        self.callback, self.info, self.source = callback, info, source
+        self.max_frames, self.max_seconds = max_frames, max_seconds
+        self.first_time, self.summed = None, 0.0  # of the frames decoded in this pass, for `_seconds_shown`
         self.total, self.done = info.frames * passes, 0
 
     def frames(self, frames: Generator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
@@ -740,6 +747,8 @@ class _Counter:
     def _problem(self, frame: av.VideoFrame, count: int) -> str | None:
         if self.max_frames is not None and count > self.max_frames:
             return f"more than the limit of {self.max_frames} frames"
+        if self.max_seconds is not None and self._seconds_shown(frame, count) > self.max_seconds:
+            return f"longer than the limit of {self.max_seconds:g} s"
         width, height = self.info.width, self.info.height
         if (frame.width, frame.height) != (width, height):
             return (
@@ -747,6 +756,20 @@ class _Counter:
                 "(the frame size changes)"
             )
         return None
+
+    def _seconds_shown(self, frame: av.VideoFrame, count: int) -> float:
+        """How long the first `count` frames are shown, to the end of `frame` less half of it (for rounding): from
+        the first one's time, else (no times given) the sum of their durations (the header's rate where none)."""
+        if frame.duration and frame.time_base:
+            duration = float(frame.duration * frame.time_base)
+        else:
+            duration = 1 / float(self.info.fps) if self.info.fps else 0.0
+        if count == 1:
+            self.first_time, self.summed = frame.time, 0.0
+        self.summed += duration
+        if frame.time is None or self.first_time is None:
+            return self.summed - duration / 2
+        return frame.time - self.first_time + duration / 2
 
     def add(self, frames: int) -> None:
         self.done += frames
@@ -770,7 +793,7 @@ def plan_shots(
     `Colorizer.reference`), then each shot's median vector."""
     source, reference = Path(source), colorizer.reference(reference)
     with _open(source) as container:
-        counter = _Counter(None, _info(container, source), 1, None, source)
+        counter = _Counter(None, _info(container, source), 1, source, None, None)
         return _plan(colorizer, container, source, batch_size, reference, counter)
 
 

@@ -255,6 +255,7 @@ class WebColorizer:
                         output,
                         mode=mode,
                         max_frames=MAX_VIDEO_FRAMES,
+                        max_seconds=MAX_VIDEO_SECONDS,
                         progress=progress,
                         **vars(options),
                     )
@@ -298,9 +299,9 @@ def check_video_limits(info: VideoInfo, name: str) -> None:
         )
     seconds = max(info.duration, info.sound_duration)  # the sound is copied or encoded to its end
     if seconds > MAX_VIDEO_SECONDS or info.frames > MAX_VIDEO_FRAMES:
+        frames = f", {info.frames} frames" if info.frames else ""  # (a Matroska file declares no count)
         raise ValueError(
-            f"{name}: {seconds:.1f} s, {info.frames} frames; the limit is {MAX_VIDEO_SECONDS} s and "
-            f"{MAX_VIDEO_FRAMES} frames."
+            f"{name}: {seconds:.1f} s{frames}; the limit is {MAX_VIDEO_SECONDS} s and {MAX_VIDEO_FRAMES} frames."
         )
 
 

@@ -27,7 +27,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from PIL import ExifTags, Image
 from served_app import app_process, served_app
-from video_clips import audio_packets, size_switching, truncated_faststart, with_sine
+from video_clips import audio_packets, re_encoded, size_switching, truncated_faststart, with_sine
 
 import app
 from letcolor.batch_io import FOLDER_PREFIX
@@ -624,8 +624,12 @@ def test_colorize_video_refuses_videos_over_the_limits_by_name(client, app_url, 
     truncated = truncated_faststart(CAMVID_CUT, tmp_path / "truncated.mp4")
     switching = size_switching(tmp_path / "switching.ts", [(320, 240, 20), (1920, 1080, 2)])  # header: 320x240
     long_sound = with_sine(CAMVID_CUT, tmp_path / "long_sound.mp4", seconds=25)  # 12 frames, 25 s of sound
+    write_clip(tmp_path / "still.mp4", [np.zeros((32, 32, 3), np.uint8)] * 210)
+    write_clip(tmp_path / "still.mkv", [np.zeros((32, 32, 3), np.uint8)] * 210)  # Matroska declares no frame count
+    raw = re_encoded(tmp_path / "still.mp4", tmp_path / "raw.h264", "h264")  # 21 s at 10 frames/s; no duration declared
     for bad, reason in [(large, "1920x1080 is over the 1280x720 limit"), (long, "601 frames"),
-                        (long_sound, r"long_sound.mp4: 25\.\d s, 12 frames"),
+                        (long_sound, r"long_sound.mp4: 25\.\d s, 12 frames"), (raw, "longer than the limit of 20 s"),
+                        (tmp_path / "still.mkv", r"still.mkv: 21\.0 s; the limit is 20 s"),
                         (notes, "notes.mp4: not a readable video"), (truncated, "ends after 4 of the 12 frames"),
                         (switching, "frame 21 is 1920x1080, not the 320x240")]:  # fmt: skip
         with pytest.raises(AppError, match=reason) as error:
