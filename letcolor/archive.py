@@ -87,7 +87,7 @@ class Source:
             filesystem, root = fsspec.filesystem("file"), os.path.abspath(local)
         if not filesystem.isdir(root):
             raise ValueError(f"{url}: not a folder (give a folder of images or a parquet dataset)")
-        files = sorted(filesystem.find(root))
+        files = sorted(path for path in filesystem.find(root) if not _hidden(path, root))
         parquet = tuple(path for path in files if path.endswith(".parquet"))
         images = tuple(path for path in files if PurePosixPath(path).suffix.lower() in image_suffixes())
         if parquet and images:
@@ -106,7 +106,7 @@ class Source:
         for path in self.parquet_files:
             with self.filesystem.open(path) as file:
                 self.check_columns(path, pq.read_schema(file).names)
-                values = pq.read_table(file, columns=[self.id_column]).column(0).to_pylist()
+                values = pq.read_table(file, columns=[self.id_column], use_threads=False).column(0).to_pylist()
             if None in values:  # str() would make it the id "None"
                 row = values.index(None)
                 raise ValueError(f"{path}: row {row} has no {self.id_column} (null): give each photo one")
@@ -123,6 +123,12 @@ class Source:
 
     def relative(self, path: str) -> str:
         return str(PurePosixPath(path).relative_to(PurePosixPath(self.root)))
+
+
+def _hidden(path: str, root: str) -> bool:
+    """Whether the file, or a folder it is in below `root`, is hidden: left out, as `colorize` leaves hidden files out
+    (macOS's ._x.jpg beside x.jpg is no photo: each run recorded it as an error again)."""
+    return any(part.startswith(".") for part in PurePosixPath(path).relative_to(PurePosixPath(root)).parts)
 
 
 @dataclass
@@ -253,7 +259,7 @@ def read_row_groups(batch: dict, filesystem: fsspec.AbstractFileSystem, id_colum
     rows = {"id": [], "bytes": [], "name": [], "read_error": []}
     for path, group in zip(batch["file"], batch["row_group"], strict=True):
         with filesystem.open(str(path)) as file:
-            table = pq.ParquetFile(file).read_row_group(int(group), columns=[id_column, "image"])
+            table = pq.ParquetFile(file).read_row_group(int(group), columns=[id_column, "image"], use_threads=False)
         for row_id, image in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
             if str(row_id) in todo:
                 image = image if isinstance(image, dict) else {}
