@@ -41,7 +41,7 @@ from av.video.reformatter import VideoReformatter
 
 from letcolor.color import lightness_to_input
 from letcolor.fullres import compose_rgb_8bit, lightness
-from letcolor.images import ImageSource, Pixels
+from letcolor.images import ImageSource, InvalidImageError, Pixels, check_image_file
 from letcolor.model import GLOBAL_INPUT_SIZE
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options, Reference
 
@@ -128,6 +128,10 @@ def _open(path: Path) -> av.container.InputContainer:
         raise InvalidVideoError(f"{path}: has {kind}")
     if container.format.name in STILL_IMAGE_DEMUXERS or container.format.name.endswith("_pipe"):
         container.close()
+        try:  # FFmpeg picks its still-image reader by the name alone: notes.txt renamed notes.jpg opens as one
+            check_image_file(path)
+        except InvalidImageError as error:
+            raise InvalidVideoError(f"{path}: not a readable video, nor a readable image") from error
         raise InvalidVideoError(f"{path}: a still image, not a video (colorize it as a photo)")
     if container.format.name.startswith("matroska"):
         declared, size = _matroska_declared_bytes(path), path.stat().st_size
