@@ -266,7 +266,9 @@ def read_row_groups(batch: dict, filesystem: fsspec.AbstractFileSystem, id_colum
                 rows["id"].append(str(row_id))
                 rows["bytes"].append(image.get("bytes") or b"")
                 rows["name"].append(image.get("path") or str(row_id))
-                rows["read_error"].append("")
+                rows["read_error"].append(
+                    "" if image.get("bytes") else f"{row_id}: the row holds no image (null or empty)"
+                )
     return rows
 
 

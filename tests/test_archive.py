@@ -37,6 +37,7 @@ from letcolor.archive import (
     for_workers,
     locked,
     read_files,
+    read_row_groups,
     rows_per_call,
 )
 
@@ -516,6 +517,23 @@ def test_reading_a_parquet_datasets_ids_never_aborts_python_as_it_exits(archive,
     script = "import sys; from letcolor.archive import Source; print(len(Source.open(sys.argv[1]).ids()))"
     runs = [run([sys.executable, "-c", script, str(tmp_path)]) for _ in range(8)]
     assert [(each.returncode, each.stdout) for each in runs] == [(0, f"{rows.num_rows}\n")] * 8
+
+
+def test_a_row_without_an_image_is_recorded_as_such(tiny_model_dir, tmp_path):
+    """A null image, or one without bytes, was reported as "not a readable image (not a format letcolor reads, or
+    corrupt...)", which hid the cause."""
+    photo = io.BytesIO()
+    Image.new("L", (16, 16), 90).save(photo, format="PNG")
+    images = [{"bytes": photo.getvalue(), "path": "a.png"}, None, {"bytes": None, "path": "c.png"}]
+    pq.write_table(pa.Table.from_pydict({"id": ["a", "b", "c"], "image": images}), tmp_path / "rows.parquet")
+    batch = {"file": [str(tmp_path / "rows.parquet")], "row_group": [0]}
+    rows = read_row_groups(batch, fsspec.filesystem("file"), "id", frozenset("abc"))
+    actor = ColorizeRows(str(tiny_model_dir), "torch", "cpu", {"max_side": 128}, None, network_batch=2)
+    assert actor(rows)["error"] == [
+        "",
+        "b: the row holds no image (null or empty)",
+        "c: the row holds no image (null or empty)",
+    ]
 
 
 def test_colorize_and_colorize_dataset_take_the_same_files_of_a_folder(tmp_path):
