@@ -204,21 +204,28 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int = MAX_IMAGE_PI
         )
 
 
+# Process-wide settings that reading changes for a moment (Pillow's TIFF decoder, the warning filters), one thread at
+# a time: threads restored each other's copies, which left the program's filters changed and, rarely, a TIFF read
+# with the wrong decoder (not turned upright).
+_PROCESS_SETTINGS = threading.RLock()
+
+
 @contextlib.contextmanager
 def _libtiff_for_every_tiff():
     """Pillow (12.3) decodes an uncompressed TIFF of a quarter-turn orientation into stripes of the wrong size;
     libtiff, which it uses for every compressed TIFF, decodes it right. Pillow picks the decoder as it opens."""
-    saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
-    try:
-        yield
-    finally:
-        TiffImagePlugin.READ_LIBTIFF = saved
+    with _PROCESS_SETTINGS:
+        saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+        try:
+            yield
+        finally:
+            TiffImagePlugin.READ_LIBTIFF = saved
 
 
 def _opened(source: Path | io.BytesIO, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Opens lazily: only the header is read, so the size is checked before decoding."""
     try:
-        with warnings.catch_warnings():
+        with _PROCESS_SETTINGS, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
             with _libtiff_for_every_tiff():
                 return Image.open(source, formats=read_formats())
@@ -238,6 +245,8 @@ def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
     check_header(image, name)
     if image.mode not in SUPPORTED_MODES:
         raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
+    if image.format != "TIFF":
+        return _loaded_upright(image, name, owned)
     with _libtiff_for_every_tiff():  # seeking a page sets it up again, as exif_transpose loading it does
         return _loaded_upright(image, name, owned)
 

@@ -6,6 +6,7 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -227,6 +228,22 @@ def test_a_photo_whose_exif_is_damaged_is_colorized_as_stored_with_a_warning(col
         f"{path}: its EXIF data is damaged and was ignored (the photo is taken as stored, not turned)",
     )
     np.testing.assert_array_equal(np.asarray(result.image), np.asarray(colorizer(gray).image))
+
+
+def test_reading_in_threads_leaves_the_process_settings_as_they_were(examples_dir, tmp_path):
+    """Each read changes the warning filters and Pillow's TIFF decoder switch for a moment: threads restored each
+    other's copies, which left a filter behind (the program's own large images no longer warned) and the switch on,
+    and rarely read a turned TIFF with the wrong decoder (not upright)."""
+    upright = photo(examples_dir, "chelsea_gray.png").convert("L").resize((120, 80))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = save(upright.transpose(Image.Transpose.ROTATE_90), tmp_path / "turned.tif", exif=exif)
+    plain = save(upright, tmp_path / "plain.png")
+    filters, switch = list(warnings.filters), TiffImagePlugin.READ_LIBTIFF
+    with ThreadPoolExecutor(4) as pool:
+        sizes = set(pool.map(lambda index: load_image(turned if index % 2 else plain).size, range(800)))
+    assert sizes == {upright.size}
+    assert warnings.filters == filters and TiffImagePlugin.READ_LIBTIFF == switch
 
 
 @pytest.mark.parametrize("compression", ["tiff_lzw", "raw"])
