@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -45,6 +46,7 @@ GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "co
 MANIFEST = "complete.json"  # an entry's graphs and their sizes, written last
 SCRATCH_PREFIX = ".partial-"
 STALE_SCRATCH_SECONDS = 3600
+_LOGGING_SETTING = threading.Lock()  # `_without_warnings` changes the process's logging for a moment
 
 
 class _GlobalBranch(nn.Module):
@@ -238,11 +240,14 @@ def _quantize(float_graphs: Path, destination: Path, takes_hints: bool) -> None:
 
 @contextlib.contextmanager
 def _without_warnings():
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
+    """Log records up to warnings dropped, one thread at a time, and the program's own setting restored."""
+    with _LOGGING_SETTING:
+        saved = logging.root.manager.disable
+        logging.disable(max(saved, logging.WARNING))
+        try:
+            yield
+        finally:
+            logging.disable(saved)
 
 
 def _calibration_feeds(float_graphs: Path, takes_hints: bool) -> tuple[list[dict], list[dict]]:

@@ -219,6 +219,17 @@ def test_int8_quantizing_writes_nothing_into_the_shared_float32_entry(caplog):
     assert (float_graphs.stat().st_mtime_ns, sorted(path.name for path in float_graphs.iterdir())) == before
 
 
+def test_int8_quantizing_leaves_the_programs_logging_setting_as_it_was(monkeypatch, tmp_path):
+    """Quantizing ended with logging.disable(NOTSET): a program that had silenced its logging got its messages back."""
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))  # a fresh cache: the graphs are quantized now
+    logging.disable(logging.CRITICAL)
+    try:
+        onnx_engine.cached_int8(make_tiny_model())
+        assert logging.root.manager.disable == logging.CRITICAL
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def test_without_onnxruntime_the_engine_is_a_clear_error_and_torch_still_works(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
     monkeypatch.delitem(sys.modules, "letcolor.onnx_engine", raising=False)
