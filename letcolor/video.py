@@ -351,7 +351,7 @@ def _half_size_gray(network_input: torch.Tensor) -> np.ndarray:
     return cv2.convertScaleAbs(cv2.resize(plane, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), alpha=255)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4)  # a service that gets videos of many sizes keeps the last few
 def _pixel_grid(height: int, width: int) -> np.ndarray:
     """(height, width, 2) float32 x, y of every pixel (read only: shared between calls)."""
     grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
