@@ -112,28 +112,29 @@ class CancelWatch:
     """Stops a long call (a video, a batch) whose event was cancelled. Gradio frees a cancelled event's concurrency
     slot at once but cannot stop a function that runs: the next video started beside the cancelled one, and a client
     that submitted and cancelled ran any number at once, past VIDEO_CONCURRENCY; one whose client left (a closed tab)
-    ran to its end. An event is taken as cancelled where it was seen in Gradio's running jobs and is gone from them or
-    marked as no longer alive (a call from outside the queue is never stopped)."""
+    ran to its end. Made as the call starts, it finds the call's event among Gradio's running jobs (a call from
+    outside the queue has none and is never stopped); the event is cancelled once it is gone from them or no longer
+    alive."""
 
     def __init__(self):
-        self.seen_running = False
+        self.queue = getattr(LocalContext.blocks.get(None), "_queue", None)
+        event_id = LocalContext.event_id.get(None)
+        self.event = next((event for event in self._running_events() if event._id == event_id), None)
 
     def stop_if_cancelled(self) -> None:
-        queue, event_id = getattr(LocalContext.blocks.get(None), "_queue", None), LocalContext.event_id.get(None)
-        if queue is None or event_id is None:
-            return
-        running = any(event._id == event_id and event.alive for job in queue.active_jobs if job for event in job)
-        if running:
-            self.seen_running = True
-        elif self.seen_running:
-            print("cancelled: stopped", file=sys.stderr)
-            raise Cancelled(event_id)
+        if self.event is not None and not (self.event.alive and self.event in self._running_events()):
+            print(f"cancelled: stopped event {self.event._id}", file=sys.stderr)
+            raise Cancelled(self.event._id)
 
     def each(self, items: list) -> Iterator:
         """`items`, stopping before the next where the event was cancelled."""
         for item in items:
             self.stop_if_cancelled()
             yield item
+
+    def _running_events(self) -> list:
+        jobs = [] if self.queue is None else self.queue.active_jobs  # (a queue with no one waiting is falsy)
+        return [event for job in jobs if job for event in job]
 
 
 class Endpoints:
@@ -215,7 +216,10 @@ class Endpoints:
             reference = Upload.optional_from_api(reference, "reference")
             watch = CancelWatch()
             result = web.colorize_batch(
-                photos, reference, settings, lambda items: progress.tqdm(watch.each(items), desc="Colorizing")
+                photos,
+                reference,
+                settings,
+                lambda items: progress.tqdm(watch.each(items), desc="Colorizing", total=len(items)),
             )
         return str(result.archive), [(str(path), name) for path, name in result.previews], result.report
 
@@ -396,7 +400,8 @@ def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
 
 
 def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
-    """Colorize: the photo's path kept, the painted hints (a model that takes them), the photo, the before/after."""
+    """Colorize: the photo's path kept, the painted hints (a model that takes them), the photo, the before/after; a new
+    or cleared photo clears the result and the editor, and drops a colorization that runs."""
     pressed = tab.colorize_button.click(
         photo_path, inputs=tab.image, outputs=tab.colorized, preprocess=False, queue=False, api_visibility="private"
     )
@@ -410,22 +415,27 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         ).success
     else:
         colorize = pressed.then
-    colorize(
+    colorizing = colorize(
         endpoints.colorize,
         inputs=[tab.image, *controls, tab.hint_file],
         outputs=[tab.result, tab.scenes],
         api_name="colorize",
         preprocess=False,
         concurrency_limit=COLORIZE_CONCURRENCY,
-    ).success(
+    )
+    colorizing.success(
         endpoints.before_after,  # queued: where the browser's copy of the photo is not made yet, it makes it
         inputs=[tab.image, tab.colorized, tab.shown, tab.result],
         outputs=[tab.comparison, tab.download, tab.scenes, tab.shown],
         preprocess=False,
         api_visibility="private",
     )
-    tab.image.change(
-        no_photo_result, outputs=[tab.comparison, tab.download, tab.scenes], queue=False, api_visibility="private"
+    tab.image.change(  # and the last photo's colorization, whose result was paired with the next photo's "before"
+        no_photo_result,
+        outputs=[tab.comparison, tab.download, tab.scenes],
+        queue=False,
+        api_visibility="private",
+        cancels=[colorizing],
     )
     if tab.hint_editor:  # strokes on the last photo must never reach the next: the editor is cleared first
         cleared = tab.image.change(
@@ -471,7 +481,9 @@ def batch_tab() -> BatchTab:
 
 
 def wire_batch_tab(tab: BatchTab, controls: list, endpoints: Endpoints) -> None:
-    tab.button.click(
+    """Colorize all; new or cleared files clear the result, and stop a batch that runs (its result was shown beside
+    them)."""
+    colorizing = tab.button.click(
         endpoints.colorize_batch,
         inputs=[tab.files, *controls],
         outputs=[tab.archive, tab.gallery, tab.report],
@@ -480,7 +492,11 @@ def wire_batch_tab(tab: BatchTab, controls: list, endpoints: Endpoints) -> None:
         concurrency_limit=BATCH_CONCURRENCY,
     )
     tab.files.change(
-        no_batch_result, outputs=[tab.archive, tab.gallery, tab.report], queue=False, api_visibility="private"
+        no_batch_result,
+        outputs=[tab.archive, tab.gallery, tab.report],
+        queue=False,
+        api_visibility="private",
+        cancels=[colorizing],
     )
 
 
@@ -511,17 +527,26 @@ def video_tab() -> VideoTab:
 
 
 def wire_video_tab(tab: VideoTab, controls: list, endpoints: Endpoints) -> None:
-    tab.button.click(
+    """Colorize video; a new or cleared video clears the result, and stops a video that runs (its result was shown
+    beside the new one)."""
+    colorizing = tab.button.click(
         endpoints.colorize_video,
         inputs=[tab.video, *controls, tab.mode],
         outputs=tab.result,
         api_name="colorize_video",
         preprocess=False,
         concurrency_limit=VIDEO_CONCURRENCY,
-    ).success(
+    )
+    colorizing.success(
         video_download, inputs=tab.result, outputs=tab.download, preprocess=False, queue=False, api_visibility="private"
     )
-    tab.video.change(no_video_result, outputs=[tab.result, tab.download], queue=False, api_visibility="private")
+    tab.video.change(
+        no_video_result,
+        outputs=[tab.result, tab.download],
+        queue=False,
+        api_visibility="private",
+        cancels=[colorizing],
+    )
 
 
 def hint_controls(colorizer: Colorizer | None) -> gr.ImageEditor | None:

@@ -668,6 +668,24 @@ def test_a_cancelled_video_or_batch_stops_and_leaves_nothing_behind(client, uplo
     assert len(list(read_frames(result))) == 3
 
 
+def test_a_video_cancelled_before_its_first_frames_stops_too(client, upload_dir, tmp_path):
+    """A call was taken for cancelled only where an earlier check had seen it running: cancelled while its reference
+    photo was read, before any frame, a video was colorized to its end."""
+    clip, reference = tmp_path / "long.mp4", tmp_path / "reference.png"
+    ramp = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None].repeat(480, axis=0).repeat(3, axis=2)
+    write_clip(clip, (np.roll(ramp, 4 * index, axis=1) for index in range(400)), fps=30)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (3000, 4000), np.uint8)).save(reference)  # slow to read
+    before = set(upload_dir.glob(f"{FOLDER_PREFIX}video-*"))
+    settings = DEFAULTS | {"max_side": 1024, "refine": True, "reference": handle_file(reference)}
+    job = client.submit(handle_file(clip), **settings, api_name="/colorize_video")
+    while job.status().code.name not in ("PROCESSING", "FINISHED"):
+        time.sleep(0.02)
+    assert not job.status().progress_data, "too late: frames were done already"
+    job.cancel()
+    time.sleep(15)  # the whole video takes far longer
+    assert set(upload_dir.glob(f"{FOLDER_PREFIX}video-*")) == before
+
+
 def resident_megabytes(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) / 1024

@@ -183,27 +183,105 @@ def test_video_tab_colorizes_a_clip_that_the_browser_plays(page, examples_dir, t
 
 
 @pytest.mark.slow
+def test_a_photo_replaced_while_it_is_colorized_never_gets_its_result_paired_with_the_next(page, tmp_path):
+    """A large photo's result arrived after the next photo was uploaded and Colorize pressed again: the slider paired
+    the new photo with the old result, and the download gave it, until the new result came."""
+    large, small = tmp_path / "large.png", tmp_path / "small.png"
+    noise = np.random.default_rng(0).integers(0, 256, (3000, 4000), np.uint8)
+    Image.fromarray(noise).save(large)  # seconds to colorize at full size
+    Image.fromarray(noise[:300, :400]).save(small)
+    page.get_by_role("tab", name="Photo").click()
+    page.locator("#photo input[type=file]").set_input_files(large)
+    page.get_by_role("button", name="Colorize", exact=True).click()
+    page.wait_for_timeout(300)
+    page.locator("#photo input[type=file]").set_input_files(small)
+    page.get_by_role("button", name="Colorize", exact=True).click()
+    slider = page.locator("#comparison img")
+    pairs, deadline = set(), time.monotonic() + 30
+    while "small_color.png" not in str(pairs) and time.monotonic() < deadline:
+        if slider.count() == 2:
+            pairs.add(tuple(Path(slider.nth(i).get_attribute("src") or "").name for i in range(2)))
+        time.sleep(0.02)
+    assert pairs == {("small.png", "small_color.png")}
+
+
+def slow_clip(path: Path) -> Path:
+    """400 frames of 640x480 at 30 frames/s: with refinement, far longer to colorize than the tests below wait."""
+    ramp = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None].repeat(480, axis=0).repeat(3, axis=2)
+    write_clip(path, (np.roll(ramp, 4 * index, axis=1) for index in range(400)), fps=30)
+    return path
+
+
+def results_left(uploads: Path, kind: str, seconds: float = 10) -> list[Path]:
+    """The app's result folders of `kind` (video, batch) still there after up to `seconds`: none once a stopped
+    call has removed its part-written result."""
+    deadline = time.monotonic() + seconds
+    while (left := list(uploads.glob(f"{FOLDER_PREFIX}{kind}-*"))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def start_a_slow_video(page, clip: Path, uploads: Path) -> None:
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video input[type=file]").set_input_files(clip)
+    page.get_by_label("Edge-aware refinement").check()  # slower
+    page.get_by_role("button", name="Colorize video").click()
+    expect(page.get_by_text(re.compile(r"\d+/800 frames"))).to_be_visible(timeout=60_000)  # (both passes)
+    assert list(uploads.glob(f"{FOLDER_PREFIX}video-*"))
+
+
+@pytest.mark.slow
 def test_a_video_whose_tab_is_closed_stops_and_leaves_nothing_behind(browser, tiny_model_dir, tmp_path, monkeypatch):
     """Gradio marks a job whose client left as no longer alive but runs it to its end: a closed tab's video was
     colorized in full, for no one, holding the one video slot's memory."""
-    uploads = tmp_path / "uploads"
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
-    clip = tmp_path / "long.mp4"
-    ramp = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None].repeat(480, axis=0).repeat(3, axis=2)
-    write_clip(clip, (np.roll(ramp, 4 * index, axis=1) for index in range(400)), fps=30)
-    videos = lambda: list(uploads.glob(f"{FOLDER_PREFIX}video-*"))  # noqa: E731
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
     with browsing(browser, tiny_model_dir) as page:
-        page.get_by_role("tab", name="Video").click()
-        page.locator("#video input[type=file]").set_input_files(clip)
-        page.get_by_label("Edge-aware refinement").check()  # slower
-        page.get_by_role("button", name="Colorize video").click()
-        expect(page.get_by_text(re.compile(r"\d+/800 frames"))).to_be_visible(timeout=60_000)  # (both passes)
-        assert videos()
+        start_a_slow_video(page, slow_clip(tmp_path / "long.mp4"), tmp_path / "uploads")
         page.close()
-        deadline = time.monotonic() + 10  # the whole video takes far longer
-        while videos() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert videos() == []
+        assert results_left(tmp_path / "uploads", "video") == []
+
+
+@pytest.mark.slow
+def test_a_video_replaced_while_it_is_colorized_stops_and_its_result_never_shows(
+    browser, examples_dir, tiny_model_dir, tmp_path, monkeypatch
+):
+    """The last video's result appeared beside the new one when it ended, with its download."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    other = tmp_path / "other.mp4"
+    write_pan(examples_dir / "chelsea.png", other, size=(96, 64), frames=5)
+    with browsing(browser, tiny_model_dir) as page:
+        start_a_slow_video(page, slow_clip(tmp_path / "long.mp4"), tmp_path / "uploads")
+        page.locator("#video").get_by_role("button", name="Clear").click()
+        page.locator("#video input[type=file]").set_input_files(other)
+        assert results_left(tmp_path / "uploads", "video") == []
+        expect(page.locator("#video-result video")).to_have_count(0)
+        expect(page.get_by_role("button", name="Download MP4")).to_be_disabled()
+
+
+@pytest.mark.slow
+def test_files_replaced_while_a_batch_is_colorized_stop_it_and_its_result_never_shows(
+    browser, examples_dir, tiny_model_dir, tmp_path, monkeypatch
+):
+    """The last batch's report, gallery and zip appeared beside the new files when it ended."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    photo = Image.open(examples_dir / "china.jpg").resize((1600, 1200))
+    photos = [tmp_path / f"photo{index}.png" for index in range(20)]
+    for path in photos:
+        photo.save(path)
+    with browsing(browser, tiny_model_dir) as page:
+        page.get_by_role("tab", name="Batch").click()
+        files = page.locator("#batch-files")
+        files.locator("input[type=file]").set_input_files(photos)
+        expect(files.get_by_role("button", name="Remove this file")).to_have_count(len(photos))
+        page.get_by_label("Edge-aware refinement").check()  # slower
+        page.get_by_role("button", name="Colorize all").click()
+        expect(page.locator("#batch-report").get_by_text(re.compile(r"\d+/20"))).to_be_visible(timeout=60_000)
+        files.get_by_role("button", name="Clear").click()
+        files.locator("input[type=file]").set_input_files([examples_dir / "chelsea_gray.png"])
+        assert results_left(tmp_path / "uploads", "batch") == []
+        page.wait_for_timeout(1000)
+        expect(page.locator("#batch-gallery img")).to_have_count(0)
+        expect(page.locator("#batch-report")).not_to_contain_text("Colorized")
 
 
 def lab_ab(rgb: np.ndarray) -> np.ndarray:
