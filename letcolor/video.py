@@ -718,19 +718,22 @@ class _Counter:
                  max_frames: int | None, max_seconds: float | None):  # fmt: skip
         self.callback, self.info, self.source = callback, info, source
         self.max_frames, self.max_seconds = max_frames, max_seconds
-        self.first_time, self.summed = None, 0.0  # of the frames decoded in this pass, for `_seconds_shown`
         self.total, self.done = info.frames * passes, 0
 
     def frames(self, frames: Generator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         """`frames`, checked; on an error the decoder is closed at once (the error's traceback, which a server may
         keep, would otherwise hold it open with its frame buffers, and the refused frame)."""
         with closing(frames):
-            count, first, last = 0, None, None
+            count, first, last, summed = 0, None, None, 0.0
             for count, frame in enumerate(frames, 1):
-                if problem := self._problem(frame, count):
+                first, seconds = first if first is not None else frame.time, self._frame_seconds(frame)
+                summed += seconds
+                # from the first frame's time, and from the frames' durations (times that start over, none at all)
+                span = frame.time - first + seconds if frame.time is not None and first is not None else 0.0
+                if problem := self._problem(frame, count, max(span, summed) - seconds / 2):  # (half: rounding)
                     del frame  # not kept alive by the error's traceback
                     raise InvalidVideoError(f"{self.source}: {problem}")
-                first, last = first if first is not None else frame.time, frame.time
+                last = frame.time
                 yield frame
         if count < self.info.frames and not self._reaches_the_end(first, last):
             raise InvalidVideoError(
@@ -748,10 +751,10 @@ class _Counter:
         start = self.info.start if self.info.start is not None else first
         return last + 1 / fps >= start + duration - 0.5 / fps
 
-    def _problem(self, frame: av.VideoFrame, count: int) -> str | None:
+    def _problem(self, frame: av.VideoFrame, count: int, seconds_shown: float) -> str | None:
         if self.max_frames is not None and count > self.max_frames:
             return f"more than the limit of {self.max_frames} frames"
-        if self.max_seconds is not None and self._seconds_shown(frame, count) > self.max_seconds:
+        if self.max_seconds is not None and seconds_shown > self.max_seconds:
             return f"longer than the limit of {self.max_seconds:g} s"
         width, height = self.info.width, self.info.height
         if (frame.width, frame.height) != (width, height):
@@ -761,19 +764,11 @@ class _Counter:
             )
         return None
 
-    def _seconds_shown(self, frame: av.VideoFrame, count: int) -> float:
-        """How long the first `count` frames are shown, to the end of `frame` less half of it (for rounding): from
-        the first one's time, else (no times given) the sum of their durations (the header's rate where none)."""
+    def _frame_seconds(self, frame: av.VideoFrame) -> float:
+        """How long the frame is shown: its duration, else a frame at the header's rate."""
         if frame.duration and frame.time_base:
-            duration = float(frame.duration * frame.time_base)
-        else:
-            duration = 1 / float(self.info.fps) if self.info.fps else 0.0
-        if count == 1:
-            self.first_time, self.summed = frame.time, 0.0
-        self.summed += duration
-        if frame.time is None or self.first_time is None:
-            return self.summed - duration / 2
-        return frame.time - self.first_time + duration / 2
+            return float(frame.duration * frame.time_base)
+        return 1 / float(self.info.fps) if self.info.fps else 0.0
 
     def add(self, frames: int) -> None:
         self.done += frames
