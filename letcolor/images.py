@@ -72,6 +72,8 @@ MAX_TILE_PIXELS = 1024 * 1024  # a TIFF's tiles may be larger than the image, up
 # What Pillow raises for a damaged file besides OSError: a truncated TIFF or PPM "buffer is not large enough"
 # (ValueError), a QOI IndexError, a bad header's SyntaxError or struct.error.
 DECODING_ERRORS = (OSError, SyntaxError, ValueError, IndexError, EOFError, struct.error)
+# What Pillow raises for a damaged EXIF block (a PNG's getexif decodes the image: its OSError is the image's)
+EXIF_ERRORS = (SyntaxError, ValueError, IndexError, EOFError, struct.error, TypeError)
 
 
 @functools.cache
@@ -167,12 +169,15 @@ def exif_orientation(path: str | Path) -> int:
 
 
 def _orientation(image: Image.Image) -> int | None:
-    """The opened image's EXIF orientation (1: as stored), None where its EXIF data is damaged (Pillow raised a bare
-    "not a TIFF file" or struct.error for a PNG's or WebP's, which failed a whole batch)."""
+    """The opened image's EXIF orientation (1: as stored), None where its EXIF data is damaged: Pillow cannot read it
+    (a bare "not a TIFF file" or struct.error for a PNG's or WebP's failed a whole batch), or cannot write it back
+    without the orientation, as turning the photo upright does."""
     try:
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except DECODING_ERRORS:
+        exif = image.getexif()
+        exif.tobytes()
+    except EXIF_ERRORS:
         return None
+    orientation = exif.get(ExifTags.Base.Orientation, 1)
     return orientation if orientation in range(1, 9) else 1
 
 
@@ -207,13 +212,14 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int = MAX_IMAGE_PI
 # Process-wide settings that reading changes for a moment (Pillow's TIFF decoder, the warning filters), one thread at
 # a time: threads restored each other's copies, which left the program's filters changed and, rarely, a TIFF read
 # with the wrong decoder (not turned upright).
-_PROCESS_SETTINGS = threading.RLock()
+_PROCESS_SETTINGS = threading.Lock()
 
 
 @contextlib.contextmanager
 def _libtiff_for_every_tiff():
     """Pillow (12.3) decodes an uncompressed TIFF of a quarter-turn orientation into stripes of the wrong size;
-    libtiff, which it uses for every compressed TIFF, decodes it right. Pillow picks the decoder as it opens."""
+    libtiff, which it uses for every compressed TIFF, decodes it right. Pillow picks the decoder as it opens. Holds
+    the process settings' lock, under which the caller may change others."""
     with _PROCESS_SETTINGS:
         saved, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
         try:
@@ -225,10 +231,9 @@ def _libtiff_for_every_tiff():
 def _opened(source: Path | io.BytesIO, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Opens lazily: only the header is read, so the size is checked before decoding."""
     try:
-        with _PROCESS_SETTINGS, warnings.catch_warnings():
+        with _libtiff_for_every_tiff(), warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
-            with _libtiff_for_every_tiff():
-                return Image.open(source, formats=read_formats())
+            return Image.open(source, formats=read_formats())
     except UnidentifiedImageError as error:
         raise InvalidImageError(f"{name}: {NOT_AN_IMAGE}") from error
     except Image.DecompressionBombError as error:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS, far above ours
@@ -245,9 +250,8 @@ def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
     check_header(image, name)
     if image.mode not in SUPPORTED_MODES:
         raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
-    if image.format != "TIFF":
-        return _loaded_upright(image, name, owned)
-    with _libtiff_for_every_tiff():  # seeking a page sets it up again, as exif_transpose loading it does
+    # seeking a TIFF's page sets it up again, as exif_transpose loading it does
+    with _libtiff_for_every_tiff() if image.format == "TIFF" else contextlib.nullcontext():
         return _loaded_upright(image, name, owned)
 
 

@@ -130,8 +130,9 @@ def _open(path: Path) -> av.container.InputContainer:
         container.close()
         try:  # FFmpeg picks its still-image reader by the name alone: notes.txt renamed notes.jpg opens as one
             check_image_file(path)
-        except InvalidImageError as error:
-            raise InvalidVideoError(f"{path}: not a readable video, nor a readable image") from error
+        except InvalidImageError as error:  # (or one over the pixel limit)
+            reason = str(error).removeprefix(f"{path}: ")
+            raise InvalidVideoError(f"{path}: not a readable video (read as an image: {reason})") from error
         raise InvalidVideoError(f"{path}: a still image, not a video (colorize it as a photo)")
     if container.format.name.startswith("matroska"):
         declared, size = _matroska_declared_bytes(path), path.stat().st_size

@@ -20,9 +20,18 @@ def tiled_tiff(width: int, height: int, tile: int) -> bytes:
     return b"II*\0" + struct.pack("<I", 8) + directory + tables + data
 
 
-# EXIF blocks that Pillow fails to read: a bad byte order ("not a TIFF file"), and one that ends after its byte
-# order (struct.error)
-DAMAGED_EXIF = {"byte order": b"\xff\xff\xff\xff\x00\x00\x00\x08", "cut short": b"MM\x00*"}
+# EXIF blocks that Pillow fails to read: a bad byte order ("not a TIFF file"), one that ends after its byte order
+# (struct.error), and one whose orientation (6) reads but that Pillow fails to write back, as turning the photo
+# upright does (a tag's count that does not fit: struct.error).
+DAMAGED_EXIF = {
+    "byte order": b"\xff\xff\xff\xff\x00\x00\x00\x08",
+    "cut short": b"MM\x00*",
+    "not writable": bytes.fromhex(
+        "4d4d002a00000008000401250002000000060000003e0112000300000001000600000132000200000014000000448825000400000001"
+        "000000580000"
+    )
+    + bytes(40),
+}
 
 
 def png_with_exif(png: bytes, exif: bytes) -> bytes:

@@ -510,7 +510,8 @@ def test_ids_that_would_share_an_output_file_and_a_source_of_photos_and_parquet_
 
 def test_reading_a_parquet_datasets_ids_never_aborts_python_as_it_exits(archive, tmp_path):
     """pyarrow's threaded read of a Python file object, in a file of several row groups, left work that aborted Python
-    as it exited ("terminate called without an active exception", exit 134) in 20-50% of dry runs and usage errors."""
+    as it exited ("terminate called without an active exception", exit 134) in 20-50% of dry runs and usage errors.
+    A race: 8 runs caught it in about 9 of 10 tries on the old code."""
     rows = pq.read_table(next((archive[0] / "data").glob("*.parquet")))
     (tmp_path / "data").mkdir()
     pq.write_table(rows, tmp_path / "data" / "train-00000-of-00001.parquet", row_group_size=4)

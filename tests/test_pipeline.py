@@ -236,7 +236,7 @@ def test_reading_in_threads_leaves_the_process_settings_as_they_were(examples_di
     and rarely read a turned TIFF with the wrong decoder (not upright)."""
     upright = photo(examples_dir, "chelsea_gray.png").convert("L").resize((120, 80))
     exif = Image.Exif()
-    exif[0x0112] = 6
+    exif[ExifTags.Base.Orientation] = 6
     turned = save(upright.transpose(Image.Transpose.ROTATE_90), tmp_path / "turned.tif", exif=exif)
     plain = save(upright, tmp_path / "plain.png")
     filters, switch = list(warnings.filters), TiffImagePlugin.READ_LIBTIFF
@@ -537,7 +537,8 @@ def test_an_eps_file_is_refused_without_running_ghostscript(tmp_path, monkeypatc
     monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: pytest.fail("Ghostscript was run"))
     path = tmp_path / "drawing.eps"
     path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n0 setgray 0 0 16 16 rectfill showpage\n")
-    assert Image.open(path).format == "EPS"  # what Pillow would open
+    with Image.open(path) as opened:
+        assert opened.format == "EPS"  # what Pillow would open
     with pytest.raises(InvalidImageError, match=r"drawing.eps: not a readable image .*and EPS are not read"):
         load_image(path)
     assert ".eps" not in image_suffixes()  # not taken for a photo in a folder

@@ -609,7 +609,7 @@ def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_d
     renamed.write_text("not a photo either")
     cases = [(notes, "not a readable video"), (truncated, "not a readable video"), (sound_only, "no video"),
              (still, "a still image, not a video"), (tmp_path, "a folder, not a video file"),
-             (song, "only a still picture"), (renamed, "not a readable video, nor a readable image")]  # fmt: skip
+             (song, "only a still picture"), (renamed, r"video \(read as an image: not a readable")]  # fmt: skip
     for bad, reason in cases:
         with pytest.raises(InvalidVideoError, match=reason) as error:
             colorize_video(colorizer, bad, existing)
