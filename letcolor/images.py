@@ -170,14 +170,15 @@ def exif_orientation(path: str | Path) -> int:
 
 def _orientation(image: Image.Image) -> int | None:
     """The opened image's EXIF orientation (1: as stored), None where its EXIF data is damaged: Pillow cannot read it
-    (a bare "not a TIFF file" or struct.error for a PNG's or WebP's failed a whole batch), or cannot write it back
-    without the orientation, as turning the photo upright does."""
+    (a bare "not a TIFF file" or struct.error for a PNG's or WebP's failed a whole batch), or, for a photo to turn,
+    cannot write its EXIF block back, as turning it upright does (a TIFF's tags are not written back)."""
     try:
         exif = image.getexif()
-        exif.tobytes()
+        orientation = exif.get(ExifTags.Base.Orientation, 1)
+        if orientation != 1 and {"exif", "Raw profile type exif"} & image.info.keys():
+            exif.tobytes()
     except EXIF_ERRORS:
         return None
-    orientation = exif.get(ExifTags.Base.Orientation, 1)
     return orientation if orientation in range(1, 9) else 1
 
 

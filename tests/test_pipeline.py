@@ -230,6 +230,20 @@ def test_a_photo_whose_exif_is_damaged_is_colorized_as_stored_with_a_warning(col
     np.testing.assert_array_equal(np.asarray(result.image), np.asarray(colorizer(gray).image))
 
 
+def test_an_exif_block_that_is_not_written_back_needs_no_warning(colorizer, examples_dir, tmp_path):
+    """Only a photo to turn upright has its EXIF block written back: one as stored, whose block Pillow could not
+    write back, needs no warning (nor does a TIFF, whose tags are not written back)."""
+    gray = photo(examples_dir, "chelsea_gray.png").convert("L")
+    as_stored = DAMAGED_EXIF["not writable"].replace(
+        bytes.fromhex("01120003000000010006"), bytes.fromhex("01120003000000010001")
+    )
+    path = tmp_path / "as_stored.png"
+    path.write_bytes(png_with_exif(save(gray, tmp_path / "plain.png").read_bytes(), as_stored))
+    result = colorizer(path)
+    assert result.warnings == ()
+    np.testing.assert_array_equal(np.asarray(result.image), np.asarray(colorizer(gray).image))
+
+
 def test_reading_in_threads_leaves_the_process_settings_as_they_were(examples_dir, tmp_path):
     """Each read changes the warning filters and Pillow's TIFF decoder switch for a moment: threads restored each
     other's copies, which left a filter behind (the program's own large images no longer warned) and the switch on,
