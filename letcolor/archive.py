@@ -103,10 +103,10 @@ class Source:
         if self.image_paths:
             return [self.relative(path) for path in self.image_paths]
         ids = []
-        for path in self.parquet_files:
-            with self.filesystem.open(path) as file:
-                self.check_columns(path, pq.read_schema(file).names)
-                values = pq.read_table(file, columns=[self.id_column], use_threads=False).column(0).to_pylist()
+        for path in self.parquet_files:  # (read by pyarrow's own IO: a Python file object aborted Python at exit)
+            self.check_columns(path, pq.read_schema(path, filesystem=self.filesystem).names)
+            table = pq.read_table(path, columns=[self.id_column], filesystem=self.filesystem, use_threads=False)
+            values = table.column(0).to_pylist()
             if None in values:  # str() would make it the id "None"
                 row = values.index(None)
                 raise ValueError(f"{path}: row {row} has no {self.id_column} (null): give each photo one")
@@ -258,8 +258,8 @@ def read_row_groups(batch: dict, filesystem: fsspec.AbstractFileSystem, id_colum
     without those already done."""
     rows = {"id": [], "bytes": [], "name": [], "read_error": []}
     for path, group in zip(batch["file"], batch["row_group"], strict=True):
-        with filesystem.open(str(path)) as file:
-            table = pq.ParquetFile(file).read_row_group(int(group), columns=[id_column, "image"], use_threads=False)
+        with pq.ParquetFile(str(path), filesystem=filesystem) as file:
+            table = file.read_row_group(int(group), columns=[id_column, "image"], use_threads=False)
         for row_id, image in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
             if str(row_id) in todo:
                 image = image if isinstance(image, dict) else {}
@@ -682,8 +682,8 @@ def _rows(ray, source: Source, todo: list[str], job: Job):
         return items.map_batches(read_files, fn_kwargs=arguments, batch_format="numpy", num_cpus=0, compute=readers)
     groups = []
     for path in source.parquet_files:
-        with source.filesystem.open(path) as file:
-            groups += [{"file": path, "row_group": group} for group in range(pq.ParquetFile(file).num_row_groups)]
+        with pq.ParquetFile(path, filesystem=source.filesystem) as file:
+            groups += [{"file": path, "row_group": group} for group in range(file.num_row_groups)]
     arguments = {"filesystem": source.filesystem, "id_column": source.id_column, "todo": frozenset(todo)}
     return ray.data.from_items(groups).map_batches(
         read_row_groups, fn_kwargs=arguments, batch_size=1, batch_format="numpy", num_cpus=0, compute=readers
