@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect, sync_playwright
 from served_app import served_app
 
@@ -289,6 +290,20 @@ def lab_ab(rgb: np.ndarray) -> np.ndarray:
     return rgb_to_lab(torch.from_numpy(rgb.astype(np.float32) / 255), dim=-1)[..., 1:].numpy()
 
 
+def pick_colour(editor, rgb: tuple[int, int, int]) -> None:
+    """Opens the brush's colours and picks `rgb`, opening them again where the editor, redrawn as the photo's copy
+    arrives, closed them first (1 run in 4 on a busy machine)."""
+    swatch = editor.locator(f"button.color[style*='rgb({rgb[0]}, {rgb[1]}, {rgb[2]})']")
+    for _ in range(3):
+        editor.get_by_role("button", name="Color", exact=True).click()
+        try:
+            swatch.click(timeout=5_000)
+            return
+        except PlaywrightTimeoutError:
+            continue
+    pytest.fail(f"the brush's colours never showed rgb{rgb}")
+
+
 @pytest.mark.slow
 def test_a_painted_stroke_turns_the_region_under_it_toward_its_colour(browser, examples_dir):
     photo = examples_dir / "chelsea_gray.png"  # 451 x 300
@@ -299,8 +314,7 @@ def test_a_painted_stroke_turns_the_region_under_it_toward_its_colour(browser, e
         editor = page.locator("#hint-editor")
         expect(editor.locator("canvas")).to_have_count(2)
         editor.get_by_role("button", name="Brush", exact=True).click()
-        editor.get_by_role("button", name="Color", exact=True).click()
-        editor.locator(f"button.color[style*='rgb({blue[0]}, {blue[1]}, {blue[2]})']").click()
+        pick_colour(editor, blue)
         zoom = float(editor.get_by_text(re.compile(r"^\d+%$")).inner_text().rstrip("%")) / 100
         photo_box = centred_box(editor.locator("canvas").last.bounding_box(), 451 * zoom, 300 * zoom)
         paint_band(page, photo_box, left=0.2, right=0.45, top=0.15, bottom=0.3)
