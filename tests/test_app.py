@@ -27,7 +27,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from PIL import ExifTags, Image
 from served_app import app_process, served_app
-from video_clips import audio_packets, re_encoded, size_switching, truncated_faststart, with_sine
+from video_clips import audio_packets, re_encoded, size_switching, slow_clip, truncated_faststart, with_sine
 
 import app
 from letcolor.batch_io import FOLDER_PREFIX
@@ -658,12 +658,11 @@ def test_a_cancelled_video_or_batch_stops_and_leaves_nothing_behind(client, uplo
     """Gradio frees a cancelled event's concurrency slot at once, but cannot stop a function that runs: a cancelled
     video was colorized to its end beside the next one, past VIDEO_CONCURRENCY (one client ran four at once)."""
     clip, small = tmp_path / "long.mp4", tmp_path / "small.mp4"
-    ramp = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None].repeat(480, axis=0).repeat(3, axis=2)
-    write_clip(clip, (np.roll(ramp, 4 * index, axis=1) for index in range(400)), fps=30)
+    slow_clip(clip)
     assert started_then_cancelled(client, upload_dir, "video", handle_file(clip), api_name="/colorize_video") == set()
     photos = [handle_file(examples_dir / "china.jpg")] * MAX_BATCH_FILES
     assert started_then_cancelled(client, upload_dir, "batch", photos, api_name="/colorize_batch") == set()
-    write_clip(small, [ramp[:48, :64]] * 3)  # and the next call runs
+    write_clip(small, [np.zeros((48, 64, 3), np.uint8)] * 3)  # and the next call runs
     result = video_path(client.predict(handle_file(small), **DEFAULTS, api_name="/colorize_video"))
     assert len(list(read_frames(result))) == 3
 
@@ -672,8 +671,7 @@ def test_a_video_cancelled_before_its_first_frames_stops_too(client, upload_dir,
     """A call was taken for cancelled only where an earlier check had seen it running: cancelled while its reference
     photo was read, before any frame, a video was colorized to its end."""
     clip, reference = tmp_path / "long.mp4", tmp_path / "reference.png"
-    ramp = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None].repeat(480, axis=0).repeat(3, axis=2)
-    write_clip(clip, (np.roll(ramp, 4 * index, axis=1) for index in range(400)), fps=30)
+    slow_clip(clip)
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (3000, 4000), np.uint8)).save(reference)  # slow to read
     before = set(upload_dir.glob(f"{FOLDER_PREFIX}video-*"))
     settings = DEFAULTS | {"max_side": 1024, "refine": True, "reference": handle_file(reference)}

@@ -16,11 +16,12 @@ from PIL import Image
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect, sync_playwright
 from served_app import served_app
+from video_clips import slow_clip
 
 from letcolor import BUNDLED_MODEL_DIR, Colorizer
 from letcolor.batch_io import FOLDER_PREFIX
 from letcolor.color import rgb_to_lab
-from letcolor.video_bench import write_clip, write_pan
+from letcolor.video_bench import write_pan
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -204,13 +205,6 @@ def test_a_photo_replaced_while_it_is_colorized_never_gets_its_result_paired_wit
             pairs.add(tuple(Path(slider.nth(i).get_attribute("src") or "").name for i in range(2)))
         time.sleep(0.02)
     assert pairs == {("small.png", "small_color.png")}
-
-
-def slow_clip(path: Path) -> Path:
-    """400 frames of 640x480 at 30 frames/s: with refinement, far longer to colorize than the tests below wait."""
-    ramp = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None].repeat(480, axis=0).repeat(3, axis=2)
-    write_clip(path, (np.roll(ramp, 4 * index, axis=1) for index in range(400)), fps=30)
-    return path
 
 
 def results_left(uploads: Path, kind: str, seconds: float = 10) -> list[Path]:

@@ -8,6 +8,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from letcolor.video_bench import write_clip
+
 SAMPLE_RATE = 44100
 
 
@@ -246,4 +248,11 @@ def begun_between_keyframes(video: Path, path: Path, dropped: int = 2) -> Path:
                 packet.stream = stream
                 output.mux(packet)
     encoded.unlink()
+    return path
+
+
+def slow_clip(path: Path) -> Path:
+    """400 frames of 640x480 at 30 frames/s: with refinement, far longer to colorize than the cancel tests wait."""
+    ramp = np.linspace(0, 255, 640, dtype=np.uint8)[None, :, None].repeat(480, axis=0).repeat(3, axis=2)
+    write_clip(path, (np.roll(ramp, 4 * index, axis=1) for index in range(400)), fps=30)
     return path
