@@ -320,6 +320,21 @@ def no_photo_result():
     return None, gr.DownloadButton(value=None, interactive=False), None
 
 
+def result_of_another_photo(image: dict | None, colorized: str | None):
+    """UI only: a new or cleared photo clears the last result; not where Colorize was pressed for it (one new photo is
+    reported as changed 2-3 times, some after that)."""
+    if image and image["path"] == colorized:
+        return gr.skip(), gr.skip(), gr.skip()
+    return no_photo_result()
+
+
+def count_replaced(image: dict | None, colorized: str | None, replaced: int | None):
+    """UI only: counts the photos that replaced the one Colorize was pressed for."""
+    if colorized is None or (image and image["path"] == colorized):
+        return gr.skip()
+    return (replaced or 0) + 1
+
+
 def photo_to_paint_on(image: dict | None, shown: dict | None):
     """UI only: the hint editor shows the photo (as `shown`), with nothing painted yet; not a photo since replaced."""
     if not image or not shown or shown["photo"] != image["path"]:
@@ -372,6 +387,7 @@ class PhotoTab(NamedTuple):
     hint_file: gr.File
     hint_editor: gr.ImageEditor | None
     colorized: gr.State  # the photo's path when Colorize was pressed
+    replaced: gr.State  # how many photos replaced the one Colorize was pressed for
     shown: gr.State  # the photo as the browser can show it (`Endpoints.shown_photo`)
 
 
@@ -393,15 +409,15 @@ def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
         hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
         hint_editor = hint_controls(colorizer)
         gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
-    colorized, shown = gr.State(), gr.State()
+    colorized, replaced, shown = gr.State(), gr.State(), gr.State()
     return PhotoTab(
-        image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized, shown
+        image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized, replaced, shown
     )
 
 
 def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
     """Colorize: the photo's path kept, the painted hints (a model that takes them), the photo, the before/after; a new
-    or cleared photo clears the result and the editor, and drops a colorization that runs."""
+    or cleared photo clears the result and the editor, and drops the result of a colorization that runs."""
     pressed = tab.colorize_button.click(
         photo_path, inputs=tab.image, outputs=tab.colorized, preprocess=False, queue=False, api_visibility="private"
     )
@@ -430,12 +446,24 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         preprocess=False,
         api_visibility="private",
     )
-    tab.image.change(  # and the last photo's colorization, whose result was paired with the next photo's "before"
-        no_photo_result,
+    # A new or cleared photo stops the colorization of the one before (its result was paired with the new photo's
+    # "before"). Not of itself: Gradio's Image reports one new photo as changed 2-3 times, some after Colorize was
+    # pressed for it. (Queued, where a State's change is seen.)
+    tab.image.change(
+        count_replaced,
+        inputs=[tab.image, tab.colorized, tab.replaced],
+        outputs=tab.replaced,
+        preprocess=False,
+        api_visibility="private",
+    )
+    tab.replaced.change(None, cancels=[colorizing], queue=False, api_visibility="private")
+    tab.image.change(
+        result_of_another_photo,
+        inputs=[tab.image, tab.colorized],
         outputs=[tab.comparison, tab.download, tab.scenes],
+        preprocess=False,
         queue=False,
         api_visibility="private",
-        cancels=[colorizing],
     )
     if tab.hint_editor:  # strokes on the last photo must never reach the next: the editor is cleared first
         cleared = tab.image.change(
