@@ -284,6 +284,13 @@ class Endpoints:
         with shown_to_the_user():
             return {"photo": image["path"], "shown": str(self._web.shown_photo(Upload.from_api(image, "image")))}
 
+    def photo_to_show(self, image, shown: dict | None):
+        """UI only: `shown_photo` for a new photo, not again for the one `shown` is of (one new photo is reported as
+        changed 2-3 times: a TIFF was copied as often, one at a time for all users)."""
+        if image and shown and shown["photo"] == image["path"]:
+            return gr.skip()
+        return self.shown_photo(image)
+
     def before_after(self, image: dict | None, colorized: str | None, shown: dict | None, result: dict):
         """UI only: the slider's pair (the photo as `shown`) and the download button, from the /colorize event's
         input and output; cleared where the photo changed while it was colorized (`colorized`: its path when Colorize
@@ -342,10 +349,12 @@ def photo_to_paint_on(image: dict | None, shown: dict | None):
     return {"background": shown["shown"], "layers": [], "composite": None}
 
 
-def nothing_to_paint_on(shown: dict | None):
+def nothing_to_paint_on(image: dict | None, shown: dict | None):
     """UI only: a new or cleared photo clears the hint editor at once (its own copy of the photo comes later), where
     it holds an earlier photo (`shown`: an update of an empty editor redraws it under a user opening its colours)."""
-    return None if shown else gr.skip()
+    if not shown or (image and shown["photo"] == image["path"]):
+        return gr.skip()
+    return None
 
 
 def no_video_result():
@@ -468,7 +477,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
     if tab.hint_editor:  # strokes on the last photo must never reach the next: the editor is cleared first
         cleared = tab.image.change(
             nothing_to_paint_on,
-            inputs=tab.shown,
+            inputs=[tab.image, tab.shown],
             outputs=tab.hint_editor,
             preprocess=False,
             queue=False,
@@ -477,11 +486,15 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         after_change = cleared.then
     else:
         after_change = tab.image.change
-    shown = after_change(
-        endpoints.shown_photo, inputs=tab.image, outputs=tab.shown, preprocess=False, api_visibility="private"
+    after_change(
+        endpoints.photo_to_show,
+        inputs=[tab.image, tab.shown],
+        outputs=tab.shown,
+        preprocess=False,
+        api_visibility="private",
     )
-    if tab.hint_editor:
-        shown.success(
+    if tab.hint_editor:  # a new copy of the photo (not the same again: it redrew the editor under the strokes)
+        tab.shown.change(
             photo_to_paint_on,
             inputs=[tab.image, tab.shown],
             outputs=tab.hint_editor,

@@ -232,6 +232,22 @@ def test_a_new_photo_colorized_at_once_gets_its_result(page, examples_dir, tmp_p
         assert shown == [photo.stem, f"{photo.stem}_color"]  # (the slider shows its PNG copy)
 
 
+@pytest.mark.slow
+def test_a_scan_that_replaces_a_photo_is_copied_for_the_browser_once(browser, tiny_model_dir, examples_dir, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """One new photo is reported as changed 2-3 times: a TIFF that replaced a photo was copied to a PNG as often, one
+    copy at a time for all users, and the hint editor redrawn for each, under the strokes."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    scan = tmp_path / "scan.tif"
+    Image.open(examples_dir / "chelsea_gray.png").save(scan)
+    with browsing(browser, tiny_model_dir) as page:
+        upload(page, "photo", examples_dir / "rocket_gray.png")
+        upload(page, "photo", scan)
+        page.wait_for_timeout(2000)  # the last change came 0.2 s after it showed
+        copies = list((tmp_path / "uploads").glob(f"{FOLDER_PREFIX}shown-*"))
+    assert len(copies) == 1
+
+
 def results_left(uploads: Path, kind: str, seconds: float = 10) -> list[Path]:
     """The app's result folders of `kind` (video, batch) still there after up to `seconds`: none once a stopped
     call has removed its part-written result."""
