@@ -318,7 +318,7 @@ def video_download(result: dict):
 
 
 def photo_path(image: dict | None) -> str | None:
-    """UI only: the photo that Colorize was pressed for."""
+    """UI only: the photo's path (the one Colorize was pressed for, or the one in view)."""
     return image["path"] if image else None
 
 
@@ -333,13 +333,6 @@ def result_of_another_photo(image: dict | None, colorized: str | None):
     if image and image["path"] == colorized:
         return gr.skip(), gr.skip(), gr.skip()
     return no_photo_result()
-
-
-def count_replaced(image: dict | None, colorized: str | None, replaced: int | None):
-    """UI only: counts the photos that replaced the one Colorize was pressed for."""
-    if colorized is None or (image and image["path"] == colorized):
-        return gr.skip()
-    return (replaced or 0) + 1
 
 
 def photo_to_paint_on(image: dict | None, shown: dict | None):
@@ -396,7 +389,7 @@ class PhotoTab(NamedTuple):
     hint_file: gr.File
     hint_editor: gr.ImageEditor | None
     colorized: gr.State  # the photo's path when Colorize was pressed
-    replaced: gr.State  # how many photos replaced the one Colorize was pressed for
+    in_view: gr.Textbox  # hidden: the photo's path as its last change gave it
     shown: gr.State  # the photo as the browser can show it (`Endpoints.shown_photo`)
 
 
@@ -418,15 +411,16 @@ def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
         hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
         hint_editor = hint_controls(colorizer)
         gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
-    colorized, replaced, shown = gr.State(), gr.State(), gr.State()
+    in_view = gr.Textbox(visible=False)
+    colorized, shown = gr.State(), gr.State()
     return PhotoTab(
-        image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized, replaced, shown
+        image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized, in_view, shown
     )
 
 
 def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
     """Colorize: the photo's path kept, the painted hints (a model that takes them), the photo, the before/after; a new
-    or cleared photo clears the result and the editor, and drops the result of a colorization that runs."""
+    or cleared photo clears the result and the editor, and stops the colorization of the one before."""
     pressed = tab.colorize_button.click(
         photo_path, inputs=tab.image, outputs=tab.colorized, preprocess=False, queue=False, api_visibility="private"
     )
@@ -456,16 +450,12 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         api_visibility="private",
     )
     # A new or cleared photo stops the colorization of the one before (its result was paired with the new photo's
-    # "before"). Not of itself: Gradio's Image reports one new photo as changed 2-3 times, some after Colorize was
-    # pressed for it. (Queued, where a State's change is seen.)
+    # "before"), once: Gradio's Image reports one new photo as changed 2-3 times, some after Colorize was pressed for
+    # it; a hidden box reports a change only where its value differs.
     tab.image.change(
-        count_replaced,
-        inputs=[tab.image, tab.colorized, tab.replaced],
-        outputs=tab.replaced,
-        preprocess=False,
-        api_visibility="private",
+        photo_path, inputs=tab.image, outputs=tab.in_view, preprocess=False, queue=False, api_visibility="private"
     )
-    tab.replaced.change(None, cancels=[colorizing], queue=False, api_visibility="private")
+    tab.in_view.change(None, cancels=[colorizing], queue=False, api_visibility="private")
     tab.image.change(
         result_of_another_photo,
         inputs=[tab.image, tab.colorized],
