@@ -34,7 +34,7 @@ from letcolor.inference import Precision, Speedups, cpu_has_fast_bfloat16
 from letcolor.memory import PeakMemory
 from letcolor.metrics import image_tensor, psnr
 from letcolor.model import NO_HINTS_MESSAGE, LetThereBeColor
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, default_device, load_model
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, load_model, usable_device
 from letcolor.video import colorize_video
 from letcolor.video_bench import PAN_PHOTOS, write_pan
 
@@ -235,9 +235,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device) if args.device else default_device()
-    names = [name.strip() for name in (args.engine or args.configs or default_configurations(device)).split(",")]
     try:
+        device = usable_device(args.device)
+        names = [name.strip() for name in (args.engine or args.configs or default_configurations(device)).split(",")]
         sizes = checked_settings(args, names)
         hint_channels = 3 if args.hints else 0
         model = random_model(args.width, ACCURACY_PHOTOS, 0, hint_channels) if args.width else load_model(args.model)

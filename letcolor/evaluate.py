@@ -30,7 +30,7 @@ from letcolor.hints import MAX_POINTS, colour_ab, points_from_truth
 from letcolor.images import InvalidImageError, image_suffixes, in_srgb, load_image, read_image_bytes
 from letcolor.inference import Precision, Speedups
 from letcolor.model import NO_HINTS_MESSAGE, is_local_path
-from letcolor.pipeline import Colorizer, batches_within, model_source
+from letcolor.pipeline import Colorizer, ModelNotFoundError, batches_within, model_source
 
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
 HINT_METRICS = ("hint_error", "hinted_within_10")
@@ -203,22 +203,43 @@ class OutputNotWritable(ValueError):
 
 def prepare_outputs(args: argparse.Namespace) -> None:
     """Before any photo is scored: the folders of -o and --figure made, and a format known for --figure's name;
-    OutputNotWritable where they cannot be written (a report lost after an hour's run)."""
+    OutputNotWritable where they cannot be written (a report lost after an hour's run), would overwrite an input or
+    each other."""
     Image.init()
     if args.figure and args.figure.suffix.lower() not in Image.registered_extensions():
         raise OutputNotWritable(f"--figure {args.figure}: name it with an image extension, such as .png")
-    inputs = Path(args.images).resolve()
+    if args.output and args.figure and args.output.resolve() == args.figure.resolve():
+        raise OutputNotWritable(f"-o and --figure: the same file ({args.output}); the figure would replace the report")
+    inputs = [location for location in (args.images, args.mean_ab_from, model_location(args.model)) if location]
     for path in (args.output, args.figure):
         if path is None:
             continue
-        if path.is_file() and (path.resolve() == inputs or inputs in path.resolve().parents):
-            raise OutputNotWritable(f"{path}: a file of the inputs ({args.images}), which it would overwrite")
+        if path.is_file() and (overwritten := input_holding(path, inputs)):
+            raise OutputNotWritable(f"{path}: a file of the inputs ({overwritten}), which it would overwrite")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputNotWritable(f"{path}: cannot create its folder ({error.strerror or error})") from error
         if path.is_dir() or not os.access(path.parent, os.W_OK):
             raise OutputNotWritable(f"{path}: cannot be written (a folder, or in a folder not writable)")
+
+
+def model_location(name_or_path: str | None) -> str | Path | None:
+    """The model's directory or Hub id, None where there is none (an error where the model is loaded)."""
+    try:
+        return model_source(name_or_path)
+    except ModelNotFoundError:
+        return None
+
+
+def input_holding(path: Path, inputs: list) -> str | Path | None:
+    """The input location (a file or folder: --images, --mean-ab-from, --model) that `path` is or lies in, if any."""
+    resolved = path.resolve()
+    for location in inputs:
+        held = Path(location).resolve()
+        if resolved == held or held in resolved.parents:
+            return location
+    return None
 
 
 def evaluation_report(args: argparse.Namespace, figure_rows: list | None = None) -> dict:

@@ -480,6 +480,8 @@ def test_the_eccv16_comparison_prints_its_table(monkeypatch, capsys):
         (["--photo", "missing.jpg"], "missing.jpg"),
         (["--width", "0.5", "--model", "m"], "--model or --width"),
         (["--engine", "torch,tensorflow"], "unknown configurations or engines ['tensorflow']"),
+        (["--device", "bogus"], "unknown device 'bogus': use cpu or cuda"),
+        (["--device", "ipu"], "unsupported device 'ipu'"),
     ],
 )
 def test_bench_bad_settings_are_one_line_and_exit_2(options, message, capsys):

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,17 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_run(photo_folder,
         code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, option, photo)
         assert code == 2 and f"{photo}: a file of the inputs ({photo_folder})" in capsys.readouterr().err
     assert photo.read_bytes() == before
+    mean_from, model = tmp_path / "mean", shutil.copytree(tiny_model_dir, tmp_path / "model")
+    mean_from.mkdir()  # written over with exit 0: a photo of the mean ab's folder, the model's files
+    shutil.copy(photo, mean_from / photo.name)
+    for path, holder in ((mean_from / photo.name, mean_from), (model / "config.json", model)):
+        kept = path.read_bytes()
+        code, _ = run_evaluate("--model", model, "--images", photo_folder, "--mean-ab-from", mean_from, "-o", path)
+        assert code == 2 and f"{path}: a file of the inputs ({holder})" in capsys.readouterr().err
+        assert path.read_bytes() == kept
+    same = tmp_path / "same.png"  # the figure replaced the report
+    code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "-o", same, "--figure", same)
+    assert code == 2 and "-o and --figure: the same file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--max-side", "4")
     assert "must be at least 8" in capsys.readouterr().err
