@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from train_data import VALIDATION_ROWS, make_scene_dataset
 
+from letcolor import BUNDLED_MODEL_DIR
 from letcolor.color import AB_RANGE
 from letcolor.hints import simulate_hints
 from letcolor.model import WEIGHTS_NAME, InvalidModelError, LetThereBeColor
@@ -1156,6 +1157,14 @@ def test_an_init_from_model_that_is_not_there_is_one_line_in_trains_terms(scene_
     error = capsys.readouterr().err
     assert error.startswith(f"error: --init-from: Cannot load the model {missing!r}") and "--model" not in error
     assert not (tmp_path / "run").exists()  # (it was made, empty, before the setup failed)
+    cut = shutil.copytree(BUNDLED_MODEL_DIR, tmp_path / "cut")  # weights cut short: a safetensors traceback, exit 1
+    (cut / "model.safetensors").write_bytes((BUNDLED_MODEL_DIR / "model.safetensors").read_bytes()[:50_000])
+    assert run_main(monkeypatch, cli(scene_data, tmp_path / "run", *QUICK, "--init-from", str(cut))) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {cut}: not a valid letcolor model: Error while") and error.count("\n") == 1
+    with pytest.raises(SystemExit):  # an unset "$MODEL": trained from random weights, exit 0
+        parse_args(cli(scene_data, tmp_path / "run", *QUICK, "--init-from", ""))
+    assert "--init-from: the model name is empty" in capsys.readouterr().err
 
 
 def test_a_labelled_model_warm_starts_a_colour_only_run_and_keeps_its_classes(scene_data, tiny_model_dir, tmp_path):
@@ -1206,6 +1215,8 @@ def test_a_split_without_a_usable_photo_is_an_error(scene_data, tmp_path, monkey
     assert not (tmp_path / "run" / "final").exists()
     assert run_main(monkeypatch, cli(dataset, tmp_path / "run2", *quick, "--val-split", "train")) == 2
     assert "split 'train' has no usable images" in capsys.readouterr().err
+    assert run_main(monkeypatch, cli(dataset, tmp_path / "run3", *quick, "--rebalance", "0.5")) == 2  # a traceback
+    assert "split 'train' has no usable images (for --rebalance's colour prior)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("fast_bfloat16", [True, False])

@@ -296,8 +296,11 @@ class Trainer:
         loader = train_loader(spec, self.args.batch_size, self.args.workers, self.device.type == "cuda")
         with loading(loader) as batches:
             first = itertools.islice(batches, max(1, self.args.prior_images // self.args.batch_size))
-            histogram = sum(ab_histogram(lab_batch(batch.images.to(self.device).float() / 255)[2]) for batch in first)
-        return ColourRarity(histogram, self.args.rebalance)
+            histograms = [ab_histogram(lab_batch(batch.images.to(self.device).float() / 255)[2]) for batch in first]
+        if not histograms:  # (an AttributeError deep in the weights)
+            names = ", ".join(source.dataset for source in spec.sources)
+            raise DataError(f"{names}: split {spec.split!r} has no usable images (for --rebalance's colour prior)")
+        return ColourRarity(sum(histograms), self.args.rebalance)
 
     def wrap_model(self) -> torch.nn.Module:
         model = self.model

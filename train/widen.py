@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from letcolor.model import WEIGHTS_NAME, InvalidModelError, LetThereBeColor
@@ -81,7 +82,7 @@ def with_earlier_propagation(directory: Path) -> LetThereBeColor:
             for name, tensor in fresh.items()
         }
         model.load_state_dict(fitting)
-    except (OSError, TypeError, ValueError, RuntimeError) as error:
+    except (OSError, TypeError, ValueError, RuntimeError, SafetensorError) as error:
         raise InvalidModelError(
             f"{directory}: not a model whose hint propagation is an earlier layout ({error})"
         ) from error
