@@ -216,7 +216,7 @@ def test_a_photo_replaced_while_it_is_colorized_never_gets_its_result_paired_wit
 @pytest.mark.slow
 def test_a_new_photo_colorized_at_once_gets_its_result(page, examples_dir, tmp_path):
     """Gradio's Image reports a photo that replaces another as changed 2-3 times, some after Colorize was pressed for
-    it: each stopped the new photo's colorization, which showed only "Error" (1 try in 2)."""
+    it: each stopped the new photo's colorization, which showed only "Error" (3 runs of 3 failed)."""
     page.get_by_role("tab", name="Photo").click()
     upload(page, "photo", examples_dir / "rocket_gray.png")
     large = Image.open(examples_dir / "chelsea_gray.png").resize((4000, 2660))  # seconds to colorize
@@ -235,8 +235,8 @@ def test_a_new_photo_colorized_at_once_gets_its_result(page, examples_dir, tmp_p
 @pytest.mark.slow
 def test_a_scan_that_replaces_a_photo_is_copied_for_the_browser_once(browser, tiny_model_dir, examples_dir, tmp_path,
                                                                      monkeypatch):  # fmt: skip
-    """One new photo is reported as changed 2-3 times: a TIFF that replaced a photo was copied to a PNG as often, one
-    copy at a time for all users, and the hint editor redrawn for each, under the strokes."""
+    """One new photo is reported as changed 2-3 times: a TIFF that replaced a photo was copied to a PNG 4 times, one
+    copy at a time for all users (and the hint editor set for each)."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
     scan = tmp_path / "scan.tif"
     Image.open(examples_dir / "chelsea_gray.png").save(scan)
