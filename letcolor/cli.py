@@ -509,6 +509,13 @@ EXPORT_HELP = (
 )
 
 
+def check_no_folder_named_as_a_graph(folder: Path, names: tuple[str, ...]) -> None:
+    """ValueError where a folder in OUTDIR has a graph's name (a traceback after the first graph was written)."""
+    taken = [name for name in names if (folder / name).is_dir() and not (folder / name).is_symlink()]
+    if taken:
+        raise ValueError(f"-o {folder}: {', '.join(taken)} is a folder there, where a graph would be written")
+
+
 def run_export(args: argparse.Namespace) -> int:
     try:
         from letcolor import onnx_engine
@@ -517,6 +524,7 @@ def run_export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         check_output_folder(args.output)  # before the export's work, and a bad model before the folder is made
+        check_no_folder_named_as_a_graph(args.output, onnx_engine.GRAPH_NAMES)
         model = load_model(args.model)
         make_output_folder(args.output)
     except ValueError as error:
@@ -525,8 +533,10 @@ def run_export(args: argparse.Namespace) -> int:
     graphs = onnx_engine.cached_export(model)  # the very graphs that the onnxruntime engine runs
     onnx_engine.check(graphs)
     names = onnx_engine.graph_names(graphs)
-    for name in names:
-        shutil.copyfile(graphs / name, args.output / name)
+    for name in names:  # each put in place whole; a link of its name is replaced, not followed
+        part = args.output / f".{name}.part"
+        shutil.copyfile(graphs / name, part)
+        os.replace(part, args.output / name)
     exact = Colorizer(model, "cpu", Speedups(fold_batchnorm=True), engine="torch")
     runtime = Colorizer(model, "cpu", engine="onnxruntime")
     for photo in AGREEMENT_PHOTOS:

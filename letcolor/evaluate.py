@@ -134,8 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mean-ab-from",
-        help="dataset whose --train-split gives the mean ab when --images is a folder "
-        "(default: the folder's own photos, an optimistic baseline)",
+        help="dataset whose --train-split gives the mean ab (default: that of --images where it is a dataset; for a "
+        "folder, the folder's own photos, an optimistic baseline)",
     )
     parser.add_argument(
         "--ablation",
@@ -418,7 +418,7 @@ def baseline_mean_ab(args: argparse.Namespace, source: ImageSource) -> tuple[tup
     if source.split is None and not args.mean_ab_from:
         samples, origin = islice(source.samples(), args.limit), f"the evaluated photos in {source.location}"
     else:
-        dataset = source.location if source.split is not None else args.mean_ab_from
+        dataset = args.mean_ab_from or source.location
         samples = islice(dataset_samples(dataset, args.train_split), args.mean_ab_limit)
         origin = f"{dataset} split {args.train_split}, first {args.mean_ab_limit} photos"
     photos = (sample.image for sample in samples if sample.image is not None)

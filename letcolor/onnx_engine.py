@@ -43,6 +43,7 @@ from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, GlobalOutput, Le
 EXPORT_VERSION = 8  # bump when the graphs (their inputs, outputs, layers) or the export change
 OPSET = 17
 GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "colorize_automatic.onnx"
+GRAPH_NAMES = (GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH)
 MANIFEST = "complete.json"  # an entry's graphs and their sizes, written last
 SCRATCH_PREFIX = ".partial-"
 STALE_SCRATCH_SECONDS = 3600
@@ -104,7 +105,7 @@ def export(model: LetThereBeColor, directory: str | Path) -> Path:
 
 def graph_names(folder: Path) -> list[str]:
     """The graphs exported into `folder`: the global and local ones, and the automatic one of a model with hints."""
-    return [name for name in (GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH) if (folder / name).is_file()]
+    return [name for name in GRAPH_NAMES if (folder / name).is_file()]
 
 
 def cached_export(model: LetThereBeColor, cache: Path | None = None) -> Path:

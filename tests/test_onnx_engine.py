@@ -310,7 +310,10 @@ def test_cli_engine_and_export(tmp_path, capsys):
     written = (tmp_path / "out" / photo.name).with_suffix(".png")
     assert np.array_equal(np.asarray(expected), np.asarray(Image.open(written).convert("RGB")))
 
+    (tmp_path / "graphs").mkdir()
+    (tmp_path / "graphs" / onnx_engine.GLOBAL_GRAPH).symlink_to(tmp_path / "gone" / "global.onnx")  # was followed
     assert cli.main(["export-onnx", "-o", str(tmp_path / "graphs")]) == 0
+    assert (tmp_path / "graphs" / onnx_engine.GLOBAL_GRAPH).is_file() and not (tmp_path / "gone").exists()
     report = capsys.readouterr().out
     assert "china.jpg: onnxruntime against torch float32, PSNR" in report
     assert min(float(line.split("PSNR ")[1].split()[0]) for line in report.splitlines() if "PSNR" in line) > 50
@@ -326,6 +329,10 @@ def test_export_to_a_folder_that_cannot_be_made_is_a_usage_error_before_any_work
     assert f"-o {tmp_path / 'file' / 'graphs'}: cannot create the folder" in capsys.readouterr().err
     assert cli.main(["export-onnx", "-o", str(tmp_path / "file")]) == cli.EXIT_USAGE
     assert "is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "graphs" / onnx_engine.LOCAL_GRAPH).mkdir(parents=True)  # a traceback after global.onnx was written
+    assert cli.main(["export-onnx", "-o", str(tmp_path / "graphs")]) == cli.EXIT_USAGE
+    assert f"{onnx_engine.LOCAL_GRAPH} is a folder there" in capsys.readouterr().err
+    assert [path.name for path in (tmp_path / "graphs").iterdir()] == [onnx_engine.LOCAL_GRAPH]
 
 
 def test_an_export_of_a_model_that_is_not_there_makes_no_folder(tmp_path, capsys):
