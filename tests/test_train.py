@@ -1180,6 +1180,25 @@ def test_a_labelled_model_warm_starts_a_colour_only_run_and_keeps_its_classes(sc
     assert LetThereBeColor.from_pretrained(tmp_path / "labelled" / "final").class_names == scene_names
 
 
+def test_a_fine_tune_resumes_without_its_init_from_model(scene_data, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """--resume loaded the --init-from model again, though the checkpoint holds every weight: moved or deleted, the
+    run could not go on; resumed without --init-from, its card said "Started from: random weights", and a
+    --hint-layers-only run was refused."""
+    start = shutil.copytree(tiny_model_dir, tmp_path / "start")  # a labelled model, into a colour-only run
+    options = (*QUICK, "--init-from", str(start), "--label-column", "")
+    train(parse_args(cli(scene_data, tmp_path / "run", *options, "--steps", "1")))
+    shutil.rmtree(start)
+    for resumed in ((*options, "--steps", "2", "--resume"), (*QUICK, "--label-column", "", "--steps", "3", "--resume")):
+        train(parse_args(cli(scene_data, tmp_path / "run", *resumed)))
+    assert checkpoint_state(tmp_path / "run")["step"] == 3
+    saved = LetThereBeColor.from_pretrained(tmp_path / "run" / "final")
+    assert saved.class_names == LetThereBeColor.from_pretrained(tiny_model_dir).class_names  # kept
+    assert f"- Started from: `{start}`" in (tmp_path / "run" / "final" / "README.md").read_text()
+    hints_alone = cli(scene_data, tmp_path / "new", *QUICK, "--hints", "3", "--hint-layers-only", "--resume")
+    assert run_main(monkeypatch, hints_alone) == 2  # no checkpoint to name the start: still refused
+    assert "--hint-layers-only needs --init-from" in capsys.readouterr().err
+
+
 def test_two_datasets_of_the_same_name_are_both_validated(scene_data, tmp_path):
     """org1/scenes and org2/scenes shared one validation slot: one of them was dropped from the metrics."""
     twins = []

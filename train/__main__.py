@@ -260,7 +260,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--hint-free, --hint-layer-lr and --no-hint-conv need --hints (without it they would be ignored)")
     if args.init_from is not None and not args.init_from.strip():  # an unset "$MODEL": it trained from random weights
         parser.error("--init-from: the model name is empty")
-    if args.hint_layers_only and not args.init_from:
+    if args.hint_layers_only and not (args.init_from or args.resume):  # (a checkpoint names its --init-from)
         parser.error("--hint-layers-only needs --init-from: the layers that do not read the hints would stay random")
     if args.hints and not (args.hint_conv or args.hint_propagation):
         parser.error("--no-hint-conv needs --hint-propagation: something must read the hints")

@@ -104,17 +104,22 @@ RESUMED_AS_SAVED = ("optimizer", "dataset", "split", "hint_layer_lr")
 RUN_CONTROLS = {"resume", "steps", "max_minutes", "log_every", "val_every", "checkpoint_every", "workers", "save_dtype"}
 
 
+def saved_state(path: Path) -> dict:
+    """The JSON state a checkpoint was saved with (step, args, ...); CheckpointError where it cannot be read."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            return json.loads((file.metadata() or {})[STATE_KEY])
+    except (SafetensorError, OSError, KeyError, ValueError) as error:
+        raise CheckpointError(f"cannot resume from {path}: {error}") from error
+
+
 def check_resumable(path: Path, args) -> list[str]:
     """CheckpointError where the run's RESUMED_AS_SAVED settings differ from those the checkpoint was made with
     (another optimizer's state crashed the first step; another dataset count, the data stream; another hint-layer
     multiplier was silently replaced by the saved one). Returns the other settings that differ, beyond RUN_CONTROLS,
     --push-to-hub and the command line itself, as "--name SAVED -> NOW": allowed (a lower --lr to finish a run),
     but no longer the uninterrupted run that the model card's command describes."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            saved = json.loads((file.metadata() or {})[STATE_KEY]).get("args", {})
-    except (SafetensorError, OSError, KeyError, ValueError) as error:
-        raise CheckpointError(f"cannot resume from {path}: {error}") from error
+    saved = saved_state(path).get("args", {})
     changed = [name for name in RESUMED_AS_SAVED if name in saved and not same_setting(name, saved[name], args)]
     if changed:
         made = ", ".join(f"--{name.replace('_', '-')} {saved[name]}" for name in changed)

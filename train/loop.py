@@ -23,7 +23,7 @@ from letcolor.model import WEIGHTS_NAME, LetThereBeColor
 from letcolor.pipeline import ModelNotFoundError
 from train.average import WeightAverage
 from train.card import hardware_description, model_card
-from train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint
+from train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint, saved_state
 from train.data import (
     DEFAULT_LABEL_COLUMN,
     DataError,
@@ -212,8 +212,7 @@ class Trainer:
         )
         seed_everything(args.seed)
         self.model = model_for(args, names)
-        if args.init_from:
-            self.start_from(args.init_from)
+        self.start(self.resumed_state())
         if args.hint_layers_only:
             freeze_all_but_hint_layers(self.model)
         self.model = self.model.to(self.device)
@@ -255,6 +254,28 @@ class Trainer:
         if self.args.label_column not in (None, "", DEFAULT_LABEL_COLUMN) and not names:  # named, and nowhere
             raise DataError(f"--label-column {self.args.label_column!r}: no dataset has such a ClassLabel column")
         return sources, names
+
+    def resumed_state(self) -> dict | None:
+        """The state of the checkpoint that --resume continues; None where there is none."""
+        path = self.output / CHECKPOINT_NAME
+        return saved_state(path) if self.args.resume and path.is_file() else None
+
+    def start(self, resumed: dict | None) -> None:
+        """The model's classes and first weights: --init-from's, or where --resume continues a checkpoint that holds
+        the classes, that checkpoint's (which holds every weight: --init-from's model may be gone; without it, the run
+        still started from the model it names)."""
+        if resumed and not self.args.init_from:
+            self.args.init_from = resumed["args"].get("init_from")
+        if self.args.hint_layers_only and not self.args.init_from:
+            raise SetupError(
+                "--hint-layers-only needs --init-from: the layers that do not read the hints would stay "
+                "random (--resume found no checkpoint that names it)"
+            )
+        if resumed and "class_names" in resumed:
+            if resumed["class_names"] and not self.model.class_names:  # a colour-only run kept its start's classes
+                self.model = model_for(self.args, resumed["class_names"])
+        elif self.args.init_from:
+            self.start_from(self.args.init_from)
 
     def start_from(self, name_or_path: str) -> None:
         """Warm start from a saved model of this width or narrower whose class names are this run's or their
@@ -360,6 +381,7 @@ class Trainer:
             "finished": self.finished,
             "args": vars(self.args),
             "history": self.history,
+            "class_names": list(self.model.class_names or []),
         }
         if self.average:
             state["average_updates"] = self.average.updates
