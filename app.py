@@ -346,8 +346,8 @@ def nothing_to_paint_on(image: dict | None, shown: dict | None):
     """UI only: a new or cleared photo clears the hint editor at once (its own copy of the photo comes later), where
     it holds an earlier photo (`shown`: an update of an empty editor redraws it under a user opening its colours)."""
     if not shown or (image and shown["photo"] == image["path"]):
-        return gr.skip()
-    return None
+        return gr.skip(), gr.skip()
+    return None, None  # and `shown` with it: where the new photo's copy fails, the last one's is not taken for it
 
 
 def no_video_result():
@@ -424,17 +424,18 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
     pressed = tab.colorize_button.click(
         photo_path, inputs=tab.image, outputs=tab.colorized, preprocess=False, queue=False, api_visibility="private"
     )
+    steps = []  # of the chain that Colorize starts
     if tab.hint_editor:
-        colorize = pressed.then(
-            endpoints.painted_hints,
-            inputs=[tab.image, tab.hint_editor],
-            outputs=tab.hint_file,
-            preprocess=False,
-            api_visibility="private",
-        ).success
-    else:
-        colorize = pressed.then
-    colorizing = colorize(
+        steps.append(
+            pressed.then(
+                endpoints.painted_hints,
+                inputs=[tab.image, tab.hint_editor],
+                outputs=tab.hint_file,
+                preprocess=False,
+                api_visibility="private",
+            )
+        )
+    colorizing = (steps[-1].success if steps else pressed.then)(
         endpoints.colorize,
         inputs=[tab.image, *controls, tab.hint_file],
         outputs=[tab.result, tab.scenes],
@@ -442,20 +443,24 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         preprocess=False,
         concurrency_limit=COLORIZE_CONCURRENCY,
     )
-    colorizing.success(
-        endpoints.before_after,  # queued: where the browser's copy of the photo is not made yet, it makes it
-        inputs=[tab.image, tab.colorized, tab.shown, tab.result],
-        outputs=[tab.comparison, tab.download, tab.scenes, tab.shown],
-        preprocess=False,
-        api_visibility="private",
+    steps.append(colorizing)
+    steps.append(
+        colorizing.success(
+            endpoints.before_after,  # queued: where the browser's copy of the photo is not made yet, it makes it
+            inputs=[tab.image, tab.colorized, tab.shown, tab.result],
+            outputs=[tab.comparison, tab.download, tab.scenes, tab.shown],
+            preprocess=False,
+            api_visibility="private",
+        )
     )
-    # A new or cleared photo stops the colorization of the one before (its result was paired with the new photo's
-    # "before"), once: Gradio's Image reports one new photo as changed 2-3 times, some after Colorize was pressed for
-    # it; a hidden box reports a change only where its value differs.
+    # A new or cleared photo stops the colorization of the one before, and the steps around it (its result, or its
+    # before/after waiting in the queue, was paired with the new photo), once: Gradio's Image reports one new photo
+    # as changed 2-3 times, some after Colorize was pressed for it; a hidden box reports a change only where its value
+    # differs.
     tab.image.change(
         photo_path, inputs=tab.image, outputs=tab.in_view, preprocess=False, queue=False, api_visibility="private"
     )
-    tab.in_view.change(None, cancels=[colorizing], queue=False, api_visibility="private")
+    tab.in_view.change(None, cancels=steps, queue=False, api_visibility="private")
     tab.image.change(
         result_of_another_photo,
         inputs=[tab.image, tab.colorized],
@@ -468,7 +473,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         cleared = tab.image.change(
             nothing_to_paint_on,
             inputs=[tab.image, tab.shown],
-            outputs=tab.hint_editor,
+            outputs=[tab.hint_editor, tab.shown],
             preprocess=False,
             queue=False,
             api_visibility="private",

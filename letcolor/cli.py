@@ -535,8 +535,13 @@ def run_export(args: argparse.Namespace) -> int:
     names = onnx_engine.graph_names(graphs)
     for name in names:  # each put in place whole; a link of its name is replaced, not followed
         part = args.output / f".{name}.part"
-        shutil.copyfile(graphs / name, part)
-        os.replace(part, args.output / name)
+        try:
+            shutil.copyfile(graphs / name, part)
+            os.replace(part, args.output / name)
+        except OSError as error:
+            part.unlink(missing_ok=True)
+            print(f"error: cannot write {args.output / name}: {error.strerror or error}", file=sys.stderr)
+            return 1
     exact = Colorizer(model, "cpu", Speedups(fold_batchnorm=True), engine="torch")
     runtime = Colorizer(model, "cpu", engine="onnxruntime")
     for photo in AGREEMENT_PHOTOS:

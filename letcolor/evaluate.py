@@ -234,9 +234,9 @@ def model_location(name_or_path: str | None) -> str | Path | None:
 
 def input_holding(path: Path, inputs: list) -> str | Path | None:
     """The input location (a file or folder: --images, --mean-ab-from, --model) that `path` is or lies in, if any."""
-    resolved = path.resolve()
+    resolved = path.expanduser().resolve()
     for location in inputs:
-        held = Path(location).resolve()
+        held = Path(location).expanduser().resolve()
         if resolved == held or held in resolved.parents:
             return location
     return None

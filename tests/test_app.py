@@ -442,11 +442,23 @@ def test_the_hint_editor_takes_only_the_current_photos_copy():
     current = {"path": "/up/b.png"}
     assert app.photo_to_paint_on(current, {"photo": "/up/a.png", "shown": "/up/a.png"}) == gr.skip()
     assert app.photo_to_paint_on(current, {"photo": "/up/b.png", "shown": "/up/b.png"})["background"] == "/up/b.png"
-    assert app.nothing_to_paint_on(current, {"photo": "/up/a.png", "shown": "/up/a.png"}) is None  # cleared at once
-    assert app.nothing_to_paint_on(None, {"photo": "/up/a.png", "shown": "/up/a.png"}) is None
-    assert app.nothing_to_paint_on(current, None) == gr.skip()  # an empty editor is not redrawn
+    last = {"photo": "/up/a.png", "shown": "/up/a.png"}
+    assert app.nothing_to_paint_on(current, last) == (None, None)  # cleared at once, and its copy forgotten
+    assert app.nothing_to_paint_on(None, last) == (None, None)
+    assert app.nothing_to_paint_on(current, None) == (gr.skip(), gr.skip())  # an empty editor is not redrawn
     # nor one that holds this photo: one new photo is reported as changed 2-3 times, and the strokes went
-    assert app.nothing_to_paint_on(current, {"photo": "/up/b.png", "shown": "/up/b.png"}) == gr.skip()
+    assert app.nothing_to_paint_on(current, {"photo": "/up/b.png", "shown": "/up/b.png"}) == (gr.skip(), gr.skip())
+
+
+def test_a_photo_reported_as_changed_again_keeps_its_result_and_its_copy(colorizer):
+    """Gradio's Image reports one new photo as changed 2-3 times, some after Colorize was pressed for it: its result
+    was cleared, and its browser copy made again for each."""
+    photo = {"path": "/up/b.png"}
+    assert app.result_of_another_photo(photo, "/up/b.png") == (gr.skip(),) * 3
+    assert app.result_of_another_photo(photo, "/up/a.png")[0] is None  # another photo's: cleared
+    assert app.result_of_another_photo(None, "/up/b.png")[0] is None
+    endpoints = app.Endpoints(colorizer, "", 10_000_000)
+    assert endpoints.photo_to_show(photo, {"photo": "/up/b.png", "shown": "/up/b.png"}) == gr.skip()
 
 
 def test_strokes_on_the_blank_editor_of_a_removed_photo_are_not_hints(colorizer, examples_dir, tmp_path, monkeypatch):

@@ -347,10 +347,9 @@ def test_a_painted_stroke_turns_the_region_under_it_toward_its_colour(browser, e
         expect(page.locator("#no-hints")).to_have_count(0)
         page.locator("#photo input[type=file]").set_input_files(photo)
         editor = page.locator("#hint-editor")
-        expect(editor.locator("canvas")).to_have_count(2)
+        zoom = zoom_once_shown(editor, 451, 300)
         editor.get_by_role("button", name="Brush", exact=True).click()
         pick_colour(editor, blue)
-        zoom = float(editor.get_by_text(re.compile(r"^\d+%$")).inner_text().rstrip("%")) / 100
         photo_box = centred_box(editor.locator("canvas").last.bounding_box(), 451 * zoom, 300 * zoom)
         paint_band(page, photo_box, left=0.2, right=0.45, top=0.15, bottom=0.3)
         page.get_by_role("button", name="Colorize", exact=True).click()
@@ -390,9 +389,8 @@ def test_strokes_and_the_slider_follow_the_photo_while_another_users_scan_is_cop
             page.goto(url)
         painter.locator("#photo input[type=file]").set_input_files(chelsea)
         editor = painter.locator("#hint-editor")
-        expect(editor.locator("canvas")).to_have_count(2)
+        zoom = zoom_once_shown(editor, 451, 300)
         editor.get_by_role("button", name="Brush", exact=True).click()
-        zoom = float(editor.get_by_text(re.compile(r"^\d+%$")).inner_text().rstrip("%")) / 100
         paint_band(painter, centred_box(editor.locator("canvas").last.bounding_box(), 451 * zoom, 300 * zoom),
                    left=0.2, right=0.45, top=0.15, bottom=0.3)  # fmt: skip
         other.locator("#photo input[type=file]").set_input_files(tmp_path / "scan.tif")
@@ -408,6 +406,17 @@ def test_strokes_and_the_slider_follow_the_photo_while_another_users_scan_is_cop
     assert before.endswith(rocket.name)
     plain = np.asarray(Colorizer.from_pretrained(BUNDLED_MODEL_DIR)(rocket).image, int)
     assert colorized.shape == plain.shape and np.abs(colorized - plain).max() <= 1  # no strokes
+
+
+def zoom_once_shown(editor, width: int, height: int) -> float:
+    """The editor's zoom once it shows the photo (`width` x `height`), fitted in its canvas less 30 px a side: it
+    shows an empty 800 x 800 canvas first, and strokes painted then were placed by that zoom."""
+    canvas = editor.locator("canvas").last
+    expect(canvas).to_be_visible()
+    fit = min((int(canvas.get_attribute(side)) - 60) / size for side, size in (("width", width), ("height", height)))
+    label = editor.get_by_text(re.compile(r"^\d+%$"))
+    expect(label).to_have_text(f"{round(fit * 100)}%")
+    return fit
 
 
 def centred_box(canvas: dict, width: float, height: float) -> dict:

@@ -1194,9 +1194,24 @@ def test_a_fine_tune_resumes_without_its_init_from_model(scene_data, tiny_model_
     saved = LetThereBeColor.from_pretrained(tmp_path / "run" / "final")
     assert saved.class_names == LetThereBeColor.from_pretrained(tiny_model_dir).class_names  # kept
     assert f"- Started from: `{start}`" in (tmp_path / "run" / "final" / "README.md").read_text()
+    earlier = tmp_path / "earlier"  # a checkpoint of an earlier version, resumed
+    LetThereBeColor(num_classes=1, class_names=[], width=0.125).save_pretrained(earlier)
+    train(parse_args(cli(scene_data, tmp_path / "labelled", *QUICK, "--steps", "1", "--init-from", str(earlier))))
+    without_class_names(tmp_path / "labelled" / CHECKPOINT_NAME)
+    shutil.rmtree(earlier)  # without --init-from, as before: the checkpoint's weights, its model not read
+    train(parse_args(cli(scene_data, tmp_path / "labelled", *QUICK, "--steps", "2", "--resume")))
+    assert checkpoint_state(tmp_path / "labelled")["step"] == 2
     hints_alone = cli(scene_data, tmp_path / "new", *QUICK, "--hints", "3", "--hint-layers-only", "--resume")
     assert run_main(monkeypatch, hints_alone) == 2  # no checkpoint to name the start: still refused
     assert "--hint-layers-only needs --init-from" in capsys.readouterr().err
+
+
+def without_class_names(path: Path) -> None:
+    """The checkpoint at `path` as an earlier version saved it."""
+    with safe_open(str(path), framework="pt") as file:
+        tensors, state = {key: file.get_tensor(key) for key in file.keys()}, json.loads(file.metadata()[STATE_KEY])
+    del state["class_names"]
+    save_file(tensors, str(path), metadata={STATE_KEY: json.dumps(state)})
 
 
 def test_two_datasets_of_the_same_name_are_both_validated(scene_data, tmp_path):

@@ -261,21 +261,19 @@ class Trainer:
         return saved_state(path) if self.args.resume and path.is_file() else None
 
     def start(self, resumed: dict | None) -> None:
-        """The model's classes and first weights: --init-from's, or where --resume continues a checkpoint that holds
-        the classes, that checkpoint's (which holds every weight: --init-from's model may be gone; without it, the run
-        still started from the model it names)."""
-        if resumed and not self.args.init_from:
-            self.args.init_from = resumed["args"].get("init_from")
+        """The model's classes and first weights: --init-from's model; or, where --resume continues a checkpoint that
+        holds every weight and the classes, the checkpoint's, and that model is not read (it may be gone)."""
+        if resumed and "class_names" in resumed:  # (a checkpoint of an earlier version lacks them)
+            self.args.init_from = self.args.init_from or resumed["args"].get("init_from")  # for the card
+            if resumed["class_names"] and not self.model.class_names:  # a colour-only run kept its start's classes
+                self.model = model_for(self.args, resumed["class_names"])
+        elif self.args.init_from:
+            self.start_from(self.args.init_from)
         if self.args.hint_layers_only and not self.args.init_from:
             raise SetupError(
                 "--hint-layers-only needs --init-from: the layers that do not read the hints would stay "
                 "random (--resume found no checkpoint that names it)"
             )
-        if resumed and "class_names" in resumed:
-            if resumed["class_names"] and not self.model.class_names:  # a colour-only run kept its start's classes
-                self.model = model_for(self.args, resumed["class_names"])
-        elif self.args.init_from:
-            self.start_from(self.args.init_from)
 
     def start_from(self, name_or_path: str) -> None:
         """Warm start from a saved model of this width or narrower whose class names are this run's or their
