@@ -35,7 +35,7 @@ from train import data, loop
 from train.__main__ import parse_args
 from train.average import WeightAverage
 from train.card import hints_line
-from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint
+from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint, saved_state
 from train.compact import reencoded
 from train.data import (
     Source,
@@ -108,8 +108,7 @@ def metrics(output: Path, kind: str) -> list[dict]:
 
 
 def checkpoint_state(output: Path) -> dict:
-    with safe_open(str(output / CHECKPOINT_NAME), framework="pt") as file:
-        return json.loads(file.metadata()[STATE_KEY])
+    return saved_state(output / CHECKPOINT_NAME)
 
 
 def subprocess_env() -> dict:
