@@ -328,23 +328,25 @@ def test_embed_refuses_a_tensor_that_does_not_fit():
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_continues(scene_data, tmp_path):
+    """The steps since the last row of metrics.jsonl were missing from it."""
     command = [
         sys.executable,
         "-m",
         "train",
-        *cli(scene_data, tmp_path, "--steps", "1000", "--checkpoint-every", "1000"),
+        *cli(scene_data, tmp_path, "--steps", "1000", "--checkpoint-every", "1000", "--log-every", "2"),
     ]
     process = subprocess.Popen(
         command, cwd=ROOT, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     deadline = time.monotonic() + 120
-    while not (tmp_path / "metrics.jsonl").exists() or len(metrics(tmp_path, "train")) < 3:
+    while not (tmp_path / "metrics.jsonl").exists() or len(metrics(tmp_path, "train")) < 2:
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGTERM)  # the whole group, DataLoader worker included, as a scheduler does
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     stopped_at = checkpoint_state(tmp_path)["step"]
     assert stopped_at >= 3 and checkpoint_state(tmp_path)["data_streams"][0]["0"]["sources"][0]["epoch"] == 0
+    assert metrics(tmp_path, "train")[-1]["step"] == stopped_at
 
     train(parse_args(cli(scene_data, tmp_path, "--steps", str(stopped_at + 2), "--resume")))
     resumed_steps = [record["step"] for record in metrics(tmp_path, "train")][-2:]
@@ -1078,13 +1080,16 @@ def test_weights_that_diverge_stop_the_run_and_are_never_saved(scene_data, tmp_p
 def test_a_resume_with_another_optimizer_or_datasets_is_refused(scene_data, everyday_data, tmp_path, monkeypatch,
                                                                   capsys):  # fmt: skip
     """AdamW after Adadelta crashed at the first step (KeyError 'betas'), two datasets after one in the data
-    stream; another --hint-layer-lr was replaced by the saved one without a word."""
+    stream; another --hint-layer-lr was replaced by the saved one without a word; another --width or hint layers
+    printed torch's size mismatches, tensor by tensor."""
     quick = ("--steps", "1", "--precise-bn-batches", "0", "--workers", "0", "--val-images", "4")
     assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--checkpoint-every", "1")) == 0
     for changed, message in [
         (("--optimizer", "adamw"), "made with --optimizer adadelta"),
         (("--dataset", str(everyday_data)), f"made with --dataset ['{scene_data}']"),
         (("--split", "validation"), "made with --split train"),  # the streams' positions are the train split's
+        (("--width", "0.25"), "network was made with --width 0.125 (now 0.25); resume with the same"),
+        (("--hints", "2", "--hint-propagation"), "--hint-conv off (now on), --hint-propagation off (now on);"),
     ]:
         capsys.readouterr()
         assert run_main(monkeypatch, cli(scene_data, tmp_path, *quick, "--steps", "2", "--resume", *changed)) == 2

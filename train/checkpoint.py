@@ -120,6 +120,7 @@ def check_resumable(path: Path, args) -> list[str]:
     --push-to-hub and the command line itself, as "--name SAVED -> NOW": allowed (a lower --lr to finish a run),
     but no longer the uninterrupted run that the model card's command describes."""
     saved = saved_state(path).get("args", {})
+    check_same_network(path, saved, vars(args))
     changed = [name for name in RESUMED_AS_SAVED if name in saved and not same_setting(name, saved[name], args)]
     if changed:
         made = ", ".join(f"--{name.replace('_', '-')} {saved[name]}" for name in changed)
@@ -132,6 +133,25 @@ def check_resumable(path: Path, args) -> list[str]:
     if now.get("lr_schedule") == "linear" and saved.get("steps", now["steps"]) != now["steps"]:
         changed.append(f"--steps {saved['steps']} -> {now['steps']} (where the linear schedule reaches 0)")
     return changed
+
+
+def network_shape(args: dict) -> dict:
+    """The settings that shape the network, by flag: a checkpoint's weights fit only a run with the same."""
+    hints = bool(args.get("hints"))
+    return {
+        "--width": args.get("width"),
+        "--hint-conv": "on" if hints and args.get("hint_conv", True) else "off",
+        "--hint-propagation": "on" if hints and args.get("hint_propagation") else "off",
+    }
+
+
+def check_same_network(path: Path, saved: dict, now: dict) -> None:
+    """CheckpointError where the run's network would have another shape than the checkpoint's (torch's size
+    mismatches said it in a 300-character list of tensors)."""
+    made, wanted = network_shape(saved), network_shape(now)
+    if "width" in saved and made != wanted:
+        differ = ", ".join(f"{flag} {made[flag]} (now {wanted[flag]})" for flag in made if made[flag] != wanted[flag])
+        raise CheckpointError(f"cannot resume from {path}: its network was made with {differ}; resume with the same")
 
 
 def same_setting(name: str, saved, args) -> bool:

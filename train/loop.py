@@ -472,6 +472,8 @@ class Trainer:
                     self.run_validation(validation_sets)
                 signalled, out_of_time = self.stop_flags(stop)
                 if signalled:
+                    if window.steps:  # the steps since the last row (with other ranks, a signal stops at a row)
+                        self.log_training(window, progress)
                     self.stop_on_signal(stop, progress)
                 if self.step >= self.args.steps or out_of_time:
                     break
