@@ -11,7 +11,10 @@ the Photo tab has an editor to paint them over the photo (/colorize's `hints`). 
 file is the UI.
 """
 
+import math
 import sys
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -108,23 +111,64 @@ class Cancelled(Exception):
     """The call's event was cancelled: its client pressed Stop, or left."""
 
 
+class Replaced(Cancelled):
+    """The call's input was replaced in its page after the call was queued: its result would show beside another."""
+
+
+def upload_paths(value) -> tuple[str, ...]:
+    """The paths of an input's uploads (a File's list, a Video's dict), as its change and its call both get them."""
+    if isinstance(value, dict):
+        return (value["path"],) if isinstance(value.get("path"), str) else sum(map(upload_paths, value.values()), ())
+    if isinstance(value, list | tuple):
+        return sum(map(upload_paths, value), ())
+    return ()
+
+
+class InView:
+    """Each page's uploads in one input (a tab's files or video) as its change events last reported them, and when.
+    A call stops where a change after it was queued shows other uploads. Gradio's `cancels` on the change also stopped
+    the call that a press made during the upload: the press waits for the upload, then goes with its change."""
+
+    SESSIONS = 4096  # the pages remembered, the most recent
+
+    def __init__(self):
+        self._changes = OrderedDict()  # session hash: (time.monotonic() of the change, upload_paths)
+
+    def changed(self, value, session: str) -> None:
+        self._changes[session] = (time.monotonic(), upload_paths(value))
+        self._changes.move_to_end(session)
+        while len(self._changes) > self.SESSIONS:
+            self._changes.popitem(last=False)
+
+    def replaced(self, event, value) -> bool:
+        """Whether `event`'s page changed the input to other uploads than `value` after the event was queued."""
+        changed_at, paths = self._changes.get(event.session_hash, (-math.inf, ()))
+        return changed_at > event.enqueue_time and paths != upload_paths(value)
+
+
 class CancelWatch:
     """Stops a long call (a video, a batch) whose event was cancelled. Gradio frees a cancelled event's concurrency
     slot at once but cannot stop a function that runs: the next video started beside the cancelled one, and a client
     that submitted and cancelled ran any number at once, past VIDEO_CONCURRENCY; one whose client left (a closed tab)
     ran to its end. Made as the call starts, it finds the call's event among Gradio's running jobs (a call from
     outside the queue has none and is never stopped); the event is cancelled once it is gone from them or no longer
-    alive."""
+    alive; or, given the page's `in_view` uploads and the call's `value`, once they were replaced (`InView`)."""
 
-    def __init__(self):
+    def __init__(self, in_view: InView | None = None, value=None):
         self.queue = getattr(LocalContext.blocks.get(None), "_queue", None)
         event_id = LocalContext.event_id.get(None)
         self.event = next((event for event in self._running_events() if event._id == event_id), None)
+        self.in_view, self.value = in_view, value
 
     def stop_if_cancelled(self) -> None:
-        if self.event is not None and not (self.event.alive and self.event in self._running_events()):
+        if self.event is None:
+            return
+        if not (self.event.alive and self.event in self._running_events()):
             print(f"cancelled: stopped event {self.event._id}", file=sys.stderr)
             raise Cancelled(self.event._id)
+        if self.in_view and self.in_view.replaced(self.event, self.value):
+            print(f"replaced: stopped event {self.event._id}", file=sys.stderr)
+            raise Replaced(self.event._id)
 
     def each(self, items: list) -> Iterator:
         """`items`, stopping before the next where the event was cancelled."""
@@ -145,6 +189,7 @@ class Endpoints:
         folder = gr.utils.get_upload_folder()
         self._web = WebColorizer(colorizer, max_pixels, folder) if colorizer else None
         self._model_problem = model_problem
+        self._files_in_view, self._video_in_view = InView(), InView()
 
     # The defaults (the pipeline's) make the API's optional parameters, the reference photo above all, optional.
     def colorize(
@@ -214,13 +259,16 @@ class Endpoints:
             photos = Upload.list_from_api(files, "files")
             settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
             reference = Upload.optional_from_api(reference, "reference")
-            watch = CancelWatch()
-            result = web.colorize_batch(
-                photos,
-                reference,
-                settings,
-                lambda items: progress.tqdm(watch.each(items), desc="Colorizing", total=len(items)),
-            )
+            watch = CancelWatch(self._files_in_view, files)
+            try:
+                result = web.colorize_batch(
+                    photos,
+                    reference,
+                    settings,
+                    lambda items: progress.tqdm(watch.each(items), desc="Colorizing", total=len(items)),
+                )
+            except Replaced:  # (the change cleared the result: nothing to show)
+                return gr.skip(), gr.skip(), gr.skip()
         return str(result.archive), [(str(path), name) for path, name in result.previews], result.report
 
     def colorize_video(
@@ -251,7 +299,7 @@ class Endpoints:
         """  # noqa: E501 (Gradio reads one line per argument for the MCP tools)
         if video is None:
             raise user_error("Upload a video first.")
-        web, watch = self._require_model(), CancelWatch()
+        web, watch = self._require_model(), CancelWatch(self._video_in_view, video)
 
         def frames_done(done: int, total: int) -> None:
             watch.stop_if_cancelled()
@@ -260,8 +308,21 @@ class Endpoints:
         with shown_to_the_user():
             settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
             clip, reference = Upload.from_api(video, "video"), Upload.optional_from_api(reference, "reference")
-            output = web.colorize_video(clip, reference, settings, mode, frames_done)
+            try:
+                output = web.colorize_video(clip, reference, settings, mode, frames_done)
+            except Replaced:
+                return gr.skip()
         return str(output)
+
+    def files_changed(self, files, request: gr.Request):
+        """UI only: new or cleared batch files clear the last result, and stop a batch of other files (`InView`)."""
+        self._files_in_view.changed(files, request.session_hash)
+        return None, None, ""
+
+    def video_changed(self, video, request: gr.Request):
+        """UI only: a new or cleared video clears the last result, and stops the colorization of another (`InView`)."""
+        self._video_in_view.changed(video, request.session_hash)
+        return None, gr.DownloadButton(value=None, interactive=False)
 
     def painted_hints(self, image, editor):
         """UI only: the hint editor's paint layers as one hint layer for /colorize (None if nothing is painted, or
@@ -312,9 +373,9 @@ class Endpoints:
 VIDEO_PASSES = {Mode.SHOT.value: "Colorizing (2 passes)", Mode.FRAME.value: "Colorizing"}
 
 
-def video_download(result: dict):
-    """UI only: the download button for the /colorize_video event's output."""
-    return gr.DownloadButton(value=result["path"], interactive=True)
+def video_download(result: dict | None):
+    """UI only: the download button for the /colorize_video event's output (none where it was stopped, replaced)."""
+    return gr.DownloadButton(value=result["path"], interactive=True) if result else gr.skip()
 
 
 def photo_path(image: dict | None) -> str | None:
@@ -348,15 +409,6 @@ def nothing_to_paint_on(image: dict | None, shown: dict | None):
     if not shown or (image and shown["photo"] == image["path"]):
         return gr.skip(), gr.skip()
     return None, None  # and `shown` with it: where the new photo's copy fails, the last one's is not taken for it
-
-
-def no_video_result():
-    """UI only: a new or cleared video clears the last result."""
-    return None, gr.DownloadButton(value=None, interactive=False)
-
-
-def no_batch_result():
-    return None, None, ""
 
 
 def build_demo(colorizer: Colorizer | None, model_problem: str = "", max_pixels: int | None = None) -> gr.Blocks:
@@ -517,9 +569,9 @@ def batch_tab() -> BatchTab:
 
 
 def wire_batch_tab(tab: BatchTab, controls: list, endpoints: Endpoints) -> None:
-    """Colorize all; new or cleared files clear the result, and stop a batch that runs (its result was shown beside
-    them)."""
-    colorizing = tab.button.click(
+    """Colorize all; new or cleared files clear the result, and stop a batch of other files (its result was shown
+    beside them)."""
+    tab.button.click(
         endpoints.colorize_batch,
         inputs=[tab.files, *controls],
         outputs=[tab.archive, tab.gallery, tab.report],
@@ -528,11 +580,12 @@ def wire_batch_tab(tab: BatchTab, controls: list, endpoints: Endpoints) -> None:
         concurrency_limit=BATCH_CONCURRENCY,
     )
     tab.files.change(
-        no_batch_result,
+        endpoints.files_changed,
+        inputs=tab.files,
         outputs=[tab.archive, tab.gallery, tab.report],
+        preprocess=False,
         queue=False,
         api_visibility="private",
-        cancels=[colorizing],
     )
 
 
@@ -563,8 +616,8 @@ def video_tab() -> VideoTab:
 
 
 def wire_video_tab(tab: VideoTab, controls: list, endpoints: Endpoints) -> None:
-    """Colorize video; a new or cleared video clears the result, and stops a video that runs (its result was shown
-    beside the new one)."""
+    """Colorize video; a new or cleared video clears the result, and stops the colorization of another (its result
+    was shown beside the new one)."""
     colorizing = tab.button.click(
         endpoints.colorize_video,
         inputs=[tab.video, *controls, tab.mode],
@@ -577,11 +630,12 @@ def wire_video_tab(tab: VideoTab, controls: list, endpoints: Endpoints) -> None:
         video_download, inputs=tab.result, outputs=tab.download, preprocess=False, queue=False, api_visibility="private"
     )
     tab.video.change(
-        no_video_result,
+        endpoints.video_changed,
+        inputs=tab.video,
         outputs=[tab.result, tab.download],
+        preprocess=False,
         queue=False,
         api_visibility="private",
-        cancels=[colorizing],
     )
 
 

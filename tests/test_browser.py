@@ -21,7 +21,7 @@ from video_clips import slow_clip
 from letcolor import BUNDLED_MODEL_DIR, Colorizer
 from letcolor.batch_io import FOLDER_PREFIX
 from letcolor.color import rgb_to_lab
-from letcolor.video_bench import write_pan
+from letcolor.video_bench import write_clip, write_pan
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -318,6 +318,47 @@ def test_files_replaced_while_a_batch_is_colorized_stop_it_and_its_result_never_
         page.wait_for_timeout(1000)
         expect(page.locator("#batch-gallery img")).to_have_count(0)
         expect(page.locator("#batch-report")).not_to_contain_text("Colorized")
+
+
+def slow_uploads(page, bytes_per_second: float = 1e6) -> None:
+    """Uploads from `page` at that speed, as over a real connection."""
+    network = page.context.new_cdp_session(page)
+    network.send("Network.enable")
+    conditions = {"offline": False, "latency": 20, "downloadThroughput": 1e7, "uploadThroughput": bytes_per_second}
+    network.send("Network.emulateNetworkConditions", conditions)
+
+
+def noise(shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, shape, np.uint8)  # (it does not compress: a large upload)
+
+
+@pytest.mark.slow
+def test_colorize_all_pressed_while_the_photos_upload_colorizes_them(page, examples_dir, tmp_path):
+    """The press waits for the upload, then goes with the upload's change, which stopped it: no result, no word."""
+    large = tmp_path / "large.png"
+    Image.fromarray(noise((1600, 1600))).save(large)  # 2.6 MB: 2.6 s
+    slow_uploads(page)
+    page.get_by_role("tab", name="Batch").click()
+    files = page.locator("#batch-files")
+    files.locator("input[type=file]").set_input_files([examples_dir / "chelsea_gray.png", large])
+    expect(files.get_by_role("button", name="Remove this file")).to_have_count(0)  # still uploading
+    page.get_by_role("button", name="Colorize all").click()
+    expect(page.locator("#batch-report")).to_contain_text("Colorized 2 of 2 photos", timeout=60_000)
+
+
+@pytest.mark.slow
+def test_colorize_video_pressed_while_the_video_uploads_colorizes_it(page, tmp_path):
+    clip = tmp_path / "noise.mp4"
+    write_clip(clip, (noise((240, 320, 3)) for _ in range(30)), fps=10)  # 2 MB: 2 s
+    slow_uploads(page)
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video input[type=file]").set_input_files(clip)
+    expect(page.locator("#video video")).to_have_count(0)  # still uploading
+    page.get_by_role("button", name="Colorize video").click()
+    expect(page.locator("#video-result video")).to_have_attribute(
+        "src", re.compile(r"noise_color\.mp4$"), timeout=60_000
+    )
+    expect(page.get_by_role("button", name="Download MP4")).to_be_enabled()
 
 
 def lab_ab(rgb: np.ndarray) -> np.ndarray:
