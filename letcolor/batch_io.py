@@ -81,10 +81,11 @@ class ResultsZip:
         return name
 
     def _unique_name(self, photo_name: str) -> str:
+        """Unique ignoring case: unzipped on Windows or macOS, Photo_color.png replaced photo_color.png."""
         name, number = result_name(photo_name), 2
-        while name in self._names:
+        while name.casefold() in self._names:
             name, number = result_name(photo_name, f"_{number}.png"), number + 1
-        self._names.add(name)
+        self._names.add(name.casefold())
         return name
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ reports each bad photo and colorizes the rest.
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -224,14 +225,14 @@ class WebColorizer:
         with BatchFolder(self.result_dir) as batch:
             for upload in progress(files):
                 try:
-                    with user_messages(upload):
+                    with user_messages(upload, markdown=True):  # (the report is Markdown)
                         self._check(upload)
                         result = self.colorizer(upload.path, **vars(options))
                 except InvalidImageError as error:
                     skipped.append(str(error))
                     continue
                 batch.add(upload.name, result.image)
-                notes += [public(warning, [upload]) for warning in result.warnings]
+                notes += [public(warning, [upload], markdown=True) for warning in result.warnings]
             report = batch_report(len(batch.previews), len(files), skipped, notes)
             if not batch.previews:
                 raise ValueError(report)  # the folder is removed on the way out
@@ -314,23 +315,32 @@ def batch_report(done: int, total: int, skipped: list[str], notes: list[str]) ->
     return "\n".join(lines)
 
 
-def public(message: str, uploads: Iterable[Upload | None]) -> str:
-    """`message` with the server's copies of `uploads` named by the user's file names."""
+def public(message: str, uploads: Iterable[Upload | None], markdown: bool = False) -> str:
+    """`message` with the server's copies of `uploads` named by the user's file names (for Markdown, as code: a
+    name's * or _ made italics of it, and <...> vanished)."""
     for upload in filter(None, uploads):
-        message = message.replace(str(upload.path), upload.name)
+        message = message.replace(str(upload.path), code_span(upload.name) if markdown else upload.name)
     return message
 
 
+def code_span(text: str) -> str:
+    """`text` as Markdown shows it, literally."""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    space = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{space}{text}{space}{fence}"
+
+
 @contextmanager
-def user_messages(*uploads: Upload | None):
+def user_messages(*uploads: Upload | None, markdown: bool = False):
     """Re-raises a ValueError (InvalidImageError included) naming the user's files instead of the server's copies,
     and an upload that is gone (never there, or removed by the app's hourly sweep) as a ValueError."""
     try:
         yield
     except FileNotFoundError as error:
-        raise ValueError(public(f"{error.filename}: the uploaded file is gone; upload it again", uploads)) from error
+        message = f"{error.filename}: the uploaded file is gone; upload it again"
+        raise ValueError(public(message, uploads, markdown)) from error
     except ValueError as error:
-        message = public(str(error), uploads)
+        message = public(str(error), uploads, markdown)
         if message == str(error):
             raise
         raise (InvalidImageError if isinstance(error, InvalidImageError) else ValueError)(message) from error

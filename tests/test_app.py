@@ -229,16 +229,27 @@ def test_batch_skips_and_reports_bad_photos_and_colorizes_the_rest(client, examp
     assert [item["caption"] for item in gallery] == ["coffee_color.png", "rocket_gray_color.png"]
     lines = report.splitlines()
     assert lines[:3] == ["Colorized 2 of 4 photos.", "", "Skipped:"]
-    assert lines[3].startswith("- broken.jpg: not a readable image")
-    assert lines[4].startswith("- notes.png: not a readable image")
+    assert lines[3].startswith("- `broken.jpg`: not a readable image")  # (Markdown: names as code)
+    assert lines[4].startswith("- `notes.png`: not a readable image")
     assert "/tmp" not in report and str(tmp_path) not in report
+
+
+def test_batch_results_of_names_that_differ_in_case_only_are_two_files_anywhere(client, examples_dir, tmp_path):
+    """Photo.png and photo.png gave Photo_color.png and photo_color.png: one file where case is ignored (Windows,
+    macOS)."""
+    photos = [tmp_path / "Photo.png", tmp_path / "photo.png"]
+    Image.open(examples_dir / "coffee.png").save(photos[0])
+    Image.open(examples_dir / "rocket_gray.png").save(photos[1])
+    archive, _, _ = colorize_batch(client, photos)
+    with zipfile.ZipFile(archive) as results:
+        assert results.namelist() == ["Photo_color.png", "photo_color_2.png"]
 
 
 def test_a_failing_batch_leaves_no_zip_behind(client, examples_dir, tmp_path, upload_dir):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     before = result_files(upload_dir)
-    with pytest.raises(AppError, match=r"Colorized 0 of 2 photos\.(.|\n)*- broken\.jpg: not a readable image"):
+    with pytest.raises(AppError, match=r"Colorized 0 of 2 photos\.(.|\n)*- `broken\.jpg`: not a readable image"):
         colorize_batch(client, [broken, header_only_jpeg(tmp_path / "huge.jpg", 10000, 10000)])
     assert result_files(upload_dir) == before
 
@@ -261,7 +272,7 @@ def test_batch_colorizes_a_photo_whose_exif_is_damaged_and_notes_it(client, exam
         "Colorized 2 of 2 photos.",
         "",
         "Notes:",
-        "- damaged.png: its EXIF data is damaged and was ignored (the photo is taken as stored, not turned)",
+        "- `damaged.png`: its EXIF data is damaged and was ignored (the photo is taken as stored, not turned)",
     ]
 
 
@@ -271,7 +282,7 @@ def test_batch_reports_an_animation_whose_first_frame_was_used(client, examples_
         "Colorized 1 of 1 photos.",
         "",
         "Notes:",
-        "- walk.gif: has 2 frames (animated or multi-page); only the first was colorized",
+        "- `walk.gif`: has 2 frames (animated or multi-page); only the first was colorized",
     ]
 
 

@@ -131,7 +131,8 @@ def test_an_animation_gets_a_visible_warning(page, examples_dir, tmp_path):
 
 @pytest.mark.slow
 def test_batch_shows_a_gallery_a_report_and_the_zip_and_clearing_clears_them(page, examples_dir, tmp_path):
-    broken = tmp_path / "broken.jpg"
+    """The report's Markdown made italics of *broken*.jpg."""
+    broken = tmp_path / "*broken*.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     page.get_by_role("tab", name="Batch").click()
     files = page.locator("#batch-files")
@@ -142,7 +143,7 @@ def test_batch_shows_a_gallery_a_report_and_the_zip_and_clearing_clears_them(pag
 
     report = page.locator("#batch-report")
     expect(report).to_contain_text("Colorized 2 of 3 photos.", timeout=60_000)
-    expect(report).to_contain_text("broken.jpg: not a readable image")
+    expect(report).to_contain_text("*broken*.jpg: not a readable image")
     gallery = page.locator("#batch-gallery")
     expect(gallery.locator("img")).to_have_count(2)
     expect(gallery).to_contain_text("coffee_color.png")
