@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
-from huggingface_hub.errors import HFValidationError, RemoteEntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, RemoteEntryNotFoundError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model
 from torch import nn
@@ -57,6 +57,10 @@ NO_HINTS_MESSAGE = "this model takes no colour hints (its config has hint_channe
 
 class ModelError(Exception):
     """A model cannot be had: it is not found (ModelNotFoundError) or not a valid letcolor model (InvalidModelError)."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """No model to load: none given and none installed, or the given directory or Hub id cannot be found."""
 
 
 class InvalidModelError(ModelError, ValueError):
@@ -666,13 +670,14 @@ class LetThereBeColor(
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "LetThereBeColor":
         """A saved model (local directory or Hub id). Raises InvalidModelError for anything that is not a valid
-        letcolor model; a directory or Hub id that cannot be found raises the Hub's or the OS's error."""
+        letcolor model, ModelNotFoundError for a directory or Hub id that cannot be found (it raised the Hub's or the
+        OS's error, which `except ModelError` missed)."""
         check_loading_options(kwargs, cls._hub_mixin_init_parameters)
         if str(pretrained_model_name_or_path).startswith("~"):  # a shell leaves a quoted or --model=~/x unexpanded
             try:
                 pretrained_model_name_or_path = Path(pretrained_model_name_or_path).expanduser()
             except RuntimeError as error:  # ~user of no such user
-                raise FileNotFoundError(f"{pretrained_model_name_or_path}: {error}") from error
+                raise ModelNotFoundError(f"{pretrained_model_name_or_path}: {error}") from error
         directory = Path(pretrained_model_name_or_path)
         if directory.is_dir():
             check_config_file(directory / CONFIG_NAME)
@@ -680,11 +685,15 @@ class LetThereBeColor(
             raise InvalidModelError(f"{directory} is a file, not a model directory")
         local = isinstance(pretrained_model_name_or_path, Path) or is_local_path(str(pretrained_model_name_or_path))
         if not directory.exists() and local:
-            raise FileNotFoundError(f"{directory}: no such model directory")  # not asked of the Hub: not an id
+            raise ModelNotFoundError(f"{directory}: no such model directory")  # not asked of the Hub: not an id
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except HFValidationError:
-            raise  # neither a directory nor a valid Hub id: not found, not invalid
+        except (HFValidationError, FileNotFoundError, EntryNotFoundError, HfHubHTTPError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ModelNotFoundError(
+                f"{pretrained_model_name_or_path}: not a model directory, nor a Hub model id that can be fetched or is "
+                f"cached ({type(error).__name__}: {reason})"
+            ) from error
         except (ValueError, TypeError, AttributeError, SafetensorError, RuntimeError) as error:
             # ValueError includes a config.json that is not JSON; RuntimeError, weights that do not fit the config.
             reason = " ".join(str(error).split())[:300] or type(error).__name__

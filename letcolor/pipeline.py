@@ -6,6 +6,7 @@ the predicted ab is upsampled (bilinear) to the full size and joined with the fu
 output keeps every detail of the original.
 """
 
+import inspect
 import math
 import numbers
 import os
@@ -17,7 +18,6 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError
 from PIL import Image
 
 from letcolor.color import rgb_to_lab, target_to_ab
@@ -26,7 +26,7 @@ from letcolor.fullres import compose, global_input, input_luma, lightness, netwo
 from letcolor.hints import Hints, HintSource, InvalidHintsError
 from letcolor.images import ImageSource, InvalidImageError, Pixels, image_pixels, load_image, read_image
 from letcolor.inference import Speedups
-from letcolor.model import NO_HINTS_MESSAGE, InvalidModelError, LetThereBeColor, ModelError
+from letcolor.model import NO_HINTS_MESSAGE, InvalidModelError, LetThereBeColor, ModelError, ModelNotFoundError
 from letcolor.refine import refine_ab
 
 T = TypeVar("T")
@@ -65,10 +65,6 @@ __all__ = [
     "load_image",
     "load_model",
 ]
-
-
-class ModelNotFoundError(ModelError, FileNotFoundError):
-    """No model to load: none given and none installed, or the given directory or Hub id cannot be found."""
 
 
 @dataclass(frozen=True)
@@ -147,12 +143,9 @@ def load_model(name_or_path: str | Path | None = None) -> LetThereBeColor:
     source = model_source(name_or_path)
     try:
         return LetThereBeColor.from_pretrained(source)
-    except (FileNotFoundError, EntryNotFoundError, HfHubHTTPError, HFValidationError) as error:
-        reason = str(error).splitlines()[0]
-        raise ModelNotFoundError(
-            f"Cannot load the model {str(source)!r}: not a model directory, nor a Hub model id that can be fetched or "
-            f"is cached ({type(error).__name__}: {reason})\n{HOW_TO_PASS_A_MODEL}"
-        ) from error
+    except ModelNotFoundError as error:
+        reason = str(error).removeprefix(f"{source}: ")
+        raise ModelNotFoundError(f"Cannot load the model {str(source)!r}: {reason}\n{HOW_TO_PASS_A_MODEL}") from error
 
 
 def network_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
@@ -278,6 +271,9 @@ class Colorizer:
 
     def __call__(self, image: ImageSource, hints: HintSource | None = None, **options) -> ColorizationResult:
         """Colorizes one image, with its colour hints if given; the options are those of `batch`."""
+        unknown = set(options) - BATCH_OPTIONS  # (batch's own TypeError named a method that was not called)
+        if unknown:
+            raise TypeError(f"Colorizer: unknown options {sorted(unknown)}; the options are {sorted(BATCH_OPTIONS)}")
         return self.batch([image], hints=None if hints is None else [hints], **options)[0]
 
     def batch(
@@ -432,3 +428,6 @@ class Colorizer:
             return {}
         top = np.argsort(probabilities)[::-1][:TOP_SCENES]
         return {self.class_names[i]: float(probabilities[i]) for i in top}
+
+
+BATCH_OPTIONS = frozenset(inspect.signature(Colorizer.batch).parameters) - {"self", "images", "hints"}

@@ -20,6 +20,7 @@ not play it in an MP4, as for PCM).
 import functools
 import heapq
 import math
+import numbers
 import os
 import queue
 import secrets
@@ -634,6 +635,27 @@ def _checked_paths(source: str | Path, destination: str | Path) -> tuple[Path, P
     return source, destination
 
 
+def _check_video_options(flow_blend, batch_size, max_frames, max_seconds) -> None:
+    """ValueError naming the option: a batch size of 2.5 held the whole video as one batch, a NaN limit was none, a
+    string a TypeError."""
+    if not _is_number(flow_blend) or not 0 <= flow_blend < 1:
+        raise ValueError(f"flow_blend must be a number in [0, 1), got {flow_blend!r}")
+    if not _is_count(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if max_frames is not None and (not _is_count(max_frames) or max_frames < 1):
+        raise ValueError(f"max_frames must be a whole number >= 1 or None, got {max_frames!r}")
+    if max_seconds is not None and (not _is_number(max_seconds) or not max_seconds > 0):
+        raise ValueError(f"max_seconds must be a number > 0 or None, got {max_seconds!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def colorize_video(
     colorizer: Colorizer,
     source: str | Path,
@@ -667,10 +689,7 @@ def colorize_video(
         raise ValueError(f"mode must be one of {[m.value for m in Mode]}, got {mode!r}")
     mode = Mode(mode)
     options = Options(use_global, global_strength, reference, palette_strength, max_side, refine)
-    if not 0 <= flow_blend < 1:
-        raise ValueError(f"flow_blend must be in [0, 1), got {flow_blend}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_video_options(flow_blend, batch_size, max_frames, max_seconds)
     source, destination = _checked_paths(source, destination)
     reference = colorizer.reference(reference)
     with torch.inference_mode():

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fake_hub import FakeHub
 from safetensors.torch import load, load_file, save, save_file
 
-from letcolor import Colorizer, ModelError
+from letcolor import Colorizer, ModelError, ModelNotFoundError
 from letcolor.fullres import lightness
 from letcolor.images import image_pixels, load_image
 from letcolor.model import InvalidModelError, LetThereBeColor
@@ -203,8 +203,15 @@ def test_loading_options_that_cannot_be_honoured_and_a_missing_path_are_named(ti
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="map_location='cuda': CUDA is not available"):
             LetThereBeColor.from_pretrained(tiny_model_dir, map_location="cuda")
-    with pytest.raises(FileNotFoundError, match="no such model directory"):
-        LetThereBeColor.from_pretrained(Path("my_models/run1"))
+    with pytest.raises(ModelNotFoundError, match="no such model directory"):  # (it was a bare FileNotFoundError,
+        LetThereBeColor.from_pretrained(Path("my_models/run1"))  # which the README's `except ModelError` missed)
+
+
+def test_a_hub_id_that_cannot_be_had_is_a_model_not_found(tmp_path, monkeypatch):
+    """It raised the Hub's own error, which `except letcolor.ModelError` missed."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="nor a Hub model id that can be fetched or is cached"):
+        LetThereBeColor.from_pretrained("letcolor/no-such-model", cache_dir=tmp_path)
 
 
 BAD_MODELS = {

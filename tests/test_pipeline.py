@@ -750,6 +750,12 @@ def test_batch_of_one_image_rather_than_a_list_is_a_type_error(colorizer, exampl
             colorizer.batch(one)
 
 
+def test_a_misspelt_option_names_the_call_that_was_made(colorizer, examples_dir):
+    """It said "Colorizer.batch() got an unexpected keyword argument" for `colorizer(image, max_size=256)`."""
+    with pytest.raises(TypeError, match=r"^Colorizer: unknown options \['max_size'\]; the options are .*'max_side'"):
+        colorizer(examples_dir / "chelsea.png", max_size=256)
+
+
 def test_invalid_image_error_is_a_value_error():
     assert issubclass(InvalidImageError, ValueError)
 

@@ -1,6 +1,7 @@
 """Video: real clips (a cut of a real driving video, pans over the example photos, a clip with a sine soundtrack)
 through `colorize_video`; what is kept (frames, size, rate, duration, audio, lightness), shots, motion, errors."""
 
+import math
 from fractions import Fraction
 from pathlib import Path
 
@@ -625,8 +626,10 @@ def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_d
         colorize_video(colorizer, pan[0], tmp_path / "out.gif")
     with pytest.raises(ValueError, match="mode"):
         colorize_video(colorizer, pan[0], tmp_path / "out.mp4", mode="scene")
-    with pytest.raises(ValueError, match="flow_blend"):
-        colorize_video(colorizer, pan[0], tmp_path / "out.mp4", flow_blend=1.0)
+    for option, bad in [("flow_blend", 1.0), ("flow_blend", "0.5"), ("batch_size", 2.5), ("batch_size", "4"),
+                        ("max_frames", 1.5), ("max_seconds", math.nan), ("max_seconds", 0)]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"^{option} must be"):  # 2.5 held the whole video as one batch
+            colorize_video(colorizer, pan[0], tmp_path / "out.mp4", **{option: bad})
     with pytest.raises(InvalidVideoError, match="12 frames, over the limit of 5 frames"):
         colorize_video(colorizer, pan[0], tmp_path / "out.mp4", max_frames=5)
     undeclared = tmp_path / "undeclared.mkv"  # Matroska does not declare a frame count: counted while decoding
