@@ -24,8 +24,10 @@ import io
 import json
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -588,6 +590,18 @@ def locked(path: str, tries: int = 5) -> io.TextIOWrapper | None:
     return None
 
 
+@contextlib.contextmanager
+def sigterm_handler_kept() -> Iterator[None]:
+    """The caller's SIGTERM handler (the CLI's clean stop) back after `ray.init`, which sets its own: SIGTERM printed
+    Ray's stack dump and exited 15, not through the CLI's clean-up."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread() and handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
 def _colorize_the_rest(job: Job, source: Source, destination, ids: list[str], progress: bool) -> Summary:
     done, recorded_errors = destination.progress(ids)
     if job.retry_errors:
@@ -600,7 +614,8 @@ def _colorize_the_rest(job: Job, source: Source, destination, ids: list[str], pr
         return summary
     ray = _ray()
     if not ray.is_initialized():
-        ray.init(address=job.address, num_cpus=None if job.address else job.num_cpus, include_dashboard=False)
+        with sigterm_handler_kept():
+            ray.init(address=job.address, num_cpus=None if job.address else job.num_cpus, include_dashboard=False)
     dataset = _rows(ray, source, todo, job).map_batches(
         ColorizeRows,
         fn_constructor_kwargs={

@@ -101,6 +101,9 @@ archive.ParquetDestination.commit = commit_then_die
 sys.exit(cli.main(sys.argv[1:]))
 """
 
+# The same, with SIGTERM (a scheduler's stop): the command's clean stop, not Ray's handler
+DRIVER_STOPPED_AFTER_THREE_SHARDS = DRIVER_KILLED_AFTER_THREE_SHARDS.replace("SIGKILL", "SIGTERM")
+
 # A model actor kills its own process with SIGKILL in the middle of its first batch (once per run: a marker file).
 WORKER_KILLED_IN_FIRST_BATCH = """
 import os, signal, sys
@@ -160,6 +163,20 @@ def test_killed_mid_run_then_run_again_every_good_photo_is_there_once(archive, t
     counted = run(arguments + ["--dry-run"])
     assert f"0 photos to colorize, {len(ids)} done before (3 of them errors: --retry-errors" in counted.stdout
     assert "3 photos to colorize, 80 done before" in run(arguments + ["--dry-run", "--retry-errors"]).stdout
+
+
+def test_sigterm_stops_cleanly_and_running_again_finishes_the_rest(archive, tiny_model_dir, tmp_path):
+    """Ray's SIGTERM handler, set by ray.init, replaced the command's: Ray's stack dump and exit 15."""
+    source, sizes, corrupt = archive
+    destination = tmp_path / "colorized"
+    arguments = command(source, destination, tiny_model_dir, "--batch-size", "2", "--shard-rows", "2")
+    stopped = run_in_own_session([sys.executable, "-c", DRIVER_STOPPED_AFTER_THREE_SHARDS, *arguments[3:]])
+    assert stopped.returncode == cli.EXIT_TERMINATED and stopped.stderr.endswith("terminated\n"), stopped.stderr[-3000:]
+    assert "SIGTERM received" not in stopped.stderr
+    assert len(datasets.load_dataset(str(destination), split="train")) == 6
+    again = run(arguments)
+    assert "6 done before" in again.stdout, again.stderr[-3000:]
+    assert sorted(datasets.load_dataset(str(destination), split="train")["id"]) == sorted([*sizes, *corrupt])
 
 
 def test_retrying_errors_removes_their_rows_from_committed_shards_and_keeps_the_rest(tmp_path):
