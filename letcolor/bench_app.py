@@ -5,7 +5,8 @@
 Each scenario runs in a fresh `python app.py` (the bundled model unless --model or $LETCOLOR_MODEL says otherwise):
 one small photo first (start-up and first-call costs), then the scenario's requests through gradio_client. The
 table gives the process's resident memory after that warm-up and its peak (VmHWM, Linux) over the whole run. The
-photo is a real one fitted to the largest size under the app's pixel limit (3:2, JPEG quality 90).
+photo is a real one fitted to the largest size under the app's pixel limit (3:2, JPEG quality 90); the video pans
+over it at the largest frame size the app takes.
 """
 
 import argparse
@@ -31,11 +32,13 @@ except ImportError as error:  # an installed letcolor without the app: this tool
 
 from letcolor.bench import BENCH_PHOTO, write_inputs
 from letcolor.images import EXAMPLES_DIR
-from letcolor.webapp import MAX_PIXELS_ENV_VAR, MAX_SIDE_RANGE, max_pixels_from_environment
+from letcolor.video_bench import write_pan
+from letcolor.webapp import MAX_PIXELS_ENV_VAR, MAX_SIDE_RANGE, MAX_VIDEO_SIDES, max_pixels_from_environment
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 WARM_UP_PHOTO = EXAMPLES_DIR / "chelsea_gray.png"
 START_TIMEOUT_SECONDS = 300
+CLIP_SIZE, CLIP_FRAMES = MAX_VIDEO_SIDES, 150  # the largest frames the app takes, 15 s at 10 frames/s
 
 
 def largest_size(max_pixels: int) -> tuple[int, int]:
@@ -108,13 +111,19 @@ def colorize_batch(client: Client, photos: list[Path], max_side: int) -> None:
     client.predict([handle_file(p) for p in photos], max_side=max_side, api_name="/colorize_batch")
 
 
-def scenarios(photo: Path, low: int, high: int) -> dict[str, Callable[[Client], None]]:
+def colorize_video(client: Client, clip: Path, max_side: int) -> None:
+    client.predict(handle_file(clip), max_side=max_side, api_name="/colorize_video")
+
+
+def scenarios(photo: Path, clip: Path, low: int, high: int) -> dict[str, Callable[[Client], None]]:
     """name -> the requests it makes (a client in, nothing out)."""
 
-    def at_once(client: Client) -> None:  # as many requests as the app runs at a time: 2 photos and a batch
-        with ThreadPoolExecutor(3) as pool:
+    def at_once(client: Client, video: bool = False) -> None:  # as many as the app runs at a time: 2 photos and a
+        with ThreadPoolExecutor(4) as pool:  # batch, and a video in its own slot
             jobs = [pool.submit(colorize, client, photo, high) for _ in range(2)]
             jobs.append(pool.submit(colorize_batch, client, [photo] * 3, high))
+            if video:
+                jobs.append(pool.submit(colorize_video, client, clip, high))
             for job in jobs:
                 job.result()
 
@@ -123,6 +132,10 @@ def scenarios(photo: Path, low: int, high: int) -> dict[str, Callable[[Client], 
         f"1 photo, max_side {high}": lambda client: colorize(client, photo, high),
         f"batch of 3, max_side {high}": lambda client: colorize_batch(client, [photo] * 3, high),
         f"2 photos + batch of 3 at once, max_side {high}": at_once,
+        f"a {CLIP_SIZE[0]}x{CLIP_SIZE[1]} video of {CLIP_FRAMES} frames, max_side {high}": (
+            lambda client: colorize_video(client, clip, high)
+        ),
+        f"2 photos + batch of 3 + that video at once, max_side {high}": lambda client: at_once(client, video=True),
     }
 
 
@@ -152,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         photo = write_inputs(args.photo, [size], Path(directory))[size]
-        for name, requests in scenarios(photo, *MAX_SIDE_RANGE).items():
+        clip = Path(directory) / "pan.mp4"
+        write_pan(args.photo, clip, size=CLIP_SIZE, frames=CLIP_FRAMES)
+        for name, requests in scenarios(photo, clip, *MAX_SIDE_RANGE).items():
             if args.only and args.only not in name:
                 continue
             warm, peak, seconds = measure(env, requests)
