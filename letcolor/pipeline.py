@@ -224,6 +224,11 @@ class Options:
                 raise ValueError(f"{name} must be a number in [0, {high}], got {value!r}")
         if self.palette_strength > 0 and self.reference is None:
             raise ValueError("palette_strength > 0 needs a reference image")
+        if self.reference is not None and not self.use_global and self.palette_strength == 0:  # (it was ignored)
+            raise ValueError(
+                "a reference image drives the colours through the global features or its palette: with "
+                "use_global=False it needs palette_strength > 0"
+            )
         side = self.max_side
         if side is not None and (isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < 8):
             raise ValueError(f"max_side must be an integer >= 8 or None (native size), got {side!r}")
