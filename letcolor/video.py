@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
+from PIL import Image
 
 from letcolor.color import lightness_to_input
 from letcolor.fullres import compose_rgb_8bit, lightness
@@ -116,6 +117,11 @@ def is_video_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def _is_animated(path: Path) -> bool:
+    with Image.open(path) as image:
+        return getattr(image, "is_animated", False)
+
+
 def _open(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path))
@@ -134,6 +140,11 @@ def _open(path: Path) -> av.container.InputContainer:
         except InvalidImageError as error:  # (or one over the pixel limit)
             reason = str(error).removeprefix(f"{path}: ")
             raise InvalidVideoError(f"{path}: not a readable video (read as an image: {reason})") from error
+        if _is_animated(path):  # (an animated WebP: FFmpeg reads only its first frame's header, then fails)
+            raise InvalidVideoError(
+                f"{path}: an animation that FFmpeg cannot read as a video: convert it to MP4 or GIF (colorized as a "
+                "photo, its first frame is)"
+            )
         raise InvalidVideoError(f"{path}: a still image, not a video (colorize it as a photo)")
     if container.format.name.startswith("matroska"):
         declared, size = _matroska_declared_bytes(path), path.stat().st_size
