@@ -880,6 +880,25 @@ def test_compact_copy_reencodes_train_photos_and_keeps_labels_and_validation(eve
     assert again.returncode != 0 and "exists" in again.stderr
 
 
+def test_a_compact_copy_validates_on_the_same_photos_as_its_original(scenes_dataset, tmp_path):
+    """It kept the first --val-rows rows: validation skips a gray photo, so the copy validated on 7 photos where the
+    original took 8 (250 of 256 on letcolor-everyday)."""
+    data, copy = make_scene_dataset(scenes_dataset, tmp_path / "data", gray_validation_rows=(2,)), tmp_path / "compact"
+    assert compact(data, copy, "--side", "64", "--train-rows", "8", "--val-rows", "8").returncode == 0
+    original, copied = (validation_images(StreamSpec([Source(str(each))], "validation"), 8) for each in (data, copy))
+    assert len(copied[0]) == 8 and torch.equal(copied[0], original[0]) and copied[2] == original[2] == {"low_colour": 1}
+
+
+def test_a_validation_split_without_rows_is_one_clear_error(scene_data, tmp_path, monkeypatch, capsys):
+    """pyarrow's ArrowInvalid ("BatchSize must be greater than 0") and a traceback."""
+    empty = tmp_path / "empty"
+    shutil.copytree(scene_data, empty)
+    (validation,) = (empty / "data").glob("validation-*.parquet")
+    pq.write_table(pq.read_table(validation).slice(0, 0), validation)
+    assert run_main(monkeypatch, cli(empty, tmp_path / "run", *QUICK, "--steps", "1")) == 2
+    assert "a data file could not be read" in capsys.readouterr().err
+
+
 def test_compact_copy_keeps_a_panorama_longer_than_webp_holds():
     """A 100x20000 panorama (its shorter side under --side: not resized) failed the whole copy: WebP "encoding error
     5" (16383 px a side at most)."""
@@ -908,7 +927,8 @@ def test_compact_copy_leaves_out_undecodable_photos_and_writes_nothing_for_a_wro
     [
         (("--shards", "0"), "--shards must be at least 1"),  # ZeroDivisionError after creating the folder
         (("--shards", "-2"), "--shards must be at least 1"),  # "succeeded" without a train split
-        (("--quality", "101"), "--quality in 0..100"),
+        (("--quality", "101"), "--quality must be in 0..100"),
+        (("--val-rows", "0"), "--val-rows must be at least 1"),  # a copy that training could not validate on
         (("--image-column", "nosuch"), "--image-column nosuch: not a column"),  # a pyarrow KeyError traceback
     ],
 )

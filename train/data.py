@@ -339,7 +339,7 @@ def validation_images(spec: StreamSpec, limit: int) -> tuple[torch.Tensor, torch
     """The first `limit` usable validation photos, center-cropped: (uint8 images, labels, skipped counts)."""
     images, labels, skipped = [], [], {}
     (source,) = spec.sources
-    examples = iter(open_stream(spec, source))
+    examples = rows(open_stream(spec, source), source.dataset)  # (a DataError, not pyarrow's, for a bad file)
     for example in examples:
         crop = prepare_example(example, spec, center_crop, skipped)
         if crop is not None:
