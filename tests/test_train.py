@@ -432,6 +432,35 @@ def test_ddp_two_gloo_processes_train_and_rank_zero_writes(scene_data, tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == [CHECKPOINT_NAME, "final", "metrics.jsonl", "validation"]
 
 
+def empty_validation(dataset: Path, copy: Path) -> Path:
+    shutil.copytree(dataset, copy)
+    (validation,) = (copy / "data").glob("validation-*.parquet")
+    pq.write_table(pq.read_table(validation).slice(0, 0), validation)
+    return copy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["upload", "validation data"])
+def test_a_failure_of_rank_zero_alone_is_its_error_not_a_crash_of_the_others(scene_data, tmp_path, failure):
+    """Rank 1, waiting in a collective or the last barrier, crashed with gloo's "Connection closed by peer", and
+    torchrun named it as the run's failure."""
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train"),
+        *cli(scene_data, tmp_path / "run", "--steps", "2", "--val-every", "100", *QUICK),
+    ]
+    env = {**subprocess_env(), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_test", "HF_HOME": str(tmp_path)}
+    if failure == "upload":
+        command += ["--push-to-hub", "letcolor/unreachable"]
+        message = "error: could not upload"
+    else:
+        command[command.index(f"--dataset={scene_data}")] = f"--dataset={empty_validation(scene_data, tmp_path / 'd')}"
+        message = "a data file could not be read"
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-3000:]
+    assert "Connection closed by peer" not in result.stderr
+    assert "rank      : 0 (local_rank: 0)" in result.stderr.split("Root Cause")[1]
+
+
 @pytest.mark.slow
 def test_push_to_local_hub_and_load_back(tiny_model_dir, tmp_path):
     (tiny_model_dir / "README.md").write_text("---\nlibrary_name: letcolor\n---\n# test model\n")
@@ -891,10 +920,7 @@ def test_a_compact_copy_validates_on_the_same_photos_as_its_original(scenes_data
 
 def test_a_validation_split_without_rows_is_one_clear_error(scene_data, tmp_path, monkeypatch, capsys):
     """pyarrow's ArrowInvalid ("BatchSize must be greater than 0") and a traceback."""
-    empty = tmp_path / "empty"
-    shutil.copytree(scene_data, empty)
-    (validation,) = (empty / "data").glob("validation-*.parquet")
-    pq.write_table(pq.read_table(validation).slice(0, 0), validation)
+    empty = empty_validation(scene_data, tmp_path / "empty")
     assert run_main(monkeypatch, cli(empty, tmp_path / "run", *QUICK, "--steps", "1")) == 2
     assert "a data file could not be read" in capsys.readouterr().err
 

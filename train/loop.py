@@ -8,8 +8,10 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ from train.monitor import MetricsLog
 from train.validate import mean_metrics, save_grid, validate
 from train.widen import warm_start_model, widened_weights
 
+T = TypeVar("T")
 DEFAULT_LR = {"adadelta": 1.0, "adamw": 1e-3}
 MAX_HINT_POINTS = 64  # per training image; the geometric draw is cut here
 VALIDATION_HINT_POINTS = 10
@@ -368,8 +371,9 @@ class Trainer:
     def checkpoint(self) -> None:
         self.check_finite()
         streams = gather_objects(self.context, {str(w): s for w, s in self.worker_states.items()})
-        if not self.context.is_main:
-            return
+        self.on_main(lambda: self.save_state(streams))
+
+    def save_state(self, streams: list[dict]) -> None:
         state = {
             "step": self.step,
             "wall_seconds": self.wall_seconds,
@@ -436,12 +440,9 @@ class Trainer:
             self.print(
                 f"the run finished at step {self.step}: nothing left to do (raise --steps or --max-minutes to train on)"
             )
-            if self.context.is_main and not (self.output / "final" / WEIGHTS_NAME).is_file():
-                self.save_final()
-            elif self.context.is_main:
-                self.publish(self.output / "final")  # an upload that failed at the end of the run, again
+            self.on_main(self.save_final_once)
             return
-        validation_sets = self.load_validation()
+        validation_sets = self.on_main(self.load_validation) or {}
         with StopRequest() as stop:
             if self.step < self.args.steps and not self.out_of_time():
                 self.finished = False
@@ -494,8 +495,31 @@ class Trainer:
         self.stop_if_signalled(stop)
         self.finished = True
         self.checkpoint()
-        if self.context.is_main:
+        self.on_main(self.save_final)
+
+    def save_final_once(self) -> None:
+        """The final model of a finished run, where it is not saved yet; else its upload that failed, again."""
+        if (self.output / "final" / WEIGHTS_NAME).is_file():
+            self.publish(self.output / "final")
+        else:
             self.save_final()
+
+    def on_main(self, work: Callable[[], T]) -> T | None:
+        """`work` on rank 0 alone, called by every rank: where it fails, rank 0 raises its error and the others leave
+        quietly, with exit code 0 so that torchrun names rank 0's failure (they went on to their next collective, or
+        to the last barrier, and crashed there with gloo's "Connection closed by peer", named as the run's failure)."""
+        result, error = None, None
+        if self.context.is_main:
+            try:
+                result = work()
+            except Exception as failure:  # raised below, once the other ranks know
+                error = failure
+        (failed,) = any_rank(self.context, (error is not None,), self.device)
+        if error is not None:
+            raise error
+        if failed:
+            raise SystemExit(0)
+        return result
 
     @property
     def shipped_model(self) -> LetThereBeColor:
@@ -560,8 +584,6 @@ class Trainer:
 
     def load_validation(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Each dataset's first --val-images usable photos of --val-split, by dataset name: (images, labels)."""
-        if not self.context.is_main:
-            return {}
         validation_sets = {}
         for source in self.train_spec.sources:
             spec = StreamSpec(
@@ -577,9 +599,10 @@ class Trainer:
         return validation_sets
 
     def run_validation(self, validation_sets: dict[str, tuple], stop: StopRequest | None = None) -> None:
+        self.on_main(lambda: self.measure_validation(validation_sets, stop))
+
+    def measure_validation(self, validation_sets: dict[str, tuple], stop: StopRequest | None) -> None:
         """Metrics on each dataset's validation photos and their mean over the datasets; one grid of them all."""
-        if not self.context.is_main:
-            return
         per_dataset, grid_truth, grid_predictions = {}, [], []
         for name, (images, labels) in validation_sets.items():
             if stop and stop.signal_number:
