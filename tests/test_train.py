@@ -34,7 +34,7 @@ from letcolor.pipeline import load_model
 from train import data, loop
 from train.__main__ import parse_args
 from train.average import WeightAverage
-from train.card import hints_line
+from train.card import hints_line, model_card
 from train.checkpoint import CHECKPOINT_NAME, STATE_KEY, load_checkpoint, save_checkpoint, saved_state
 from train.compact import reencoded
 from train.data import (
@@ -48,7 +48,7 @@ from train.data import (
     validation_images,
 )
 from train.distributed import Distributed
-from train.loop import Trainer, train
+from train.loop import Trainer, model_for, train
 from train.losses import (
     DEFAULT_PSNR_FLOOR,
     ColourRarity,
@@ -225,6 +225,23 @@ def test_the_card_of_a_resumed_run_names_each_command_and_what_it_changed(scene_
     assert "--steps 2` (steps 1-2); then `python -m train " in card
     assert "--lr 0.5` (steps 3-3; changed: --lr 1.0 -> 0.5)" in card
     assert "- Started from: random weights" in card
+
+
+def test_the_card_of_a_run_resumed_on_another_number_of_processes_counts_each_parts_images(scene_data, tmp_path):
+    """It counted every step at the last part's processes (96 images for 6 steps on one and 6 on two: 72), and named
+    the last part's hardware only."""
+    args = parse_args(cli(scene_data, tmp_path, "--steps", "12"))  # batch size 4
+    one, two = "CPU x86_64, 1 threads", "2 x CPU x86_64, 1 threads"
+    history = [
+        {"from_step": 0, "command": "python -m train A", "changed": [], "world_size": 1, "batch_size": 4,
+         "hardware": one},
+        {"from_step": 6, "command": "python -m train B", "changed": ["processes 1 -> 2"], "world_size": 2,
+         "batch_size": 4, "hardware": two},
+    ]  # fmt: skip
+    card = model_card(args, model_for(args, ["a", "b"]), 12, 2, two, "fp32", 60.0, {}, history)
+    assert "72 images seen (12 steps of batch size x processes, steps 1-6: 4 x 1; steps 7-12: 4 x 2)" in card
+    assert f"- Hardware: {one} (steps 1-6); {two} (steps 7-12); precision fp32" in card
+    assert "; then `python -m train B` on 2 processes (torchrun) (steps 7-12; changed: processes 1 -> 2)" in card
 
 
 def test_a_colour_only_run_and_one_from_a_saved_model_say_so_in_their_cards(scene_data, tmp_path):

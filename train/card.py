@@ -27,7 +27,7 @@ model = LetThereBeColor.from_pretrained("this/repo-or-directory")
 
 - {commands}
 - Started from: {start}
-- Data: {datasets}, split `{split}` (streamed), {images} images seen ({steps} steps of {batch_size}); {colour_filter}
+- Data: {datasets}, split `{split}` (streamed), {images_seen}; {colour_filter}
 - Scene classes: {classes}
 - Optimizer: {optimizer}, learning rate {lr} ({lr_schedule}), alpha {alpha}, chroma weight {chroma_weight},
   colour spread weight {spread_weight}, rarity rebalancing mix {rebalance} (1 = plain MSE),
@@ -72,18 +72,17 @@ def model_card(
     hub_datasets = [dataset for dataset in args.dataset if not Path(dataset).exists()]
     weights = zip(args.dataset, args.dataset_weights, strict=True)
     weighted = [f"`{dataset}` (weight {weight:g})" for dataset, weight in weights]
+    parts = run_parts(history, step, {"world_size": world_size, "batch_size": args.batch_size, "hardware": hardware})
     return CARD.format(
         datasets=", ".join(weighted) if len(weighted) > 1 else f"`{args.dataset[0]}`",
         hub_datasets="".join(f"- {dataset}\n" for dataset in hub_datasets).join(("datasets:\n", ""))
         if hub_datasets
         else "",
         width_text=f"width {args.width}",
-        commands=commands_line(history, step),
+        commands=commands_line(parts),
         start=start_line(args),
         split=args.split,
-        images=step * args.batch_size * world_size,
-        steps=step,
-        batch_size=args.batch_size,
+        images_seen=images_line(parts, step),
         classes=classes_line(model),
         optimizer=args.optimizer,
         lr=args.lr,
@@ -99,7 +98,7 @@ def model_card(
         global_dropout=args.global_dropout,
         hints=hints_line(args),
         weights=f"exponential moving average, decay {args.ema}" if args.ema else "the last step's",
-        hardware=hardware,
+        hardware=hardware_line(parts),
         precision=precision,
         wall_time=format_duration(wall_seconds),
         save_dtype=args.save_dtype,
@@ -108,19 +107,47 @@ def model_card(
     )
 
 
-def commands_line(history: list[dict], step: int) -> str:
+def run_parts(history: list[dict], step: int, current: dict) -> list[tuple[dict, int]]:
+    """Each command's part of the run that trained steps, with its last step. What a part did not record (a checkpoint
+    of an earlier version) is taken as `current`'s: this command's world size, batch size and hardware."""
+    ends = [part["from_step"] for part in history[1:]] + [step]
+    return [({**current, **part}, end) for part, end in zip(history, ends, strict=True) if end > part["from_step"]]
+
+
+def commands_line(parts: list[tuple[dict, int]]) -> str:
     """The command that trained the model, or each command of a resumed run with its steps and the settings it
     changed (a card showed the last command's settings as the whole run's)."""
-    ends = [part["from_step"] for part in history[1:]] + [step]
-    parts = [(part, end) for part, end in zip(history, ends, strict=True) if end > part["from_step"]]
     if len(parts) == 1 and not parts[0][0]["changed"]:
-        return f"Command: `{parts[0][0]['command']}`"
+        return f"Command: `{parts[0][0]['command']}`{processes(parts[0][0])}"
     described = [
-        f"`{part['command']}` (steps {part['from_step'] + 1}-{end}"
+        f"`{part['command']}`{processes(part)} (steps {part['from_step'] + 1}-{end}"
         + (f"; changed: {', '.join(part['changed'])})" if part["changed"] else ")")
         for part, end in parts
     ]
     return "Commands, in turn: " + "; then ".join(described)
+
+
+def processes(part: dict) -> str:
+    return f" on {part['world_size']} processes (torchrun)" if part["world_size"] > 1 else ""
+
+
+def images_line(parts: list[tuple[dict, int]], step: int) -> str:
+    """The images seen, counted part by part: a run resumed on another number of processes (or batch size) counted
+    all its steps at the last part's."""
+    images = sum((end - part["from_step"]) * part["batch_size"] * part["world_size"] for part, end in parts)
+    shapes = {(part["batch_size"], part["world_size"]) for part, _ in parts}
+    if len(shapes) == 1:
+        ((batch_size, world_size),) = shapes
+        each = f" on each of {world_size} processes" if world_size > 1 else ""
+        return f"{images} images seen ({step} steps of {batch_size}{each})"
+    steps = [f"steps {part['from_step'] + 1}-{end}: {part['batch_size']} x {part['world_size']}" for part, end in parts]
+    return f"{images} images seen ({step} steps of batch size x processes, {'; '.join(steps)})"
+
+
+def hardware_line(parts: list[tuple[dict, int]]) -> str:
+    if len({part["hardware"] for part, _ in parts}) == 1:
+        return parts[0][0]["hardware"]
+    return "; ".join(f"{part['hardware']} (steps {part['from_step'] + 1}-{end})" for part, end in parts)
 
 
 def start_line(args) -> str:

@@ -226,7 +226,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step, self.worker_states, self.skipped = 0, {}, {}
         self.wall_seconds = 0.0
-        self.history = [{"from_step": 0, "command": args.command, "changed": []}]  # each command's part of the run
+        self.history = [self.history_part([])]  # each command's part of the run
         self.finished = False  # the final validation and checkpoint are done (a resume then has nothing to do)
         self.val_metrics: dict = {}
         self.training_model = self.wrap_model()
@@ -312,6 +312,18 @@ class Trainer:
             f"weights from {name_or_path} (classifier rows for its {len(known)} classes{widened}{dropped}{fitted})"
         )
 
+    def history_part(self, changed: list[str]) -> dict:
+        """This command's part of the run, from the current step, as the model card tells it."""
+        world_size = self.context.world_size
+        return {
+            "from_step": self.step,
+            "command": self.args.command,
+            "changed": changed,
+            "world_size": world_size,
+            "batch_size": self.args.batch_size,
+            "hardware": hardware_description(self.device, world_size),
+        }
+
     def colour_rarity(self) -> ColourRarity:
         """Rarity weights from the ab histogram of the first --prior-images training crops (the same every start)."""
         spec = replace(self.train_spec, rank=0, world_size=1)
@@ -354,8 +366,11 @@ class Trainer:
         self.val_metrics = saved.get("val_metrics", {})
         self.finished = saved.get("finished", False)
         first = {"from_step": 0, "command": saved.get("args", {}).get("command", "?"), "changed": []}
-        self.history = [*saved.get("history", [first]), {"from_step": self.step, "command": self.args.command,
-                                                         "changed": changed}]  # fmt: skip
+        history = saved.get("history", [first])
+        if history[-1].get("world_size", self.context.world_size) != self.context.world_size:
+            changed.append(f"processes {history[-1]['world_size']} -> {self.context.world_size}")
+            self.print(f"--resume: {changed[-1]} (the card counts each part's images)")
+        self.history = [*history, self.history_part(changed)]
         streams = saved.get("data_streams", [])
         if len(streams) == self.context.world_size and saved.get("workers") == self.args.workers:
             self.worker_states = {int(worker): state for worker, state in streams[self.context.rank].items()}
