@@ -13,6 +13,7 @@ file is the UI.
 
 import math
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -133,16 +134,19 @@ class InView:
 
     def __init__(self):
         self._changes = OrderedDict()  # session hash: (time.monotonic() of the change, upload_paths)
+        self._lock = threading.Lock()  # (changes come in on several threads)
 
     def changed(self, value, session: str) -> None:
-        self._changes[session] = (time.monotonic(), upload_paths(value))
-        self._changes.move_to_end(session)
-        while len(self._changes) > self.SESSIONS:
-            self._changes.popitem(last=False)
+        with self._lock:
+            self._changes.pop(session, None)
+            self._changes[session] = (time.monotonic(), upload_paths(value))
+            while len(self._changes) > self.SESSIONS:
+                self._changes.popitem(last=False)
 
     def replaced(self, event, value) -> bool:
         """Whether `event`'s page changed the input to other uploads than `value` after the event was queued."""
-        changed_at, paths = self._changes.get(event.session_hash, (-math.inf, ()))
+        with self._lock:
+            changed_at, paths = self._changes.get(event.session_hash, (-math.inf, ()))
         return changed_at > event.enqueue_time and paths != upload_paths(value)
 
 
@@ -309,6 +313,7 @@ class Endpoints:
             settings = Settings.from_api(use_global, strength, palette_strength, max_side, refine)
             clip, reference = Upload.from_api(video, "video"), Upload.optional_from_api(reference, "reference")
             try:
+                watch.stop_if_cancelled()  # (a video replaced while it waited in the queue: before its header is read)
                 output = web.colorize_video(clip, reference, settings, mode, frames_done)
             except Replaced:
                 return gr.skip()

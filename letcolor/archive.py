@@ -598,8 +598,8 @@ def sigterm_handler_kept() -> Iterator[None]:
     try:
         yield
     finally:
-        if threading.current_thread() is threading.main_thread() and handler is not None:
-            signal.signal(signal.SIGTERM, handler)
+        if threading.current_thread() is threading.main_thread() and callable(handler):  # (not SIG_DFL: Ray's then
+            signal.signal(signal.SIGTERM, handler)  # exits through sys.exit, which shuts its local cluster down)
 
 
 def _colorize_the_rest(job: Job, source: Source, destination, ids: list[str], progress: bool) -> Summary:

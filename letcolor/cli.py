@@ -213,7 +213,12 @@ def add_model_and_colour_arguments(parser: argparse.ArgumentParser) -> None:
     add_engine_argument(parser)
 
 
-OPTION_FLAGS = {"global_strength": "--strength", "palette_strength": "--palette", "max_side": "--max-side"}
+OPTION_FLAGS = {
+    "global_strength": "--strength",
+    "palette_strength": "--palette",
+    "max_side": "--max-side",
+    "use_global=False": "--no-global",
+}
 
 
 def colour_options(args: argparse.Namespace, reference: ImageSource | None) -> Options:

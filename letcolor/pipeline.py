@@ -226,8 +226,8 @@ class Options:
             raise ValueError("palette_strength > 0 needs a reference image")
         if self.reference is not None and not self.use_global and self.palette_strength == 0:  # (it was ignored)
             raise ValueError(
-                "a reference image drives the colours through the global features or its palette: with "
-                "use_global=False it needs palette_strength > 0"
+                "a reference image drives the colours through the global features, which use_global=False turns off: "
+                "leave it out (or pull toward its colours with palette_strength > 0)"
             )
         side = self.max_side
         if side is not None and (isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < 8):
@@ -435,4 +435,5 @@ class Colorizer:
         return {self.class_names[i]: float(probabilities[i]) for i in top}
 
 
+# (after the class: read from its signature, so that a new option of batch() is one of __call__'s too)
 BATCH_OPTIONS = frozenset(inspect.signature(Colorizer.batch).parameters) - {"self", "images", "hints"}

@@ -117,9 +117,10 @@ def is_video_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def _is_animated(path: Path) -> bool:
+def _is_animated_webp(path: Path) -> bool:
+    """(Pillow calls a multi-page TIFF, an MPO's previews and a PSD's layers animated too: not for a video.)"""
     with Image.open(path) as image:
-        return getattr(image, "is_animated", False)
+        return image.format == "WEBP" and getattr(image, "is_animated", False)
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -140,10 +141,10 @@ def _open(path: Path) -> av.container.InputContainer:
         except InvalidImageError as error:  # (or one over the pixel limit)
             reason = str(error).removeprefix(f"{path}: ")
             raise InvalidVideoError(f"{path}: not a readable video (read as an image: {reason})") from error
-        if _is_animated(path):  # (an animated WebP: FFmpeg reads only its first frame's header, then fails)
+        if _is_animated_webp(path):  # (FFmpeg reads its first frame's header, then fails)
             raise InvalidVideoError(
-                f"{path}: an animation that FFmpeg cannot read as a video: convert it to MP4 or GIF (colorized as a "
-                "photo, its first frame is)"
+                f"{path}: an animated WebP, which FFmpeg cannot read as a video: convert it to MP4 or GIF (as a "
+                "photo, its first frame is colorized)"
             )
         raise InvalidVideoError(f"{path}: a still image, not a video (colorize it as a photo)")
     if container.format.name.startswith("matroska"):

@@ -225,17 +225,17 @@ class WebColorizer:
         with BatchFolder(self.result_dir) as batch:
             for upload in progress(files):
                 try:
-                    with user_messages(upload, markdown=True):  # (the report is Markdown)
+                    with user_messages(upload):
                         self._check(upload)
                         result = self.colorizer(upload.path, **vars(options))
                 except InvalidImageError as error:
-                    skipped.append(str(error))
+                    skipped.append((upload, str(error)))
                     continue
                 batch.add(upload.name, result.image)
-                notes += [public(warning, [upload], markdown=True) for warning in result.warnings]
-            report = batch_report(len(batch.previews), len(files), skipped, notes)
-            if not batch.previews:
-                raise ValueError(report)  # the folder is removed on the way out
+                notes += [(upload, public(warning, [upload])) for warning in result.warnings]
+            if not batch.previews:  # (an error's text is shown as it is, not as Markdown)
+                raise ValueError(batch_report(0, len(files), skipped, notes))  # the folder is removed on the way out
+            report = batch_report(len(batch.previews), len(files), skipped, notes, markdown=True)
         return BatchResult(batch.zip.path, batch.previews, report)
 
     def colorize_video(
@@ -306,20 +306,27 @@ def check_video_limits(info: VideoInfo, name: str) -> None:
         )
 
 
-def batch_report(done: int, total: int, skipped: list[str], notes: list[str]) -> str:
+def batch_report(
+    done: int, total: int, skipped: list[tuple[Upload, str]], notes: list[tuple[Upload, str]], markdown: bool = False
+) -> str:
+    """The report of a batch, each skipped photo's reason and each note naming its file; for Markdown (the Batch
+    tab's report), the names as code: a name's * or _ made italics of it, and <...> vanished."""
+
+    def line(upload: Upload, message: str) -> str:
+        return "- " + (message.replace(upload.name, code_span(upload.name), 1) if markdown else message)
+
     lines = [f"Colorized {done} of {total} photos."]
     if skipped:
-        lines += ["", "Skipped:", *(f"- {reason}" for reason in skipped)]
+        lines += ["", "Skipped:", *(line(*each) for each in skipped)]
     if notes:
-        lines += ["", "Notes:", *(f"- {note}" for note in notes)]
+        lines += ["", "Notes:", *(line(*each) for each in notes)]
     return "\n".join(lines)
 
 
-def public(message: str, uploads: Iterable[Upload | None], markdown: bool = False) -> str:
-    """`message` with the server's copies of `uploads` named by the user's file names (for Markdown, as code: a
-    name's * or _ made italics of it, and <...> vanished)."""
+def public(message: str, uploads: Iterable[Upload | None]) -> str:
+    """`message` with the server's copies of `uploads` named by the user's file names."""
     for upload in filter(None, uploads):
-        message = message.replace(str(upload.path), code_span(upload.name) if markdown else upload.name)
+        message = message.replace(str(upload.path), upload.name)
     return message
 
 
@@ -331,16 +338,15 @@ def code_span(text: str) -> str:
 
 
 @contextmanager
-def user_messages(*uploads: Upload | None, markdown: bool = False):
+def user_messages(*uploads: Upload | None):
     """Re-raises a ValueError (InvalidImageError included) naming the user's files instead of the server's copies,
     and an upload that is gone (never there, or removed by the app's hourly sweep) as a ValueError."""
     try:
         yield
     except FileNotFoundError as error:
-        message = f"{error.filename}: the uploaded file is gone; upload it again"
-        raise ValueError(public(message, uploads, markdown)) from error
+        raise ValueError(public(f"{error.filename}: the uploaded file is gone; upload it again", uploads)) from error
     except ValueError as error:
-        message = public(str(error), uploads, markdown)
+        message = public(str(error), uploads)
         if message == str(error):
             raise
         raise (InvalidImageError if isinstance(error, InvalidImageError) else ValueError)(message) from error

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fake_hub import FakeHub
+from huggingface_hub import constants as hub_constants
 from safetensors.torch import load, load_file, save, save_file
 
 from letcolor import Colorizer, ModelError, ModelNotFoundError
@@ -209,7 +210,7 @@ def test_loading_options_that_cannot_be_honoured_and_a_missing_path_are_named(ti
 
 def test_a_hub_id_that_cannot_be_had_is_a_model_not_found(tmp_path, monkeypatch):
     """It raised the Hub's own error, which `except letcolor.ModelError` missed."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # (the variable is read once, at import)
     with pytest.raises(ModelNotFoundError, match="nor a Hub model id that can be fetched or is cached"):
         LetThereBeColor.from_pretrained("letcolor/no-such-model", cache_dir=tmp_path)
 

@@ -473,7 +473,7 @@ def test_a_cut_out_references_palette_is_its_opaque_pixels(colorizer, examples_d
         ({"max_side": 4}, "max_side"),
         ({"max_side": 256.0}, "max_side"),
         ({"use_global": "no"}, "use_global"),
-        ({"use_global": False, "reference": np.zeros((8, 8), np.uint8)}, "with use_global=False it needs"),  # ignored
+        ({"use_global": False, "reference": np.zeros((8, 8), np.uint8)}, "which use_global=False turns off"),  # ignored
     ],
 )
 def test_bad_options_raise_clear_value_errors(colorizer, options, message):

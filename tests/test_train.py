@@ -345,25 +345,25 @@ def test_embed_refuses_a_tensor_that_does_not_fit():
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_continues(scene_data, tmp_path):
-    """The steps since the last row of metrics.jsonl were missing from it."""
+    """The steps since the last row of metrics.jsonl were missing from it (here all of them: no row before 1000)."""
     command = [
         sys.executable,
         "-m",
         "train",
-        *cli(scene_data, tmp_path, "--steps", "1000", "--checkpoint-every", "1000", "--log-every", "2"),
+        *cli(scene_data, tmp_path, "--steps", "1000", "--checkpoint-every", "2", "--log-every", "1000"),
     ]
     process = subprocess.Popen(
         command, cwd=ROOT, env=subprocess_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     deadline = time.monotonic() + 120
-    while not (tmp_path / "metrics.jsonl").exists() or len(metrics(tmp_path, "train")) < 2:
+    while not (tmp_path / CHECKPOINT_NAME).exists():  # step 2 is done
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
-        time.sleep(0.2)
+        time.sleep(0.1)
     os.killpg(process.pid, signal.SIGTERM)  # the whole group, DataLoader worker included, as a scheduler does
     assert process.wait(timeout=60) == 128 + signal.SIGTERM
     stopped_at = checkpoint_state(tmp_path)["step"]
-    assert stopped_at >= 3 and checkpoint_state(tmp_path)["data_streams"][0]["0"]["sources"][0]["epoch"] == 0
-    assert metrics(tmp_path, "train")[-1]["step"] == stopped_at
+    assert stopped_at >= 2 and checkpoint_state(tmp_path)["data_streams"][0]["0"]["sources"][0]["epoch"] == 0
+    assert [row["step"] for row in metrics(tmp_path, "train")] == [stopped_at]
 
     train(parse_args(cli(scene_data, tmp_path, "--steps", str(stopped_at + 2), "--resume")))
     resumed_steps = [record["step"] for record in metrics(tmp_path, "train")][-2:]
@@ -404,7 +404,7 @@ def test_a_data_file_that_cannot_be_read_is_one_line_and_ends_the_run(scene_data
     command = [sys.executable, "-m", "train", *cli(damaged, tmp_path / "run", *options)]
     run = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
-    assert f"error: {damaged}: a data file could not be read (" in run.stderr
+    assert f"error: {damaged}: a data file is empty or could not be read (" in run.stderr
 
 
 @pytest.mark.slow
@@ -448,6 +448,11 @@ def test_ddp_two_gloo_processes_train_and_rank_zero_writes(scene_data, tmp_path)
     assert len(streams) == 2  # each rank's own stream position, gathered by rank 0
     assert sorted(path.name for path in tmp_path.iterdir()) == [CHECKPOINT_NAME, "final", "metrics.jsonl", "validation"]
 
+    train(parse_args(cli(scene_data, tmp_path, "--steps", "5", "--val-every", "100", "--resume")))  # one process
+    card = (tmp_path / "final" / "README.md").read_text()  # it counted 5 steps of 4 x 2: 40 images, not 32
+    assert "32 images seen (5 steps of batch size x processes, steps 1-3: 4 x 2; steps 4-5: 4 x 1)" in card
+    assert "(steps 4-5; changed: processes 2 -> 1)" in card
+
 
 def empty_validation(dataset: Path, copy: Path) -> Path:
     shutil.copytree(dataset, copy)
@@ -471,7 +476,7 @@ def test_a_failure_of_rank_zero_alone_is_its_error_not_a_crash_of_the_others(sce
         message = "error: could not upload"
     else:
         command[command.index(f"--dataset={scene_data}")] = f"--dataset={empty_validation(scene_data, tmp_path / 'd')}"
-        message = "a data file could not be read"
+        message = "a data file is empty or could not be read"
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-3000:]
     assert "Connection closed by peer" not in result.stderr
@@ -939,7 +944,7 @@ def test_a_validation_split_without_rows_is_one_clear_error(scene_data, tmp_path
     """pyarrow's ArrowInvalid ("BatchSize must be greater than 0") and a traceback."""
     empty = empty_validation(scene_data, tmp_path / "empty")
     assert run_main(monkeypatch, cli(empty, tmp_path / "run", *QUICK, "--steps", "1")) == 2
-    assert "a data file could not be read" in capsys.readouterr().err
+    assert "a data file is empty or could not be read" in capsys.readouterr().err
 
 
 def test_compact_copy_keeps_a_panorama_longer_than_webp_holds():

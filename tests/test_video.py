@@ -611,10 +611,13 @@ def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_d
     animated = tmp_path / "walk.webp"  # "a still image", it said
     frames = [Image.open(examples_dir / "chelsea.png").rotate(angle) for angle in (0, 10, 20)]
     frames[0].save(animated, save_all=True, append_images=frames[1:], duration=100)
+    pages = tmp_path / "pages.tif"  # Pillow calls it animated: not an animation
+    frames[0].save(pages, save_all=True, append_images=frames[1:])
     cases = [(notes, "not a readable video"), (truncated, "not a readable video"), (sound_only, "no video"),
              (still, "a still image, not a video"), (tmp_path, "a folder, not a video file"),
              (song, "only a still picture"), (renamed, r"video \(read as an image: not a readable"),
-             (animated, "an animation that FFmpeg cannot read as a video: convert it")]  # fmt: skip
+             (animated, "an animated WebP, which FFmpeg cannot read as a video: convert it"),
+             (pages, "a still image, not a video")]  # fmt: skip
     for bad, reason in cases:
         with pytest.raises(InvalidVideoError, match=reason) as error:
             colorize_video(colorizer, bad, existing)
@@ -622,7 +625,8 @@ def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_d
         assert isinstance(error.value, ValueError)
     assert existing.read_bytes() == b"an earlier result"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "existing.mp4", "notes.jpg", "notes.mp4", "song.mp4", "sound.m4a", "still.jpg", "truncated.mp4", "walk.webp"
+        "existing.mp4", "notes.jpg", "notes.mp4", "pages.tif", "song.mp4", "sound.m4a", "still.jpg", "truncated.mp4",
+        "walk.webp",
     ]  # fmt: skip
     with pytest.raises(ValueError, match="overwrite the input"):
         colorize_video(colorizer, pan[0], pan[0])

@@ -99,7 +99,7 @@ def save_checkpoint(
 
 
 # what a resumed run must repeat: its state holds them (the optimizer's, the data streams' positions in the split)
-RESUMED_AS_SAVED = ("optimizer", "dataset", "split", "hint_layer_lr")
+RESUMED_AS_SAVED = ("optimizer", "dataset", "split", "hint_layer_lr", "label_column")
 # what a resumed run may change without a word: how long it runs, what it logs and writes
 RUN_CONTROLS = {"resume", "steps", "max_minutes", "log_every", "val_every", "checkpoint_every", "workers", "save_dtype"}
 
@@ -114,11 +114,12 @@ def saved_state(path: Path) -> dict:
 
 
 def check_resumable(path: Path, args) -> list[str]:
-    """CheckpointError where the run's RESUMED_AS_SAVED settings differ from those the checkpoint was made with
-    (another optimizer's state crashed the first step; another dataset count, the data stream; another hint-layer
-    multiplier was silently replaced by the saved one). Returns the other settings that differ, beyond RUN_CONTROLS,
-    --push-to-hub and the command line itself, as "--name SAVED -> NOW": allowed (a lower --lr to finish a run),
-    but no longer the uninterrupted run that the model card's command describes."""
+    """CheckpointError where the run's network would have another shape (`check_same_network`), or where its
+    RESUMED_AS_SAVED settings differ from those the checkpoint was made with (another optimizer's state crashed the
+    first step; another dataset count, the data stream; another hint-layer multiplier was silently replaced by the
+    saved one; another label column, the classifier's size). Returns the other settings that differ, beyond
+    RUN_CONTROLS, --push-to-hub and the command line itself, as "--name SAVED -> NOW": allowed (a lower --lr to finish
+    a run), but no longer the uninterrupted run that the model card's command describes."""
     saved = saved_state(path).get("args", {})
     check_same_network(path, saved, vars(args))
     changed = [name for name in RESUMED_AS_SAVED if name in saved and not same_setting(name, saved[name], args)]
@@ -136,7 +137,7 @@ def check_resumable(path: Path, args) -> list[str]:
 
 
 def network_shape(args: dict) -> dict:
-    """The settings that shape the network, by flag: a checkpoint's weights fit only a run with the same."""
+    """The settings that shape the network, by flag (and the classes, by RESUMED_AS_SAVED's label column)."""
     hints = bool(args.get("hints"))
     return {
         "--width": args.get("width"),

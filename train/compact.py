@@ -89,8 +89,9 @@ def main() -> None:
     parser.add_argument("--image-column", default="image")
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
-    for name in ("side", "shards", "processes", "train_rows", "val_rows"):  # (a copy without validation photos
-        if (value := getattr(args, name)) is not None and value < 1:  # cannot be trained on)
+    # (a copy without validation photos cannot be trained on: --val-rows too)
+    for name in ("side", "shards", "processes", "train_rows", "val_rows"):
+        if (value := getattr(args, name)) is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= args.quality <= 100:
         parser.error("--quality must be in 0..100")

@@ -107,7 +107,8 @@ def rows(stream: IterableDataset, dataset: str) -> Iterator[dict]:
         for batch in stream.iter(batch_size=1):
             yield {column: values[0] for column, values in batch.items()}
     except (OSError, pa.ArrowException) as error:
-        raise DataError(f"{dataset}: a data file could not be read ({' '.join(str(error).split())[:300]})") from error
+        reason = " ".join(str(error).split())[:300]
+        raise DataError(f"{dataset}: a data file is empty or could not be read ({reason})") from error
 
 
 def model_label(example: dict, source: Source) -> int:
