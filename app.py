@@ -150,6 +150,26 @@ class InView:
         return changed_at > event.enqueue_time and paths != upload_paths(value)
 
 
+class RecentResults:
+    """The photo of each recent /colorize result (the last RESULTS, for all users)."""
+
+    RESULTS = 4096
+
+    def __init__(self):
+        self._photos = OrderedDict()  # result path: photo path
+        self._lock = threading.Lock()
+
+    def add(self, result: str, photo: str) -> None:
+        with self._lock:
+            self._photos[result] = photo
+            while len(self._photos) > self.RESULTS:
+                self._photos.popitem(last=False)
+
+    def get(self, result: str) -> str | None:
+        with self._lock:
+            return self._photos.get(result)
+
+
 class CancelWatch:
     """Stops a long call (a video, a batch) whose event was cancelled. Gradio frees a cancelled event's concurrency
     slot at once but cannot stop a function that runs: the next video started beside the cancelled one, and a client
@@ -194,6 +214,7 @@ class Endpoints:
         self._web = WebColorizer(colorizer, max_pixels, folder) if colorizer else None
         self._model_problem = model_problem
         self._files_in_view, self._video_in_view = InView(), InView()
+        self._photo_of = RecentResults()
 
     # The defaults (the pipeline's) make the API's optional parameters, the reference photo above all, optional.
     def colorize(
@@ -230,6 +251,7 @@ class Endpoints:
             result = web.colorize(photo, reference, settings, Upload.optional_from_api(hints, "hints"))
         for warning in result.warnings:
             gr.Warning(warning)
+        self._photo_of.add(str(result.path), image["path"])
         return str(result.path), result.scenes
 
     def colorize_batch(
@@ -271,6 +293,7 @@ class Endpoints:
                     settings,
                     lambda items: progress.tqdm(watch.each(items), desc="Colorizing", total=len(items)),
                 )
+                watch.stop_if_cancelled()  # (files changed during the last photo)
             except Replaced:  # (the change cleared the result: nothing to show)
                 return gr.skip(), gr.skip(), gr.skip()
         return str(result.archive), [(str(path), name) for path, name in result.previews], result.report
@@ -315,6 +338,7 @@ class Endpoints:
             try:
                 watch.stop_if_cancelled()  # (a video replaced while it waited in the queue: before its header is read)
                 output = web.colorize_video(clip, reference, settings, mode, frames_done)
+                watch.stop_if_cancelled()  # (a video changed after the last frame)
             except Replaced:
                 return gr.skip()
         return str(output)
@@ -360,9 +384,10 @@ class Endpoints:
     def before_after(self, image: dict | None, colorized: str | None, shown: dict | None, result: dict):
         """UI only: the slider's pair (the photo as `shown`) and the download button, from the /colorize event's
         input and output; cleared where the photo changed while it was colorized (`colorized`: its path when Colorize
-        was pressed). `shown` may still be an earlier photo's (made one at a time for all users): then it is made,
-        and kept as `shown`."""
-        if image is None or image["path"] != colorized:
+        was pressed), or where the result is another photo's (a step of the last photo's chain that ran after the
+        next photo's press: it paired the new photo with the old result). `shown` may still be an earlier photo's
+        (made one at a time for all users): then it is made, and kept as `shown`."""
+        if image is None or image["path"] != colorized or self._photo_of.get(result["path"]) != colorized:
             return *no_photo_result(), gr.skip()
         made = None if shown and shown["photo"] == colorized else self.shown_photo(image)
         pair = ((made or shown)["shown"], result["path"])
@@ -583,6 +608,7 @@ def wire_batch_tab(tab: BatchTab, controls: list, endpoints: Endpoints) -> None:
         api_name="colorize_batch",
         preprocess=False,
         concurrency_limit=BATCH_CONCURRENCY,
+        trigger_mode="always_last",  # a press while the last batch runs or stops waits for it ("once" dropped it)
     )
     tab.files.change(
         endpoints.files_changed,
@@ -630,6 +656,7 @@ def wire_video_tab(tab: VideoTab, controls: list, endpoints: Endpoints) -> None:
         api_name="colorize_video",
         preprocess=False,
         concurrency_limit=VIDEO_CONCURRENCY,
+        trigger_mode="always_last",  # a press while the last video runs or stops waits for it ("once" dropped it)
     )
     colorizing.success(
         video_download, inputs=tab.result, outputs=tab.download, preprocess=False, queue=False, api_visibility="private"

@@ -309,7 +309,7 @@ def test_a_photo_over_the_apps_pixel_limit_is_refused_from_its_header(client, ex
     with pytest.raises(AppError, match=limit):
         colorize(client, examples_dir / "coffee.png", reference=bomb)
     _, _, report = colorize_batch(client, [bomb, examples_dir / "coffee.png"])
-    assert report.splitlines()[:4] == ["Colorized 1 of 2 photos.", "", "Skipped:", f"- {limit}"]
+    assert report.splitlines()[:4] == ["Colorized 1 of 2 photos.", "", "Skipped:", f"- `bomb.jpg`{limit[8:]}"]
 
 
 @pytest.mark.parametrize(
@@ -418,16 +418,21 @@ def test_a_result_is_shown_beside_the_photo_it_was_made_from_only(colorizer, exa
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     endpoints = app.Endpoints(colorizer, "", 10_000_000)
     result = {"path": "/out/old_color.png"}
+    endpoints._photo_of.add(result["path"], "/up/old.tif")  # as /colorize records its results
     new = {"photo": "/up/new.png", "shown": "/up/new.png"}
     shown, download, scenes, _ = endpoints.before_after({"path": "/up/new.png"}, "/up/old.png", new, result)
     assert shown is None and not download.interactive and scenes is None
+    shown, download, scenes, _ = endpoints.before_after({"path": "/up/new.png"}, "/up/new.png", new, result)
+    assert shown is None and not download.interactive and scenes is None  # pressed for the new one, the old result
     old = {"photo": "/up/old.tif", "shown": "/shown/old.png"}
     shown, download, _, kept = endpoints.before_after({"path": "/up/old.tif"}, "/up/old.tif", old, result)
     assert shown == ("/shown/old.png", "/out/old_color.png") and download.interactive  # as the browser shows it
     assert kept == gr.skip()
     scan = tmp_path / "scan.tif"
     Image.open(examples_dir / "chelsea_gray.png").save(scan)
-    shown, download, _, kept = endpoints.before_after({"path": str(scan)}, str(scan), old, result)
+    scan_result = {"path": "/out/scan_color.png"}
+    endpoints._photo_of.add(scan_result["path"], str(scan))
+    shown, download, _, kept = endpoints.before_after({"path": str(scan)}, str(scan), old, scan_result)
     assert shown[0].endswith("scan.png") and Image.open(shown[0]).size == (451, 300) and download.interactive
     assert kept == {"photo": str(scan), "shown": shown[0]}  # not made again
 

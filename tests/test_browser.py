@@ -334,32 +334,93 @@ def noise(shape: tuple[int, ...]) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_colorize_all_pressed_while_the_photos_upload_colorizes_them(page, examples_dir, tmp_path):
+def test_colorize_all_pressed_while_the_photos_upload_colorizes_them(browser, tiny_model_dir, examples_dir, tmp_path):
     """The press waits for the upload, then goes with the upload's change, which stopped it: no result, no word."""
-    large = tmp_path / "large.png"
-    Image.fromarray(noise((1600, 1600))).save(large)  # 2.6 MB: 2.6 s
-    slow_uploads(page)
-    page.get_by_role("tab", name="Batch").click()
-    files = page.locator("#batch-files")
-    files.locator("input[type=file]").set_input_files([examples_dir / "chelsea_gray.png", large])
-    expect(files.get_by_role("button", name="Remove this file")).to_have_count(0)  # still uploading
-    page.get_by_role("button", name="Colorize all").click()
-    expect(page.locator("#batch-report")).to_contain_text("Colorized 2 of 2 photos", timeout=60_000)
+    with browsing(browser, tiny_model_dir) as page:
+        large = tmp_path / "large.png"
+        Image.fromarray(noise((1600, 1600))).save(large)  # 2.6 MB: 2.6 s
+        slow_uploads(page)
+        page.get_by_role("tab", name="Batch").click()
+        files = page.locator("#batch-files")
+        files.locator("input[type=file]").set_input_files([examples_dir / "chelsea_gray.png", large])
+        expect(files.get_by_role("button", name="Remove this file")).to_have_count(0)  # still uploading
+        page.get_by_role("button", name="Colorize all").click()
+        expect(page.locator("#batch-report")).to_contain_text("Colorized 2 of 2 photos", timeout=60_000)
 
 
 @pytest.mark.slow
-def test_colorize_video_pressed_while_the_video_uploads_colorizes_it(page, tmp_path):
-    clip = tmp_path / "noise.mp4"
-    write_clip(clip, (noise((240, 320, 3)) for _ in range(30)), fps=10)  # 2 MB: 2 s
-    slow_uploads(page)
-    page.get_by_role("tab", name="Video").click()
-    page.locator("#video input[type=file]").set_input_files(clip)
-    expect(page.locator("#video video")).to_have_count(0)  # still uploading
-    page.get_by_role("button", name="Colorize video").click()
-    expect(page.locator("#video-result video")).to_have_attribute(
-        "src", re.compile(r"noise_color\.mp4$"), timeout=60_000
-    )
-    expect(page.get_by_role("button", name="Download MP4")).to_be_enabled()
+def test_colorize_video_pressed_while_the_video_uploads_colorizes_it(browser, tiny_model_dir, tmp_path):
+    with browsing(browser, tiny_model_dir) as page:
+        clip = tmp_path / "noise.mp4"
+        write_clip(clip, (noise((240, 320, 3)) for _ in range(30)), fps=10)  # 2 MB: 2 s
+        slow_uploads(page)
+        page.get_by_role("tab", name="Video").click()
+        page.locator("#video input[type=file]").set_input_files(clip)
+        expect(page.locator("#video video")).to_have_count(0)  # still uploading
+        page.get_by_role("button", name="Colorize video").click()
+        expect(page.locator("#video-result video")).to_have_attribute(
+            "src", re.compile(r"noise_color\.mp4$"), timeout=60_000
+        )
+        expect(page.get_by_role("button", name="Download MP4")).to_be_enabled()
+
+
+def slider_pair(page) -> tuple[str, str] | None:
+    """The file names of the before/after slider's two images, where it shows two."""
+    images = page.locator("#comparison img")
+    try:
+        sources = (
+            [images.nth(index).get_attribute("src", timeout=200) for index in range(2)] if images.count() == 2 else []
+        )
+    except PlaywrightTimeoutError:  # (redrawn between the count and the read)
+        return None
+    return tuple(Path(source or "").name for source in sources) or None
+
+
+@pytest.mark.slow
+def test_a_photo_pressed_while_it_uploads_is_never_paired_with_the_last_ones_result(
+    browser, tiny_model_dir, examples_dir, tmp_path
+):
+    """The last photo's chain, still running, made its before/after after the new photo's press: the slider showed the
+    new photo beside the old result (9 runs in 10), and its download gave the old result."""
+    with browsing(browser, tiny_model_dir) as page:
+        large, new = tmp_path / "large.png", tmp_path / "new.png"
+        Image.open(examples_dir / "chelsea_gray.png").resize((4000, 2660)).save(large)  # long to colorize
+        Image.fromarray(noise((1400, 1400))).save(new)  # 2 MB: 2 s
+        slow_uploads(page)
+        upload(page, "photo", large)
+        page.get_by_role("button", name="Colorize", exact=True).click()
+        page.wait_for_timeout(300)
+        page.locator("#photo input[type=file]").set_input_files(new)
+        page.get_by_role("button", name="Colorize", exact=True).click()
+        pairs, deadline = [], time.monotonic() + 60
+        while pairs[-1:] != [("new.png", "new_color.png")] and time.monotonic() < deadline:
+            pairs.append(slider_pair(page))
+            page.wait_for_timeout(50)
+        assert pairs[-1] == ("new.png", "new_color.png")
+        assert {pair for pair in pairs if pair} == {("new.png", "new_color.png")}
+
+
+@pytest.mark.slow
+def test_colorize_all_pressed_for_new_files_while_the_last_batch_runs_colorizes_them(
+    browser, tiny_model_dir, examples_dir, tmp_path
+):
+    """The press came while the last batch was still running (it stops at its next photo): Gradio dropped it."""
+    with browsing(browser, tiny_model_dir) as page:
+        photos = [tmp_path / f"large{index}.png" for index in range(2)]
+        for path in photos:
+            Image.open(examples_dir / "chelsea_gray.png").resize((4000, 2660)).save(path)
+        page.get_by_role("tab", name="Batch").click()
+        files = page.locator("#batch-files")
+        files.locator("input[type=file]").set_input_files(photos)
+        expect(files.get_by_role("button", name="Remove this file")).to_have_count(2)
+        page.get_by_role("button", name="Colorize all").click()
+        expect(page.locator("#batch-report")).to_contain_text(re.compile(r"\d+/2"), timeout=30_000)
+        files.get_by_role("button", name="Clear").click()
+        files.locator("input[type=file]").set_input_files([examples_dir / "chelsea_gray.png"])
+        expect(files).to_contain_text("chelsea_gray")
+        page.get_by_role("button", name="Colorize all").click()
+        expect(page.locator("#batch-report")).to_contain_text("Colorized 1 of 1 photos", timeout=60_000)
+        expect(page.locator("#batch-gallery")).to_contain_text("chelsea_gray_color.png")
 
 
 def lab_ab(rgb: np.ndarray) -> np.ndarray:
