@@ -353,10 +353,14 @@ class Endpoints:
         self._video_in_view.changed(video, request.session_hash)
         return None, gr.DownloadButton(value=None, interactive=False)
 
-    def painted_hints(self, image, editor):
+    def painted_hints(self, image, editor, shown: dict | None):
         """UI only: the hint editor's paint layers as one hint layer for /colorize (None if nothing is painted, or
-        if it was painted on no photo: the editor left blank by a removed photo, before the next one's copy is set)."""
+        if it was painted on no photo: the editor left blank by a removed photo, before the next one's copy is set; or
+        on another photo than this one, where `shown` is not of it: Colorize pressed while a new photo uploaded took
+        the strokes painted on the last one)."""
         if image is None or not editor or not editor.get("layers") or not editor.get("background"):
+            return None
+        if not shown or shown["photo"] != image["path"]:
             return None
         web = self._require_model()
         with shown_to_the_user():
@@ -511,7 +515,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         steps.append(
             pressed.then(
                 endpoints.painted_hints,
-                inputs=[tab.image, tab.hint_editor],
+                inputs=[tab.image, tab.hint_editor, tab.shown],
                 outputs=tab.hint_file,
                 preprocess=False,
                 api_visibility="private",

@@ -487,9 +487,24 @@ def test_strokes_on_the_blank_editor_of_a_removed_photo_are_not_hints(colorizer,
     stroke.save(tmp_path / "layer.png")
     photo = {"path": str(examples_dir / "astronaut_gray.png")}
     layers = [{"path": str(tmp_path / "layer.png")}]
-    assert endpoints.painted_hints(photo, {"background": None, "layers": layers, "composite": None}) is None
+    shown = {"photo": photo["path"], "shown": photo["path"]}
+    assert endpoints.painted_hints(photo, {"background": None, "layers": layers, "composite": None}, shown) is None
     background = {"path": str(examples_dir / "astronaut_gray.png")}
-    assert endpoints.painted_hints(photo, {"background": background, "layers": layers, "composite": None})
+    assert endpoints.painted_hints(photo, {"background": background, "layers": layers, "composite": None}, shown)
+
+
+def test_strokes_painted_on_the_last_photo_are_not_hints_for_the_next(colorizer, examples_dir, tmp_path, monkeypatch):
+    """Colorize pressed while a new photo uploaded took the strokes still in the editor, painted on the last photo
+    (in view: `shown`): the new photo came out with them, or with an error about paint "not over the photo"."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    endpoints = app.Endpoints(colorizer, "", 10_000_000)
+    stroke = Image.new("RGBA", (512, 512))
+    stroke.paste((200, 30, 30, 255), (300, 300, 400, 330))
+    stroke.save(tmp_path / "layer.png")
+    last, new = str(examples_dir / "astronaut.png"), {"path": str(examples_dir / "astronaut_gray.png")}
+    editor = {"background": {"path": last}, "layers": [{"path": str(tmp_path / "layer.png")}], "composite": None}
+    assert endpoints.painted_hints(new, editor, {"photo": last, "shown": last}) is None
+    assert endpoints.painted_hints(new, editor, None) is None
 
 
 def test_an_upload_that_is_gone_is_named_by_the_users_file_name(colorizer, tmp_path):
