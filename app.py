@@ -125,49 +125,40 @@ def upload_paths(value) -> tuple[str, ...]:
     return ()
 
 
+class Recent:
+    """A map that keeps its last `size` entries (set last, kept last), for all users: changes and results come in on
+    several threads."""
+
+    def __init__(self, size: int = 4096):
+        self._entries, self._size, self._lock = OrderedDict(), size, threading.Lock()
+
+    def add(self, key, value) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = value
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def get(self, key, default=None):
+        with self._lock:
+            return self._entries.get(key, default)
+
+
 class InView:
     """Each page's uploads in one input (a tab's files or video) as its change events last reported them, and when.
     A call stops where a change after it was queued shows other uploads. Gradio's `cancels` on the change also stopped
     the call that a press made during the upload: the press waits for the upload, then goes with its change."""
 
-    SESSIONS = 4096  # the pages remembered, the most recent
-
     def __init__(self):
-        self._changes = OrderedDict()  # session hash: (time.monotonic() of the change, upload_paths)
-        self._lock = threading.Lock()  # (changes come in on several threads)
+        self._changes = Recent()  # session hash: (time.monotonic() of the change, upload_paths)
 
     def changed(self, value, session: str) -> None:
-        with self._lock:
-            self._changes.pop(session, None)
-            self._changes[session] = (time.monotonic(), upload_paths(value))
-            while len(self._changes) > self.SESSIONS:
-                self._changes.popitem(last=False)
+        self._changes.add(session, (time.monotonic(), upload_paths(value)))
 
     def replaced(self, event, value) -> bool:
         """Whether `event`'s page changed the input to other uploads than `value` after the event was queued."""
-        with self._lock:
-            changed_at, paths = self._changes.get(event.session_hash, (-math.inf, ()))
+        changed_at, paths = self._changes.get(event.session_hash, (-math.inf, ()))
         return changed_at > event.enqueue_time and paths != upload_paths(value)
-
-
-class RecentResults:
-    """The photo of each recent /colorize result (the last RESULTS, for all users)."""
-
-    RESULTS = 4096
-
-    def __init__(self):
-        self._photos = OrderedDict()  # result path: photo path
-        self._lock = threading.Lock()
-
-    def add(self, result: str, photo: str) -> None:
-        with self._lock:
-            self._photos[result] = photo
-            while len(self._photos) > self.RESULTS:
-                self._photos.popitem(last=False)
-
-    def get(self, result: str) -> str | None:
-        with self._lock:
-            return self._photos.get(result)
 
 
 class CancelWatch:
@@ -214,7 +205,7 @@ class Endpoints:
         self._web = WebColorizer(colorizer, max_pixels, folder) if colorizer else None
         self._model_problem = model_problem
         self._files_in_view, self._video_in_view = InView(), InView()
-        self._photo_of = RecentResults()
+        self._photo_of = Recent()  # the photo of each recent /colorize result
 
     # The defaults (the pipeline's) make the API's optional parameters, the reference photo above all, optional.
     def colorize(
