@@ -203,6 +203,16 @@ def transfer_palette(ab: torch.Tensor, palette: _Palette, strength: float) -> to
     return torch.lerp(ab, matched, strength)
 
 
+def is_number(value) -> bool:
+    """A real number, not a bool (True is an int to Python)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_count(value) -> bool:
+    """A whole number, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Options:
     """How to colorize; see `Colorizer.batch`. Checked when made (ValueError)."""
@@ -220,7 +230,7 @@ class Options:
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name, high in (("global_strength", 2), ("palette_strength", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= high:
+            if not is_number(value) or not 0 <= value <= high:
                 raise ValueError(f"{name} must be a number in [0, {high}], got {value!r}")
         if self.palette_strength > 0 and self.reference is None:
             raise ValueError("palette_strength > 0 needs a reference image")
@@ -230,7 +240,7 @@ class Options:
                 "leave it out (or pull toward its colours with palette_strength > 0)"
             )
         side = self.max_side
-        if side is not None and (isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < 8):
+        if side is not None and (not is_count(side) or side < 8):
             raise ValueError(f"max_side must be an integer >= 8 or None (native size), got {side!r}")
 
 

@@ -20,7 +20,6 @@ not play it in an MP4, as for PCM).
 import functools
 import heapq
 import math
-import numbers
 import os
 import queue
 import secrets
@@ -45,7 +44,7 @@ from letcolor.color import lightness_to_input
 from letcolor.fullres import compose_rgb_8bit, lightness
 from letcolor.images import ImageSource, InvalidImageError, Pixels, check_image_file
 from letcolor.model import GLOBAL_INPUT_SIZE
-from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options, Reference
+from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options, Reference, is_count, is_number
 
 # Container types read as video (by file extension); GIFs stay images.
 VIDEO_SUFFIXES = {
@@ -650,22 +649,14 @@ def _checked_paths(source: str | Path, destination: str | Path) -> tuple[Path, P
 def _check_video_options(flow_blend, batch_size, max_frames, max_seconds) -> None:
     """ValueError naming the option: a batch size of 2.5 held the whole video as one batch, a NaN limit was none, a
     string a TypeError."""
-    if not _is_number(flow_blend) or not 0 <= flow_blend < 1:
+    if not is_number(flow_blend) or not 0 <= flow_blend < 1:
         raise ValueError(f"flow_blend must be a number in [0, 1), got {flow_blend!r}")
-    if not _is_count(batch_size) or batch_size < 1:
+    if not is_count(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if max_frames is not None and (not _is_count(max_frames) or max_frames < 1):
+    if max_frames is not None and (not is_count(max_frames) or max_frames < 1):
         raise ValueError(f"max_frames must be a whole number >= 1 or None, got {max_frames!r}")
-    if max_seconds is not None and (not _is_number(max_seconds) or not max_seconds > 0):
+    if max_seconds is not None and (not is_number(max_seconds) or not max_seconds > 0):
         raise ValueError(f"max_seconds must be a number > 0 or None, got {max_seconds!r}")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def colorize_video(

@@ -28,7 +28,7 @@ from letcolor.images import (
     upright_size,
 )
 from letcolor.memory import return_freed_memory
-from letcolor.pipeline import Colorizer, Options
+from letcolor.pipeline import Colorizer, Options, is_number
 from letcolor.video import VideoInfo, colorize_video, probe
 
 MAX_PIXELS_ENV_VAR = "LETCOLOR_APP_MAX_MEGAPIXELS"
@@ -94,7 +94,7 @@ class Upload:
 
 
 def _number(value, parameter: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _fits_a_float(value):
+    if not is_number(value) or not _fits_a_float(value):
         raise ValueError(f"{parameter} must be a finite number, got {value!r:.100}")
     return float(value)
 
