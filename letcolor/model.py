@@ -559,6 +559,22 @@ def check_config_file(path: Path) -> None:
         raise InvalidModelError(f"{path} must be a JSON object of the model's settings, not a {type(config).__name__}")
 
 
+def fetched_config_type(model_id: str, options: dict) -> str:
+    """The type of the JSON value in a Hub model's config.json as fetched to the cache (the mixin fails on one that is
+    not an object with a bare "'list' object has no attribute 'items'"); "dict" where it cannot be told."""
+    try:
+        path = hf_hub_download(
+            model_id,
+            CONFIG_NAME,
+            revision=options.get("revision"),
+            cache_dir=options.get("cache_dir"),
+            local_files_only=True,
+        )
+        return type(json.loads(Path(path).read_text(encoding="utf-8"))).__name__
+    except Exception:  # not fetched, not JSON: the mixin's own error says it
+        return "dict"
+
+
 def is_local_path(name: str) -> bool:
     """Whether a model's name can only be a path (absolute, ./ or ../, ~, a trailing slash, more than one slash), never
     a Hub id (owner/name)."""
@@ -698,6 +714,8 @@ class LetThereBeColor(
             # ValueError includes a config.json that is not JSON; RuntimeError, weights that do not fit the config.
             reason = " ".join(str(error).split())[:300] or type(error).__name__
             name = pretrained_model_name_or_path
+            if not directory.is_dir() and (kind := fetched_config_type(str(name), kwargs)) != "dict":
+                reason = f"{CONFIG_NAME} must be a JSON object of the model's settings, not a {kind}"
             raise InvalidModelError(f"{name}: not a valid letcolor model: {reason}") from error
 
     @classmethod

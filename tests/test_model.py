@@ -306,6 +306,24 @@ def test_a_hub_repo_without_config_is_not_a_model(tiny_model_dir, tmp_path):
     )
 
 
+def test_a_hub_repos_config_that_is_not_an_object_is_named(tiny_model_dir, tmp_path):
+    """A local folder's was named ("config.json must be a JSON object"), a Hub repo's was the mixin's "'list' object
+    has no attribute 'items'"."""
+    load = "from letcolor.model import LetThereBeColor\nLetThereBeColor.from_pretrained('letcolor/list-config')"
+    with FakeHub() as hub:
+        hub.state.repos["letcolor/list-config"] = {
+            "config.json": b"[1, 2]",
+            "model.safetensors": (tiny_model_dir / "model.safetensors").read_bytes(),
+        }
+        hub.state.commits["letcolor/list-config"] = "0" * 40
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path), "HF_HUB_DISABLE_XET": "1"}
+        result = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True, text=True, timeout=120)
+    assert (
+        "InvalidModelError: letcolor/list-config: not a valid letcolor model: config.json must be a JSON object of the "
+        "model's settings, not a list" in result.stderr
+    ), result.stderr[-2000:]
+
+
 def test_a_hub_repo_without_weights_is_not_a_model(tiny_model_dir, tmp_path):
     """It was a ModelNotFoundError (the Hub's "entry not found"): the repo and its config are there."""
     load = "from letcolor.pipeline import load_model\nload_model('letcolor/config-only')"

@@ -338,6 +338,25 @@ def test_a_propagation_of_an_earlier_layout_starts_this_ones_matching_levels(tmp
         warm_start_model(tmp_path / "earlier")  # what load_model says of it, not the fallback
 
 
+def test_a_model_of_this_layout_with_bad_weights_is_not_taken_for_an_earlier_layout(tmp_path):
+    """--init-from fell back to the earlier-layout loader for any model that load_model refused: NaN, integer weights
+    or a negative variance were trained on (a gray model saved, exit 0) and said to be "an earlier layout"."""
+    model = LetThereBeColor(3, ["a", "b", "c"], width=0.125, hint_propagation=True)
+    weights = model.state_dict()
+    variances = {name: -tensor.abs() - 1 for name, tensor in weights.items() if name.endswith("running_var")}
+    damaged = {
+        "nan": {"fusion.conv.weight": torch.full_like(weights["fusion.conv.weight"], float("nan"))},
+        "integers": {"fusion.conv.weight": weights["fusion.conv.weight"].to(torch.int8)},
+        "negative_variance": variances,
+    }
+    for case, changes in damaged.items():
+        folder = tmp_path / case
+        model.save_pretrained(folder)
+        save_file({**weights, **changes}, folder / WEIGHTS_NAME)
+        with pytest.raises(InvalidModelError, match="not a valid letcolor model"):
+            warm_start_model(folder)
+
+
 def test_embed_refuses_a_tensor_that_does_not_fit():
     with pytest.raises(ValueError, match="does not fit"):
         embed(torch.zeros(4, 3), torch.zeros(2, 3))

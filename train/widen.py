@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from letcolor.model import WEIGHTS_NAME, InvalidModelError, LetThereBeColor
+from letcolor.model import WEIGHTS_NAME, InvalidModelError, LetThereBeColor, check_values
 from letcolor.pipeline import load_model
 
 FLATTENED_FC = "global_level.fc.0.weight"  # its inputs are the global convs' channels times 7 x 7 positions
@@ -77,11 +77,16 @@ def with_earlier_propagation(directory: Path) -> LetThereBeColor:
         fresh = model.state_dict()
         if saved.keys() != fresh.keys():
             raise ValueError(f"its weights are not this code's: {sorted(saved.keys() ^ fresh.keys())[:4]}")
+        if all(saved[name].shape == tensor.shape for name, tensor in fresh.items()):
+            raise ValueError("its hint propagation is of this layout")  # what load_model refused is something else
+        if integers := [n for n, t in saved.items() if not t.is_floating_point() and "num_batches" not in n]:
+            raise ValueError(f"its weights must be floating point: {integers[0]} is not")
         fitting = {
             name: embed(saved[name], tensor) if name.startswith(PROPAGATION) else saved[name]
             for name, tensor in fresh.items()
         }
         model.load_state_dict(fitting)
+        check_values(model)
     except (OSError, TypeError, ValueError, RuntimeError, SafetensorError) as error:
         raise InvalidModelError(
             f"{directory}: not a model whose hint propagation is an earlier layout ({error})"
