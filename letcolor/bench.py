@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from letcolor.engines import ENGINES
 from letcolor.fullres import global_input, lightness
 from letcolor.hints import points_from_truth
-from letcolor.images import EXAMPLES_DIR, image_pixels, load_image
+from letcolor.images import EXAMPLES_DIR, MAX_IMAGE_PIXELS, image_pixels, load_image
 from letcolor.inference import Precision, Speedups, cpu_has_fast_bfloat16
 from letcolor.memory import PeakMemory
 from letcolor.metrics import image_tensor, psnr
@@ -287,10 +287,14 @@ def checked_settings(args: argparse.Namespace, names: list[str]) -> list[tuple[i
     unknown = [name for name in names if name not in CONFIGURATIONS]
     if unknown:
         raise ValueError(f"unknown configurations or engines {unknown}; known: {list(CONFIGURATIONS)}")
+    if twice := sorted({name for name in names if names.count(name) > 1}):  # (one column, the other's time lost)
+        raise ValueError(f"configurations or engines named twice: {twice}")
     sizes = [parse_size(text) for text in (args.sizes or (ENGINE_SIZES if args.engine else DEFAULT_SIZES)).split(",")]
     threads = 1 if args.threads is None else args.threads
     if min(min(size) for size in sizes) < 1 or args.repeats < 1 or args.hints < 0 or threads < 1:
         raise ValueError("--sizes must be at least 1x1, --repeats and --threads at least 1, --hints at least 0")
+    if max(width * height for width, height in sizes) > MAX_IMAGE_PIXELS:  # (a MemoryError, or the machine's memory)
+        raise ValueError(f"--sizes: at most {MAX_IMAGE_PIXELS:,} pixels a photo, as colorizing takes")
     if args.model and args.width:
         raise ValueError("--model or --width (random weights), not both")
     if args.width is not None and args.width <= 0:

@@ -37,6 +37,7 @@ from letcolor.images import (
 from letcolor.inference import Speedups
 from letcolor.metrics import image_tensor, psnr
 from letcolor.model import NO_HINTS_MESSAGE
+from letcolor.outputs import new_partial_file, save_image_whole
 from letcolor.pipeline import (
     DEFAULT_MAX_SIDE,
     PALETTE_WITH_HINTS,
@@ -86,6 +87,17 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
                 seen.add(resolved)
                 files.append(path)
     return files, unmatched
+
+
+def folders_with_subfolders(patterns: list[str]) -> list[tuple[Path, list[str]]]:
+    """The folders named among `patterns` that hold subfolders (not hidden), with their names: a folder's own files
+    are its photos, and the subfolders' were left out without a word."""
+    found = []
+    for folder in (Path(pattern) for pattern in patterns if Path(pattern).is_dir()):
+        subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if subfolders:
+            found.append((folder, subfolders))
+    return found
 
 
 def _matches(pattern: str) -> Iterator[Path]:
@@ -253,6 +265,12 @@ def run_colorize(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     sources, unmatched = expand_inputs(args.inputs)
+    for folder, subfolders in folders_with_subfolders(args.inputs):
+        names = ", ".join(subfolders[:3]) + (", ..." if len(subfolders) > 3 else "")
+        plural = "s are" if len(subfolders) > 1 else " is"
+        example = folder / "**" / "*.jpg"
+        print(f'note: {folder}: its subfolder{plural} not read ({names}); a pattern such as "{example}" reads them',
+              file=sys.stderr)  # fmt: skip
     if not sources:
         print(f"error: no input images or videos in {' '.join(args.inputs)}", file=sys.stderr)
         return EXIT_SOME_FAILED
@@ -338,7 +356,7 @@ def colorize_files(
                     save_with_metadata(result.image, path, loaded[source])
                     written += 1
                 except OSError as error:
-                    progress.write(f"could not write {path}: {error}", file=sys.stderr)
+                    progress.write(f"could not write {path}: {error.strerror or error}", file=sys.stderr)
                 progress.update()
     return len(sources) - written
 
@@ -382,9 +400,9 @@ def save_with_metadata(image: Image.Image, path: Path, original: Image.Image) ->
         metadata["quality"] = 95 if metadata["compression"] == "jpeg" else None
     metadata = {key: value for key, value in metadata.items() if value}
     try:
-        image.save(path, **options, **metadata)
+        save_image_whole(image, path, **options, **metadata)
     except (ValueError, TypeError, struct.error):  # an odd tag or resolution of the original
-        image.save(path, **options)
+        save_image_whole(image, path, **options)
 
 
 def srgb_exif(exif: Image.Exif) -> Image.Exif:
@@ -539,14 +557,15 @@ def run_export(args: argparse.Namespace) -> int:
     onnx_engine.check(graphs)
     names = onnx_engine.graph_names(graphs)
     for name in names:  # each put in place whole; a link of its name is replaced, not followed
-        part = args.output / f".{name}.part"
+        part = new_partial_file(args.output / name)
         try:
             shutil.copyfile(graphs / name, part)
             os.replace(part, args.output / name)
         except OSError as error:
-            part.unlink(missing_ok=True)
             print(f"error: cannot write {args.output / name}: {error.strerror or error}", file=sys.stderr)
             return 1
+        finally:
+            part.unlink(missing_ok=True)
     exact = Colorizer(model, "cpu", Speedups(fold_batchnorm=True), engine="torch")
     runtime = Colorizer(model, "cpu", engine="onnxruntime")
     for photo in AGREEMENT_PHOTOS:
@@ -590,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with stopped_cleanly_by_sigterm():
+        with stopped_cleanly_by_sigterm(), messages_dropped_once_unread():
             return args.run(args)
     except ModelError as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
@@ -601,6 +620,44 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("terminated", file=sys.stderr)
         return EXIT_TERMINATED
+
+
+class DroppedOnceUnread:
+    """A text stream whose writes are dropped from the time the pipe it feeds has no reader (`2>&1 | head`): a run
+    stopped at its next message with BrokenPipeError, its other photos not colorized."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._unread()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._unread()
+
+    def _unread(self) -> None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # (what it still buffers goes nowhere)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def messages_dropped_once_unread() -> Iterator[None]:
+    """stdout and stderr as `DroppedOnceUnread` streams for the time of a command."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = DroppedOnceUnread(sys.stdout), DroppedOnceUnread(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 class Terminated(BaseException):

@@ -30,6 +30,7 @@ from letcolor.hints import MAX_POINTS, colour_ab, points_from_truth
 from letcolor.images import InvalidImageError, image_suffixes, in_srgb, load_image, read_image_bytes
 from letcolor.inference import Precision, Speedups
 from letcolor.model import NO_HINTS_MESSAGE, is_local_path
+from letcolor.outputs import save_image_whole, write_whole
 from letcolor.pipeline import Colorizer, ModelNotFoundError, batches_within, model_source
 
 IMAGE_METRICS = ("psnr", "ssim", "auc", "colorfulness", "colorfulness_gap")
@@ -190,10 +191,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NOTHING_USABLE if isinstance(error, NoUsablePhotos) else EXIT_USAGE
     print(markdown_table(report))
-    if args.output:
-        args.output.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    if args.figure:
-        comparison_figure(figure_rows).save(args.figure)
+    try:
+        if args.output:
+            write_whole(args.output, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode())
+        if args.figure:
+            save_image_whole(comparison_figure(figure_rows), args.figure)
+    except OSError as error:  # a full disk: the table above holds the figures
+        print(f"error: cannot write the report or the figure: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from letcolor.evaluate import HINTED, MODEL, PROPAGATION
+from letcolor.outputs import save_image_whole
 
 SIZE, MARGIN = (760, 440), (70, 30, 230, 50)  # left, top, right, bottom
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
@@ -55,7 +56,7 @@ def plot(reports: dict[str, dict], path: Path) -> None:
         for x, y in xy:
             draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
         draw.text((SIZE[0] - right + 52, legend_y), f"{name}: {kind}", fill="black", font=font)
-    image.save(path)
+    save_image_whole(image, path)
 
 
 def _axes(draw, font, at, low: float, high: float, counts: list[int]) -> None:

@@ -22,7 +22,6 @@ import heapq
 import math
 import os
 import queue
-import secrets
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -44,6 +43,7 @@ from letcolor.color import lightness_to_input
 from letcolor.fullres import compose_rgb_8bit, lightness
 from letcolor.images import ImageSource, InvalidImageError, Pixels, check_image_file
 from letcolor.model import GLOBAL_INPUT_SIZE
+from letcolor.outputs import new_partial_file
 from letcolor.pipeline import DEFAULT_MAX_SIDE, Colorizer, Options, Reference, is_count, is_number
 
 # Container types read as video (by file extension); GIFs stay images.
@@ -706,7 +706,7 @@ def colorize_video(
             plan = None
             if mode == Mode.SHOT:
                 plan = _plan(colorizer, container, source, batch_size, reference, counter)
-        partial = _new_partial_file(destination)
+        partial = new_partial_file(destination)
         try:
             _render(colorizer, source, partial, options, reference, plan, flow_blend, batch_size, counter)
             os.replace(partial, destination)
@@ -715,18 +715,6 @@ def colorize_video(
         finally:
             partial.unlink(missing_ok=True)
     return info
-
-
-def _new_partial_file(destination: Path) -> Path:
-    """A new empty file beside `destination` to write the video into, under a short name that no file had: never an
-    input, never another run's."""
-    while True:
-        partial = destination.with_name(f".letcolor-{secrets.token_hex(6)}{destination.suffix}")
-        try:
-            os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return partial
-        except FileExistsError:
-            continue
 
 
 class _Counter:

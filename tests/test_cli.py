@@ -167,6 +167,44 @@ def test_an_output_never_replaces_an_input_under_another_name(photos, tiny_model
     assert sorted(path.name for path in tmp_path.glob("X*")) == ["X.JPG", "X_color.JPG"]  # not X.jpg
 
 
+def test_an_output_replaces_a_link_of_its_name_not_the_file_it_points_at(photos, tiny_model_dir, tmp_path):
+    """An output was written through a symbolic or hard link of its name in OUTDIR: a file outside it replaced."""
+    precious = {name: tmp_path / name for name in ("precious.jpg", "precious2.jpg")}
+    for path in precious.values():
+        shutil.copy(photos / "historical_b.jpg", path)
+    before = {path: path.read_bytes() for path in precious.values()}
+    (tmp_path / "symbolic").mkdir()
+    (tmp_path / "symbolic" / "historical_b.jpg").symlink_to(precious["precious.jpg"])
+    (tmp_path / "hard").mkdir()
+    os.link(precious["precious2.jpg"], tmp_path / "hard" / "historical_b.jpg")
+    for folder in ("symbolic", "hard"):
+        arguments = ["colorize", str(photos / "historical_b.jpg"), "-o", str(tmp_path / folder)]
+        assert cli.main([*arguments, "--model", str(tiny_model_dir)]) == 0
+        output = tmp_path / folder / "historical_b.jpg"
+        assert not output.is_symlink() and output.stat().st_nlink == 1 and Image.open(output).mode == "RGB"
+    assert all(path.read_bytes() == data for path, data in before.items())
+
+
+def test_a_full_disk_leaves_no_cut_short_output(examples_dir, tiny_model_dir, tmp_path):
+    """On a full disk a PNG whose file failed as it was closed (Pillow had written it to the file's buffer) was left
+    cut short under its name, and a JPEG's short write passed unseen. A limit on a file's size (RLIMIT_FSIZE) fails
+    writes as a full disk does."""
+    (tmp_path / "in").mkdir()
+    Image.open(examples_dir / "chelsea_gray.png").resize((24, 16)).save(tmp_path / "in" / "tiny.png")
+
+    def limit_file_size():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))  # bytes: the output's PNG is some 1,500
+
+    command = [sys.executable, "-m", "letcolor", "colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    command += ["--model", str(tiny_model_dir), "--engine", "torch"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
+    assert result.returncode == cli.EXIT_SOME_FAILED, result.stderr[-2000:]
+    assert list((tmp_path / "out").iterdir()) == []  # no partial, hidden or not
+    assert "tiny.png: File too large" in result.stderr and "colorized 0 of 1 images" in result.stderr
+
+
 def test_a_photo_keeps_its_own_name_when_another_of_the_same_stem_comes_first(examples_dir, tiny_model_dir, tmp_path):
     """x.gif, first in order, took out/x.png (a GIF comes out as PNG), and x.png's result became out/x_color.png."""
     (tmp_path / "in").mkdir()
@@ -234,6 +272,37 @@ def test_a_folder_leaves_out_hidden_files_as_a_glob_does(photos, tiny_model_dir,
     (photos / "._chelsea.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     assert cli.main(["colorize", str(photos), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]) == 0
     assert not any(path.name.startswith(".") for path in (tmp_path / "out").iterdir())
+
+
+def test_a_folders_subfolders_left_out_are_named(photos, tiny_model_dir, tmp_path, capsys):
+    """Photos in subfolders were left out without a word (with none at the top: "no input images" in a folder of
+    photos)."""
+    (photos / "corrupt.jpg").unlink()
+    (photos / "1950s").mkdir()
+    shutil.move(photos / "chelsea.png", photos / "1950s" / "chelsea.png")
+    (photos / ".git").mkdir()  # hidden: no photos of the user's
+    assert cli.main(["colorize", str(photos), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]) == 0
+    pattern = photos / "**" / "*.jpg"
+    assert f'note: {photos}: its subfolder is not read (1950s); a pattern such as "{pattern}" reads them' in (
+        capsys.readouterr().err
+    )
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["historical_a.png", "historical_b.jpg"]
+    assert cli.main(["colorize", str(photos / "**" / "*.png"), "-o", str(tmp_path / "all"), "--model",
+                     str(tiny_model_dir)]) == 0  # fmt: skip
+    assert sorted(path.name for path in (tmp_path / "all").iterdir()) == ["chelsea.png", "historical_a.png"]
+
+
+def test_a_run_goes_on_once_its_messages_have_no_reader(photos, tiny_model_dir, tmp_path):
+    """With stderr a pipe whose reader had gone (`2>&1 | head -1`), the first message (the corrupt JPEG skipped) was a
+    BrokenPipeError: exit 1, no photo colorized."""
+    read, write = os.pipe()
+    os.close(read)
+    command = [sys.executable, "-m", "letcolor", "colorize", str(photos / "corrupt.jpg"), str(photos / "chelsea.png")]
+    command += ["-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]
+    result = subprocess.run(command, stdout=write, stderr=write, timeout=300)
+    os.close(write)
+    assert result.returncode == cli.EXIT_SOME_FAILED
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["chelsea.png"]
 
 
 def test_output_in_a_folder_of_the_inputs_never_replaces_a_photo(photos, tiny_model_dir):
@@ -475,6 +544,8 @@ def test_the_eccv16_comparison_prints_its_table(monkeypatch, capsys):
     [
         (["--sizes", "10x"], "expected WIDTHxHEIGHT, got '10x'"),  # each of these was a traceback and exit 1
         (["--sizes", "0x0"], "--sizes must be at least 1x1"),
+        (["--sizes", "100000x100000"], "--sizes: at most 100,000,000 pixels"),  # a MemoryError
+        (["--configs", "fp32,fp32"], "named twice: ['fp32']"),  # two columns, one time
         (["--repeats", "0"], "--repeats and --threads at least 1"),
         (["--threads", "0"], "--repeats and --threads at least 1"),  # ran, on the default threads
         (["--photo", "missing.jpg"], "missing.jpg"),

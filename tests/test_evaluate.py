@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -244,6 +245,10 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_run(photo_folder,
     code, report = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--no-ablation", "-o",
                                 tmp_path / "new" / "folder" / "report.json")  # fmt: skip
     assert code == 0 and report["per_image"]
+    os.link(photo, tmp_path / "linked.png")  # a hard link of a photo, outside its folder: it was written through
+    code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--no-ablation", "--figure",
+                           tmp_path / "linked.png", "-o", tmp_path / "report.json")  # fmt: skip
+    assert code == 0 and photo.read_bytes() == before and (tmp_path / "linked.png").read_bytes() != before
 
 
 def test_no_usable_photo_is_an_error(tmp_path, examples_dir, tiny_model_dir, capsys):

@@ -24,7 +24,7 @@ from fake_hub import FakeHub
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from train_data import VALIDATION_ROWS, make_scene_dataset
+from train_data import VALIDATION_ROWS, desaturate_images, make_scene_dataset
 
 from letcolor import BUNDLED_MODEL_DIR
 from letcolor.color import AB_RANGE
@@ -423,7 +423,9 @@ def test_a_data_file_that_cannot_be_read_is_one_line_and_ends_the_run(scene_data
     command = [sys.executable, "-m", "train", *cli(damaged, tmp_path / "run", *options)]
     run = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
-    assert f"error: {damaged}: a data file is empty or could not be read (" in run.stderr
+    assert f"error: {damaged}: a data file is empty, of other columns than the first, or could not be read (" in (
+        run.stderr
+    )
 
 
 @pytest.mark.slow
@@ -495,7 +497,7 @@ def test_a_failure_of_rank_zero_alone_is_its_error_not_a_crash_of_the_others(sce
         message = "error: could not upload"
     else:
         command[command.index(f"--dataset={scene_data}")] = f"--dataset={empty_validation(scene_data, tmp_path / 'd')}"
-        message = "a data file is empty or could not be read"
+        message = "a data file is empty, of other columns than the first, or could not be read"
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-3000:]
     assert "Connection closed by peer" not in result.stderr
@@ -963,7 +965,42 @@ def test_a_validation_split_without_rows_is_one_clear_error(scene_data, tmp_path
     """pyarrow's ArrowInvalid ("BatchSize must be greater than 0") and a traceback."""
     empty = empty_validation(scene_data, tmp_path / "empty")
     assert run_main(monkeypatch, cli(empty, tmp_path / "run", *QUICK, "--steps", "1")) == 2
-    assert "a data file is empty or could not be read" in capsys.readouterr().err
+    assert "a data file is empty, of other columns than the first, or could not be read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["unreachable hub", "no data files", "shards of other columns"])
+def test_data_that_cannot_be_read_is_one_line_and_exit_2(scene_data, tmp_path, case):
+    """A Hub dataset that cannot be reached (the default one, offline) and a folder of no data files were tracebacks;
+    train shards of other columns, a traceback, or one mid-run from a DataLoader worker."""
+    env = {**subprocess_env(), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    dataset, message = tmp_path / "data", "a data file is empty, of other columns than the first, or could not be read"
+    if case == "unreachable hub":
+        dataset, message = "nosuchuser/nosuchdata", "nosuchuser/nosuchdata, split 'train': cannot be read ("
+    elif case == "no data files":
+        dataset.mkdir()
+        (dataset / "notes.txt").write_text("no photos here")
+        message = "no columns can be read from its files"
+    else:
+        shutil.copytree(scene_data, dataset)
+        shard = sorted((dataset / "data").glob("train-*.parquet"))[-1]
+        pq.write_table(pq.read_table(shard).rename_columns({"image": "img"}), shard)
+    command = [sys.executable, "-m", "train", *cli(dataset, tmp_path / "run", *QUICK, "--steps", "20")]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert message in run.stderr
+
+
+def test_a_split_with_no_usable_photo_says_why_each_was_skipped(scene_data, tmp_path, monkeypatch, capsys):
+    """It said "skipped: none" where every photo was skipped: the counts came with batches, and none was made."""
+    gray = shutil.copytree(scene_data, tmp_path / "gray")
+    shards = sorted((gray / "data").glob("train-*.parquet"))
+    for shard in shards:
+        table = pq.read_table(shard)
+        pq.write_table(desaturate_images(table, list(range(table.num_rows))), shard)
+    rows = sum(pq.read_metadata(shard).num_rows for shard in shards)
+    assert run_main(monkeypatch, cli(gray, tmp_path / "run", *QUICK, "--steps", "2")) == 2
+    error = capsys.readouterr().err
+    assert f"no usable photo in --split 'train' of {gray} (skipped: {{'low_colour': {rows}}})" in error
 
 
 def test_compact_copy_keeps_a_panorama_longer_than_webp_holds():

@@ -60,10 +60,10 @@ class StreamSpec:
 class Batch:
     """One training batch, made whole by a single DataLoader worker."""
 
-    images: torch.Tensor  # (N, 3, 224, 224) uint8 RGB
+    images: torch.Tensor  # (N, 3, 224, 224) uint8 RGB; N = 0 for the worker's last, at the end of its stream
     labels: torch.Tensor  # (N,) int64 indices into the model's class names, -1 where unlabelled
     worker: int
-    stream_state: dict  # the worker's dataset position after this batch
+    stream_state: dict  # the worker's dataset position after this batch (empty in the last)
     skipped: dict[str, int] = field(default_factory=dict)  # images dropped since the worker started, by reason
 
     def pin_memory(self) -> "Batch":
@@ -79,9 +79,12 @@ def streamed_split(dataset: str, split: str) -> IterableDataset:
     if os.path.isfile(dataset):
         raise DataError(f"{dataset}: a file; --dataset takes a folder (its split's files in data/) or a Hub id")
     try:
-        return load_dataset(dataset, split=split, streaming=True)
-    except (FileNotFoundError, ValueError) as error:  # no data files there; "Bad split: ..."
+        stream = load_dataset(dataset, split=split, streaming=True)
+    except (OSError, ValueError) as error:  # no data files there; "Bad split: ..."; a Hub that cannot be reached
         raise DataError(f"{dataset}, split {split!r}: cannot be read ({error})") from error
+    if stream.features is None:  # (files of no format that states its columns: a folder of text files)
+        raise DataError(f"{dataset}, split {split!r}: no columns can be read from its files (no parquet files there?)")
+    return stream
 
 
 def open_stream(spec: StreamSpec, source: Source, worker: int = 0, workers: int = 1) -> IterableDataset:
@@ -106,9 +109,10 @@ def rows(stream: IterableDataset, dataset: str) -> Iterator[dict]:
     try:
         for batch in stream.iter(batch_size=1):
             yield {column: values[0] for column, values in batch.items()}
-    except (OSError, pa.ArrowException) as error:
+    except (OSError, pa.ArrowException, ValueError, TypeError) as error:  # the last two: files of other columns
         reason = " ".join(str(error).split())[:300]
-        raise DataError(f"{dataset}: a data file is empty or could not be read ({reason})") from error
+        raise DataError(f"{dataset}: a data file is empty, of other columns than the first, or could not be read "
+                        f"({reason})") from error  # fmt: skip
 
 
 def model_label(example: dict, source: Source) -> int:
@@ -284,7 +288,9 @@ class TrainBatches(torch.utils.data.IterableDataset):
             index = random.Random(f"{name}-draw-{drawn}").choices(range(len(sources)), weights)[0]
             drawn += 1
             prepared = sources[index].next_usable(usable_crop)
-            if prepared is None:
+            if prepared is None:  # the end: a batch of none, with what was skipped (the trainer's message names it)
+                empty = torch.empty((0, 3, CROP_SIZE, CROP_SIZE), dtype=torch.uint8)
+                yield Batch(empty, torch.empty(0, dtype=torch.long), worker, {}, dict(skipped))
                 return
             images.append(prepared[0])
             labels.append(prepared[1])

@@ -476,9 +476,11 @@ class Trainer:
         first_step = self.step
         with loading(loader) as batches:
             for batch in batches:
+                self.skipped[batch.worker] = batch.skipped
+                if not len(batch.images):  # the worker's stream ended
+                    continue
                 window.add(self.train_step(batch.images, batch.labels))
                 self.worker_states[batch.worker] = batch.stream_state
-                self.skipped[batch.worker] = batch.skipped
                 self.step += 1
                 progress.update()
                 self.wall_seconds = time.perf_counter() - started
@@ -500,7 +502,7 @@ class Trainer:
         progress.close()
         if self.step == first_step:  # (else it exited 0 with an untrained model, "0 images seen")
             raise DataError(f"no usable photo in --split {self.args.split!r} of {', '.join(self.args.dataset)} "
-                            f"(skipped: {self.skipped or 'none'})")  # fmt: skip
+                            f"(skipped: {self.skipped_in_all() or 'none'})")  # fmt: skip
 
     def finish(self, stop: StopRequest, validation_sets: dict[str, tuple]) -> None:
         """PreciseBN, the last validation, the checkpoint and the final model; a signal stops it between the parts."""
@@ -663,13 +665,18 @@ class Trainer:
         images_per_second = steps * self.args.batch_size * self.context.world_size / seconds
         if not self.context.is_main:
             return
-        skipped = {}
-        for counts in self.skipped.values():
-            for reason, count in counts.items():
-                skipped[f"skipped_{reason}"] = skipped.get(f"skipped_{reason}", 0) + count
+        skipped = {f"skipped_{reason}": count for reason, count in self.skipped_in_all().items()}
         values = {"loss": loss, "mse": mse, "cross_entropy": cross_entropy, "images_per_s": images_per_second}
         self.log.write("train", self.step, {**values, "lr": self.optimizer.param_groups[-1]["lr"], **skipped})
         progress.set_postfix(loss=f"{loss:.4g}", img_s=f"{images_per_second:.1f}")
+
+    def skipped_in_all(self) -> dict[str, int]:
+        """This rank's skipped photos by reason, over its DataLoader workers."""
+        skipped = {}
+        for counts in self.skipped.values():
+            for reason, count in counts.items():
+                skipped[reason] = skipped.get(reason, 0) + count
+        return skipped
 
     def save_final(self) -> None:
         self.check_finite()
