@@ -383,13 +383,13 @@ def dataset_samples(name: str, split: str) -> Iterator[Sample]:
             return
         except pyarrow.ArrowException as error:  # an empty parquet file: "BatchSize must be greater than 0"
             raise InputNotFound(f"{name}: split {split!r} cannot be read ({error})") from error
-        encoded, label = row[column], row.get("label")
-        yield load_sample(
-            str(row.get("id", index)),
-            encoded["bytes"] or Path(encoded["path"]),
-            -1 if label is None else label,
-            row.get("source"),
-        )
+        sample_id, label, source = str(row.get("id", index)), row.get("label"), row.get("source")
+        label, cell = -1 if label is None else label, row[column] or {}
+        encoded = cell.get("bytes") or (Path(cell["path"]) if cell.get("path") else None)
+        if encoded is None:  # a null cell, or empty bytes and no path
+            yield Sample(sample_id, label, problem="no image in its row", source=source)
+        else:
+            yield load_sample(sample_id, encoded, label, source)
 
 
 def usable(samples: Iterable[Sample], skipped: list[dict]) -> Iterator[Sample]:

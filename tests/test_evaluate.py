@@ -251,6 +251,21 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_run(photo_folder,
     assert code == 0 and photo.read_bytes() == before and (tmp_path / "linked.png").read_bytes() != before
 
 
+def test_a_row_without_an_image_is_skipped_and_reported(tmp_path, tiny_model_dir, capsys):
+    """A null image cell (or empty bytes and no path) was a TypeError traceback, in the photos scored and in the rows
+    read for the mean ab."""
+    dataset = shutil.copytree(EVERYDAY_CUT.parent.parent, tmp_path / "everyday")
+    for path in sorted((dataset / "data").glob("*.parquet")):
+        table = pq.read_table(path)
+        cells = table.column("image").to_pylist()
+        cells[0] = None if path.name.startswith("validation") else {"bytes": b"", "path": None}
+        pq.write_table(table.set_column(0, "image", pa.array(cells, table.schema.field("image").type)), path)
+    code, report = run_evaluate("--model", tiny_model_dir, "--images", dataset, "--limit", "4", "--no-ablation",
+                                "-o", tmp_path / "report.json")  # fmt: skip
+    assert code == 0 and len(report["per_image"]) == 3
+    assert "no image in its row" in capsys.readouterr().err
+
+
 def test_no_usable_photo_is_an_error(tmp_path, examples_dir, tiny_model_dir, capsys):
     (tmp_path / "broken.png").write_bytes((examples_dir / "coffee.png").read_bytes()[:3000])
     code, _ = run_evaluate("--model", tiny_model_dir, "--images", tmp_path, "-o", tmp_path / "report.json")

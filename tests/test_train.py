@@ -1008,7 +1008,7 @@ def test_compact_copy_keeps_a_panorama_longer_than_webp_holds():
     5" (16383 px a side at most)."""
     png = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 20000, 3), dtype=np.uint8)).save(png, "PNG")
-    with Image.open(io.BytesIO(reencoded(png.getvalue(), side=160, quality=65))) as copy:
+    with Image.open(io.BytesIO(reencoded({"bytes": png.getvalue(), "path": None}, side=160, quality=65))) as copy:
         assert copy.size == (400, 100)  # cut to the 4:1 that training takes
 
 
@@ -1040,6 +1040,44 @@ def test_compact_copy_bad_options_are_usage_errors_and_write_nothing(everyday_da
     refused = compact(everyday_data, tmp_path / "compact", *options)
     assert refused.returncode == 2 and message in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "compact").exists()
+
+
+def test_compact_copy_reads_what_training_reads(everyday_data, tmp_path):
+    """Photos stored as files (cells of a path and no bytes), which training reads, were all left out ("none could
+    be decoded"); a train file without the label column, which training takes, was pyarrow's traceback."""
+    data = shutil.copytree(everyday_data, tmp_path / "data")
+    first, second = sorted((data / "data").glob("train-*.parquet"))
+    table = pq.read_table(first)
+    paths = []
+    for index, cell in enumerate(table.column("image").to_pylist()):
+        paths.append(tmp_path / f"photo{index}.webp")
+        paths[-1].write_bytes(cell["bytes"])
+    cells = pa.array([{"bytes": None, "path": str(path)} for path in paths], table.schema.field("image").type)
+    pq.write_table(table.set_column(0, "image", cells), first)
+    pq.write_table(pq.read_table(second).drop_columns(["label"]), second)
+    made = compact(data, tmp_path / "compact", "--side", "64", "--shards", "2", "--val-rows", "4")
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "0 photos that could not be decoded or encoded left out" in made.stdout
+    copied = pa.concat_tables(pq.read_table(path) for path in sorted((tmp_path / "compact" / "data").glob("train-*")))
+    assert copied.num_rows == table.num_rows + pq.read_metadata(second).num_rows
+    assert copied.column("label").null_count == pq.read_metadata(second).num_rows
+    assert all(cell["bytes"] and cell["path"] is None for cell in copied.column("image").to_pylist())
+
+
+def test_compact_copy_of_files_it_cannot_read_is_one_line(everyday_data, tmp_path):
+    """A file of 0 bytes, and a validation split whose image column is named otherwise: tracebacks."""
+    data = shutil.copytree(everyday_data, tmp_path / "data")
+    (validation,) = (data / "data").glob("validation-*.parquet")
+    pq.write_table(pq.read_table(validation).rename_columns({"image": "photo"}), validation)
+    renamed = compact(data, tmp_path / "renamed")
+    assert renamed.returncode == 2 and "Traceback" not in renamed.stderr
+    assert (
+        "--image-column image: not a column of image cells" in renamed.stderr and "validation split" in renamed.stderr
+    )
+    sorted((data / "data").glob("train-*.parquet"))[-1].write_bytes(b"")
+    empty = compact(data, tmp_path / "empty")
+    assert empty.returncode == 1 and "its train files cannot be read as one table" in empty.stderr
+    assert "Traceback" not in empty.stderr and not (tmp_path / "empty").exists() and not (tmp_path / "renamed").exists()
 
 
 def propagating_from(directory: Path) -> LetThereBeColor:

@@ -3,7 +3,8 @@ sent a few tens of MB (an accelerator reached by copying the working tree).
 
     python -m train.compact ../shared/data/letcolor-everyday .data/everyday --side 160 --quality 65 --shards 14
 
-Train rows (the first --train-rows, or all) are re-encoded as WebP at a shorter side of at most --side and written
+Train rows (the first --train-rows, or all; their photos' bytes, or the files their paths name, as training reads
+them) are re-encoded as WebP at a shorter side of at most --side and written
 as --shards parquet files; validation rows are copied unchanged up to the --val-rows-th that training validates on
 (one it can decode, colourful at the default --min-chroma-std), so that validation on the copy measures the same
 photos as on the original. Columns, features (label names) and README.md are kept; train
@@ -24,12 +25,12 @@ from PIL import Image
 from train.data import DECODE_ERRORS, decode_image, is_colourful, within_aspect
 
 
-def reencoded(data: bytes | None, side: int, quality: int) -> bytes | None:
-    """The photo as WebP, its shorter side at most `side` px and cut to the shape that training takes
-    (`within_aspect`, centred: WebP holds at most 16383 px a side); None if it cannot be decoded or encoded."""
+def reencoded(cell: dict | None, side: int, quality: int) -> bytes | None:
+    """The photo of an image cell ({bytes, path}: its bytes or the file its path names, as training reads it) as
+    WebP, its shorter side at most `side` px and cut to the shape that training takes (`within_aspect`, centred: WebP
+    holds at most 16383 px a side); None if it cannot be decoded or encoded."""
     try:
-        with Image.open(io.BytesIO(data or b"")) as image:
-            image = within_aspect(image.convert("RGB"), lambda: 0.5)
+        image = within_aspect(decode_image(cell), lambda: 0.5)
         scale = side / min(image.size)
         if scale < 1:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -42,10 +43,15 @@ def reencoded(data: bytes | None, side: int, quality: int) -> bytes | None:
 
 
 def read_split(source: Path, split: str, rows: int | None) -> pa.Table:
+    """The split's rows (the first `rows`), its files' columns joined as training joins them (a column that a file
+    lacks is null there); SystemExit where they cannot be read."""
     files = sorted((source / "data").glob(f"{split}-*.parquet"))
     if not files:
         raise SystemExit(f"{source}: no data/{split}-*.parquet")
-    table = pa.concat_tables(pq.read_table(path) for path in files)
+    try:
+        table = pa.concat_tables((pq.read_table(path) for path in files), promote_options="default")
+    except (OSError, pa.ArrowException) as error:
+        raise SystemExit(f"{source}: its {split} files cannot be read as one table ({error})") from error
     return table.slice(0, rows) if rows is not None else table
 
 
@@ -99,10 +105,13 @@ def main() -> None:
         raise SystemExit(f"{args.destination} exists: give a new directory")
     train = read_split(args.source, "train", args.train_rows)
     validation = read_split(args.source, "validation", None)
-    if args.image_column not in train.column_names:
-        parser.error(f"--image-column {args.image_column}: not a column of the train split ({train.column_names})")
+    for split, table in (("train", train), ("validation", validation)):
+        column = table.schema.field(args.image_column) if args.image_column in table.column_names else None
+        if column is None or not pa.types.is_struct(column.type):  # (plain paths or bytes: datasets casts them)
+            parser.error(f"--image-column {args.image_column}: not a column of image cells ({{bytes, path}}, the Hub's "
+                         f"Image feature) in the {split} split ({table.column_names})")  # fmt: skip
     validation = first_usable(validation, args.image_column, args.val_rows)
-    photos = [(cell or {}).get("bytes") for cell in train.column(args.image_column).to_pylist()]
+    photos = train.column(args.image_column).to_pylist()
     encode = partial(reencoded, side=args.side, quality=args.quality)
     with ProcessPoolExecutor(args.processes) as pool:
         images = list(pool.map(encode, photos, chunksize=64))
