@@ -21,7 +21,7 @@ import torch
 from conftest import EXAMPLES
 from datasets import config as datasets_config
 from fake_hub import FakeHub
-from PIL import Image
+from PIL import ExifTags, Image, ImageCms
 from safetensors import safe_open
 from safetensors.torch import save_file
 from train_data import VALIDATION_ROWS, desaturate_images, make_scene_dataset
@@ -1001,6 +1001,22 @@ def test_a_split_with_no_usable_photo_says_why_each_was_skipped(scene_data, tmp_
     assert run_main(monkeypatch, cli(gray, tmp_path / "run", *QUICK, "--steps", "2")) == 2
     error = capsys.readouterr().err
     assert f"no usable photo in --split 'train' of {gray} (skipped: {{'low_colour': {rows}}})" in error
+
+
+def test_training_reads_a_photo_as_letcolor_does_upright_and_in_srgb(examples_dir):
+    """Training took an Adobe RGB photo's values as sRGB and a photo as stored, not turned by its EXIF orientation,
+    where evaluation (and colorizing) apply both: the model learnt colours that it is not scored on."""
+    adobe = ImageCms.getOpenProfile(str(ROOT / "tests" / "data" / "compatibleWithAdobeRGB1998.icc"))
+    photo = Image.open(examples_dir / "chelsea.png").convert("RGB")
+    stored = ImageCms.profileToProfile(photo, ImageCms.createProfile("sRGB"), adobe, outputMode="RGB")
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    encoded = io.BytesIO()
+    stored.save(encoded, "PNG", icc_profile=adobe.tobytes(), exif=exif)
+    read = np.asarray(data.decode_image({"bytes": encoded.getvalue(), "path": None})).astype(int)
+    assert read.shape == (photo.width, photo.height, 3)  # a quarter turn
+    assert np.abs(read - np.asarray(photo.transpose(Image.Transpose.ROTATE_270))).mean() < 1.5
+    assert np.abs(np.asarray(stored).astype(int) - np.asarray(photo)).mean() > 3  # what it read before
 
 
 def test_compact_copy_keeps_a_panorama_longer_than_webp_holds():

@@ -17,7 +17,9 @@ from datasets import config as datasets_config
 from datasets.distributed import split_dataset_by_node
 from datasets.utils.file_utils import xopen
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import ImageOps, UnidentifiedImageError
+
+from letcolor.images import in_srgb
 
 CROP_SIZE = 224  # paper 3.4: 224x224 crops of 256x256 images
 RESIZE_SIDE = 256
@@ -132,8 +134,9 @@ def source_class_names(source: Source, split: str) -> list[str]:
 
 
 def decode_image(cell: dict | None) -> PILImage.Image:
-    """An RGB image from an undecoded `Image` cell, its bytes or the file its path names (a folder of images, as
-    `datasets` reads one); raises one of DECODE_ERRORS for anything unusable."""
+    """An upright RGB image in sRGB (its ICC profile applied, as letcolor reads photos) from an undecoded `Image`
+    cell, its bytes or the file its path names (a folder of images, as `datasets` reads one); raises one of
+    DECODE_ERRORS for anything unusable."""
     data, path = (cell or {}).get("bytes"), (cell or {}).get("path")
     if not data and path:
         with xopen(path, "rb") as file:  # local, or remote as datasets streams it
@@ -144,7 +147,8 @@ def decode_image(cell: dict | None) -> PILImage.Image:
         raise ValueError("empty image")
     with PILImage.open(io.BytesIO(data)) as image:
         image.draft("RGB", (RESIZE_SIDE, RESIZE_SIDE))  # JPEG: decode at a reduced scale when the photo is large
-        return image.convert("RGB")
+        upright = ImageOps.exif_transpose(image.convert("RGB"))
+    return in_srgb(upright)  # its colours as the model is scored on (evaluate) and used: in sRGB
 
 
 def is_colourful(image: PILImage.Image, min_chroma_std: float = MIN_CHROMA_STD) -> bool:
