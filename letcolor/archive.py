@@ -61,6 +61,7 @@ LOSSLESS = {"PNG", "TIFF", "BMP", "GIF"}  # kept lossless (as PNG); other format
 TOP_CLASSES = 5
 SHARD_PREFIX = "train-"
 ERRORS_NAME = "errors.jsonl"
+MAX_NAME_BYTES = 255  # a file name's longest on most file systems
 TEMPORARY_SUFFIX = ".letcolor-partial"  # a shard or file being written, renamed when complete
 LOCK_NAME = ".colorize-dataset.lock"  # held by the run writing DST (see `writing_into`)
 # Rows per actor call (see rows_per_call): Ray pays for each call (a task, its blocks through the object store) on
@@ -89,7 +90,8 @@ class Source:
             filesystem, root = fsspec.filesystem("file"), os.path.abspath(local)
         if not filesystem.isdir(root):
             raise ValueError(f"{url}: not a folder (give a folder of images or a parquet dataset)")
-        files = sorted(path for path in filesystem.find(root) if not _hidden(path, root))
+        found = filesystem.find(root, detail=True)  # regular files only: reading a named pipe waited for ever
+        files = sorted(path for path, info in found.items() if info["type"] == "file" and not _hidden(path, root))
         parquet = tuple(path for path in files if path.endswith(".parquet"))
         images = tuple(path for path in files if PurePosixPath(path).suffix.lower() in image_suffixes())
         if parquet and images:
@@ -106,8 +108,11 @@ class Source:
             return [self.relative(path) for path in self.image_paths]
         ids = []
         for path in self.parquet_files:  # (read by pyarrow's own IO: a Python file object aborted Python at exit)
-            self.check_columns(path, pq.read_schema(path, filesystem=self.filesystem).names)
-            table = pq.read_table(path, columns=[self.id_column], filesystem=self.filesystem, use_threads=False)
+            try:
+                self.check_columns(path, pq.read_schema(path, filesystem=self.filesystem).names)
+                table = pq.read_table(path, columns=[self.id_column], filesystem=self.filesystem, use_threads=False)
+            except (OSError, pa.ArrowException) as error:
+                raise ValueError(f"{path}: cannot be read as a parquet file ({error})") from error
             values = table.column(0).to_pylist()
             if None in values:  # str() would make it the id "None"
                 row = values.index(None)
@@ -255,23 +260,45 @@ def read_files(batch: dict, filesystem: fsspec.AbstractFileSystem, root: str) ->
     return rows
 
 
-def read_row_groups(batch: dict, filesystem: fsspec.AbstractFileSystem, id_column: str, todo: frozenset) -> dict:
+def read_row_groups(
+    batch: dict, filesystem: fsspec.AbstractFileSystem, root: str, id_column: str, todo: frozenset
+) -> dict:
     """The read stage for a parquet dataset: each (file, row group) read from SRC, as (id, bytes, name, read_error) rows
-    without those already done."""
+    without those already done; a row group whose images cannot be read (a damaged file) gives each row that error."""
     rows = {"id": [], "bytes": [], "name": [], "read_error": []}
     for path, group in zip(batch["file"], batch["row_group"], strict=True):
         with pq.ParquetFile(str(path), filesystem=filesystem) as file:
-            table = file.read_row_group(int(group), columns=[id_column, "image"], use_threads=False)
-        for row_id, image in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
-            if str(row_id) in todo:
-                image = image if isinstance(image, dict) else {}
-                rows["id"].append(str(row_id))
-                rows["bytes"].append(image.get("bytes") or b"")
-                rows["name"].append(image.get("path") or str(row_id))
-                rows["read_error"].append(
-                    "" if image.get("bytes") else f"{row_id}: the row holds no image (null or empty)"
-                )
+            ids = file.read_row_group(int(group), columns=[id_column], use_threads=False).column(0).to_pylist()
+            try:
+                images = file.read_row_group(int(group), columns=["image"], use_threads=False)
+                cells, problem = images.column(0).to_pylist(), ""
+            except (OSError, pa.ArrowException) as error:
+                cells, problem = [None] * len(ids), f"{path} could not be read ({error})"
+        for row_id, cell in zip(map(str, ids), cells, strict=True):
+            if row_id in todo:
+                data, read_error = (b"", problem) if problem else image_bytes(cell, filesystem, root)
+                rows["id"].append(row_id)
+                rows["bytes"].append(data)
+                rows["name"].append(row_id)  # what an error names: the row, not its image's path
+                rows["read_error"].append(f"{row_id}: {read_error}" if read_error else "")
     return rows
+
+
+def image_bytes(cell, filesystem: fsspec.AbstractFileSystem, root: str) -> tuple[bytes, str]:
+    """A row's image as encoded bytes, or none and why: the image column's cell holds the bytes or the path of a file
+    (a relative one under SRC), as the Hub's Image feature does ({bytes, path}), or is plain bytes or a path."""
+    data, path = (cell.get("bytes"), cell.get("path")) if isinstance(cell, dict) else (cell, cell)
+    if isinstance(data, bytes) and data:
+        return data, ""
+    if not isinstance(path, str) or not path:
+        return b"", "the row holds no image (null or empty)"
+    file = path if PurePosixPath(path).is_absolute() or "://" in path else str(PurePosixPath(root) / path)
+    try:
+        if not filesystem.isfile(file):
+            return b"", f"its image file {path} is not there (or not a file)"
+        return filesystem.cat_file(file), ""
+    except OSError as error:
+        return b"", f"its image file {path} could not be read ({error})"
 
 
 class ParquetDestination:
@@ -306,7 +333,14 @@ class ParquetDestination:
                 os.remove(os.path.join(self.folder, name))
         committed, failed_ids = set(), set()
         for shard in self.shard_paths():
-            for row in pq.read_table(shard, columns=["id", "error"]).to_pylist():
+            try:
+                table = pq.read_table(shard, columns=["id", "error"])
+            except (OSError, pa.ArrowException) as error:  # (its message: a schema's dump)
+                reason = str(error).splitlines()[0]
+                raise ValueError(
+                    f"{shard}: not a shard that colorize-dataset wrote ({reason}); give -o a folder of its own"
+                ) from None
+            for row in table.to_pylist():
                 committed.add(row["id"])
                 if row["error"]:
                     failed_ids.add(row["id"])
@@ -400,10 +434,13 @@ class ImagesDestination:
 
     def check_names(self, ids: list[str]) -> None:
         """ValueError where two ids could be written to the same file (photo.bmp -> photo.bmp.png, and photo.bmp.png
-        itself), or one id's file would be another's folder (a.png and a.png/b.png: every run failed on it)."""
+        itself), one id's file would be another's folder (a.png and a.png/b.png: every run failed on it), or an
+        output's name is too long for a file (every run failed on it)."""
         claimed = {}
         for row_id in ids:
             for output in {os.path.normpath(self.output(row_id, suffix)) for suffix in self.SUFFIXES}:  # x, ./x
+                if len(os.path.basename(output).encode()) > MAX_NAME_BYTES:
+                    raise ValueError(f"{row_id}: its output's name, {os.path.basename(output)}, is too long for a file")
                 if (other := claimed.setdefault(output, row_id)) != row_id:
                     self._clash(other, row_id, f"could both be written to {os.path.relpath(output, self.folder)}")
         for output, row_id in claimed.items():
@@ -423,7 +460,8 @@ class ImagesDestination:
                 continue
             final = self.output(row_id, suffix)
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            scratch = f"{final}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
+            # a short scratch name: the photo's own may be as long as a name can be
+            scratch = os.path.join(os.path.dirname(final), f".{uuid.uuid4().hex[:12]}{TEMPORARY_SUFFIX}")
             with open(scratch, "wb") as file:
                 file.write(image)
             os.replace(scratch, final)
@@ -484,8 +522,8 @@ def check_ids(ids: list[str], as_paths: bool) -> None:
             raise ValueError(f"the id {row_id!r} is given twice in SRC: give each photo an id of its own")
         seen.add(row_id)
         path = PurePosixPath(row_id)
-        if as_paths and (not row_id or path.is_absolute() or ".." in path.parts):
-            raise ValueError(f"the id {row_id!r} cannot name a file inside DST (empty, absolute, or with '..')")
+        if as_paths and (not row_id or path.is_absolute() or ".." in path.parts or "\0" in row_id):
+            raise ValueError(f"the id {row_id!r} cannot name a file inside DST (empty, absolute, with '..' or a NUL)")
 
 
 def unused_hints(folder: str, ids: list[str]) -> list[str]:
@@ -699,7 +737,8 @@ def _rows(ray, source: Source, todo: list[str], job: Job):
     for path in source.parquet_files:
         with pq.ParquetFile(path, filesystem=source.filesystem) as file:
             groups += [{"file": path, "row_group": group} for group in range(file.num_row_groups)]
-    arguments = {"filesystem": source.filesystem, "id_column": source.id_column, "todo": frozenset(todo)}
+    arguments = {"filesystem": source.filesystem, "root": source.root, "id_column": source.id_column,
+                 "todo": frozenset(todo)}  # fmt: skip
     return ray.data.from_items(groups).map_batches(
         read_row_groups, fn_kwargs=arguments, batch_size=1, batch_format="numpy", num_cpus=0, compute=readers
     )

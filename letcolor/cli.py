@@ -89,12 +89,14 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
     return files, unmatched
 
 
-def folders_with_subfolders(patterns: list[str]) -> list[tuple[Path, list[str]]]:
-    """The folders named among `patterns` that hold subfolders (not hidden), with their names: a folder's own files
-    are its photos, and the subfolders' were left out without a word."""
-    found = []
+def folders_with_subfolders(patterns: list[str], output: Path) -> list[tuple[Path, list[str]]]:
+    """The folders named among `patterns` that hold subfolders (not hidden, not the `output` folder), with their
+    names: a folder's own files are its photos, and the subfolders' were left out without a word."""
+    found, output = [], output.resolve()
     for folder in (Path(pattern) for pattern in patterns if Path(pattern).is_dir()):
-        subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        subfolders = sorted(
+            p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != output
+        )
         if subfolders:
             found.append((folder, subfolders))
     return found
@@ -265,7 +267,7 @@ def run_colorize(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     sources, unmatched = expand_inputs(args.inputs)
-    for folder, subfolders in folders_with_subfolders(args.inputs):
+    for folder, subfolders in folders_with_subfolders(args.inputs, args.output):
         names = ", ".join(subfolders[:3]) + (", ..." if len(subfolders) > 3 else "")
         plural = "s are" if len(subfolders) > 1 else " is"
         example = folder / "**" / "*.jpg"
@@ -608,18 +610,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        with stopped_cleanly_by_sigterm(), messages_dropped_once_unread():
-            return args.run(args)
-    except ModelError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return EXIT_TERMINATED
+    with messages_dropped_once_unread():
+        try:
+            with stopped_cleanly_by_sigterm():
+                return args.run(args)
+        except ModelError as error:
+            print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Terminated:
+            print("terminated", file=sys.stderr)
+            return EXIT_TERMINATED
 
 
 class DroppedOnceUnread:
@@ -643,7 +646,9 @@ class DroppedOnceUnread:
             self._unread()
 
     def _unread(self) -> None:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())  # (what it still buffers goes nowhere)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())  # (what it still buffers goes nowhere)
+        os.close(devnull)
 
     def __getattr__(self, name: str):
         return getattr(self.stream, name)

@@ -555,13 +555,21 @@ def check_config_file(path: Path) -> None:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise InvalidModelError(f"{path}: not a readable JSON file ({error})") from error
-    if not isinstance(config, dict):
-        raise InvalidModelError(f"{path} must be a JSON object of the model's settings, not a {type(config).__name__}")
+    if problem := not_an_object(config):
+        raise InvalidModelError(f"{path} {problem}")
 
 
-def fetched_config_type(model_id: str, options: dict) -> str:
-    """The type of the JSON value in a Hub model's config.json as fetched to the cache (the mixin fails on one that is
-    not an object with a bare "'list' object has no attribute 'items'"); "dict" where it cannot be told."""
+def not_an_object(config) -> str | None:
+    """What is wrong with a config.json that holds `config`, parsed: None for a JSON object."""
+    if isinstance(config, dict):
+        return None
+    return f"must be a JSON object of the model's settings, not a {type(config).__name__}"
+
+
+def fetched_config_problem(model_id: str, options: dict) -> str | None:
+    """`not_an_object` of a Hub model's config.json as fetched to the cache (the mixin fails on a list with a bare
+    "'list' object has no attribute 'items'"); None where it is an object, or was not fetched, or is not JSON (the
+    mixin's own error says so)."""
     try:
         path = hf_hub_download(
             model_id,
@@ -570,9 +578,9 @@ def fetched_config_type(model_id: str, options: dict) -> str:
             cache_dir=options.get("cache_dir"),
             local_files_only=True,
         )
-        return type(json.loads(Path(path).read_text(encoding="utf-8"))).__name__
-    except Exception:  # not fetched, not JSON: the mixin's own error says it
-        return "dict"
+        return not_an_object(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError):  # (not in the cache: LocalEntryNotFoundError is both)
+        return None
 
 
 def is_local_path(name: str) -> bool:
@@ -714,8 +722,8 @@ class LetThereBeColor(
             # ValueError includes a config.json that is not JSON; RuntimeError, weights that do not fit the config.
             reason = " ".join(str(error).split())[:300] or type(error).__name__
             name = pretrained_model_name_or_path
-            if not directory.is_dir() and (kind := fetched_config_type(str(name), kwargs)) != "dict":
-                reason = f"{CONFIG_NAME} must be a JSON object of the model's settings, not a {kind}"
+            if not directory.is_dir() and (problem := fetched_config_problem(str(name), kwargs)):
+                reason = f"{CONFIG_NAME} {problem}"
             raise InvalidModelError(f"{name}: not a valid letcolor model: {reason}") from error
 
     @classmethod

@@ -5,6 +5,7 @@ hard) is replaced, not written through to the file it points at."""
 import io
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -23,16 +24,21 @@ def new_partial_file(destination: Path) -> Path:
 
 
 def write_whole(path: Path, data: bytes) -> None:
-    """`data` as the file `path`, put in place whole. OSError where it cannot be (a full disk is raised as the
-    write or the close meets it: an image encoder writing to the file itself let a short write pass)."""
-    partial = new_partial_file(path)
+    """`data` as the file `path`, put in place whole, with the permissions of the file it replaces. OSError where it
+    cannot be (a full disk is raised as the write or the close meets it: an image encoder writing to the file itself
+    let a short write pass), naming `path`."""
+    partial = None
     try:
+        partial = new_partial_file(path)
         partial.write_bytes(data)
+        if path.is_file() and not path.is_symlink():  # (a private output stays private)
+            shutil.copymode(path, partial)
         os.replace(partial, path)
     except OSError as error:  # named after the output, not the hidden file
         raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
 
 
 def save_image_whole(image: Image.Image, path: Path, **options) -> None:

@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import datasets
 import fsspec
@@ -342,6 +342,8 @@ def test_a_destination_file_and_a_source_without_photos_are_refused_before_ray(t
         (["x.png", "./x.png"], True, "x.png and ./x.png could both be written to x.png"),  # one photo was lost
         (["dup", "dup"], False, "the id 'dup' is given twice in SRC"),  # both colorized, two rows for one id
         (["a", None], False, "row 1 has no id (null)"),  # became the id "None"
+        (["a", "nul\x00.png"], True, "cannot name a file inside DST (empty, absolute, with '..' or a NUL)"),  # midway
+        (["a" * 250 + ".tif"], True, "is too long for a file"),  # its .tif.png: every run failed on it
     ],
 )
 def test_parquet_ids_that_cannot_each_name_one_output_are_refused_before_ray(tmp_path, capsys, monkeypatch, ids,
@@ -545,13 +547,70 @@ def test_a_row_without_an_image_is_recorded_as_such(tiny_model_dir, tmp_path):
     images = [{"bytes": photo.getvalue(), "path": "a.png"}, None, {"bytes": None, "path": "c.png"}]
     pq.write_table(pa.Table.from_pydict({"id": ["a", "b", "c"], "image": images}), tmp_path / "rows.parquet")
     batch = {"file": [str(tmp_path / "rows.parquet")], "row_group": [0]}
-    rows = read_row_groups(batch, fsspec.filesystem("file"), "id", frozenset("abc"))
+    rows = read_row_groups(batch, fsspec.filesystem("file"), str(tmp_path), "id", frozenset("abc"))
     actor = ColorizeRows(str(tiny_model_dir), "torch", "cpu", {"max_side": 128}, None, network_batch=2)
     assert actor(rows)["error"] == [
         "",
         "b: the row holds no image (null or empty)",
-        "c: the row holds no image (null or empty)",
+        "c: its image file c.png is not there (or not a file)",
     ]
+
+
+def test_rows_whose_image_is_a_file_or_plain_bytes_are_read_and_a_damaged_file_fails_its_rows(tiny_model_dir,
+                                                                                              tmp_path):  # fmt: skip
+    """Cells of a path and no bytes (as `datasets` writes a dataset of image files), plain bytes and plain paths were
+    all "the row holds no image"; a damaged data file stopped the run with a traceback; a bad image's error named its
+    cell's path, not its row."""
+    png = io.BytesIO()
+    Image.open(EXAMPLES / "chelsea.png").save(png, format="PNG")
+    (tmp_path / "elsewhere.png").write_bytes(png.getvalue())
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "beside.png").write_bytes(png.getvalue())
+    os.mkfifo(tmp_path / "src" / "pipe.png")  # (reading it would wait for ever)
+    tables = {
+        "cells": pa.table({"id": ["a", "b", "c", "d"], "image": [
+            {"bytes": None, "path": str(tmp_path / "elsewhere.png")}, {"bytes": None, "path": "beside.png"},
+            {"bytes": None, "path": "pipe.png"}, {"bytes": b"not an image", "path": "photo.png"}]}),
+        "bytes": pa.table({"id": ["e"], "image": [png.getvalue()]}),
+        "paths": pa.table({"id": ["f"], "image": [str(tmp_path / "elsewhere.png")]}),
+        "damaged": pa.table({"id": ["g", "h"], "image": [png.getvalue(), png.getvalue()]}),
+    }  # fmt: skip
+    for name, table in tables.items():
+        pq.write_table(table, tmp_path / f"{name}.parquet")
+    damaged = bytearray((tmp_path / "damaged.parquet").read_bytes())
+    start = pq.ParquetFile(tmp_path / "damaged.parquet").metadata.row_group(0).column(1).data_page_offset
+    damaged[start : start + 16] = bytes(16 * [0xFF])  # the image column's page header (the ids stay readable)
+    (tmp_path / "damaged.parquet").write_bytes(bytes(damaged))
+    batch = {"file": [str(tmp_path / f"{name}.parquet") for name in tables], "row_group": [0] * len(tables)}
+    rows = read_row_groups(batch, fsspec.filesystem("file"), str(tmp_path / "src"), "id", frozenset("abcdefgh"))
+    actor = ColorizeRows(str(tiny_model_dir), "torch", "cpu", {"max_side": 128}, None, network_batch=2)
+    errors = dict(zip(rows["id"], actor(rows)["error"], strict=True))
+    assert [errors[row_id] for row_id in "abef"] == ["", "", "", ""]
+    assert errors["c"] == "c: its image file pipe.png is not there (or not a file)"
+    assert errors["d"].startswith("d: not a readable image")
+    assert errors["g"].startswith(f"g: {tmp_path / 'damaged.parquet'} could not be read (") and errors["h"]
+
+
+def test_a_photo_whose_name_is_as_long_as_a_name_can_be_is_written_and_a_named_pipe_is_not_read(tmp_path):
+    """--images wrote each photo under its name plus 51 characters, then renamed it: a 250-character name failed on
+    every run; a named pipe among the photos was read, and the run waited for ever."""
+    name = "a" * 251 + ".png"
+    ImagesDestination(str(tmp_path / "out")).commit(
+        {"id": [name], "image": [b"png"], "suffix": [".png"], "error": [""]}
+    )
+    assert [path.name for path in (tmp_path / "out").iterdir()] == [name]
+    (tmp_path / "src").mkdir()
+    Image.new("L", (16, 16)).save(tmp_path / "src" / "photo.png")
+    os.mkfifo(tmp_path / "src" / "pipe.jpg")
+    assert [PurePosixPath(path).name for path in Source.open(str(tmp_path / "src")).image_paths] == ["photo.png"]
+
+
+def test_a_destination_that_holds_other_parquet_files_is_named(tmp_path):
+    """pyarrow's "No match for FieldRef.Name(error)" and a dump of the schema."""
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"id": ["x"], "label": [1]}), tmp_path / "data" / "train-00000-of-00001.parquet")
+    with pytest.raises(ValueError, match="train-00000-of-00001.parquet: not a shard that colorize-dataset wrote"):
+        ParquetDestination(str(tmp_path)).progress(["x"])
 
 
 def test_colorize_and_colorize_dataset_take_the_same_files_of_a_folder(tmp_path):

@@ -185,6 +185,15 @@ def test_an_output_replaces_a_link_of_its_name_not_the_file_it_points_at(photos,
     assert all(path.read_bytes() == data for path, data in before.items())
 
 
+def test_an_output_written_again_keeps_its_permissions(photos, tiny_model_dir, tmp_path):
+    """Put in place under a new file, a private output (0600) became readable by all (0644)."""
+    arguments = ["colorize", str(photos / "chelsea.png"), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]
+    assert cli.main(arguments) == 0
+    (tmp_path / "out" / "chelsea.png").chmod(0o600)
+    assert cli.main([*arguments, "--max-side", "64"]) == 0
+    assert (tmp_path / "out" / "chelsea.png").stat().st_mode & 0o777 == 0o600
+
+
 def test_a_full_disk_leaves_no_cut_short_output(examples_dir, tiny_model_dir, tmp_path):
     """On a full disk a PNG whose file failed as it was closed (Pillow had written it to the file's buffer) was left
     cut short under its name, and a JPEG's short write passed unseen. A limit on a file's size (RLIMIT_FSIZE) fails
@@ -287,9 +296,12 @@ def test_a_folders_subfolders_left_out_are_named(photos, tiny_model_dir, tmp_pat
         capsys.readouterr().err
     )
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["historical_a.png", "historical_b.jpg"]
-    assert cli.main(["colorize", str(photos / "**" / "*.png"), "-o", str(tmp_path / "all"), "--model",
+    assert cli.main(["colorize", str(photos / "**" / "*.jpg"), "-o", str(tmp_path / "all"), "--model",
                      str(tiny_model_dir)]) == 0  # fmt: skip
-    assert sorted(path.name for path in (tmp_path / "all").iterdir()) == ["chelsea.png", "historical_a.png"]
+    assert sorted(path.name for path in (tmp_path / "all").iterdir()) == ["historical_b.jpg"]
+    for _ in range(2):  # the second time, the outputs' folder is there: it is not named
+        assert cli.main(["colorize", str(photos), "-o", str(photos / "colored"), "--model", str(tiny_model_dir)]) == 0
+        assert "its subfolder is not read (1950s);" in capsys.readouterr().err
 
 
 def test_a_run_goes_on_once_its_messages_have_no_reader(photos, tiny_model_dir, tmp_path):

@@ -338,11 +338,17 @@ def test_a_propagation_of_an_earlier_layout_starts_this_ones_matching_levels(tmp
         warm_start_model(tmp_path / "earlier")  # what load_model says of it, not the fallback
 
 
-def test_a_model_of_this_layout_with_bad_weights_is_not_taken_for_an_earlier_layout(tmp_path):
+@pytest.mark.parametrize("layout", ["this", "earlier"])
+def test_a_model_with_bad_weights_is_refused_as_a_warm_start_whatever_its_layout(tmp_path, layout):
     """--init-from fell back to the earlier-layout loader for any model that load_model refused: NaN, integer weights
-    or a negative variance were trained on (a gray model saved, exit 0) and said to be "an earlier layout"."""
+    or a negative variance were trained on (a gray model saved, exit 0) and said to be "an earlier layout"; and that
+    loader took them in a model of an earlier layout."""
     model = LetThereBeColor(3, ["a", "b", "c"], width=0.125, hint_propagation=True)
     weights = model.state_dict()
+    if layout == "earlier":  # fewer gates (as in the test above)
+        for name in ("gates.weight", "gates.bias", "gate_hidden.weight"):
+            name = f"colorization.propagation.{name}"
+            weights[name] = weights[name][:, :-3].clone() if name.endswith("hidden.weight") else weights[name][:-1]
     variances = {name: -tensor.abs() - 1 for name, tensor in weights.items() if name.endswith("running_var")}
     damaged = {
         "nan": {"fusion.conv.weight": torch.full_like(weights["fusion.conv.weight"], float("nan"))},
@@ -355,6 +361,9 @@ def test_a_model_of_this_layout_with_bad_weights_is_not_taken_for_an_earlier_lay
         save_file({**weights, **changes}, folder / WEIGHTS_NAME)
         with pytest.raises(InvalidModelError, match="not a valid letcolor model"):
             warm_start_model(folder)
+    if layout == "earlier":  # undamaged, it starts the run
+        save_file(weights, folder / WEIGHTS_NAME)
+        assert warm_start_model(folder)[1]
 
 
 def test_embed_refuses_a_tensor_that_does_not_fit():
@@ -1017,6 +1026,20 @@ def test_training_reads_a_photo_as_letcolor_does_upright_and_in_srgb(examples_di
     assert read.shape == (photo.width, photo.height, 3)  # a quarter turn
     assert np.abs(read - np.asarray(photo.transpose(Image.Transpose.ROTATE_270))).mean() < 1.5
     assert np.abs(np.asarray(stored).astype(int) - np.asarray(photo)).mean() > 3  # what it read before
+
+
+def test_a_worker_without_usable_photos_gives_no_batch_only_its_counts(scene_data, tmp_path):
+    """A worker whose part of the data held no usable photo ended its stream with a batch of none (which carries its
+    counts of skipped photos): the colour prior divided by zero on it, the BatchNorm re-estimation counted it."""
+    dataset = shutil.copytree(scene_data, tmp_path / "data")
+    second = sorted((dataset / "data").glob("train-*.parquet"))[-1]  # worker 1's shard, of two workers
+    table = pq.read_table(second)
+    pq.write_table(desaturate_images(table, list(range(table.num_rows))), second)
+    skipped, loader = {}, data.train_loader(StreamSpec([Source(str(dataset))], "train"), 4, 2, False)
+    with data.loading(loader, skipped) as batches:
+        batches = list(itertools.islice(batches, 6))
+    assert all(len(batch.images) == 4 and batch.worker == 0 for batch in batches)
+    assert skipped[1] == {"low_colour": table.num_rows}
 
 
 def test_compact_copy_keeps_a_panorama_longer_than_webp_holds():

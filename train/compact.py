@@ -30,7 +30,7 @@ def reencoded(cell: dict | None, side: int, quality: int) -> bytes | None:
     WebP, its shorter side at most `side` px and cut to the shape that training takes (`within_aspect`, centred: WebP
     holds at most 16383 px a side); None if it cannot be decoded or encoded."""
     try:
-        image = within_aspect(decode_image(cell), lambda: 0.5)
+        image = within_aspect(decode_image(cell, side), lambda: 0.5)
         scale = side / min(image.size)
         if scale < 1:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

@@ -133,10 +133,10 @@ def source_class_names(source: Source, split: str) -> list[str]:
     return list(feature.names) if isinstance(feature, ClassLabel) else []
 
 
-def decode_image(cell: dict | None) -> PILImage.Image:
+def decode_image(cell: dict | None, side: int = RESIZE_SIDE) -> PILImage.Image:
     """An upright RGB image in sRGB (its ICC profile applied, as letcolor reads photos) from an undecoded `Image`
-    cell, its bytes or the file its path names (a folder of images, as `datasets` reads one); raises one of
-    DECODE_ERRORS for anything unusable."""
+    cell, its bytes or the file its path names (a folder of images, as `datasets` reads one), a JPEG decoded at a
+    reduced scale where its shorter side still holds `side` px; raises one of DECODE_ERRORS for anything unusable."""
     data, path = (cell or {}).get("bytes"), (cell or {}).get("path")
     if not data and path:
         with xopen(path, "rb") as file:  # local, or remote as datasets streams it
@@ -146,7 +146,7 @@ def decode_image(cell: dict | None) -> PILImage.Image:
     if not data:
         raise ValueError("empty image")
     with PILImage.open(io.BytesIO(data)) as image:
-        image.draft("RGB", (RESIZE_SIDE, RESIZE_SIDE))  # JPEG: decode at a reduced scale when the photo is large
+        image.draft("RGB", (side, side))
         upright = ImageOps.exif_transpose(image.convert("RGB"))
     return in_srgb(upright)  # its colours as the model is scored on (evaluate) and used: in sRGB
 
@@ -305,19 +305,31 @@ class TrainBatches(torch.utils.data.IterableDataset):
 
 
 @contextlib.contextmanager
-def loading(loader: torch.utils.data.DataLoader) -> Iterator[Iterator[Batch]]:
-    """The loader's batches, its workers stopped however the loop ends: they ignore SIGTERM (`ignore_interrupts`),
-    and workers that an error's traceback kept alive hung the trainer's exit, which terminates and then joins them. A
-    worker's DataError arrives with the worker's traceback in its message: only its own message is kept."""
+def loading(
+    loader: torch.utils.data.DataLoader, skipped: dict[int, dict[str, int]] | None = None
+) -> Iterator[Iterator[Batch]]:
+    """The loader's batches of photos (`with_photos`), its workers stopped however the loop ends: they ignore SIGTERM
+    (`ignore_interrupts`), and workers that an error's traceback kept alive hung the trainer's exit, which terminates
+    and then joins them. A worker's DataError arrives with the worker's traceback in its message: only its own message
+    is kept."""
     batches = iter(loader)
     try:
-        yield batches
+        yield with_photos(batches, {} if skipped is None else skipped)
     except DataError as error:
         raise DataError(str(error).rstrip().rsplit("DataError: ", 1)[-1]) from None
     finally:
         shutdown = getattr(batches, "_shutdown_workers", None)  # torch's own clean-up; none without workers
         if shutdown is not None:
             shutdown()
+
+
+def with_photos(batches: Iterator[Batch], skipped: dict[int, dict[str, int]]) -> Iterator[Batch]:
+    """The batches that hold photos, each worker's counts of skipped photos kept in `skipped` (by worker): a worker's
+    last batch, at the end of its stream, holds none, only those counts."""
+    for batch in batches:
+        skipped[batch.worker] = batch.skipped
+        if len(batch.images):
+            yield batch
 
 
 def collate_batch(batch: Batch) -> Batch:

@@ -474,11 +474,8 @@ class Trainer:
         window = TrainingWindow(self.device)
         started = time.perf_counter() - self.wall_seconds
         first_step = self.step
-        with loading(loader) as batches:
+        with loading(loader, self.skipped) as batches:
             for batch in batches:
-                self.skipped[batch.worker] = batch.skipped
-                if not len(batch.images):  # the worker's stream ended
-                    continue
                 window.add(self.train_step(batch.images, batch.labels))
                 self.worker_states[batch.worker] = batch.stream_state
                 self.step += 1
