@@ -1051,6 +1051,15 @@ def test_compact_copy_keeps_a_panorama_longer_than_webp_holds():
         assert copy.size == (400, 100)  # cut to the 4:1 that training takes
 
 
+def test_compact_copy_of_a_large_jpeg_keeps_the_side_asked_for():
+    """Read as training reads it (a JPEG decoded at a reduced scale, for 256 px), a 2000x1500 photo copied at --side
+    600 came out 500x375."""
+    jpeg = io.BytesIO()
+    Image.open(EXAMPLES / "chelsea.png").convert("RGB").resize((2000, 1500)).save(jpeg, "JPEG")
+    with Image.open(io.BytesIO(reencoded({"bytes": jpeg.getvalue(), "path": None}, side=600, quality=65))) as copy:
+        assert copy.size == (800, 600)
+
+
 def test_compact_copy_leaves_out_undecodable_photos_and_writes_nothing_for_a_wrong_source(corrupt_scene_data, tmp_path):
     made = compact(corrupt_scene_data, tmp_path / "compact", "--side", "64", "--shards", "40")
     assert (
