@@ -66,6 +66,7 @@ DEFAULT_BATCH_SIZE = 8
 # FFmpeg's numbers for the output's matrix (SMPTE 170M, as BT.601), range (limited), primaries and transfer (BT.709, as
 # sRGB's, which the frames are in)
 OUTPUT_COLOUR_TAGS = (6, 1, 1, 1)
+AUDIO_GAP_SECONDS = 0.01  # a re-encoded track's gap (no packets) longer than this is filled with silence
 REORDER_FRAMES = 4  # frames whose timestamps may come out of order (`Timeline`)
 WRITER_QUEUE_FRAMES = 4  # colorized frames waiting for the encoder (1-8 measured alike at 480p; 1 gained least)
 # CRF 18: visually near-lossless. veryfast: a third of medium's encoding time on a 2-core CPU, for larger files.
@@ -496,11 +497,26 @@ class _Writer:
             return
         for frame in packet.decode():
             # numbered in samples from the source's start (a track that starts late keeps its offset)
-            start = max(0, round(frame.time * frame.sample_rate)) if frame.time is not None else 0
-            sent = self.samples_sent.setdefault(packet.stream.index, start)
+            start = max(0, round(frame.time * frame.sample_rate)) if frame.time is not None else None
+            sent = self.samples_sent.setdefault(packet.stream.index, start or 0)
+            if start is not None and start - sent > AUDIO_GAP_SECONDS * frame.sample_rate:
+                sent = self._silence(output, frame, sent, start - sent)  # else what follows a gap played early
             frame.pts, frame.time_base = sent, Fraction(1, frame.sample_rate)
             self.samples_sent[packet.stream.index] = sent + frame.samples
             self.container.mux(output.encode(frame))
+
+    def _silence(self, output: av.audio.stream.AudioStream, like: av.AudioFrame, pts: int, samples: int) -> int:
+        """`samples` of silence encoded in `like`'s format from `pts`, at most a second a frame; the pts after them."""
+        quiet = b"\x80" if like.format.name.startswith("u8") else b"\x00"  # (unsigned 8-bit's zero is 128)
+        while samples > 0:
+            count = min(samples, like.sample_rate)
+            silence = av.AudioFrame(format=like.format.name, layout=like.layout.name, samples=count)
+            for plane in silence.planes:
+                plane.update(quiet * plane.buffer_size)
+            silence.sample_rate, silence.pts, silence.time_base = like.sample_rate, pts, Fraction(1, like.sample_rate)
+            self.container.mux(output.encode(silence))
+            pts, samples = pts + count, samples - count
+        return pts
 
     def frame(self, rgb: np.ndarray, source: av.VideoFrame) -> None:
         """Encodes a colorized frame (H, W, 3) 8-bit sRGB at `source`'s time, once REORDER_FRAMES + 1 more have come

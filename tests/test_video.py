@@ -25,6 +25,7 @@ from video_clips import (
     song_with_cover,
     truncated_faststart,
     with_dropped_frame,
+    with_gap_and_click,
     with_late_pcm,
     with_sine,
     with_stall,
@@ -532,6 +533,27 @@ def test_re_encoded_audio_keeps_its_start(colorizer, tmp_path):
     assert first_audio_time(late) == pytest.approx(1.0)
     colorize_video(colorizer, late, tmp_path / "late-out.mp4", mode="frame")
     assert first_audio_time(tmp_path / "late-out.mp4") == pytest.approx(1.0, abs=0.03)  # AAC's priming: 21 ms
+
+
+def click_time(path: Path) -> float:
+    """The time of the first loud sample of the file's first audio track."""
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            samples = frame.to_ndarray().astype(float)  # (channels, samples), or one row of them interleaved
+            samples = samples if frame.format.is_planar else samples.reshape(frame.samples, -1).T
+            full_scale = 32768 if frame.format.name.startswith("s16") else 1
+            if len(loud := np.flatnonzero(np.abs(samples).max(0) > 0.3 * full_scale)):
+                return float(frame.time) + loud[0] / frame.sample_rate
+    raise AssertionError(f"{path}: no click")
+
+
+def test_re_encoded_audio_keeps_its_gaps(colorizer, tmp_path):
+    """A PCM track with no packets for a while (a recorder's pause), re-encoded to AAC for an MP4, was closed up:
+    what followed the gap played early (a click at 0.9 s at 0.6 s)."""
+    gapped = with_gap_and_click(CAMVID_CUT, tmp_path / "gap.mkv", gap=(0.3, 0.6), click=0.9, seconds=1.2)
+    assert click_time(gapped) == pytest.approx(0.9, abs=0.001)
+    colorize_video(colorizer, gapped, tmp_path / "gap-out.mp4", mode="frame")
+    assert click_time(tmp_path / "gap-out.mp4") == pytest.approx(0.9, abs=0.03)  # AAC's priming: 21 ms
 
 
 def test_the_video_is_written_under_a_new_name_that_no_file_had(colorizer, tmp_path, monkeypatch):

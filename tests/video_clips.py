@@ -177,6 +177,28 @@ def with_late_pcm(video: Path, path: Path, start: float = 1.0) -> Path:
     return path
 
 
+def with_gap_and_click(video: Path, path: Path, gap: tuple[float, float], click: float, seconds: float) -> Path:
+    """The video's packets remuxed into an MKV with a silent PCM soundtrack of `seconds`, with no packets in the `gap`
+    (as after a recorder's pause) and a click at `click` seconds."""
+    with av.open(str(video)) as source, av.open(str(path), "w") as output:
+        video_out = output.add_stream_from_template(source.streams.video[0])
+        audio = output.add_stream("pcm_s16le", rate=SAMPLE_RATE)
+        for packet in source.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = video_out
+                output.mux(packet)
+        track = np.zeros((1, round(seconds * SAMPLE_RATE)), np.int16)
+        track[:, round(click * SAMPLE_RATE) : round(click * SAMPLE_RATE) + 200] = 30000
+        for first in range(0, track.shape[1], 1024):
+            if gap[0] * SAMPLE_RATE <= first < gap[1] * SAMPLE_RATE:
+                continue
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(track[:, first : first + 1024]), "s16", "mono")
+            frame.sample_rate, frame.time_base, frame.pts = SAMPLE_RATE, Fraction(1, SAMPLE_RATE), first
+            output.mux(audio.encode(frame))
+        output.mux(audio.encode(None))
+    return path
+
+
 def with_unknown_codec(video: Path, path: Path, track: str) -> Path:
     """The video in Matroska with PCM sound, the audio or the video track's codec ID renamed to one that FFmpeg does
     not know (PyAV then gives the stream no codec context)."""
