@@ -90,7 +90,7 @@ class Hints:
             layer = Image.fromarray(layer, "RGBA")
         if not isinstance(layer, Image.Image):
             raise InvalidHintsError(f"a hint layer must be an RGBA image, got {type(layer).__name__}")
-        if layer.mode not in ("RGBA", "LA", "PA", "P") or (layer.mode == "P" and "transparency" not in layer.info):
+        if layer.mode not in ("RGBA", "LA", "PA", "P") or (layer.mode == "P" and not layer.has_transparency_data):
             raise InvalidHintsError(f"a hint layer needs an alpha channel (RGBA), got mode {layer.mode}")
         _check_layer_size(layer.size, size)
         with reading_callers_image():

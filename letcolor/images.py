@@ -385,8 +385,8 @@ def _through_gray_levels(image: Image.Image, profile: ImageCms.ImageCmsProfile) 
 def image_pixels(image: Image.Image) -> Pixels:
     """The pixels of a `load_image` result as a tensor (gray or sRGB), with the alpha channel apart."""
     keyed = "transparency" in image.info  # a palette's transparent entry, or a PNG's colour key (tRNS)
-    if image.mode == "P":
-        image = image.convert("RGBA" if keyed else "RGB")
+    if image.mode == "P":  # (a palette of RGBA colours has no key: Pillow's own quantize of an RGBA image)
+        image = image.convert("RGBA" if image.has_transparency_data else "RGB")
     elif image.mode in ("L", "RGB") and keyed:
         image = image.convert(f"{image.mode}A")
     if image.mode in _CONVERSIONS:

@@ -40,7 +40,10 @@ from letcolor.cache import cache_dir, weights_key
 from letcolor.color import HINT_CHANNELS
 from letcolor.model import GLOBAL_INPUT_SIZE, NO_HINTS_MESSAGE, GlobalOutput, LetThereBeColor, mix_global
 
-EXPORT_VERSION = 8  # bump when the graphs (their inputs, outputs, layers) or the export change
+EXPORT_VERSION = 9  # bump when the graphs (their inputs, outputs, layers), the export or the quantization change
+# The scene vectors that int8 calibration sees, at each global_strength (0: the null vector alone): calibrated at 1
+# only, a vector at 2 was clipped (31 dB from float32 on the historical photos, against 49 at 1).
+CALIBRATED_STRENGTHS = (0.0, 1.0, 2.0)
 OPSET = 17
 GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH = "global.onnx", "colorize.onnx", "colorize_automatic.onnx"
 GRAPH_NAMES = (GLOBAL_GRAPH, LOCAL_GRAPH, AUTOMATIC_GRAPH)
@@ -118,7 +121,8 @@ def cached_int8(model: LetThereBeColor, cache: Path | None = None) -> Path:
     """The folder of the model's int8 graphs in the cache, quantized first if it is not there."""
     float_graphs = cached_export(model, cache)
     folder = float_graphs.with_name(f"{float_graphs.name}-int8")
-    return _cached_graphs(folder, lambda destination: _quantize(float_graphs, destination, model.takes_hints))
+    null = model.null_global.detach().float()
+    return _cached_graphs(folder, lambda destination: _quantize(float_graphs, destination, model.takes_hints, null))
 
 
 def _cached_graphs(folder: Path, make: Callable[[Path], object]) -> Path:
@@ -183,7 +187,7 @@ def _put(made: Path, folder: Path) -> None:
     broken = folder.with_name(f"{SCRATCH_PREFIX}broken-{uuid.uuid4().hex}")
     with contextlib.suppress(FileNotFoundError):  # another process moved it first
         os.replace(folder, broken)
-    shutil.rmtree(broken, ignore_errors=True)
+    _remove(broken)
     try:
         os.replace(made, folder)
     except OSError:
@@ -197,7 +201,15 @@ def _remove_stale_scratch(parent: Path) -> None:
     for scratch in parent.glob(f"{SCRATCH_PREFIX}*"):
         with contextlib.suppress(OSError):
             if scratch.stat().st_mtime < oldest:
-                shutil.rmtree(scratch, ignore_errors=True)
+                _remove(scratch)
+
+
+def _remove(path: Path) -> None:
+    """A folder and what it holds, or a file (an entry's name taken by a file: rmtree left it)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @functools.cache
@@ -207,7 +219,7 @@ def _process_folder() -> Path:
     return folder
 
 
-def _quantize(float_graphs: Path, destination: Path, takes_hints: bool) -> None:
+def _quantize(float_graphs: Path, destination: Path, takes_hints: bool, null: torch.Tensor) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -221,7 +233,7 @@ def _quantize(float_graphs: Path, destination: Path, takes_hints: bool) -> None:
     # quantize_static writes a shape-inferred copy beside each graph it reads, under a fixed name: it reads private
     # copies, never the shared float32 entry (two processes quantizing at once deleted each other's copy)
     float_graphs = Path(shutil.copytree(float_graphs, f"{destination}-float32", dirs_exist_ok=True))
-    global_feeds, local_feeds = _calibration_feeds(float_graphs, takes_hints)
+    global_feeds, local_feeds = _calibration_feeds(float_graphs, takes_hints, null)
     automatic_feeds = [{"l": feeds["l"], "vectors": feeds["vectors"]} for feeds in local_feeds]
     all_feeds = {GLOBAL_GRAPH: global_feeds, LOCAL_GRAPH: local_feeds, AUTOMATIC_GRAPH: automatic_feeds}
     for name in graph_names(float_graphs):
@@ -251,9 +263,9 @@ def _without_warnings():
             logging.disable(saved)
 
 
-def _calibration_feeds(float_graphs: Path, takes_hints: bool) -> tuple[list[dict], list[dict]]:
+def _calibration_feeds(float_graphs: Path, takes_hints: bool, null: torch.Tensor) -> tuple[list[dict], list[dict]]:
     """The graphs' inputs for the calibration photos (`letcolor.calibration`): L at 224x224, and L with its scene
-    vector (and no hints)."""
+    vector mixed with the `null` one at each of CALIBRATED_STRENGTHS (and no hints)."""
     from letcolor.calibration import calibration_inputs
 
     session = onnxruntime.InferenceSession(float_graphs / GLOBAL_GRAPH, providers=["CPUExecutionProvider"])
@@ -261,10 +273,12 @@ def _calibration_feeds(float_graphs: Path, takes_hints: bool) -> tuple[list[dict
     for each in calibration_inputs():
         l224 = each.l224.numpy()
         global_feeds.append({"l224": l224})
-        feeds = {"l": each.l.numpy(), "vectors": session.run(None, {"l224": l224})[0]}
-        if takes_hints:
-            feeds["hints"] = torch.zeros((1, HINT_CHANNELS, *each.l.shape[-2:])).numpy()
-        local_feeds.append(feeds)
+        features = torch.from_numpy(session.run(None, {"l224": l224})[0])
+        for strength in CALIBRATED_STRENGTHS:
+            feeds = {"l": each.l.numpy(), "vectors": mix_global(null, features, True, strength).numpy()}
+            if takes_hints:
+                feeds["hints"] = torch.zeros((1, HINT_CHANNELS, *each.l.shape[-2:])).numpy()
+            local_feeds.append(feeds)
     return global_feeds, local_feeds
 
 

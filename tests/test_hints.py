@@ -247,6 +247,16 @@ def test_one_layer_opened_lazily_can_be_parsed_by_several_threads_at_once(tmp_pa
         assert all(torch.equal(hints.encode(64, 64), expected) for hints in parsed)
 
 
+def test_a_palette_layer_of_rgba_colours_is_a_layer():
+    """Pillow's quantize of a paint layer gives a palette of RGBA colours and no transparency key: it was refused as
+    a layer without alpha."""
+    layer = Image.new("RGBA", (64, 64))
+    layer.paste((200, 30, 30, 255), (10, 10, 20, 20))
+    assert torch.equal(
+        Hints.parse(layer.quantize(4), (64, 64)).encode(64, 64), Hints.parse(layer, (64, 64)).encode(64, 64)
+    )
+
+
 def test_a_layer_file_without_alpha_says_so(tmp_path):
     """It said "neither a JSON list of points nor a readable image": the layer's own error was taken for Pillow's."""
     Image.new("RGB", (64, 64)).save(tmp_path / "opaque.png")

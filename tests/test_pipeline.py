@@ -142,6 +142,16 @@ def test_output_keeps_size_mode_alpha_and_lightness(colorizer, mode_files, mode)
         assert np.median(np.abs(output_l - input_l)) < 0.5
 
 
+def test_a_palette_image_of_rgba_colours_keeps_its_alpha(colorizer, examples_dir):
+    """Pillow's quantize of an RGBA image gives a palette of RGBA colours and no transparency key: it came out RGB."""
+    photo = Image.open(examples_dir / "chelsea.png").convert("RGBA")
+    photo.putalpha(Image.linear_gradient("L").resize(photo.size))
+    palette = photo.quantize(16)
+    output = colorizer(palette).image
+    assert output.mode == "RGBA"
+    assert np.array_equal(np.asarray(output.getchannel("A")), np.asarray(palette.convert("RGBA").getchannel("A")))
+
+
 PROFILES = Path(__file__).resolve().parent / "data"  # ICC profiles of icc-profiles-free (Zlib licence)
 
 
