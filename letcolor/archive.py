@@ -3,9 +3,10 @@
     letcolor colorize-dataset SRC -o DST [--images] [--address HEAD:6379] [the options of colorize]
 
 SRC is a folder of images (searched recursively; each photo's id is its path under SRC) or a dataset in the Hub's
-parquet layout with an `image` column (bytes and path) and an id column; either may be local or an fsspec URL
-(`s3://`, `hf://`, `memory://`, ...). Ray Data reads the photos, and actors (the model loaded once in each) decode,
-colorize and encode them, batch by batch; the driver writes what comes back:
+parquet layout with an `image` column (bytes, or the path of a file) and an id column; either may be local or an
+fsspec URL (`s3://`, `hf://`, ...; not `memory://`, which each Ray worker has empty). Ray Data reads the photos, and
+actors (the model loaded once in each) decode, colorize and encode them, batch by batch; the driver writes what comes
+back:
 
 - by default DST is a parquet dataset in the Hub's layout (`datasets.load_dataset(DST, split="train")` reads it):
   id, the colorized image at full resolution (the photo's own L, PNG for PNG-like inputs, else JPEG), the top
@@ -61,7 +62,7 @@ LOSSLESS = {"PNG", "TIFF", "BMP", "GIF"}  # kept lossless (as PNG); other format
 TOP_CLASSES = 5
 SHARD_PREFIX = "train-"
 ERRORS_NAME = "errors.jsonl"
-MAX_NAME_BYTES = 255  # a file name's longest on most file systems
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4095  # a file name's longest on most file systems, a path's on Linux
 TEMPORARY_SUFFIX = ".letcolor-partial"  # a shard or file being written, renamed when complete
 LOCK_NAME = ".colorize-dataset.lock"  # held by the run writing DST (see `writing_into`)
 # Rows per actor call (see rows_per_call): Ray pays for each call (a task, its blocks through the object store) on
@@ -90,10 +91,12 @@ class Source:
             filesystem, root = fsspec.filesystem("file"), os.path.abspath(local)
         if not filesystem.isdir(root):
             raise ValueError(f"{url}: not a folder (give a folder of images or a parquet dataset)")
-        found = filesystem.find(root, detail=True)  # regular files only: reading a named pipe waited for ever
-        files = sorted(path for path, info in found.items() if info["type"] == "file" and not _hidden(path, root))
+        found = filesystem.find(root, detail=True)  # no named pipe (reading one waited for ever): files and links
+        files = sorted(path for path, info in found.items() if _listed(info) and not _hidden(path, root))
         parquet = tuple(path for path in files if path.endswith(".parquet"))
         images = tuple(path for path in files if PurePosixPath(path).suffix.lower() in image_suffixes())
+        if any(PurePosixPath(path).parent == PurePosixPath(root) / "data" for path in parquet):
+            images = ()  # the Hub's layout (data/*.parquet): its photos may be files in SRC that its cells name
         if parquet and images:
             raise ValueError(
                 f"{url}: holds both parquet files ({len(parquet)}) and image files ({len(images)}); give a parquet "
@@ -130,6 +133,12 @@ class Source:
 
     def relative(self, path: str) -> str:
         return str(PurePosixPath(path).relative_to(PurePosixPath(self.root)))
+
+
+def _listed(info: dict) -> bool:
+    """Whether a file that `find` lists is read: a regular file, or a link (fsspec calls links "other", as it does
+    named pipes and devices; a link to a folder or nowhere becomes an error row)."""
+    return info["type"] == "file" or bool(info.get("islink"))
 
 
 def _hidden(path: str, root: str) -> bool:
@@ -434,13 +443,19 @@ class ImagesDestination:
 
     def check_names(self, ids: list[str]) -> None:
         """ValueError where two ids could be written to the same file (photo.bmp -> photo.bmp.png, and photo.bmp.png
-        itself), one id's file would be another's folder (a.png and a.png/b.png: every run failed on it), or an
-        output's name is too long for a file (every run failed on it)."""
+        itself), one id's file would be another's folder (a.png and a.png/b.png: every run failed on it), an output's
+        name or one of its folders' is too long for a file, or a photo is in a folder named as the errors' file (each
+        failed every run)."""
         claimed = {}
         for row_id in ids:
             for output in {os.path.normpath(self.output(row_id, suffix)) for suffix in self.SUFFIXES}:  # x, ./x
-                if len(os.path.basename(output).encode()) > MAX_NAME_BYTES:
-                    raise ValueError(f"{row_id}: its output's name, {os.path.basename(output)}, is too long for a file")
+                parts = PurePosixPath(os.path.relpath(output, self.folder)).parts
+                if any(len(part.encode()) > MAX_NAME_BYTES for part in parts) or len(output.encode()) > MAX_PATH_BYTES:
+                    raise ValueError(f"{row_id}: its output's name is too long for a file (or its path for a path)")
+                if parts[0] == ERRORS_NAME:
+                    self._clash(
+                        ERRORS_NAME, row_id, f"clash: {ERRORS_NAME} would be both the errors' file and a folder"
+                    )
                 if (other := claimed.setdefault(output, row_id)) != row_id:
                     self._clash(other, row_id, f"could both be written to {os.path.relpath(output, self.folder)}")
         for output, row_id in claimed.items():
@@ -518,12 +533,22 @@ def check_ids(ids: list[str], as_paths: bool) -> None:
     parquet row's id ../x.png was written outside DST)."""
     seen = set()
     for row_id in ids:
+        if not row_id.isascii() and not _is_utf8(row_id):
+            raise ValueError(f"the file {row_id!r} has a name that is not UTF-8 (another encoding's): rename it")
         if row_id in seen:
             raise ValueError(f"the id {row_id!r} is given twice in SRC: give each photo an id of its own")
         seen.add(row_id)
         path = PurePosixPath(row_id)
         if as_paths and (not row_id or path.is_absolute() or ".." in path.parts or "\0" in row_id):
             raise ValueError(f"the id {row_id!r} cannot name a file inside DST (empty, absolute, with '..' or a NUL)")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a name's undecodable bytes, as Python keeps them (surrogates)
+        return False
+    return True
 
 
 def unused_hints(folder: str, ids: list[str]) -> list[str]:

@@ -344,6 +344,8 @@ def test_a_destination_file_and_a_source_without_photos_are_refused_before_ray(t
         (["a", None], False, "row 1 has no id (null)"),  # became the id "None"
         (["a", "nul\x00.png"], True, "cannot name a file inside DST (empty, absolute, with '..' or a NUL)"),  # midway
         (["a" * 250 + ".tif"], True, "is too long for a file"),  # its .tif.png: every run failed on it
+        (["b" * 256 + "/a.png"], True, "is too long for a file"),  # a folder's name: halfway through the run
+        (["a.png", "errors.jsonl/x.png"], True, "clash: errors.jsonl would be both the errors' file and a folder"),
     ],
 )
 def test_parquet_ids_that_cannot_each_name_one_output_are_refused_before_ray(tmp_path, capsys, monkeypatch, ids,
@@ -603,6 +605,32 @@ def test_a_photo_whose_name_is_as_long_as_a_name_can_be_is_written_and_a_named_p
     Image.new("L", (16, 16)).save(tmp_path / "src" / "photo.png")
     os.mkfifo(tmp_path / "src" / "pipe.jpg")
     assert [PurePosixPath(path).name for path in Source.open(str(tmp_path / "src")).image_paths] == ["photo.png"]
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    """A Latin-1 file name (caf\xe9.png) stopped the run after Ray had colorized every photo, nothing committed, with
+    a message that named no file."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    (tmp_path / "src").mkdir()
+    Image.new("L", (16, 16)).save(tmp_path / "src" / "good.png")
+    Image.new("L", (16, 16)).save(os.fsencode(tmp_path / "src") + b"/caf\xe9.png")
+    assert cli.main(["colorize-dataset", str(tmp_path / "src"), "-o", str(tmp_path / "out")]) == 2
+    assert "the file 'caf\\udce9.png' has a name that is not UTF-8" in capsys.readouterr().err
+
+
+def test_a_hub_datasets_folder_may_hold_the_photos_its_cells_name_and_links_to_photos_are_read(tmp_path):
+    """A dataset whose cells name files under SRC was refused as a folder of "both parquet files and image files"; a
+    link to a photo was left out once named pipes were (fsspec calls both "other")."""
+    (tmp_path / "src" / "data").mkdir(parents=True)
+    (tmp_path / "src" / "photos").mkdir()
+    Image.new("L", (16, 16)).save(tmp_path / "src" / "photos" / "a.png")
+    rows = {"id": ["a"], "image": [{"bytes": None, "path": "photos/a.png"}]}
+    pq.write_table(pa.table(rows), tmp_path / "src" / "data" / "train-00000.parquet")
+    assert Source.open(str(tmp_path / "src")).ids() == ["a"]
+    (tmp_path / "folder").mkdir()
+    Image.new("L", (16, 16)).save(tmp_path / "folder" / "a.png")
+    (tmp_path / "folder" / "link.png").symlink_to(tmp_path / "folder" / "a.png")
+    assert Source.open(str(tmp_path / "folder")).ids() == ["a.png", "link.png"]
 
 
 def test_a_destination_that_holds_other_parquet_files_is_named(tmp_path):
