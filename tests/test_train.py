@@ -24,7 +24,7 @@ from fake_hub import FakeHub
 from PIL import ExifTags, Image, ImageCms
 from safetensors import safe_open
 from safetensors.torch import save_file
-from train_data import VALIDATION_ROWS, desaturate_images, make_scene_dataset
+from train_data import VALIDATION_ROWS, corrupt_images, desaturate_images, make_scene_dataset
 
 from letcolor import BUNDLED_MODEL_DIR
 from letcolor.color import AB_RANGE
@@ -1029,17 +1029,54 @@ def test_training_reads_a_photo_as_letcolor_does_upright_and_in_srgb(examples_di
 
 
 def test_a_worker_without_usable_photos_gives_no_batch_only_its_counts(scene_data, tmp_path):
-    """A worker whose part of the data held no usable photo ended its stream with a batch of none (which carries its
-    counts of skipped photos): the colour prior divided by zero on it, the BatchNorm re-estimation counted it."""
-    dataset = shutil.copytree(scene_data, tmp_path / "data")
-    second = sorted((dataset / "data").glob("train-*.parquet"))[-1]  # worker 1's shard, of two workers
-    table = pq.read_table(second)
-    pq.write_table(desaturate_images(table, list(range(table.num_rows))), second)
-    skipped, loader = {}, data.train_loader(StreamSpec([Source(str(dataset))], "train"), 4, 2, False)
+    """A worker whose stream ended (no usable photo) sends a batch of none, which carries its counts of skipped
+    photos: the colour prior divided by zero on it, the BatchNorm re-estimation counted it as photos."""
+    gray = shutil.copytree(scene_data, tmp_path / "gray")
+    shards = sorted((gray / "data").glob("train-*.parquet"))
+    for shard in shards:
+        table = pq.read_table(shard)
+        pq.write_table(desaturate_images(table, list(range(table.num_rows))), shard)
+    skipped, loader = {}, data.train_loader(StreamSpec([Source(str(gray))], "train"), 4, 0, False)
     with data.loading(loader, skipped) as batches:
-        batches = list(itertools.islice(batches, 6))
-    assert all(len(batch.images) == 4 and batch.worker == 0 for batch in batches)
-    assert skipped[1] == {"low_colour": table.num_rows}
+        assert list(batches) == []
+    assert skipped == {0: {"low_colour": sum(pq.read_metadata(shard).num_rows for shard in shards)}}
+
+
+def test_workers_train_every_step_when_some_shards_hold_no_usable_photo(scenes_dataset, tmp_path):
+    """`datasets` deals the shards to the DataLoader workers anew each epoch: a worker whose epoch had only the gray
+    and the broken shard ended for good, and the run stopped at step 8 of 20 with exit 0 (a later --resume: "no
+    usable photo")."""
+    data = make_scene_dataset(scenes_dataset, tmp_path / "data", shards=3, rows_per_shard=8)
+    gray, broken = sorted((data / "data").glob("train-*.parquet"))[1:]
+    pq.write_table(desaturate_images(pq.read_table(gray), list(range(8))), gray)
+    pq.write_table(corrupt_images(pq.read_table(broken), list(range(8))), broken)
+    options = (
+        "--batch-size",
+        "2",
+        "--workers",
+        "3",
+        "--steps",
+        "20",
+        "--precise-bn-batches",
+        "0",
+        "--val-every",
+        "100",
+    )
+    command = [sys.executable, "-m", "train", *cli(data, tmp_path / "run", *options)]
+    run = subprocess.run(command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 20
+
+
+def test_a_mixed_in_dataset_without_usable_photos_is_an_error_not_a_shorter_run(scene_data, tmp_path, monkeypatch,
+                                                                               capsys):  # fmt: skip
+    """The run stopped after a few steps, saved its model with exit 0 and named nothing."""
+    gray = shutil.copytree(scene_data, tmp_path / "gray")
+    for shard in sorted((gray / "data").glob("train-*.parquet")):
+        table = pq.read_table(shard)
+        pq.write_table(desaturate_images(table, list(range(table.num_rows))), shard)
+    assert run_main(monkeypatch, cli([scene_data, gray], tmp_path / "run", *QUICK, "--steps", "50")) == 2
+    assert "error: the photos ran out at step " in capsys.readouterr().err and not (tmp_path / "run" / "final").exists()
 
 
 def test_compact_copy_keeps_a_panorama_longer_than_webp_holds():

@@ -24,6 +24,7 @@ from letcolor.images import in_srgb
 CROP_SIZE = 224  # paper 3.4: 224x224 crops of 256x256 images
 RESIZE_SIDE = 256
 SHUFFLE_BUFFER = 1000
+EMPTY_EPOCHS_PER_PART = 10  # a part's epochs in a row without a usable photo before it ends (`SourceEpochs`)
 # Paper 3.4 drops grayscale and low colour variance photos (Places365 holds black-and-white ones). Measured on a
 # 32x32 thumbnail in YCbCr (0-255 units): a photo whose chroma channels barely vary (grayscale, sepia, a single
 # tint) is skipped. A colour photo of a gray street or a gray car is such a photo too: --min-chroma-std sets it.
@@ -235,20 +236,26 @@ class SourceEpochs:
         # empty (a small dataset read whole into the buffer): that alone does not make the dataset empty.
         self.resumed = bool(state)
         self.examples = rows(self.stream, self.source.dataset)
-        self.used_in_epoch = False
+        self.used_in_epoch, self.empty_epochs = False, 0
+        # With several parts, `datasets` deals the shards to the parts anew each epoch: one part's epoch without a
+        # usable photo (its shards all gray, say) does not make the next one empty (a worker ended at step 8 of 20).
+        parts = spec.world_size * workers
+        self.empty_epochs_to_end = 1 if parts == 1 else EMPTY_EPOCHS_PER_PART * parts
 
     def next_usable(self, prepare) -> tuple[torch.Tensor, int] | None:
-        """(crop, model label) of the next row that `prepare` can use; None when a whole fresh epoch had none
+        """(crop, model label) of the next row that `prepare` can use; None when fresh epochs in a row had none
         (this worker got no shard of the dataset, or nothing usable in it)."""
         while True:
             with no_sleep_at_stream_end():
                 for example in self.examples:
                     crop = prepare(example)
                     if crop is not None:
-                        self.used_in_epoch = True
+                        self.used_in_epoch, self.empty_epochs = True, 0
                         return crop, model_label(example, self.source)
             if not self.used_in_epoch and not self.resumed:
-                return None
+                self.empty_epochs += 1
+                if self.empty_epochs >= self.empty_epochs_to_end:
+                    return None
             self.resumed = self.used_in_epoch = False
             self.stream.set_epoch(self.stream.epoch + 1)
             self.examples = rows(self.stream, self.source.dataset)

@@ -474,6 +474,7 @@ class Trainer:
         window = TrainingWindow(self.device)
         started = time.perf_counter() - self.wall_seconds
         first_step = self.step
+        ran_out = True  # unless the loop below stops it
         with loading(loader, self.skipped) as batches:
             for batch in batches:
                 window.add(self.train_step(batch.images, batch.labels))
@@ -491,15 +492,19 @@ class Trainer:
                         self.log_training(window, progress)
                     self.stop_on_signal(stop, progress)
                 if self.step >= self.args.steps or out_of_time:
+                    ran_out = False
                     break
                 if self.step % self.args.checkpoint_every == 0:
                     self.checkpoint()
         if window.steps:
             self.log_training(window, progress)
         progress.close()
+        datasets, skipped = ", ".join(self.args.dataset), self.skipped_in_all() or "none"
         if self.step == first_step:  # (else it exited 0 with an untrained model, "0 images seen")
-            raise DataError(f"no usable photo in --split {self.args.split!r} of {', '.join(self.args.dataset)} "
-                            f"(skipped: {self.skipped_in_all() or 'none'})")  # fmt: skip
+            raise DataError(f"no usable photo in --split {self.args.split!r} of {datasets} (skipped: {skipped})")
+        if ran_out:  # (it saved a model of fewer steps, exit 0)
+            raise DataError(f"the photos ran out at step {self.step} of {self.args.steps}: a dataset of {datasets} has "
+                            f"no usable photo left in --split {self.args.split!r} (skipped: {skipped})")  # fmt: skip
 
     def finish(self, stop: StopRequest, validation_sets: dict[str, tuple]) -> None:
         """PreciseBN, the last validation, the checkpoint and the final model; a signal stops it between the parts."""
