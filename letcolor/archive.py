@@ -91,12 +91,19 @@ class Source:
             filesystem, root = fsspec.filesystem("file"), os.path.abspath(local)
         if not filesystem.isdir(root):
             raise ValueError(f"{url}: not a folder (give a folder of images or a parquet dataset)")
-        found = filesystem.find(root, detail=True)  # no named pipe (reading one waited for ever): files and links
-        files = sorted(path for path, info in found.items() if _listed(info) and not _hidden(path, root))
+        found = filesystem.find(root, detail=True)
+        files = sorted(
+            path for path, info in found.items() if _listed(filesystem, path, info) and not _hidden(path, root)
+        )
         parquet = tuple(path for path in files if path.endswith(".parquet"))
         images = tuple(path for path in files if PurePosixPath(path).suffix.lower() in image_suffixes())
-        if any(PurePosixPath(path).parent == PurePosixPath(root) / "data" for path in parquet):
-            images = ()  # the Hub's layout (data/*.parquet): its photos may be files in SRC that its cells name
+        if images and any(PurePosixPath(path).parent == PurePosixPath(root) / "data" for path in parquet):
+            warnings.warn(  # the Hub's layout (data/*.parquet): its photos may be files in SRC that its cells name
+                f"{url}: a dataset (its data/*.parquet); its {len(images)} image files are read only where its rows "
+                "name them",
+                stacklevel=2,
+            )
+            images = ()
         if parquet and images:
             raise ValueError(
                 f"{url}: holds both parquet files ({len(parquet)}) and image files ({len(images)}); give a parquet "
@@ -135,10 +142,10 @@ class Source:
         return str(PurePosixPath(path).relative_to(PurePosixPath(self.root)))
 
 
-def _listed(info: dict) -> bool:
-    """Whether a file that `find` lists is read: a regular file, or a link (fsspec calls links "other", as it does
-    named pipes and devices; a link to a folder or nowhere becomes an error row)."""
-    return info["type"] == "file" or bool(info.get("islink"))
+def _listed(filesystem: fsspec.AbstractFileSystem, path: str, info: dict) -> bool:
+    """Whether a file that `find` lists is read: a regular file, or a link to one (fsspec calls every link "other",
+    as it does named pipes and devices: reading one waited for ever)."""
+    return info["type"] == "file" or bool(info.get("islink") and filesystem.isfile(path))
 
 
 def _hidden(path: str, root: str) -> bool:
@@ -451,7 +458,8 @@ class ImagesDestination:
             for output in {os.path.normpath(self.output(row_id, suffix)) for suffix in self.SUFFIXES}:  # x, ./x
                 parts = PurePosixPath(os.path.relpath(output, self.folder)).parts
                 if any(len(part.encode()) > MAX_NAME_BYTES for part in parts) or len(output.encode()) > MAX_PATH_BYTES:
-                    raise ValueError(f"{row_id}: its output's name is too long for a file (or its path for a path)")
+                    raise ValueError(f"{row_id}: its output {os.path.join(*parts)} has a name over {MAX_NAME_BYTES} "
+                                     f"bytes, or a path over {MAX_PATH_BYTES}")  # fmt: skip
                 if parts[0] == ERRORS_NAME:
                     self._clash(
                         ERRORS_NAME, row_id, f"clash: {ERRORS_NAME} would be both the errors' file and a folder"

@@ -196,7 +196,7 @@ def _put(made: Path, folder: Path) -> None:
 
 
 def _remove_stale_scratch(parent: Path) -> None:
-    """Scratch folders that a killed process left (an export is a few seconds: an hour-old one is abandoned)."""
+    """Scratch folders (or files) that a killed process left (an export takes seconds: an hour-old one is abandoned)."""
     oldest = time.time() - STALE_SCRATCH_SECONDS
     for scratch in parent.glob(f"{SCRATCH_PREFIX}*"):
         with contextlib.suppress(OSError):

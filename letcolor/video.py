@@ -66,7 +66,9 @@ DEFAULT_BATCH_SIZE = 8
 # FFmpeg's numbers for the output's matrix (SMPTE 170M, as BT.601), range (limited), primaries and transfer (BT.709, as
 # sRGB's, which the frames are in)
 OUTPUT_COLOUR_TAGS = (6, 1, 1, 1)
-AUDIO_GAP_SECONDS = 0.01  # a re-encoded track's gap (no packets) longer than this is filled with silence
+# A re-encoded track's gap (no packets) is filled with silence where it is longer than AUDIO_GAP_SECONDS and at most
+# MAX_AUDIO_GAP_SECONDS: a longer jump is taken for a broken timestamp (hours of silence pushed the rest back).
+AUDIO_GAP_SECONDS, MAX_AUDIO_GAP_SECONDS = 0.01, 60
 REORDER_FRAMES = 4  # frames whose timestamps may come out of order (`Timeline`)
 WRITER_QUEUE_FRAMES = 4  # colorized frames waiting for the encoder (1-8 measured alike at 480p; 1 gained least)
 # CRF 18: visually near-lossless. veryfast: a third of medium's encoding time on a 2-core CPU, for larger files.
@@ -499,7 +501,7 @@ class _Writer:
             # numbered in samples from the source's start (a track that starts late keeps its offset)
             start = max(0, round(frame.time * frame.sample_rate)) if frame.time is not None else None
             sent = self.samples_sent.setdefault(packet.stream.index, start or 0)
-            if start is not None and start - sent > AUDIO_GAP_SECONDS * frame.sample_rate:
+            if start is not None and AUDIO_GAP_SECONDS < (start - sent) / frame.sample_rate <= MAX_AUDIO_GAP_SECONDS:
                 sent = self._silence(output, frame, sent, start - sent)  # else what follows a gap played early
             frame.pts, frame.time_base = sent, Fraction(1, frame.sample_rate)
             self.samples_sent[packet.stream.index] = sent + frame.samples

@@ -547,13 +547,16 @@ def click_time(path: Path) -> float:
     raise AssertionError(f"{path}: no click")
 
 
-def test_re_encoded_audio_keeps_its_gaps(colorizer, tmp_path):
+def test_re_encoded_audio_keeps_its_gaps(colorizer, tmp_path, monkeypatch):
     """A PCM track with no packets for a while (a recorder's pause), re-encoded to AAC for an MP4, was closed up:
     what followed the gap played early (a click at 0.9 s at 0.6 s)."""
     gapped = with_gap_and_click(CAMVID_CUT, tmp_path / "gap.mkv", gap=(0.3, 0.6), click=0.9, seconds=1.2)
     assert click_time(gapped) == pytest.approx(0.9, abs=0.001)
     colorize_video(colorizer, gapped, tmp_path / "gap-out.mp4", mode="frame")
     assert click_time(tmp_path / "gap-out.mp4") == pytest.approx(0.9, abs=0.03)  # AAC's priming: 21 ms
+    monkeypatch.setattr(letcolor.video, "MAX_AUDIO_GAP_SECONDS", 0.2)  # a longer jump: a broken timestamp
+    colorize_video(colorizer, gapped, tmp_path / "jump-out.mp4", mode="frame")
+    assert click_time(tmp_path / "jump-out.mp4") == pytest.approx(0.6, abs=0.03)  # followed on, not filled
 
 
 def test_the_video_is_written_under_a_new_name_that_no_file_had(colorizer, tmp_path, monkeypatch):

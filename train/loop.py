@@ -503,7 +503,7 @@ class Trainer:
         if self.step == first_step:  # (else it exited 0 with an untrained model, "0 images seen")
             raise DataError(f"no usable photo in --split {self.args.split!r} of {datasets} (skipped: {skipped})")
         if ran_out:  # (it saved a model of fewer steps, exit 0)
-            raise DataError(f"the photos ran out at step {self.step} of {self.args.steps}: a dataset of {datasets} has "
+            raise DataError(f"the photos ran out at step {self.step} of {self.args.steps}: one of {datasets} has "
                             f"no usable photo left in --split {self.args.split!r} (skipped: {skipped})")  # fmt: skip
 
     def finish(self, stop: StopRequest, validation_sets: dict[str, tuple]) -> None:
