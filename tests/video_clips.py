@@ -158,8 +158,10 @@ def anamorphic(path: Path, pixel_aspect: Fraction = Fraction(4, 3)) -> Path:
     return path
 
 
-def with_late_pcm(video: Path, path: Path, start: float = 1.0) -> Path:
-    """The video's packets remuxed into an MKV with a PCM sine soundtrack that starts `start` seconds in."""
+def with_pcm(video: Path, path: Path, track: np.ndarray, start: int = 0, skipped: range = range(0)) -> Path:
+    """The video's packets remuxed into an MKV with the mono 16-bit `track` (1, samples) as PCM from sample `start`,
+    in frames of 1024 samples; the frames whose first sample (in `track`) is in `skipped` left out (a gap: no
+    packets)."""
     with av.open(str(video)) as source, av.open(str(path), "w") as output:
         video_out = output.add_stream_from_template(source.streams.video[0])
         audio = output.add_stream("pcm_s16le", rate=SAMPLE_RATE)
@@ -167,36 +169,28 @@ def with_late_pcm(video: Path, path: Path, start: float = 1.0) -> Path:
             if packet.dts is not None:
                 packet.stream = video_out
                 output.mux(packet)
-        sine = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.int16)[None]
-        for first in range(0, sine.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(sine[:, first : first + 1024]), "s16", "mono")
-            frame.sample_rate, frame.time_base = SAMPLE_RATE, Fraction(1, SAMPLE_RATE)
-            frame.pts = round(start * SAMPLE_RATE) + first
+        for first in range(0, track.shape[1], 1024):
+            if first in skipped:
+                continue
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(track[:, first : first + 1024]), "s16", "mono")
+            frame.sample_rate, frame.time_base, frame.pts = SAMPLE_RATE, Fraction(1, SAMPLE_RATE), start + first
             output.mux(audio.encode(frame))
         output.mux(audio.encode(None))
     return path
+
+
+def with_late_pcm(video: Path, path: Path, start: float = 1.0) -> Path:
+    """The video's packets remuxed into an MKV with a PCM sine soundtrack that starts `start` seconds in."""
+    sine = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)).astype(np.int16)[None]
+    return with_pcm(video, path, sine, start=round(start * SAMPLE_RATE))
 
 
 def with_gap_and_click(video: Path, path: Path, gap: tuple[float, float], click: float, seconds: float) -> Path:
     """The video's packets remuxed into an MKV with a silent PCM soundtrack of `seconds`, with no packets in the `gap`
     (as after a recorder's pause) and a click at `click` seconds."""
-    with av.open(str(video)) as source, av.open(str(path), "w") as output:
-        video_out = output.add_stream_from_template(source.streams.video[0])
-        audio = output.add_stream("pcm_s16le", rate=SAMPLE_RATE)
-        for packet in source.demux(video=0):
-            if packet.dts is not None:
-                packet.stream = video_out
-                output.mux(packet)
-        track = np.zeros((1, round(seconds * SAMPLE_RATE)), np.int16)
-        track[:, round(click * SAMPLE_RATE) : round(click * SAMPLE_RATE) + 200] = 30000
-        for first in range(0, track.shape[1], 1024):
-            if gap[0] * SAMPLE_RATE <= first < gap[1] * SAMPLE_RATE:
-                continue
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(track[:, first : first + 1024]), "s16", "mono")
-            frame.sample_rate, frame.time_base, frame.pts = SAMPLE_RATE, Fraction(1, SAMPLE_RATE), first
-            output.mux(audio.encode(frame))
-        output.mux(audio.encode(None))
-    return path
+    track = np.zeros((1, round(seconds * SAMPLE_RATE)), np.int16)
+    track[:, round(click * SAMPLE_RATE) : round(click * SAMPLE_RATE) + 200] = 30000
+    return with_pcm(video, path, track, skipped=range(round(gap[0] * SAMPLE_RATE), round(gap[1] * SAMPLE_RATE)))
 
 
 def with_unknown_codec(video: Path, path: Path, track: str) -> Path:
