@@ -7,7 +7,6 @@ import inspect
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,16 +41,3 @@ def weights_key(model: LetThereBeColor, version: object) -> str:
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def write_file_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(scratch)` writes a file beside `path`, which is then renamed to it: concurrent readers find the whole
-    file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(descriptor)
-    try:
-        write(Path(scratch))
-        os.replace(scratch, path)
-    finally:
-        Path(scratch).unlink(missing_ok=True)

@@ -37,7 +37,7 @@ from letcolor.images import (
 from letcolor.inference import Speedups
 from letcolor.metrics import image_tensor, psnr
 from letcolor.model import NO_HINTS_MESSAGE
-from letcolor.outputs import new_partial_file, save_image_whole
+from letcolor.outputs import put_whole, save_image_whole
 from letcolor.pipeline import (
     DEFAULT_MAX_SIDE,
     PALETTE_WITH_HINTS,
@@ -559,15 +559,11 @@ def run_export(args: argparse.Namespace) -> int:
     onnx_engine.check(graphs)
     names = onnx_engine.graph_names(graphs)
     for name in names:  # each put in place whole; a link of its name is replaced, not followed
-        part = new_partial_file(args.output / name)
         try:
-            shutil.copyfile(graphs / name, part)
-            os.replace(part, args.output / name)
+            put_whole(args.output / name, functools.partial(shutil.copyfile, graphs / name))
         except OSError as error:
             print(f"error: cannot write {args.output / name}: {error.strerror or error}", file=sys.stderr)
             return 1
-        finally:
-            part.unlink(missing_ok=True)
     exact = Colorizer(model, "cpu", Speedups(fold_batchnorm=True), engine="torch")
     runtime = Colorizer(model, "cpu", engine="onnxruntime")
     for photo in AGREEMENT_PHOTOS:

@@ -6,6 +6,7 @@ import io
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -24,13 +25,18 @@ def new_partial_file(destination: Path) -> Path:
 
 
 def write_whole(path: Path, data: bytes) -> None:
-    """`data` as the file `path`, put in place whole, with the permissions of the file it replaces. OSError where it
-    cannot be (a full disk is raised as the write or the close meets it: an image encoder writing to the file itself
-    let a short write pass), naming `path`."""
+    """`data` as the file `path`, put in place whole (`put_whole`). A full disk is raised as the write or the close
+    meets it: an image encoder writing to the file itself let a short write pass."""
+    put_whole(path, lambda partial: partial.write_bytes(data))
+
+
+def put_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(partial)` writes a new file beside `path`, which is then renamed to it, with the permissions of the
+    file it replaces: readers find the whole file or the last one. OSError where it cannot be, naming `path`."""
     partial = None
     try:
         partial = new_partial_file(path)
-        partial.write_bytes(data)
+        write(partial)
         if path.is_file() and not path.is_symlink():  # (a private output stays private)
             shutil.copymode(path, partial)
         os.replace(partial, path)

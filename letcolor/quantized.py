@@ -25,10 +25,11 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from letcolor import tracing
-from letcolor.cache import cache_dir, weights_key, write_file_atomically
+from letcolor.cache import cache_dir, weights_key
 from letcolor.calibration import calibration_inputs
 from letcolor.inference import CPU_CALL_PIXELS, fold_batchnorm, use_onednn
 from letcolor.model import GlobalOutput, LetThereBeColor
+from letcolor.outputs import put_whole
 
 BACKEND = "x86"
 CALIBRATION_VERSION = 1  # bump when the runs, their observers or the calibration change: new cache entries
@@ -168,7 +169,8 @@ def _as_calibrated(kept: dict[str, torch.Tensor]) -> bool:
 
 def _keep_observers(observed: dict[str, nn.Module], path: Path) -> None:
     try:
-        write_file_atomically(path, lambda scratch: save_file(_observer_state(observed), scratch))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        put_whole(path, lambda partial: save_file(_observer_state(observed), partial))
     except OSError:  # a cache that cannot be written to: calibrated again next time
         pass
 
