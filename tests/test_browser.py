@@ -48,10 +48,13 @@ def browser():
 
 
 @contextmanager
-def browsing(browser, model_dir: Path, height: int = 1000):
-    """A new page of the app served with `model_dir` as its model."""
+def browsing(browser, model_dir: Path, height: int = 1000, upload_bytes_per_second: float | None = None):
+    """A new page of the app served with `model_dir` as its model; its uploads at that speed, as over a real
+    connection, where one is given."""
     with served_app(model_dir) as url:
         page = browser.new_page(viewport={"width": 1400, "height": height})
+        if upload_bytes_per_second:
+            slow_uploads(page, upload_bytes_per_second)
         page.goto(url)
         yield page
         page.close()
@@ -321,8 +324,9 @@ def test_files_replaced_while_a_batch_is_colorized_stop_it_and_its_result_never_
         expect(page.locator("#batch-report")).not_to_contain_text("Colorized")
 
 
-def slow_uploads(page, bytes_per_second: float = 1e6) -> None:
-    """Uploads from `page` at that speed, as over a real connection."""
+def slow_uploads(page, bytes_per_second: float) -> None:
+    """Uploads from `page` at that speed. Set before the page loads: a request in flight when it is set may never end
+    (the app's fonts: its tabs never came, 1 run in 3)."""
     network = page.context.new_cdp_session(page)
     network.send("Network.enable")
     conditions = {"offline": False, "latency": 20, "downloadThroughput": 1e7, "uploadThroughput": bytes_per_second}
@@ -336,10 +340,9 @@ def noise(shape: tuple[int, ...]) -> np.ndarray:
 @pytest.mark.slow
 def test_colorize_all_pressed_while_the_photos_upload_colorizes_them(browser, tiny_model_dir, examples_dir, tmp_path):
     """The press waits for the upload, then goes with the upload's change, which stopped it: no result, no word."""
-    with browsing(browser, tiny_model_dir) as page:
+    with browsing(browser, tiny_model_dir, upload_bytes_per_second=1e6) as page:
         large = tmp_path / "large.png"
         Image.fromarray(noise((1600, 1600))).save(large)  # 2.6 MB: 2.6 s
-        slow_uploads(page)
         page.get_by_role("tab", name="Batch").click()
         files = page.locator("#batch-files")
         files.locator("input[type=file]").set_input_files([examples_dir / "chelsea_gray.png", large])
@@ -350,10 +353,9 @@ def test_colorize_all_pressed_while_the_photos_upload_colorizes_them(browser, ti
 
 @pytest.mark.slow
 def test_colorize_video_pressed_while_the_video_uploads_colorizes_it(browser, tiny_model_dir, tmp_path):
-    with browsing(browser, tiny_model_dir) as page:
+    with browsing(browser, tiny_model_dir, upload_bytes_per_second=1e6) as page:
         clip = tmp_path / "noise.mp4"
         write_clip(clip, (noise((240, 320, 3)) for _ in range(30)), fps=10)  # 2 MB: 2 s
-        slow_uploads(page)
         page.get_by_role("tab", name="Video").click()
         page.locator("#video input[type=file]").set_input_files(clip)
         expect(page.locator("#video video")).to_have_count(0)  # still uploading
@@ -382,11 +384,10 @@ def test_a_photo_pressed_while_it_uploads_is_never_paired_with_the_last_ones_res
 ):
     """The last photo's chain, still running, made its before/after after the new photo's press: the slider showed the
     new photo beside the old result (9 runs in 10), and its download gave the old result."""
-    with browsing(browser, tiny_model_dir) as page:
+    with browsing(browser, tiny_model_dir, upload_bytes_per_second=1e6) as page:
         large, new = tmp_path / "large.png", tmp_path / "new.png"
         Image.open(examples_dir / "chelsea_gray.png").resize((4000, 2660)).save(large)  # long to colorize
         Image.fromarray(noise((1400, 1400))).save(new)  # 2 MB: 2 s
-        slow_uploads(page)
         upload(page, "photo", large)
         page.get_by_role("button", name="Colorize", exact=True).click()
         page.wait_for_timeout(300)
