@@ -835,6 +835,23 @@ def test_resume_restores_the_weights_optimizer_state_and_data_position_exactly(s
 
 
 @pytest.mark.slow
+def test_a_resumed_run_counts_the_photos_it_skipped_before(scene_data, tmp_path):
+    """metrics.jsonl's skipped counts started again at 0 after --resume: a resumed run logs what an uninterrupted one
+    does."""
+    options = ("--precise-bn-batches", "0", "--val-every", "100", "--min-chroma-std", "8")
+
+    def skipped_by_step(output: Path) -> list[tuple[int, int]]:
+        return [(record["step"], record.get("skipped_low_colour", 0)) for record in metrics(output, "train")]
+
+    train(parse_args(cli(scene_data, tmp_path / "whole", "--steps", "6", *options)))
+    for steps in ("3", "6"):
+        train(parse_args(cli(scene_data, tmp_path / "resumed", "--steps", steps, "--resume", *options)))
+    whole = skipped_by_step(tmp_path / "whole")
+    assert whole[2][1] > 0 and whole[-1][1] > whole[2][1]  # photos skipped before and after the resume
+    assert skipped_by_step(tmp_path / "resumed") == whole
+
+
+@pytest.mark.slow
 def test_ema_validates_saves_and_resumes_the_weight_average(scene_data, tmp_path):
     options = ("--ema", "0.9", "--precise-bn-batches", "0", "--val-every", "100")
     train(parse_args(cli(scene_data, tmp_path, "--steps", "2", *options)))

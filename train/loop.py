@@ -225,6 +225,7 @@ class Trainer:
         self.average = WeightAverage(self.model, args.ema) if args.ema else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step, self.worker_states, self.skipped = 0, {}, {}
+        self.skipped_before: dict[str, int] = {}  # this rank's skipped photos in the parts of the run before --resume
         self.wall_seconds = 0.0
         self.history = [self.history_part([])]  # each command's part of the run
         self.finished = False  # the final validation and checkpoint are done (a resume then has nothing to do)
@@ -376,6 +377,8 @@ class Trainer:
             self.worker_states = {int(worker): state for worker, state in streams[self.context.rank].items()}
         else:
             self.print("--resume: different ranks or workers than the checkpoint, the data stream restarts")
+        skipped = saved.get("skipped", [])
+        self.skipped_before = dict(skipped[self.context.rank]) if self.context.rank < len(skipped) else {}
         seed_everything(self.args.seed + self.step + self.context.rank)  # fresh randomness past the saved point
         self.print(f"resumed from {path} at step {self.step}")
 
@@ -386,13 +389,15 @@ class Trainer:
     def checkpoint(self) -> None:
         self.check_finite()
         streams = gather_objects(self.context, {str(w): s for w, s in self.worker_states.items()})
-        self.on_main(lambda: self.save_state(streams))
+        skipped = gather_objects(self.context, self.skipped_in_all())
+        self.on_main(lambda: self.save_state(streams, skipped))
 
-    def save_state(self, streams: list[dict]) -> None:
+    def save_state(self, streams: list[dict], skipped: list[dict]) -> None:
         state = {
             "step": self.step,
             "wall_seconds": self.wall_seconds,
             "data_streams": streams,
+            "skipped": skipped,
             "workers": self.args.workers,
             "val_metrics": self.val_metrics,
             "finished": self.finished,
@@ -673,8 +678,8 @@ class Trainer:
         progress.set_postfix(loss=f"{loss:.4g}", img_s=f"{images_per_second:.1f}")
 
     def skipped_in_all(self) -> dict[str, int]:
-        """This rank's skipped photos by reason, over its DataLoader workers."""
-        skipped = {}
+        """This rank's skipped photos by reason, over its DataLoader workers and the run's parts."""
+        skipped = dict(self.skipped_before)
         for counts in self.skipped.values():
             for reason, count in counts.items():
                 skipped[reason] = skipped.get(reason, 0) + count
