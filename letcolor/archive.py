@@ -768,8 +768,11 @@ def _rows(ray, source: Source, todo: list[str], job: Job):
         return items.map_batches(read_files, fn_kwargs=arguments, batch_format="numpy", num_cpus=0, compute=readers)
     groups = []
     for path in source.parquet_files:
-        with pq.ParquetFile(path, filesystem=source.filesystem) as file:
-            groups += [{"file": path, "row_group": group} for group in range(file.num_row_groups)]
+        try:
+            with pq.ParquetFile(path, filesystem=source.filesystem) as file:
+                groups += [{"file": path, "row_group": group} for group in range(file.num_row_groups)]
+        except (OSError, pa.ArrowException) as error:
+            raise ValueError(f"{path}: cannot be read any more ({error}); was SRC changed during the run?") from error
     arguments = {"filesystem": source.filesystem, "root": source.root, "id_column": source.id_column,
                  "todo": frozenset(todo)}  # fmt: skip
     return ray.data.from_items(groups).map_batches(

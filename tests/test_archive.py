@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -539,6 +540,26 @@ def test_reading_a_parquet_datasets_ids_never_aborts_python_as_it_exits(archive,
     script = "import sys; from letcolor.archive import Source; print(len(Source.open(sys.argv[1]).ids()))"
     runs = [run([sys.executable, "-c", script, str(tmp_path)]) for _ in range(8)]
     assert [(each.returncode, each.stdout) for each in runs] == [(0, f"{rows.num_rows}\n")] * 8
+
+
+def test_a_shard_removed_before_ray_starts_is_named(archive, tiny_model_dir, tmp_path):
+    """It was a traceback (pyarrow's FileNotFoundError)."""
+    source = tmp_path / "source"
+    shutil.copytree(archive[0], source)
+    removed = source / "data" / "train-00000-of-00003.parquet"
+    driver = f"""
+import os, sys, ray
+from letcolor import cli
+start = ray.init
+def remove_then_start(*args, **kwargs):
+    os.remove({str(removed)!r})
+    return start(*args, **kwargs)
+ray.init = remove_then_start
+sys.exit(cli.main(sys.argv[1:]))
+"""
+    result = run_in_own_session([sys.executable, "-c", driver, *command(source, tmp_path / "out", tiny_model_dir)[3:]])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error: {removed}: cannot be read any more (" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_row_without_an_image_is_recorded_as_such(tiny_model_dir, tmp_path):
