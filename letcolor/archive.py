@@ -664,10 +664,15 @@ def locked(path: str, tries: int = 5) -> io.TextIOWrapper | None:
 @contextlib.contextmanager
 def sigterm_handler_kept() -> Iterator[None]:
     """The caller's SIGTERM handler (the CLI's clean stop) back after `ray.init`, which sets its own: SIGTERM printed
-    Ray's stack dump and exited 15, not through the CLI's clean-up."""
+    Ray's stack dump and exited 15, not through the CLI's clean-up. A SIGTERM that Ray's handler took while `ray.init`
+    ran (its sys.exit(15)) goes to the caller's."""
     handler = signal.getsignal(signal.SIGTERM)
     try:
         yield
+    except SystemExit as stop:
+        if stop.code == signal.SIGTERM and callable(handler):
+            handler(signal.SIGTERM, None)
+        raise
     finally:
         if threading.current_thread() is threading.main_thread() and callable(handler):  # (not SIG_DFL: Ray's then
             signal.signal(signal.SIGTERM, handler)  # exits through sys.exit, which shuts its local cluster down)

@@ -180,6 +180,27 @@ def test_sigterm_stops_cleanly_and_running_again_finishes_the_rest(archive, tiny
     assert sorted(datasets.load_dataset(str(destination), split="train")["id"]) == sorted([*sizes, *corrupt])
 
 
+def test_sigterm_while_ray_starts_stops_cleanly(archive, tiny_model_dir, tmp_path):
+    """Ray's handler, set first thing in ray.init, took it: exit 15 without a word, DST's lock file left behind. (Ray's
+    own stack dump, from a handler its core worker sets, still comes first.)"""
+    driver = """
+import os, signal, sys, ray
+from letcolor import cli
+start = ray.init
+def start_and_be_stopped(*args, **kwargs):
+    result = start(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)  # (handled at once: still within ray.init's call)
+    return result
+ray.init = start_and_be_stopped
+sys.exit(cli.main(sys.argv[1:]))
+"""
+    destination = tmp_path / "colorized"
+    arguments = command(archive[0], destination, tiny_model_dir)[3:]
+    stopped = run_in_own_session([sys.executable, "-c", driver, *arguments])
+    assert stopped.returncode == cli.EXIT_TERMINATED and stopped.stderr.endswith("terminated\n"), stopped.stderr[-3000:]
+    assert list(destination.iterdir()) == []
+
+
 def test_retrying_errors_removes_their_rows_from_committed_shards_and_keeps_the_rest(tmp_path):
     destination = ParquetDestination(str(tmp_path))
     png = io.BytesIO()
