@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with messages_dropped_once_unread():
+    with messages_that_never_fail():
         try:
             with stopped_cleanly_by_sigterm():
                 return args.run(args)
@@ -621,9 +621,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_TERMINATED
 
 
-class DroppedOnceUnread:
-    """A text stream whose writes are dropped from the time the pipe it feeds has no reader (`2>&1 | head`): a run
-    stopped at its next message with BrokenPipeError, its other photos not colorized."""
+class Messages:
+    """A text stream whose writes never stop a run: dropped from the time the pipe it feeds has no reader (`2>&1 |
+    head`: a run stopped at its next message with BrokenPipeError, its other photos not colorized), and written with
+    the characters its encoding lacks replaced (evaluate's table arrows to a file on Windows, or under
+    PYTHONIOENCODING=ascii, lost the report after the whole run)."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -631,6 +633,8 @@ class DroppedOnceUnread:
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
+        except UnicodeEncodeError:
+            return self.write(text.encode(self.stream.encoding, "replace").decode(self.stream.encoding))
         except BrokenPipeError:
             self._unread()
             return len(text)
@@ -651,10 +655,10 @@ class DroppedOnceUnread:
 
 
 @contextmanager
-def messages_dropped_once_unread() -> Iterator[None]:
-    """stdout and stderr as `DroppedOnceUnread` streams for the time of a command."""
+def messages_that_never_fail() -> Iterator[None]:
+    """stdout and stderr as `Messages` streams for the time of a command."""
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = DroppedOnceUnread(sys.stdout), DroppedOnceUnread(sys.stderr)
+    sys.stdout, sys.stderr = Messages(sys.stdout), Messages(sys.stderr)
     try:
         yield
     finally:

@@ -341,12 +341,17 @@ def folder_samples(folder: Path) -> Iterator[Sample]:
 
 
 def stream_split(name: str, split: str):
-    from datasets import load_dataset
+    from datasets import config, load_dataset
 
     try:
         return load_dataset(name, split=split, streaming=True)
     except (FileNotFoundError, ConnectionError, ValueError) as error:  # ValueError: no such split
         problem = f"{name}: not a folder of images, nor a dataset with a {split!r} split ({error})"
+        raise InputNotFound(problem) from error
+    except OSError as error:  # a HOME that cannot be written, most often
+        problem = (
+            f"{name}: cannot be read ({error}); datasets keeps a cache in {config.HF_DATASETS_CACHE}: HF_HOME moves it"
+        )
         raise InputNotFound(problem) from error
 
 

@@ -4,6 +4,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +251,32 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_run(photo_folder,
     code, _ = run_evaluate("--model", tiny_model_dir, "--images", photo_folder, "--no-ablation", "--figure",
                            tmp_path / "linked.png", "-o", tmp_path / "report.json")  # fmt: skip
     assert code == 0 and photo.read_bytes() == before and (tmp_path / "linked.png").read_bytes() != before
+
+
+def test_an_output_that_cannot_show_the_tables_arrows_still_gets_the_table_and_the_report(
+    photo_folder, tiny_model_dir, tmp_path
+):
+    """Under an encoding without them (a file on Windows, PYTHONIOENCODING=ascii) the table's arrows were a
+    UnicodeEncodeError after the whole run, and -o's report was never written."""
+    command = [sys.executable, "-m", "letcolor", "evaluate", "--images", str(photo_folder), "--max-side", MAX_SIDE]
+    command += ["--model", str(tiny_model_dir), "-o", str(tmp_path / "report.json")]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONIOENCODING": "ascii"},
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| PSNR (dB) ?" in result.stdout  # the arrow, replaced
+    assert json.loads((tmp_path / "report.json").read_text())["per_image"]
+
+
+def test_a_dataset_that_datasets_cannot_cache_is_one_line_and_exit_2(tiny_model_dir, tmp_path):
+    """A HOME that cannot be written (here: its cache's folder is a file) was a PermissionError's traceback."""
+    (tmp_path / "home").write_text("not a folder")
+    environment = {**os.environ, "HF_HOME": str(tmp_path / "home" / "huggingface")}
+    environment.pop("HF_DATASETS_CACHE", None)
+    command = [sys.executable, "-m", "letcolor", "evaluate", "--images", str(EVERYDAY_CUT.parent.parent)]
+    command += ["--model", str(tiny_model_dir), "--limit", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "cannot be read (" in result.stderr and "datasets keeps a cache in" in result.stderr
 
 
 def test_a_row_without_an_image_is_skipped_and_reported(tmp_path, tiny_model_dir, capsys):
