@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -130,3 +131,23 @@ def test_the_letcolor_command_colorizes_a_photo_and_a_video_from_another_directo
 def test_the_venv_sees_no_package_but_its_own(installed, tmp_path):
     code = "import importlib.util as u; print(u.find_spec('gradio') is None, u.find_spec('pytest') is None)"
     assert run([installed / "python", "-c", code], tmp_path).stdout.split() == ["True", "True"]
+
+
+def lowest_declared(package: str) -> str:
+    """The lowest version of `package` that pyproject.toml's dependencies allow."""
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (version,) = [match[1] for each in dependencies if (match := re.fullmatch(rf"{package}>=([\w.]+)", each))]
+    return version
+
+
+@pytest.mark.slow
+def test_the_lowest_declared_versions_of_numpys_compiled_users_import_with_the_lowest_numpy(tmp_path):
+    """pyproject allowed opencv-python-headless 4.8 beside numpy 2 (pip checked it fine): built for numpy 1, it made
+    `import letcolor` fail ("numpy.core.multiarray failed to import") for a user who had it already."""
+    venv.create(tmp_path, with_pip=True)
+    python = tmp_path / "bin" / "python"
+    packages = ["numpy", "opencv-python-headless", "onnxruntime"]
+    wanted = [f"{package}=={lowest_declared(package)}" for package in packages]
+    run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", *wanted], tmp_path)
+    run([python, "-c", "import cv2, onnxruntime; cv2.cvtColor(__import__('numpy').zeros((2, 2, 3), 'uint8'), 6)"],
+        tmp_path)  # fmt: skip
