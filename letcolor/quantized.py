@@ -25,7 +25,7 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from letcolor import tracing
-from letcolor.cache import cache_dir, weights_key
+from letcolor.cache import CACHE_ENV_VAR, cache_dir, weights_key
 from letcolor.calibration import calibration_inputs
 from letcolor.inference import CPU_CALL_PIXELS, fold_batchnorm, use_onednn
 from letcolor.model import GlobalOutput, LetThereBeColor
@@ -107,13 +107,17 @@ def quantize(model: LetThereBeColor) -> LetThereBeColor:
     quantized.fusion = SplitFusion(quantized.fusion.conv)
     torch.backends.quantized.engine = BACKEND
     kept = cache_dir("int8") / f"{weights_key(model, ['int8', CALIBRATION_VERSION, torch.__version__])}.safetensors"
+    not_kept = None
     with tracing.tracing(), warnings.catch_warnings(), _no_stack_traces():
         warnings.simplefilter("ignore")  # torch.ao's notices of its coming deprecation
         observed = {name: _observed(run) for name, run in quantized_runs(quantized).items()}
         if not _load_observers(observed, kept):
             _calibrate(quantized, observed)
-            _keep_observers(observed, kept)
+            not_kept = _keep_observers(observed, kept)
         install_runs(quantized, {name: convert_fx(run) for name, run in observed.items()})
+    if not_kept:
+        warnings.warn(f"cannot keep the int8 calibration in {kept.parent} ({not_kept}): it is made again at each "
+                      f"start (a few seconds); ${CACHE_ENV_VAR} names another folder", stacklevel=2)  # fmt: skip
     use_onednn(quantized)  # the convolutions left in float32
     return quantized
 
@@ -167,12 +171,14 @@ def _as_calibrated(kept: dict[str, torch.Tensor]) -> bool:
     return True
 
 
-def _keep_observers(observed: dict[str, nn.Module], path: Path) -> None:
+def _keep_observers(observed: dict[str, nn.Module], path: Path) -> OSError | None:
+    """The observers' state kept in `path`; the error where it cannot be (calibrated again next time)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         put_whole(path, lambda partial: save_file(_observer_state(observed), partial))
-    except OSError:  # a cache that cannot be written to: calibrated again next time
-        pass
+    except OSError as error:
+        return error
+    return None
 
 
 def _observed(run: nn.Sequential) -> nn.Module:

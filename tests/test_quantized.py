@@ -129,6 +129,15 @@ def test_the_calibration_is_kept_per_weights_and_made_again_when_unreadable(tmp_
         assert all(calibrated[name] == again[name] for name in calibrated if name.endswith(("scale", "zero_point")))
 
 
+def test_a_cache_that_cannot_be_written_gives_a_calibration_for_this_process_with_a_warning(tmp_path, monkeypatch):
+    """Calibrated again at each start without a word, where the ONNX engines say so."""
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "a-file" / "cache"))
+    with pytest.warns(UserWarning, match=r"cannot keep the int8 calibration in .*a-file.*: it is made again at each"):
+        colorizer = Colorizer.from_pretrained(None, "cpu", engine="torch-int8")
+    assert colorizer(np.full((32, 48), 128, np.uint8)).image.size == (48, 32)
+
+
 def test_without_a_home_directory_the_calibration_is_kept_in_the_temporary_folder(tmp_path, monkeypatch):
     """A container run under a user id with no password entry and no HOME: Path.home() raises."""
     monkeypatch.delenv(CACHE_ENV_VAR)
