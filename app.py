@@ -488,8 +488,8 @@ def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
         hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
         hint_editor = hint_controls(colorizer)
         gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
-    in_view = gr.Textbox(visible=False)
-    colorized, shown = gr.State(), gr.State()
+        in_view = gr.Textbox(visible=False)  # (in the tab: a component between two tabs splits their strip in two)
+        colorized, shown = gr.State(), gr.State()
     return PhotoTab(
         image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized, in_view, shown
     )

@@ -75,6 +75,24 @@ def upload(page, box: str, path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_three_tabs_share_one_strip_and_show_one_panel_at_a_time(page):
+    """A hidden box made between the Photo and Batch tabs split the strip in two: Photo alone, then Batch and Video,
+    whose panel always showed under Photo's."""
+    strips = page.get_by_role("tablist")
+    expect(strips).to_have_count(1)
+    expect(strips.get_by_role("tab")).to_have_text(["Photo", "Batch", "Video"])
+    buttons = {
+        "Photo": page.get_by_role("button", name="Colorize", exact=True),
+        "Batch": page.get_by_role("button", name="Colorize all"),
+        "Video": page.get_by_role("button", name="Colorize video"),
+    }
+    for tab in [*buttons, "Photo"]:
+        page.get_by_role("tab", name=tab).click()
+        for other, button in buttons.items():
+            expect(button).to_be_visible() if other == tab else expect(button).to_be_hidden()
+
+
+@pytest.mark.slow
 def test_upload_colorize_and_see_the_result_in_the_slider(page, examples_dir):
     photo = examples_dir / "chelsea_gray.png"
     expect(page.locator("#no-hints")).to_contain_text("This model takes no colour hints")  # and has no editor
