@@ -498,9 +498,12 @@ def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
 def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
     """Colorize: the photo's path kept, the painted hints (a model that takes them), the photo, the before/after; a new
     or cleared photo clears the result and the editor, and stops the colorization of the one before."""
+    # Each step waits for its last run: a press while the last one's runs (new settings, new strokes) comes after it
+    # ("once", Gradio's default, dropped it: the last settings' result never came)
     pressed = tab.colorize_button.click(
-        photo_path, inputs=tab.image, outputs=tab.colorized, preprocess=False, queue=False, api_visibility="private"
-    )
+        photo_path, inputs=tab.image, outputs=tab.colorized, preprocess=False, queue=False, api_visibility="private",
+        trigger_mode="always_last",
+    )  # fmt: skip
     steps = []  # of the chain that Colorize starts
     if tab.hint_editor:
         steps.append(
@@ -510,6 +513,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
                 outputs=tab.hint_file,
                 preprocess=False,
                 api_visibility="private",
+                trigger_mode="always_last",
             )
         )
     colorizing = (steps[-1].success if steps else pressed.then)(
@@ -519,6 +523,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         api_name="colorize",
         preprocess=False,
         concurrency_limit=COLORIZE_CONCURRENCY,
+        trigger_mode="always_last",
     )
     steps.append(colorizing)
     steps.append(
@@ -528,6 +533,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
             outputs=[tab.comparison, tab.download, tab.scenes, tab.shown],
             preprocess=False,
             api_visibility="private",
+            trigger_mode="always_last",
         )
     )
     # A new or cleared photo stops the colorization of the one before, and the steps around it (its result, or its

@@ -2,6 +2,7 @@
 
 The screenshot is kept in test-artifacts/ for a person to look at."""
 
+import contextlib
 import io
 import re
 import shutil
@@ -382,6 +383,31 @@ def test_colorize_video_pressed_while_the_video_uploads_colorizes_it(browser, ti
             "src", re.compile(r"noise_color\.mp4$"), timeout=60_000
         )
         expect(page.get_by_role("button", name="Download MP4")).to_be_enabled()
+
+
+@pytest.mark.slow
+def test_colorize_pressed_again_with_new_settings_while_it_runs_shows_their_result(browser, examples_dir, tmp_path):
+    """The second press came while the first colorization ran: Gradio dropped it ("once"), and the first settings'
+    result stayed, without a word."""
+    photo = tmp_path / "large.png"
+    Image.open(examples_dir / "chelsea_gray.png").resize((4000, 2660)).save(photo)  # some seconds to colorize
+    colorizer = Colorizer.from_pretrained(BUNDLED_MODEL_DIR)
+    expected = {setting: np.asarray(colorizer(photo, use_global=setting).image, float) for setting in (True, False)}
+    with browsing(browser, BUNDLED_MODEL_DIR) as page:
+        upload(page, "photo", photo)
+        zoom_once_shown(page.locator("#hint-editor"), 4000, 2660)  # the photo is ready to paint on, as a person sees
+        page.get_by_role("button", name="Colorize", exact=True).click()
+        page.wait_for_timeout(300)
+        page.get_by_label("Use global features").uncheck()
+        page.get_by_role("button", name="Colorize", exact=True).click()
+        after, results, deadline = page.locator("#comparison img").nth(1), [], time.monotonic() + 60
+        while len(set(results)) < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(PlaywrightTimeoutError):  # (none yet, or redrawn as it was read)
+                results.append(after.get_attribute("src", timeout=200))
+            page.wait_for_timeout(100)
+        assert len(set(results)) == 2, results  # each press's result, in turn
+        shown = np.asarray(Image.open(io.BytesIO(page.request.get(results[-1]).body())).convert("RGB"), float)
+    assert np.abs(shown - expected[False]).mean() < 1 < 4 < np.abs(shown - expected[True]).mean()
 
 
 def slider_pair(page) -> tuple[str, str] | None:
