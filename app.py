@@ -218,6 +218,7 @@ class Endpoints:
         max_side=DEFAULT_MAX_SIDE,
         refine=Options.refine,
         hints=None,
+        pressed_for=None,
     ):
         """Colorize a black-and-white photo with the Let there be Color! network.
 
@@ -233,6 +234,10 @@ class Endpoints:
         Returns:
             the colorized photo at full resolution (a PNG named after the photo) and the top 5 classes the model recognises (scenes, and subjects such as faces or dogs)
         """  # noqa: E501 (Gradio reads one line per argument for the MCP tools)
+        # `pressed_for`: the page's photo when Colorize was pressed (a State: not an API parameter). A press held back
+        # while the last one ran comes after it, with the page as it is then: not for a photo since replaced or cleared
+        if pressed_for is not None and (image is None or image["path"] != pressed_for):
+            return gr.skip(), gr.skip()
         if image is None:
             raise user_error("Upload a photo first.")
         web = self._require_model()
@@ -518,7 +523,7 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         )
     colorizing = (steps[-1].success if steps else pressed.then)(
         endpoints.colorize,
-        inputs=[tab.image, *controls, tab.hint_file],
+        inputs=[tab.image, *controls, tab.hint_file, tab.colorized],
         outputs=[tab.result, tab.scenes],
         api_name="colorize",
         preprocess=False,
