@@ -142,12 +142,16 @@ def lowest_declared(package: str) -> str:
 
 @pytest.mark.slow
 def test_the_lowest_declared_versions_of_numpys_compiled_users_import_with_the_lowest_numpy(tmp_path):
-    """pyproject allowed opencv-python-headless 4.8 beside numpy 2 (pip checked it fine): built for numpy 1, it made
-    `import letcolor` fail ("numpy.core.multiarray failed to import") for a user who had it already."""
+    """pyproject allowed opencv-python-headless 4.8 (and pyarrow 15) beside numpy 2 (pip checked it fine): built for
+    numpy 1, it made `import letcolor` fail ("numpy.core.multiarray failed to import") for a user who had it already."""
     venv.create(tmp_path, with_pip=True)
     python = tmp_path / "bin" / "python"
-    packages = ["numpy", "opencv-python-headless", "onnxruntime"]
+    packages = ["numpy", "opencv-python-headless", "onnxruntime", "pyarrow"]
     wanted = [f"{package}=={lowest_declared(package)}" for package in packages]
     run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", *wanted], tmp_path)
-    run([python, "-c", "import cv2, onnxruntime; cv2.cvtColor(__import__('numpy').zeros((2, 2, 3), 'uint8'), 6)"],
-        tmp_path)  # fmt: skip
+    uses = """
+import cv2, numpy, onnxruntime, pyarrow
+pyarrow.array(numpy.arange(3))
+cv2.cvtColor(numpy.zeros((2, 2, 3), "uint8"), cv2.COLOR_BGR2GRAY)
+"""
+    run([python, "-c", uses], tmp_path)
