@@ -632,12 +632,21 @@ class Messages:
 
     def write(self, text: str) -> int:
         try:
-            return self.stream.write(text)
-        except UnicodeEncodeError:
-            return self.write(text.encode(self.stream.encoding, "replace").decode(self.stream.encoding))
+            return self._encodable_write(text)
         except BrokenPipeError:
             self._unread()
             return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def _encodable_write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(self.stream, "encoding", None) or "ascii"
+            return self.stream.write(text.encode(encoding, "replace").decode(encoding))
 
     def flush(self) -> None:
         try:

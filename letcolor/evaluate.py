@@ -8,6 +8,7 @@ the same points: it shifts the automatic result's a,b toward each hint, weighted
 """
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -348,10 +349,10 @@ def stream_split(name: str, split: str):
     except (FileNotFoundError, ConnectionError, ValueError) as error:  # ValueError: no such split
         problem = f"{name}: not a folder of images, nor a dataset with a {split!r} split ({error})"
         raise InputNotFound(problem) from error
-    except OSError as error:  # a HOME that cannot be written, most often
-        problem = (
-            f"{name}: cannot be read ({error}); datasets keeps a cache in {config.HF_DATASETS_CACHE}: HF_HOME moves it"
-        )
+    except OSError as error:  # the Hub's HTTP errors too
+        problem = f"{name}: cannot be read ({error})"
+        if isinstance(error, PermissionError | NotADirectoryError) or error.errno in (errno.EROFS, errno.ENOSPC):
+            problem += f"; datasets keeps a cache in {config.HF_DATASETS_CACHE} (HF_DATASETS_CACHE or HF_HOME moves it)"
         raise InputNotFound(problem) from error
 
 

@@ -115,7 +115,7 @@ def quantize(model: LetThereBeColor) -> LetThereBeColor:
             _calibrate(quantized, observed)
             not_kept = _keep_observers(observed, kept)
         install_runs(quantized, {name: convert_fx(run) for name, run in observed.items()})
-    if not_kept:
+    if not_kept:  # (here: the block above ignores warnings)
         warnings.warn(f"cannot keep the int8 calibration in {kept.parent} ({not_kept}): it is made again at each "
                       f"start (a few seconds); ${CACHE_ENV_VAR} names another folder", stacklevel=2)  # fmt: skip
     use_onednn(quantized)  # the convolutions left in float32
