@@ -276,21 +276,19 @@ def read_files(batch: dict, filesystem: fsspec.AbstractFileSystem, root: str) ->
     return rows
 
 
-def read_row_groups(
-    batch: dict, filesystem: fsspec.AbstractFileSystem, root: str, id_column: str, todo: frozenset
-) -> dict:
-    """The read stage for a parquet dataset: each (file, row group) read from SRC, as (id, bytes, name, read_error) rows
-    without those already done; a row group whose images cannot be read (a damaged file) gives each row that error."""
+def read_row_groups(batch: dict, filesystem: fsspec.AbstractFileSystem, root: str, todo: frozenset) -> dict:
+    """The read stage for a parquet dataset: each (file, row group, its ids) read from SRC, as (id, bytes, name,
+    read_error) rows without those already done; a row group whose images cannot be read (a damaged file, or one
+    removed during the run) gives each row that error."""
     rows = {"id": [], "bytes": [], "name": [], "read_error": []}
-    for path, group in zip(batch["file"], batch["row_group"], strict=True):
-        with pq.ParquetFile(str(path), filesystem=filesystem) as file:
-            ids = file.read_row_group(int(group), columns=[id_column], use_threads=False).column(0).to_pylist()
-            try:
+    for path, group, ids in zip(batch["file"], batch["row_group"], batch["ids"], strict=True):
+        try:
+            with pq.ParquetFile(str(path), filesystem=filesystem) as file:
                 images = file.read_row_group(int(group), columns=["image"], use_threads=False)
-                cells, problem = images.column(0).to_pylist(), ""
-            except (OSError, pa.ArrowException) as error:
-                cells, problem = [None] * len(ids), f"{path} could not be read ({error})"
-        for row_id, cell in zip(map(str, ids), cells, strict=True):
+            cells, problem = images[0].to_pylist(), ""
+        except (OSError, pa.ArrowException) as error:
+            cells, problem = [None] * len(ids), f"{path} could not be read ({error})"
+        for row_id, cell in zip(ids, cells, strict=True):
             if row_id in todo:
                 data, read_error = (b"", problem) if problem else image_bytes(cell, filesystem, root)
                 rows["id"].append(row_id)
@@ -771,18 +769,25 @@ def _rows(ray, source: Source, todo: list[str], job: Job):
         items = ray.data.from_items([{"id": row_id} for row_id in todo], override_num_blocks=calls)
         arguments = {"filesystem": source.filesystem, "root": source.root}
         return items.map_batches(read_files, fn_kwargs=arguments, batch_format="numpy", num_cpus=0, compute=readers)
-    groups = []
+    groups, wanted = [], frozenset(todo)
     for path in source.parquet_files:
         try:
-            with pq.ParquetFile(path, filesystem=source.filesystem) as file:
-                groups += [{"file": path, "row_group": group} for group in range(file.num_row_groups)]
+            groups += [group for group in row_groups(source, path) if not wanted.isdisjoint(group["ids"])]
         except (OSError, pa.ArrowException) as error:
             raise ValueError(f"{path}: cannot be read any more ({error}); was SRC changed during the run?") from error
-    arguments = {"filesystem": source.filesystem, "root": source.root, "id_column": source.id_column,
-                 "todo": frozenset(todo)}  # fmt: skip
+    arguments = {"filesystem": source.filesystem, "root": source.root, "todo": wanted}
     return ray.data.from_items(groups).map_batches(
         read_row_groups, fn_kwargs=arguments, batch_size=1, batch_format="numpy", num_cpus=0, compute=readers
     )
+
+
+def row_groups(source: Source, path: str) -> list[dict]:
+    """The read stage's items for one parquet file of SRC: each row group with its ids (read here: a file removed
+    during the run still names its rows in their errors)."""
+    with pq.ParquetFile(path, filesystem=source.filesystem) as file:
+        ids = [file.read_row_group(group, columns=[source.id_column], use_threads=False)[0].to_pylist()
+               for group in range(file.num_row_groups)]  # fmt: skip
+    return [{"file": path, "row_group": group, "ids": list(map(str, values))} for group, values in enumerate(ids)]
 
 
 def check_paths(source: str, destination: str) -> None:

@@ -590,8 +590,8 @@ def test_a_row_without_an_image_is_recorded_as_such(tiny_model_dir, tmp_path):
     Image.new("L", (16, 16), 90).save(photo, format="PNG")
     images = [{"bytes": photo.getvalue(), "path": "a.png"}, None, {"bytes": None, "path": "c.png"}]
     pq.write_table(pa.Table.from_pydict({"id": ["a", "b", "c"], "image": images}), tmp_path / "rows.parquet")
-    batch = {"file": [str(tmp_path / "rows.parquet")], "row_group": [0]}
-    rows = read_row_groups(batch, fsspec.filesystem("file"), str(tmp_path), "id", frozenset("abc"))
+    batch = {"file": [str(tmp_path / "rows.parquet")], "row_group": [0], "ids": [["a", "b", "c"]]}
+    rows = read_row_groups(batch, fsspec.filesystem("file"), str(tmp_path), frozenset("abc"))
     actor = ColorizeRows(str(tiny_model_dir), "torch", "cpu", {"max_side": 128}, None, network_batch=2)
     assert actor(rows)["error"] == [
         "",
@@ -603,8 +603,8 @@ def test_a_row_without_an_image_is_recorded_as_such(tiny_model_dir, tmp_path):
 def test_rows_whose_image_is_a_file_or_plain_bytes_are_read_and_a_damaged_file_fails_its_rows(tiny_model_dir,
                                                                                               tmp_path):  # fmt: skip
     """Cells of a path and no bytes (as `datasets` writes a dataset of image files), plain bytes and plain paths were
-    all "the row holds no image"; a damaged data file stopped the run with a traceback; a bad image's error named its
-    cell's path, not its row."""
+    all "the row holds no image"; a damaged data file, or one removed during the run, stopped the run with a traceback;
+    a bad image's error named its cell's path, not its row."""
     png = io.BytesIO()
     Image.open(EXAMPLES / "chelsea.png").save(png, format="PNG")
     (tmp_path / "elsewhere.png").write_bytes(png.getvalue())
@@ -625,14 +625,17 @@ def test_rows_whose_image_is_a_file_or_plain_bytes_are_read_and_a_damaged_file_f
     start = pq.ParquetFile(tmp_path / "damaged.parquet").metadata.row_group(0).column(1).data_page_offset
     damaged[start : start + 16] = bytes(16 * [0xFF])  # the image column's page header (the ids stay readable)
     (tmp_path / "damaged.parquet").write_bytes(bytes(damaged))
-    batch = {"file": [str(tmp_path / f"{name}.parquet") for name in tables], "row_group": [0] * len(tables)}
-    rows = read_row_groups(batch, fsspec.filesystem("file"), str(tmp_path / "src"), "id", frozenset("abcdefgh"))
+    paths = [str(tmp_path / f"{name}.parquet") for name in (*tables, "removed")]  # (one removed during the run)
+    ids = [table["id"].to_pylist() for table in tables.values()] + [["i"]]
+    batch = {"file": paths, "row_group": [0] * len(paths), "ids": ids}
+    rows = read_row_groups(batch, fsspec.filesystem("file"), str(tmp_path / "src"), frozenset("abcdefghi"))
     actor = ColorizeRows(str(tiny_model_dir), "torch", "cpu", {"max_side": 128}, None, network_batch=2)
     errors = dict(zip(rows["id"], actor(rows)["error"], strict=True))
     assert [errors[row_id] for row_id in "abef"] == ["", "", "", ""]
     assert errors["c"] == "c: its image file pipe.png is not there (or not a file)"
     assert errors["d"].startswith("d: not a readable image")
     assert errors["g"].startswith(f"g: {tmp_path / 'damaged.parquet'} could not be read (") and errors["h"]
+    assert errors["i"].startswith(f"i: {tmp_path / 'removed.parquet'} could not be read (")
 
 
 def test_a_photo_whose_name_is_as_long_as_a_name_can_be_is_written_and_a_named_pipe_is_not_read(tmp_path):
