@@ -94,6 +94,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.turns < 1:
         parser.error("--turns must be at least 1")
+    if not (ROOT / ".git").exists():  # (an installed package: git's own message said only "not a git repository")
+        raise SystemExit(f"versus_bench compares git checkouts of letcolor, and {ROOT} is not one: run it in a clone")
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         earlier = scratch / "earlier"

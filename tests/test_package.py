@@ -133,6 +133,15 @@ def test_the_venv_sees_no_package_but_its_own(installed, tmp_path):
     assert run([installed / "python", "-c", code], tmp_path).stdout.split() == ["True", "True"]
 
 
+@pytest.mark.slow
+def test_versus_bench_installed_says_that_it_compares_git_checkouts(installed, tmp_path):
+    """It said only git's "not a git repository" (it compares this checkout with an earlier commit)."""
+    command = [str(installed / "python"), "-m", "letcolor.versus_bench", "--turns", "1"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "compares git checkouts of letcolor" in result.stderr
+    assert "site-packages" in result.stderr and "run it in a clone" in result.stderr
+
+
 def lowest_declared(package: str) -> str:
     """The lowest version of `package` that pyproject.toml's dependencies allow."""
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
