@@ -125,9 +125,15 @@ def _is_animated_webp(path: Path) -> bool:
         return image.format == "WEBP" and getattr(image, "is_animated", False)
 
 
+def file_url(path: Path) -> str:
+    """`path` as FFmpeg reads a file's: absolute, since it takes what comes before a colon in a relative path
+    ("take:2.mp4") for a protocol's name and fails ("Protocol not found")."""
+    return os.path.abspath(path)
+
+
 def _open(path: Path) -> av.container.InputContainer:
     try:
-        container = av.open(str(path))
+        container = av.open(file_url(path))
     except FileNotFoundError:
         raise
     except (av.FFmpegError, OSError) as error:
@@ -454,7 +460,7 @@ class _Writer:
 
     def __init__(self, path: Path, template: av.VideoStream, audio: list[av.AudioStream], rotation: int):
         self.path = path
-        self.container = av.open(str(path), "w", container_options={"movflags": "+faststart"})
+        self.container = av.open(file_url(path), "w", container_options={"movflags": "+faststart"})
         self.rate = template.average_rate or template.guessed_rate or 25
         self.video = self.container.add_stream("libx264", rate=self.rate, options=x264_options())
         width, height = template.codec_context.width, template.codec_context.height

@@ -709,6 +709,18 @@ def test_a_video_in_the_output_folder_is_not_overwritten(tiny_model_dir, example
     assert len(list(read_frames(tmp_path / "clip_color.mp4"))) == 4
 
 
+def test_a_video_and_an_output_folder_named_with_a_colon_relative_to_the_working_directory(
+    tiny_model_dir, examples_dir, tmp_path, monkeypatch
+):
+    """FFmpeg took "take" for a protocol's name: the video was "not a readable video", or "could not be encoded"."""
+    monkeypatch.chdir(tmp_path)
+    write_pan(examples_dir / "coffee.png", tmp_path / "clip.mp4", size=(96, 64), frames=4)
+    (tmp_path / "clip.mp4").rename("take:2.mp4")
+    arguments = ["colorize", "take:2.mp4", "-o", "out:new", "--model", str(tiny_model_dir), "--max-side", "64"]
+    assert cli.main(arguments) == 0
+    assert len(list(read_frames(tmp_path / "out:new" / "take:2.mp4"))) == 4
+
+
 @pytest.mark.parametrize(
     ("arguments", "api_options"),
     [
