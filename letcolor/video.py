@@ -55,6 +55,7 @@ OUTPUT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv"}  # containers that hold H.264
 BROWSER_SUFFIXES = {".mp4", ".m4v"}  # outputs for browsers: their audio must be a codec that browsers play
 # FFmpeg's MOV muxer lists these among its codecs but refuses them when writing ("opus only supported in MP4")
 MOV_REFUSED_AUDIO = {"opus", "flac"}
+SOUND_LIMIT_SLACK = 1.0  # seconds of sound beyond max_seconds let through as decoded (a last packet, rounding)
 BROWSER_AUDIO_CODECS = {"aac", "mp3", "opus", "flac"}
 # the rates AAC can hold; audio at another rate is re-encoded at the next one up (37.8 kHz CD-ROM XA audio: 44.1)
 AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
@@ -708,7 +709,7 @@ def colorize_video(
     flow_blend: in [0, 1), the weight of the colours carried along the motion in "shot" mode (0: no carrying).
     batch_size: frames per network batch.
     max_frames, max_seconds: refuse longer videos (InvalidVideoError; None: no limit), from the header, and as the
-        frames are decoded (a raw H.264 stream declares neither).
+        frames are decoded (a raw H.264 stream declares neither) and the sound is read (an AVI's PCM declares none).
     progress: called with (frames done, frames to do in all passes, 0 if unknown) as frames are done.
     Returns the input's VideoInfo. Raises InvalidVideoError (a ValueError) for an input that is not a usable video,
     ValueError for bad options; the destination is only replaced once the output is complete."""
@@ -866,7 +867,8 @@ def _render(colorizer, source, destination, options, reference, plan, flow_blend
         writer = _BackgroundWriter(_WriterOnFirstFrame(lambda rotation: _Writer(destination, stream, audio, rotation)))
         completed = False
         try:
-            for batch in _batches(counter.frames(_demux(container, stream, writer, source)), batch_size):
+            frames = _demux(container, stream, writer, source, counter.max_seconds)
+            for batch in _batches(counter.frames(frames), batch_size):
                 if plan is not None and index + len(batch) > len(plan.cuts):
                     raise InvalidVideoError(f"{source}: decoded more frames than in the first pass")
                 pixels = [_rgb(frame, reformatter, source) for frame in batch]
@@ -893,13 +895,29 @@ def _render(colorizer, source, destination, options, reference, plan, flow_blend
                 writer.abandon()
 
 
-def _demux(container, stream, writer: _WriterOnFirstFrame, source: Path) -> Iterator[av.VideoFrame]:
-    """The video's frames, in order; audio packets go to the writer as they are read."""
+def _demux(
+    container, stream, writer: _WriterOnFirstFrame, source: Path, max_seconds: float | None
+) -> Iterator[av.VideoFrame]:
+    """The video's frames, in order; audio packets go to the writer as they are read, each within `max_seconds`."""
+    sound_starts = {}
     for packet in _decoding_errors(source, container.demux(stream, *_known_audio(container))):
         if packet.stream.type == "audio":
+            if max_seconds is not None:
+                _check_sound_length(packet, sound_starts, max_seconds, source)
             writer.audio_packet(packet)
             continue
         yield from _decoding_errors(source, _decoded_packet(packet))
+
+
+def _check_sound_length(packet: av.Packet, starts: dict[int, int], max_seconds: float, source: Path) -> None:
+    """InvalidVideoError where an audio packet ends over `max_seconds` after its stream's first packet began (`starts`,
+    by stream): an AVI's PCM sound declares no duration (the header gave the video's, and 60 s passed a 20 s limit)."""
+    time = packet.pts if packet.pts is not None else packet.dts
+    if time is None:
+        return
+    start = starts.setdefault(packet.stream.index, time)
+    if float((time + (packet.duration or 0) - start) * packet.time_base) > max_seconds + SOUND_LIMIT_SLACK:
+        raise InvalidVideoError(f"{source}: its sound is longer than the limit of {max_seconds:g} s")
 
 
 def _known_audio(container: av.container.InputContainer) -> list[av.AudioStream]:

@@ -495,6 +495,20 @@ def test_max_seconds_holds_for_a_stream_that_declares_no_duration_or_too_little(
     assert len(stream_facts(tmp_path / "out.mp4")["timestamps"]) == round(seconds * 10)
 
 
+def test_max_seconds_holds_for_sound_that_declares_no_length(colorizer, tmp_path):
+    """An AVI's PCM sound declares no duration (its header gives the video's): the app's 20 s limit let 60 s of sound
+    through, re-encoded in full."""
+    source = re_encoded(CAMVID_CUT, tmp_path / "drive.avi", "avi", audio="pcm_u8", seconds_of_audio=4)
+    assert probe(source).sound_duration == pytest.approx(1.2)  # the video's 12 frames at 10 frames/s
+    with pytest.raises(InvalidVideoError, match=r"drive\.avi: its sound is longer than the limit of 2 s"):
+        colorize_video(colorizer, source, tmp_path / "out.mp4", mode="frame", max_seconds=2)
+    assert not (tmp_path / "out.mp4").exists()
+    colorize_video(colorizer, source, tmp_path / "out.mp4", mode="frame", max_seconds=4)
+    with av.open(str(tmp_path / "out.mp4")) as output:
+        sound = output.streams.audio[0]
+        assert float(sound.duration * sound.time_base) == pytest.approx(4, abs=0.05)
+
+
 def test_few_pixel_grids_are_kept_whatever_the_sizes_seen():
     """The motion carry kept one pixel grid per frame size for the life of the process: a service that got videos of
     many sizes grew by 4 MB per 1080p size."""
