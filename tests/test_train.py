@@ -1328,6 +1328,10 @@ def test_a_new_run_into_a_finished_runs_folder_is_refused(scene_data, tmp_path, 
         assert run_main(monkeypatch, cli(scene_data, output, *quick, *extra)) == 2
         assert f"--output {output}: inside an input" in capsys.readouterr().err
     assert sorted(path.name for path in (tmp_path / "final").iterdir()) == ["README.md", "config.json", WEIGHTS_NAME]
+    model = shutil.copytree(tmp_path / "final", tmp_path / "model")  # a model's folder (the bundled one, shipped)
+    assert run_main(monkeypatch, cli(scene_data, model, *quick)) == 2
+    assert f"--output {model}: holds a model ({WEIGHTS_NAME}); choose a folder" in capsys.readouterr().err
+    assert sorted(path.name for path in model.iterdir()) == ["README.md", "config.json", WEIGHTS_NAME]
 
 
 def test_weights_that_diverge_stop_the_run_and_are_never_saved(scene_data, tmp_path, monkeypatch, capsys):
@@ -1433,6 +1437,23 @@ def test_an_init_from_model_that_is_not_there_is_one_line_in_trains_terms(scene_
     with pytest.raises(SystemExit):  # an unset "$MODEL": trained from random weights, exit 0
         parse_args(cli(scene_data, tmp_path / "run", *QUICK, "--init-from", ""))
     assert "--init-from: the model name is empty" in capsys.readouterr().err
+
+
+def test_a_resume_keeps_hint_layers_only_and_the_runs_init_from(scene_data, tiny_model_dir, tmp_path, monkeypatch,
+                                                                  capsys):  # fmt: skip
+    """Resumed without --hint-layers-only: torch's "loaded state dict contains a parameter group that doesn't match";
+    resumed with another --init-from (not read: the weights are the checkpoint's), the card named it as the start."""
+    hints = (*QUICK, "--label-column", "", "--hints", "2", "--hint-propagation", "--no-hint-conv")
+    start = ("--init-from", str(tiny_model_dir))
+    assert run_main(monkeypatch, cli(scene_data, tmp_path, *hints, *start, "--hint-layers-only", "--steps", "1")) == 0
+    assert run_main(monkeypatch, cli(scene_data, tmp_path, *hints, *start, "--steps", "2", "--resume")) == 2
+    assert "it was made with --hint-layers-only; resume with the same" in capsys.readouterr().err
+    other = shutil.copytree(tiny_model_dir, tmp_path.parent / f"{tmp_path.name}-other")
+    resumed = (*hints, "--init-from", str(other), "--hint-layers-only", "--steps", "2", "--resume")
+    assert run_main(monkeypatch, cli(scene_data, tmp_path, *resumed)) == 0
+    notice = f"--init-from {other} is not read: the weights are the checkpoint's, whose run started from {start[1]}"
+    assert notice in capsys.readouterr().out
+    assert f"- Started from: `{tiny_model_dir}`" in (tmp_path / "final" / "README.md").read_text()
 
 
 def test_a_labelled_model_warm_starts_a_colour_only_run_and_keeps_its_classes(scene_data, tiny_model_dir, tmp_path):

@@ -99,7 +99,7 @@ def save_checkpoint(
 
 
 # what a resumed run must repeat: its state holds them (the optimizer's, the data streams' positions in the split)
-RESUMED_AS_SAVED = ("optimizer", "dataset", "split", "hint_layer_lr", "label_column")
+RESUMED_AS_SAVED = ("optimizer", "dataset", "split", "hint_layer_lr", "hint_layers_only", "label_column")
 # what a resumed run may change without a word: how long it runs, what it logs and writes
 RUN_CONTROLS = {"resume", "steps", "max_minutes", "log_every", "val_every", "checkpoint_every", "workers", "save_dtype"}
 
@@ -124,7 +124,7 @@ def check_resumable(path: Path, args) -> list[str]:
     check_same_network(path, saved, vars(args))
     changed = [name for name in RESUMED_AS_SAVED if name in saved and not same_setting(name, saved[name], args)]
     if changed:
-        made = ", ".join(f"--{name.replace('_', '-')} {saved[name]}" for name in changed)
+        made = ", ".join(as_flag(name, saved[name]) for name in changed)
         raise CheckpointError(f"cannot resume from {path}: it was made with {made}; resume with the same")
     now = json.loads(json.dumps(vars(args)))  # as the checkpoint holds them: tuples as lists
     others = sorted(set(saved) & set(now) - RUN_CONTROLS - set(RESUMED_AS_SAVED) - {"push_to_hub", "command", "output"})
@@ -134,6 +134,12 @@ def check_resumable(path: Path, args) -> list[str]:
     if now.get("lr_schedule") == "linear" and saved.get("steps", now["steps"]) != now["steps"]:
         changed.append(f"--steps {saved['steps']} -> {now['steps']} (where the linear schedule reaches 0)")
     return changed
+
+
+def as_flag(name: str, value) -> str:
+    """A setting as its flag: "--optimizer adamw", "--hint-layers-only", "no --hint-layers-only"."""
+    flag = f"--{name.replace('_', '-')}"
+    return flag if value is True else f"no {flag}" if value is False else f"{flag} {value}"
 
 
 def network_shape(args: dict) -> dict:

@@ -25,7 +25,14 @@ from letcolor.model import WEIGHTS_NAME, LetThereBeColor
 from letcolor.pipeline import ModelNotFoundError
 from train.average import WeightAverage
 from train.card import hardware_description, model_card
-from train.checkpoint import CHECKPOINT_NAME, check_resumable, load_checkpoint, save_checkpoint, saved_state
+from train.checkpoint import (
+    CHECKPOINT_NAME,
+    check_resumable,
+    dataset_key,
+    load_checkpoint,
+    save_checkpoint,
+    saved_state,
+)
 from train.data import (
     DEFAULT_LABEL_COLUMN,
     DataError,
@@ -268,7 +275,7 @@ class Trainer:
         """The model's classes and first weights: --init-from's model; or, where --resume continues a checkpoint that
         holds every weight and the classes, the checkpoint's, and that model is not read (it may be gone)."""
         if resumed and "class_names" in resumed:  # (a checkpoint of an earlier version lacks them)
-            self.args.init_from = self.args.init_from or resumed["args"].get("init_from")  # for the card
+            self.keep_the_runs_start(resumed["args"].get("init_from"))
             if resumed["class_names"] and not self.model.class_names:  # a colour-only run kept its start's classes
                 self.model = model_for(self.args, resumed["class_names"])
         elif self.args.init_from:
@@ -278,6 +285,14 @@ class Trainer:
                 "--hint-layers-only needs --init-from: the layers that do not read the hints would stay "
                 "random (--resume found no checkpoint that names it)"
             )
+
+    def keep_the_runs_start(self, started_from: str | None) -> None:
+        """--init-from as the resumed run had it, for the card: a model given now is not read (the weights are the
+        checkpoint's), and the card named it as the run's start."""
+        given, self.args.init_from = self.args.init_from, started_from
+        if given and (not started_from or dataset_key(given) != dataset_key(started_from)):
+            self.print(f"--resume: --init-from {given} is not read: the weights are the checkpoint's, whose run "
+                       f"started from {started_from or 'scratch'}")  # fmt: skip
 
     def start_from(self, name_or_path: str) -> None:
         """Warm start from a saved model of this width or narrower whose class names are this run's or their
@@ -729,11 +744,13 @@ def dataset_name(dataset: str) -> str:
 
 
 def check_output(output: Path, resume: bool, inputs: list[str]) -> None:
-    """SetupError where --output is a file, is or lies in a local input (a dataset, the --init-from model: the run's
-    files were written among them), or holds a run (a checkpoint or a final model) that a new run without --resume
-    would overwrite."""
+    """SetupError where --output is a file, holds a saved model, is or lies in a local input (a dataset, the
+    --init-from model: the run's files were written among them), or holds a run (a checkpoint or a final model)
+    that a new run without --resume would overwrite."""
     if output.exists() and not output.is_dir():
         raise SetupError(f"--output {output}: is a file, not a folder")
+    if (output / WEIGHTS_NAME).is_file():  # (the bundled model's folder took a run's files, shipped with the package)
+        raise SetupError(f"--output {output}: holds a model ({WEIGHTS_NAME}); choose a folder of its own")
     for folder in (Path(each).resolve() for each in inputs if Path(each).is_dir()):
         if output.resolve() == folder or folder in output.resolve().parents:
             raise SetupError(f"--output {output}: inside an input, {folder}; choose a folder of its own")
