@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import Interpolation, VideoReformatter
 from PIL import Image
 
 from letcolor.color import lightness_to_input
@@ -64,6 +64,9 @@ STILL_IMAGE_DEMUXERS = {"image2"}  # FFmpeg reads a JPEG as a one-frame video; o
 EBML_HEADER_ID, MATROSKA_SEGMENT_ID = 0x1A45DFA3, 0x18538067  # Matroska and WebM files: the header, then the Segment
 MAX_FRAME_PIXELS = 3840 * 2160  # larger frames are refused from the stream's header, before decoding
 DEFAULT_BATCH_SIZE = 8
+# Frames to RGB: area averaging where resized; full chroma interpolation, without which FFmpeg took 10-bit video 1.3
+# levels darker (its white to 253; 8-bit frames convert the same either way)
+RGB_CONVERSION = Interpolation.AREA | Interpolation.FULL_CHR_H_INT
 # FFmpeg's numbers for the output's matrix (SMPTE 170M, as BT.601), range (limited), primaries and transfer (BT.709, as
 # sRGB's, which the frames are in)
 OUTPUT_COLOUR_TAGS = (6, 1, 1, 1)
@@ -284,7 +287,7 @@ def _rgb(
     whole pass: it keeps FFmpeg's converter, which frame.to_ndarray would set up again for every frame (2x slower)."""
     width, height = size or (None, None)
     try:
-        rgb = reformatter.reformat(frame, width, height, "rgb24", interpolation="AREA").to_ndarray()
+        rgb = reformatter.reformat(frame, width, height, "rgb24", interpolation=RGB_CONVERSION).to_ndarray()
     except av.FFmpegError as error:  # a pixel format that FFmpeg decodes but cannot convert, as rgb4
         raise InvalidVideoError(f"{path}: its {frame.format.name} frames cannot be converted ({error})") from error
     return Pixels(torch.from_numpy(rgb).permute(2, 0, 1), 255, None)
