@@ -333,11 +333,13 @@ class Endpoints:
             clip, reference = Upload.from_api(video, "video"), Upload.optional_from_api(reference, "reference")
             try:
                 watch.stop_if_cancelled()  # (a video replaced while it waited in the queue: before its header is read)
-                output = web.colorize_video(clip, reference, settings, mode, frames_done)
+                result = web.colorize_video(clip, reference, settings, mode, frames_done)
                 watch.stop_if_cancelled()  # (a video changed after the last frame)
             except Replaced:
                 return gr.skip()
-        return str(output)
+        for warning in result.warnings:
+            gr.Warning(warning)
+        return str(result.path)
 
     def files_changed(self, files, request: gr.Request):
         """UI only: new or cleared batch files clear the last result, and stop a batch of other files (`InView`)."""

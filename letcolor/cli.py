@@ -281,6 +281,8 @@ def run_colorize(args: argparse.Namespace) -> int:
     try:
         colorizer = Colorizer.from_pretrained(args.model, args.device, engine=args.engine)
         options = replace(options, reference=colorizer.reference(options.reference))  # read once for every file
+        for warning in options.reference.warnings if options.reference else ():
+            print(f"warning: {warning}", file=sys.stderr)
         hints = photo_hints(args.hints, sources, colorizer) if args.hints else None
         make_output_folder(args.output)
     except ValueError as error:  # InvalidModelError, InvalidHintsError, InvalidImageError (the reference)

@@ -113,16 +113,18 @@ def load_image(source: ImageSource) -> Image.Image:
     return read_image(source).image
 
 
-def read_image(source: ImageSource) -> LoadedImage:
-    """`load_image`'s image and its warnings: an animated or multi-page file gives its first frame and says so."""
+def read_image(source: ImageSource, role: str = "input") -> LoadedImage:
+    """`load_image`'s image and its warnings: an animated or multi-page file gives its first frame and says so.
+    `role` names a caller's image or array in messages: "input" (it is colorized) or "reference" (it is used)."""
+    used = "colorized" if role == "input" else "used"
     if isinstance(source, str | Path):
         with _opened(Path(source), str(source)) as image:
-            return _decoded(image, str(source))
+            return _decoded(image, str(source), used=used)
     if isinstance(source, Image.Image):
         with reading_callers_image():
-            return _decoded(source, "the input image", owned=False)
+            return _decoded(source, f"the {role} image", owned=False, used=used)
     if isinstance(source, np.ndarray):
-        return _decoded(_image_from_array(source), "the input array")
+        return _decoded(_image_from_array(source), f"the {role} array", used=used)
     raise InvalidImageError(f"expected a path, PIL image or numpy array, got {type(source).__name__}")
 
 
@@ -245,18 +247,18 @@ def _opened(source: Path | io.BytesIO, name: str, max_pixels: int = MAX_IMAGE_PI
         raise InvalidImageError(f"{name}: not a readable image ({error})") from error
 
 
-def _decoded(image: Image.Image, name: str, owned: bool = True) -> LoadedImage:
+def _decoded(image: Image.Image, name: str, owned: bool = True, used: str = "colorized") -> LoadedImage:
     """The loaded image, turned upright: in place where this module opened or made it, else as a new image (the
-    caller's is never changed)."""
+    caller's is never changed); its warnings say what of it was `used`."""
     check_header(image, name)
     if image.mode not in SUPPORTED_MODES:
         raise InvalidImageError(f"{name}: unsupported image mode {image.mode!r}")
     # seeking a TIFF's page sets it up again, as exif_transpose loading it does
     with _libtiff_for_every_tiff() if image.format == "TIFF" else contextlib.nullcontext():
-        return _loaded_upright(image, name, owned)
+        return _loaded_upright(image, name, owned, used)
 
 
-def _loaded_upright(image: Image.Image, name: str, owned: bool) -> LoadedImage:
+def _loaded_upright(image: Image.Image, name: str, owned: bool, used: str) -> LoadedImage:
     try:
         image.load()
     except DECODING_ERRORS as error:
@@ -267,7 +269,7 @@ def _loaded_upright(image: Image.Image, name: str, owned: bool) -> LoadedImage:
         raise InvalidImageError(
             f"{name}: 32-bit integer pixels from {extrema[0]} to {extrema[1]}: letcolor reads 0-65535 (16-bit) gray"
         )
-    warnings = _frames_warning(image, name) + _preview_warning(image, name)
+    warnings = _frames_warning(image, name, used) + _preview_warning(image, name, used)
     if _orientation(image) is None:
         warnings += (f"{name}: its EXIF data is damaged and was ignored (the photo is taken as stored, not turned)",)
         return LoadedImage(image if owned else image.copy(), warnings)
@@ -278,9 +280,9 @@ def _loaded_upright(image: Image.Image, name: str, owned: bool) -> LoadedImage:
     return LoadedImage(image, warnings)
 
 
-def _frames_warning(image: Image.Image, name: str) -> tuple[str, ...]:
-    """A warning where the image has more frames than the one colorized: the current one, the first unless a
-    caller's image was moved to another."""
+def _frames_warning(image: Image.Image, name: str, used: str) -> tuple[str, ...]:
+    """A warning where the image has more frames than the one `used`: the current one, the first unless a caller's
+    image was moved to another."""
     if image.format in ("MPO", "PSD"):  # a camera's MPO JPEG: the photo, then previews or a stereo partner; a PSD's
         return ()  # "frames" are its layers, and its flattened image is what is read
     current = image.tell()
@@ -293,11 +295,11 @@ def _frames_warning(image: Image.Image, name: str) -> tuple[str, ...]:
             image.load()
         except Exception as reload_error:
             raise InvalidImageError(f"{name}: cannot decode the image ({reload_error})") from error
-        return (f"{name}: its frames after the first are damaged ({type(error).__name__}); only {shown} was colorized",)
-    return (f"{name}: has {frames} frames (animated or multi-page); only {shown} was colorized",) if frames != 1 else ()
+        return (f"{name}: its frames after the first are damaged ({type(error).__name__}); only {shown} was {used}",)
+    return (f"{name}: has {frames} frames (animated or multi-page); only {shown} was {used}",) if frames != 1 else ()
 
 
-def _preview_warning(image: Image.Image, name: str) -> tuple[str, ...]:
+def _preview_warning(image: Image.Image, name: str, used: str) -> tuple[str, ...]:
     """A warning where a TIFF's image is marked as a reduced-resolution copy of one in its sub-images (a DNG's
     preview: Pillow does not read sub-images)."""
     if not isinstance(image, TiffImagePlugin.TiffImageFile):
@@ -306,7 +308,7 @@ def _preview_warning(image: Image.Image, name: str) -> tuple[str, ...]:
     if not sub_images or not isinstance(subfile_type, int) or not subfile_type & 1:
         return ()
     return (f"{name}: its {image.width}x{image.height} image is a reduced-resolution preview of one in a sub-image (as "
-            "in a DNG raw file, which letcolor does not read); the preview was colorized",)  # fmt: skip
+            f"in a DNG raw file, which letcolor does not read); the preview was {used}",)  # fmt: skip
 
 
 def _frame_count(image: Image.Image) -> int | str:

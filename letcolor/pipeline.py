@@ -12,7 +12,7 @@ import numbers
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -102,6 +102,7 @@ class Reference:
     features: torch.Tensor  # (1, C) the scene vector
     palette: _Palette
     made_by: object = field(repr=False, compare=False)  # the Colorizer's: another model's vector would mean nothing
+    warnings: tuple[str, ...] = ()  # the photo's, as `read_image` gives them (only an animation's first frame used)
 
 
 def default_device() -> torch.device:
@@ -312,7 +313,7 @@ class Colorizer:
         use_global: False replaces the scene vector by the model's "no global information" vector.
         global_strength: s in [0, 2] scales the scene vector's departure from that null vector (1 = as predicted).
         reference: an image whose scene vector replaces each input's (paper 4.5, style transfer), or what
-            `reference` made of one (read once for many calls).
+            `reference` made of one (read once for many calls; its warnings are then its own, else each result's).
         palette_strength: p in [0, 1] also pulls the ab mean and spread of each result towards the reference's (not
             with hints: ValueError).
         max_side: the local branch's longest side; a smaller image is enlarged to a shorter side of MIN_NETWORK_SIDE
@@ -327,6 +328,10 @@ class Colorizer:
         parsed = self.parse_hints(hints, [each.image.size for each in loaded])
         if options.palette_strength > 0 and any(parsed):
             raise ValueError(PALETTE_WITH_HINTS)
+        reference_warnings = ()  # (a Reference read before: its reader has them)
+        if options.reference is not None and not isinstance(options.reference, Reference):
+            options = replace(options, reference=self.reference(options.reference))
+            reference_warnings = options.reference.warnings
         with torch.inference_mode():
             prepared = [
                 self.prepare(image_pixels(each.image), max_side, each_hints)
@@ -338,7 +343,7 @@ class Colorizer:
                     compose(each.lightness, each_ab, each.alpha, each.luma),
                     self._top_scenes(probs),
                     probs,
-                    source.warnings,
+                    source.warnings + reference_warnings,
                 )
                 for each, each_ab, probs, source in zip(prepared, ab, probabilities, loaded, strict=True)
             ]
@@ -381,10 +386,11 @@ class Colorizer:
             raise ValueError("the reference was read by another Colorizer: read it with this one's reference()")
         if image is None or isinstance(image, Reference):
             return image
-        loaded = load_image(image)
+        loaded = read_image(image, role="reference")
         with torch.inference_mode():
-            features = self.network.global_output(global_input(lightness(image_pixels(loaded))).to(self.device))
-            return Reference(features.features, palette_of(loaded, self.device), self.network)
+            pixels = image_pixels(loaded.image)
+            features = self.network.global_output(global_input(lightness(pixels)).to(self.device))
+            return Reference(features.features, palette_of(loaded.image, self.device), self.network, loaded.warnings)
 
     def ab_from_features(
         self, prepared: list[PreparedImage], features: torch.Tensor, options: Options, reference: Reference | None

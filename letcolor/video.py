@@ -23,6 +23,7 @@ import math
 import os
 import queue
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
@@ -707,7 +708,8 @@ def colorize_video(
 ) -> VideoInfo:
     """Colorizes a video file into `destination` (.mp4, .m4v, .mov or .mkv; H.264 yuv420p, audio copied).
 
-    The options are those of `Colorizer.batch`, with the reference's scene vector used for every frame, and:
+    The options are those of `Colorizer.batch`, with the reference's scene vector used for every frame (a reference
+    photo read here issues its warnings, such as an animation's first frame used, as UserWarnings), and:
     mode: "shot" (one scene vector per shot, colours carried along the motion) or "frame" (each frame on its own).
     flow_blend: in [0, 1), the weight of the colours carried along the motion in "shot" mode (0: no carrying).
     batch_size: frames per network batch.
@@ -722,7 +724,7 @@ def colorize_video(
     options = Options(use_global, global_strength, reference, palette_strength, max_side, refine)
     _check_video_options(flow_blend, batch_size, max_frames, max_seconds)
     source, destination = _checked_paths(source, destination)
-    reference = colorizer.reference(reference)
+    reference = _read_reference(colorizer, reference)
     with torch.inference_mode():
         with _open(source) as container:  # the header and the first pass share one opening (each decodes frames)
             info = _info(container, source)
@@ -743,6 +745,16 @@ def colorize_video(
         finally:
             partial.unlink(missing_ok=True)
     return info
+
+
+def _read_reference(colorizer: Colorizer, reference: ImageSource | Reference | None) -> Reference | None:
+    """`Colorizer.reference`, its warnings (only an animation's first frame used) issued as UserWarnings where it was
+    read here (a Reference read before: its reader has them)."""
+    read = colorizer.reference(reference)
+    if read is not None and read is not reference:
+        for warning in read.warnings:
+            warnings.warn(warning, UserWarning, stacklevel=3)
+    return read
 
 
 class _Counter:

@@ -135,6 +135,12 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class VideoResult:
+    path: Path  # <video name>_color.mp4
+    warnings: tuple[str, ...]  # the reference photo's
+
+
+@dataclass(frozen=True)
 class PhotoResult:
     path: Path  # <photo name>_color.png
     scenes: dict[str, float]
@@ -168,7 +174,8 @@ class WebColorizer:
             result = self.colorizer(image.path, hints=hints.path if hints else None, **vars(options))
         remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
         path = save_result(result.image, image.name, self.result_dir)
-        return PhotoResult(path, result.scenes, tuple(public(w, [image]) for w in result.warnings))
+        warnings = result.warnings + reference_warnings(options)
+        return PhotoResult(path, result.scenes, tuple(public(w, [image, reference]) for w in warnings))
 
     def shown_photo(self, image: Upload) -> Path:
         """The photo as a browser can show it, for the before/after slider and the hint editor: itself in a format
@@ -221,7 +228,7 @@ class WebColorizer:
         with user_messages(reference):
             options = self._options(settings, reference)
         remove_stale_folders(self.result_dir, RESULT_LIFETIME_SECONDS)
-        skipped, notes = [], []
+        skipped, notes = [], [(reference, public(warning, [reference])) for warning in reference_warnings(options)]
         with BatchFolder(self.result_dir) as batch:
             for upload in progress(files):
                 try:
@@ -240,9 +247,9 @@ class WebColorizer:
 
     def colorize_video(
         self, video: Upload, reference: Upload | None, settings: Settings, mode: str, progress: Callable | None = None
-    ) -> Path:
-        """`<video name>_color.mp4` (H.264, same frames, rate, length and sound); ValueError for a bad or too large
-        video, whose checks come from its header before any decoding."""
+    ) -> VideoResult:
+        """`<video name>_color.mp4` (H.264, same frames, rate, length and sound), and the reference's warnings;
+        ValueError for a bad or too large video, whose checks come from its header before any decoding."""
         try:
             with user_messages(video, reference):
                 check_video_limits(probe(video.path), video.name)
@@ -260,7 +267,7 @@ class WebColorizer:
                         progress=progress,
                         **vars(options),
                     )
-            return output
+            return VideoResult(output, tuple(public(warning, [reference]) for warning in reference_warnings(options)))
         finally:
             return_freed_memory()
 
@@ -272,6 +279,11 @@ class WebColorizer:
         if reference is not None:
             self._check(reference)
         return settings.options(self.colorizer.reference(reference.path) if reference else None)
+
+
+def reference_warnings(options: Options) -> tuple[str, ...]:
+    """The warnings of the reference photo read for `options` (`WebColorizer._options`), if any."""
+    return options.reference.warnings if options.reference is not None else ()
 
 
 def eight_bit(image: Image.Image) -> Image.Image:

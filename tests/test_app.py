@@ -300,6 +300,26 @@ def test_colorize_warns_that_only_the_first_frame_of_an_animation_was_used(clien
     assert Path(job.result()[0]).name == "walk_color.png"
 
 
+def test_a_reference_animation_is_a_warning_for_a_photo_a_batch_and_a_video(client, examples_dir, tmp_path):
+    """The photo's own warnings were shown, the reference's never."""
+    settings = DEFAULTS | {"reference": handle_file(two_frame_gif(examples_dir, tmp_path / "walk.gif"))}
+    warning = "walk.gif: has 2 frames (animated or multi-page); only the first was used"
+    photo = handle_file(examples_dir / "coffee.png")
+
+    async def logged_messages(job):
+        return [update.log async for update in job if update.type == "status" and update.log]
+
+    assert asyncio.run(logged_messages(client.submit(photo, **settings, api_name="/colorize"))) == [
+        (warning, "warning")
+    ]
+    _, _, report = client.predict([photo, photo], **settings, api_name="/colorize_batch")
+    assert report.splitlines()[2:] == ["Notes:", f"- `walk.gif`: {warning.removeprefix('walk.gif: ')}"]
+    write_clip(tmp_path / "clip.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3)
+    video = client.submit(handle_file(tmp_path / "clip.mp4"), **settings, api_name="/colorize_video")
+    assert asyncio.run(logged_messages(video)) == [(warning, "warning")]
+    assert len(list(read_frames(video_path(video.result())))) == 3
+
+
 def test_a_photo_over_the_apps_pixel_limit_is_refused_from_its_header(client, examples_dir, tmp_path):
     bomb = header_only_jpeg(tmp_path / "bomb.jpg", 10000, 10000)
     assert bomb.stat().st_size < 1000 and Image.open(bomb).size == (10000, 10000)

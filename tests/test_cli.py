@@ -90,6 +90,24 @@ def test_a_reference_is_read_once_for_every_batch(photos, tiny_model_dir, exampl
     assert calls == {"global_input": 3 + 1, "palette_of": 1}  # each photo's scene input, and the reference's
 
 
+def test_a_reference_animation_is_a_warning_once(photos, tiny_model_dir, examples_dir, tmp_path, capsys):
+    first = Image.open(examples_dir / "coffee.png").convert("L")
+    animation = tmp_path / "walk.gif"
+    first.save(animation, save_all=True, append_images=[first.transpose(Image.Transpose.ROTATE_180)])
+    arguments = [
+        str(photos),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model_dir),
+        "--reference",
+        str(animation),
+    ]
+    assert cli.main(["colorize", *arguments]) == cli.EXIT_SOME_FAILED  # corrupt.jpg
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: {animation}: has 2 frames (animated or multi-page); only the first was used"]
+
+
 @pytest.mark.parametrize("pixels, batches", [(10**9, [3]), (2 * 128 * 128, [2, 1]), (1, [1, 1, 1])])
 def test_a_batch_holds_at_most_so_many_pixels_or_one_photo(photos, tiny_model_dir, tmp_path, monkeypatch, pixels,
                                                           batches):  # fmt: skip

@@ -411,6 +411,20 @@ def test_a_reference_read_once_colorizes_as_the_photo_itself(colorizer, examples
         assert colorizer(image, reference=scan, **options).image.size == image.size
 
 
+def test_a_reference_animations_first_frame_used_is_a_warning(colorizer, examples_dir, tmp_path):
+    """It was read without a word: the photo's own warnings were reported, the reference's not."""
+    first = Image.open(examples_dir / "coffee.png").convert("L")
+    animation = tmp_path / "walk.gif"
+    first.save(animation, save_all=True, append_images=[first.transpose(Image.Transpose.ROTATE_180)])
+    image = photo(examples_dir, "historical_c.jpg")
+    expected = f"{animation}: has 2 frames (animated or multi-page); only the first was used"
+    assert colorizer.batch([image, image], reference=animation)[1].warnings == (expected,)
+    read = colorizer.reference(Image.open(animation))  # read once: the warnings are its own, not each result's
+    assert read.warnings == ("the reference image: has 2 frames (animated or multi-page); only the first was used",)
+    assert colorizer(image, reference=read).warnings == ()
+    assert colorizer(image, reference=examples_dir / "coffee.png").warnings == ()
+
+
 def scene_vectors_given(colorizer, monkeypatch, image, **options) -> torch.Tensor:
     """The scene vectors that reach the local path when colorizing `image` with these options."""
     seen, colorize = [], colorizer.network.colorize

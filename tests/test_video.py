@@ -2,6 +2,7 @@
 through `colorize_video`; what is kept (frames, size, rate, duration, audio, lightness), shots, motion, errors."""
 
 import math
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -172,6 +173,21 @@ def test_frame_mode_colours_each_frame_as_the_photo_pipeline_does(colorizer, pan
     for frame, result in zip(read_frames(pan[0]), read_frames(output), strict=True):
         # ab of 8x8 blocks, beyond H.264's noise: 0.7-1.1 here; global_strength 0.5 instead of 1 would be 2.1-2.3.
         assert block_ab_distance(result, colorizer(frame, max_side=128, **options).image) < 1.5
+
+
+def test_a_reference_animation_read_for_a_video_is_a_user_warning(colorizer, pan, examples_dir, tmp_path):
+    first = Image.open(examples_dir / "coffee.png").convert("L")
+    animation = tmp_path / "walk.gif"
+    first.save(animation, save_all=True, append_images=[first.transpose(Image.Transpose.ROTATE_180)])
+    output = tmp_path / "out.mp4"
+    with pytest.warns(
+        UserWarning, match=r"walk\.gif: has 2 frames \(animated or multi-page\); only the first was used"
+    ):
+        colorize_video(colorizer, pan[0], output, mode="frame", max_side=64, reference=animation)
+    read = colorizer.reference(animation)  # read before: its reader has the warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        colorize_video(colorizer, pan[0], output, mode="frame", max_side=64, reference=read)
 
 
 def test_cuts_split_shots_and_each_shot_has_one_scene_vector(colorizer, examples_dir, tmp_path):
