@@ -567,7 +567,8 @@ def propagated(automatic: torch.Tensor, points: list) -> torch.Tensor:
     lab = rgb_to_lab(automatic)
     height, width = lab.shape[-2:]
     scale = min(1.0, PROPAGATION_SIDE / max(height, width))
-    small = torch.nn.functional.interpolate(lab, scale_factor=scale, mode="area") if scale < 1 else lab
+    size = (max(1, math.floor(height * scale)), max(1, math.floor(width * scale)))  # (a 3000x11 strip's 0 rows)
+    small = torch.nn.functional.interpolate(lab, size=size, mode="area") if scale < 1 else lab
     xs, ys, hint_ab = point_arrays(points)
     residual = (hint_ab - lab[0, 1:, ys, xs]).T  # (K, 2): how far each hint is from the automatic colour there
     rows, columns = torch.meshgrid(torch.arange(small.shape[-2]), torch.arange(small.shape[-1]), indexing="ij")

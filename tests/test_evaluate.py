@@ -449,6 +449,16 @@ def hint_fidelity_of_automatic(photo, colorizer, points) -> float:
     return evaluate.hint_fidelity(automatic, points)["hint_error"]
 
 
+@pytest.mark.parametrize("size", [(3000, 11), (11, 3000), (600, 400)])
+def test_the_propagation_baseline_moves_the_colours_toward_the_hints_at_any_shape(size):
+    """A photo over 256 times wider than high was shrunk to 0 rows: a traceback, and the whole report lost."""
+    width, height = size
+    automatic = torch.full((1, 3, height, width), 0.5)
+    points = [(width - 1, height - 1, (200, 40, 40)), (0, 0, (40, 40, 200))]
+    baseline = evaluate.hint_fidelity(evaluate.propagated(automatic, points), points)["hint_error"]
+    assert baseline < 0.5 * evaluate.hint_fidelity(automatic, points)["hint_error"]
+
+
 def test_hints_need_a_model_that_takes_them(photo_folder, tiny_model_dir, tmp_path, capsys):
     code, _ = run_evaluate(
         "--model", tiny_model_dir, "--images", photo_folder, "--hints", "5", "-o", tmp_path / "report.json"
