@@ -130,7 +130,7 @@ def _is_animated_webp(path: Path) -> bool:
         return image.format == "WEBP" and getattr(image, "is_animated", False)
 
 
-def file_url(path: Path) -> str:
+def ffmpeg_path(path: Path) -> str:
     """`path` as FFmpeg reads a file's: absolute, since it takes what comes before a colon in a relative path
     ("take:2.mp4") for a protocol's name and fails ("Protocol not found")."""
     return os.path.abspath(path)
@@ -138,7 +138,7 @@ def file_url(path: Path) -> str:
 
 def _open(path: Path) -> av.container.InputContainer:
     try:
-        container = av.open(file_url(path))
+        container = av.open(ffmpeg_path(path))
     except FileNotFoundError:
         raise
     except (av.FFmpegError, OSError) as error:
@@ -465,7 +465,7 @@ class _Writer:
 
     def __init__(self, path: Path, template: av.VideoStream, audio: list[av.AudioStream], rotation: int):
         self.path = path
-        self.container = av.open(file_url(path), "w", container_options={"movflags": "+faststart"})
+        self.container = av.open(ffmpeg_path(path), "w", container_options={"movflags": "+faststart"})
         self.rate = template.average_rate or template.guessed_rate or 25
         self.video = self.container.add_stream("libx264", rate=self.rate, options=x264_options())
         width, height = template.codec_context.width, template.codec_context.height

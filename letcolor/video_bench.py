@@ -22,7 +22,7 @@ from letcolor.images import EXAMPLES_DIR, load_image
 from letcolor.memory import PeakMemory
 from letcolor.metrics import colorfulness, pan_flicker
 from letcolor.pipeline import Colorizer
-from letcolor.video import colorize_video, file_url, read_frames
+from letcolor.video import colorize_video, ffmpeg_path, read_frames
 
 PAN_PHOTOS = ["china.jpg", "coffee.png", "rocket.jpg", "historical_b.jpg", "historical_c.jpg", "historical_e.jpg"]
 PAN_SIZE = (320, 240)
@@ -41,7 +41,7 @@ MEMORY_LENGTHS = (25, 100, 400)
 
 def write_clip(path: Path, frames: Iterable[np.ndarray], fps: int = FPS) -> None:
     """(H, W, 3) uint8 frames as an H.264 yuv420p file."""
-    with av.open(file_url(path), "w") as container:
+    with av.open(ffmpeg_path(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps, options={"crf": str(CLIP_CRF)})
         stream.pix_fmt = "yuv420p"
         for index, array in enumerate(frames):
