@@ -405,7 +405,7 @@ def save_with_metadata(image: Image.Image, path: Path, original: Image.Image) ->
     metadata = {key: value for key, value in metadata.items() if value}
     try:
         save_image_whole(image, path, **options, **metadata)
-    except (ValueError, TypeError, struct.error):  # an odd tag or resolution of the original
+    except (ValueError, TypeError, AttributeError, struct.error):  # an odd tag or resolution of the original
         save_image_whole(image, path, **options)
 
 

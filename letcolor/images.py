@@ -72,8 +72,9 @@ MAX_TILE_PIXELS = 1024 * 1024  # a TIFF's tiles may be larger than the image, up
 # What Pillow raises for a damaged file besides OSError: a truncated TIFF or PPM "buffer is not large enough"
 # (ValueError), a QOI IndexError, a bad header's SyntaxError or struct.error.
 DECODING_ERRORS = (OSError, SyntaxError, ValueError, IndexError, EOFError, struct.error)
-# What Pillow raises for a damaged EXIF block (a PNG's getexif decodes the image: its OSError is the image's)
-EXIF_ERRORS = (SyntaxError, ValueError, IndexError, EOFError, struct.error, TypeError)
+# What Pillow raises for a damaged EXIF block (a PNG's getexif decodes the image: its OSError is the image's), or
+# writing one back: a tag of another type than its own (a RATIONAL caption: "'IFDRational' object has no attribute")
+EXIF_ERRORS = (SyntaxError, ValueError, IndexError, EOFError, struct.error, TypeError, AttributeError)
 
 
 @functools.cache

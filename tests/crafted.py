@@ -23,6 +23,14 @@ def tiled_tiff(width: int, height: int, tile: int) -> bytes:
 # EXIF blocks that Pillow fails to read: a bad byte order ("not a TIFF file"), one that ends after its byte order
 # (struct.error), and one whose orientation (6) reads but that Pillow fails to write back, as turning the photo
 # upright does (a tag's count that does not fit: struct.error).
+def exif_with_a_rational_description(orientation: int) -> bytes:
+    """An EXIF block (big-endian TIFF) of the orientation and an ImageDescription stored as a RATIONAL, not ASCII:
+    Pillow reads it, and fails to write it back (AttributeError: 'IFDRational' object has no attribute 'encode')."""
+    entries = [(0x0112, 3, 1, struct.pack(">HH", orientation, 0)), (0x010E, 5, 1, struct.pack(">I", 8 + 2 + 24 + 4))]
+    directory = b"".join(struct.pack(">HHI", tag, kind, count) + value for tag, kind, count, value in entries)
+    return b"MM\x00*" + struct.pack(">IH", 8, len(entries)) + directory + bytes(4) + struct.pack(">II", 1, 2)
+
+
 DAMAGED_EXIF = {
     "byte order": b"\xff\xff\xff\xff\x00\x00\x00\x08",
     "cut short": b"MM\x00*",
@@ -31,6 +39,7 @@ DAMAGED_EXIF = {
         "000000580000"
     )
     + bytes(40),
+    "a tag of another type": exif_with_a_rational_description(6),
 }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_model
+from crafted import exif_with_a_rational_description
 from PIL import ExifTags, Image
 from test_model import BAD_MODELS, damaged_copy
 from video_clips import size_switching, truncated_faststart
@@ -265,6 +266,20 @@ def test_a_scans_resolution_and_exif_are_kept_its_orientation_applied(examples_d
         assert kept[ExifTags.Base.DateTime] == "1931:05:02 10:00:00"
         assert kept[ExifTags.Base.ImageDescription] == "Grandma at the fair"
         assert kept.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.ColorSpace] == 1  # sRGB now, its profile applied
+
+
+def test_an_exif_block_that_cannot_be_written_back_leaves_the_output_without_it(examples_dir, tiny_model_dir,
+                                                                                  tmp_path):  # fmt: skip
+    """A caption stored as a RATIONAL (Pillow reads it, cannot write it): a traceback, and no photo of the run."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    gray = Image.open(examples_dir / "chelsea_gray.png").convert("L")
+    gray.save(inputs / "a_odd.jpg", exif=b"Exif\x00\x00" + exif_with_a_rational_description(1))
+    gray.save(inputs / "b_good.jpg")
+    assert cli.main(["colorize", str(inputs), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]) == 0
+    with Image.open(tmp_path / "out" / "a_odd.jpg") as written:
+        assert written.size == gray.size and not written.getexif()
+    assert (tmp_path / "out" / "b_good.jpg").is_file()
 
 
 @pytest.mark.parametrize(
