@@ -123,7 +123,7 @@ def read_image(source: ImageSource, role: str = "input") -> LoadedImage:
             return _decoded(image, str(source), used=used)
     if isinstance(source, Image.Image):
         with reading_callers_image():
-            return _decoded(source, f"the {role} image", owned=False, used=used)
+            return _decoded(_decodable(source), f"the {role} image", owned=False, used=used)
     if isinstance(source, np.ndarray):
         return _decoded(_image_from_array(source), f"the {role} array", used=used)
     raise InvalidImageError(f"expected a path, PIL image or numpy array, got {type(source).__name__}")
@@ -135,6 +135,21 @@ def reading_callers_image() -> Iterator[None]:
     once, and Pillow's lazy loading (and seeking frames) is not thread-safe."""
     with _CALLERS_IMAGES:
         yield
+
+
+def _decodable(image: Image.Image) -> Image.Image:
+    """A caller's image; or, where Pillow's own decoder would read it wrong (an uncompressed TIFF turned a quarter by
+    its orientation, not loaded yet: `_libtiff_for_every_tiff`), its page opened again from its file with libtiff."""
+    tiles = getattr(image, "tile", None)
+    if image.format != "TIFF" or not tiles or tiles[0].codec_name != "raw" or getattr(image, "fp", None) is None:
+        return image
+    if not _reported_upright(image):
+        return image
+    image.fp.seek(0)
+    with _libtiff_for_every_tiff():
+        reopened = Image.open(image.fp, formats=["TIFF"])
+    reopened.seek(image.tell())
+    return reopened
 
 
 def open_header(path: str | Path) -> Image.Image:

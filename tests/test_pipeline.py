@@ -273,7 +273,8 @@ def test_reading_in_threads_leaves_the_process_settings_as_they_were(examples_di
 @pytest.mark.parametrize("compression", ["tiff_lzw", "raw"])
 def test_a_tiff_of_a_quarter_turn_orientation_reads_upright(examples_dir, tmp_path, compression):
     """Pillow (12.3) reports such a TIFF's size turned already: `upright_size` turned it back (a hint at the photo's
-    right was "outside" it); and an uncompressed one was decoded into stripes of the wrong size."""
+    right was "outside" it); and an uncompressed one was decoded into stripes of the wrong size, by path and then (a
+    caller's image, opened with Pillow's own decoder) as a PIL image."""
     upright = Image.open(examples_dir / "chelsea_gray.png").convert("L")
     exif = Image.Exif()
     exif[0x0112] = 6  # stored turned a quarter counter-clockwise
@@ -281,6 +282,8 @@ def test_a_tiff_of_a_quarter_turn_orientation_reads_upright(examples_dir, tmp_pa
     upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, compression=compression)
     assert upright_size(path) == upright.size
     assert np.array_equal(np.asarray(load_image(path).convert("L")), np.asarray(upright))
+    with Image.open(path) as callers:
+        assert np.array_equal(np.asarray(load_image(callers).convert("L")), np.asarray(upright))
 
 
 def test_a_callers_exif_rotated_image_is_turned_upright_without_being_changed(mode_files):
