@@ -29,6 +29,7 @@ _GRAY_WHITE_LEVELS = {"L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "
 FLOAT_PIXEL_SLACK = 0.01
 SUPPORTED_MODES = sorted({*_CONVERSIONS, *_GRAY_WHITE_LEVELS, "LA", "RGB", "RGBA", "P"})
 _SRGB = ImageCms.createProfile("sRGB")
+_COLOUR_GRID = [(r, g, b) for r in range(0, 256, 51) for g in range(0, 256, 51) for b in range(0, 256, 51)]
 _CALLERS_IMAGES = threading.Lock()  # see `reading_callers_image`
 TIFF_NEW_SUBFILE_TYPE, TIFF_SUB_IFDS = 254, 330  # tags: what an image is (bit 0: reduced resolution), sub-images
 _PROFILE_KINDS = {"L": "GRAY", "I;16": "GRAY", "I;16L": "GRAY", "I;16B": "GRAY", "RGB": "RGB"}
@@ -380,13 +381,26 @@ def in_srgb(image: Image.Image) -> Image.Image:
         return image
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(data))
-        if profile.profile.xcolor_space.strip() != kind or ImageCms.getProfileDescription(profile).startswith("sRGB"):
+        if profile.profile.xcolor_space.strip() != kind:
             return image
         if kind == "GRAY":
             return _through_gray_levels(image, profile)
+        if _maps_as_srgb(data):  # (transforming a whole photo for nothing is slow)
+            return image
         return ImageCms.profileToProfile(image, profile, _SRGB, outputMode="RGB")
     except (OSError, ValueError, ImageCms.PyCMSError):  # (a colour space of bytes that are not ASCII: ValueError)
         return image
+
+
+@functools.lru_cache(maxsize=16)
+def _maps_as_srgb(data: bytes) -> bool:
+    """Whether an RGB profile takes colours to sRGB unchanged, to a level: a grid of colours through it (colorimetric,
+    as any version of sRGB's maps so). Its name says less: Elle Stone's linear "sRGB-elle-V4-g10" was taken for sRGB,
+    and its photos came out much too dark."""
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(data))
+    grid = Image.fromarray(np.array(_COLOUR_GRID, np.uint8)[None])
+    through = ImageCms.profileToProfile(grid, profile, _SRGB, renderingIntent=1, outputMode="RGB")
+    return int(np.abs(np.asarray(through, np.int16) - np.asarray(grid, np.int16)).max()) <= 1
 
 
 def _through_gray_levels(image: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:

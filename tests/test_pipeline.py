@@ -1,6 +1,7 @@
 """The inference pipeline on real photos: modes, sizes, options, bad inputs, model loading, speed-ups."""
 
 import dataclasses
+import io
 import math
 import os
 import struct
@@ -177,6 +178,25 @@ def test_a_photo_with_a_colour_profile_is_read_in_srgb(examples_dir, tmp_path, c
     tagged, untagged = (np.asarray(colorizer(tmp_path / f"{kind}.png").image.convert("L"), dtype=float) - gray
                         for kind in ("tagged", "untagged"))  # fmt: skip
     assert np.abs(tagged).mean() < 0.7 and np.abs(untagged).mean() > 2
+
+
+def test_a_profile_named_srgb_is_applied_unless_it_maps_as_srgb(examples_dir, tmp_path):
+    """A profile whose name began with "sRGB" was taken for sRGB and left unapplied: Elle Stone's linear
+    "sRGB-elle-V4-g10" too (its photos much too dark); here Adobe RGB's under such a name."""
+    original = Image.open(examples_dir / "china.jpg").convert("RGB")
+    adobe = (PROFILES / "compatibleWithAdobeRGB1998.icc").read_bytes()
+    renamed = adobe.replace(b"Compatible with Adobe RGB (1998)", b"sRGB (in fact Adobe RGB, 1998)..")
+    assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(renamed))).startswith("sRGB")
+    for profile in (adobe, renamed):
+        encoded = ImageCms.profileToProfile(
+            original, ImageCms.createProfile("sRGB"), ImageCms.ImageCmsProfile(io.BytesIO(profile)), outputMode="RGB"
+        )
+        encoded.save(tmp_path / "tagged.png", icc_profile=profile)
+        read = image_pixels(load_image(tmp_path / "tagged.png")).values.int()
+        assert (read - image_pixels(original).values.int()).abs().float().mean() < 0.7
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    original.save(tmp_path / "srgb.png", icc_profile=srgb)  # sRGB's own: as stored
+    assert torch.equal(image_pixels(load_image(tmp_path / "srgb.png")).values, image_pixels(original).values)
 
 
 def test_a_16_bit_gray_scan_with_a_colour_profile_is_read_in_srgb(examples_dir, tmp_path):
