@@ -144,11 +144,20 @@ class TakenPaths:
 
     def add(self, path: Path) -> None:
         self.names.add(self.key(path))
-        if path.exists():
+        if self.exists(path):
             self.files.add(self.identity(path))
 
     def __contains__(self, path: Path) -> bool:
-        return self.key(path) in self.names or (path.exists() and self.identity(path) in self.files)
+        return self.key(path) in self.names or (self.exists(path) and self.identity(path) in self.files)
+
+    @staticmethod
+    def exists(path: Path) -> bool:
+        """False too where the path cannot be looked up: a name too long for the file system (its write fails then,
+        for that file alone: it was a traceback that stopped the run)."""
+        try:
+            return path.exists()
+        except OSError:
+            return False
 
     @staticmethod
     def key(path: Path) -> str:

@@ -742,6 +742,17 @@ def test_a_video_in_the_output_folder_is_not_overwritten(tiny_model_dir, example
     assert len(list(read_frames(tmp_path / "clip_color.mp4"))) == 4
 
 
+def test_an_output_name_too_long_for_the_file_system_fails_that_photo_alone(tiny_model_dir, tmp_path, capsys):
+    """A 251-byte name whose output, NAME_color.png, would be 257 bytes: a traceback, and the run stopped."""
+    long_name = tmp_path / ("L" * 247 + ".png")
+    Image.new("L", (40, 30), 100).save(long_name)
+    Image.new("L", (40, 30), 100).save(tmp_path / "ok.png")
+    arguments = ["colorize", str(tmp_path), "-o", str(tmp_path), "--model", str(tiny_model_dir)]
+    assert cli.main(arguments) == cli.EXIT_SOME_FAILED
+    assert f"could not write {tmp_path / long_name.stem}_color.png: File name too long" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([long_name.name, "ok.png", "ok_color.png"])
+
+
 def test_a_video_and_an_output_folder_named_with_a_colon_relative_to_the_working_directory(
     tiny_model_dir, examples_dir, tmp_path, monkeypatch
 ):
