@@ -525,9 +525,7 @@ def run_archive(args: argparse.Namespace) -> int:
             shard_rows=args.shard_rows, concurrency=args.concurrency, retry_errors=args.retry_errors,
             dry_run=args.dry_run,
         )  # fmt: skip
-        with warnings.catch_warnings():  # one line each, as the other warnings
-            warnings.showwarning = lambda message, *_: print(f"warning: {message}", file=sys.stderr)
-            summary = colorize_dataset(job)
+        summary = colorize_dataset(job)
     except (ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -569,9 +567,12 @@ def run_export(args: argparse.Namespace) -> int:
     graphs = onnx_engine.cached_export(model)  # the very graphs that the onnxruntime engine runs
     onnx_engine.check(graphs)
     names = onnx_engine.graph_names(graphs)
-    for name in names:  # each put in place whole; a link of its name is replaced, not followed
+    for name in onnx_engine.GRAPH_NAMES:  # each put in place whole; a link of its name is replaced, not followed
         try:
-            put_whole(args.output / name, functools.partial(shutil.copyfile, graphs / name))
+            if name in names:
+                put_whole(args.output / name, functools.partial(shutil.copyfile, graphs / name))
+            else:  # another model's, exported there before: it would be run with this model's graphs
+                (args.output / name).unlink(missing_ok=True)
         except OSError as error:
             print(f"error: cannot write {args.output / name}: {error.strerror or error}", file=sys.stderr)
             return 1
@@ -617,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with messages_that_never_fail():
+    with messages_that_never_fail(), one_line_warnings():
         try:
             with stopped_cleanly_by_sigterm():
                 return args.run(args)
@@ -630,6 +631,22 @@ def main(argv: list[str] | None = None) -> int:
         except Terminated:
             print("terminated", file=sys.stderr)
             return EXIT_TERMINATED
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Warnings shown as the command's own messages, one line each and each once (Python's named a line of letcolor's
+    code and showed it; a cache that could not be written was told of twice)."""
+    shown = set()
+
+    def show(message, *_):
+        if str(message) not in shown:
+            shown.add(str(message))
+            print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 class Messages:

@@ -340,6 +340,25 @@ def test_export_to_a_folder_that_cannot_be_made_is_a_usage_error_before_any_work
     assert [path.name for path in (tmp_path / "graphs").iterdir()] == [onnx_engine.LOCAL_GRAPH]
 
 
+def test_an_export_leaves_no_graph_of_another_model_and_its_warnings_are_one_line(tmp_path, capsys, monkeypatch):
+    """A model without hints exported where one with hints was: its automatic graph stayed, to be run with this
+    model's graphs. A cache that cannot be written: Python's two-line warning, naming a line of letcolor's code."""
+    model = make_tiny_model()
+    assert not model.takes_hints
+    model.save_pretrained(tmp_path / "model")
+    (tmp_path / "graphs").mkdir()
+    (tmp_path / "graphs" / onnx_engine.AUTOMATIC_GRAPH).write_bytes(b"another model's graph")
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "a-file" / "cache"))
+    assert cli.main(["export-onnx", "--model", str(tmp_path / "model"), "-o", str(tmp_path / "graphs")]) == 0
+    assert sorted(path.name for path in (tmp_path / "graphs").iterdir()) == [
+        onnx_engine.LOCAL_GRAPH,
+        onnx_engine.GLOBAL_GRAPH,
+    ]
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"warning: cannot keep ONNX graphs in {tmp_path / 'a-file'}")
+
+
 def test_an_export_of_a_model_that_is_not_there_makes_no_folder(tmp_path, capsys):
     """The output folder was made, and left empty, before the model was found missing."""
     assert cli.main(["export-onnx", "--model", str(tmp_path / "nothing"), "-o", str(tmp_path / "a" / "graphs")]) == 2
