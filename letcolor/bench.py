@@ -237,7 +237,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         device = usable_device(args.device)
-        names = [name.strip() for name in (args.engine or args.configs or default_configurations(device)).split(",")]
+        named = next((each for each in (args.engine, args.configs) if each is not None), None)  # ("": an error)
+        names = [name.strip() for name in (default_configurations(device) if named is None else named).split(",")]
         sizes = checked_settings(args, names)
         hint_channels = 3 if args.hints else 0
         model = random_model(args.width, ACCURACY_PHOTOS, 0, hint_channels) if args.width else load_model(args.model)
@@ -247,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.hints and not model.takes_hints:
-        print(f"--hints: {NO_HINTS_MESSAGE}", file=sys.stderr)
+        print(f"error: --hints: {NO_HINTS_MESSAGE}", file=sys.stderr)
         return 2
     rows = [Row(size, max_side) for size in sizes for max_side in (DEFAULT_MAX_SIDE, None)]
     rows += [Row(size, DEFAULT_MAX_SIDE, video=True) for size in VIDEO_SIZES.values()] if args.engine else []
@@ -289,7 +290,8 @@ def checked_settings(args: argparse.Namespace, names: list[str]) -> list[tuple[i
         raise ValueError(f"unknown configurations or engines {unknown}; known: {list(CONFIGURATIONS)}")
     if twice := sorted({name for name in names if names.count(name) > 1}):  # (one column, the other's time lost)
         raise ValueError(f"configurations or engines named twice: {twice}")
-    sizes = [parse_size(text) for text in (args.sizes or (ENGINE_SIZES if args.engine else DEFAULT_SIZES)).split(",")]
+    default_sizes = ENGINE_SIZES if args.engine is not None else DEFAULT_SIZES
+    sizes = [parse_size(text) for text in (default_sizes if args.sizes is None else args.sizes).split(",")]
     threads = 1 if args.threads is None else args.threads
     if min(min(size) for size in sizes) < 1 or args.repeats < 1 or args.hints < 0 or threads < 1:
         raise ValueError("--sizes must be at least 1x1, --repeats and --threads at least 1, --hints at least 0")
