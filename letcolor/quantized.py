@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.fx.utils import assert_and_get_unique_device
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from letcolor import tracing
@@ -115,6 +116,7 @@ def quantize(model: LetThereBeColor) -> LetThereBeColor:
             _calibrate(quantized, observed)
             not_kept = _keep_observers(observed, kept)
         install_runs(quantized, {name: convert_fx(run) for name, run in observed.items()})
+        assert_and_get_unique_device.cache_clear()  # torch.ao keeps every module it saw (7 MB a Colorizer) in it
     if not_kept:  # (here: the block above ignores warnings)
         warnings.warn(f"cannot keep the int8 calibration in {kept.parent} ({not_kept}): it is made again at each "
                       f"start (a few seconds); ${CACHE_ENV_VAR} names another folder", stacklevel=2)  # fmt: skip
