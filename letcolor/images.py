@@ -313,6 +313,11 @@ def _frames_warning(image: Image.Image, name: str, used: str) -> tuple[str, ...]
         except Exception as reload_error:
             raise InvalidImageError(f"{name}: cannot decode the image ({reload_error})") from error
         return (f"{name}: its frames after the first are damaged ({type(error).__name__}); only {shown} was {used}",)
+    except BaseException:  # an interrupt: Pillow's count leaves the image on a later frame (a caller's, reused, then
+        with contextlib.suppress(Exception):  # gave that frame)
+            image.seek(current)
+            image.load()
+        raise
     return (f"{name}: has {frames} frames (animated or multi-page); only {shown} was {used}",) if frames != 1 else ()
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from conftest import PACKED_PRECISIONS, make_tiny_model
 from crafted import DAMAGED_EXIF, png_with_exif, tiled_tiff
 from huggingface_hub import constants as hub_constants
-from PIL import EpsImagePlugin, ExifTags, Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin
+from PIL import EpsImagePlugin, ExifTags, GifImagePlugin, Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin
 
 from letcolor import color, fullres, inference, pipeline, threads
 from letcolor.bench import calibrate_batchnorm
@@ -747,6 +747,38 @@ def test_the_warning_names_the_frame_a_callers_image_was_moved_to(colorizer, exa
     image.seek(1)
     assert colorizer(image).warnings == ("the input image: has 2 frames (animated or multi-page); only frame 2 was "
                                          "colorized",)  # fmt: skip
+
+
+def test_a_callers_image_interrupted_as_its_frames_are_counted_stays_on_its_frame(colorizer, examples_dir, tmp_path,
+                                                                                   monkeypatch):  # fmt: skip
+    """Pillow counts a GIF's frames by seeking to its last: interrupted, the caller's image was left on a later frame,
+    and the next call colorized that one."""
+    first, second = frames_of(examples_dir)
+    frames = [first, second.resize(first.size), first.transpose(Image.Transpose.FLIP_LEFT_RIGHT), first.rotate(180)]
+    path = save(frames[0], tmp_path / "frames.gif", save_all=True, append_images=frames[1:])
+    image = Image.open(path)
+    image.seek(1)
+    expected = colorizer(_on_frame(path, 1))
+    seek = GifImagePlugin.GifImageFile._seek
+
+    def interrupted(self, frame, update_image=True):
+        if frame == 3:  # the image is on frame 2 by then, on its way to the last
+            raise KeyboardInterrupt
+        return seek(self, frame, update_image)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(GifImagePlugin.GifImageFile, "_seek", interrupted)
+        colorizer(image)
+    assert image.tell() == 1
+    again = colorizer(image)
+    assert again.warnings == expected.warnings
+    assert np.array_equal(np.asarray(again.image), np.asarray(expected.image))
+
+
+def _on_frame(path: Path, frame: int) -> Image.Image:
+    image = Image.open(path)
+    image.seek(frame)
+    return image
 
 
 def test_single_frame_files_and_camera_mpo_files_give_no_warning(colorizer, examples_dir, tmp_path):
