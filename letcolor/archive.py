@@ -41,6 +41,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import torch
 from tqdm import tqdm
 
 from letcolor.engines import DEFAULT_ENGINE
@@ -376,6 +377,12 @@ class ParquetDestination:
             pq.write_table(kept, scratch)
             os.replace(scratch, shard)
 
+    def check_blocked(self, ids: list[str]) -> None:
+        """ValueError where DST holds a file where the shards' folder must be (every batch was colorized, then the
+        run stopped on writing it: a traceback, at every run)."""
+        if os.path.lexists(self.folder) and not os.path.isdir(self.folder):
+            raise ValueError(f"-o: {self.folder} is not a folder, where the shards go; give -o a folder of its own")
+
     def shard_paths(self) -> list[str]:
         names = sorted(os.listdir(self.folder)) if os.path.isdir(self.folder) else []
         return [os.path.join(self.folder, n) for n in names if n.startswith(SHARD_PREFIX) and n.endswith(".parquet")]
@@ -469,6 +476,18 @@ class ImagesDestination:
                 if (other := claimed.get(os.path.join(self.folder, folder))) is not None:
                     self._clash(other, row_id, f"clash: {folder} would be both a file and a folder")
 
+    def check_blocked(self, ids: list[str]) -> None:
+        """ValueError where DST holds a file where a photo's folder must be, or a folder named as the errors' file
+        (each photo was colorized, then the run stopped on writing it: a traceback, at every run)."""
+        errors = os.path.join(self.folder, ERRORS_NAME)
+        if os.path.lexists(errors) and not os.path.isfile(errors):
+            raise ValueError(f"-o: {errors} is not a file, where the errors are written; give -o a folder of its own")
+        folders = {os.path.dirname(self.output(row_id, ".png")) for row_id in ids}
+        for folder in sorted(folders - {self.folder}):
+            blocked = next((each for each in _parents_within(folder, self.folder) if _not_a_folder(each)), None)
+            if blocked is not None:
+                raise ValueError(f"-o: {blocked} is a file, where photos of SRC go in a folder of that name")
+
     @staticmethod
     def _clash(first: str, second: str, how: str) -> None:
         raise ValueError(f"{first} and {second} {how}: rename one, or colorize into a parquet dataset (not --images)")
@@ -486,6 +505,16 @@ class ImagesDestination:
             with open(scratch, "wb") as file:
                 file.write(image)
             os.replace(scratch, final)
+
+
+def _parents_within(folder: str, root: str) -> list[str]:
+    """`folder` and its parents below `root`, outermost first."""
+    parts = PurePosixPath(os.path.relpath(folder, root)).parts
+    return [os.path.join(root, *parts[: index + 1]) for index in range(len(parts))]
+
+
+def _not_a_folder(path: str) -> bool:
+    return os.path.lexists(path) and not os.path.isdir(path)
 
 
 @dataclass(frozen=True)
@@ -587,7 +616,8 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
         takes_hints = load_model(job.model).takes_hints  # a bad model or device: refused before Ray, not in an actor
         usable_device(job.device)
     except ModelError as error:
-        raise ValueError(str(error)) from error
+        raise ValueError(" ".join(str(error).split())) from error  # one line, as the other commands say it
+    check_resources(job)
     if job.hints and not takes_hints:
         raise ValueError(f"--hints: {NO_HINTS_MESSAGE}")
     if not job.dry_run:
@@ -607,8 +637,25 @@ def colorize_dataset(job: Job, progress: bool = True) -> Summary:
         )
     if job.images:
         destination.check_names(ids)
+    destination.check_blocked(ids)
     with writing_into(job.destination, create=not job.dry_run):
         return _colorize_the_rest(job, source, destination, ids, progress)
+
+
+def check_resources(job: Job) -> None:
+    """ValueError for resources that no model actor could be given: on this machine's cluster (no --address), Ray
+    waited for ever for a GPU it lacks or a CPU where --num-cpus was 0; a negative GPU count failed in its own code."""
+    if not job.num_gpus_per_worker >= 0:
+        raise ValueError(f"--num-gpus-per-worker must be 0 or more, got {job.num_gpus_per_worker}")
+    if job.address is not None:
+        return
+    if job.num_cpus is not None and job.num_cpus < 1:
+        raise ValueError(f"--num-cpus must be at least 1 (each model actor takes one), got {job.num_cpus}")
+    if job.num_gpus_per_worker > 0 and not torch.cuda.is_available():
+        raise ValueError(
+            "--num-gpus-per-worker: this machine has no GPU for its cluster's actors; leave it out, or give the "
+            "--address of a cluster that has GPUs"
+        )
 
 
 @contextlib.contextmanager

@@ -529,6 +529,9 @@ def run_archive(args: argparse.Namespace) -> int:
     except (ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as error:  # writing DST (a full disk): the shards committed are kept, and a rerun goes on
+        print(f"error: cannot write {error.filename or args.output}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     print(f"{summary.todo} photos to colorize, {summary.before}" if args.dry_run else summary.line())
     return EXIT_SOME_FAILED if summary.errors else 0
 

@@ -4,6 +4,7 @@ with SIGKILL and the command run again, a folder of images mirrored with --image
 Each run starts Ray (a few seconds) and colorizes with the tiny test model."""
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -495,17 +496,60 @@ def test_an_address_where_no_cluster_answers_is_refused_before_ray(tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("option", "message"), [(["--model", "no-such-model/"], "Cannot load the model"),
-                                                 (["--device", "cuda"], "CUDA")])  # fmt: skip
-def test_a_bad_model_or_device_is_refused_before_ray(tmp_path, capsys, monkeypatch, option, message):
-    """Both failed in the actor: a Ray traceback of 338 lines ending in ActorDiedError, exit 1."""
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--model", "no-such-model/"], "Cannot load the model"),  # these failed in the actor: a Ray traceback of
+        (["--device", "cuda"], "CUDA"),  # 338 lines ending in ActorDiedError, exit 1
+        (["--num-gpus-per-worker", "1"], "--num-gpus-per-worker: this machine has no GPU"),  # these waited for ever
+        (["--num-cpus", "0"], "--num-cpus must be at least 1"),
+        (["--num-gpus-per-worker", "-1"], "--num-gpus-per-worker must be 0 or more"),  # Ray's traceback first
+    ],
+)
+def test_a_bad_model_device_or_resource_is_refused_before_ray(tmp_path, capsys, monkeypatch, option, message):
     monkeypatch.setitem(sys.modules, "ray", None)  # never reached
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     (tmp_path / "src").mkdir()
     Image.new("L", (16, 16)).save(tmp_path / "src" / "a.png")
     argv = ["colorize-dataset", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--images", *option]
     assert cli.main(argv) == 2
-    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
+    errors = capsys.readouterr().err
+    assert message in errors and len(errors.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("images", "blocking", "message"),
+    [
+        (False, "data", "data is not a folder, where the shards go"),
+        (True, "sub", "sub is a file, where photos of SRC go in a folder of that name"),
+        (True, "errors.jsonl/", "errors.jsonl is not a file, where the errors are written"),  # (a dry run too)
+    ],
+)
+def test_a_file_in_dst_where_the_run_writes_is_refused_before_ray(tmp_path, capsys, monkeypatch, images, blocking,
+                                                                  message):  # fmt: skip
+    """Each photo was colorized, then writing the first batch failed: a FileExistsError traceback, at every run."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # never reached
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    Image.new("L", (16, 16)).save(tmp_path / "src" / "sub" / "a.png")
+    (tmp_path / "out").mkdir()
+    blocked = tmp_path / "out" / blocking.rstrip("/")
+    blocked.mkdir() if blocking.endswith("/") else blocked.write_text("someone's")
+    for extra in ([], ["--dry-run"]):
+        argv = ["colorize-dataset", str(tmp_path / "src"), "-o", str(tmp_path / "out"), *(["--images"] * images)]
+        assert cli.main([*argv, *extra]) == 2
+        assert f"error: -o: {blocked} {message.split(' ', 1)[1]}" in capsys.readouterr().err
+
+
+def test_a_failure_to_write_dst_during_the_run_is_one_line(tmp_path, capsys, monkeypatch):
+    def full_disk(*_):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "data" / "shard.parquet"))
+
+    monkeypatch.setattr("letcolor.archive._colorize_the_rest", full_disk)
+    (tmp_path / "src").mkdir()
+    Image.new("L", (16, 16)).save(tmp_path / "src" / "a.png")
+    assert cli.main(["colorize-dataset", str(tmp_path / "src"), "-o", str(tmp_path / "out")]) == 1
+    expected = f"error: cannot write {tmp_path / 'out' / 'data' / 'shard.parquet'}: No space left on device\n"
+    assert capsys.readouterr().err == expected
 
 
 def test_hints_with_a_palette_are_refused_before_ray(tmp_path, capsys, monkeypatch):
