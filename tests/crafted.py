@@ -2,6 +2,9 @@
 
 import struct
 import zlib
+from pathlib import Path
+
+from PIL import Image
 
 
 def tiled_tiff(width: int, height: int, tile: int) -> bytes:
@@ -48,3 +51,10 @@ def png_with_exif(png: bytes, exif: bytes) -> bytes:
     chunk = b"eXIf" + exif
     at = png.index(b"IDAT") - 4
     return png[:at] + struct.pack(">I", len(exif)) + chunk + struct.pack(">I", zlib.crc32(chunk)) + png[at:]
+
+
+def two_frame_gif(photo: Path, path: Path) -> Path:
+    """A GIF of the photo in gray, then the same upside down."""
+    first = Image.open(photo).convert("L")
+    first.save(path, save_all=True, append_images=[first.transpose(Image.Transpose.ROTATE_180)])
+    return path

@@ -309,9 +309,8 @@ def test_a_reference_animation_is_a_warning_for_a_photo_a_batch_and_a_video(clie
     async def logged_messages(job):
         return [update.log async for update in job if update.type == "status" and update.log]
 
-    assert asyncio.run(logged_messages(client.submit(photo, **settings, api_name="/colorize"))) == [
-        (warning, "warning")
-    ]
+    colorized = client.submit(photo, **settings, api_name="/colorize")
+    assert asyncio.run(logged_messages(colorized)) == [(warning, "warning")]
     _, _, report = client.predict([photo, photo], **settings, api_name="/colorize_batch")
     assert report.splitlines()[2:] == ["Notes:", f"- `walk.gif`: {warning.removeprefix('walk.gif: ')}"]
     write_clip(tmp_path / "clip.mp4", [np.zeros((48, 64, 3), np.uint8)] * 3)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_model
-from crafted import exif_with_a_rational_description
+from crafted import exif_with_a_rational_description, two_frame_gif
 from PIL import ExifTags, Image
 from test_model import BAD_MODELS, damaged_copy
 from video_clips import size_switching, truncated_faststart
@@ -92,9 +92,7 @@ def test_a_reference_is_read_once_for_every_batch(photos, tiny_model_dir, exampl
 
 
 def test_a_reference_animation_is_a_warning_once(photos, tiny_model_dir, examples_dir, tmp_path, capsys):
-    first = Image.open(examples_dir / "coffee.png").convert("L")
-    animation = tmp_path / "walk.gif"
-    first.save(animation, save_all=True, append_images=[first.transpose(Image.Transpose.ROTATE_180)])
+    animation = two_frame_gif(examples_dir / "coffee.png", tmp_path / "walk.gif")
     arguments = [
         str(photos),
         "-o",

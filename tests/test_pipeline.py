@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import PACKED_PRECISIONS, make_tiny_model
-from crafted import DAMAGED_EXIF, png_with_exif, tiled_tiff
+from crafted import DAMAGED_EXIF, png_with_exif, tiled_tiff, two_frame_gif
 from huggingface_hub import constants as hub_constants
 from PIL import EpsImagePlugin, ExifTags, GifImagePlugin, Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin
 
@@ -436,9 +436,7 @@ def test_a_reference_read_once_colorizes_as_the_photo_itself(colorizer, examples
 
 def test_a_reference_animations_first_frame_used_is_a_warning(colorizer, examples_dir, tmp_path):
     """It was read without a word: the photo's own warnings were reported, the reference's not."""
-    first = Image.open(examples_dir / "coffee.png").convert("L")
-    animation = tmp_path / "walk.gif"
-    first.save(animation, save_all=True, append_images=[first.transpose(Image.Transpose.ROTATE_180)])
+    animation = two_frame_gif(examples_dir / "coffee.png", tmp_path / "walk.gif")
     image = photo(examples_dir, "historical_c.jpg")
     expected = f"{animation}: has 2 frames (animated or multi-page); only the first was used"
     assert colorizer.batch([image, image], reference=animation)[1].warnings == (expected,)
@@ -758,7 +756,7 @@ def test_a_callers_image_interrupted_as_its_frames_are_counted_stays_on_its_fram
     path = save(frames[0], tmp_path / "frames.gif", save_all=True, append_images=frames[1:])
     image = Image.open(path)
     image.seek(1)
-    expected = colorizer(_on_frame(path, 1))
+    expected = colorizer(on_frame(path, 1))
     seek = GifImagePlugin.GifImageFile._seek
 
     def interrupted(self, frame, update_image=True):
@@ -775,7 +773,7 @@ def test_a_callers_image_interrupted_as_its_frames_are_counted_stays_on_its_fram
     assert np.array_equal(np.asarray(again.image), np.asarray(expected.image))
 
 
-def _on_frame(path: Path, frame: int) -> Image.Image:
+def on_frame(path: Path, frame: int) -> Image.Image:
     image = Image.open(path)
     image.seek(frame)
     return image

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import EXAMPLES, make_tiny_model
+from crafted import two_frame_gif
 from PIL import Image
 from video_clips import (
     SAMPLE_RATE,
@@ -176,9 +177,7 @@ def test_frame_mode_colours_each_frame_as_the_photo_pipeline_does(colorizer, pan
 
 
 def test_a_reference_animation_read_for_a_video_is_a_user_warning(colorizer, pan, examples_dir, tmp_path):
-    first = Image.open(examples_dir / "coffee.png").convert("L")
-    animation = tmp_path / "walk.gif"
-    first.save(animation, save_all=True, append_images=[first.transpose(Image.Transpose.ROTATE_180)])
+    animation = two_frame_gif(examples_dir / "coffee.png", tmp_path / "walk.gif")
     output = tmp_path / "out.mp4"
     with pytest.warns(
         UserWarning, match=r"walk\.gif: has 2 frames \(animated or multi-page\); only the first was used"
