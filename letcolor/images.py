@@ -18,6 +18,13 @@ from PIL import ExifTags, Image, ImageCms, ImageOps, TiffImagePlugin, Unidentifi
 # Larger images are refused from their header, before decoding (decompression bombs). PIL's own limit
 # (Image.MAX_IMAGE_PIXELS) is global state that applications may change, so this module checks its own.
 MAX_IMAGE_PIXELS = 100_000_000
+A_VIDEO = "a video, not a photo: colorize it as a video (letcolor.video.colorize_video, or the app's Video tab)"
+# Where video containers say what they are: MP4, MOV and 3GP boxes, Matroska and WebM, AVI, FLV, ASF, MPEG-PS
+VIDEO_SIGNATURES = (
+    *((4, box) for box in (b"ftyp", b"moov", b"mdat", b"wide", b"free")), (0, b"\x1a\x45\xdf\xa3"), (8, b"AVI "),
+    (0, b"FLV"), (0, b"\x30\x26\xb2\x75"), (0, b"\x00\x00\x01\xba"),
+)  # fmt: skip
+PHOTO_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
 NOT_AN_IMAGE = "not a readable image (not a format letcolor reads, or corrupt; icons (ICO, ICNS) and EPS are not read)"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"  # the example photos that ship with letcolor
 
@@ -248,6 +255,20 @@ def _libtiff_for_every_tiff():
             TiffImagePlugin.READ_LIBTIFF = saved
 
 
+def _is_a_video(source: Path | io.BytesIO) -> bool:
+    """Whether the file starts as a video container does (VIDEO_SIGNATURES), by its first 12 bytes; not a HEIF or
+    AVIF photo, whose boxes are MP4's."""
+    start = b""
+    if isinstance(source, io.BytesIO):
+        start = source.getvalue()[:12]
+    else:
+        with contextlib.suppress(OSError), open(source, "rb") as file:
+            start = file.read(12)
+    if start[4:8] == b"ftyp" and start[8:12] in PHOTO_BRANDS:
+        return False
+    return any(start[offset:].startswith(signature) for offset, signature in VIDEO_SIGNATURES)
+
+
 def _opened(source: Path | io.BytesIO, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Opens lazily: only the header is read, so the size is checked before decoding."""
     try:
@@ -255,6 +276,8 @@ def _opened(source: Path | io.BytesIO, name: str, max_pixels: int = MAX_IMAGE_PI
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `_check_size` applies instead
             return Image.open(source, formats=read_formats())
     except UnidentifiedImageError as error:
+        if _is_a_video(source):
+            raise InvalidImageError(f"{name}: {A_VIDEO}") from error
         raise InvalidImageError(f"{name}: {NOT_AN_IMAGE}") from error
     except Image.DecompressionBombError as error:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS, far above ours
         pixels = re.search(r"\((\d+) pixels\)", str(error))

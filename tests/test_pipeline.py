@@ -592,6 +592,20 @@ def test_an_icon_is_refused_before_pillow_decodes_its_image(tmp_path, monkeypatc
         Hints.parse(tmp_path / "icon.ico", (13000, 13000))
 
 
+def test_a_video_given_as_a_photo_is_named_a_video(tmp_path):
+    """It was "not a readable image (not a format letcolor reads, or corrupt...)": a video is neither."""
+    clip = Path(__file__).resolve().parent / "data" / "camvid_drive_cut.mp4"
+    videos = {"clip.mp4": clip.read_bytes(), "clip.mkv": b"\x1a\x45\xdf\xa3" + bytes(60)}
+    photos = {"photo.heic": b"\x00\x00\x00\x18ftypheic" + bytes(60), "notes.png": b"no photo here"}  # unread ones
+    for name, data in (videos | photos).items():
+        (tmp_path / name).write_bytes(data)
+        said = "a video, not a photo: colorize it as a video" if name in videos else "not a readable image"
+        with pytest.raises(InvalidImageError, match=f"{name}: {said}"):
+            load_image(tmp_path / name)
+        with pytest.raises(InvalidImageError, match=f"{name}: {said}"):
+            read_image_bytes(data, name)
+
+
 def test_an_eps_file_is_refused_without_running_ghostscript(tmp_path, monkeypatch):
     """Pillow runs Ghostscript on an EPS file to decode it: a PostScript program from whoever sent the file."""
     monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *args, **kwargs: pytest.fail("Ghostscript was run"))
