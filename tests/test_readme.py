@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ PHOTOS = {
     "photos/colour_two.jpg": "china.jpg",
 }
 VIDEOS = ("film.mov", "film.mp4")
+COMMANDS_AT_ONCE = 2  # a shell block's commands that need no earlier one's output run side by side (2 cores)
 # Quick settings appended to each training, evaluation and benchmark command (the last of a repeated option wins),
 # and the shared corpora replaced by their shipped cuts.
 QUICK_SETTINGS = {
@@ -84,6 +86,30 @@ def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.Complet
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{shlex.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return result
+
+
+def run_side_by_side(commands, cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Runs the commands COMMANDS_AT_ONCE at a time (one thread each), each after the earlier ones that write what it
+    names or where it writes: the README's order, in half the time."""
+    done, earlier = [], []
+    with ThreadPoolExecutor(COMMANDS_AT_ONCE) as pool:
+        for command in commands:
+            needed = [finished for output, finished in earlier if output in command]
+            done.append(pool.submit(run_after, needed, command, cwd))
+            earlier.append((output_of(command), done[-1]))
+        return [each.result() for each in done]
+
+
+def run_after(needed: list[Future], command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    for earlier in needed:
+        earlier.result()  # (raises where it failed)
+    return run(command, cwd)
+
+
+def output_of(command: list[str]) -> str | None:
+    """What a command writes: its -o or --output."""
+    flags = [index for index, word in enumerate(command[:-1]) if word in ("-o", "--output")]
+    return command[flags[-1] + 1] if flags else None
 
 
 def run_script(code: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -176,8 +202,8 @@ def test_python_block_runs(folder, index):
 @pytest.mark.slow
 @pytest.mark.parametrize("index", [i for i, (lang, code, _) in enumerate(BLOCKS) if classify(lang, code) == "shell"])
 def test_shell_block_runs(folder, index):
-    for command in shell_commands(BLOCKS[index][1]):
-        result = run(as_runnable(command), folder)
+    commands = shell_commands(BLOCKS[index][1])
+    for command, result in zip(commands, run_side_by_side(map(as_runnable, commands), folder), strict=True):
         if "bench" in command:
             assert "| fp32" in result.stdout  # the table
         elif "-o" in command:
