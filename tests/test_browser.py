@@ -604,10 +604,12 @@ def centred_box(canvas: dict, width: float, height: float) -> dict:
 
 
 def paint_band(page, box: dict, left: float, right: float, top: float, bottom: float) -> None:
-    """Paints the band [left, right] x [top, bottom] (fractions of `box`) with horizontal strokes of the brush."""
+    """Paints the band [left, right] x [top, bottom] (fractions of `box`) with horizontal strokes of the brush. The
+    brush joins a stroke's points with lines: 3 moves a stroke paint what 12 did (the same colours), 13 s sooner (each
+    move redraws the editor)."""
     for row in np.linspace(top, bottom, 6):
         y = box["y"] + row * box["height"]
         page.mouse.move(box["x"] + left * box["width"], y)
         page.mouse.down()
-        page.mouse.move(box["x"] + right * box["width"], y, steps=12)
+        page.mouse.move(box["x"] + right * box["width"], y, steps=3)
         page.mouse.up()
