@@ -411,7 +411,7 @@ def video_download(result: dict | None):
 
 
 def photo_path(image: dict | None) -> str | None:
-    """UI only: the photo's path (the one Colorize was pressed for, or the one in view)."""
+    """UI only: the photo's path when Colorize was pressed."""
     return image["path"] if image else None
 
 
@@ -473,7 +473,6 @@ class PhotoTab(NamedTuple):
     hint_file: gr.File
     hint_editor: gr.ImageEditor | None
     colorized: gr.State  # the photo's path when Colorize was pressed
-    in_view: gr.Textbox  # hidden: the photo's path as its last change gave it
     shown: gr.State  # the photo as the browser can show it (`Endpoints.shown_photo`)
 
 
@@ -495,35 +494,34 @@ def photo_tab(colorizer: Colorizer | None) -> PhotoTab:
         hint_file = gr.File(label="Colour hints: JSON points or a paint layer", visible=False)
         hint_editor = hint_controls(colorizer)
         gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLE_PHOTOS], inputs=image, cache_examples=False)
-        in_view = gr.Textbox(visible=False)  # (in the tab: a component between two tabs splits their strip in two)
         colorized, shown = gr.State(), gr.State()
     return PhotoTab(
-        image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized, in_view, shown
+        image, comparison, colorize_button, download, scenes, result, hint_file, hint_editor, colorized, shown
     )
 
 
 def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
     """Colorize: the photo's path kept, the painted hints (a model that takes them), the photo, the before/after; a new
-    or cleared photo clears the result and the editor, and stops the colorization of the one before."""
+    or cleared photo clears the result and the editor. A new photo does not stop the colorization of the one before
+    (Gradio's `cancels`): its thread ran on anyway, and the stop, made once the new photo's upload ended, also stopped
+    a Colorize pressed during that upload (1 run in 2 on a busy machine); the last photo's result is never shown with
+    the new one (`before_after`), and a press held back for it is dropped (`colorize`)."""
     # Each step waits for its last run: a press while the last one's runs (new settings, new strokes) comes after it
     # ("once", Gradio's default, dropped it: the last settings' result never came)
     pressed = tab.colorize_button.click(
         photo_path, inputs=tab.image, outputs=tab.colorized, preprocess=False, queue=False, api_visibility="private",
         trigger_mode="always_last",
     )  # fmt: skip
-    steps = []  # of the chain that Colorize starts
     if tab.hint_editor:
-        steps.append(
-            pressed.then(
-                endpoints.painted_hints,
-                inputs=[tab.image, tab.hint_editor, tab.shown],
-                outputs=tab.hint_file,
-                preprocess=False,
-                api_visibility="private",
-                trigger_mode="always_last",
-            )
+        pressed = pressed.then(
+            endpoints.painted_hints,
+            inputs=[tab.image, tab.hint_editor, tab.shown],
+            outputs=tab.hint_file,
+            preprocess=False,
+            api_visibility="private",
+            trigger_mode="always_last",
         )
-    colorizing = (steps[-1].success if steps else pressed.then)(
+    colorizing = (pressed.success if tab.hint_editor else pressed.then)(
         endpoints.colorize,
         inputs=[tab.image, *controls, tab.hint_file, tab.colorized],
         outputs=[tab.result, tab.scenes],
@@ -532,25 +530,14 @@ def wire_photo_tab(tab: PhotoTab, controls: list, endpoints: Endpoints) -> None:
         concurrency_limit=COLORIZE_CONCURRENCY,
         trigger_mode="always_last",
     )
-    steps.append(colorizing)
-    steps.append(
-        colorizing.success(
-            endpoints.before_after,  # queued: where the browser's copy of the photo is not made yet, it makes it
-            inputs=[tab.image, tab.colorized, tab.shown, tab.result],
-            outputs=[tab.comparison, tab.download, tab.scenes, tab.shown],
-            preprocess=False,
-            api_visibility="private",
-            trigger_mode="always_last",
-        )
+    colorizing.success(
+        endpoints.before_after,  # queued: where the browser's copy of the photo is not made yet, it makes it
+        inputs=[tab.image, tab.colorized, tab.shown, tab.result],
+        outputs=[tab.comparison, tab.download, tab.scenes, tab.shown],
+        preprocess=False,
+        api_visibility="private",
+        trigger_mode="always_last",
     )
-    # A new or cleared photo stops the colorization of the one before, and the steps around it (its result, or its
-    # before/after waiting in the queue, was paired with the new photo), once: Gradio's Image reports one new photo
-    # as changed 2-3 times, some after Colorize was pressed for it; a hidden box reports a change only where its value
-    # differs.
-    tab.image.change(
-        photo_path, inputs=tab.image, outputs=tab.in_view, preprocess=False, queue=False, api_visibility="private"
-    )
-    tab.in_view.change(None, cancels=steps, queue=False, api_visibility="private")
     tab.image.change(
         result_of_another_photo,
         inputs=[tab.image, tab.colorized],
