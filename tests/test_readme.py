@@ -90,7 +90,7 @@ def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.Complet
 
 def run_side_by_side(commands, cwd: Path) -> list[subprocess.CompletedProcess]:
     """Runs the commands COMMANDS_AT_ONCE at a time (one thread each), each after the earlier ones that write what it
-    names or where it writes: the README's order, in half the time."""
+    names or where it writes: the README's order kept where it matters (124 s -> 82 s for the four blocks)."""
     done, earlier = [], []
     with ThreadPoolExecutor(COMMANDS_AT_ONCE) as pool:
         for command in commands:
