@@ -194,6 +194,12 @@ def exif_orientation(path: str | Path) -> int:
         return _orientation(image) or 1
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """A copy of the image turned upright by its EXIF orientation, as stored where its EXIF data is damaged (as
+    letcolor reads photos, less the warning)."""
+    return image.copy() if _orientation(image) is None else ImageOps.exif_transpose(image)
+
+
 def _orientation(image: Image.Image) -> int | None:
     """The opened image's EXIF orientation (1: as stored), None where its EXIF data is damaged: Pillow cannot read it
     (a bare "not a TIFF file" or struct.error for a PNG's or WebP's failed a whole batch), or, for a photo to turn,

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import EXAMPLES
+from crafted import DAMAGED_EXIF, png_with_exif
 from datasets import config as datasets_config
 from fake_hub import FakeHub
 from PIL import ExifTags, Image, ImageCms
@@ -1046,6 +1047,22 @@ def test_training_reads_a_photo_as_letcolor_does_upright_and_in_srgb(examples_di
     assert read.shape == (photo.width, photo.height, 3)  # a quarter turn
     assert np.abs(read - np.asarray(photo.transpose(Image.Transpose.ROTATE_270))).mean() < 1.5
     assert np.abs(np.asarray(stored).astype(int) - np.asarray(photo)).mean() > 3  # what it read before
+
+
+@pytest.mark.parametrize("damage", DAMAGED_EXIF)
+@pytest.mark.parametrize("form", ["PNG", "WEBP"])
+def test_a_photo_whose_exif_is_damaged_is_trained_on_as_stored(examples_dir, damage, form):
+    """Pillow's struct.error or AttributeError for a PNG's or WebP's damaged EXIF block ended a training run (and a
+    compact copy) with a traceback; letcolor colorizes such a photo as stored."""
+    photo = Image.open(examples_dir / "chelsea.png").convert("RGB")
+    plain, damaged = io.BytesIO(), io.BytesIO()
+    photo.save(plain, form, lossless=True)
+    if form == "PNG":
+        damaged.write(png_with_exif(plain.getvalue(), DAMAGED_EXIF[damage]))
+    else:
+        photo.save(damaged, form, lossless=True, exif=DAMAGED_EXIF[damage])
+    read = data.decode_image({"bytes": damaged.getvalue(), "path": None})
+    np.testing.assert_array_equal(np.asarray(read), np.asarray(photo))
 
 
 def test_a_worker_without_usable_photos_gives_no_batch_only_its_counts(scene_data, tmp_path):

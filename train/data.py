@@ -17,9 +17,9 @@ from datasets import config as datasets_config
 from datasets.distributed import split_dataset_by_node
 from datasets.utils.file_utils import xopen
 from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from letcolor.images import in_srgb
+from letcolor.images import in_srgb, upright
 
 CROP_SIZE = 224  # paper 3.4: 224x224 crops of 256x256 images
 RESIZE_SIDE = 256
@@ -148,8 +148,8 @@ def decode_image(cell: dict | None, side: int = RESIZE_SIDE) -> PILImage.Image:
         raise ValueError("empty image")
     with PILImage.open(io.BytesIO(data)) as image:
         image.draft("RGB", (side, side))
-        upright = ImageOps.exif_transpose(image.convert("RGB"))
-    return in_srgb(upright)  # its colours as the model is scored on (evaluate) and used: in sRGB
+        turned = upright(image.convert("RGB"))  # a damaged EXIF block (struct.error...): as stored, as letcolor reads
+    return in_srgb(turned)  # its colours as the model is scored on (evaluate) and used: in sRGB
 
 
 def is_colourful(image: PILImage.Image, min_chroma_std: float = MIN_CHROMA_STD) -> bool:
