@@ -414,6 +414,27 @@ def test_a_run_with_two_workers_resumes(scene_data, tmp_path):
     assert set(checkpoint_state(tmp_path)["data_streams"][0]) == {"0", "1"}
 
 
+@pytest.mark.parametrize(("change", "workers"), [("a shard added", "0"), ("a shard removed", "2")])
+def test_resume_after_the_datasets_files_changed_restarts_the_data_stream(scene_data, tmp_path, monkeypatch, capsys,
+                                                                          change, workers):  # fmt: skip
+    """The saved stream positions no longer fitted the files (a shard added or removed, a new compact copy in the same
+    folder): the resumed run ended with datasets' IndexError or KeyError traceback."""
+    dataset = shutil.copytree(scene_data, tmp_path / "scenes")
+    output = tmp_path / "run"
+    options = (*QUICK, "--workers", workers)
+    assert run_main(monkeypatch, cli(dataset, output, *options, "--steps", "3", "--checkpoint-every", "3")) == 0
+    first, second = sorted((dataset / "data").glob("train-*.parquet"))
+    if change == "a shard added":
+        shutil.copy(second, second.with_name("train-00002-of-00002.parquet"))
+    else:
+        second.unlink()
+    capsys.readouterr()
+    assert run_main(monkeypatch, cli(dataset, output, *options, "--steps", "5", "--resume")) == 0
+    printed = capsys.readouterr().out
+    assert "--resume: the datasets' files changed since the checkpoint, the data stream restarts" in printed
+    assert [record["step"] for record in metrics(output, "train")] == [1, 2, 3, 4, 5]
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -222,16 +222,44 @@ def no_sleep_at_stream_end():
         datasets_config.SLEEP_TIME_ON_THREADS_SHUTDOWN = pause
 
 
+def shuffled_stream(
+    spec: StreamSpec, source: Source, state: dict | None, worker: int = 0, workers: int = 1
+) -> IterableDataset:
+    """One dataset's shuffled stream in DataLoader worker `worker` of `workers`, from the saved position `state`
+    where one is given (restored as its rows start: `datasets`' IndexError or KeyError there where the files no
+    longer fit it, `positions_fit`)."""
+    stream = open_stream(spec, source, worker, workers).shuffle(seed=spec.seed, buffer_size=SHUFFLE_BUFFER)
+    if state:
+        stream.set_epoch(state["epoch"])
+        stream.load_state_dict(state)
+    return stream
+
+
+def positions_fit(spec: StreamSpec, worker_states: dict[int, dict], workers: int) -> bool:
+    """Whether the saved positions of a checkpoint's DataLoader workers can be restored in the datasets' files as they
+    are now: files added or removed since, or cut into other shards (a new compact copy), ended a resumed run with
+    `datasets`' traceback."""
+    for worker, state in worker_states.items():
+        for source, position in zip(spec.sources, state.get("sources") or [], strict=False):
+            if position is None:
+                continue
+            restored = iter(shuffled_stream(spec, source, position, worker, workers))
+            with no_sleep_at_stream_end():
+                try:
+                    next(restored, None)  # (the position is restored as the rows start: it fills the shuffle buffer)
+                except (IndexError, KeyError):
+                    return False
+                finally:
+                    restored.close()
+    return True
+
+
 class SourceEpochs:
     """One dataset's shuffled stream in a DataLoader worker, epoch after epoch, from a saved position or the start."""
 
     def __init__(self, spec: StreamSpec, source: Source, state: dict | None, worker: int = 0, workers: int = 1):
         self.source = source
-        stream = open_stream(spec, source, worker, workers)
-        self.stream = stream.shuffle(seed=spec.seed, buffer_size=SHUFFLE_BUFFER)
-        if state:
-            self.stream.set_epoch(state["epoch"])
-            self.stream.load_state_dict(state)
+        self.stream = shuffled_stream(spec, source, state, worker, workers)
         # A restored stream refills its shuffle buffer from the saved position on, so the rest of its epoch can be
         # empty (a small dataset read whole into the buffer): that alone does not make the dataset empty.
         self.resumed = bool(state)

@@ -40,6 +40,7 @@ from train.data import (
     StreamSpec,
     loading,
     open_stream,
+    positions_fit,
     source_class_names,
     train_loader,
     validation_images,
@@ -388,10 +389,14 @@ class Trainer:
             self.print(f"--resume: {changed[-1]} (the card counts each part's images)")
         self.history = [*history, self.history_part(changed)]
         streams = saved.get("data_streams", [])
-        if len(streams) == self.context.world_size and saved.get("workers") == self.args.workers:
-            self.worker_states = {int(worker): state for worker, state in streams[self.context.rank].items()}
-        else:
+        if len(streams) != self.context.world_size or saved.get("workers") != self.args.workers:
             self.print("--resume: different ranks or workers than the checkpoint, the data stream restarts")
+        else:
+            states = {int(worker): state for worker, state in streams[self.context.rank].items()}
+            if positions_fit(self.train_spec, states, self.args.workers):
+                self.worker_states = states
+            else:
+                self.print("--resume: the datasets' files changed since the checkpoint, the data stream restarts")
         skipped = saved.get("skipped", [])
         self.skipped_before = dict(skipped[self.context.rank]) if self.context.rank < len(skipped) else {}
         seed_everything(self.args.seed + self.step + self.context.rank)  # fresh randomness past the saved point
