@@ -408,5 +408,5 @@ def validation_images(spec: StreamSpec, limit: int) -> tuple[torch.Tensor, torch
     examples.close()  # now, not at interpreter exit, where `datasets`' parquet reader fails noisily
     if not images:
         names = ", ".join(source.dataset for source in spec.sources)
-        raise DataError(f"{names}: split {spec.split!r} has no usable images")
+        raise DataError(f"{names}: split {spec.split!r} has no usable images (skipped: {skipped})")
     return torch.stack(images), torch.tensor(labels), skipped
