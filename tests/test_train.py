@@ -1187,16 +1187,20 @@ def test_compact_copy_bad_options_are_usage_errors_and_write_nothing(everyday_da
 
 def test_compact_copy_reads_what_training_reads(everyday_data, tmp_path):
     """Photos stored as files (cells of a path and no bytes), which training reads, were all left out ("none could
-    be decoded"); a train file without the label column, which training takes, was pyarrow's traceback."""
+    be decoded"), and validation rows kept their paths (the copy, sent to another machine, had no validation photo
+    there); a train file without the label column, which training takes, was pyarrow's traceback."""
     data = shutil.copytree(everyday_data, tmp_path / "data")
     first, second = sorted((data / "data").glob("train-*.parquet"))
+    (validation,) = (data / "data").glob("validation-*.parquet")
     table = pq.read_table(first)
-    paths = []
-    for index, cell in enumerate(table.column("image").to_pylist()):
-        paths.append(tmp_path / f"photo{index}.webp")
-        paths[-1].write_bytes(cell["bytes"])
-    cells = pa.array([{"bytes": None, "path": str(path)} for path in paths], table.schema.field("image").type)
-    pq.write_table(table.set_column(0, "image", cells), first)
+    for shard, name in ((first, "photo"), (validation, "validation")):
+        part = pq.read_table(shard)
+        paths = []
+        for index, cell in enumerate(part.column("image").to_pylist()):
+            paths.append(tmp_path / f"{name}{index}.webp")
+            paths[-1].write_bytes(cell["bytes"])
+        cells = pa.array([{"bytes": None, "path": str(path)} for path in paths], part.schema.field("image").type)
+        pq.write_table(part.set_column(0, "image", cells), shard)
     pq.write_table(pq.read_table(second).drop_columns(["label"]), second)
     made = compact(data, tmp_path / "compact", "--side", "64", "--shards", "2", "--val-rows", "4")
     assert made.returncode == 0, made.stderr[-2000:]
@@ -1205,6 +1209,9 @@ def test_compact_copy_reads_what_training_reads(everyday_data, tmp_path):
     assert copied.num_rows == table.num_rows + pq.read_metadata(second).num_rows
     assert copied.column("label").null_count == pq.read_metadata(second).num_rows
     assert all(cell["bytes"] and cell["path"] is None for cell in copied.column("image").to_pylist())
+    (copied_validation,) = (tmp_path / "compact" / "data").glob("validation-*")
+    for cell in pq.read_table(copied_validation).column("image").to_pylist():
+        assert cell["bytes"] == Path(cell["path"]).read_bytes()
 
 
 def test_compact_copy_of_files_it_cannot_read_is_one_line(everyday_data, tmp_path):

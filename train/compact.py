@@ -7,8 +7,9 @@ Train rows (the first --train-rows, or all; their photos' bytes, or the files th
 them) are re-encoded as WebP at a shorter side of at most --side and written
 as --shards parquet files; validation rows are copied unchanged up to the --val-rows-th that training validates on
 (one it can decode, colourful at the default --min-chroma-std), so that validation on the copy measures the same
-photos as on the original. Columns, features (label names) and README.md are kept; train
-photos that cannot be decoded or encoded are left out (and counted). Nothing is written until every photo is encoded.
+photos as on the original (a photo that a row names by its file's path gets that file's bytes). Columns, features
+(label names) and README.md are kept; train photos that cannot be decoded or encoded are left out (and counted).
+Nothing is written until every photo is encoded.
 """
 
 import argparse
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from train.data import DECODE_ERRORS, decode_image, is_colourful, within_aspect
+from train.data import DECODE_ERRORS, cell_bytes, decode_image, is_colourful, within_aspect
 
 
 def reencoded(cell: dict | None, side: int, quality: int) -> bytes | None:
@@ -69,9 +70,24 @@ def first_usable(table: pa.Table, column: str, count: int) -> pa.Table:
     return table
 
 
+def with_bytes(cell: dict | None) -> dict | None:
+    """An image cell with the bytes of the file that its path names, where it holds none: the copy goes to another
+    machine, where the path names nothing (one that cannot be read is kept as it is, as training skips it)."""
+    if not cell or cell.get("bytes") or not cell.get("path"):
+        return cell
+    try:
+        return {"bytes": cell_bytes(cell), "path": cell["path"]}
+    except (OSError, ValueError):
+        return cell
+
+
 def with_images(table: pa.Table, column: str, images: list[bytes]) -> pa.Table:
-    cells = pa.array([{"bytes": data, "path": None} for data in images], type=table.schema.field(column).type)
-    return table.set_column(table.schema.get_field_index(column), column, cells)
+    return with_cells(table, column, [{"bytes": data, "path": None} for data in images])
+
+
+def with_cells(table: pa.Table, column: str, cells: list[dict | None]) -> pa.Table:
+    array = pa.array(cells, type=table.schema.field(column).type)
+    return table.set_column(table.schema.get_field_index(column), column, array)
 
 
 def write_shards(table: pa.Table, destination: Path, split: str, shards: int) -> None:
@@ -111,6 +127,8 @@ def main() -> None:
             parser.error(f"--image-column {args.image_column}: not a column of image cells ({{bytes, path}}, the Hub's "
                          f"Image feature) in the {split} split ({table.column_names})")  # fmt: skip
     validation = first_usable(validation, args.image_column, args.val_rows)
+    embedded = [with_bytes(cell) for cell in validation.column(args.image_column).to_pylist()]
+    validation = with_cells(validation, args.image_column, embedded)
     photos = train.column(args.image_column).to_pylist()
     encode = partial(reencoded, side=args.side, quality=args.quality)
     with ProcessPoolExecutor(args.processes) as pool:

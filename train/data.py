@@ -134,19 +134,25 @@ def source_class_names(source: Source, split: str) -> list[str]:
     return list(feature.names) if isinstance(feature, ClassLabel) else []
 
 
-def decode_image(cell: dict | None, side: int = RESIZE_SIDE) -> PILImage.Image:
-    """An upright RGB image in sRGB (its ICC profile applied, as letcolor reads photos) from an undecoded `Image`
-    cell, its bytes or the file its path names (a folder of images, as `datasets` reads one), a JPEG decoded at a
-    reduced scale where its shorter side still holds `side` px; raises one of DECODE_ERRORS for anything unusable."""
+def cell_bytes(cell: dict | None) -> bytes:
+    """An undecoded `Image` cell's bytes, or those of the file its path names (a folder of images, as `datasets` reads
+    one; local, or remote as datasets streams it); ValueError for none, or a file over MAX_IMAGE_FILE_BYTES."""
     data, path = (cell or {}).get("bytes"), (cell or {}).get("path")
     if not data and path:
-        with xopen(path, "rb") as file:  # local, or remote as datasets streams it
+        with xopen(path, "rb") as file:
             data = file.read(MAX_IMAGE_FILE_BYTES + 1)
         if len(data) > MAX_IMAGE_FILE_BYTES:
             raise ValueError(f"{path}: over {MAX_IMAGE_FILE_BYTES >> 20} MB")
     if not data:
         raise ValueError("empty image")
-    with PILImage.open(io.BytesIO(data)) as image:
+    return data
+
+
+def decode_image(cell: dict | None, side: int = RESIZE_SIDE) -> PILImage.Image:
+    """An upright RGB image in sRGB (its ICC profile applied, as letcolor reads photos) from an undecoded `Image`
+    cell (`cell_bytes`), a JPEG decoded at a reduced scale where its shorter side still holds `side` px; raises one
+    of DECODE_ERRORS for anything unusable."""
+    with PILImage.open(io.BytesIO(cell_bytes(cell))) as image:
         image.draft("RGB", (side, side))
         turned = upright(image.convert("RGB"))  # a damaged EXIF block (struct.error...): as stored, as letcolor reads
     return in_srgb(turned)  # its colours as the model is scored on (evaluate) and used: in sRGB
