@@ -15,6 +15,7 @@ import torch
 from datasets import ClassLabel, Image, IterableDataset, load_dataset
 from datasets import config as datasets_config
 from datasets.distributed import split_dataset_by_node
+from datasets.table import CastError
 from datasets.utils.file_utils import xopen
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
@@ -112,6 +113,8 @@ def rows(stream: IterableDataset, dataset: str) -> Iterator[dict]:
     try:
         for batch in stream.iter(batch_size=1):
             yield {column: values[0] for column, values in batch.items()}
+    except CastError as error:  # (its message, cut short, never came to what differs)
+        raise DataError(f"{dataset}: a data file has other columns than the first: {error.details()}") from error
     except (OSError, pa.ArrowException, ValueError, TypeError) as error:  # the last two: files of other columns
         reason = " ".join(str(error).split())[:300]
         raise DataError(f"{dataset}: a data file is empty, of other columns than the first, or could not be read "
