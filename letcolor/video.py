@@ -141,8 +141,10 @@ def _open(path: Path) -> av.container.InputContainer:
         container = av.open(ffmpeg_path(path))
     except FileNotFoundError:
         raise
+    except av.InvalidDataError as error:  # (FFmpeg's words came with its error number and the path again)
+        raise InvalidVideoError(f"{path}: not a readable video (not a video file, or truncated or damaged)") from error
     except (av.FFmpegError, OSError) as error:
-        raise InvalidVideoError(f"{path}: not a readable video ({error})") from error
+        raise InvalidVideoError(f"{path}: not a readable video ({error.strerror or error})") from error
     if video_stream(container) is None:
         kind = "only a still picture (as cover art)" if container.streams.video else "no video stream"
         container.close()

@@ -313,8 +313,9 @@ def check_video_limits(info: VideoInfo, name: str) -> None:
     seconds = max(info.duration, info.sound_duration)  # the sound is copied or encoded to its end
     if seconds > MAX_VIDEO_SECONDS or info.frames > MAX_VIDEO_FRAMES:
         frames = f", {info.frames} frames" if info.frames else ""  # (a Matroska file declares no count)
+        digits = 1 if round(seconds, 1) > MAX_VIDEO_SECONDS or seconds <= MAX_VIDEO_SECONDS else 3  # 20.033: not 20.0
         raise ValueError(
-            f"{name}: {seconds:.1f} s{frames}; the limit is {MAX_VIDEO_SECONDS} s and {MAX_VIDEO_FRAMES} frames."
+            f"{name}: {seconds:.{digits}f} s{frames}; the limit is {MAX_VIDEO_SECONDS} s and {MAX_VIDEO_FRAMES} frames."
         )
 
 

@@ -691,11 +691,15 @@ def test_colorize_video_refuses_videos_over_the_limits_by_name(client, app_url, 
     long_sound = with_sine(CAMVID_CUT, tmp_path / "long_sound.mp4", seconds=25)  # 12 frames, 25 s of sound
     write_clip(tmp_path / "still.mp4", [np.zeros((32, 32, 3), np.uint8)] * 210)
     write_clip(tmp_path / "still.mkv", [np.zeros((32, 32, 3), np.uint8)] * 210)  # Matroska declares no frame count
+    over_by_a_frame = tmp_path / "over_by_a_frame.mkv"  # 20.033 s: it said "20.0 s; the limit is 20 s"
+    write_clip(over_by_a_frame, [np.zeros((32, 32, 3), np.uint8)] * (app.MAX_VIDEO_FRAMES + 1), fps=30)
     raw = re_encoded(tmp_path / "still.mp4", tmp_path / "raw.h264", "h264")  # 21 s at 10 frames/s; no duration declared
     for bad, reason in [(large, "1920x1080 is over the 1280x720 limit"), (long, "601 frames"),
                         (long_sound, r"long_sound.mp4: 25\.\d s, 12 frames"), (raw, "longer than the limit of 20 s"),
                         (tmp_path / "still.mkv", r"still.mkv: 21\.0 s; the limit is 20 s"),
-                        (notes, "notes.mp4: not a readable video"), (truncated, "ends after 4 of the 12 frames"),
+                        (over_by_a_frame, r"over_by_a_frame.mkv: 20\.033 s; the limit is 20 s"),
+                        (notes, r"notes.mp4: not a readable video \(not a video file, or truncated or damaged\)$"),
+                        (truncated, "ends after 4 of the 12 frames"),
                         (switching, "frame 21 is 1920x1080, not the 320x240")]:  # fmt: skip
         with pytest.raises(AppError, match=reason) as error:
             client.predict(handle_file(bad), api_name="/colorize_video")

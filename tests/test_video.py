@@ -706,7 +706,8 @@ def test_bad_inputs_are_clear_errors_and_harm_nothing(colorizer, pan, examples_d
     frames[0].save(animated, save_all=True, append_images=frames[1:], duration=100)
     pages = tmp_path / "pages.tif"  # Pillow calls it animated: not an animation
     frames[0].save(pages, save_all=True, append_images=frames[1:])
-    cases = [(notes, "not a readable video"), (truncated, "not a readable video"), (sound_only, "no video"),
+    damaged = r"not a readable video \(not a video file, or truncated or damaged\)$"  # (FFmpeg's "[Errno 1094995529]")
+    cases = [(notes, damaged), (truncated, damaged), (sound_only, "no video"),
              (still, "a still image, not a video"), (tmp_path, "a folder, not a video file"),
              (song, "only a still picture"), (renamed, r"video \(read as an image: not a readable"),
              (animated, "an animated WebP, which FFmpeg cannot read as a video: convert it"),
