@@ -252,7 +252,7 @@ def positions_fit(spec: StreamSpec, worker_states: dict[int, dict], workers: int
         for source, position in zip(spec.sources, state.get("sources") or [], strict=False):
             if position is None:
                 continue
-            restored = iter(shuffled_stream(spec, source, position, worker, workers))
+            restored = rows(shuffled_stream(spec, source, position, worker, workers), source.dataset)  # DataError
             with no_sleep_at_stream_end():
                 try:
                     next(restored, None)  # (the position is restored as the rows start: it fills the shuffle buffer)
